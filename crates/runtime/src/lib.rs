@@ -1,0 +1,477 @@
+//! The container runtime seam of staticlet.
+//!
+//! [`ContainerRuntime`] is a small, object-safe async trait shaped like the verbs of the
+//! Container Runtime Interface (CRI v1): pod sandboxes, images, containers, exec. The agent
+//! (pod workers) only ever talks to an `Arc<dyn ContainerRuntime>`; the embedded runtime and the
+//! CRI client are two implementations of it, and [`fake::FakeRuntime`] is the scripted one the
+//! component tests use.
+//!
+//! What this crate owns: the trait, the plain data types that cross it, the label keys that make
+//! runtime objects attributable to pods (and so make adoption after an agent restart possible),
+//! and the [`Clock`] every timestamp is taken from. What it does not own: anything about Pods as
+//! Kubernetes objects. The agent translates a Pod into [`SandboxConfig`] and [`ContainerConfig`]
+//! in one place, so both backends receive the same, already-decided configuration (as kubelet's
+//! `kuberuntime` does for CRI).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+pub mod fake;
+
+/// Labels and annotations on runtime objects.
+pub type Labels = BTreeMap<String, String>;
+
+/// Label keys staticlet puts on every sandbox and container it creates.
+///
+/// The pod keys are kubelet's, so `crictl` shows staticlet's objects the way it shows kubelet's.
+/// [`MANAGED`](labels::MANAGED) marks objects as ours: objects without it are never touched, as a
+/// node may share its runtime with other clients.
+pub mod labels {
+    /// `"true"` on every object staticlet created.
+    pub const MANAGED: &str = "io.staticlet.managed";
+    /// The static pod's UID (its config hash).
+    pub const POD_UID: &str = "io.kubernetes.pod.uid";
+    /// The pod's full name (`<name>-<node>`).
+    pub const POD_NAME: &str = "io.kubernetes.pod.name";
+    /// The pod's namespace.
+    pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+    /// The container's name in the pod spec.
+    pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+    /// `init`, `sidecar` or `app`.
+    pub const CONTAINER_KIND: &str = "io.staticlet.container.kind";
+    /// The restart attempt of the container (0 for the first run), as a decimal.
+    pub const ATTEMPT: &str = "io.staticlet.container.attempt";
+    /// Hash of the container's spec, so a container of an older spec is recognised.
+    pub const CONTAINER_HASH: &str = "io.staticlet.container.hash";
+    /// The pod's termination grace period in seconds, so an orphan can be stopped politely.
+    pub const GRACE_PERIOD: &str = "io.staticlet.pod.terminationGracePeriod";
+}
+
+/// A source of wall-clock time that follows tokio's clock.
+///
+/// All timestamps the agent compares (container start/finish times, back-off windows) come from
+/// one `Clock`, so component tests that pause tokio time see a consistent world. In production it
+/// is the wall clock at start plus tokio's monotonic elapsed time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    wall: SystemTime,
+    mono: tokio::time::Instant,
+}
+
+impl Clock {
+    /// A clock anchored at the current wall time and tokio instant.
+    pub fn new() -> Self {
+        Self { wall: SystemTime::now(), mono: tokio::time::Instant::now() }
+    }
+
+    /// A clock anchored at a fixed wall time (tests), moving with tokio's clock.
+    pub fn anchored(wall: SystemTime) -> Self {
+        Self { wall, mono: tokio::time::Instant::now() }
+    }
+
+    /// The current time.
+    pub fn now(&self) -> SystemTime {
+        self.wall + self.mono.elapsed()
+    }
+
+    /// The tokio instant corresponding to a wall time of this clock (saturating at the anchor).
+    pub fn instant_at(&self, at: SystemTime) -> tokio::time::Instant {
+        self.mono + at.duration_since(self.wall).unwrap_or_default()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Identifies a pod sandbox inside one runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SandboxId(pub String);
+
+/// Identifies a container inside one runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContainerId(pub String);
+
+impl std::fmt::Display for SandboxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Errors of a runtime call. Which are retryable is stated per variant; the pod worker retries
+/// every failed step on its next sync anyway, so "retryable" only decides the wording of status.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RuntimeError {
+    /// The object does not exist (any more). Not an error for stop/remove (they are idempotent).
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    /// The runtime cannot be reached or is not ready. Retryable.
+    #[error("container runtime unavailable: {0}")]
+    Unavailable(String),
+    /// The image could not be pulled; `message` is the registry's or runtime's own words.
+    #[error("failed to pull image {image:?}: {message}")]
+    ImagePull { image: String, message: String },
+    /// The image is not present and the pull policy forbids pulling it.
+    #[error("image {0:?} is not present with pull policy of Never")]
+    ImageNeverPull(String),
+    /// The runtime rejected the configuration (not retryable without a spec change).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// Any other failure of the named operation. Retryable.
+    #[error("{op} failed: {message}")]
+    Failed { op: &'static str, message: String },
+}
+
+/// Result alias of the runtime crate.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// Name and version of a runtime, as CRI's `Version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeVersion {
+    pub runtime_name: String,
+    pub runtime_version: String,
+    pub api_version: String,
+}
+
+/// Readiness of a runtime, as CRI's `Status` conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeStatus {
+    pub runtime_ready: bool,
+    pub network_ready: bool,
+    /// Why the runtime or the network is not ready (empty when both are).
+    pub message: String,
+}
+
+/// A DNS configuration for a sandbox (`/etc/resolv.conf`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
+}
+
+/// A port published by a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    pub protocol: String,
+    pub container_port: i32,
+    pub host_port: i32,
+    pub host_ip: String,
+}
+
+/// Everything a runtime needs to create a pod sandbox (CRI's `PodSandboxConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxConfig {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    /// Empty under hostNetwork (the host's name is kept).
+    pub hostname: String,
+    /// Directory the container logs of this pod go to.
+    pub log_directory: PathBuf,
+    pub dns: Option<DnsConfig>,
+    pub port_mappings: Vec<PortMapping>,
+    /// `(ip, hostnames)` entries added to the generated `/etc/hosts`.
+    pub host_aliases: Vec<(String, Vec<String>)>,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub host_network: bool,
+    pub host_pid: bool,
+    pub host_ipc: bool,
+    pub share_process_namespace: bool,
+    pub cgroup_parent: String,
+    pub sysctls: Labels,
+    /// `runtimeClassName`, for runtimes that support handlers.
+    pub runtime_handler: String,
+}
+
+/// How an image is named.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ImageSpec {
+    pub image: String,
+}
+
+/// Credentials for a registry (a docker `config.json` entry, decoded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub username: String,
+    pub password: String,
+    pub auth: String,
+    pub server_address: String,
+    pub identity_token: String,
+    pub registry_token: String,
+}
+
+/// An image present in the runtime.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Image {
+    /// The image's content reference (`sha256:...` or `repo@sha256:...`).
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    pub size: u64,
+}
+
+/// A bind mount into a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mount {
+    pub container_path: String,
+    pub host_path: PathBuf,
+    pub readonly: bool,
+    /// `None`, `HostToContainer` or `Bidirectional` (Kubernetes `mountPropagation`).
+    pub propagation: String,
+}
+
+/// Resource settings of a container, already converted to cgroup terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
+    pub cpu_shares: i64,
+    pub memory_limit_in_bytes: i64,
+    pub oom_score_adj: i64,
+}
+
+/// Security settings of a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityContext {
+    pub privileged: bool,
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub supplemental_groups: Vec<i64>,
+    pub readonly_rootfs: bool,
+    pub add_capabilities: Vec<String>,
+    pub drop_capabilities: Vec<String>,
+    pub no_new_privs: bool,
+}
+
+/// Everything a runtime needs to create a container (CRI's `ContainerConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerConfig {
+    pub name: String,
+    pub attempt: u32,
+    pub image: ImageSpec,
+    /// Entrypoint override (Kubernetes `command`); empty keeps the image's.
+    pub command: Vec<String>,
+    /// Arguments (Kubernetes `args`); empty keeps the image's when `command` is empty too.
+    pub args: Vec<String>,
+    pub working_dir: String,
+    /// Environment, already expanded (`$(VAR)` references resolved).
+    pub envs: Vec<(String, String)>,
+    pub mounts: Vec<Mount>,
+    pub labels: Labels,
+    pub annotations: Labels,
+    /// Log file, relative to the sandbox's log directory (`<container>/<attempt>.log`).
+    pub log_path: PathBuf,
+    pub stdin: bool,
+    pub tty: bool,
+    pub resources: Resources,
+    pub security: SecurityContext,
+    /// Signal to stop the container with (`SIGTERM` when empty or when the image says nothing).
+    pub stop_signal: String,
+}
+
+/// State of a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxState {
+    Ready,
+    NotReady,
+}
+
+/// What a runtime reports about a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxStatus {
+    pub id: SandboxId,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    pub state: SandboxState,
+    pub created_at: SystemTime,
+    /// The pod IP (empty under hostNetwork or without a network).
+    pub ip: String,
+    pub labels: Labels,
+    pub annotations: Labels,
+}
+
+/// State of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+/// What a runtime reports about a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStatus {
+    pub id: ContainerId,
+    pub sandbox_id: SandboxId,
+    /// The container's name in the pod spec.
+    pub name: String,
+    pub attempt: u32,
+    pub state: ContainerState,
+    pub created_at: SystemTime,
+    pub started_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
+    pub exit_code: Option<i32>,
+    /// A short CamelCase reason (`Completed`, `Error`, `OOMKilled`), empty when unknown.
+    pub reason: String,
+    pub message: String,
+    pub image: ImageSpec,
+    /// The image's content reference.
+    pub image_ref: String,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub log_path: PathBuf,
+}
+
+/// Selects runtime objects whose labels contain all the given pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelSelector(pub Labels);
+
+impl LabelSelector {
+    /// Every object staticlet manages.
+    pub fn managed() -> Self {
+        Self(Labels::from([(labels::MANAGED.to_string(), "true".to_string())]))
+    }
+
+    /// The objects of one pod.
+    pub fn pod(uid: &str) -> Self {
+        let mut s = Self::managed();
+        s.0.insert(labels::POD_UID.to_string(), uid.to_string());
+        s
+    }
+
+    /// Whether `labels` match this selector.
+    pub fn matches(&self, labels: &Labels) -> bool {
+        self.0.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// Result of an exec that ran to completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecResult {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
+/// A change a runtime observed, for agents that want to react faster than their relist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub container_id: ContainerId,
+    pub pod_uid: String,
+    pub state: ContainerState,
+}
+
+/// The runtime seam, shaped like CRI v1.
+///
+/// Contracts every implementation keeps (CRI's own, api.proto):
+/// - `stop_pod_sandbox`, `remove_pod_sandbox`, `stop_container` and `remove_container` are
+///   idempotent: an object that is already stopped or gone is success, not [`RuntimeError::NotFound`].
+/// - `stop_container(id, timeout)` sends the container's stop signal, waits up to `timeout`, then
+///   kills it; it returns once the container is no longer running.
+/// - Labels given in the configs come back unchanged in statuses and are what `list_*` filter on.
+/// - Timestamps are taken from the runtime's [`Clock`] where the implementation has one.
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// Name and version of the runtime.
+    async fn version(&self) -> Result<RuntimeVersion>;
+    /// Whether the runtime and its pod network are ready.
+    async fn status(&self) -> Result<RuntimeStatus>;
+
+    /// Creates and starts a sandbox; returns its id.
+    async fn run_pod_sandbox(&self, config: &SandboxConfig) -> Result<SandboxId>;
+    /// Stops every container of the sandbox and tears its network down. Idempotent.
+    async fn stop_pod_sandbox(&self, id: &SandboxId) -> Result<()>;
+    /// Removes a stopped sandbox and its containers. Idempotent.
+    async fn remove_pod_sandbox(&self, id: &SandboxId) -> Result<()>;
+    /// The status of one sandbox.
+    async fn pod_sandbox_status(&self, id: &SandboxId) -> Result<SandboxStatus>;
+    /// The sandboxes whose labels match.
+    async fn list_pod_sandboxes(&self, selector: &LabelSelector) -> Result<Vec<SandboxStatus>>;
+
+    /// The image if it is present.
+    async fn image_status(&self, image: &ImageSpec) -> Result<Option<Image>>;
+    /// Pulls an image; returns its content reference.
+    async fn pull_image(&self, image: &ImageSpec, auth: Option<&AuthConfig>) -> Result<String>;
+
+    /// Creates a container in a sandbox; returns its id.
+    async fn create_container(
+        &self,
+        sandbox: &SandboxId,
+        config: &ContainerConfig,
+        sandbox_config: &SandboxConfig,
+    ) -> Result<ContainerId>;
+    /// Starts a created container.
+    async fn start_container(&self, id: &ContainerId) -> Result<()>;
+    /// Stops a container: stop signal, then SIGKILL after `timeout`. Idempotent.
+    async fn stop_container(&self, id: &ContainerId, timeout: Duration) -> Result<()>;
+    /// Removes a container. Idempotent.
+    async fn remove_container(&self, id: &ContainerId) -> Result<()>;
+    /// The status of one container.
+    async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus>;
+    /// The containers whose labels match.
+    async fn list_containers(&self, selector: &LabelSelector) -> Result<Vec<ContainerStatus>>;
+
+    /// Runs a command in a running container and waits up to `timeout` for it.
+    async fn exec_sync(
+        &self,
+        id: &ContainerId,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult>;
+
+    /// A stream of container state changes, if the runtime has one. Agents still relist
+    /// periodically: events only make them faster.
+    fn subscribe_events(&self) -> Option<tokio::sync::broadcast::Receiver<ContainerEvent>> {
+        None
+    }
+}
+
+/// Parses a label that holds a decimal number, as the agent writes them.
+pub fn label_u32(labels: &Labels, key: &str) -> Option<u32> {
+    labels.get(key).and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_matches_subset() {
+        let sel = LabelSelector::pod("abc");
+        let mut l = Labels::new();
+        assert!(!sel.matches(&l));
+        l.insert(labels::MANAGED.into(), "true".into());
+        l.insert(labels::POD_UID.into(), "abc".into());
+        l.insert("other".into(), "x".into());
+        assert!(sel.matches(&l));
+        l.insert(labels::POD_UID.into(), "abd".into());
+        assert!(!sel.matches(&l));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clock_follows_paused_tokio_time() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let c = Clock::anchored(t0);
+        assert_eq!(c.now(), t0);
+        tokio::time::advance(Duration::from_secs(7)).await;
+        assert_eq!(c.now(), t0 + Duration::from_secs(7));
+        assert_eq!(c.instant_at(t0 + Duration::from_secs(7)), tokio::time::Instant::now());
+    }
+}
