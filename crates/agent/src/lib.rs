@@ -1,1 +1,19 @@
-//! placeholder
+//! The staticlet node agent, as a library: everything `staticlet run` does, with its I/O passed
+//! in so tests can run it (a runtime, listeners, a shutdown token).
+//!
+//! # Layout
+//! - [`config`]: pod sources (manifest directory, manifest URL) and the merger that owns the
+//!   desired pod set (≈ kubelet `pkg/kubelet/config`).
+//! - [`pod_workers`]: the pod manager, one worker per pod UID, its pure planning step and the
+//!   back-off (≈ kubelet `pod_workers.go`, `kuberuntime_manager.go`).
+//! - [`kuberuntime`]: Pod → runtime configurations, and pod volumes on the host.
+//! - [`status`]: pod status computation.
+//! - [`server`]: the local HTTP API (unix socket, optional TCP).
+//! - [`agent`]: wiring of the above.
+
+pub mod agent;
+pub mod config;
+pub mod kuberuntime;
+pub mod pod_workers;
+pub mod server;
+pub mod status;

@@ -14,7 +14,9 @@ pub const TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
 
 /// Applies the defaults in place.
 pub fn apply(pod: &mut Pod) {
-    let Some(spec) = pod.spec.as_mut() else { return };
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
     apply_spec(spec);
 }
 
@@ -78,9 +80,13 @@ fn apply_container(c: &mut Container, host_network: bool) {
     for e in c.env.iter_mut().flatten() {
         apply_env(e);
     }
-    for probe in [&mut c.liveness_probe, &mut c.readiness_probe, &mut c.startup_probe]
-        .into_iter()
-        .flatten()
+    for probe in [
+        &mut c.liveness_probe,
+        &mut c.readiness_probe,
+        &mut c.startup_probe,
+    ]
+    .into_iter()
+    .flatten()
     {
         apply_probe(probe);
     }
@@ -110,10 +116,17 @@ fn apply_env(e: &mut EnvVar) {
 }
 
 fn apply_probe(p: &mut Probe) {
-    p.timeout_seconds.get_or_insert(1);
-    p.period_seconds.get_or_insert(10);
-    p.success_threshold.get_or_insert(1);
-    p.failure_threshold.get_or_insert(3);
+    // The API server treats an explicit 0 as unset.
+    for (field, default) in [
+        (&mut p.timeout_seconds, 1),
+        (&mut p.period_seconds, 10),
+        (&mut p.success_threshold, 1),
+        (&mut p.failure_threshold, 3),
+    ] {
+        if field.unwrap_or(0) == 0 {
+            *field = Some(default);
+        }
+    }
     if let Some(get) = p.http_get.as_mut() {
         set(&mut get.path, "/");
         set(&mut get.scheme, "HTTP");

@@ -9,8 +9,8 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {orig:?} (expected e.g. 20s, 1m30s, 500ms)");
     let s = s.trim();
     let s = s.strip_prefix('+').unwrap_or(s);
-    if s.starts_with('-') {
-        if s[1..].chars().all(|c| c == '0' || c == '.' ) {
+    if let Some(rest) = s.strip_prefix('-') {
+        if rest.chars().all(|c| c == '0' || c == '.') {
             return Err(bad());
         }
         return Err(format!("invalid duration {orig:?}: must not be negative"));
@@ -24,15 +24,19 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let mut total_nanos: f64 = 0.0;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| {
-            format!("invalid duration {orig:?}: missing unit (ns, us, ms, s, m, h)")
-        })?;
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| {
+                format!("invalid duration {orig:?}: missing unit (ns, us, ms, s, m, h)")
+            })?;
         if num_len == 0 {
             return Err(bad());
         }
         let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let scale: f64 = match unit {
@@ -42,7 +46,11 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            "" => return Err(format!("invalid duration {orig:?}: missing unit (ns, us, ms, s, m, h)")),
+            "" => {
+                return Err(format!(
+                    "invalid duration {orig:?}: missing unit (ns, us, ms, s, m, h)"
+                ))
+            }
             u => return Err(format!("invalid duration {orig:?}: unknown unit {u:?}")),
         };
         total_nanos += num * scale;
@@ -60,9 +68,9 @@ pub fn format_go_duration(d: Duration) -> String {
     }
     if d < Duration::from_secs(1) {
         let n = d.as_nanos();
-        return if n % 1_000_000 == 0 {
+        return if n.is_multiple_of(1_000_000) {
             format!("{}ms", n / 1_000_000)
-        } else if n % 1000 == 0 {
+        } else if n.is_multiple_of(1000) {
             format!("{}us", n / 1000)
         } else {
             format!("{n}ns")

@@ -90,7 +90,10 @@ impl StaticPod {
 
     /// The pod's spec (always present, see the type's invariant).
     pub fn spec(&self) -> &k8s_openapi::api::core::v1::PodSpec {
-        self.pod.spec.as_ref().expect("StaticPod invariant: spec is set")
+        self.pod
+            .spec
+            .as_ref()
+            .expect("StaticPod invariant: spec is set")
     }
 }
 
@@ -124,7 +127,10 @@ impl ManifestError {
 }
 
 fn join_errors(errs: &[FieldError]) -> String {
-    errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    errs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Decodes one document of YAML or JSON into a JSON value, with kubelet's size limit.
@@ -132,8 +138,8 @@ pub fn decode_document(data: &[u8]) -> Result<Value, ManifestError> {
     if data.len() > MAX_MANIFEST_BYTES {
         return Err(ManifestError::TooLarge { size: data.len() });
     }
-    let text = std::str::from_utf8(data)
-        .map_err(|e| ManifestError::Syntax(format!("not UTF-8: {e}")))?;
+    let text =
+        std::str::from_utf8(data).map_err(|e| ManifestError::Syntax(format!("not UTF-8: {e}")))?;
     if text.trim().is_empty() {
         return Err(ManifestError::Empty);
     }
@@ -153,13 +159,21 @@ pub fn decode_document(data: &[u8]) -> Result<Value, ManifestError> {
 /// Checks that a decoded value is a `v1` `Pod`.
 pub fn check_kind(value: &Value) -> Result<(), ManifestError> {
     let Some(obj) = value.as_object() else {
-        return Err(ManifestError::NotAPod("a manifest must be a YAML or JSON object".into()));
+        return Err(ManifestError::NotAPod(
+            "a manifest must be a YAML or JSON object".into(),
+        ));
     };
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
     let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     if kind != "Pod" {
-        let got = if kind.is_empty() { "nothing".to_string() } else { format!("{kind:?}") };
-        return Err(ManifestError::NotAPod(format!("kind: must be \"Pod\", got {got}")));
+        let got = if kind.is_empty() {
+            "nothing".to_string()
+        } else {
+            format!("{kind:?}")
+        };
+        return Err(ManifestError::NotAPod(format!(
+            "kind: must be \"Pod\", got {got}"
+        )));
     }
     if api_version != "v1" {
         return Err(ManifestError::NotAPod(format!(
@@ -199,7 +213,10 @@ pub fn from_value(value: Value, origin: &Origin, node: &str) -> Result<StaticPod
         )]));
     }
     if pod.spec.is_none() {
-        return Err(ManifestError::Invalid(vec![FieldError::new("spec", "required")]));
+        return Err(ManifestError::Invalid(vec![FieldError::new(
+            "spec",
+            "Required value",
+        )]));
     }
     let node = node.to_lowercase();
     let uid = match meta.uid.as_deref() {
@@ -239,7 +256,13 @@ pub fn from_value(value: Value, origin: &Origin, node: &str) -> Result<StaticPod
     if !errs.is_empty() {
         return Err(ManifestError::Invalid(errs));
     }
-    Ok(StaticPod { uid, name, namespace, origin: origin.clone(), pod })
+    Ok(StaticPod {
+        uid,
+        name,
+        namespace,
+        origin: origin.clone(),
+        pod,
+    })
 }
 
 #[cfg(test)]

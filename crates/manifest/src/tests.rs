@@ -24,7 +24,12 @@ fn file(p: &str) -> Origin {
 fn golden_hash_is_frozen() {
     // If this fails, every static pod of every user restarts on upgrade. Do not update the
     // expected value; fix the change instead.
-    let pod = load(NGINX.as_bytes(), &file("/etc/kubernetes/manifests/web.yaml"), "node-a").unwrap();
+    let pod = load(
+        NGINX.as_bytes(),
+        &file("/etc/kubernetes/manifests/web.yaml"),
+        "node-a",
+    )
+    .unwrap();
     assert_eq!(pod.uid, GOLDEN_NGINX);
     let v = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}});
     assert_eq!(
@@ -59,7 +64,11 @@ apiVersion: v1
     let a = load(NGINX.as_bytes(), &o, "node-a").unwrap().uid;
     assert_eq!(load(reordered.as_bytes(), &o, "node-a").unwrap().uid, a);
     assert_eq!(load(json.as_bytes(), &o, "node-a").unwrap().uid, a);
-    assert_eq!(load(NGINX.as_bytes(), &o, "NODE-A").unwrap().uid, a, "node name is lower-cased");
+    assert_eq!(
+        load(NGINX.as_bytes(), &o, "NODE-A").unwrap().uid,
+        a,
+        "node name is lower-cased"
+    );
 }
 
 #[test]
@@ -68,9 +77,23 @@ fn hash_changes_with_content_path_and_node() {
     let a = load(NGINX.as_bytes(), &o, "node-a").unwrap().uid;
     let changed = NGINX.replace("nginx:1.27", "nginx:1.28");
     assert_ne!(load(changed.as_bytes(), &o, "node-a").unwrap().uid, a);
-    assert_ne!(load(NGINX.as_bytes(), &file("/m/web2.yaml"), "node-a").unwrap().uid, a);
+    assert_ne!(
+        load(NGINX.as_bytes(), &file("/m/web2.yaml"), "node-a")
+            .unwrap()
+            .uid,
+        a
+    );
     assert_ne!(load(NGINX.as_bytes(), &o, "node-b").unwrap().uid, a);
-    assert_ne!(load(NGINX.as_bytes(), &Origin::Url("/m/web.yaml".into()), "node-a").unwrap().uid, a);
+    assert_ne!(
+        load(
+            NGINX.as_bytes(),
+            &Origin::Url("/m/web.yaml".into()),
+            "node-a"
+        )
+        .unwrap()
+        .uid,
+        a
+    );
 }
 
 #[test]
@@ -95,17 +118,32 @@ fn kubelet_metadata_is_applied() {
     assert_eq!(tol[0].operator.as_deref(), Some("Exists"));
     let c = &spec.containers[0];
     assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
-    assert_eq!(c.ports.as_ref().unwrap()[0].protocol.as_deref(), Some("TCP"));
-    assert_eq!(c.termination_message_path.as_deref(), Some("/dev/termination-log"));
+    assert_eq!(
+        c.ports.as_ref().unwrap()[0].protocol.as_deref(),
+        Some("TCP")
+    );
+    assert_eq!(
+        c.termination_message_path.as_deref(),
+        Some("/dev/termination-log")
+    );
 
     let url = load(NGINX.as_bytes(), &Origin::Url("http://x/".into()), "n").unwrap();
-    assert!(url.spec().tolerations.is_none(), "URL pods get no NoExecute toleration");
-    assert_eq!(url.pod.metadata.annotations.as_ref().unwrap()[ANNOTATION_CONFIG_SOURCE], "http");
+    assert!(
+        url.spec().tolerations.is_none(),
+        "URL pods get no NoExecute toleration"
+    );
+    assert_eq!(
+        url.pod.metadata.annotations.as_ref().unwrap()[ANNOTATION_CONFIG_SOURCE],
+        "http"
+    );
 }
 
 #[test]
 fn explicit_uid_and_namespace_are_kept() {
-    let m = NGINX.replace("  name: web\n", "  name: web\n  namespace: kube-system\n  uid: fixed-uid\n");
+    let m = NGINX.replace(
+        "  name: web\n",
+        "  name: web\n  namespace: kube-system\n  uid: fixed-uid\n",
+    );
     let p = load(m.as_bytes(), &file("/m/web.yaml"), "n").unwrap();
     assert_eq!(p.uid, "fixed-uid");
     assert_eq!(p.namespace, "kube-system");
@@ -116,7 +154,10 @@ fn explicit_uid_and_namespace_are_kept() {
 fn host_network_defaults_host_port() {
     let m = NGINX.replace("spec:\n", "spec:\n  hostNetwork: true\n");
     let p = load(m.as_bytes(), &file("/m/web.yaml"), "n").unwrap();
-    assert_eq!(p.spec().containers[0].ports.as_ref().unwrap()[0].host_port, Some(80));
+    assert_eq!(
+        p.spec().containers[0].ports.as_ref().unwrap()[0].host_port,
+        Some(80)
+    );
 }
 
 #[test]
@@ -142,8 +183,14 @@ fn decode_errors_are_precise() {
     ];
     for (input, want) in cases {
         let err = load(input.as_bytes(), &o, "n").unwrap_err().to_string();
-        assert!(err.contains(want), "input {input:?}: got {err:?}, want it to contain {want:?}");
+        assert!(
+            err.contains(want),
+            "input {input:?}: got {err:?}, want it to contain {want:?}"
+        );
     }
     let big = vec![b' '; MAX_MANIFEST_BYTES + 1];
-    assert!(matches!(load(&big, &o, "n"), Err(ManifestError::TooLarge { .. })));
+    assert!(matches!(
+        load(&big, &o, "n"),
+        Err(ManifestError::TooLarge { .. })
+    ));
 }

@@ -62,7 +62,10 @@ impl Script {
 
     /// Every run exits with `code` after `after`.
     pub fn exits(after: Duration, code: i32) -> Self {
-        Self { then: Run::Exit { after, code }, ..Self::default() }
+        Self {
+            then: Run::Exit { after, code },
+            ..Self::default()
+        }
     }
 
     /// Takes `d` to exit after the stop signal (`None`: ignores it).
@@ -92,15 +95,44 @@ pub enum Op {
 /// A recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    RunSandbox { uid: String, attempt: u32 },
-    StopSandbox { uid: String },
-    RemoveSandbox { uid: String },
-    PullImage { image: String },
-    Create { uid: String, name: String, attempt: u32 },
-    Start { uid: String, name: String, attempt: u32 },
-    Stop { uid: String, name: String, attempt: u32, timeout: Duration },
-    Remove { uid: String, name: String, attempt: u32 },
-    Exec { uid: String, name: String },
+    RunSandbox {
+        uid: String,
+        attempt: u32,
+    },
+    StopSandbox {
+        uid: String,
+    },
+    RemoveSandbox {
+        uid: String,
+    },
+    PullImage {
+        image: String,
+    },
+    Create {
+        uid: String,
+        name: String,
+        attempt: u32,
+    },
+    Start {
+        uid: String,
+        name: String,
+        attempt: u32,
+    },
+    Stop {
+        uid: String,
+        name: String,
+        attempt: u32,
+        timeout: Duration,
+    },
+    Remove {
+        uid: String,
+        name: String,
+        attempt: u32,
+    },
+    Exec {
+        uid: String,
+        name: String,
+    },
 }
 
 #[derive(Debug)]
@@ -139,8 +171,15 @@ impl FakeRuntime {
     /// unless a pull error is registered for them.
     pub fn new(clock: Clock) -> Self {
         let (events, _) = broadcast::channel(1024);
-        let state = State { network_ready: true, ..State::default() };
-        Self { state: Arc::new(Mutex::new(state)), clock, events }
+        let state = State {
+            network_ready: true,
+            ..State::default()
+        };
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            clock,
+            events,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -150,7 +189,9 @@ impl FakeRuntime {
 
     /// Sets the behaviour of containers with this name (in any pod).
     pub fn script(&self, container_name: &str, script: Script) {
-        self.lock().scripts.insert(container_name.to_string(), script);
+        self.lock()
+            .scripts
+            .insert(container_name.to_string(), script);
     }
 
     /// Makes every pull of `image` fail with `message` until cleared with `None`.
@@ -189,7 +230,11 @@ impl FakeRuntime {
 
     /// Every container status, including exited ones not yet removed.
     pub fn containers(&self) -> Vec<ContainerStatus> {
-        self.lock().containers.values().map(|c| c.status.clone()).collect()
+        self.lock()
+            .containers
+            .values()
+            .map(|c| c.status.clone())
+            .collect()
     }
 
     /// Every sandbox status.
@@ -257,7 +302,11 @@ fn exit(c: &mut FakeContainer, now: SystemTime, code: i32) -> Option<ContainerEv
     c.status.state = ContainerState::Exited;
     c.status.finished_at = Some(now);
     c.status.exit_code = Some(code);
-    c.status.reason = if code == 0 { "Completed".into() } else { "Error".into() };
+    c.status.reason = if code == 0 {
+        "Completed".into()
+    } else {
+        "Error".into()
+    };
     Some(ContainerEvent {
         container_id: c.status.id.clone(),
         pod_uid: c.uid.clone(),
@@ -266,7 +315,10 @@ fn exit(c: &mut FakeContainer, now: SystemTime, code: i32) -> Option<ContainerEv
 }
 
 fn not_found(kind: &'static str, id: &str) -> RuntimeError {
-    RuntimeError::NotFound { kind, id: id.to_string() }
+    RuntimeError::NotFound {
+        kind,
+        id: id.to_string(),
+    }
 }
 
 #[async_trait]
@@ -286,7 +338,11 @@ impl ContainerRuntime for FakeRuntime {
         Ok(RuntimeStatus {
             runtime_ready: true,
             network_ready: ready,
-            message: if ready { String::new() } else { "fake network not ready".into() },
+            message: if ready {
+                String::new()
+            } else {
+                "fake network not ready".into()
+            },
         })
     }
 
@@ -303,12 +359,22 @@ impl ContainerRuntime for FakeRuntime {
             attempt: config.attempt,
             state: SandboxState::Ready,
             created_at: self.clock.now(),
-            ip: if config.host_network { String::new() } else { format!("10.88.0.{}", s.next_id) },
+            ip: if config.host_network {
+                String::new()
+            } else {
+                format!("10.88.0.{}", s.next_id)
+            },
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
         };
         s.sandboxes.insert(id.clone(), status);
-        self.record(&mut s, Call::RunSandbox { uid: config.uid.clone(), attempt: config.attempt });
+        self.record(
+            &mut s,
+            Call::RunSandbox {
+                uid: config.uid.clone(),
+                attempt: config.attempt,
+            },
+        );
         Ok(id)
     }
 
@@ -317,10 +383,16 @@ impl ContainerRuntime for FakeRuntime {
         let mut s = self.lock();
         let now = self.clock.now();
         let mut events = Vec::new();
-        for c in s.containers.values_mut().filter(|c| &c.status.sandbox_id == id) {
+        for c in s
+            .containers
+            .values_mut()
+            .filter(|c| &c.status.sandbox_id == id)
+        {
             events.extend(exit(c, now, 137));
         }
-        let Some(sb) = s.sandboxes.get_mut(id) else { return Ok(()) };
+        let Some(sb) = s.sandboxes.get_mut(id) else {
+            return Ok(());
+        };
         sb.state = SandboxState::NotReady;
         let uid = sb.uid.clone();
         self.record(&mut s, Call::StopSandbox { uid });
@@ -334,7 +406,9 @@ impl ContainerRuntime for FakeRuntime {
     async fn remove_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
         self.enter(None).await?;
         let mut s = self.lock();
-        let Some(sb) = s.sandboxes.remove(id) else { return Ok(()) };
+        let Some(sb) = s.sandboxes.remove(id) else {
+            return Ok(());
+        };
         s.containers.retain(|_, c| &c.status.sandbox_id != id);
         self.record(&mut s, Call::RemoveSandbox { uid: sb.uid });
         Ok(())
@@ -342,13 +416,21 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn pod_sandbox_status(&self, id: &SandboxId) -> Result<SandboxStatus> {
         self.enter(None).await?;
-        self.lock().sandboxes.get(id).cloned().ok_or_else(|| not_found("sandbox", &id.0))
+        self.lock()
+            .sandboxes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found("sandbox", &id.0))
     }
 
     async fn list_pod_sandboxes(&self, selector: &LabelSelector) -> Result<Vec<SandboxStatus>> {
         self.enter(Some(Op::List)).await?;
         let s = self.lock();
-        Ok(s.sandboxes.values().filter(|sb| selector.matches(&sb.labels)).cloned().collect())
+        Ok(s.sandboxes
+            .values()
+            .filter(|sb| selector.matches(&sb.labels))
+            .cloned()
+            .collect())
     }
 
     async fn image_status(&self, image: &ImageSpec) -> Result<Option<Image>> {
@@ -359,7 +441,12 @@ impl ContainerRuntime for FakeRuntime {
     async fn pull_image(&self, image: &ImageSpec, _auth: Option<&AuthConfig>) -> Result<String> {
         self.enter(Some(Op::PullImage)).await?;
         let mut s = self.lock();
-        self.record(&mut s, Call::PullImage { image: image.image.clone() });
+        self.record(
+            &mut s,
+            Call::PullImage {
+                image: image.image.clone(),
+            },
+        );
         if let Some(message) = s.pull_errors.get(&image.image) {
             return Err(RuntimeError::ImagePull {
                 image: image.image.clone(),
@@ -420,8 +507,19 @@ impl ContainerRuntime for FakeRuntime {
             log_path: sandbox_config.log_directory.join(&config.log_path),
         };
         let uid = sandbox_config.uid.clone();
-        let call = Call::Create { uid: uid.clone(), name: config.name.clone(), attempt: config.attempt };
-        s.containers.insert(id.clone(), FakeContainer { status, uid, generation: 0 });
+        let call = Call::Create {
+            uid: uid.clone(),
+            name: config.name.clone(),
+            attempt: config.attempt,
+        };
+        s.containers.insert(
+            id.clone(),
+            FakeContainer {
+                status,
+                uid,
+                generation: 0,
+            },
+        );
         self.record(&mut s, call);
         Ok(id)
     }
@@ -432,7 +530,10 @@ impl ContainerRuntime for FakeRuntime {
             let mut s = self.lock();
             let now = self.clock.now();
             let name = {
-                let c = s.containers.get(id).ok_or_else(|| not_found("container", &id.0))?;
+                let c = s
+                    .containers
+                    .get(id)
+                    .ok_or_else(|| not_found("container", &id.0))?;
                 if c.status.state != ContainerState::Created {
                     return Err(RuntimeError::Failed {
                         op: "start container",
@@ -474,7 +575,9 @@ impl ContainerRuntime for FakeRuntime {
         self.enter(Some(Op::StopContainer)).await?;
         let (wait, code) = {
             let mut s = self.lock();
-            let Some(c) = s.containers.get(id) else { return Ok(()) };
+            let Some(c) = s.containers.get(id) else {
+                return Ok(());
+            };
             let call = Call::Stop {
                 uid: c.uid.clone(),
                 name: c.status.name.clone(),
@@ -507,8 +610,14 @@ impl ContainerRuntime for FakeRuntime {
     async fn remove_container(&self, id: &ContainerId) -> Result<()> {
         self.enter(None).await?;
         let mut s = self.lock();
-        let Some(c) = s.containers.remove(id) else { return Ok(()) };
-        let call = Call::Remove { uid: c.uid, name: c.status.name, attempt: c.status.attempt };
+        let Some(c) = s.containers.remove(id) else {
+            return Ok(());
+        };
+        let call = Call::Remove {
+            uid: c.uid,
+            name: c.status.name,
+            attempt: c.status.attempt,
+        };
         self.record(&mut s, call);
         Ok(())
     }
@@ -516,7 +625,10 @@ impl ContainerRuntime for FakeRuntime {
     async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus> {
         self.enter(None).await?;
         let s = self.lock();
-        s.containers.get(id).map(|c| c.status.clone()).ok_or_else(|| not_found("container", &id.0))
+        s.containers
+            .get(id)
+            .map(|c| c.status.clone())
+            .ok_or_else(|| not_found("container", &id.0))
     }
 
     async fn list_containers(&self, selector: &LabelSelector) -> Result<Vec<ContainerStatus>> {
@@ -537,10 +649,20 @@ impl ContainerRuntime for FakeRuntime {
     ) -> Result<ExecResult> {
         self.enter(None).await?;
         let mut s = self.lock();
-        let c = s.containers.get(id).ok_or_else(|| not_found("container", &id.0))?;
-        let call = Call::Exec { uid: c.uid.clone(), name: c.status.name.clone() };
+        let c = s
+            .containers
+            .get(id)
+            .ok_or_else(|| not_found("container", &id.0))?;
+        let call = Call::Exec {
+            uid: c.uid.clone(),
+            name: c.status.name.clone(),
+        };
         self.record(&mut s, call);
-        Ok(ExecResult { stdout: cmd.join(" ").into_bytes(), stderr: vec![], exit_code: 0 })
+        Ok(ExecResult {
+            stdout: cmd.join(" ").into_bytes(),
+            stderr: vec![],
+            exit_code: 0,
+        })
     }
 
     fn subscribe_events(&self) -> Option<broadcast::Receiver<ContainerEvent>> {

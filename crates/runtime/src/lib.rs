@@ -64,12 +64,18 @@ pub struct Clock {
 impl Clock {
     /// A clock anchored at the current wall time and tokio instant.
     pub fn new() -> Self {
-        Self { wall: SystemTime::now(), mono: tokio::time::Instant::now() }
+        Self {
+            wall: SystemTime::now(),
+            mono: tokio::time::Instant::now(),
+        }
     }
 
     /// A clock anchored at a fixed wall time (tests), moving with tokio's clock.
     pub fn anchored(wall: SystemTime) -> Self {
-        Self { wall, mono: tokio::time::Instant::now() }
+        Self {
+            wall,
+            mono: tokio::time::Instant::now(),
+        }
     }
 
     /// The current time.
@@ -346,7 +352,10 @@ pub struct LabelSelector(pub Labels);
 impl LabelSelector {
     /// Every object staticlet manages.
     pub fn managed() -> Self {
-        Self(Labels::from([(labels::MANAGED.to_string(), "true".to_string())]))
+        Self(Labels::from([(
+            labels::MANAGED.to_string(),
+            "true".to_string(),
+        )]))
     }
 
     /// The objects of one pod.
@@ -472,6 +481,9 @@ mod tests {
         assert_eq!(c.now(), t0);
         tokio::time::advance(Duration::from_secs(7)).await;
         assert_eq!(c.now(), t0 + Duration::from_secs(7));
-        assert_eq!(c.instant_at(t0 + Duration::from_secs(7)), tokio::time::Instant::now());
+        assert_eq!(
+            c.instant_at(t0 + Duration::from_secs(7)),
+            tokio::time::Instant::now()
+        );
     }
 }

@@ -1,1 +1,398 @@
-fn main() {}
+//! `staticlet`: the thin binary. Parses the command line, sets up logging, picks the runtime,
+//! and calls into `staticlet-agent`. No logic of its own beyond printing.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use staticlet_agent::agent::{self, AgentConfig, Listeners};
+use staticlet_agent::config::file::FileSource;
+use staticlet_runtime::{Clock, ContainerRuntime};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+mod client;
+mod options;
+
+#[derive(Parser)]
+#[command(
+    name = "staticlet",
+    version,
+    about = "Runs Kubernetes static pods",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent.
+    Run(Box<options::RunArgs>),
+    /// Show pods or manifests of the running agent.
+    Get(GetArgs),
+    /// Check manifests offline, with the agent's own decoding and validation.
+    Validate(ValidateArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Wide,
+    Json,
+    Yaml,
+}
+
+#[derive(clap::Args)]
+struct GetArgs {
+    /// `pods`, `pod NAME`, or `manifests`.
+    #[arg(value_name = "RESOURCE")]
+    resource: String,
+    /// The pod's name (with `pod`).
+    name: Option<String>,
+    /// Namespace of the pod.
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// Output format.
+    #[arg(short, long, value_enum)]
+    output: Option<Output>,
+    /// Root directory of the agent (its socket is `<root-dir>/staticlet.sock`).
+    #[arg(long, default_value = "/var/lib/staticlet")]
+    root_dir: PathBuf,
+    /// Address of the agent: unix:///path, http://host:port.
+    #[arg(long)]
+    server: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ValidateArgs {
+    /// Manifest files or directories.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Node name to validate for [default: the hostname].
+    #[arg(long)]
+    hostname_override: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The agent logs at info; the client commands only print their results.
+    let default_level = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "off"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STATICLET_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(*args).await.map(|()| ExitCode::SUCCESS),
+            Command::Get(args) => get(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Validate(args) => validate(args),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn detect_host_ip() -> String {
+    use std::net::ToSocketAddrs;
+    let host = options::default_hostname().unwrap_or_default();
+    (host.as_str(), 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.find(|a| a.is_ipv4() && !a.ip().is_loopback()))
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "127.0.0.1".to_string())
+}
+
+fn runtime_for(
+    endpoint: Option<&str>,
+    clock: Clock,
+) -> Result<(Arc<dyn ContainerRuntime>, String)> {
+    match endpoint {
+        Some("simulate://") => {
+            info!("using the simulator runtime: containers are simulated, nothing is executed");
+            Ok((Arc::new(staticlet_runtime::fake::FakeRuntime::new(clock)), "simulate".into()))
+        }
+        Some(e) if e.starts_with("unix://") => bail!(
+            "--container-runtime-endpoint {e}: the CRI backend is not part of this build yet; \
+             use simulate:// to run the agent with simulated containers"
+        ),
+        Some(e) => bail!("--container-runtime-endpoint {e:?}: expected unix:///path or simulate://"),
+        None => bail!(
+            "the embedded container runtime is not part of this build yet; \
+             pass --container-runtime-endpoint simulate:// to run the agent with simulated containers"
+        ),
+    }
+}
+
+async fn run(args: options::RunArgs) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let settings = args.settings()?;
+    if args.kubeconfig.is_some() {
+        bail!(
+            "--kubeconfig: mirror pods are not part of this build yet; run without it (standalone)"
+        );
+    }
+    let clock = Clock::new();
+    let (runtime, runtime_name) = runtime_for(args.container_runtime_endpoint.as_deref(), clock)?;
+    std::fs::create_dir_all(&args.root_dir)
+        .with_context(|| format!("creating --root-dir {}", args.root_dir.display()))?;
+    std::fs::create_dir_all(&args.log_dir)
+        .with_context(|| format!("creating --log-dir {}", args.log_dir.display()))?;
+    let sock = args.root_dir.join("staticlet.sock");
+    let _ = std::fs::remove_file(&sock);
+    let unix = tokio::net::UnixListener::bind(&sock)
+        .with_context(|| format!("binding the local API socket {}", sock.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod 0600 {}", sock.display()))?;
+    }
+    let tcp = match &args.listen {
+        None => None,
+        Some(addr) => {
+            let a = addr.strip_prefix("tcp://").unwrap_or(addr);
+            Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("--listen {addr}"))?,
+            )
+        }
+    };
+    let host_ip = args
+        .node_ip
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(detect_host_ip);
+    info!(
+        node = %settings.node_name,
+        manifests = ?settings.pod_manifest_path,
+        url = ?settings.manifest_url,
+        socket = %sock.display(),
+        "staticlet {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    let cfg = AgentConfig {
+        node_name: settings.node_name,
+        root_dir: args.root_dir.clone(),
+        log_dir: args.log_dir.clone(),
+        host_ip,
+        pod_manifest_path: settings.pod_manifest_path,
+        manifest_url: settings.manifest_url,
+        manifest_url_headers: settings.manifest_url_headers,
+        file_check_frequency: settings.file_check_frequency,
+        http_check_frequency: settings.http_check_frequency,
+        runtime_name,
+        relist_period: Duration::from_secs(1),
+    };
+    let shutdown = CancellationToken::new();
+    let running = agent::start(
+        cfg,
+        runtime,
+        Listeners {
+            unix: Some(unix),
+            tcp,
+        },
+        clock,
+        shutdown.clone(),
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("shutting down; containers keep running and are adopted by the next start");
+    shutdown.cancel();
+    running.wait().await;
+    let _ = std::fs::remove_file(&sock);
+    Ok(())
+}
+
+async fn get(args: GetArgs) -> Result<()> {
+    let server = client::Server::resolve(args.server.as_deref(), &args.root_dir)?;
+    let now = std::time::SystemTime::now();
+    match (args.resource.as_str(), &args.name) {
+        ("pods" | "pod" | "po", None) => {
+            let (code, body) = server.get("/pods").await?;
+            if code != 200 {
+                bail!(
+                    "the agent answered {code}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            let list = client::decode_pod_list(&body)?;
+            match args.output {
+                Some(Output::Json) => println!("{}", serde_json::to_string_pretty(&list)?),
+                Some(Output::Yaml) => print!("{}", serde_saphyr::to_string(&list)?),
+                wide => {
+                    if list.items.is_empty() {
+                        eprintln!("No resources found");
+                    } else {
+                        print!(
+                            "{}",
+                            client::pod_table(&list.items, wide == Some(Output::Wide), now)
+                        );
+                    }
+                }
+            }
+        }
+        ("pods" | "pod" | "po", Some(name)) => {
+            let (code, body) = server
+                .get(&format!("/pods/{}/{}", args.namespace, name))
+                .await?;
+            if code == 404 {
+                bail!("pods {name:?} not found in namespace {:?}", args.namespace);
+            }
+            if code != 200 {
+                bail!(
+                    "the agent answered {code}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_slice(&body)?;
+            match args.output {
+                Some(Output::Json) => println!("{}", serde_json::to_string_pretty(&pod)?),
+                Some(Output::Yaml) => print!("{}", serde_saphyr::to_string(&pod)?),
+                wide => print!(
+                    "{}",
+                    client::pod_table(&[pod], wide == Some(Output::Wide), now)
+                ),
+            }
+        }
+        ("manifests" | "manifest", _) => {
+            let (code, body) = server.get("/manifests").await?;
+            if code != 200 {
+                bail!(
+                    "the agent answered {code}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            match args.output {
+                Some(Output::Json) => println!("{}", serde_json::to_string_pretty(&v)?),
+                Some(Output::Yaml) => print!("{}", serde_saphyr::to_string(&v)?),
+                _ => print!("{}", manifests_table(&v, now)),
+            }
+        }
+        (other, _) => bail!("unknown resource {other:?}: expected pods, pod NAME or manifests"),
+    }
+    Ok(())
+}
+
+fn manifests_table(v: &serde_json::Value, now: std::time::SystemTime) -> String {
+    let mut rows = vec![["SOURCE", "ORIGIN", "PODS", "STATUS", "APPLIED"]
+        .map(String::from)
+        .to_vec()];
+    for m in v["items"].as_array().into_iter().flatten() {
+        let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+        let pods: Vec<String> = m["pods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(String::from))
+            .collect();
+        let status = match (m["error"].as_str(), m["stale"].as_bool().unwrap_or(false)) {
+            (Some(e), true) => format!(
+                "Error (running last good): {}",
+                e.lines().next().unwrap_or("")
+            ),
+            (Some(e), false) => format!("Error: {}", e.lines().next().unwrap_or("")),
+            (None, true) => "Cached".into(),
+            (None, false) => "Applied".into(),
+        };
+        let applied = m["lastApplied"]
+            .as_str()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .map(|t| {
+                let now = now
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                format!("{} ago", client::human_duration(now - t.as_second()))
+            })
+            .unwrap_or_else(|| "-".into());
+        rows.push(vec![
+            s("source"),
+            s("origin"),
+            if pods.is_empty() {
+                "<none>".into()
+            } else {
+                pods.join(",")
+            },
+            status,
+            applied,
+        ]);
+    }
+    client::format_table(&rows)
+}
+
+fn validate(args: ValidateArgs) -> Result<ExitCode> {
+    let node = match &args.hostname_override {
+        Some(n) => n.trim().to_lowercase(),
+        None => options::default_hostname().unwrap_or_else(|_| "node".into()),
+    };
+    let mut bad = false;
+    let mut checked = 0;
+    for path in &args.paths {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        if !abs.exists() {
+            println!("{}: no such file or directory", path.display());
+            bad = true;
+            continue;
+        }
+        // The agent's own file source: same extensions, same duplicate rule, same decoding.
+        let mut src = FileSource::new(&abs, &node, Duration::from_secs(20), None, Clock::new());
+        let snap = src.relist();
+        if snap.manifests.is_empty() {
+            println!(
+                "{}: no manifests (*.yaml, *.yml, *.json) found",
+                path.display()
+            );
+        }
+        for m in snap.manifests {
+            checked += 1;
+            match m.error {
+                Some(e) => {
+                    bad = true;
+                    for line in e.lines() {
+                        println!("{}: {line}", m.origin);
+                    }
+                }
+                None => println!("{}: ok ({})", m.origin, m.pods.join(", ")),
+            }
+        }
+    }
+    if checked == 0 {
+        bad = true;
+    }
+    Ok(if bad {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,211 @@
+//! Wiring: sources → merger → pod manager → workers, plus the local API and a runtime
+//! readiness probe. [`start`] takes every piece of I/O (runtime, listeners, shutdown) so that
+//! component tests run the whole agent against the fake runtime.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use staticlet_runtime::{Clock, ContainerRuntime};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::file::FileSource;
+use crate::config::http::HttpSource;
+use crate::config::lastgood::LastGood;
+use crate::config::merge::{self, DesiredPods, Merger};
+use crate::config::{ManifestRecord, SourceKind};
+use crate::kuberuntime::NodeContext;
+use crate::pod_workers::worker::WorkerCtx;
+use crate::pod_workers::{PodManager, PodsView};
+use crate::server::{self, ApiState, Readiness};
+
+/// Everything `staticlet run` is configured with.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub root_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub host_ip: String,
+    pub pod_manifest_path: Option<PathBuf>,
+    pub manifest_url: Option<String>,
+    pub manifest_url_headers: Vec<(String, String)>,
+    pub file_check_frequency: Duration,
+    pub http_check_frequency: Duration,
+    /// Prefix of container IDs in status (`staticlet`, `containerd`).
+    pub runtime_name: String,
+    /// Period of the pod workers' relist (kubelet's PLEG period).
+    pub relist_period: Duration,
+}
+
+/// Listeners of the local API (either may be absent, e.g. in tests).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub unix: Option<tokio::net::UnixListener>,
+    pub tcp: Option<tokio::net::TcpListener>,
+}
+
+/// A running agent: read handles on what it owns, and its tasks.
+pub struct RunningAgent {
+    pub pods: watch::Receiver<Arc<PodsView>>,
+    pub manifests: watch::Receiver<Arc<Vec<ManifestRecord>>>,
+    pub desired: watch::Receiver<Arc<DesiredPods>>,
+    pub readiness: watch::Receiver<Readiness>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningAgent {
+    /// Waits until every task has stopped (after shutdown).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts the agent. It runs until `shutdown` is cancelled; containers are left running.
+pub fn start(
+    cfg: AgentConfig,
+    runtime: Arc<dyn ContainerRuntime>,
+    listeners: Listeners,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> RunningAgent {
+    let mut tasks = JoinSet::new();
+    let lastgood = LastGood::new(cfg.root_dir.join("lastgood"));
+    let (src_tx, src_rx) = mpsc::channel(16);
+    let mut kinds = Vec::new();
+    if let Some(path) = &cfg.pod_manifest_path {
+        kinds.push(SourceKind::File);
+        let src = FileSource::new(
+            path,
+            &cfg.node_name,
+            cfg.file_check_frequency,
+            Some(lastgood.clone()),
+            clock,
+        );
+        tasks.spawn(src.run(src_tx.clone(), shutdown.clone()));
+    }
+    if let Some(url) = &cfg.manifest_url {
+        kinds.push(SourceKind::Http);
+        let src = HttpSource::new(
+            url,
+            cfg.manifest_url_headers.clone(),
+            &cfg.node_name,
+            cfg.http_check_frequency,
+            Some(lastgood.clone()),
+            clock,
+        );
+        tasks.spawn(src.run(src_tx.clone(), shutdown.clone()));
+    }
+    drop(src_tx);
+    let no_sources = kinds.is_empty();
+    if no_sources {
+        info!("no pod source configured (--pod-manifest-path, --manifest-url): running no pods");
+    }
+
+    let (desired_tx, desired_rx) = watch::channel(Arc::new(DesiredPods {
+        pods: Default::default(),
+        all_sources_seen: no_sources,
+    }));
+    let (manifests_tx, manifests_rx) = watch::channel(Arc::new(Vec::new()));
+    tasks.spawn(merge::run(
+        Merger::new(kinds),
+        src_rx,
+        desired_tx,
+        manifests_tx,
+        clock,
+        shutdown.clone(),
+    ));
+
+    let ctx = Arc::new(WorkerCtx {
+        runtime: runtime.clone(),
+        node: NodeContext {
+            node_name: cfg.node_name.clone(),
+            root_dir: cfg.root_dir.clone(),
+            log_dir: cfg.log_dir.clone(),
+            host_ip: cfg.host_ip.clone(),
+        },
+        clock,
+        runtime_name: cfg.runtime_name.clone(),
+        relist_period: cfg.relist_period,
+    });
+    let (pods_tx, pods_rx) = watch::channel(Arc::new(PodsView::new()));
+    tasks.spawn(PodManager::new(ctx, pods_tx).run(desired_rx.clone(), shutdown.clone()));
+
+    let (ready_tx, ready_rx) = watch::channel(Readiness::default());
+    tasks.spawn(readiness(
+        runtime,
+        desired_rx.clone(),
+        ready_tx,
+        shutdown.clone(),
+    ));
+
+    let state = ApiState {
+        pods: pods_rx.clone(),
+        manifests: manifests_rx.clone(),
+        readiness: ready_rx.clone(),
+    };
+    if let Some(l) = listeners.unix {
+        tasks.spawn(server::serve_unix(
+            l,
+            server::router(state.clone()),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(l) = listeners.tcp {
+        tasks.spawn(server::serve_tcp(
+            l,
+            server::router(state),
+            shutdown.clone(),
+        ));
+    }
+    RunningAgent {
+        pods: pods_rx,
+        manifests: manifests_rx,
+        desired: desired_rx,
+        readiness: ready_rx,
+        tasks,
+    }
+}
+
+async fn readiness(
+    runtime: Arc<dyn ContainerRuntime>,
+    mut desired: watch::Receiver<Arc<DesiredPods>>,
+    tx: watch::Sender<Readiness>,
+    shutdown: CancellationToken,
+) {
+    let mut last_runtime_error = None;
+    loop {
+        let (runtime_ready, runtime_msg) = match runtime.status().await {
+            Ok(s) if s.runtime_ready => (true, String::new()),
+            Ok(s) => (false, format!("container runtime not ready: {}", s.message)),
+            Err(e) => (false, e.to_string()),
+        };
+        if !runtime_ready && last_runtime_error.as_ref() != Some(&runtime_msg) {
+            warn!(error = %runtime_msg, "container runtime not ready");
+        }
+        last_runtime_error = (!runtime_ready).then(|| runtime_msg.clone());
+        let seen = desired.borrow_and_update().all_sources_seen;
+        let message = match (seen, runtime_ready) {
+            (true, true) => String::new(),
+            (false, _) => "waiting for every pod source to be read once".to_string(),
+            (true, false) => runtime_msg,
+        };
+        tx.send_if_modified(|r| {
+            let new = Readiness {
+                sources_seen: seen,
+                runtime_ready,
+                message,
+            };
+            let changed = *r != new;
+            *r = new;
+            changed
+        });
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = desired.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! File source tests: relists on a temporary directory, and the watch loop with real inotify.
+
+use std::time::Duration;
+
+use super::*;
+
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  containers:\n  - name: c\n    image: IMAGE\n";
+
+fn manifest(name: &str, image: &str) -> String {
+    POD.replace("NAME", name).replace("IMAGE", image)
+}
+
+fn source(dir: &Path) -> FileSource {
+    FileSource::new(
+        dir,
+        "node",
+        Duration::from_secs(20),
+        Some(LastGood::new(dir.join(".lastgood"))),
+        Clock::new(),
+    )
+}
+
+fn names(s: &SourceSnapshot) -> Vec<String> {
+    s.pods.iter().map(|p| p.name.clone()).collect()
+}
+
+#[test]
+fn reads_only_manifest_extensions_and_skips_dotfiles_and_dirs() {
+    let d = tempfile::tempdir().unwrap();
+    for (f, n) in [
+        ("a.yaml", "a"),
+        ("b.yml", "b"),
+        ("c.json", "c"),
+        ("d.yaml~", "d"),
+        ("e.yaml.swp", "e"),
+        (".f.yaml", "f"),
+        ("g.bak", "g"),
+        ("h.dpkg-old", "h"),
+    ] {
+        std::fs::write(d.path().join(f), manifest(n, "img:1")).unwrap();
+    }
+    std::fs::create_dir(d.path().join("sub.yaml")).unwrap();
+    std::fs::write(d.path().join("sub.yaml/i.yaml"), manifest("i", "img:1")).unwrap();
+    let snap = source(d.path()).relist();
+    assert_eq!(names(&snap), vec!["a-node", "b-node", "c-node"]);
+    assert_eq!(snap.manifests.len(), 3);
+}
+
+#[test]
+fn symlinked_files_are_read() {
+    let d = tempfile::tempdir().unwrap();
+    let real = tempfile::tempdir().unwrap();
+    std::fs::write(real.path().join("x.yaml"), manifest("x", "img:1")).unwrap();
+    std::os::unix::fs::symlink(real.path().join("x.yaml"), d.path().join("x.yaml")).unwrap();
+    assert_eq!(names(&source(d.path()).relist()), vec!["x-node"]);
+}
+
+#[test]
+fn bad_edit_keeps_last_good_pod_and_reports_it() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("web.yaml");
+    std::fs::write(&f, manifest("web", "img:1")).unwrap();
+    let mut src = source(d.path());
+    let good = src.relist();
+    let uid = good.pods[0].uid.clone();
+    // Half-written / broken content.
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n",
+    )
+    .unwrap();
+    let snap = src.relist();
+    assert_eq!(snap.pods.len(), 1, "the pod keeps running");
+    assert_eq!(snap.pods[0].uid, uid, "at its last good version");
+    let rec = &snap.manifests[0];
+    assert!(rec.stale);
+    assert_eq!(
+        rec.error.as_deref(),
+        Some("spec.containers[0].image: Required value")
+    );
+    // The next valid version is applied.
+    std::fs::write(&f, manifest("web", "img:2")).unwrap();
+    let snap = src.relist();
+    assert_ne!(snap.pods[0].uid, uid);
+    assert!(snap.manifests[0].error.is_none());
+    // Deleting the file stops the pod.
+    std::fs::remove_file(&f).unwrap();
+    assert!(src.relist().pods.is_empty());
+}
+
+#[test]
+fn last_good_survives_an_agent_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("web.yaml");
+    std::fs::write(&f, manifest("web", "img:1")).unwrap();
+    let uid = source(d.path()).relist().pods[0].uid.clone();
+    std::fs::write(&f, "not: [valid").unwrap();
+    // A new source (agent restarted) still runs the last good version.
+    let snap = source(d.path()).relist();
+    assert_eq!(snap.pods.len(), 1);
+    assert_eq!(snap.pods[0].uid, uid);
+    assert!(snap.manifests[0].stale);
+}
+
+#[test]
+fn new_invalid_file_starts_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("bad.yaml"),
+        "kind: Deployment\napiVersion: apps/v1\n",
+    )
+    .unwrap();
+    let snap = source(d.path()).relist();
+    assert!(snap.pods.is_empty());
+    assert!(snap.manifests[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("kind: must be \"Pod\""));
+}
+
+#[test]
+fn duplicate_names_first_sorted_path_wins_and_error_names_both() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("a.yaml"), manifest("web", "img:1")).unwrap();
+    std::fs::write(d.path().join("b.yaml"), manifest("web", "img:2")).unwrap();
+    let snap = source(d.path()).relist();
+    assert_eq!(snap.pods.len(), 1);
+    assert_eq!(
+        snap.pods[0].spec().containers[0].image.as_deref(),
+        Some("img:1")
+    );
+    let err = snap.manifests[1].error.as_deref().unwrap();
+    assert!(
+        err.contains("duplicate pod default/web-node") && err.contains("a.yaml"),
+        "{err}"
+    );
+    assert!(snap.manifests[1].origin.ends_with("b.yaml"));
+}
+
+#[test]
+fn rename_changes_identity_and_missing_path_empties() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.yaml"), manifest("web", "img:1")).unwrap();
+    let mut src = source(&dir);
+    let a = src.relist().pods[0].uid.clone();
+    std::fs::rename(dir.join("a.yaml"), dir.join("b.yaml")).unwrap();
+    let b = src.relist().pods[0].uid.clone();
+    assert_ne!(a, b, "the path is part of the identity");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(src.relist().pods.is_empty());
+}
+
+#[test]
+fn single_file_mode_accepts_any_name() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("pod.manifest");
+    std::fs::write(&f, manifest("one", "img:1")).unwrap();
+    let mut src = FileSource::new(&f, "node", Duration::from_secs(20), None, Clock::new());
+    assert_eq!(names(&src.relist()), vec!["one-node"]);
+}
+
+async fn next_with(
+    rx: &mut mpsc::Receiver<SourceUpdate>,
+    pred: impl Fn(&SourceSnapshot) -> bool,
+) -> SourceSnapshot {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let u = rx.recv().await.expect("source running");
+            if pred(&u.snapshot) {
+                return u.snapshot;
+            }
+        }
+    })
+    .await
+    .expect("the expected snapshot within 30 s")
+}
+
+#[tokio::test]
+async fn watch_sees_changes_long_before_the_relist_period() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_path_buf();
+    // A relist period far longer than the test: only inotify can make it pass.
+    let src = FileSource::new(&dir, "node", Duration::from_secs(3600), None, Clock::new());
+    let (tx, mut rx) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(src.run(tx, stop.clone()));
+    next_with(&mut rx, |s| s.pods.is_empty()).await;
+    std::fs::write(dir.join("a.yaml"), manifest("a", "img:1")).unwrap();
+    next_with(&mut rx, |s| s.pods.len() == 1).await;
+    // Editors write a temp file and rename it over the manifest.
+    std::fs::write(dir.join(".a.yaml.tmp"), manifest("a", "img:2")).unwrap();
+    std::fs::rename(dir.join(".a.yaml.tmp"), dir.join("a.yaml")).unwrap();
+    next_with(&mut rx, |s| {
+        s.pods.len() == 1 && s.pods[0].spec().containers[0].image.as_deref() == Some("img:2")
+    })
+    .await;
+    std::fs::remove_file(dir.join("a.yaml")).unwrap();
+    next_with(&mut rx, |s| s.pods.is_empty()).await;
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn directory_created_later_is_picked_up() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("later");
+    let src = FileSource::new(&dir, "node", Duration::from_secs(3600), None, Clock::new());
+    let (tx, mut rx) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(src.run(tx, stop.clone()));
+    next_with(&mut rx, |s| s.pods.is_empty()).await;
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.yaml"), manifest("a", "img:1")).unwrap();
+    // The watch is retried (1 s, doubling): the directory is found without the hourly relist.
+    next_with(&mut rx, |s| s.pods.len() == 1).await;
+    stop.cancel();
+    task.await.unwrap();
+}

@@ -1,0 +1,641 @@
+//! From a Pod to runtime configurations (≈ kubelet's `pkg/kubelet/kuberuntime` conversions).
+//!
+//! **Architecture invariant:** this is the only module that turns Kubernetes Pod fields into
+//! [`SandboxConfig`] and [`ContainerConfig`]. Both runtime backends receive the result, so they
+//! cannot disagree on command expansion, environment, mounts, labels or log paths.
+//!
+//! It also prepares the pod's volumes on the host (emptyDir directories, hostPath type checks,
+//! downwardAPI files) under `<root-dir>/pods/<uid>/volumes`, as kubelet's volume manager does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, Volume};
+use sha2::{Digest, Sha256};
+use staticlet_manifest::validate::{parse_quantity, ParsedQuantity};
+use staticlet_manifest::StaticPod;
+use staticlet_runtime::{
+    labels, ContainerConfig, DnsConfig, Labels, Mount, PortMapping, Resources, SandboxConfig,
+    SecurityContext,
+};
+
+/// Where a node keeps its state, and what it is called.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    pub node_name: String,
+    /// `--root-dir`.
+    pub root_dir: PathBuf,
+    /// `--log-dir`.
+    pub log_dir: PathBuf,
+    /// The node's IP (status.hostIP).
+    pub host_ip: String,
+}
+
+impl NodeContext {
+    /// `<root-dir>/pods/<uid>`: everything the agent keeps for one pod.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.root_dir.join("pods").join(uid)
+    }
+
+    /// `<log-dir>/<namespace>_<name>_<uid>`: the pod's log directory, as kubelet names it.
+    pub fn pod_log_dir(&self, pod: &StaticPod) -> PathBuf {
+        self.log_dir
+            .join(format!("{}_{}_{}", pod.namespace, pod.name, pod.uid))
+    }
+}
+
+/// The role of a container in its pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContainerKind {
+    /// A regular init container: runs to completion, one at a time, before the app containers.
+    Init,
+    /// A restartable init container (`restartPolicy: Always`): started in order with the init
+    /// containers, kept running, stopped after the app containers.
+    Sidecar,
+    /// A regular container.
+    App,
+}
+
+impl ContainerKind {
+    /// The value of the [`labels::CONTAINER_KIND`] label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerKind::Init => "init",
+            ContainerKind::Sidecar => "sidecar",
+            ContainerKind::App => "app",
+        }
+    }
+
+    /// Parses the label value (unknown values are treated as app containers).
+    pub fn from_label(s: Option<&String>) -> Self {
+        match s.map(String::as_str) {
+            Some("init") => ContainerKind::Init,
+            Some("sidecar") => ContainerKind::Sidecar,
+            _ => ContainerKind::App,
+        }
+    }
+
+    /// The kind of an init container by its restart policy.
+    pub fn of_init(c: &Container) -> Self {
+        if c.restart_policy.as_deref() == Some("Always") {
+            ContainerKind::Sidecar
+        } else {
+            ContainerKind::Init
+        }
+    }
+}
+
+/// A stable hash of a container's spec (8 bytes of SHA-256 over its canonical JSON). A running
+/// container whose hash label differs from its spec's is restarted (kubelet's container hash).
+pub fn container_hash(c: &Container) -> String {
+    let v = serde_json::to_value(c).unwrap_or_default();
+    let mut s = String::new();
+    staticlet_manifest::hash::write_canonical(&v, &mut s);
+    let d = Sha256::digest(s.as_bytes());
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The labels every runtime object of `pod` carries.
+pub fn pod_labels(pod: &StaticPod) -> Labels {
+    let mut l = Labels::new();
+    l.insert(labels::MANAGED.into(), "true".into());
+    l.insert(labels::POD_UID.into(), pod.uid.clone());
+    l.insert(labels::POD_NAME.into(), pod.name.clone());
+    l.insert(labels::POD_NAMESPACE.into(), pod.namespace.clone());
+    let grace = pod.spec().termination_grace_period_seconds.unwrap_or(30);
+    l.insert(labels::GRACE_PERIOD.into(), grace.to_string());
+    l
+}
+
+/// The sandbox configuration of `pod`.
+pub fn sandbox_config(pod: &StaticPod, attempt: u32, ctx: &NodeContext) -> SandboxConfig {
+    let spec = pod.spec();
+    let host_network = spec.host_network.unwrap_or(false);
+    let hostname = if host_network {
+        String::new()
+    } else {
+        spec.hostname.clone().unwrap_or_else(|| {
+            // kubelet truncates pod names longer than 63 characters for the hostname.
+            let n = pod.pod.metadata.name.as_deref().unwrap_or(&pod.name);
+            n.chars()
+                .take(63)
+                .collect::<String>()
+                .trim_end_matches(['-', '.'])
+                .to_string()
+        })
+    };
+    let dns = spec.dns_config.as_ref().map(|d| DnsConfig {
+        servers: d.nameservers.clone().unwrap_or_default(),
+        searches: d.searches.clone().unwrap_or_default(),
+        options: d
+            .options
+            .iter()
+            .flatten()
+            .map(|o| match &o.value {
+                Some(v) => format!("{}:{v}", o.name.as_deref().unwrap_or_default()),
+                None => o.name.clone().unwrap_or_default(),
+            })
+            .collect(),
+    });
+    let mut port_mappings = Vec::new();
+    if !host_network {
+        for c in &spec.containers {
+            for p in c.ports.iter().flatten() {
+                if let Some(hp) = p.host_port.filter(|hp| *hp > 0) {
+                    port_mappings.push(PortMapping {
+                        protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        container_port: p.container_port,
+                        host_port: hp,
+                        host_ip: p.host_ip.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+    }
+    let security = spec.security_context.as_ref();
+    let sysctls = security
+        .and_then(|s| s.sysctls.as_ref())
+        .map(|s| {
+            s.iter()
+                .map(|s| (s.name.clone(), s.value.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    SandboxConfig {
+        name: pod.name.clone(),
+        namespace: pod.namespace.clone(),
+        uid: pod.uid.clone(),
+        attempt,
+        hostname,
+        log_directory: ctx.pod_log_dir(pod),
+        dns,
+        port_mappings,
+        host_aliases: spec
+            .host_aliases
+            .iter()
+            .flatten()
+            .map(|h| (h.ip.clone(), h.hostnames.clone().unwrap_or_default()))
+            .collect(),
+        labels: pod_labels(pod),
+        annotations: pod
+            .pod
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        host_network,
+        host_pid: spec.host_pid.unwrap_or(false),
+        host_ipc: spec.host_ipc.unwrap_or(false),
+        share_process_namespace: spec.share_process_namespace.unwrap_or(false),
+        cgroup_parent: format!("staticlet/pod{}", pod.uid),
+        sysctls,
+        runtime_handler: spec.runtime_class_name.clone().unwrap_or_default(),
+    }
+}
+
+/// Expands `$(VAR)` references as Kubernetes does: defined variables are replaced, `$$` is an
+/// escaped `$`, undefined references are left as written.
+pub fn expand(input: &str, env: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(input.len());
+    let b = input.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && i + 1 < b.len() {
+            match b[i + 1] {
+                b'$' => {
+                    out.push('$');
+                    i += 2;
+                    continue;
+                }
+                b'(' => {
+                    if let Some(end) = input[i + 2..].find(')') {
+                        let name = &input[i + 2..i + 2 + end];
+                        match env.get(name) {
+                            Some(v) => out.push_str(v),
+                            None => out.push_str(&input[i..i + 3 + end]),
+                        }
+                        i += 3 + end;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let ch = input[i..].chars().next().expect("in bounds");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+fn field_value(pod: &StaticPod, path: &str, pod_ip: &str, ctx: &NodeContext) -> Option<String> {
+    let meta = &pod.pod.metadata;
+    let fmt_map = |m: &Option<BTreeMap<String, String>>| {
+        m.iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if let Some(key) = path
+        .strip_prefix("metadata.labels['")
+        .and_then(|s| s.strip_suffix("']"))
+    {
+        return meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(key).cloned())
+            .or(Some(String::new()));
+    }
+    if let Some(key) = path
+        .strip_prefix("metadata.annotations['")
+        .and_then(|s| s.strip_suffix("']"))
+    {
+        return meta
+            .annotations
+            .as_ref()
+            .and_then(|l| l.get(key).cloned())
+            .or(Some(String::new()));
+    }
+    Some(match path {
+        "metadata.name" => pod.name.clone(),
+        "metadata.namespace" => pod.namespace.clone(),
+        "metadata.uid" => pod.uid.clone(),
+        "metadata.labels" => fmt_map(&meta.labels),
+        "metadata.annotations" => fmt_map(&meta.annotations),
+        "spec.nodeName" => ctx.node_name.clone(),
+        "spec.serviceAccountName" => pod.spec().service_account_name.clone().unwrap_or_default(),
+        "status.podIP" | "status.podIPs" => pod_ip.to_string(),
+        "status.hostIP" | "status.hostIPs" => ctx.host_ip.clone(),
+        _ => return None,
+    })
+}
+
+/// The runtime configuration of one container of `pod`.
+pub fn container_config(
+    pod: &StaticPod,
+    c: &Container,
+    kind: ContainerKind,
+    attempt: u32,
+    pod_ip: &str,
+    ctx: &NodeContext,
+    volumes: &BTreeMap<String, PathBuf>,
+) -> Result<ContainerConfig, String> {
+    let mut env_map: HashMap<String, String> = HashMap::new();
+    let mut envs = Vec::new();
+    for e in c.env.iter().flatten() {
+        let value = if let Some(v) = &e.value {
+            expand(v, &env_map)
+        } else if let Some(vf) = &e.value_from {
+            if let Some(fr) = &vf.field_ref {
+                field_value(pod, &fr.field_path, pod_ip, ctx).ok_or_else(|| {
+                    format!("env {}: unsupported fieldRef {:?}", e.name, fr.field_path)
+                })?
+            } else if let Some(rr) = &vf.resource_field_ref {
+                resource_field(c, &rr.resource).ok_or_else(|| {
+                    format!(
+                        "env {}: unsupported resourceFieldRef {:?}",
+                        e.name, rr.resource
+                    )
+                })?
+            } else {
+                return Err(format!("env {}: unsupported valueFrom", e.name));
+            }
+        } else {
+            String::new()
+        };
+        env_map.insert(e.name.clone(), value.clone());
+        envs.push((e.name.clone(), value));
+    }
+    let command = c
+        .command
+        .iter()
+        .flatten()
+        .map(|s| expand(s, &env_map))
+        .collect();
+    let args = c
+        .args
+        .iter()
+        .flatten()
+        .map(|s| expand(s, &env_map))
+        .collect();
+
+    let mut mounts = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let base = volumes
+            .get(&m.name)
+            .ok_or_else(|| format!("volumeMount {:?}: volume not prepared", m.name))?;
+        let host_path = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => {
+                let p = base.join(sub);
+                if !p.exists() {
+                    std::fs::create_dir_all(&p)
+                        .map_err(|e| format!("subPath {}: {e}", p.display()))?;
+                }
+                p
+            }
+            None => base.clone(),
+        };
+        mounts.push(Mount {
+            container_path: m.mount_path.clone(),
+            host_path,
+            readonly: m.read_only.unwrap_or(false),
+            propagation: m.mount_propagation.clone().unwrap_or_else(|| "None".into()),
+        });
+    }
+
+    let mut l = pod_labels(pod);
+    l.insert(labels::CONTAINER_NAME.into(), c.name.clone());
+    l.insert(labels::CONTAINER_KIND.into(), kind.as_str().into());
+    l.insert(labels::ATTEMPT.into(), attempt.to_string());
+    l.insert(labels::CONTAINER_HASH.into(), container_hash(c));
+
+    let sc = c.security_context.as_ref();
+    let psc = pod.spec().security_context.as_ref();
+    let security = SecurityContext {
+        privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
+        run_as_user: sc
+            .and_then(|s| s.run_as_user)
+            .or(psc.and_then(|s| s.run_as_user)),
+        run_as_group: sc
+            .and_then(|s| s.run_as_group)
+            .or(psc.and_then(|s| s.run_as_group)),
+        supplemental_groups: psc
+            .and_then(|s| s.supplemental_groups.clone())
+            .unwrap_or_default(),
+        readonly_rootfs: sc
+            .and_then(|s| s.read_only_root_filesystem)
+            .unwrap_or(false),
+        add_capabilities: sc
+            .and_then(|s| s.capabilities.as_ref())
+            .and_then(|c| c.add.clone())
+            .unwrap_or_default(),
+        drop_capabilities: sc
+            .and_then(|s| s.capabilities.as_ref())
+            .and_then(|c| c.drop.clone())
+            .unwrap_or_default(),
+        no_new_privs: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
+    };
+
+    Ok(ContainerConfig {
+        name: c.name.clone(),
+        attempt,
+        image: staticlet_runtime::ImageSpec {
+            image: c.image.clone().unwrap_or_default(),
+        },
+        command,
+        args,
+        working_dir: c.working_dir.clone().unwrap_or_default(),
+        envs,
+        mounts,
+        labels: l,
+        annotations: Labels::new(),
+        log_path: PathBuf::from(&c.name).join(format!("{attempt}.log")),
+        stdin: c.stdin.unwrap_or(false),
+        tty: c.tty.unwrap_or(false),
+        resources: resources(c),
+        security,
+        stop_signal: c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.stop_signal.clone())
+            .unwrap_or_default(),
+    })
+}
+
+fn quantity(c: &Container, which: &str, resource: &str) -> Option<ParsedQuantity> {
+    let r = c.resources.as_ref()?;
+    let list = if which == "limits" {
+        r.limits.as_ref()?
+    } else {
+        r.requests.as_ref()?
+    };
+    parse_quantity(&list.get(resource)?.0).ok()
+}
+
+fn resource_field(c: &Container, resource: &str) -> Option<String> {
+    let (which, name) = resource.split_once('.')?;
+    if !matches!(which, "limits" | "requests")
+        || !matches!(name, "cpu" | "memory" | "ephemeral-storage")
+    {
+        return None;
+    }
+    // Values rounded up to whole units (a divisor other than 1 is not supported yet).
+    Some(
+        quantity(c, which, name)
+            .map_or(0, |q| q.units())
+            .to_string(),
+    )
+}
+
+/// CPU and memory in cgroup terms, as kubelet computes them (shares from requests, quota from
+/// limits over a 100 ms period).
+pub fn resources(c: &Container) -> Resources {
+    const PERIOD: i64 = 100_000;
+    let cpu_req = quantity(c, "requests", "cpu");
+    let cpu_lim = quantity(c, "limits", "cpu");
+    let shares = match cpu_req.or(cpu_lim) {
+        Some(cpu) => (cpu.millis() as i64 * 1024 / 1000).max(2),
+        None => 2,
+    };
+    let quota = cpu_lim
+        .map(|cpu| (cpu.millis() as i64 * PERIOD / 1000).max(1000))
+        .unwrap_or(0);
+    Resources {
+        cpu_period: if quota > 0 { PERIOD } else { 0 },
+        cpu_quota: quota,
+        cpu_shares: shares,
+        memory_limit_in_bytes: quantity(c, "limits", "memory")
+            .map(|m| m.units() as i64)
+            .unwrap_or(0),
+        oom_score_adj: 0,
+    }
+}
+
+/// Prepares every volume of `pod` on the host; returns volume name → host path.
+/// Idempotent: called on every start of a container.
+pub fn setup_volumes(
+    pod: &StaticPod,
+    ctx: &NodeContext,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let mut out = BTreeMap::new();
+    let vol_dir = ctx.pod_dir(&pod.uid).join("volumes");
+    for v in pod.spec().volumes.iter().flatten() {
+        let path =
+            setup_volume(pod, v, &vol_dir).map_err(|e| format!("volume {:?}: {e}", v.name))?;
+        out.insert(v.name.clone(), path);
+    }
+    Ok(out)
+}
+
+fn setup_volume(pod: &StaticPod, v: &Volume, vol_dir: &Path) -> Result<PathBuf, String> {
+    if let Some(hp) = &v.host_path {
+        let p = PathBuf::from(&hp.path);
+        check_host_path(&p, hp.type_.as_deref().unwrap_or(""))?;
+        return Ok(p);
+    }
+    if v.empty_dir.is_some() {
+        let p = vol_dir.join("kubernetes.io~empty-dir").join(&v.name);
+        std::fs::create_dir_all(&p).map_err(|e| format!("creating {}: {e}", p.display()))?;
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777));
+        return Ok(p);
+    }
+    if let Some(d) = &v.downward_api {
+        let p = vol_dir.join("kubernetes.io~downward-api").join(&v.name);
+        std::fs::create_dir_all(&p).map_err(|e| format!("creating {}: {e}", p.display()))?;
+        let ctx_ip = "";
+        for item in d.items.iter().flatten() {
+            let Some(fr) = &item.field_ref else {
+                return Err(format!(
+                    "item {:?}: only fieldRef items are supported",
+                    item.path
+                ));
+            };
+            let ctx = NodeContext {
+                node_name: pod.spec().node_name.clone().unwrap_or_default(),
+                root_dir: PathBuf::new(),
+                log_dir: PathBuf::new(),
+                host_ip: String::new(),
+            };
+            let value = field_value(pod, &fr.field_path, ctx_ip, &ctx).ok_or_else(|| {
+                format!(
+                    "item {:?}: unsupported fieldRef {:?}",
+                    item.path, fr.field_path
+                )
+            })?;
+            if item.path.split('/').any(|s| s == "..") || item.path.starts_with('/') {
+                return Err(format!(
+                    "item path {:?} must be relative without '..'",
+                    item.path
+                ));
+            }
+            let f = p.join(&item.path);
+            if let Some(parent) = f.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(&f, value).map_err(|e| format!("writing {}: {e}", f.display()))?;
+            let mode = item.mode.or(d.default_mode).unwrap_or(0o644) as u32;
+            let _ = std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode));
+        }
+        return Ok(p);
+    }
+    Err("unsupported volume type for a static pod on this node".into())
+}
+
+/// kubelet's hostPath `type` checks (and creations).
+pub fn check_host_path(p: &Path, kind: &str) -> Result<(), String> {
+    let meta = std::fs::metadata(p);
+    let fail = |what: &str| {
+        Err(format!(
+            "hostPath type check failed: {} is not {what}",
+            p.display()
+        ))
+    };
+    match kind {
+        "" => Ok(()),
+        "DirectoryOrCreate" => match meta {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => fail("a directory"),
+            Err(_) => {
+                std::fs::create_dir_all(p).map_err(|e| format!("creating {}: {e}", p.display()))?;
+                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+                Ok(())
+            }
+        },
+        "Directory" => match meta {
+            Ok(m) if m.is_dir() => Ok(()),
+            _ => fail("a directory"),
+        },
+        "FileOrCreate" => match meta {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => fail("a file"),
+            Err(_) => {
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| format!("creating {}: {e}", p.display()))?;
+                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644));
+                Ok(())
+            }
+        },
+        "File" => match meta {
+            Ok(m) if m.is_file() => Ok(()),
+            _ => fail("a file"),
+        },
+        "Socket" => match meta {
+            Ok(m) if m.file_type().is_socket() => Ok(()),
+            _ => fail("a socket file"),
+        },
+        "CharDevice" => match meta {
+            Ok(m) if m.file_type().is_char_device() => Ok(()),
+            _ => fail("a character device"),
+        },
+        "BlockDevice" => match meta {
+            Ok(m) if m.file_type().is_block_device() => Ok(()),
+            _ => fail("a block device"),
+        },
+        other => Err(format!("unsupported hostPath type {other:?}")),
+    }
+}
+
+/// Removes everything the agent kept for a pod (volumes of emptyDir and downwardAPI).
+/// hostPath volumes are never touched. Idempotent.
+pub fn cleanup_pod_dir(ctx: &NodeContext, uid: &str) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(ctx.pod_dir(uid)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion_follows_kubernetes_rules() {
+        let env: HashMap<String, String> = [("A".into(), "1".into()), ("B".into(), "two".into())]
+            .into_iter()
+            .collect();
+        for (input, want) in [
+            ("$(A)", "1"),
+            ("x$(A)y$(B)", "x1ytwo"),
+            ("$(C)", "$(C)"),
+            ("$$(A)", "$(A)"),
+            ("$$", "$"),
+            ("$(A", "$(A"),
+            ("a$", "a$"),
+            ("héllo $(B)", "héllo two"),
+        ] {
+            assert_eq!(expand(input, &env), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn host_path_types() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("made");
+        check_host_path(&dir, "DirectoryOrCreate").unwrap();
+        assert!(dir.is_dir());
+        check_host_path(&dir, "Directory").unwrap();
+        assert!(check_host_path(&dir, "File")
+            .unwrap_err()
+            .contains("is not a file"));
+        let f = d.path().join("sub/f.conf");
+        check_host_path(&f, "FileOrCreate").unwrap();
+        assert!(f.is_file());
+        check_host_path(&f, "File").unwrap();
+        assert!(check_host_path(&f, "Directory")
+            .unwrap_err()
+            .contains("is not a directory"));
+        assert!(check_host_path(&d.path().join("nope"), "Directory").is_err());
+        assert!(check_host_path(&f, "Socket").is_err());
+        check_host_path(Path::new("/dev/null"), "CharDevice").unwrap();
+    }
+}

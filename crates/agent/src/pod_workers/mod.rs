@@ -1,0 +1,325 @@
+//! Pod workers and the pod manager that owns them (≈ kubelet's `pod_workers.go` and the pod
+//! parts of `kubelet.go`'s sync loop and housekeeping).
+//!
+//! The [`PodManager`] is the only owner of the worker set. It is level-triggered: on every
+//! change of the desired pods, every worker completion and every housekeeping tick it compares
+//! what is wanted with what runs, and:
+//! - starts a worker for a wanted UID, but only when no other UID of the same full name
+//!   (`<name>_<namespace>`) is still running or terminating — an edited manifest's new pod starts
+//!   only after the old one has completely stopped, and versions that never started are skipped
+//!   because only the *current* desired UID is ever started;
+//! - tells workers of unwanted UIDs to terminate, and a terminating worker whose UID is wanted
+//!   again to start again when stopped (restart counts continue, as kubelet);
+//! - once every source has been seen, stops runtime pods that no source wants (orphans, e.g. a
+//!   manifest deleted while the agent was down) with a 1 s grace period.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::PodStatus;
+use staticlet_manifest::StaticPod;
+use staticlet_runtime::{labels, LabelSelector};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::merge::DesiredPods;
+
+pub mod backoff;
+pub mod plan;
+pub mod worker;
+
+use worker::{Finished, WorkerCtx, WorkerHandle, WorkerMsg, WorkerStatus};
+
+/// kubelet's housekeeping period.
+pub const HOUSEKEEPING: Duration = Duration::from_secs(2);
+
+/// One pod as the local API shows it.
+#[derive(Debug, Clone)]
+pub struct PodView {
+    pub pod: Arc<StaticPod>,
+    pub status: PodStatus,
+    /// Set while the pod terminates (shown as `metadata.deletionTimestamp`).
+    pub terminating_since: Option<SystemTime>,
+    pub grace: Option<i64>,
+}
+
+/// Every pod the agent knows, keyed by UID.
+pub type PodsView = BTreeMap<String, PodView>;
+
+struct Entry {
+    handle: WorkerHandle,
+    full_name: String,
+    pod: Option<Arc<StaticPod>>,
+    terminating: bool,
+}
+
+/// A pod found in the runtime by its labels.
+#[derive(Debug, Clone)]
+struct RuntimePod {
+    name: String,
+    namespace: String,
+}
+
+/// See the module doc.
+pub struct PodManager {
+    ctx: Arc<WorkerCtx>,
+    workers: HashMap<String, Entry>,
+    desired: Arc<DesiredPods>,
+    /// UIDs found in the runtime at the last housekeeping, with their names.
+    runtime_pods: HashMap<String, RuntimePod>,
+    listed_once: bool,
+    done_tx: mpsc::UnboundedSender<Finished>,
+    done_rx: mpsc::UnboundedReceiver<Finished>,
+    view: watch::Sender<Arc<PodsView>>,
+}
+
+impl PodManager {
+    /// A manager whose workers use `ctx`; the pods it shows are published on `view`.
+    pub fn new(ctx: Arc<WorkerCtx>, view: watch::Sender<Arc<PodsView>>) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Self {
+            ctx,
+            workers: HashMap::new(),
+            desired: Arc::new(DesiredPods::default()),
+            runtime_pods: HashMap::new(),
+            listed_once: false,
+            done_tx,
+            done_rx,
+            view,
+        }
+    }
+
+    /// Runs until `shutdown`. Workers are left as they are on shutdown: containers keep running
+    /// and are adopted by the next agent.
+    pub async fn run(
+        mut self,
+        mut desired: watch::Receiver<Arc<DesiredPods>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(HOUSEKEEPING);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.desired = desired.borrow_and_update().clone();
+            self.reconcile();
+            let mut status_changed = futures::stream::SelectAll::new();
+            for e in self.workers.values() {
+                status_changed.push(changes(e.handle.status.clone()));
+            }
+            self.publish();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = desired.changed() => if r.is_err() { return },
+                Some(f) = self.done_rx.recv() => {
+                    info!(uid = %f.uid, "pod worker finished");
+                    self.workers.remove(&f.uid);
+                    self.runtime_pods.remove(&f.uid);
+                }
+                _ = tick.tick() => self.housekeeping().await,
+                Some(()) = futures::StreamExt::next(&mut status_changed) => {}
+            }
+        }
+    }
+
+    async fn housekeeping(&mut self) {
+        let sel = LabelSelector::managed();
+        let rt = &self.ctx.runtime;
+        let listed = async {
+            Ok::<_, staticlet_runtime::RuntimeError>((
+                rt.list_pod_sandboxes(&sel).await?,
+                rt.list_containers(&sel).await?,
+            ))
+        };
+        match listed.await {
+            Ok((sandboxes, containers)) => {
+                let mut found = HashMap::new();
+                let pairs = sandboxes
+                    .iter()
+                    .map(|s| &s.labels)
+                    .chain(containers.iter().map(|c| &c.labels));
+                for l in pairs {
+                    if let (Some(uid), Some(name), Some(ns)) = (
+                        l.get(labels::POD_UID),
+                        l.get(labels::POD_NAME),
+                        l.get(labels::POD_NAMESPACE),
+                    ) {
+                        found.insert(
+                            uid.clone(),
+                            RuntimePod {
+                                name: name.clone(),
+                                namespace: ns.clone(),
+                            },
+                        );
+                    }
+                }
+                self.runtime_pods = found;
+                self.listed_once = true;
+            }
+            Err(e) => warn!(error = %e, "housekeeping cannot list runtime pods"),
+        }
+    }
+
+    fn reconcile(&mut self) {
+        let desired = self.desired.clone();
+        // Workers of unwanted UIDs terminate; wanted-again ones restart; changed specs update.
+        for (uid, e) in self.workers.iter_mut() {
+            match desired.pods.get(uid) {
+                None if !e.terminating => {
+                    e.terminating = true;
+                    let _ = e.handle.tx.send(WorkerMsg::Terminate { grace: None });
+                }
+                Some(p) if e.terminating && e.pod.is_some() => {
+                    e.terminating = false;
+                    e.pod = Some(p.clone());
+                    let _ = e.handle.tx.send(WorkerMsg::Restart);
+                }
+                Some(p)
+                    if e.pod
+                        .as_ref()
+                        .is_some_and(|old| !Arc::ptr_eq(old, p) && **old != **p) =>
+                {
+                    e.pod = Some(p.clone());
+                    let _ = e.handle.tx.send(WorkerMsg::Update(p.clone()));
+                }
+                _ => {}
+            }
+        }
+        // Orphans: runtime pods nobody wants, once every source has spoken.
+        if desired.all_sources_seen && self.listed_once {
+            let orphans: Vec<(String, RuntimePod)> = self
+                .runtime_pods
+                .iter()
+                .filter(|(uid, _)| {
+                    !self.workers.contains_key(*uid) && !desired.pods.contains_key(*uid)
+                })
+                .map(|(u, p)| (u.clone(), p.clone()))
+                .collect();
+            for (uid, rp) in orphans {
+                info!(%uid, pod = %rp.name, namespace = %rp.namespace, "stopping runtime pod that has no manifest");
+                let handle = worker::spawn_orphan(
+                    self.ctx.clone(),
+                    uid.clone(),
+                    rp.name.clone(),
+                    rp.namespace.clone(),
+                    self.done_tx.clone(),
+                );
+                self.workers.insert(
+                    uid,
+                    Entry {
+                        handle,
+                        full_name: format!("{}_{}", rp.name, rp.namespace),
+                        pod: None,
+                        terminating: true,
+                    },
+                );
+            }
+        }
+        // Start wanted pods whose full name is free.
+        if !self.listed_once {
+            return;
+        }
+        for (uid, pod) in &desired.pods {
+            if self.workers.contains_key(uid) {
+                continue;
+            }
+            let full = pod.full_name();
+            let busy = self.workers.values().any(|e| e.full_name == full)
+                || self.runtime_pods.iter().any(|(u, rp)| {
+                    u != uid
+                        && format!("{}_{}", rp.name, rp.namespace) == full
+                        && !desired.pods.contains_key(u)
+                });
+            if busy {
+                continue;
+            }
+            let handle = worker::spawn(self.ctx.clone(), pod.clone(), self.done_tx.clone());
+            self.workers.insert(
+                uid.clone(),
+                Entry {
+                    handle,
+                    full_name: full,
+                    pod: Some(pod.clone()),
+                    terminating: false,
+                },
+            );
+        }
+    }
+
+    fn publish(&self) {
+        let mut view = PodsView::new();
+        for (uid, e) in &self.workers {
+            let Some(pod) = &e.pod else { continue };
+            let ws: WorkerStatus = e.handle.status.borrow().clone();
+            let status = ws.status.unwrap_or_else(|| {
+                crate::status::pending(
+                    pod,
+                    &self.ctx.node.host_ip,
+                    "ContainerCreating",
+                    "",
+                    self.ctx.clock.now(),
+                )
+            });
+            view.insert(
+                uid.clone(),
+                PodView {
+                    pod: pod.clone(),
+                    status,
+                    terminating_since: ws.terminating_since,
+                    grace: ws.grace,
+                },
+            );
+        }
+        for (uid, pod) in &self.desired.pods {
+            if view.contains_key(uid) {
+                continue;
+            }
+            let (reason, msg) = if self.listed_once {
+                (
+                    "ContainerCreating",
+                    "waiting for the previous pod of this name to stop",
+                )
+            } else {
+                ("ContainerCreating", "waiting for the container runtime")
+            };
+            let status = crate::status::pending(
+                pod,
+                &self.ctx.node.host_ip,
+                reason,
+                msg,
+                self.ctx.clock.now(),
+            );
+            view.insert(
+                uid.clone(),
+                PodView {
+                    pod: pod.clone(),
+                    status,
+                    terminating_since: None,
+                    grace: None,
+                },
+            );
+        }
+        self.view.send_if_modified(|old| {
+            let same = old.len() == view.len()
+                && old.iter().zip(view.iter()).all(|((ua, a), (ub, b))| {
+                    ua == ub
+                        && Arc::ptr_eq(&a.pod, &b.pod)
+                        && a.status == b.status
+                        && a.terminating_since == b.terminating_since
+                });
+            if !same {
+                *old = Arc::new(view);
+            }
+            !same
+        });
+    }
+}
+
+/// A stream that yields once per change of a worker's status after now.
+fn changes(mut rx: watch::Receiver<WorkerStatus>) -> futures::stream::BoxStream<'static, ()> {
+    rx.mark_unchanged();
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    }))
+}

@@ -1,0 +1,669 @@
+//! The async shell of one pod worker: observe → [`plan`](super::plan::plan) → execute → publish
+//! status → wait, until told to terminate; then stop the containers in kubelet's order and
+//! clean up. One worker per pod UID; a worker never reads another pod's state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Container, PodStatus};
+use staticlet_manifest::StaticPod;
+use staticlet_runtime::{
+    labels, Clock, ContainerRuntime, ContainerState, ImageSpec, LabelSelector, RuntimeError,
+    SandboxState,
+};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn, Instrument};
+
+use super::plan::{self, backoff_key, Action, Memory, Observed, Waiting};
+use crate::kuberuntime::{self, ContainerKind, NodeContext};
+use crate::status;
+
+/// What every worker shares.
+pub struct WorkerCtx {
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub node: NodeContext,
+    pub clock: Clock,
+    /// Prefix of container IDs in status (`staticlet://...`).
+    pub runtime_name: String,
+    /// Period of the relist that backs up runtime events (kubelet's PLEG: 1 s).
+    pub relist_period: Duration,
+}
+
+/// Messages from the pod manager.
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// The pod's spec changed (same UID).
+    Update(Arc<StaticPod>),
+    /// Stop the pod (grace period override in seconds).
+    Terminate { grace: Option<i64> },
+    /// The UID is wanted again while terminating: start it again once stopped.
+    Restart,
+}
+
+/// What a worker is doing, as the manager and the API see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerStatus {
+    pub status: Option<PodStatus>,
+    /// When termination started (shown as `deletionTimestamp`).
+    pub terminating_since: Option<SystemTime>,
+    pub grace: Option<i64>,
+}
+
+/// Sent to the manager when a worker has fully finished.
+#[derive(Debug)]
+pub struct Finished {
+    pub uid: String,
+}
+
+/// The manager's handle of a worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    pub tx: mpsc::UnboundedSender<WorkerMsg>,
+    pub status: watch::Receiver<WorkerStatus>,
+}
+
+/// How the worker identifies its pod.
+enum Subject {
+    Pod(Arc<StaticPod>),
+    /// A pod found in the runtime with no manifest: only its labels are known.
+    Orphan {
+        uid: String,
+    },
+}
+
+impl Subject {
+    fn uid(&self) -> &str {
+        match self {
+            Subject::Pod(p) => &p.uid,
+            Subject::Orphan { uid } => uid,
+        }
+    }
+}
+
+/// Starts a worker for a static pod.
+pub fn spawn(
+    ctx: Arc<WorkerCtx>,
+    pod: Arc<StaticPod>,
+    done: mpsc::UnboundedSender<Finished>,
+) -> WorkerHandle {
+    let span = tracing::info_span!("pod", ns = %pod.namespace, name = %pod.name, uid = %pod.uid);
+    start(ctx, Subject::Pod(pod), None, done, span)
+}
+
+/// Starts a worker that stops and removes a runtime pod that has no manifest (kubelet stops
+/// such orphans with a grace period of 1 s).
+pub fn spawn_orphan(
+    ctx: Arc<WorkerCtx>,
+    uid: String,
+    name: String,
+    namespace: String,
+    done: mpsc::UnboundedSender<Finished>,
+) -> WorkerHandle {
+    let span = tracing::info_span!("pod", ns = %namespace, name = %name, uid = %uid, orphan = true);
+    start(ctx, Subject::Orphan { uid }, Some(1), done, span)
+}
+
+fn start(
+    ctx: Arc<WorkerCtx>,
+    subject: Subject,
+    terminate: Option<i64>,
+    done: mpsc::UnboundedSender<Finished>,
+    span: tracing::Span,
+) -> WorkerHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (status_tx, status_rx) = watch::channel(WorkerStatus {
+        status: None,
+        terminating_since: None,
+        grace: None,
+    });
+    let w = Worker {
+        ctx,
+        subject,
+        rx,
+        status: status_tx,
+        mem: Memory::default(),
+        start_time: None,
+        restart_requested: false,
+        failures: 0,
+    };
+    tokio::spawn(w.run(terminate, done).instrument(span));
+    WorkerHandle {
+        tx,
+        status: status_rx,
+    }
+}
+
+struct Worker {
+    ctx: Arc<WorkerCtx>,
+    subject: Subject,
+    rx: mpsc::UnboundedReceiver<WorkerMsg>,
+    status: watch::Sender<WorkerStatus>,
+    mem: Memory,
+    start_time: Option<SystemTime>,
+    restart_requested: bool,
+    failures: u32,
+}
+
+/// What interrupted a wait.
+enum Wake {
+    Msg(Option<WorkerMsg>),
+    Other,
+}
+
+impl Worker {
+    async fn run(mut self, mut terminate: Option<i64>, done: mpsc::UnboundedSender<Finished>) {
+        loop {
+            if terminate.is_none() {
+                terminate = self.sync_loop().await;
+            }
+            let grace = terminate.take();
+            self.terminate(grace).await;
+            if std::mem::take(&mut self.restart_requested) {
+                if let Subject::Pod(_) = self.subject {
+                    info!("pod wanted again while terminating; starting it again");
+                    self.status.send_modify(|s| {
+                        s.terminating_since = None;
+                        s.grace = None;
+                    });
+                    continue;
+                }
+            }
+            self.cleanup().await;
+            let _ = done.send(Finished {
+                uid: self.subject.uid().to_string(),
+            });
+            return;
+        }
+    }
+
+    async fn observe(&self) -> Result<Observed, RuntimeError> {
+        let sel = LabelSelector::pod(self.subject.uid());
+        let sandboxes = self.ctx.runtime.list_pod_sandboxes(&sel).await?;
+        let containers = self.ctx.runtime.list_containers(&sel).await?;
+        Ok(Observed {
+            sandboxes,
+            containers,
+        })
+    }
+
+    /// Syncs until told to terminate; returns the grace override.
+    async fn sync_loop(&mut self) -> Option<i64> {
+        let mut events = self.ctx.runtime.subscribe_events();
+        let uid = self.subject.uid().to_string();
+        loop {
+            let Subject::Pod(pod) = &self.subject else {
+                return Some(1);
+            };
+            let pod = pod.clone();
+            let mut wake_at = None;
+            let mut acted = false;
+            match self.observe().await {
+                Ok(obs) => {
+                    let now = self.ctx.clock.now();
+                    self.start_time.get_or_insert(now);
+                    let step = plan::plan(&pod, &obs, &self.mem, now);
+                    self.publish(&pod, &obs, &step.waiting);
+                    wake_at = step.wake_at;
+                    let mut ok = true;
+                    for action in step.actions {
+                        acted = true;
+                        if let Err(e) = self.execute(&pod, &obs, action).await {
+                            warn!(error = %e, "pod sync step failed");
+                            ok = false;
+                            break;
+                        }
+                    }
+                    self.failures = if ok { 0 } else { self.failures + 1 };
+                }
+                Err(e) => {
+                    self.failures += 1;
+                    if self.failures == 1 {
+                        warn!(error = %e, "cannot observe pod in the runtime; retrying");
+                    }
+                }
+            }
+            let delay = if self.failures > 0 {
+                // kubelet requeues a failed sync after ~10 s; start faster, for a runtime blip.
+                Duration::from_secs(1 << self.failures.min(3).saturating_sub(1))
+                    .min(Duration::from_secs(10))
+            } else if acted {
+                Duration::ZERO
+            } else {
+                self.ctx.relist_period
+            };
+            let mut until = tokio::time::Instant::now() + delay;
+            if let Some(w) = wake_at {
+                until = until.min(self.ctx.clock.instant_at(w));
+            }
+            if delay.is_zero() {
+                // Re-observe right away, but first take any message already queued.
+                match self.rx.try_recv() {
+                    Ok(msg) => {
+                        if let Some(g) = self.handle(Some(msg)) {
+                            return Some(g);
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                }
+                continue;
+            }
+            let wake = tokio::select! {
+                m = self.rx.recv() => Wake::Msg(m),
+                _ = tokio::time::sleep_until(until) => Wake::Other,
+                ev = async {
+                    match events.as_mut() {
+                        Some(rx) => loop {
+                            match rx.recv().await {
+                                Ok(ev) if ev.pod_uid == uid => return,
+                                Ok(_) => continue,
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                    std::future::pending::<()>().await
+                                }
+                            }
+                        },
+                        None => std::future::pending().await,
+                    }
+                } => { let () = ev; Wake::Other }
+            };
+            if let Wake::Msg(m) = wake {
+                if m.is_none() {
+                    // The manager is gone (agent shutting down): leave the pod running.
+                    std::future::pending::<()>().await;
+                }
+                if let Some(g) = self.handle(m) {
+                    return Some(g);
+                }
+            }
+        }
+    }
+
+    /// Applies a manager message; returns the grace override when it means "terminate".
+    fn handle(&mut self, msg: Option<WorkerMsg>) -> Option<i64> {
+        match msg? {
+            WorkerMsg::Update(p) => {
+                info!("pod spec updated");
+                self.subject = Subject::Pod(p);
+                None
+            }
+            WorkerMsg::Terminate { grace } => {
+                let g = grace.unwrap_or_else(|| self.grace());
+                Some(g)
+            }
+            WorkerMsg::Restart => None,
+        }
+    }
+
+    fn grace(&self) -> i64 {
+        match &self.subject {
+            Subject::Pod(p) => p.spec().termination_grace_period_seconds.unwrap_or(30),
+            Subject::Orphan { .. } => 1,
+        }
+    }
+
+    fn publish(&self, pod: &StaticPod, obs: &Observed, waiting: &BTreeMap<String, Waiting>) {
+        let mut all: BTreeMap<String, Waiting> = self
+            .mem
+            .start_errors
+            .iter()
+            .map(|(k, (w, _))| (k.clone(), w.clone()))
+            .collect();
+        all.extend(waiting.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let prev = self.status.borrow().status.clone();
+        let st = status::compute(&status::Input {
+            pod,
+            obs,
+            waiting: &all,
+            start_time: self.start_time.unwrap_or_else(|| self.ctx.clock.now()),
+            runtime_name: &self.ctx.runtime_name,
+            host_ip: &self.ctx.node.host_ip,
+            previous: prev.as_ref(),
+            now: self.ctx.clock.now(),
+        });
+        self.status.send_if_modified(|s| {
+            if s.status.as_ref() == Some(&st) {
+                return false;
+            }
+            if let (Some(old), Some(new)) = (
+                s.status.as_ref().and_then(|s| s.phase.as_deref()),
+                st.phase.as_deref(),
+            ) {
+                if old != new {
+                    info!(from = old, to = new, "pod phase changed");
+                }
+            }
+            s.status = Some(st.clone());
+            true
+        });
+    }
+
+    async fn execute(
+        &mut self,
+        pod: &StaticPod,
+        obs: &Observed,
+        action: Action,
+    ) -> Result<(), String> {
+        let rt = &self.ctx.runtime;
+        match action {
+            Action::KillPod { reason } => {
+                info!(%reason, "killing pod before recreating its sandbox");
+                let timeout = plan::stop_timeout(self.grace());
+                for c in obs
+                    .containers
+                    .iter()
+                    .filter(|c| c.state == ContainerState::Running)
+                {
+                    rt.stop_container(&c.id, timeout)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                if let Some(sb) = obs.sandbox() {
+                    rt.stop_pod_sandbox(&sb.id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+            Action::CreateSandbox { attempt } => {
+                let cfg = kuberuntime::sandbox_config(pod, attempt, &self.ctx.node);
+                if let Err(e) = std::fs::create_dir_all(&cfg.log_directory) {
+                    return Err(format!(
+                        "creating log directory {}: {e}",
+                        cfg.log_directory.display()
+                    ));
+                }
+                let id = rt
+                    .run_pod_sandbox(&cfg)
+                    .await
+                    .map_err(|e| format!("creating pod sandbox: {e}"))?;
+                info!(sandbox = %id, attempt, "pod sandbox created");
+                Ok(())
+            }
+            Action::StopSandbox { id } => rt.stop_pod_sandbox(&id).await.map_err(|e| e.to_string()),
+            Action::RemoveSandbox { id } => {
+                rt.remove_pod_sandbox(&id).await.map_err(|e| e.to_string())
+            }
+            Action::KillContainer { id, name, reason } => {
+                info!(container = %name, %reason, "killing container");
+                rt.stop_container(&id, plan::stop_timeout(self.grace()))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Action::RemoveContainer { id } => {
+                rt.remove_container(&id).await.map_err(|e| e.to_string())
+            }
+            Action::StartContainer {
+                name,
+                kind,
+                attempt,
+                restart_of,
+            } => {
+                self.start_container(pod, obs, &name, kind, attempt, restart_of)
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Pulls, creates and starts one container. Failures are not errors of the sync: they are
+    /// recorded as the container's waiting reason with a back-off, as kubelet does.
+    async fn start_container(
+        &mut self,
+        pod: &StaticPod,
+        obs: &Observed,
+        name: &str,
+        kind: ContainerKind,
+        attempt: u32,
+        restart_of: Option<SystemTime>,
+    ) {
+        let spec = pod.spec();
+        let Some(c): Option<&Container> = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+        else {
+            return;
+        };
+        let now = self.ctx.clock.now();
+        let key = backoff_key(c);
+        if let Some(finished) = restart_of {
+            self.mem.backoff.next(&key, finished, now);
+        }
+        match self.try_start(pod, obs, c, kind, attempt).await {
+            Ok(()) => {
+                self.mem.start_errors.remove(name);
+                info!(container = %name, attempt, "container started");
+            }
+            Err((reason, message)) => {
+                warn!(container = %name, %reason, %message, "container not started");
+                let now = self.ctx.clock.now();
+                if reason == "ErrImagePull" {
+                    let image = c.image.clone().unwrap_or_default();
+                    self.mem.image_backoff.next(&image, now, now);
+                } else if restart_of.is_none() {
+                    self.mem.backoff.next(&key, now, now);
+                }
+                self.mem
+                    .start_errors
+                    .insert(name.to_string(), (Waiting::new(reason, message), now));
+            }
+        }
+    }
+
+    async fn try_start(
+        &self,
+        pod: &StaticPod,
+        obs: &Observed,
+        c: &Container,
+        kind: ContainerKind,
+        attempt: u32,
+    ) -> Result<(), (&'static str, String)> {
+        let rt = &self.ctx.runtime;
+        let sandbox = obs
+            .sandbox()
+            .filter(|s| s.state == SandboxState::Ready)
+            .ok_or(("ContainerCreating", "pod sandbox is not ready".to_string()))?;
+        let image = c.image.clone().unwrap_or_default();
+        let spec = ImageSpec {
+            image: image.clone(),
+        };
+        let present = rt
+            .image_status(&spec)
+            .await
+            .map_err(|e| ("ErrImagePull", e.to_string()))?;
+        let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+        let pull = match (policy, &present) {
+            ("Never", None) => {
+                return Err((
+                    "ErrImageNeverPull",
+                    format!("Container image {image:?} is not present with pull policy of Never"),
+                ))
+            }
+            ("Never", Some(_)) | ("IfNotPresent", Some(_)) => false,
+            _ => true,
+        };
+        if pull {
+            info!(%image, "pulling image");
+            rt.pull_image(&spec, None).await.map_err(|e| match e {
+                RuntimeError::ImagePull { message, .. } => ("ErrImagePull", message),
+                other => ("ErrImagePull", other.to_string()),
+            })?;
+        }
+        let node = self.ctx.node.clone();
+        let p = pod.clone();
+        let volumes = tokio::task::spawn_blocking(move || kuberuntime::setup_volumes(&p, &node))
+            .await
+            .map_err(|e| ("CreateContainerConfigError", e.to_string()))?
+            .map_err(|e| ("CreateContainerConfigError", e))?;
+        let pod_ip = if pod.spec().host_network.unwrap_or(false) {
+            self.ctx.node.host_ip.clone()
+        } else {
+            sandbox.ip.clone()
+        };
+        let cfg =
+            kuberuntime::container_config(pod, c, kind, attempt, &pod_ip, &self.ctx.node, &volumes)
+                .map_err(|e| ("CreateContainerConfigError", e))?;
+        let sb_cfg = kuberuntime::sandbox_config(pod, sandbox.attempt, &self.ctx.node);
+        let id = rt
+            .create_container(&sandbox.id, &cfg, &sb_cfg)
+            .await
+            .map_err(|e| ("CreateContainerError", e.to_string()))?;
+        rt.start_container(&id)
+            .await
+            .map_err(|e| ("RunContainerError", e.to_string()))?;
+        Ok(())
+    }
+
+    /// Stops the pod: regular containers in parallel, then sidecars in reverse order, each with
+    /// what is left of the grace period (at least 2 s), then the sandbox.
+    async fn terminate(&mut self, grace: Option<i64>) {
+        let grace = grace.unwrap_or_else(|| self.grace()).max(0);
+        let now = self.ctx.clock.now();
+        info!(grace_seconds = grace, "terminating pod");
+        self.status.send_modify(|s| {
+            s.terminating_since.get_or_insert(now);
+            s.grace = Some(grace);
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(grace as u64);
+        let remaining = || {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            left.max(Duration::from_secs(2))
+        };
+        let mut attempt = 0u32;
+        let obs = loop {
+            match self.observe().await {
+                Ok(o) => break o,
+                Err(e) => {
+                    attempt += 1;
+                    if attempt == 1 {
+                        warn!(error = %e, "cannot observe pod to terminate it; retrying");
+                    }
+                    self.drain_restart();
+                    tokio::time::sleep(Duration::from_secs(1 << attempt.min(4))).await;
+                }
+            }
+        };
+        let running: Vec<_> = obs
+            .containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .cloned()
+            .collect();
+        let kind_of = |c: &staticlet_runtime::ContainerStatus| {
+            ContainerKind::from_label(c.labels.get(labels::CONTAINER_KIND))
+        };
+        // Regular and init containers together.
+        let first: Vec<_> = running
+            .iter()
+            .filter(|c| kind_of(c) != ContainerKind::Sidecar)
+            .collect();
+        let stops = first.iter().map(|c| {
+            let rt = self.ctx.runtime.clone();
+            let t = remaining();
+            let id = c.id.clone();
+            info!(container = %c.name, timeout_seconds = t.as_secs(), "stopping container");
+            async move { (id.clone(), rt.stop_container(&id, t).await) }
+        });
+        for (id, r) in futures::future::join_all(stops).await {
+            if let Err(e) = r {
+                warn!(container = %id, error = %e, "stopping container failed");
+            }
+        }
+        self.drain_restart();
+        // Sidecars last, in reverse spec order.
+        let mut sidecars: Vec<_> = running
+            .iter()
+            .filter(|c| kind_of(c) == ContainerKind::Sidecar)
+            .collect();
+        if let Subject::Pod(p) = &self.subject {
+            let order: Vec<&str> = p
+                .spec()
+                .init_containers
+                .iter()
+                .flatten()
+                .map(|c| c.name.as_str())
+                .collect();
+            sidecars.sort_by_key(|c| std::cmp::Reverse(order.iter().position(|n| *n == c.name)));
+        }
+        for c in sidecars {
+            let t = remaining();
+            info!(container = %c.name, timeout_seconds = t.as_secs(), "stopping sidecar");
+            if let Err(e) = self.ctx.runtime.stop_container(&c.id, t).await {
+                warn!(container = %c.name, error = %e, "stopping sidecar failed");
+            }
+        }
+        for sb in obs
+            .sandboxes
+            .iter()
+            .filter(|s| s.state == SandboxState::Ready)
+        {
+            if let Err(e) = self.ctx.runtime.stop_pod_sandbox(&sb.id).await {
+                warn!(sandbox = %sb.id, error = %e, "stopping sandbox failed");
+            }
+        }
+        if let (Subject::Pod(p), Ok(obs)) = (&self.subject, self.observe().await) {
+            let p = p.clone();
+            self.publish(&p, &obs, &BTreeMap::new());
+        }
+        self.drain_restart();
+        info!("pod terminated");
+    }
+
+    /// Notes a `Restart` that arrived during termination.
+    fn drain_restart(&mut self) {
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                WorkerMsg::Restart => self.restart_requested = true,
+                WorkerMsg::Update(p) => self.subject = Subject::Pod(p),
+                WorkerMsg::Terminate { .. } => self.restart_requested = false,
+            }
+        }
+    }
+
+    /// Removes the pod's containers, sandboxes, volumes and logs. Retries until the runtime
+    /// answers: a pod is only forgotten once nothing of it is left.
+    async fn cleanup(&mut self) {
+        let mut attempt = 0u32;
+        loop {
+            match self.try_cleanup().await {
+                Ok(()) => break,
+                Err(e) => {
+                    attempt += 1;
+                    if attempt == 1 {
+                        warn!(error = %e, "cleaning up pod failed; retrying");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1 << attempt.min(4))).await;
+                }
+            }
+        }
+        let uid = self.subject.uid().to_string();
+        if let Err(e) = kuberuntime::cleanup_pod_dir(&self.ctx.node, &uid) {
+            warn!(error = %e, "removing pod directory failed");
+        }
+        if let Subject::Pod(p) = &self.subject {
+            let _ = std::fs::remove_dir_all(self.ctx.node.pod_log_dir(p));
+        }
+        debug!("pod cleaned up");
+    }
+
+    async fn try_cleanup(&self) -> Result<(), RuntimeError> {
+        let obs = self.observe().await?;
+        for c in &obs.containers {
+            if c.state == ContainerState::Running {
+                self.ctx
+                    .runtime
+                    .stop_container(&c.id, Duration::from_secs(2))
+                    .await?;
+            }
+            self.ctx.runtime.remove_container(&c.id).await?;
+        }
+        for sb in &obs.sandboxes {
+            self.ctx.runtime.stop_pod_sandbox(&sb.id).await?;
+            self.ctx.runtime.remove_pod_sandbox(&sb.id).await?;
+        }
+        Ok(())
+    }
+}

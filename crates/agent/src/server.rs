@@ -1,0 +1,154 @@
+//! The local API: HTTP over a unix socket (`<root-dir>/staticlet.sock`, mode 0600) and
+//! optionally TCP. Read-only views of what the agent owns elsewhere:
+//! - `/healthz`, `/readyz` (ready once every source was seen and the runtime answers);
+//! - `/pods`: a `v1` `PodList` with live statuses (as kubelet's `/pods`);
+//! - `/pods/{namespace}/{name}`: one `Pod`, or a `v1` `Status` 404;
+//! - `/manifests`: every manifest file or URL with its pods, hash, last error, last applied time.
+//!
+//! **Architecture invariant:** the server owns no state; it only borrows `watch` receivers.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
+use k8s_openapi::List;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ManifestRecord;
+use crate::pod_workers::{PodView, PodsView};
+
+/// Readiness of the agent as `/readyz` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readiness {
+    pub sources_seen: bool,
+    pub runtime_ready: bool,
+    /// Why not ready.
+    pub message: String,
+}
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pods: watch::Receiver<Arc<PodsView>>,
+    pub manifests: watch::Receiver<Arc<Vec<ManifestRecord>>>,
+    pub readiness: watch::Receiver<Readiness>,
+}
+
+/// The API object of a pod: its manifest-derived object with the live status.
+pub fn pod_object(view: &PodView) -> Pod {
+    let mut pod = view.pod.pod.clone();
+    pod.status = Some(view.status.clone());
+    if let Some(since) = view.terminating_since {
+        pod.metadata.deletion_timestamp = Some(crate::status::time(since));
+        pod.metadata.deletion_grace_period_seconds = view.grace;
+    }
+    pod
+}
+
+/// All pods as a `PodList`, sorted by namespace then name.
+pub fn pod_list(view: &PodsView) -> List<Pod> {
+    let mut items: Vec<Pod> = view.values().map(pod_object).collect();
+    items.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    List {
+        items,
+        metadata: ListMeta::default(),
+    }
+}
+
+fn status_404(what: String) -> Response {
+    let body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("{what} not found"),
+        "reason": "NotFound",
+        "code": 404
+    });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+async fn pods(State(s): State<ApiState>) -> Json<List<Pod>> {
+    let view = s.pods.borrow().clone();
+    Json(pod_list(&view))
+}
+
+async fn pod(State(s): State<ApiState>, Path((ns, name)): Path<(String, String)>) -> Response {
+    let view = s.pods.borrow().clone();
+    // A terminating old version and its replacement can share a name: show the live one.
+    let mut found: Vec<&PodView> = view
+        .values()
+        .filter(|v| v.pod.namespace == ns && v.pod.name == name)
+        .collect();
+    found.sort_by_key(|v| v.terminating_since.is_some());
+    match found.first() {
+        Some(v) => Json(pod_object(v)).into_response(),
+        None => status_404(format!("pods {name:?} in namespace {ns:?}")),
+    }
+}
+
+async fn manifests(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let m = s.manifests.borrow().clone();
+    Json(json!({ "items": *m }))
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    let r = s.readiness.borrow().clone();
+    if r.sources_seen && r.runtime_ready {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", r.message),
+        )
+            .into_response()
+    }
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/pods", get(pods))
+        .route("/pods/{namespace}/{name}", get(pod))
+        .route("/manifests", get(manifests))
+        .with_state(state)
+}
+
+/// Serves `router` on a unix listener until `shutdown`.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    let r = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "local API (unix socket) stopped");
+    }
+}
+
+/// Serves `router` on a TCP listener until `shutdown`.
+pub async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    let r = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "local API (tcp) stopped");
+    }
+}

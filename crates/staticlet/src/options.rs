@@ -1,0 +1,305 @@
+//! `staticlet run` options: kubelet-compatible flags, a KubeletConfiguration file, and their
+//! merge (flags override the file, as kubelet).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Deserialize;
+use staticlet_manifest::duration::parse_go_duration;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_go_duration(s)
+}
+
+/// Flags of `staticlet run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Directory of static pod manifests, or one manifest file. Files starting with '.' are ignored.
+    #[arg(long, value_name = "PATH")]
+    pub pod_manifest_path: Option<PathBuf>,
+    /// URL to fetch static pods from (a Pod or a PodList).
+    #[arg(long, value_name = "URL")]
+    pub manifest_url: Option<String>,
+    /// HTTP headers for --manifest-url, 'Name:Value,Name2:Value2' (repeatable).
+    #[arg(long, value_name = "HEADERS")]
+    pub manifest_url_header: Vec<String>,
+    /// How often the manifest path is relisted (besides inotify) [default: 20s].
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub file_check_frequency: Option<Duration>,
+    /// How often the manifest URL is polled [default: 20s].
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub http_check_frequency: Option<Duration>,
+    /// Resync period of pod workers (accepted for kubelet compatibility) [default: 1m].
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub sync_frequency: Option<Duration>,
+    /// Node name [default: the lower-cased hostname].
+    #[arg(long, value_name = "NAME")]
+    pub hostname_override: Option<String>,
+    /// The node's IP, shown as hostIP (and podIP under hostNetwork) [default: detected].
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<std::net::IpAddr>,
+    /// Directory holding all of staticlet's state.
+    #[arg(long, default_value = "/var/lib/staticlet", value_name = "DIR")]
+    pub root_dir: PathBuf,
+    /// Directory of container logs.
+    #[arg(long, default_value = "/var/log/pods", value_name = "DIR")]
+    pub log_dir: PathBuf,
+    /// Container runtime: absent for the embedded runtime; `unix:///path` for a CRI runtime;
+    /// `simulate://` for the built-in simulator (containers are simulated, nothing is executed).
+    #[arg(long, value_name = "URI")]
+    pub container_runtime_endpoint: Option<String>,
+    /// kubeconfig of a cluster to publish mirror pods to (absent: standalone).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// A KubeletConfiguration YAML file; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Also serve the local API on TCP, e.g. tcp://127.0.0.1:10255.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+/// The fields of a KubeletConfiguration that staticlet reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KubeletConfiguration {
+    api_version: Option<String>,
+    kind: Option<String>,
+    static_pod_path: Option<String>,
+    #[serde(rename = "staticPodURL")]
+    static_pod_url: Option<String>,
+    #[serde(rename = "staticPodURLHeader")]
+    static_pod_url_header: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    file_check_frequency: Option<String>,
+    http_check_frequency: Option<String>,
+    sync_frequency: Option<String>,
+}
+
+/// The effective settings after merging the config file and the flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub pod_manifest_path: Option<PathBuf>,
+    pub manifest_url: Option<String>,
+    pub manifest_url_headers: Vec<(String, String)>,
+    pub file_check_frequency: Duration,
+    pub http_check_frequency: Duration,
+    pub sync_frequency: Duration,
+    pub node_name: String,
+}
+
+fn file_duration(
+    path: &std::path::Path,
+    field: &str,
+    v: &Option<String>,
+) -> Result<Option<Duration>> {
+    v.as_deref()
+        .map(|s| {
+            parse_go_duration(s).map_err(|e| anyhow::anyhow!("{}: {field}: {e}", path.display()))
+        })
+        .transpose()
+}
+
+/// The OS hostname, lower-cased and trimmed (kubelet's `GetHostname`).
+pub fn default_hostname() -> Result<String> {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading the hostname from /proc/sys/kernel/hostname")?;
+    Ok(raw.trim().to_lowercase())
+}
+
+impl RunArgs {
+    /// Merges the config file (if any) and the flags; every bad value is an error naming its
+    /// file or flag.
+    pub fn settings(&self) -> Result<Settings> {
+        let mut kc = KubeletConfiguration::default();
+        if let Some(path) = &self.config {
+            let data = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --config {}", path.display()))?;
+            kc = serde_saphyr::from_str(&data).map_err(|e| {
+                anyhow::anyhow!("{}: not a valid KubeletConfiguration: {e}", path.display())
+            })?;
+            if kc
+                .kind
+                .as_deref()
+                .is_some_and(|k| k != "KubeletConfiguration")
+            {
+                bail!("{}: kind: must be KubeletConfiguration", path.display());
+            }
+            if kc
+                .api_version
+                .as_deref()
+                .is_some_and(|v| v != "kubelet.config.k8s.io/v1beta1")
+            {
+                bail!(
+                    "{}: apiVersion: must be kubelet.config.k8s.io/v1beta1",
+                    path.display()
+                );
+            }
+        }
+        let cfg = self.config.clone().unwrap_or_default();
+        let mut headers = Vec::new();
+        for (k, vs) in kc.static_pod_url_header.iter().flatten() {
+            for v in vs {
+                headers.push((k.clone(), v.clone()));
+            }
+        }
+        if !self.manifest_url_header.is_empty() {
+            headers = staticlet_agent::config::http::parse_headers(&self.manifest_url_header)
+                .map_err(|e| anyhow::anyhow!(e))?;
+        }
+        let node_name = match &self.hostname_override {
+            Some(n) => n.trim().to_lowercase(),
+            None => default_hostname()?,
+        };
+        if node_name.is_empty() {
+            bail!("empty hostname is invalid (set --hostname-override)");
+        }
+        if !staticlet_manifest::validate::is_dns1123_subdomain(&node_name) {
+            bail!("node name {node_name:?} is not a valid DNS-1123 subdomain (set --hostname-override)");
+        }
+        let manifest_url = self
+            .manifest_url
+            .clone()
+            .or(kc.static_pod_url)
+            .filter(|u| !u.is_empty());
+        if let Some(u) = &manifest_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                bail!("--manifest-url {u:?}: must be an http:// or https:// URL");
+            }
+        }
+        let pick = |flag: Option<Duration>, file: Option<Duration>, default: u64| {
+            flag.or(file).unwrap_or(Duration::from_secs(default))
+        };
+        let file_check = pick(
+            self.file_check_frequency,
+            file_duration(&cfg, "fileCheckFrequency", &kc.file_check_frequency)?,
+            20,
+        );
+        let http_check = pick(
+            self.http_check_frequency,
+            file_duration(&cfg, "httpCheckFrequency", &kc.http_check_frequency)?,
+            20,
+        );
+        let sync = pick(
+            self.sync_frequency,
+            file_duration(&cfg, "syncFrequency", &kc.sync_frequency)?,
+            60,
+        );
+        for (name, d) in [
+            ("file-check-frequency", file_check),
+            ("http-check-frequency", http_check),
+        ] {
+            if d.is_zero() {
+                bail!("--{name} must be greater than 0");
+            }
+        }
+        let pod_manifest_path = self
+            .pod_manifest_path
+            .clone()
+            .or(kc
+                .static_pod_path
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from))
+            .map(|p| std::path::absolute(&p).unwrap_or(p));
+        Ok(Settings {
+            pod_manifest_path,
+            manifest_url,
+            manifest_url_headers: headers,
+            file_check_frequency: file_check,
+            http_check_frequency: http_check,
+            sync_frequency: sync,
+            node_name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Settings> {
+        let mut v = vec!["t", "--hostname-override", "Node-1"];
+        v.extend_from_slice(args);
+        T::try_parse_from(v)
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?
+            .run
+            .settings()
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.node_name, "node-1");
+        assert_eq!(s.file_check_frequency, Duration::from_secs(20));
+        assert_eq!(s.sync_frequency, Duration::from_secs(60));
+        let s = parse(&[
+            "--file-check-frequency",
+            "1m30s",
+            "--manifest-url",
+            "http://x/p",
+            "--manifest-url-header",
+            "a:hello,b:again",
+            "--manifest-url-header",
+            "a:world",
+        ])
+        .unwrap();
+        assert_eq!(s.file_check_frequency, Duration::from_secs(90));
+        assert_eq!(
+            s.manifest_url_headers,
+            vec![
+                ("a".into(), "hello".into()),
+                ("b".into(), "again".into()),
+                ("a".into(), "world".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_values_fail_clearly() {
+        let e = parse(&["--file-check-frequency", "20"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing unit"), "{e}");
+        assert!(parse(&["--no-such-flag"]).is_err());
+        let e = parse(&["--manifest-url", "ftp://x"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be an http"), "{e}");
+        let e = parse(&["--manifest-url-header", "novalue"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected Name:Value"), "{e}");
+    }
+
+    #[test]
+    fn config_file_is_read_and_flags_override_it() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("kubelet.yaml");
+        std::fs::write(&f, "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/manifests\nfileCheckFrequency: 5s\nhttpCheckFrequency: 7s\nstaticPodURL: http://h/pods\nstaticPodURLHeader:\n  X-A: [\"1\", \"2\"]\nclusterDNS: [10.96.0.10]\n").unwrap();
+        let fs = f.to_str().unwrap();
+        let s = parse(&["--config", fs]).unwrap();
+        assert_eq!(
+            s.pod_manifest_path,
+            Some(PathBuf::from("/etc/kubernetes/manifests"))
+        );
+        assert_eq!(s.file_check_frequency, Duration::from_secs(5));
+        assert_eq!(s.manifest_url.as_deref(), Some("http://h/pods"));
+        assert_eq!(s.manifest_url_headers.len(), 2);
+        let s = parse(&["--config", fs, "--file-check-frequency", "1s"]).unwrap();
+        assert_eq!(s.file_check_frequency, Duration::from_secs(1));
+        std::fs::write(&f, "kind: KubeletConfiguration\nfileCheckFrequency: soon\n").unwrap();
+        let e = parse(&["--config", fs]).unwrap_err().to_string();
+        assert!(
+            e.contains("fileCheckFrequency") && e.contains("kubelet.yaml"),
+            "{e}"
+        );
+    }
+}
