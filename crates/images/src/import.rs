@@ -40,7 +40,8 @@ const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub struct ImportOptions {
     /// Repository for OCI layouts whose ref names are bare tags (`latest`).
     pub repository: Option<String>,
-    /// Unpack the layers of imported images right away (default true).
+    /// Unpack (and so verify the diff IDs of) the layers of imported images before their
+    /// references are published (default true). Without, layers are unpacked on demand.
     pub unpack: bool,
 }
 
@@ -100,11 +101,6 @@ impl ImageStore {
         if records.is_empty() {
             return Err(archive_err(path, "no named image found"));
         }
-        if opts.unpack {
-            for r in &records {
-                self.rootfs_layers(&r.reference)?;
-            }
-        }
         drop(lease);
         Ok(records)
     }
@@ -117,7 +113,7 @@ impl ImageStore {
         opts: &ImportOptions,
     ) -> Result<Vec<ImageRecord>> {
         if dir.join("manifest.json").is_file() {
-            self.import_docker_dir(origin, dir, owned)
+            self.import_docker_dir(origin, dir, owned, opts)
         } else if dir.join("index.json").is_file() {
             self.import_oci_dir(origin, dir, owned, opts)
         } else {
@@ -133,6 +129,7 @@ impl ImageStore {
         origin: &Path,
         dir: &Path,
         owned: bool,
+        opts: &ImportOptions,
     ) -> Result<Vec<ImageRecord>> {
         let bytes = read_small(&dir.join("manifest.json"))?;
         let entries: Vec<DockerManifestEntry> =
@@ -186,7 +183,7 @@ impl ImageStore {
             });
             let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
             for tag in &tags {
-                out.push(self.commit_image(tag, &manifest_bytes, &config_bytes)?);
+                out.push(self.commit(tag, None, &manifest_bytes, &config_bytes, opts.unpack)?);
             }
         }
         Ok(out)
@@ -226,19 +223,20 @@ impl ImageStore {
             let chosen = self.choose_oci_manifest(origin, dir, descs)?;
             let (index_bytes, manifest_desc) = chosen;
             let manifest_bytes = read_layout_blob(origin, dir, &manifest_desc)?;
-            let manifest = parse_manifest(&manifest_bytes, &manifest_desc.digest().to_string())?;
+            let manifest = parse_manifest(&manifest_bytes, manifest_desc.digest().as_ref())?;
             let config_bytes = read_layout_blob(origin, dir, manifest.config())?;
             for layer in manifest.layers() {
                 let digest = layer.digest().to_string();
                 let file = dir.join("blobs/sha256").join(parse_sha256(&digest)?);
                 self.ingest_file(&file, Some(&digest), Some(layer.size()), owned)?;
             }
-            let rec = match index_bytes {
-                Some(ib) => {
-                    self.commit_image_with_index(&name, &ib, &manifest_bytes, &config_bytes)?
-                }
-                None => self.commit_image(&name, &manifest_bytes, &config_bytes)?,
-            };
+            let rec = self.commit(
+                &name,
+                index_bytes.as_deref(),
+                &manifest_bytes,
+                &config_bytes,
+                opts.unpack,
+            )?;
             out.push(rec);
         }
         Ok(out)
@@ -283,9 +281,9 @@ impl ImageStore {
                 Some(p) => Platform::from_oci(p),
                 None => {
                     let mb = read_layout_blob(origin, dir, d)?;
-                    let m = parse_manifest(&mb, &d.digest().to_string())?;
+                    let m = parse_manifest(&mb, d.digest().as_ref())?;
                     let cb = read_layout_blob(origin, dir, m.config())?;
-                    let c = parse_config(&cb, &m.config().digest().to_string())?;
+                    let c = parse_config(&cb, m.config().digest().as_ref())?;
                     Platform {
                         os: c.os().to_string(),
                         architecture: c.architecture().to_string(),

@@ -367,7 +367,9 @@ impl ImageStore {
     ///
     /// The manifest's layer blobs must already be in the store (written with
     /// [`blob_writer`](Self::blob_writer)); the manifest and config are written here. The config
-    /// must match the manifest's config descriptor and have one diff ID per layer. When the
+    /// must match the manifest's config descriptor and have one diff ID per layer. The layers are
+    /// unpacked (verifying their diff IDs) before the reference is published, so a reference in
+    /// the index always names a complete, verified image. When the
     /// reference pointed at another image that no other reference keeps, that image stays
     /// reachable as `repository@<its manifest digest>` (a dangling image, like docker's
     /// `<none>`), so containers created from it keep their layers until it is removed.
@@ -377,7 +379,7 @@ impl ImageStore {
         manifest: &[u8],
         config: &[u8],
     ) -> Result<ImageRecord> {
-        self.commit(reference, None, manifest, config)
+        self.commit(reference, None, manifest, config, true)
     }
 
     /// As [`commit_image`](Self::commit_image), for a manifest chosen from an image index
@@ -389,15 +391,16 @@ impl ImageStore {
         manifest: &[u8],
         config: &[u8],
     ) -> Result<ImageRecord> {
-        self.commit(reference, Some(index), manifest, config)
+        self.commit(reference, Some(index), manifest, config, true)
     }
 
-    fn commit(
+    pub(crate) fn commit(
         &self,
         reference: &str,
         index: Option<&[u8]>,
         manifest_bytes: &[u8],
         config_bytes: &[u8],
+        unpack: bool,
     ) -> Result<ImageRecord> {
         let reference = Reference::parse(reference)?;
         let _lease = self.lease()?;
@@ -471,6 +474,9 @@ impl ImageStore {
         };
         self.write_blob(config_bytes, None)?;
         self.write_blob(manifest_bytes, None)?;
+        if unpack {
+            self.unpack_layers(&manifest, &config)?;
+        }
         let platform = Platform {
             os: config.os().to_string(),
             architecture: config.architecture().to_string(),
@@ -613,6 +619,14 @@ impl ImageStore {
         let rec = self.resolve_required(reference)?;
         let manifest = self.read_manifest(&rec.manifest_digest)?;
         let config = self.read_config(&rec.config_digest)?;
+        self.unpack_layers(&manifest, &config)
+    }
+
+    fn unpack_layers(
+        &self,
+        manifest: &ImageManifest,
+        config: &ImageConfiguration,
+    ) -> Result<Vec<PathBuf>> {
         let diff_ids = config.rootfs().diff_ids();
         let chains = chain_ids(diff_ids)?;
         let mut out = Vec::with_capacity(chains.len());
