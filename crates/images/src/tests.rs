@@ -25,6 +25,7 @@ fn two_layer_image() -> TestImage {
     let base = LayerBuilder::new()
         .dir("etc", 0o755)
         .file("etc/keep", b"keep", 0o644)
+        .file_with_xattr("etc/attr", b"x", 0o644, "user.staticlet", b"v1")
         .file("etc/gone", b"gone", 0o600)
         .dir("opt", 0o755)
         .file("opt/a", b"a", 0o644)
@@ -205,6 +206,13 @@ fn flattened_rootfs_honours_whiteouts_and_opaque_dirs() {
     assert_eq!(
         fs::read_link(dest.join("usr/bin/link")).unwrap(),
         Path::new("tool")
+    );
+    assert_eq!(
+        xattr::get(dest.join("etc/attr"), "user.staticlet")
+            .unwrap()
+            .as_deref(),
+        Some(&b"v1"[..]),
+        "xattrs from PAX headers are applied"
     );
     let new = fs::metadata(dest.join("data/new")).unwrap();
     assert_eq!(

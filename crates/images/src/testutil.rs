@@ -72,6 +72,31 @@ impl LayerBuilder {
         self
     }
 
+    /// A regular file preceded by a PAX header carrying the extended attribute `name=value`.
+    pub fn file_with_xattr(
+        mut self,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        name: &str,
+        value: &[u8],
+    ) -> Self {
+        let mut record = Vec::new();
+        let body_len = format!(" SCHILY.xattr.{name}=").len() + value.len() + 1;
+        let mut len = body_len + 1;
+        while len != body_len + len.to_string().len() {
+            len = body_len + len.to_string().len();
+        }
+        record.extend_from_slice(format!("{len} SCHILY.xattr.{name}=").as_bytes());
+        record.extend_from_slice(value);
+        record.push(b'\n');
+        let mut h = Self::header(tar::EntryType::XHeader, 0o644, record.len() as u64);
+        self.tar
+            .append_data(&mut h, "PaxHeaders/x", &record[..])
+            .expect("append pax");
+        self.file(path, data, mode)
+    }
+
     /// A symlink `path -> target`.
     pub fn symlink(mut self, path: &str, target: &str) -> Self {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);

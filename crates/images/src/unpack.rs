@@ -258,9 +258,14 @@ impl<'a> State<'a> {
                 Ok(_) => {
                     fs::remove_file(&cur).map_err(|e| self.err(&cur_rel, e))?;
                     fs::create_dir(&cur).map_err(|e| self.err(&cur_rel, e))?;
+                    fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
+                        .map_err(|e| self.err(&cur_rel, e))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir(&cur).map_err(|e| self.err(&cur_rel, e))?;
+                    // Implicit directories are 0755 whatever the umask.
+                    fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
+                        .map_err(|e| self.err(&cur_rel, e))?;
                 }
                 Err(e) => return Err(self.err(&cur_rel, e)),
             }
