@@ -110,3 +110,51 @@ pub fn select_manifest<'a>(index: &'a ImageIndex, platform: &Platform) -> Option
     }
     best.map(|(_, d)| d)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_manifest_list_resolves_per_platform() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let list = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+            "manifests": [
+                {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                 "digest": d('a'), "size": 1, "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+                {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                 "digest": d('b'), "size": 1, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+                {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                 "digest": d('c'), "size": 1, "platform": {"os": "linux", "architecture": "amd64"}},
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                 "digest": d('d'), "size": 1, "platform": {"os": "unknown", "architecture": "unknown"}},
+            ],
+        });
+        let index = ImageIndex::from_reader(list.to_string().as_bytes()).unwrap();
+        let pick = |p: Platform| select_manifest(&index, &p).map(|m| m.digest().to_string());
+        assert_eq!(pick(Platform::new("linux", "amd64", None)), Some(d('c')));
+        assert_eq!(pick(Platform::new("linux", "arm64", None)), Some(d('b')));
+        assert_eq!(
+            pick(Platform::new("linux", "arm64", Some("v8"))),
+            Some(d('b'))
+        );
+        assert_eq!(
+            pick(Platform::new("linux", "arm", Some("v7"))),
+            Some(d('a'))
+        );
+        assert_eq!(pick(Platform::new("linux", "arm", Some("v6"))), None);
+        assert_eq!(pick(Platform::new("linux", "s390x", None)), None);
+        assert_eq!(pick(Platform::new("windows", "amd64", None)), None);
+        if std::env::consts::ARCH == "x86_64" {
+            assert_eq!(Platform::host(), Platform::new("linux", "amd64", None));
+            assert_eq!(pick(Platform::host()), Some(d('c')));
+        }
+        assert_eq!(goarch("aarch64"), "arm64");
+        assert_eq!(
+            Platform::new("linux", "arm64", Some("v8")).to_string(),
+            "linux/arm64/v8"
+        );
+    }
+}

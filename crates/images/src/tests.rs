@@ -773,3 +773,37 @@ fn busybox_image_from_host_busybox() {
         "hello from the image\n"
     );
 }
+
+#[test]
+fn compressed_archives_import_and_the_store_is_shareable() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ImageStore>();
+    let work = tmp();
+    let image = two_layer_image();
+    let plain = docker_archive(work.path(), &["app:1"], &image, true);
+    let gz = work.path().join("app.tar.gz");
+    let mut enc = flate2::write::GzEncoder::new(fs::File::create(&gz).unwrap(), Default::default());
+    std::io::copy(&mut fs::File::open(&plain).unwrap(), &mut enc).unwrap();
+    enc.finish().unwrap();
+    let zst = work.path().join("app.tar.zst");
+    fs::write(
+        &zst,
+        zstd::encode_all(&fs::read(&plain).unwrap()[..], 3).unwrap(),
+    )
+    .unwrap();
+    for archive in [gz, zst] {
+        let root = tmp();
+        let store = ImageStore::open(root.path()).unwrap();
+        let recs = store.import(&archive).unwrap();
+        assert_eq!(recs[0].config_digest, image.config_digest());
+    }
+    // Not an image at all.
+    let root = tmp();
+    let store = ImageStore::open(root.path()).unwrap();
+    let junk = work.path().join("junk.tar");
+    fs::write(&junk, LayerBuilder::new().file("x", b"y", 0o644).build()).unwrap();
+    assert!(matches!(
+        store.import(&junk),
+        Err(Error::InvalidArchive { .. })
+    ));
+}
