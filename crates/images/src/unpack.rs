@@ -466,6 +466,14 @@ impl<'a> State<'a> {
     }
 
     fn whiteout(&mut self, rel: &Path) -> Result<()> {
+        if self.mode == Mode::Apply {
+            // Nothing to delete under a directory that does not exist; create none.
+            self.check_no_symlink_parents(rel)?;
+            let parent = self.root.join(rel.parent().unwrap_or(Path::new("")));
+            if !fs::symlink_metadata(&parent).is_ok_and(|m| is_dir(&m)) {
+                return Ok(());
+            }
+        }
         self.ensure_parents(rel)?;
         let full = self.root.join(rel);
         remove_any(&full).map_err(|e| self.err(rel, e))?;
