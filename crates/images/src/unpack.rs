@@ -1,0 +1,519 @@
+//! Applying layer tar streams to directories.
+//!
+//! This module owns everything that touches layer content: decompression (gzip, zstd or none,
+//! detected from the magic bytes), verification of the blob digest and of the diff ID while the
+//! stream is read, tar safety (no entry lands outside the target: `..` components are rejected,
+//! absolute paths are taken relative to the target, nothing is written through a symlink), and
+//! the two ways whiteouts are handled:
+//!
+//! - [`Mode::Overlay`]: the target holds this layer only, in overlayfs format: `.wh.<name>` becomes
+//!   a 0/0 character device `<name>`, `.wh..wh..opq` becomes the `trusted.overlay.opaque=y` xattr
+//!   on its directory.
+//! - [`Mode::Apply`]: the target is a flattened rootfs holding the layers below; `.wh.<name>`
+//!   deletes `<name>`, `.wh..wh..opq` deletes what lower layers put in its directory.
+//!
+//! Verification happens at the end of the stream: on any error the caller discards the target.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use tar::EntryType;
+
+use crate::digest::HashingReader;
+use crate::error::{Error, Result};
+
+/// The prefix of whiteout files in layer tars.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// The name of the opaque-directory marker in layer tars.
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// The xattr overlayfs reads to make a directory opaque.
+pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// How whiteouts are represented in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One layer per directory, overlayfs whiteouts.
+    Overlay,
+    /// Layers applied on top of each other in one directory.
+    Apply,
+}
+
+/// Compression of a layer blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// Detects the compression from the first bytes of a blob.
+    pub fn detect(head: &[u8]) -> Self {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Self::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Self::Zstd
+        } else {
+            Self::None
+        }
+    }
+
+    /// The compression a layer media type announces.
+    pub fn from_media_type(media_type: &str) -> Self {
+        if media_type.ends_with("gzip") {
+            Self::Gzip
+        } else if media_type.ends_with("zstd") {
+            Self::Zstd
+        } else {
+            Self::None
+        }
+    }
+
+    /// The OCI layer media type of this compression.
+    pub fn oci_media_type(self) -> &'static str {
+        match self {
+            Self::None => "application/vnd.oci.image.layer.v1.tar",
+            Self::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Self::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+}
+
+/// A layer blob to apply and what it must hash to.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerSource<'a> {
+    pub path: &'a Path,
+    /// Digest of the blob as stored (compressed).
+    pub digest: &'a str,
+    pub size: u64,
+    /// Digest of the uncompressed tar (from the image config).
+    pub diff_id: &'a str,
+    pub media_type: &'a str,
+}
+
+/// Applies one layer blob to `target` (an existing directory), verifying the blob digest, size
+/// and diff ID. On error `target` is in an unspecified state and must be discarded.
+pub(crate) fn apply_layer(src: &LayerSource<'_>, target: &Path, mode: Mode) -> Result<()> {
+    let file = File::open(src.path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::BlobNotFound {
+            digest: src.digest.to_string(),
+        },
+        _ => Error::Io {
+            op: "open",
+            path: src.path.to_path_buf(),
+            source: e,
+        },
+    })?;
+    let unpack_err = |e: io::Error| Error::Unpack {
+        layer: src.digest.to_string(),
+        path: String::new(),
+        message: e.to_string(),
+    };
+    let mut buf = BufReader::with_capacity(128 * 1024, HashingReader::new(file));
+    let compression = Compression::detect(buf.fill_buf().map_err(unpack_err)?);
+    let announced = Compression::from_media_type(src.media_type);
+    if compression != announced {
+        tracing::debug!(
+            layer = src.digest,
+            media_type = src.media_type,
+            ?compression,
+            "layer compression differs from its media type; using the content's"
+        );
+    }
+    {
+        let decoder: Box<dyn Read + '_> = match compression {
+            Compression::None => Box::new(&mut buf),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut buf)),
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::with_buffer(&mut buf).map_err(unpack_err)?)
+            }
+        };
+        let mut archive = tar::Archive::new(HashingReader::new(decoder));
+        let mut state = State::new(target, src.digest, mode);
+        for entry in archive.entries().map_err(unpack_err)? {
+            let mut entry = entry.map_err(unpack_err)?;
+            state.apply(&mut entry)?;
+        }
+        state.finish();
+        let mut tar_stream = archive.into_inner();
+        tar_stream.drain().map_err(unpack_err)?;
+        let (diff_id, _) = tar_stream.finish();
+        if diff_id != src.diff_id {
+            return Err(Error::DiffIdMismatch {
+                layer: src.digest.to_string(),
+                expected: src.diff_id.to_string(),
+                actual: diff_id,
+            });
+        }
+    }
+    let mut raw = buf.into_inner();
+    raw.drain().map_err(unpack_err)?;
+    let (digest, size) = raw.finish();
+    if digest != src.digest {
+        return Err(Error::DigestMismatch {
+            what: format!("layer blob {}", src.path.display()),
+            expected: src.digest.to_string(),
+            actual: digest,
+        });
+    }
+    if size != src.size {
+        return Err(Error::SizeMismatch {
+            digest: src.digest.to_string(),
+            expected: src.size,
+            actual: size,
+        });
+    }
+    Ok(())
+}
+
+/// Cleans a tar entry path: `None` for the root itself, an error for `..` components.
+fn clean_path(raw: &Path) -> std::result::Result<Option<PathBuf>, &'static str> {
+    let mut out = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => return Err("path has a parent directory component"),
+            Component::Prefix(_) => return Err("path has a prefix"),
+        }
+    }
+    Ok(if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
+    })
+}
+
+fn is_dir(meta: &fs::Metadata) -> bool {
+    meta.file_type().is_dir()
+}
+
+/// Removes whatever is at `path` (a directory recursively), never following a symlink.
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if is_dir(&m) => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+struct State<'a> {
+    root: &'a Path,
+    layer: &'a str,
+    mode: Mode,
+    /// Paths (relative) this layer wrote, with their ancestors: kept by an opaque marker.
+    written: HashSet<PathBuf>,
+    /// Directories whose mtime is set once all entries are in.
+    dir_times: Vec<(PathBuf, SystemTime)>,
+}
+
+impl<'a> State<'a> {
+    fn new(root: &'a Path, layer: &'a str, mode: Mode) -> Self {
+        Self {
+            root,
+            layer,
+            mode,
+            written: HashSet::new(),
+            dir_times: Vec::new(),
+        }
+    }
+
+    fn err(&self, path: &Path, message: impl std::fmt::Display) -> Error {
+        Error::Unpack {
+            layer: self.layer.to_string(),
+            path: path.display().to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn unsafe_path(&self, path: &Path, reason: &'static str) -> Error {
+        Error::UnsafePath {
+            layer: self.layer.to_string(),
+            path: path.display().to_string(),
+            reason,
+        }
+    }
+
+    /// Makes every ancestor of `rel` a real directory inside the root (creating missing ones),
+    /// refusing symlinks so that nothing is ever written through one.
+    fn ensure_parents(&mut self, rel: &Path) -> Result<()> {
+        let mut cur = self.root.to_path_buf();
+        let mut cur_rel = PathBuf::new();
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        for comp in parent.components() {
+            cur.push(comp);
+            cur_rel.push(comp);
+            match fs::symlink_metadata(&cur) {
+                Ok(m) if is_dir(&m) => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(self.unsafe_path(rel, "a parent directory is a symlink"))
+                }
+                Ok(_) => {
+                    fs::remove_file(&cur).map_err(|e| self.err(&cur_rel, e))?;
+                    fs::create_dir(&cur).map_err(|e| self.err(&cur_rel, e))?;
+                    fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
+                        .map_err(|e| self.err(&cur_rel, e))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir(&cur).map_err(|e| self.err(&cur_rel, e))?;
+                    // Implicit directories are 0755 whatever the umask.
+                    fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
+                        .map_err(|e| self.err(&cur_rel, e))?;
+                }
+                Err(e) => return Err(self.err(&cur_rel, e)),
+            }
+            self.written.insert(cur_rel.clone());
+        }
+        Ok(())
+    }
+
+    fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let raw = entry
+            .path()
+            .map_err(|e| self.err(Path::new("?"), e))?
+            .into_owned();
+        let rel = match clean_path(&raw) {
+            Ok(Some(rel)) => rel,
+            Ok(None) => {
+                // The root directory itself: only its metadata applies.
+                if entry.header().entry_type() == EntryType::Directory {
+                    let root = self.root.to_path_buf();
+                    self.set_metadata(entry, &root, &raw, EntryType::Directory)?;
+                }
+                return Ok(());
+            }
+            Err(reason) => return Err(self.unsafe_path(&raw, reason)),
+        };
+        let name = rel.file_name().unwrap_or_default().as_bytes().to_vec();
+        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        if name == OPAQUE_MARKER.as_bytes() {
+            return self.opaque(&parent, &rel);
+        }
+        if name.starts_with(b".wh..wh.") {
+            return Ok(()); // aufs metadata (.wh..wh.plnk and friends)
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                return Err(self.unsafe_path(&rel, "invalid whiteout name"));
+            }
+            return self.whiteout(&parent.join(OsStr::from_bytes(hidden)));
+        }
+        self.ensure_parents(&rel)?;
+        self.written.insert(rel.clone());
+        let full = self.root.join(&rel);
+        let kind = entry.header().entry_type();
+        let existing = match fs::symlink_metadata(&full) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(self.err(&rel, e)),
+        };
+        match (kind, &existing) {
+            (EntryType::Directory, Some(m)) if is_dir(m) => {}
+            (_, Some(_)) => remove_any(&full).map_err(|e| self.err(&rel, e))?,
+            (_, None) => {}
+        }
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+        match kind {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                    .open(&full)
+                    .map_err(|e| self.err(&rel, e))?;
+                io::copy(entry, &mut f).map_err(|e| self.err(&rel, e))?;
+            }
+            EntryType::Directory => {
+                if !existing.as_ref().is_some_and(is_dir) {
+                    fs::create_dir(&full).map_err(|e| self.err(&rel, e))?;
+                }
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| self.err(&rel, e))?
+                    .ok_or_else(|| self.err(&rel, "symlink without a target"))?;
+                std::os::unix::fs::symlink(&target, &full).map_err(|e| self.err(&rel, e))?;
+            }
+            EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| self.err(&rel, e))?
+                    .ok_or_else(|| self.err(&rel, "hard link without a target"))?
+                    .into_owned();
+                let target = match clean_path(&target) {
+                    Ok(Some(t)) => t,
+                    Ok(None) => return Err(self.unsafe_path(&rel, "hard link to the root")),
+                    Err(reason) => return Err(self.unsafe_path(&rel, reason)),
+                };
+                self.check_no_symlink_parents(&target)?;
+                let target_full = self.root.join(&target);
+                match fs::symlink_metadata(&target_full) {
+                    Ok(m) if !is_dir(&m) => {}
+                    Ok(_) => return Err(self.err(&rel, "hard link to a directory")),
+                    Err(e) => return Err(self.err(&rel, format!("hard link target: {e}"))),
+                }
+                fs::hard_link(&target_full, &full).map_err(|e| self.err(&rel, e))?;
+                return Ok(()); // shares the target's inode and metadata
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                use nix::sys::stat::{makedev, mknod, Mode as NixMode, SFlag};
+                let perm = NixMode::from_bits_truncate(mode);
+                let res = if kind == EntryType::Fifo {
+                    nix::unistd::mkfifo(&full, perm)
+                } else {
+                    let h = entry.header();
+                    let major = h.device_major().ok().flatten().unwrap_or(0);
+                    let minor = h.device_minor().ok().flatten().unwrap_or(0);
+                    let sflag = if kind == EntryType::Char {
+                        SFlag::S_IFCHR
+                    } else {
+                        SFlag::S_IFBLK
+                    };
+                    mknod(&full, sflag, perm, makedev(major.into(), minor.into()))
+                };
+                match res {
+                    Ok(()) => {}
+                    Err(nix::errno::Errno::EPERM) => {
+                        tracing::warn!(layer = self.layer, path = %rel.display(), "device node not permitted; skipped");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(self.err(&rel, e)),
+                }
+            }
+            other => {
+                tracing::debug!(layer = self.layer, path = %rel.display(), kind = ?other, "tar entry type ignored");
+                return Ok(());
+            }
+        }
+        self.set_metadata(entry, &full, &rel, kind)
+    }
+
+    /// Refuses a path whose ancestors include a symlink (hard link targets: `link()` would
+    /// follow it).
+    fn check_no_symlink_parents(&self, rel: &Path) -> Result<()> {
+        let mut cur = self.root.to_path_buf();
+        for comp in rel.parent().unwrap_or(Path::new("")).components() {
+            cur.push(comp);
+            if let Ok(m) = fs::symlink_metadata(&cur) {
+                if m.file_type().is_symlink() {
+                    return Err(self.unsafe_path(rel, "a parent directory is a symlink"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_metadata<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        full: &Path,
+        rel: &Path,
+        kind: EntryType,
+    ) -> Result<()> {
+        let header = entry.header();
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        let uid = header.uid().unwrap_or(0) as u32;
+        let gid = header.gid().unwrap_or(0) as u32;
+        let mtime = header
+            .mtime()
+            .ok()
+            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        // Ownership first: chown clears set-id bits that chmod then restores.
+        if let Err(e) = std::os::unix::fs::lchown(full, Some(uid), Some(gid)) {
+            if e.kind() != io::ErrorKind::PermissionDenied {
+                return Err(self.err(rel, e));
+            }
+        }
+        if kind != EntryType::Symlink {
+            fs::set_permissions(full, fs::Permissions::from_mode(mode))
+                .map_err(|e| self.err(rel, e))?;
+        }
+        let mut xattrs = Vec::new();
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts.flatten() {
+                if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                    xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+        for (name, value) in xattrs {
+            if name.starts_with(b"trusted.overlay.") {
+                continue; // only whiteout conversion may set overlay attributes
+            }
+            if let Err(e) = xattr::set(full, OsStr::from_bytes(&name), &value) {
+                tracing::debug!(layer = self.layer, path = %rel.display(), error = %e, "xattr not set");
+            }
+        }
+        match (kind, mtime) {
+            (EntryType::Directory, Some(t)) => self.dir_times.push((full.to_path_buf(), t)),
+            (EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse, Some(t)) => {
+                if let Ok(f) = File::options().write(true).open(full) {
+                    let _ = f.set_modified(t);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn whiteout(&mut self, rel: &Path) -> Result<()> {
+        if self.mode == Mode::Apply {
+            // Nothing to delete under a directory that does not exist; create none.
+            self.check_no_symlink_parents(rel)?;
+            let parent = self.root.join(rel.parent().unwrap_or(Path::new("")));
+            if !fs::symlink_metadata(&parent).is_ok_and(|m| is_dir(&m)) {
+                return Ok(());
+            }
+        }
+        self.ensure_parents(rel)?;
+        let full = self.root.join(rel);
+        remove_any(&full).map_err(|e| self.err(rel, e))?;
+        if self.mode == Mode::Overlay {
+            use nix::sys::stat::{makedev, mknod, Mode as NixMode, SFlag};
+            mknod(&full, SFlag::S_IFCHR, NixMode::empty(), makedev(0, 0))
+                .map_err(|e| self.err(rel, format!("creating overlay whiteout: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn opaque(&mut self, dir: &Path, marker: &Path) -> Result<()> {
+        if !dir.as_os_str().is_empty() {
+            // ensure_parents of a child makes `dir` itself a real directory.
+            self.ensure_parents(&dir.join("x"))?;
+        }
+        let full = self.root.join(dir);
+        match self.mode {
+            Mode::Overlay => xattr::set(&full, OVERLAY_OPAQUE_XATTR, b"y")
+                .map_err(|e| self.err(marker, format!("setting {OVERLAY_OPAQUE_XATTR}: {e}"))),
+            Mode::Apply => {
+                let children = fs::read_dir(&full).map_err(|e| self.err(dir, e))?;
+                for child in children {
+                    let child = child.map_err(|e| self.err(dir, e))?;
+                    let rel = dir.join(child.file_name());
+                    if !self.written.contains(&rel) {
+                        remove_any(&child.path()).map_err(|e| self.err(&rel, e))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets directory mtimes last, deepest first, since adding entries changes them.
+    fn finish(&mut self) {
+        for (dir, t) in self.dir_times.drain(..).rev() {
+            if let Ok(f) = File::open(&dir) {
+                let _ = f.set_modified(t);
+            }
+        }
+    }
+}
