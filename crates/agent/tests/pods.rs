@@ -1,0 +1,428 @@
+//! Component tests: the merger and the pod manager against the fake runtime, with paused time.
+//! The test plays the sources by sending snapshots.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use staticlet_agent::config::merge::{self, DesiredPods, Merger};
+use staticlet_agent::config::{SourceKind, SourceSnapshot, SourceUpdate};
+use staticlet_agent::kuberuntime::NodeContext;
+use staticlet_agent::pod_workers::worker::WorkerCtx;
+use staticlet_agent::pod_workers::{PodManager, PodsView};
+use staticlet_manifest::{Origin, StaticPod};
+use staticlet_runtime::fake::{Call, FakeRuntime, Run, Script};
+use staticlet_runtime::Clock;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+struct Harness {
+    tx: mpsc::Sender<SourceUpdate>,
+    pods: watch::Receiver<Arc<PodsView>>,
+    rt: FakeRuntime,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+fn start(rt: &FakeRuntime, clock: Clock) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let (desired_tx, desired_rx) = watch::channel(Arc::new(DesiredPods::default()));
+    let (manifests_tx, _m) = watch::channel(Arc::new(Vec::new()));
+    let stop = CancellationToken::new();
+    tokio::spawn(merge::run(
+        Merger::new([SourceKind::File]),
+        rx,
+        desired_tx,
+        manifests_tx,
+        clock,
+        stop.clone(),
+    ));
+    let ctx = Arc::new(WorkerCtx {
+        runtime: Arc::new(rt.clone()),
+        node: NodeContext {
+            node_name: "n".into(),
+            root_dir: dir.path().join("root"),
+            log_dir: dir.path().join("logs"),
+            host_ip: "192.0.2.10".into(),
+        },
+        clock,
+        runtime_name: "fake".into(),
+        relist_period: Duration::from_secs(1),
+    });
+    let (pods_tx, pods) = watch::channel(Arc::new(PodsView::new()));
+    tokio::spawn(PodManager::new(ctx, pods_tx).run(desired_rx, stop.clone()));
+    Harness {
+        tx,
+        pods,
+        rt: rt.clone(),
+        stop,
+        _dir: dir,
+    }
+}
+
+fn pod(name: &str, spec: &str) -> Arc<StaticPod> {
+    let m = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{spec}");
+    Arc::new(
+        staticlet_manifest::load(m.as_bytes(), &Origin::File(format!("/m/{name}.yaml")), "n")
+            .unwrap(),
+    )
+}
+
+impl Harness {
+    async fn set(&self, pods: Vec<Arc<StaticPod>>) {
+        let snapshot = SourceSnapshot {
+            pods,
+            manifests: vec![],
+        };
+        self.tx
+            .send(SourceUpdate {
+                kind: SourceKind::File,
+                snapshot,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Waits (in paused time, up to an hour of it) until `pred` holds for the pods view.
+    async fn until(&mut self, what: &str, pred: impl Fn(&PodsView) -> bool) {
+        let r = tokio::time::timeout(Duration::from_secs(3600), async {
+            loop {
+                if pred(&self.pods.borrow_and_update()) {
+                    return;
+                }
+                self.pods.changed().await.unwrap();
+            }
+        })
+        .await;
+        assert!(
+            r.is_ok(),
+            "timed out waiting for: {what}\ncalls: {:#?}",
+            self.rt.calls()
+        );
+    }
+
+    async fn until_calls(&self, what: &str, pred: impl Fn(&[(SystemTime, Call)]) -> bool) {
+        let r = tokio::time::timeout(Duration::from_secs(3600), async {
+            loop {
+                if pred(&self.rt.calls()) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(
+            r.is_ok(),
+            "timed out waiting for: {what}\ncalls: {:#?}",
+            self.rt.calls()
+        );
+    }
+}
+
+fn starts(calls: &[(SystemTime, Call)], uid: &str, name: &str) -> Vec<SystemTime> {
+    calls
+        .iter()
+        .filter(|(_, c)| matches!(c, Call::Start { uid: u, name: n, .. } if u == uid && n == name))
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+fn phase(v: &PodsView, uid: &str) -> Option<String> {
+    v.get(uid)?.status.phase.clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_loop_back_off_sequence() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.script("app", Script::exits(Duration::from_secs(1), 1));
+    let mut h = start(&rt, clock);
+    let p = pod("crash", "  containers:\n  - {name: app, image: busybox}\n");
+    h.set(vec![p.clone()]).await;
+    h.until_calls("7 starts", |c| starts(c, &p.uid, "app").len() >= 7)
+        .await;
+    let s = starts(&rt.calls(), &p.uid, "app");
+    // Each run lasts 1 s; the delay before each restart is 0, 10, 20, 40, 80, 160 s.
+    let delays: Vec<u64> = s
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).unwrap().as_secs() - 1)
+        .collect();
+    assert_eq!(delays, vec![0, 10, 20, 40, 80, 160]);
+    h.until("CrashLoopBackOff status", |v| {
+        v.get(&p.uid).is_some_and(|pv| {
+            let cs = &pv.status.container_statuses.as_ref().unwrap()[0];
+            cs.state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref())
+                == Some("CrashLoopBackOff")
+                && cs.restart_count == 6
+                && cs
+                    .last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .map(|t| t.exit_code)
+                    == Some(1)
+        })
+    })
+    .await;
+    h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn init_sidecar_order_and_termination_order() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.script("init1", Script::exits(Duration::from_secs(2), 0));
+    rt.script("init2", Script::exits(Duration::from_secs(2), 0));
+    rt.script(
+        "side",
+        Script::forever().on_signal(Some(Duration::from_secs(1))),
+    );
+    rt.script(
+        "app",
+        Script::forever().on_signal(Some(Duration::from_secs(3))),
+    );
+    let mut h = start(&rt, clock);
+    let p = pod("ordered", "  terminationGracePeriodSeconds: 20\n  initContainers:\n  - {name: init1, image: b}\n  - {name: side, image: b, restartPolicy: Always}\n  - {name: init2, image: b}\n  containers:\n  - {name: app, image: b}\n");
+    h.set(vec![p.clone()]).await;
+    h.until("running", |v| {
+        phase(v, &p.uid).as_deref() == Some("Running")
+    })
+    .await;
+    let order: Vec<String> = rt
+        .calls()
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            Call::Start { name, .. } => Some(name),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, vec!["init1", "side", "init2", "app"]);
+
+    h.set(vec![]).await;
+    h.until("pod gone", |v| v.is_empty()).await;
+    let stops: Vec<(SystemTime, String, Duration)> = rt
+        .calls()
+        .into_iter()
+        .filter_map(|(t, c)| match c {
+            Call::Stop { name, timeout, .. } => Some((t, name, timeout)),
+            _ => None,
+        })
+        .collect();
+    let app = stops.iter().find(|s| s.1 == "app").unwrap();
+    let side = stops.iter().find(|s| s.1 == "side").unwrap();
+    assert_eq!(
+        app.2,
+        Duration::from_secs(20),
+        "the app gets the whole grace period"
+    );
+    assert!(
+        side.0 >= app.0 + Duration::from_secs(3),
+        "the sidecar stops after the app has exited"
+    );
+    assert_eq!(
+        side.2,
+        Duration::from_secs(17),
+        "what is left of the grace period"
+    );
+    assert!(
+        rt.containers().is_empty() && rt.sandboxes().is_empty(),
+        "everything removed"
+    );
+    h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn update_stops_old_pod_completely_before_new_starts_and_skips_unstarted_versions() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    // The old container ignores SIGTERM: it dies only at the end of its 5 s grace period.
+    rt.script("app", Script::forever().on_signal(None));
+    let mut h = start(&rt, clock);
+    let v1 = pod(
+        "web",
+        "  terminationGracePeriodSeconds: 5\n  containers:\n  - {name: app, image: img:1}\n",
+    );
+    let v2 = pod("web", "  containers:\n  - {name: app, image: img:2}\n");
+    let v3 = pod("web", "  containers:\n  - {name: app, image: img:3}\n");
+    h.set(vec![v1.clone()]).await;
+    h.until("v1 running", |v| {
+        phase(v, &v1.uid).as_deref() == Some("Running")
+    })
+    .await;
+    h.set(vec![v2.clone()]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.set(vec![v3.clone()]).await;
+    h.until("v3 running", |v| {
+        phase(v, &v3.uid).as_deref() == Some("Running") && v.len() == 1
+    })
+    .await;
+    let calls = rt.calls();
+    let removed_v1 = calls
+        .iter()
+        .find(|(_, c)| matches!(c, Call::RemoveSandbox { uid } if *uid == v1.uid))
+        .map(|(t, _)| *t)
+        .expect("v1 cleaned up");
+    let v3_sandbox = calls
+        .iter()
+        .find(|(_, c)| matches!(c, Call::RunSandbox { uid, .. } if *uid == v3.uid))
+        .map(|(t, _)| *t)
+        .unwrap();
+    assert!(
+        v3_sandbox >= removed_v1,
+        "new pod starts only after the old one is gone"
+    );
+    let v1_stop = calls
+        .iter()
+        .find(|(_, c)| matches!(c, Call::Stop { uid, .. } if *uid == v1.uid))
+        .unwrap()
+        .0;
+    assert!(
+        removed_v1 >= v1_stop + Duration::from_secs(5),
+        "the old pod had its whole grace period"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|(_, c)| matches!(c, Call::RunSandbox { uid, .. } if *uid == v2.uid)),
+        "a version that never started is skipped"
+    );
+    h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn agent_restart_adopts_running_containers_and_stops_orphans() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    let keep = pod("keep", "  containers:\n  - {name: app, image: b}\n");
+    let gone = pod(
+        "gone",
+        "  terminationGracePeriodSeconds: 30\n  containers:\n  - {name: app, image: b}\n",
+    );
+    let mut h = start(&rt, clock);
+    h.set(vec![keep.clone(), gone.clone()]).await;
+    h.until("both running", |v| {
+        phase(v, &keep.uid).as_deref() == Some("Running")
+            && phase(v, &gone.uid).as_deref() == Some("Running")
+    })
+    .await;
+    h.stop.cancel();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = rt.calls().len();
+
+    // A new agent: `gone`'s manifest was deleted while it was down.
+    let mut h2 = start(&rt, clock);
+    h2.set(vec![keep.clone()]).await;
+    h2.until("keep adopted, orphan removed", |v| {
+        v.len() == 1 && phase(v, &keep.uid).as_deref() == Some("Running")
+    })
+    .await;
+    h2.until_calls("orphan removed", |c| {
+        c.iter()
+            .any(|(_, c)| matches!(c, Call::RemoveSandbox { uid } if *uid == gone.uid))
+    })
+    .await;
+    let after = &rt.calls()[before..];
+    assert!(
+        !after.iter().any(|(_, c)| matches!(c, Call::Start { uid, .. } | Call::RunSandbox { uid, .. } if *uid == keep.uid)),
+        "no restart of the adopted pod: {after:#?}"
+    );
+    let orphan_stop = after.iter().find_map(|(_, c)| match c {
+        Call::Stop { uid, timeout, .. } if *uid == gone.uid => Some(*timeout),
+        _ => None,
+    });
+    assert_eq!(
+        orphan_stop,
+        Some(Duration::from_secs(2)),
+        "orphans get grace 1 s (2 s minimum)"
+    );
+    let st = &h2.pods.borrow()[&keep.uid].status;
+    assert_eq!(st.container_statuses.as_ref().unwrap()[0].restart_count, 0);
+    h2.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn same_uid_back_while_terminating_restarts_with_restart_count_one() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.script(
+        "app",
+        Script::forever().on_signal(Some(Duration::from_secs(3))),
+    );
+    let mut h = start(&rt, clock);
+    let p = pod("m4", "  containers:\n  - {name: app, image: b}\n");
+    h.set(vec![p.clone()]).await;
+    h.until("running", |v| {
+        phase(v, &p.uid).as_deref() == Some("Running")
+    })
+    .await;
+    h.set(vec![]).await;
+    h.until("terminating", |v| {
+        v.get(&p.uid)
+            .is_some_and(|pv| pv.terminating_since.is_some())
+    })
+    .await;
+    h.set(vec![p.clone()]).await;
+    h.until("running again with restartCount 1", |v| {
+        v.get(&p.uid).is_some_and(|pv| {
+            pv.terminating_since.is_none()
+                && pv.status.container_statuses.as_ref().is_some_and(|cs| {
+                    cs[0].restart_count == 1
+                        && cs[0].state.as_ref().is_some_and(|s| s.running.is_some())
+                })
+        })
+    })
+    .await;
+    h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn image_pull_errors_back_off() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.pull_error("bad:1", Some("manifest unknown"));
+    let mut h = start(&rt, clock);
+    let p = pod("pull", "  containers:\n  - {name: app, image: 'bad:1'}\n");
+    h.set(vec![p.clone()]).await;
+    let reason = |v: &PodsView| {
+        v.get(&p.uid).and_then(|pv| {
+            pv.status.container_statuses.as_ref()?[0]
+                .state
+                .as_ref()?
+                .waiting
+                .as_ref()?
+                .reason
+                .clone()
+        })
+    };
+    h.until("ErrImagePull or ImagePullBackOff", |v| {
+        reason(v).as_deref() == Some("ImagePullBackOff")
+    })
+    .await;
+    h.until_calls("3 pulls", |c| {
+        c.iter()
+            .filter(|(_, c)| matches!(c, Call::PullImage { .. }))
+            .count()
+            >= 3
+    })
+    .await;
+    let pulls: Vec<SystemTime> = rt
+        .calls()
+        .into_iter()
+        .filter(|(_, c)| matches!(c, Call::PullImage { .. }))
+        .map(|(t, _)| t)
+        .collect();
+    let gaps: Vec<u64> = pulls
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).unwrap().as_secs())
+        .collect();
+    assert_eq!(gaps, vec![10, 20]);
+    rt.pull_error("bad:1", None);
+    h.until("running once the registry answers", |v| {
+        phase(v, &p.uid).as_deref() == Some("Running")
+    })
+    .await;
+    let _ = Run::Forever;
+    h.stop.cancel();
+}
