@@ -1,4 +1,6 @@
 //! Process-level tests of the binary: `validate`, and `run` + `get` over the unix socket.
+// Real processes in real time: std::time::Instant is right here.
+#![allow(clippy::disallowed_types)]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant as StdInstant};
