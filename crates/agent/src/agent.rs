@@ -147,18 +147,14 @@ pub fn start(
         readiness: ready_rx.clone(),
     };
     if let Some(l) = listeners.unix {
-        tasks.spawn(server::serve_unix(
+        tasks.spawn(server::serve(
             l,
             server::router(state.clone()),
             shutdown.clone(),
         ));
     }
     if let Some(l) = listeners.tcp {
-        tasks.spawn(server::serve_tcp(
-            l,
-            server::router(state),
-            shutdown.clone(),
-        ));
+        tasks.spawn(server::serve(l, server::router(state), shutdown.clone()));
     }
     RunningAgent {
         pods: pods_rx,

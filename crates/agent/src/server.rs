@@ -125,30 +125,16 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on a unix listener until `shutdown`.
-pub async fn serve_unix(
-    listener: tokio::net::UnixListener,
-    router: Router,
-    shutdown: CancellationToken,
-) {
+/// Serves `router` on `listener` (a unix or TCP listener) until `shutdown`.
+pub async fn serve<L>(listener: L, router: Router, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let r = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
     if let Err(e) = r {
-        tracing::error!(error = %e, "local API (unix socket) stopped");
-    }
-}
-
-/// Serves `router` on a TCP listener until `shutdown`.
-pub async fn serve_tcp(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) {
-    let r = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, "local API (tcp) stopped");
+        tracing::error!(error = %e, "local API stopped");
     }
 }
