@@ -191,6 +191,7 @@ pub fn exec_in_container(
 
 /// `exec` mode: the helper process. Must run single-threaded.
 pub(crate) fn run_helper(args: ExecArgs) -> ExitCode {
+    sys::close_inherited_fds();
     match helper(&args) {
         Ok(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(255)),
         Err((code, msg)) => {
@@ -244,7 +245,7 @@ fn helper(args: &ExecArgs) -> Result<i32, HelperError> {
         let f = File::open(&theirs).map_err(cannot("open namespace"))?;
         namespaces.push((name, flag, f));
     }
-    let cgroups = sys::cgroup_dirs(pid).unwrap_or_default();
+    let cgroups = sys::own_cgroup_dirs(pid).unwrap_or_default();
     sys::join_cgroups(getpid().as_raw(), &cgroups);
     for (name, flag, f) in &namespaces {
         setns(f.as_fd(), *flag).map_err(|e| (126, format!("setns {name}: {e}")))?;

@@ -78,8 +78,9 @@ pub struct ShimState {
     /// Human-readable detail (start errors, OOM note).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
-    /// Absolute cgroup directories of the container's init (one per mounted hierarchy), taken
-    /// from `/proc/<pid>/cgroup` when it was created. Used to kill what is left of a container.
+    /// Absolute cgroup directories of the container's init (one per mounted hierarchy the
+    /// runtime placed it in: those it does not share with the shim), taken from
+    /// `/proc/<pid>/cgroup` when it was created. Used to kill what is left of a container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cgroup_dirs: Vec<PathBuf>,
 }

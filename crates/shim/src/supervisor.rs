@@ -68,7 +68,13 @@ fn spawn_detached(args: SupervisorArgs) -> io::Result<()> {
         .append(true)
         .open(args.state_dir.join(SHIM_LOG_FILE))?;
     let prefix = args.prefix.clone();
-    let mut child = Command::new("/proc/self/exe")
+    // The real path (not /proc/self/exe) so that `ps` shows the binary's name; /proc/self/exe
+    // if the binary was replaced on disk since it started.
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "/proc/self/exe".into());
+    let mut child = Command::new(exe)
         .args(&prefix)
         .args(ShimArgs::Run(args).to_args())
         .stdin(Stdio::null())
@@ -86,6 +92,9 @@ fn spawn_detached(args: SupervisorArgs) -> io::Result<()> {
 
 /// `run` mode: supervise one container until it exits.
 pub(crate) fn run(args: SupervisorArgs) -> ExitCode {
+    // A long-lived process must not pin the agent's (or cargo's) inherited descriptors, such as
+    // the write end of a pipe someone waits on for EOF.
+    sys::close_inherited_fds();
     // Not fatal: fails only if we already lead a process group (e.g. started by hand).
     let _ = setsid();
     // Orphaned processes of a container without its own pid namespace come to us to be reaped.
@@ -150,7 +159,7 @@ fn create_and_start(args: &SupervisorArgs, state: &mut ShimState) -> Result<Star
     let pid = container.pid().ok_or("created container has no pid")?.as_raw();
     state.pid = pid;
     state.pid_start_time = sys::pid_start_time(pid).map_err(|e| format!("init {pid}: {e}"))?;
-    state.cgroup_dirs = sys::cgroup_dirs(pid).unwrap_or_default();
+    state.cgroup_dirs = sys::own_cgroup_dirs(pid).unwrap_or_default();
     state.created_at = Some(now_rfc3339());
     write_state(&args.state_dir, state).map_err(|e| format!("write state: {e}"))?;
 

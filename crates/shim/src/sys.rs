@@ -13,6 +13,21 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// Closes every descriptor above 2 (those inherited without `O_CLOEXEC`).
+///
+/// Only for the start of a fresh, single-threaded process that owns no descriptor yet.
+pub fn close_inherited_fds() {
+    let Ok(dir) = fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    // The directory's own descriptor is among them; it is closed already (EBADF, ignored).
+    for fd in fds {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
 /// Start time of a process (field 22 of `/proc/<pid>/stat`, clock ticks after boot).
 pub fn pid_start_time(pid: i32) -> io::Result<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -132,6 +147,15 @@ pub fn cgroup_dirs(pid: i32) -> io::Result<Vec<PathBuf>> {
         }
     }
     Ok(dirs)
+}
+
+/// The cgroup directories of `pid` that are its own: those it does not share with the calling
+/// process. A container's init stays in its creator's cgroup in every hierarchy the runtime does
+/// not manage (e.g. `name=systemd`, or the v2 mount of a hybrid host); those must never be
+/// treated as the container's, or killing "the container's cgroup" would kill the agent.
+pub fn own_cgroup_dirs(pid: i32) -> io::Result<Vec<PathBuf>> {
+    let mine = cgroup_dirs(std::process::id() as i32)?;
+    Ok(cgroup_dirs(pid)?.into_iter().filter(|d| !mine.contains(d)).collect())
 }
 
 /// Pids in the `cgroup.procs` of any of `dirs` (missing directories count as empty).
