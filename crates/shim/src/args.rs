@@ -1,0 +1,218 @@
+//! Command-line form of the shim's modes, so any binary can re-exec itself into them.
+//!
+//! The agent's own binary (or the small `staticlet-shim` binary of this crate) is started as
+//! `<exe> <prefix args...> <mode> <options...>`; the binary strips its prefix and hands the rest
+//! to [`ShimArgs::parse`], then calls [`crate::shim_main`] before it starts any thread. The
+//! client side builds the same argument lists with [`ShimArgs::to_args`].
+//!
+//! Modes:
+//! - `launch`: started by the agent; re-execs itself as `run` in a new session, with its stdio
+//!   away from the agent's, and exits at once so the supervisor is re-parented away from the agent.
+//! - `run`: the supervisor itself (creates, starts, logs, reaps and records the container).
+//! - `exec`: the helper that runs one command inside a running container's namespaces.
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a shim-mode process is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShimArgs {
+    /// Start a supervisor for one container, detached from the caller, then exit.
+    Launch(SupervisorArgs),
+    /// Be the supervisor of one container (normally reached through `Launch`).
+    Run(SupervisorArgs),
+    /// Run one command inside a running container.
+    Exec(ExecArgs),
+}
+
+/// Options of the supervisor (`launch` and `run`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisorArgs {
+    /// Container id (libcontainer's, unique under `root`).
+    pub id: String,
+    /// OCI bundle directory (`config.json` and the rootfs it names).
+    pub bundle: PathBuf,
+    /// Directory of the shim's `state.json` and `shim.log` (created if missing).
+    pub state_dir: PathBuf,
+    /// The container's CRI log file.
+    pub log_path: PathBuf,
+    /// libcontainer's state root (like `runc --root`).
+    pub root: PathBuf,
+    /// Arguments that come before the mode word when re-executing the binary (`launch` passes
+    /// them on to `run`).
+    pub prefix: Vec<OsString>,
+}
+
+/// Options of the exec helper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecArgs {
+    /// Pid of the container's init (host pid namespace).
+    pub pid: i32,
+    /// Its start time as recorded in `state.json`, to refuse a reused pid (0: do not check).
+    pub start_time: u64,
+    /// `KEY=VALUE` entries added to (and overriding) the environment of the container's init.
+    pub env: Vec<String>,
+    /// Kill the command after this long.
+    pub timeout: Option<Duration>,
+    /// The command and its arguments.
+    pub cmd: Vec<OsString>,
+}
+
+impl ShimArgs {
+    /// Parses the arguments that follow the prefix (the first one is the mode word).
+    pub fn parse<I, S>(args: I) -> Result<ShimArgs, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let mut it = args.into_iter().map(Into::into);
+        let mode = it.next().ok_or("missing mode (launch, run or exec)")?;
+        let mode = mode.to_str().ok_or("mode is not UTF-8")?.to_owned();
+        match mode.as_str() {
+            "launch" | "run" => {
+                let (mut id, mut bundle, mut state_dir, mut log_path, mut root) =
+                    (None, None, None, None, None);
+                let mut prefix = Vec::new();
+                while let Some(flag) = it.next() {
+                    let value = it.next().ok_or_else(|| format!("{flag:?} needs a value"))?;
+                    match flag.to_str() {
+                        Some("--id") => id = Some(utf8(value)?),
+                        Some("--bundle") => bundle = Some(PathBuf::from(value)),
+                        Some("--state-dir") => state_dir = Some(PathBuf::from(value)),
+                        Some("--log") => log_path = Some(PathBuf::from(value)),
+                        Some("--root") => root = Some(PathBuf::from(value)),
+                        Some("--prefix") => prefix.push(value),
+                        _ => return Err(format!("unknown option {flag:?}")),
+                    }
+                }
+                let a = SupervisorArgs {
+                    id: id.ok_or("--id is required")?,
+                    bundle: bundle.ok_or("--bundle is required")?,
+                    state_dir: state_dir.ok_or("--state-dir is required")?,
+                    log_path: log_path.ok_or("--log is required")?,
+                    root: root.ok_or("--root is required")?,
+                    prefix,
+                };
+                Ok(if mode == "launch" { ShimArgs::Launch(a) } else { ShimArgs::Run(a) })
+            }
+            "exec" => {
+                let (mut pid, mut start_time, mut env, mut timeout) = (None, 0, Vec::new(), None);
+                let mut cmd = Vec::new();
+                while let Some(flag) = it.next() {
+                    if flag == "--" {
+                        cmd.extend(it.by_ref());
+                        break;
+                    }
+                    let value = it.next().ok_or_else(|| format!("{flag:?} needs a value"))?;
+                    let value = utf8(value)?;
+                    match flag.to_str() {
+                        Some("--pid") => pid = Some(number(&value)?),
+                        Some("--start-time") => start_time = number(&value)?,
+                        Some("--env") => env.push(value),
+                        Some("--timeout-ms") => {
+                            timeout = Some(Duration::from_millis(number(&value)?))
+                        }
+                        _ => return Err(format!("unknown option {flag:?}")),
+                    }
+                }
+                if cmd.is_empty() {
+                    return Err("exec needs a command after --".into());
+                }
+                Ok(ShimArgs::Exec(ExecArgs {
+                    pid: pid.ok_or("--pid is required")?,
+                    start_time,
+                    env,
+                    timeout,
+                    cmd,
+                }))
+            }
+            other => Err(format!("unknown mode {other:?}")),
+        }
+    }
+
+    /// The argument list (without prefix) that [`ShimArgs::parse`] turns back into `self`.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut v: Vec<OsString> = Vec::new();
+        let mut push = |a: &dyn AsRef<OsStr>| v.push(a.as_ref().to_owned());
+        match self {
+            ShimArgs::Launch(a) | ShimArgs::Run(a) => {
+                push(&if matches!(self, ShimArgs::Launch(_)) { "launch" } else { "run" });
+                push(&"--id");
+                push(&a.id);
+                push(&"--bundle");
+                push(&a.bundle);
+                push(&"--state-dir");
+                push(&a.state_dir);
+                push(&"--log");
+                push(&a.log_path);
+                push(&"--root");
+                push(&a.root);
+                for p in &a.prefix {
+                    push(&"--prefix");
+                    push(p);
+                }
+            }
+            ShimArgs::Exec(a) => {
+                push(&"exec");
+                push(&"--pid");
+                push(&a.pid.to_string());
+                push(&"--start-time");
+                push(&a.start_time.to_string());
+                for e in &a.env {
+                    push(&"--env");
+                    push(e);
+                }
+                if let Some(t) = a.timeout {
+                    push(&"--timeout-ms");
+                    push(&t.as_millis().to_string());
+                }
+                push(&"--");
+                for c in &a.cmd {
+                    push(c);
+                }
+            }
+        }
+        v
+    }
+}
+
+fn utf8(s: OsString) -> Result<String, String> {
+    s.into_string().map_err(|s| format!("{s:?} is not UTF-8"))
+}
+
+fn number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.parse().map_err(|_| format!("{s:?} is not a number"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supervisor_args_round_trip() {
+        let a = ShimArgs::Launch(SupervisorArgs {
+            id: "c1".into(),
+            bundle: "/b".into(),
+            state_dir: "/s".into(),
+            log_path: "/l".into(),
+            root: "/r".into(),
+            prefix: vec!["__shim".into()],
+        });
+        assert_eq!(ShimArgs::parse(a.to_args()).unwrap(), a);
+    }
+
+    #[test]
+    fn exec_args_round_trip_with_dashes_in_command() {
+        let a = ShimArgs::Exec(ExecArgs {
+            pid: 7,
+            start_time: 99,
+            env: vec!["A=b".into()],
+            timeout: Some(Duration::from_millis(1500)),
+            cmd: vec!["ls".into(), "--".into(), "-l".into()],
+        });
+        assert_eq!(ShimArgs::parse(a.to_args()).unwrap(), a);
+        assert!(ShimArgs::parse(["exec", "--pid", "1"]).is_err());
+        assert!(ShimArgs::parse(["bogus"]).is_err());
+    }
+}

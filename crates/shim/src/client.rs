@@ -1,0 +1,239 @@
+//! The agent's side of the shim: start a shim, read its record, stop its container.
+//!
+//! Nothing here calls libcontainer or joins a namespace, so it is safe in the multi-threaded
+//! (tokio) agent; the calls block, so an async caller wraps them in `spawn_blocking`. The only
+//! processes started are re-execs of the agent's binary ([`Reexec`]) in a shim mode.
+//!
+//! Waiting is done by polling `state.json` (a few milliseconds apart, backing off to 20 ms)
+//! until a condition holds or a deadline passes.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::args::{ShimArgs, SupervisorArgs};
+use crate::state::{self, read_state, write_state, Reason, ShimState, Status, SHIM_LOG_FILE};
+use crate::sys;
+
+/// How to re-exec the binary that contains the shim: `<exe> <prefix...> <mode> <options...>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reexec {
+    /// The executable (for the agent itself: `/proc/self/exe` or `std::env::current_exe()`).
+    pub exe: PathBuf,
+    /// Arguments before the mode word (e.g. `["__shim"]` for the agent's hidden subcommand).
+    pub prefix: Vec<OsString>,
+}
+
+/// Everything needed to start one container under a shim.
+#[derive(Debug, Clone)]
+pub struct ShimConfig {
+    /// The binary to run in shim mode.
+    pub reexec: Reexec,
+    /// Container id (unique under `root`).
+    pub id: String,
+    /// OCI bundle directory (`config.json` + rootfs).
+    pub bundle: PathBuf,
+    /// The shim's state directory (`state.json`, `shim.log`); must not hold a `state.json` yet.
+    pub state_dir: PathBuf,
+    /// The container's CRI log file.
+    pub log_path: PathBuf,
+    /// libcontainer's state root.
+    pub root: PathBuf,
+    /// How long to wait for the container to be running (or to have failed to start).
+    pub start_timeout: Duration,
+}
+
+/// A started shim: its state directory and the record seen when the start was confirmed.
+#[derive(Debug, Clone)]
+pub struct ShimHandle {
+    /// The shim's state directory.
+    pub state_dir: PathBuf,
+    /// `state.json` as read when the container was seen running (or already exited).
+    pub state: ShimState,
+}
+
+impl ShimHandle {
+    /// Re-reads `state.json`.
+    pub fn state(&self) -> io::Result<ShimState> {
+        read_state(&self.state_dir)
+    }
+}
+
+/// Starts a shim for one container and waits until it is running or has exited.
+///
+/// Errors: `AlreadyExists` if the state directory already has a record, `TimedOut` if the
+/// container is not running within `start_timeout`, and `Other` with libcontainer's message if
+/// the container failed to start (its `state.json` then says `StartError`).
+pub fn spawn_shim(cfg: &ShimConfig) -> io::Result<ShimHandle> {
+    std::fs::create_dir_all(&cfg.state_dir)?;
+    if state::state_path(&cfg.state_dir).exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} already has a shim record", cfg.state_dir.display()),
+        ));
+    }
+    let abs = |p: &Path| std::path::absolute(p);
+    let args = ShimArgs::Launch(SupervisorArgs {
+        id: cfg.id.clone(),
+        bundle: abs(&cfg.bundle)?,
+        state_dir: abs(&cfg.state_dir)?,
+        log_path: abs(&cfg.log_path)?,
+        root: abs(&cfg.root)?,
+        prefix: cfg.reexec.prefix.clone(),
+    });
+    // The launcher exits as soon as the supervisor is spawned; `output` also proves that the
+    // supervisor does not hold our pipes (it would block here otherwise).
+    let out = Command::new(&cfg.reexec.exe)
+        .args(&cfg.reexec.prefix)
+        .args(args.to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "shim launcher failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let deadline = Instant::now() + cfg.start_timeout;
+    let state = wait_for(&cfg.state_dir, deadline, |s| s.status != Status::Created)
+        .map_err(|e| add_shim_log(e, &cfg.state_dir))?;
+    if state.reason == Some(Reason::StartError) {
+        return Err(io::Error::other(format!("container {} failed to start: {}", cfg.id, state.message)));
+    }
+    Ok(ShimHandle { state_dir: cfg.state_dir.clone(), state })
+}
+
+fn add_shim_log(e: io::Error, state_dir: &Path) -> io::Error {
+    let log = std::fs::read_to_string(state_dir.join(SHIM_LOG_FILE)).unwrap_or_default();
+    let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("; ");
+    if tail.is_empty() {
+        e
+    } else {
+        io::Error::new(e.kind(), format!("{e} (shim log: {tail})"))
+    }
+}
+
+
+/// Polls `state.json` until `cond` holds or `deadline` passes (`TimedOut`, with the last state).
+pub fn wait_for(
+    state_dir: &Path,
+    deadline: Instant,
+    mut cond: impl FnMut(&ShimState) -> bool,
+) -> io::Result<ShimState> {
+    let mut pause = Duration::from_millis(1);
+    let mut last = None;
+    loop {
+        match read_state(state_dir) {
+            Ok(s) if cond(&s) => return Ok(s),
+            Ok(s) => {
+                // A shim that died without recording an exit will never satisfy anything new.
+                if s.status != Status::Exited && !sys::is_same_process(s.shim_pid, s.shim_start_time) {
+                    if let Ok(s) = read_state(state_dir) {
+                        if cond(&s) {
+                            return Ok(s);
+                        }
+                    }
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        format!("shim {} exited without recording the container's exit", s.shim_pid),
+                    ));
+                }
+                last = Some(s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // A torn read cannot happen (rename), but a record being replaced can vanish briefly.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {}
+            Err(e) => return Err(e),
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("timed out waiting for {}: last state {:?}", state_dir.display(), last.map(|s| s.status)),
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// How long [`stop`] waits for the shim to record the exit after SIGKILL.
+pub const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Exit code recorded by [`stop`] when the shim died before recording the container's exit.
+pub const UNKNOWN_EXIT_CODE: i32 = 255;
+
+/// Stops the container of a shim: `signal` to its init, up to `grace` for it to exit, then
+/// SIGKILL to every process of its cgroups, then waits for the shim to record the exit.
+///
+/// Idempotent: a container that already exited returns its record at once. The init is only
+/// signalled while its pid still has the start time recorded in `state.json`, so a reused pid is
+/// never hit. If the shim itself is gone (it was killed), the processes are killed all the same
+/// and the record is completed here with exit code [`UNKNOWN_EXIT_CODE`].
+pub fn stop(state_dir: &Path, signal: Signal, grace: Duration) -> io::Result<ShimState> {
+    let st = read_state(state_dir)?;
+    if st.is_exited() {
+        return Ok(st);
+    }
+    let exited = |s: &ShimState| s.is_exited();
+    if st.pid > 0 {
+        sys::signal_process(st.pid, st.pid_start_time, signal)?;
+        match wait_for(state_dir, Instant::now() + grace, exited) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return finish_orphan(state_dir),
+            Err(e) => return Err(e),
+        }
+    }
+    let st = read_state(state_dir)?;
+    if st.is_exited() {
+        return Ok(st);
+    }
+    let deadline = Instant::now() + KILL_WAIT;
+    loop {
+        if st.pid > 0 {
+            let _ = sys::signal_process(st.pid, st.pid_start_time, Signal::SIGKILL);
+        }
+        sys::kill_cgroups(&st.cgroup_dirs);
+        let step = (Instant::now() + Duration::from_millis(200)).min(deadline);
+        match wait_for(state_dir, step, exited) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && Instant::now() < deadline => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return finish_orphan(state_dir),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The shim died before recording the exit: kill what is left and record an unknown exit.
+fn finish_orphan(state_dir: &Path) -> io::Result<ShimState> {
+    let mut st = read_state(state_dir)?;
+    if st.is_exited() {
+        return Ok(st);
+    }
+    let _ = sys::signal_process(st.pid, st.pid_start_time, Signal::SIGKILL);
+    sys::kill_cgroups(&st.cgroup_dirs);
+    st.status = Status::Exited;
+    st.exit_code = Some(UNKNOWN_EXIT_CODE);
+    st.reason = Some(Reason::Error);
+    st.finished_at = Some(state::now_rfc3339());
+    st.message = "the shim exited without recording the container's exit".into();
+    write_state(state_dir, &st)?;
+    Ok(st)
+}
+
+/// Whether the shim of this record is still alive (pid and start time match).
+pub fn shim_alive(state: &ShimState) -> bool {
+    sys::is_same_process(state.shim_pid, state.shim_start_time)
+}
+
+/// Whether the container's init of this record is still alive (pid and start time match).
+pub fn init_alive(state: &ShimState) -> bool {
+    sys::is_same_process(state.pid, state.pid_start_time)
+}

@@ -1,0 +1,300 @@
+//! Running a command inside a running container (CRI `ExecSync`).
+//!
+//! Joining a container's mount namespace needs a single-threaded process (`setns(CLONE_NEWNS)`
+//! fails with `EINVAL` otherwise) and joining its pid namespace only affects children, so the
+//! agent never does it itself: [`exec_in_container`] starts a helper, a re-exec of the agent's
+//! binary in `exec` mode ([`crate::ShimArgs::Exec`]), and collects the helper's stdout, stderr and
+//! exit code. The helper ([`run_helper`]):
+//! 1. checks that the pid is still the container's init (start time from `state.json`);
+//! 2. opens the init's namespace files, root and working directory, and reads its environment;
+//! 3. moves itself into the init's cgroups (one per hierarchy, best effort);
+//! 4. `setns` into the ipc, uts, net, pid, cgroup and finally mount namespaces (those that differ
+//!    from its own), then `chroot`s to the init's root and `chdir`s to its working directory;
+//! 5. spawns the command (the init's environment plus the given overrides; `PATH` lookup inside
+//!    the container), which lands in the container's pid namespace, and waits for it with a
+//!    `signalfd`; after the timeout it SIGKILLs it and exits [`TIMEOUT_EXIT_CODE`].
+//!
+//! The command's exit code is the helper's: its own, or 128 + signal. Failures of the helper
+//! itself exit 126 (cannot enter or execute) or 127 (command not found), like `docker exec`,
+//! with a message on stderr prefixed `staticlet-shim exec:`.
+//!
+//! Limitation: the command runs with the helper's credentials (root, full capabilities, no
+//! seccomp profile, no `no_new_privs`), not the restricted ones of the container's process spec.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{chroot, fchdir, getpid, Pid};
+
+use crate::args::{ExecArgs, ShimArgs};
+use crate::client::Reexec;
+use crate::state::read_state;
+use crate::sys;
+
+/// Exit code of the helper when the command ran past its timeout (as coreutils `timeout`).
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+/// Largest stdout (and stderr) kept from a command; the rest is read and dropped.
+pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+
+/// Output of a command run with [`exec_in_container`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// What the command wrote to stdout (at most [`MAX_OUTPUT`] bytes).
+    pub stdout: Vec<u8>,
+    /// What it wrote to stderr (at most [`MAX_OUTPUT`] bytes).
+    pub stderr: Vec<u8>,
+    /// Its exit code (128 + signal if a signal killed it).
+    pub exit_code: i32,
+}
+
+/// Which container to exec in.
+#[derive(Debug, Clone, Copy)]
+pub enum ExecTarget<'a> {
+    /// The container of a shim's state directory (must be running).
+    StateDir(&'a Path),
+    /// A process of the container, by pid and start time (0 skips the reuse check).
+    Pid {
+        /// Host pid.
+        pid: i32,
+        /// Start time from `/proc/<pid>/stat`.
+        start_time: u64,
+    },
+}
+
+/// Runs `cmd` inside a running container through a helper process, waiting at most `timeout`.
+///
+/// `env` holds `KEY=VALUE` overrides of the container init's environment. Returns `TimedOut` if
+/// the command did not finish in time (it is killed), `NotFound` if the container is not running.
+/// Safe to call from a multi-threaded process: only `fork`+`exec` of the helper happens here.
+pub fn exec_in_container(
+    reexec: &Reexec,
+    target: ExecTarget<'_>,
+    cmd: &[String],
+    env: &[String],
+    timeout: Duration,
+) -> io::Result<ExecOutput> {
+    let (pid, start_time) = match target {
+        ExecTarget::StateDir(dir) => {
+            let st = read_state(dir)?;
+            if st.status != crate::Status::Running || !sys::is_same_process(st.pid, st.pid_start_time)
+            {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "container is not running"));
+            }
+            (st.pid, st.pid_start_time)
+        }
+        ExecTarget::Pid { pid, start_time } => (pid, start_time),
+    };
+    if cmd.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+    }
+    let args = ShimArgs::Exec(ExecArgs {
+        pid,
+        start_time,
+        env: env.to_vec(),
+        timeout: Some(timeout),
+        cmd: cmd.iter().map(OsString::from).collect(),
+    });
+    let started = Instant::now();
+    let mut child = Command::new(&reexec.exe)
+        .args(&reexec.prefix)
+        .args(args.to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut pipes: [Option<File>; 2] = [
+        child.stdout.take().map(|p| File::from(OwnedFd::from(p))),
+        child.stderr.take().map(|p| File::from(OwnedFd::from(p))),
+    ];
+    let mut sinks = [Vec::new(), Vec::new()];
+    // The helper kills the command at `timeout`; this deadline only guards against a helper
+    // that hangs itself.
+    let hard_deadline = started + timeout + Duration::from_secs(10);
+    let mut status = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    while pipes.iter().any(Option::is_some) {
+        if status.is_none() {
+            status = child.try_wait()?;
+        }
+        let mut fds: Vec<PollFd<'_>> = Vec::new();
+        let mut idx = Vec::new();
+        for (i, p) in pipes.iter().enumerate() {
+            if let Some(f) = p {
+                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+                idx.push(i);
+            }
+        }
+        let n = match poll(&mut fds, PollTimeout::from(50u16)) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let ready: Vec<usize> = fds
+            .iter()
+            .zip(&idx)
+            .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, &i)| i)
+            .collect();
+        drop(fds);
+        for i in ready {
+            let Some(f) = pipes[i].as_mut() else { continue };
+            match f.read(&mut buf) {
+                Ok(0) => pipes[i] = None,
+                Ok(k) => {
+                    let room = MAX_OUTPUT.saturating_sub(sinks[i].len());
+                    sinks[i].extend_from_slice(&buf[..k.min(room)]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => pipes[i] = None,
+            }
+        }
+        // Once the helper is gone, something still holding the pipes (a daemon the command left
+        // behind) must not keep us: stop when nothing more is readable.
+        if status.is_some() && n == 0 {
+            break;
+        }
+        if Instant::now() > hard_deadline {
+            let _ = child.kill();
+            status = Some(child.wait()?);
+            break;
+        }
+    }
+    let [stdout, stderr] = sinks;
+    let status = match status {
+        Some(s) => s,
+        None => child.wait()?,
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    if exit_code == TIMEOUT_EXIT_CODE && started.elapsed() >= timeout {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("command timed out after {timeout:?}"),
+        ));
+    }
+    Ok(ExecOutput { stdout, stderr, exit_code })
+}
+
+/// `exec` mode: the helper process. Must run single-threaded.
+pub(crate) fn run_helper(args: ExecArgs) -> ExitCode {
+    sys::close_inherited_fds();
+    match helper(&args) {
+        Ok(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(255)),
+        Err((code, msg)) => {
+            eprintln!("staticlet-shim exec: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type HelperError = (u8, String);
+
+fn cannot(what: &str) -> impl FnOnce(io::Error) -> HelperError + '_ {
+    move |e| (126, format!("{what}: {e}"))
+}
+
+fn helper(args: &ExecArgs) -> Result<i32, HelperError> {
+    let pid = args.pid;
+    if args.start_time != 0 && !sys::is_same_process(pid, args.start_time) {
+        return Err((126, format!("process {pid} is not the container's init any more")));
+    }
+    let proc_dir = format!("/proc/{pid}");
+    let mut env: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let environ = fs::read(format!("{proc_dir}/environ")).map_err(cannot("read environment"))?;
+    for entry in environ.split(|&b| b == 0).filter(|e| !e.is_empty()).chain(
+        args.env.iter().map(|e| e.as_bytes()),
+    ) {
+        let (k, v) = match entry.iter().position(|&b| b == b'=') {
+            Some(i) => (&entry[..i], &entry[i + 1..]),
+            None => (entry, &b""[..]),
+        };
+        env.insert(k.to_vec(), v.to_vec());
+    }
+    let root = File::open(format!("{proc_dir}/root")).map_err(cannot("open root"))?;
+    let cwd = File::open(format!("{proc_dir}/cwd")).map_err(cannot("open cwd"))?;
+    // Open every namespace before joining any: /proc changes meaning after the mount ns.
+    let mut namespaces = Vec::new();
+    for (name, flag) in [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        let theirs = format!("{proc_dir}/ns/{name}");
+        let ours = format!("/proc/self/ns/{name}");
+        let (Ok(a), Ok(b)) = (fs::metadata(&theirs), fs::metadata(&ours)) else { continue };
+        if a.ino() == b.ino() && a.dev() == b.dev() {
+            continue;
+        }
+        let f = File::open(&theirs).map_err(cannot("open namespace"))?;
+        namespaces.push((name, flag, f));
+    }
+    let cgroups = sys::own_cgroup_dirs(pid).unwrap_or_default();
+    sys::join_cgroups(getpid().as_raw(), &cgroups);
+    for (name, flag, f) in &namespaces {
+        setns(f.as_fd(), *flag).map_err(|e| (126, format!("setns {name}: {e}")))?;
+    }
+    fchdir(root.as_raw_fd()).map_err(|e| (126, format!("fchdir root: {e}")))?;
+    chroot(".").map_err(|e| (126, format!("chroot: {e}")))?;
+    fchdir(cwd.as_raw_fd()).map_err(|e| (126, format!("chdir: {e}")))?;
+    drop((root, cwd, namespaces));
+
+    // SIGCHLD goes to a signalfd; std resets the child's signal mask before it execs.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block().map_err(|e| (126, format!("block SIGCHLD: {e}")))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| (126, format!("signalfd: {e}")))?;
+
+    let mut command = Command::new(&args.cmd[0]);
+    command.args(&args.cmd[1..]).env_clear().stdin(Stdio::null());
+    for (k, v) in &env {
+        command.env(std::ffi::OsStr::from_bytes(k), std::ffi::OsStr::from_bytes(v));
+    }
+    let child = command.spawn().map_err(|e| {
+        let code = if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
+        (code, format!("{:?}: {e}", args.cmd[0]))
+    })?;
+    let child_pid = Pid::from_raw(child.id() as i32);
+    let deadline = args.timeout.map(|t| Instant::now() + t);
+    loop {
+        match waitpid(child_pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err((126, format!("wait: {e}"))),
+        }
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    let _ = nix::sys::signal::kill(child_pid, Signal::SIGKILL);
+                    let _ = waitpid(child_pid, None);
+                    eprintln!("staticlet-shim exec: timed out after {:?}", args.timeout.unwrap_or_default());
+                    return Ok(TIMEOUT_EXIT_CODE);
+                }
+                PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, timeout);
+        while let Ok(Some(_)) = sfd.read_signal() {}
+    }
+}

@@ -1,0 +1,49 @@
+//! The per-container supervisor ("shim") of staticlet's embedded runtime, and its client side.
+//!
+//! Each container runs under a small process of its own, like conmon or containerd-shim: the
+//! shim creates the container with youki's `libcontainer`, owns its stdout and stderr pipes and
+//! writes them to a CRI-format log file, reaps the container's init and records its exit in
+//! `state.json`, and outlives restarts of the agent. libcontainer is only ever called in that
+//! single-threaded process (it forks with a raw `clone3` and deadlocks in busy multi-threaded
+//! callers), never in the agent.
+//!
+//! Layout:
+//! - [`shim_main`] with [`ShimArgs`]: the entry point of every shim-mode process (supervisor,
+//!   its launcher, and the exec helper). A binary re-execs itself into it; it must be called
+//!   before any thread (or tokio runtime) exists.
+//! - [`client`]: used by the agent: [`spawn_shim`], [`read_state`], [`stop`].
+//! - [`exec`]: [`exec_in_container`], a command in a running container through a helper process.
+//! - [`state`]: the `state.json` record; [`crilog`]: the CRI log format; [`bundle`]: a minimal
+//!   busybox OCI bundle for tests; [`sys`]: `/proc` and cgroup helpers.
+#![allow(clippy::disallowed_types)] // No tokio here: std's Instant is the right clock.
+
+pub mod args;
+pub mod bundle;
+pub mod client;
+pub mod crilog;
+pub mod exec;
+pub mod state;
+mod supervisor;
+pub mod sys;
+
+use std::process::ExitCode;
+
+pub use args::{ExecArgs, ShimArgs, SupervisorArgs};
+pub use client::{spawn_shim, stop, Reexec, ShimConfig, ShimHandle};
+pub use exec::{exec_in_container, ExecOutput, ExecTarget};
+pub use state::{read_state, Reason, ShimState, Status};
+pub use supervisor::START_ERROR_EXIT_CODE;
+
+/// Runs a shim-mode process to completion and returns its exit code.
+///
+/// Call it from `main` (after recognising the shim-mode arguments, e.g. with
+/// [`ShimArgs::parse`]) before any other thread or async runtime is started: the supervisor
+/// calls libcontainer and the exec helper joins mount namespaces, both of which need a
+/// single-threaded process.
+pub fn shim_main(args: ShimArgs) -> ExitCode {
+    match args {
+        ShimArgs::Launch(a) => supervisor::launch(a),
+        ShimArgs::Run(a) => supervisor::run(a),
+        ShimArgs::Exec(a) => exec::run_helper(a),
+    }
+}

@@ -1,0 +1,396 @@
+//! The shim process: creates, starts, logs, reaps and records one container.
+//!
+//! This is the only module that calls libcontainer. It runs in a process of its own that must be
+//! single-threaded (libcontainer forks with a raw `clone3`, so a lock held by another thread at
+//! that moment stays locked forever in the child; see the runtime notes), and that outlives the
+//! agent: `launch` re-execs the binary as `run` with its stdio on `/dev/null` and its stderr
+//! on the state directory's `shim.log`, then exits, so the supervisor is re-parented to init
+//! (or the nearest subreaper) and never holds the agent's stdio.
+//!
+//! The supervisor:
+//! 1. calls `setsid` (no controlling terminal, not in the agent's process group), becomes a child
+//!    subreaper, and writes a first `state.json`;
+//! 2. creates pipes for the container's stdout and stderr (never `/dev/null`: libcontainer
+//!    reopens a host `/dev/null` stdio read-only inside the container) and an empty pipe as stdin;
+//! 3. creates the container (`ContainerBuilder ... as_init(bundle).with_systemd(false)
+//!    .with_detach(true).build()`), records `created` with the init's pid, its start time and its
+//!    cgroup directories, starts it and records `running`;
+//! 4. loops on `poll(2)` over the two pipes and a `signalfd` (SIGCHLD, SIGUSR1 to reopen the log
+//!    file after rotation; SIGTERM, SIGINT and SIGHUP are swallowed, so only the container's exit
+//!    ends the shim), writing CRI log records;
+//! 5. when the init exits (it is the shim's own child: libcontainer clones it with
+//!    `CLONE_PARENT` from its intermediate process, whose parent is the shim), kills whatever is
+//!    left in the container's cgroups, drains the pipes, reads the OOM counter, records
+//!    `exited` with the exit code (128 + signal when killed) and reason, deletes the libcontainer
+//!    container (its state directory and cgroups) and exits 0.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{getpid, pipe2, setsid, Pid};
+
+use crate::args::{ShimArgs, SupervisorArgs};
+use crate::crilog::{open_log, LineSplitter, Stream};
+use crate::state::{now_rfc3339, write_state, Reason, ShimState, Status, SHIM_LOG_FILE};
+use crate::sys;
+
+/// Exit code recorded when the container could not be started (containerd records 128 too).
+pub const START_ERROR_EXIT_CODE: i32 = 128;
+
+/// `launch` mode: start the supervisor detached from the caller, then exit.
+pub(crate) fn launch(args: SupervisorArgs) -> ExitCode {
+    match spawn_detached(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("staticlet-shim launch: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn spawn_detached(args: SupervisorArgs) -> io::Result<()> {
+    fs::create_dir_all(&args.state_dir)?;
+    let diag = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(args.state_dir.join(SHIM_LOG_FILE))?;
+    let prefix = args.prefix.clone();
+    // The real path (not /proc/self/exe) so that `ps` shows the binary's name; /proc/self/exe
+    // if the binary was replaced on disk since it started.
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "/proc/self/exe".into());
+    let mut child = Command::new(exe)
+        .args(&prefix)
+        .args(ShimArgs::Run(args).to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(diag)
+        .current_dir("/")
+        .spawn()?;
+    // Not waited for: this process exits now and the supervisor is re-parented. `try_wait` only
+    // catches a supervisor that could not even run.
+    if let Ok(Some(status)) = child.try_wait() {
+        return Err(io::Error::other(format!("supervisor exited at once: {status}")));
+    }
+    Ok(())
+}
+
+/// `run` mode: supervise one container until it exits.
+pub(crate) fn run(args: SupervisorArgs) -> ExitCode {
+    // A long-lived process must not pin the agent's (or cargo's) inherited descriptors, such as
+    // the write end of a pipe someone waits on for EOF.
+    sys::close_inherited_fds();
+    // Not fatal: fails only if we already lead a process group (e.g. started by hand).
+    let _ = setsid();
+    // Orphaned processes of a container without its own pid namespace come to us to be reaped.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let me = getpid().as_raw();
+    let mut state = ShimState::new(&args.id, me, sys::pid_start_time(me).unwrap_or(0));
+    if let Err(e) = fs::create_dir_all(&args.state_dir).and_then(|()| write_state(&args.state_dir, &state)) {
+        eprintln!("staticlet-shim {}: cannot write state: {e}", args.id);
+        return ExitCode::FAILURE;
+    }
+    let started = match create_and_start(&args, &mut state) {
+        Ok(s) => s,
+        Err(message) => {
+            eprintln!("staticlet-shim {}: start failed: {message}", args.id);
+            // The init may exist (created, not started): kill it and reap it before cleanup.
+            if state.pid > 0 {
+                let _ = sys::signal_process(state.pid, state.pid_start_time, Signal::SIGKILL);
+                let _ = waitpid(Pid::from_raw(state.pid), Some(WaitPidFlag::__WALL));
+            }
+            delete_container(&args.root, &args.id);
+            state.status = Status::Exited;
+            state.exit_code = Some(START_ERROR_EXIT_CODE);
+            state.reason = Some(Reason::StartError);
+            state.message = message;
+            state.finished_at = Some(now_rfc3339());
+            return match write_state(&args.state_dir, &state) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            };
+        }
+    };
+    supervise(&args, state, started)
+}
+
+struct Started {
+    container: Container,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+fn create_and_start(args: &SupervisorArgs, state: &mut ShimState) -> Result<Started, String> {
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // stdin: a pipe whose write end is closed now, so the container reads EOF.
+    let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    drop(in_w);
+    fs::create_dir_all(&args.root).map_err(|e| format!("create {:?}: {e}", args.root))?;
+
+    let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_root_path(&args.root)
+        .and_then(|b| b.validate_id())
+        .map_err(|e| format!("container {}: {e}", args.id))?
+        .with_stdin(in_r)
+        .with_stdout(out_w)
+        .with_stderr(err_w)
+        .as_init(&args.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| format!("create container: {}", error_chain(&e)))?;
+
+    let pid = container.pid().ok_or("created container has no pid")?.as_raw();
+    state.pid = pid;
+    state.pid_start_time = sys::pid_start_time(pid).map_err(|e| format!("init {pid}: {e}"))?;
+    state.cgroup_dirs = sys::own_cgroup_dirs(pid).unwrap_or_default();
+    state.created_at = Some(now_rfc3339());
+    write_state(&args.state_dir, state).map_err(|e| format!("write state: {e}"))?;
+
+    container.start().map_err(|e| format!("start container: {}", error_chain(&e)))?;
+    state.status = Status::Running;
+    state.started_at = Some(now_rfc3339());
+    write_state(&args.state_dir, state).map_err(|e| format!("write state: {e}"))?;
+    Ok(Started { container, stdout: out_r, stderr: err_r })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// One of the container's output pipes and its line splitter.
+struct Pipe {
+    fd: Option<File>,
+    lines: LineSplitter,
+}
+
+impl Pipe {
+    fn new(fd: OwnedFd, stream: Stream) -> io::Result<Self> {
+        fcntl_nonblock(&fd)?;
+        Ok(Self { fd: Some(File::from(fd)), lines: LineSplitter::new(stream) })
+    }
+
+    /// Reads what is available (all of it when `drain`); closes the pipe at EOF.
+    fn pump(&mut self, log: &mut File, buf: &mut [u8], drain: bool) {
+        let Some(fd) = self.fd.as_mut() else { return };
+        loop {
+            match fd.read(buf) {
+                Ok(0) => {
+                    let _ = self.lines.finish(log, &mut now_rfc3339);
+                    self.fd = None;
+                    return;
+                }
+                Ok(n) => {
+                    if let Err(e) = self.lines.feed(&buf[..n], log, &mut now_rfc3339) {
+                        eprintln!("staticlet-shim: write log: {e}");
+                    }
+                    if !drain && n < buf.len() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    eprintln!("staticlet-shim: read pipe: {e}");
+                    self.fd = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes a pending unterminated line and stops reading.
+    fn close(&mut self, log: &mut File) {
+        if self.fd.take().is_some() {
+            let _ = self.lines.finish(log, &mut now_rfc3339);
+        }
+    }
+}
+
+fn fcntl_nonblock(fd: &OwnedFd) -> io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+fn exit_code_of(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// Reaps every child that has exited; returns the init's exit code if it was among them.
+fn reap(init: Pid) -> Option<i32> {
+    let mut init_code = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return init_code,
+            Ok(status) => {
+                if status.pid() == Some(init) {
+                    init_code = exit_code_of(status).or(init_code);
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(_) => return init_code,
+        }
+    }
+}
+
+fn supervise(args: &SupervisorArgs, mut state: ShimState, started: Started) -> ExitCode {
+    let Started { mut container, stdout, stderr } = started;
+    let init = Pid::from_raw(state.pid);
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        eprintln!("staticlet-shim {}: {what}: {e}", args.id);
+        ExitCode::FAILURE
+    };
+
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGUSR1, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    if let Err(e) = mask.thread_block() {
+        return fail("block signals", &e);
+    }
+    let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => return fail("signalfd", &e),
+    };
+    let mut log = match open_log(&args.log_path) {
+        Ok(f) => f,
+        Err(e) => return fail("open log", &e),
+    };
+    let (mut out, mut err) = match (Pipe::new(stdout, Stream::Stdout), Pipe::new(stderr, Stream::Stderr)) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => return fail("pipe", &e),
+    };
+    let mut buf = vec![0u8; 32 * 1024];
+
+    // The init may have exited before SIGCHLD was blocked and routed to the signalfd.
+    let mut exit_code = reap(init);
+    while exit_code.is_none() {
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let mut which = Vec::new();
+        for (i, p) in [&out, &err].into_iter().enumerate() {
+            if let Some(f) = p.fd.as_ref() {
+                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+                which.push(i);
+            }
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return fail("poll", &e),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        for (slot, &i) in which.iter().enumerate() {
+            if ready[slot + 1] {
+                let p = if i == 0 { &mut out } else { &mut err };
+                p.pump(&mut log, &mut buf, false);
+            }
+        }
+        if ready[0] {
+            let mut child_exited = false;
+            while let Ok(Some(info)) = sfd.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => child_exited = true,
+                    Ok(Signal::SIGUSR1) => match open_log(&args.log_path) {
+                        Ok(f) => log = f,
+                        Err(e) => eprintln!("staticlet-shim {}: reopen log: {e}", args.id),
+                    },
+                    _ => {}
+                }
+            }
+            if child_exited {
+                exit_code = reap(init);
+            }
+        }
+    }
+    let exit_code = exit_code.unwrap_or(START_ERROR_EXIT_CODE);
+    let finished_at = now_rfc3339();
+
+    // Whatever the init left behind in its cgroups (a container without its own pid namespace)
+    // dies with it, as with runc's `delete --force`; then the pipes reach EOF.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sys::kill_cgroups(&state.cgroup_dirs) > 0 && Instant::now() < deadline {
+        out.pump(&mut log, &mut buf, true);
+        err.pump(&mut log, &mut buf, true);
+        let _ = reap(init);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = reap(init);
+    out.pump(&mut log, &mut buf, true);
+    err.pump(&mut log, &mut buf, true);
+    out.close(&mut log);
+    err.close(&mut log);
+
+    let oom = sys::oom_kill_count(&state.cgroup_dirs).unwrap_or(0) > 0;
+    state.status = Status::Exited;
+    state.exit_code = Some(exit_code);
+    state.finished_at = Some(finished_at);
+    state.reason = Some(if oom {
+        Reason::OomKilled
+    } else if exit_code == 0 {
+        Reason::Completed
+    } else {
+        Reason::Error
+    });
+    if oom {
+        state.message = "the kernel's OOM killer killed a process of the container".into();
+    }
+    if let Err(e) = write_state(&args.state_dir, &state) {
+        return fail("write state", &e);
+    }
+    if let Err(e) = container.delete(true) {
+        eprintln!("staticlet-shim {}: delete container: {}", args.id, error_chain(&e));
+        delete_container(&args.root, &args.id);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Best-effort removal of a libcontainer container (state directory and cgroups) by id.
+fn delete_container(root: &Path, id: &str) {
+    let dir = root.join(id);
+    if !dir.exists() {
+        return;
+    }
+    match Container::load(dir.clone()) {
+        Ok(mut c) => {
+            if let Err(e) = c.delete(true) {
+                eprintln!("staticlet-shim {id}: delete container: {}", error_chain(&e));
+                let _ = fs::remove_dir_all(&dir);
+            }
+        }
+        Err(_) => {
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Small `/proc` and cgroup helpers shared by the shim, the exec helper and the client.
+//!
+//! Nothing here calls libcontainer, so the client side (inside the multi-threaded agent) may use
+//! all of it. Cgroup directories are resolved from `/proc/<pid>/cgroup` and the cgroup mounts in
+//! `/proc/self/mountinfo`, so legacy (v1), hybrid and unified (v2) layouts are all handled the
+//! same way: a process has one directory per mounted hierarchy.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Closes every descriptor above 2 (those inherited without `O_CLOEXEC`).
+///
+/// Only for the start of a fresh, single-threaded process that owns no descriptor yet.
+pub fn close_inherited_fds() {
+    let Ok(dir) = fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    // The directory's own descriptor is among them; it is closed already (EBADF, ignored).
+    for fd in fds {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+/// Start time of a process (field 22 of `/proc/<pid>/stat`, clock ticks after boot).
+pub fn pid_start_time(pid: i32) -> io::Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_start_time(&stat)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/<pid>/stat"))
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
+    // The command name (field 2) may contain spaces and parentheses: skip to the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Fields after the name start at field 3 (state); starttime is field 22.
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// Whether `pid` is alive (not a zombie) and is the process that had `start_time`.
+pub fn is_same_process(pid: i32, start_time: u64) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let zombie = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next())
+                .is_some_and(|s| s == "Z" || s == "X");
+            !zombie && parse_start_time(&stat) == Some(start_time)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Sends `signal` to `pid` if it still is the process that had `start_time`.
+///
+/// Returns `Ok(false)` when the process is gone (or the pid was reused).
+pub fn signal_process(pid: i32, start_time: u64, signal: Signal) -> io::Result<bool> {
+    if !is_same_process(pid, start_time) {
+        return Ok(false);
+    }
+    match kill(Pid::from_raw(pid), signal) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::ESRCH) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+struct CgroupMount {
+    /// Controllers of a v1 hierarchy (`memory`, `name=systemd`, ...); `None` for cgroup2.
+    controllers: Option<BTreeSet<String>>,
+    root: String,
+    mount_point: PathBuf,
+}
+
+fn cgroup_mounts() -> io::Result<Vec<CgroupMount>> {
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    let mut mounts = Vec::new();
+    for line in info.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        if pre.len() < 5 || post.len() < 3 {
+            continue;
+        }
+        let (root, mount_point) = (pre[3], unescape_mountinfo(pre[4]));
+        match post[0] {
+            "cgroup2" => mounts.push(CgroupMount {
+                controllers: None,
+                root: root.to_owned(),
+                mount_point: mount_point.into(),
+            }),
+            "cgroup" => {
+                let known = [
+                    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls",
+                    "blkio", "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc",
+                ];
+                let controllers = post[2]
+                    .split(',')
+                    .filter(|o| known.contains(o) || o.starts_with("name="))
+                    .map(str::to_owned)
+                    .collect();
+                mounts.push(CgroupMount {
+                    controllers: Some(controllers),
+                    root: root.to_owned(),
+                    mount_point: mount_point.into(),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(mounts)
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// Absolute cgroup directories of `pid`, one per mounted hierarchy that has it.
+pub fn cgroup_dirs(pid: i32) -> io::Result<Vec<PathBuf>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let mounts = cgroup_mounts()?;
+    let mut dirs = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctrl), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let mount = if ctrl.is_empty() {
+            mounts.iter().find(|m| m.controllers.is_none())
+        } else {
+            let want: BTreeSet<String> = ctrl.split(',').map(str::to_owned).collect();
+            mounts.iter().find(|m| m.controllers.as_ref() == Some(&want))
+        };
+        let Some(mount) = mount else { continue };
+        let rel = path.strip_prefix(mount.root.as_str()).unwrap_or(path);
+        let dir = mount.mount_point.join(rel.trim_start_matches('/'));
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    Ok(dirs)
+}
+
+/// The cgroup directories of `pid` that are its own: those it does not share with the calling
+/// process. A container's init stays in its creator's cgroup in every hierarchy the runtime does
+/// not manage (e.g. `name=systemd`, or the v2 mount of a hybrid host); those must never be
+/// treated as the container's, or killing "the container's cgroup" would kill the agent.
+pub fn own_cgroup_dirs(pid: i32) -> io::Result<Vec<PathBuf>> {
+    let mine = cgroup_dirs(std::process::id() as i32)?;
+    Ok(cgroup_dirs(pid)?.into_iter().filter(|d| !mine.contains(d)).collect())
+}
+
+/// Pids in the `cgroup.procs` of any of `dirs` (missing directories count as empty).
+pub fn cgroup_pids(dirs: &[PathBuf]) -> Vec<i32> {
+    let mut pids = BTreeSet::new();
+    for dir in dirs {
+        if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+            pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+    }
+    pids.into_iter().collect()
+}
+
+/// SIGKILLs every process in the cgroups `dirs`: `cgroup.kill` where the kernel has it (v2,
+/// Linux 5.14+), otherwise each pid of `cgroup.procs`. Returns how many pids were signalled
+/// (`cgroup.kill` counts as the pids it saw).
+///
+/// Only directories that are not a hierarchy's root are touched, so a bad record cannot kill the
+/// host.
+pub fn kill_cgroups(dirs: &[PathBuf]) -> usize {
+    let mut n = 0;
+    for dir in dirs {
+        if !is_container_cgroup(dir) {
+            continue;
+        }
+        let pids = cgroup_pids(std::slice::from_ref(dir));
+        if pids.is_empty() {
+            continue;
+        }
+        let kill_file = dir.join("cgroup.kill");
+        if kill_file.exists() && fs::write(&kill_file, "1").is_ok() {
+            n += pids.len();
+            continue;
+        }
+        for pid in pids {
+            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// A cgroup directory below some hierarchy's root (has at least one level under the mount).
+fn is_container_cgroup(dir: &Path) -> bool {
+    let Ok(mounts) = cgroup_mounts() else { return false };
+    mounts.iter().any(|m| dir.starts_with(&m.mount_point) && dir != m.mount_point)
+}
+
+/// Number of OOM kills the kernel counted in the container's memory cgroup, best effort:
+/// `oom_kill` of `memory.events` (v2) or of `memory.oom_control` (v1, Linux 4.13+). `None` when no
+/// hierarchy reports it (no memory controller, or the cgroup is already gone).
+pub fn oom_kill_count(dirs: &[PathBuf]) -> Option<u64> {
+    let mut best = None;
+    for dir in dirs {
+        for file in ["memory.events", "memory.oom_control"] {
+            let Ok(text) = fs::read_to_string(dir.join(file)) else { continue };
+            for line in text.lines() {
+                if let Some(v) = line.strip_prefix("oom_kill ") {
+                    if let Ok(v) = v.trim().parse::<u64>() {
+                        best = Some(best.map_or(v, |b: u64| b.max(v)));
+                    }
+                }
+            }
+        }
+    }
+    best
+}
+
+/// Moves `pid` into the cgroups `dirs` (best effort: a hierarchy that refuses is skipped).
+pub fn join_cgroups(pid: i32, dirs: &[PathBuf]) {
+    for dir in dirs {
+        let _ = fs::write(dir.join("cgroup.procs"), pid.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_skips_odd_command_names() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 ";
+        assert_eq!(parse_start_time(stat), Some(98765));
+    }
+
+    #[test]
+    fn own_process_is_recognised() {
+        let me = std::process::id() as i32;
+        let t = pid_start_time(me).unwrap();
+        assert!(is_same_process(me, t));
+        assert!(!is_same_process(me, t + 1));
+        assert!(!cgroup_dirs(me).unwrap().is_empty());
+    }
+}

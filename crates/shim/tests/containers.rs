@@ -1,0 +1,366 @@
+//! Real containers under the shim (needs root and Debian's `busybox-static`).
+//!
+//! Each test builds a busybox bundle in a temporary directory, starts a shim through the
+//! `staticlet-shim` binary and waits on conditions in `state.json` with generous deadlines. Every
+//! test checks on its way out that its cgroups (`/staticlet/test-<id>` in every hierarchy) and
+//! libcontainer state are gone and no process is left.
+#![allow(clippy::disallowed_types)] // No tokio here: std's Instant is the right clock.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use staticlet_shim::bundle::{write_busybox_bundle, BundleOptions};
+use staticlet_shim::client::{self, wait_for};
+use staticlet_shim::{
+    exec_in_container, read_state, spawn_shim, stop, ExecTarget, Reason, Reexec, ShimConfig,
+    ShimState, Status,
+};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn reexec() -> Reexec {
+    Reexec { exe: PathBuf::from(env!("CARGO_BIN_EXE_staticlet-shim")), prefix: Vec::new() }
+}
+
+/// Root and busybox are needed; without them the test is skipped (with a note on stderr).
+fn prerequisites() -> bool {
+    let ok = nix::unistd::geteuid().is_root() && Path::new(staticlet_shim::bundle::BUSYBOX).exists();
+    if !ok {
+        eprintln!("skipped: needs root and /bin/busybox (busybox-static)");
+    }
+    ok
+}
+
+/// The shim configuration of a container whose files live under `dir`.
+fn config_for(dir: &Path, id: &str) -> ShimConfig {
+    ShimConfig {
+        reexec: reexec(),
+        id: id.to_owned(),
+        bundle: dir.join("bundle"),
+        state_dir: dir.join("state"),
+        log_path: dir.join("container.log"),
+        root: dir.join("root"),
+        start_timeout: DEADLINE,
+    }
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    id: String,
+    cfg: ShimConfig,
+}
+
+impl Fixture {
+    fn new(name: &str, args: &[&str]) -> Self {
+        Self::with(name, args, |_| {})
+    }
+
+    fn with(name: &str, args: &[&str], tweak: impl FnOnce(&mut BundleOptions)) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = format!("{name}-{}", std::process::id());
+        let mut opts = BundleOptions::new(&id, args);
+        tweak(&mut opts);
+        write_busybox_bundle(&tmp.path().join("bundle"), &opts).unwrap();
+        let cfg = config_for(tmp.path(), &id);
+        Self { _tmp: tmp, id, cfg }
+    }
+
+    fn state(&self) -> ShimState {
+        read_state(&self.cfg.state_dir).unwrap()
+    }
+
+    fn wait_exited(&self) -> ShimState {
+        wait_for(&self.cfg.state_dir, Instant::now() + DEADLINE, ShimState::is_exited).unwrap()
+    }
+
+    /// Waits until the container's log has a record whose text is `text`.
+    fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if fs::read_to_string(&self.cfg.log_path)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| parse_record(l).3 == text)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no {text:?} in the log: {:?}", self.log_lines());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log_lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.cfg.log_path).unwrap().lines().map(str::to_owned).collect()
+    }
+
+    /// Waits until the shim is gone, then checks nothing of the container is left.
+    fn assert_cleaned_up(&self, st: &ShimState) {
+        let deadline = Instant::now() + DEADLINE;
+        while client::shim_alive(st) {
+            assert!(Instant::now() < deadline, "shim {} still alive", st.shim_pid);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!client::init_alive(st), "init {} still alive", st.pid);
+        assert!(!st.cgroup_dirs.is_empty());
+        for dir in &st.cgroup_dirs {
+            assert!(!dir.exists(), "cgroup {} left behind", dir.display());
+        }
+        for entry in fs::read_dir("/sys/fs/cgroup").unwrap() {
+            let leaf = entry.unwrap().path().join("staticlet").join(format!("test-{}", self.id));
+            assert!(!leaf.exists(), "cgroup {} left behind", leaf.display());
+        }
+        assert!(!self.cfg.root.join(&self.id).exists(), "libcontainer state left behind");
+        // Best effort: the shared parent goes once no test's container is left under it.
+        for entry in fs::read_dir("/sys/fs/cgroup").unwrap() {
+            let _ = fs::remove_dir(entry.unwrap().path().join("staticlet"));
+        }
+        let shim_log = fs::read_to_string(self.cfg.state_dir.join("shim.log")).unwrap_or_default();
+        assert!(shim_log.is_empty(), "shim complained: {shim_log}");
+    }
+}
+
+/// `<timestamp> <stream> <tag> <text>` split into its four parts.
+fn parse_record(line: &str) -> (String, String, String, String) {
+    let mut p = line.splitn(4, ' ');
+    let ts = p.next().unwrap().to_owned();
+    let stream = p.next().unwrap().to_owned();
+    let tag = p.next().unwrap().to_owned();
+    let text = p.next().unwrap_or("").to_owned();
+    assert!(chrono::DateTime::parse_from_rfc3339(&ts).is_ok(), "bad timestamp {ts:?}");
+    (ts, stream, tag, text)
+}
+
+#[test]
+fn exit_code_and_both_streams_are_recorded() {
+    if !prerequisites() {
+        return;
+    }
+    let fx = Fixture::new("hello", &["sh", "-c", "echo hello; echo err >&2; exit 3"]);
+    let handle = spawn_shim(&fx.cfg).unwrap();
+    assert!(handle.state.pid > 0);
+    let st = fx.wait_exited();
+    assert_eq!(st.exit_code, Some(3));
+    assert_eq!(st.reason, Some(Reason::Error));
+    assert!(st.started_at.is_some() && st.finished_at.is_some());
+    let records: Vec<_> = fx.log_lines().iter().map(|l| parse_record(l)).collect();
+    let mut got: Vec<(String, String, String)> =
+        records.into_iter().map(|(_, s, t, x)| (s, t, x)).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("stderr".into(), "F".into(), "err".into()),
+            ("stdout".into(), "F".into(), "hello".into())
+        ]
+    );
+    fx.assert_cleaned_up(&st);
+}
+
+#[test]
+fn shim_outlives_the_process_that_spawned_it() {
+    if !prerequisites() {
+        return;
+    }
+    let fx = Fixture::new("orphan", &["sh", "-c", "echo started; exec sleep 1000"]);
+    // The spawner is this test binary re-run as `spawner_helper`, which calls spawn_shim and
+    // then blocks on its stdin until it is killed.
+    let mut spawner = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "spawner_helper", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("STATICLET_SHIM_SPAWNER_DIR", fx._tmp.path())
+        .env("STATICLET_SHIM_SPAWNER_ID", &fx.id)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(spawner.stdout.take().unwrap());
+    let mut line = String::new();
+    // libtest prints `test spawner_helper ... ` on the same line.
+    while !line.contains("spawned ") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "spawner ended early");
+    }
+    let shim_pid: i32 = line.rsplit("spawned ").next().unwrap().trim().parse().unwrap();
+    let before = fx.state();
+    assert_eq!(before.shim_pid, shim_pid);
+    assert_eq!(before.status, Status::Running);
+
+    // The shim is not the spawner's child and holds none of its stdio.
+    let ppid = fs::read_to_string(format!("/proc/{shim_pid}/stat")).unwrap();
+    let ppid: i32 = ppid[ppid.rfind(')').unwrap() + 1..].split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_ne!(ppid as u32, spawner.id());
+    for fd in 0..3 {
+        let target = fs::read_link(format!("/proc/{shim_pid}/fd/{fd}")).unwrap();
+        let target = target.to_string_lossy();
+        assert!(target == "/dev/null" || target.ends_with("shim.log"), "fd {fd} is {target}");
+    }
+
+    spawner.kill().unwrap(); // SIGKILL
+    spawner.wait().unwrap();
+    fx.wait_log("started");
+    let after = fx.state();
+    assert_eq!(after.status, Status::Running);
+    assert!(client::shim_alive(&after), "shim died with its spawner");
+    assert!(client::init_alive(&after), "container died with the spawner");
+
+    let st = stop(&fx.cfg.state_dir, Signal::SIGKILL, Duration::ZERO).unwrap();
+    assert_eq!(st.exit_code, Some(137));
+    fx.assert_cleaned_up(&st);
+}
+
+/// Not a test: the spawner process of `shim_outlives_the_process_that_spawned_it`.
+#[test]
+#[ignore = "helper process, run by shim_outlives_the_process_that_spawned_it"]
+fn spawner_helper() {
+    let (Ok(dir), Ok(id)) =
+        (std::env::var("STATICLET_SHIM_SPAWNER_DIR"), std::env::var("STATICLET_SHIM_SPAWNER_ID"))
+    else {
+        return;
+    };
+    let handle = spawn_shim(&config_for(Path::new(&dir), &id)).unwrap();
+    println!("spawned {}", handle.state.shim_pid);
+    let mut sink = String::new();
+    let _ = std::io::stdin().read_line(&mut sink);
+}
+
+#[test]
+fn stop_with_grace_lets_a_term_trap_run() {
+    if !prerequisites() {
+        return;
+    }
+    let fx = Fixture::new(
+        "trap",
+        &["sh", "-c", "trap 'echo bye; exit 143' TERM; echo ready; sleep 1000 & wait"],
+    );
+    spawn_shim(&fx.cfg).unwrap();
+    fx.wait_log("ready");
+    let t = Instant::now();
+    let grace = Duration::from_secs(20);
+    let st = stop(&fx.cfg.state_dir, Signal::SIGTERM, grace).unwrap();
+    assert!(t.elapsed() < grace / 2, "took {:?}", t.elapsed());
+    assert_eq!(st.exit_code, Some(143));
+    assert_eq!(st.reason, Some(Reason::Error));
+    assert!(fx.log_lines().iter().any(|l| parse_record(l).3 == "bye"));
+    // Idempotent: a second stop returns the same record.
+    assert_eq!(stop(&fx.cfg.state_dir, Signal::SIGTERM, grace).unwrap(), st);
+    fx.assert_cleaned_up(&st);
+}
+
+#[test]
+fn stop_kills_after_grace_when_term_is_ignored() {
+    if !prerequisites() {
+        return;
+    }
+    // As pid 1 of its namespace, a shell without a TERM handler does not die of SIGTERM.
+    let fx = Fixture::new("ignore", &["sh", "-c", "trap '' TERM; echo ready; sleep 1000 & wait"]);
+    spawn_shim(&fx.cfg).unwrap();
+    fx.wait_log("ready");
+    let grace = Duration::from_millis(500);
+    let t = Instant::now();
+    let st = stop(&fx.cfg.state_dir, Signal::SIGTERM, grace).unwrap();
+    assert!(t.elapsed() >= grace);
+    assert_eq!(st.exit_code, Some(137));
+    assert_eq!(st.status, Status::Exited);
+    fx.assert_cleaned_up(&st);
+}
+
+#[test]
+fn long_line_is_written_as_partial_records() {
+    if !prerequisites() {
+        return;
+    }
+    let fx = Fixture::new(
+        "long",
+        &["sh", "-c", "head -c 40000 /dev/zero | tr '\\0' x; echo; echo done"],
+    );
+    spawn_shim(&fx.cfg).unwrap();
+    let st = fx.wait_exited();
+    assert_eq!(st.exit_code, Some(0));
+    assert_eq!(st.reason, Some(Reason::Completed));
+    let got: Vec<(String, String, usize)> = fx
+        .log_lines()
+        .iter()
+        .map(|l| parse_record(l))
+        .map(|(_, s, t, x)| (s, t, if x == "done" { 0 } else { x.len() }))
+        .collect();
+    let m = staticlet_shim::crilog::MAX_LINE;
+    assert_eq!(
+        got,
+        [
+            ("stdout".into(), "P".into(), m),
+            ("stdout".into(), "P".into(), m),
+            ("stdout".into(), "F".into(), 40000 - 2 * m),
+            ("stdout".into(), "F".into(), 0),
+        ]
+    );
+    fx.assert_cleaned_up(&st);
+}
+
+#[test]
+fn exec_runs_inside_the_container() {
+    if !prerequisites() {
+        return;
+    }
+    let fx = Fixture::with("exec", &["sleep", "1000"], |o| o.env.push("FROM_SPEC=yes".into()));
+    spawn_shim(&fx.cfg).unwrap();
+    let target = ExecTarget::StateDir(&fx.cfg.state_dir);
+    let run = |cmd: &[&str], env: &[&str]| {
+        let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        let env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
+        exec_in_container(&reexec(), target, &cmd, &env, DEADLINE).unwrap()
+    };
+    let hostname = format!("host-{}\n", fx.id);
+    let out = run(&["cat", "/etc/hostname"], &[]);
+    assert_eq!((String::from_utf8_lossy(&out.stdout).into_owned(), out.exit_code), (hostname.clone(), 0));
+    // uts namespace: the kernel's hostname, not just the file.
+    assert_eq!(String::from_utf8_lossy(&run(&["hostname"], &[]).stdout), hostname);
+    // pid namespace: the container's init is pid 1, and it is `sleep`.
+    let out = run(&["cat", "/proc/1/cmdline"], &[]);
+    assert_eq!(out.stdout, b"sleep\x001000\x00");
+    // environment of the init plus overrides; both streams; exit code.
+    let out = run(&["sh", "-c", "echo $FROM_SPEC $EXTRA; echo oops >&2; exit 5"], &["EXTRA=1"]);
+    assert_eq!(out.stdout, b"yes 1\n");
+    assert_eq!(out.stderr, b"oops\n");
+    assert_eq!(out.exit_code, 5);
+    let out = run(&["no-such-command"], &[]);
+    assert_eq!(out.exit_code, 127, "{}", String::from_utf8_lossy(&out.stderr));
+    // A command that overstays its timeout is killed.
+    let t = Instant::now();
+    let err = exec_in_container(
+        &reexec(),
+        target,
+        &["sleep".into(), "1000".into()],
+        &[],
+        Duration::from_millis(300),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert!(t.elapsed() < DEADLINE);
+
+    let st = stop(&fx.cfg.state_dir, Signal::SIGKILL, Duration::ZERO).unwrap();
+    fx.assert_cleaned_up(&st);
+}
+
+/// Resident memory of the shim while its container runs (printed; `--nocapture` shows it).
+#[test]
+fn shim_resident_memory_is_small() {
+    if !prerequisites() {
+        return;
+    }
+    let fx = Fixture::new("rss", &["sh", "-c", "echo ready; exec sleep 1000"]);
+    let handle = spawn_shim(&fx.cfg).unwrap();
+    fx.wait_log("ready");
+    let status = fs::read_to_string(format!("/proc/{}/status", handle.state.shim_pid)).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let (rss, anon, file) = (field("VmRSS:"), field("RssAnon:"), field("RssFile:"));
+    eprintln!("shim VmRSS {rss} kB (RssAnon {anon} kB, RssFile {file} kB)");
+    let st = stop(&fx.cfg.state_dir, Signal::SIGKILL, Duration::ZERO).unwrap();
+    fx.assert_cleaned_up(&st);
+    assert!(rss < 8 * 1024, "shim VmRSS {rss} kB");
+}
