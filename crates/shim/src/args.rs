@@ -239,8 +239,14 @@ mod tests {
             prefix: vec!["__shim".into()],
         });
         assert_eq!(ShimArgs::parse(a.to_args()).unwrap(), a);
-        let ShimArgs::Launch(sup) = a else { unreachable!() };
-        let m = ShimArgs::Monitor(MonitorArgs { supervisor: sup, stdout_fd: 5, stderr_fd: 6 });
+        let ShimArgs::Launch(sup) = a else {
+            unreachable!()
+        };
+        let m = ShimArgs::Monitor(MonitorArgs {
+            supervisor: sup,
+            stdout_fd: 5,
+            stderr_fd: 6,
+        });
         assert_eq!(ShimArgs::parse(m.to_args()).unwrap(), m);
     }
 

@@ -82,7 +82,9 @@ fn spawn_detached(args: SupervisorArgs) -> io::Result<()> {
     // Not waited for: this process exits now and the supervisor is re-parented. `try_wait` only
     // catches a supervisor that could not even run.
     if let Ok(Some(status)) = child.try_wait() {
-        return Err(io::Error::other(format!("supervisor exited at once: {status}")));
+        return Err(io::Error::other(format!(
+            "supervisor exited at once: {status}"
+        )));
     }
     Ok(())
 }
@@ -98,7 +100,9 @@ pub(crate) fn run(args: SupervisorArgs) -> ExitCode {
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let me = getpid().as_raw();
     let mut state = ShimState::new(&args.id, me, sys::pid_start_time(me).unwrap_or(0));
-    if let Err(e) = fs::create_dir_all(&args.state_dir).and_then(|()| write_state(&args.state_dir, &state)) {
+    if let Err(e) =
+        fs::create_dir_all(&args.state_dir).and_then(|()| write_state(&args.state_dir, &state))
+    {
         eprintln!("staticlet-shim {}: cannot write state: {e}", args.id);
         return ExitCode::FAILURE;
     }
@@ -128,7 +132,10 @@ pub(crate) fn run(args: SupervisorArgs) -> ExitCode {
     // the binary again in `monitor` mode, which only runs the small loop below. The init stays
     // our child across exec, and so do the subreaper flag and the session.
     let err = exec_monitor(&args, &started);
-    eprintln!("staticlet-shim {}: exec monitor: {err}; supervising in place", args.id);
+    eprintln!(
+        "staticlet-shim {}: exec monitor: {err}; supervising in place",
+        args.id
+    );
     supervise(&args, state, started)
 }
 
@@ -144,13 +151,19 @@ fn exec_monitor(args: &SupervisorArgs, started: &Started) -> io::Error {
         stdout_fd: started.stdout.as_raw_fd(),
         stderr_fd: started.stderr.as_raw_fd(),
     });
-    Command::new(self_exe()).args(&args.prefix).args(monitor.to_args()).exec()
+    Command::new(self_exe())
+        .args(&args.prefix)
+        .args(monitor.to_args())
+        .exec()
 }
 
 /// The path of the running binary: the real one (so `ps` shows its name) or /proc/self/exe if
 /// it was replaced on disk since it started.
 fn self_exe() -> std::path::PathBuf {
-    std::env::current_exe().ok().filter(|p| p.exists()).unwrap_or_else(|| "/proc/self/exe".into())
+    std::env::current_exe()
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "/proc/self/exe".into())
 }
 
 /// `monitor` mode: the supervisor after its re-exec, given the container's output pipes.
@@ -213,18 +226,26 @@ fn create_and_start(args: &SupervisorArgs, state: &mut ShimState) -> Result<Star
         .build()
         .map_err(|e| format!("create container: {}", error_chain(&e)))?;
 
-    let pid = container.pid().ok_or("created container has no pid")?.as_raw();
+    let pid = container
+        .pid()
+        .ok_or("created container has no pid")?
+        .as_raw();
     state.pid = pid;
     state.pid_start_time = sys::pid_start_time(pid).map_err(|e| format!("init {pid}: {e}"))?;
     state.cgroup_dirs = sys::own_cgroup_dirs(pid).unwrap_or_default();
     state.created_at = Some(now_rfc3339());
     write_state(&args.state_dir, state).map_err(|e| format!("write state: {e}"))?;
 
-    container.start().map_err(|e| format!("start container: {}", error_chain(&e)))?;
+    container
+        .start()
+        .map_err(|e| format!("start container: {}", error_chain(&e)))?;
     state.status = Status::Running;
     state.started_at = Some(now_rfc3339());
     write_state(&args.state_dir, state).map_err(|e| format!("write state: {e}"))?;
-    Ok(Started { stdout: out_r, stderr: err_r })
+    Ok(Started {
+        stdout: out_r,
+        stderr: err_r,
+    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -247,7 +268,10 @@ struct Pipe {
 impl Pipe {
     fn new(fd: OwnedFd, stream: Stream) -> io::Result<Self> {
         fcntl_nonblock(&fd)?;
-        Ok(Self { fd: Some(File::from(fd)), lines: LineSplitter::new(stream) })
+        Ok(Self {
+            fd: Some(File::from(fd)),
+            lines: LineSplitter::new(stream),
+        })
     }
 
     /// Reads what is available (all of it when `drain`); closes the pipe at EOF.
@@ -327,7 +351,13 @@ fn supervise(args: &SupervisorArgs, mut state: ShimState, started: Started) -> E
     };
 
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGUSR1, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGUSR1,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
         mask.add(s);
     }
     if let Err(e) = mask.thread_block() {
@@ -341,7 +371,10 @@ fn supervise(args: &SupervisorArgs, mut state: ShimState, started: Started) -> E
         Ok(f) => f,
         Err(e) => return fail("open log", &e),
     };
-    let (mut out, mut err) = match (Pipe::new(stdout, Stream::Stdout), Pipe::new(stderr, Stream::Stderr)) {
+    let (mut out, mut err) = match (
+        Pipe::new(stdout, Stream::Stdout),
+        Pipe::new(stderr, Stream::Stderr),
+    ) {
         (Ok(o), Ok(e)) => (o, e),
         (Err(e), _) | (_, Err(e)) => return fail("pipe", &e),
     };

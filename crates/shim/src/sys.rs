@@ -17,7 +17,9 @@ use nix::unistd::Pid;
 ///
 /// Only for the start of a fresh, single-threaded process that owns no descriptor yet.
 pub fn close_inherited_fds() {
-    let Ok(dir) = fs::read_dir("/proc/self/fd") else { return };
+    let Ok(dir) = fs::read_dir("/proc/self/fd") else {
+        return;
+    };
     let fds: Vec<i32> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|&fd| fd > 2)
@@ -84,7 +86,9 @@ fn cgroup_mounts() -> io::Result<Vec<CgroupMount>> {
     let info = fs::read_to_string("/proc/self/mountinfo")?;
     let mut mounts = Vec::new();
     for line in info.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let pre: Vec<&str> = pre.split(' ').collect();
         let post: Vec<&str> = post.split(' ').collect();
         if pre.len() < 5 || post.len() < 3 {
@@ -99,8 +103,20 @@ fn cgroup_mounts() -> io::Result<Vec<CgroupMount>> {
             }),
             "cgroup" => {
                 let known = [
-                    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls",
-                    "blkio", "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc",
+                    "cpu",
+                    "cpuacct",
+                    "cpuset",
+                    "memory",
+                    "devices",
+                    "freezer",
+                    "net_cls",
+                    "blkio",
+                    "perf_event",
+                    "net_prio",
+                    "hugetlb",
+                    "pids",
+                    "rdma",
+                    "misc",
                 ];
                 let controllers = post[2]
                     .split(',')
@@ -120,7 +136,10 @@ fn cgroup_mounts() -> io::Result<Vec<CgroupMount>> {
 }
 
 fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// Absolute cgroup directories of `pid`, one per mounted hierarchy that has it.
@@ -137,7 +156,9 @@ pub fn cgroup_dirs(pid: i32) -> io::Result<Vec<PathBuf>> {
             mounts.iter().find(|m| m.controllers.is_none())
         } else {
             let want: BTreeSet<String> = ctrl.split(',').map(str::to_owned).collect();
-            mounts.iter().find(|m| m.controllers.as_ref() == Some(&want))
+            mounts
+                .iter()
+                .find(|m| m.controllers.as_ref() == Some(&want))
         };
         let Some(mount) = mount else { continue };
         let rel = path.strip_prefix(mount.root.as_str()).unwrap_or(path);
@@ -155,7 +176,10 @@ pub fn cgroup_dirs(pid: i32) -> io::Result<Vec<PathBuf>> {
 /// treated as the container's, or killing "the container's cgroup" would kill the agent.
 pub fn own_cgroup_dirs(pid: i32) -> io::Result<Vec<PathBuf>> {
     let mine = cgroup_dirs(std::process::id() as i32)?;
-    Ok(cgroup_dirs(pid)?.into_iter().filter(|d| !mine.contains(d)).collect())
+    Ok(cgroup_dirs(pid)?
+        .into_iter()
+        .filter(|d| !mine.contains(d))
+        .collect())
 }
 
 /// Pids in the `cgroup.procs` of any of `dirs` (missing directories count as empty).
@@ -201,8 +225,12 @@ pub fn kill_cgroups(dirs: &[PathBuf]) -> usize {
 
 /// A cgroup directory below some hierarchy's root (has at least one level under the mount).
 fn is_container_cgroup(dir: &Path) -> bool {
-    let Ok(mounts) = cgroup_mounts() else { return false };
-    mounts.iter().any(|m| dir.starts_with(&m.mount_point) && dir != m.mount_point)
+    let Ok(mounts) = cgroup_mounts() else {
+        return false;
+    };
+    mounts
+        .iter()
+        .any(|m| dir.starts_with(&m.mount_point) && dir != m.mount_point)
 }
 
 /// Number of OOM kills the kernel counted in the container's memory cgroup, best effort:
@@ -212,7 +240,9 @@ pub fn oom_kill_count(dirs: &[PathBuf]) -> Option<u64> {
     let mut best = None;
     for dir in dirs {
         for file in ["memory.events", "memory.oom_control"] {
-            let Ok(text) = fs::read_to_string(dir.join(file)) else { continue };
+            let Ok(text) = fs::read_to_string(dir.join(file)) else {
+                continue;
+            };
             for line in text.lines() {
                 if let Some(v) = line.strip_prefix("oom_kill ") {
                     if let Ok(v) = v.trim().parse::<u64>() {
