@@ -193,6 +193,8 @@ pub(crate) fn monitor(args: MonitorArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Start-up (std, argument parsing, reading the state) touched code the loop never runs again.
+    sys::trim_clean_file_mappings();
     supervise(&sup, state, started)
 }
 
