@@ -9,6 +9,8 @@
 //! - `launch`: started by the agent; re-execs itself as `run` in a new session, with its stdio
 //!   away from the agent's, and exits at once so the supervisor is re-parented away from the agent.
 //! - `run`: the supervisor itself (creates, starts, logs, reaps and records the container).
+//! - `monitor`: the supervisor after it started the container: it re-execs itself so that only
+//!   the small logging and reaping loop stays resident.
 //! - `exec`: the helper that runs one command inside a running container's namespaces.
 
 use std::ffi::{OsStr, OsString};
@@ -24,6 +26,20 @@ pub enum ShimArgs {
     Run(SupervisorArgs),
     /// Run one command inside a running container.
     Exec(ExecArgs),
+    /// The supervisor after it started the container and re-executed itself (internal).
+    Monitor(MonitorArgs),
+}
+
+/// Options of the supervisor's `monitor` phase: its own options plus the inherited descriptors
+/// of the container's stdout and stderr pipes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorArgs {
+    /// The supervisor's options.
+    pub supervisor: SupervisorArgs,
+    /// Read end of the container's stdout pipe.
+    pub stdout_fd: i32,
+    /// Read end of the container's stderr pipe.
+    pub stderr_fd: i32,
 }
 
 /// Options of the supervisor (`launch` and `run`).
@@ -70,9 +86,10 @@ impl ShimArgs {
         let mode = it.next().ok_or("missing mode (launch, run or exec)")?;
         let mode = mode.to_str().ok_or("mode is not UTF-8")?.to_owned();
         match mode.as_str() {
-            "launch" | "run" => {
+            "launch" | "run" | "monitor" => {
                 let (mut id, mut bundle, mut state_dir, mut log_path, mut root) =
                     (None, None, None, None, None);
+                let (mut stdout_fd, mut stderr_fd) = (None, None);
                 let mut prefix = Vec::new();
                 while let Some(flag) = it.next() {
                     let value = it.next().ok_or_else(|| format!("{flag:?} needs a value"))?;
@@ -83,6 +100,8 @@ impl ShimArgs {
                         Some("--log") => log_path = Some(PathBuf::from(value)),
                         Some("--root") => root = Some(PathBuf::from(value)),
                         Some("--prefix") => prefix.push(value),
+                        Some("--stdout-fd") => stdout_fd = Some(number(&utf8(value)?)?),
+                        Some("--stderr-fd") => stderr_fd = Some(number(&utf8(value)?)?),
                         _ => return Err(format!("unknown option {flag:?}")),
                     }
                 }
@@ -94,7 +113,15 @@ impl ShimArgs {
                     root: root.ok_or("--root is required")?,
                     prefix,
                 };
-                Ok(if mode == "launch" { ShimArgs::Launch(a) } else { ShimArgs::Run(a) })
+                Ok(match mode.as_str() {
+                    "launch" => ShimArgs::Launch(a),
+                    "run" => ShimArgs::Run(a),
+                    _ => ShimArgs::Monitor(MonitorArgs {
+                        supervisor: a,
+                        stdout_fd: stdout_fd.ok_or("--stdout-fd is required")?,
+                        stderr_fd: stderr_fd.ok_or("--stderr-fd is required")?,
+                    }),
+                })
             }
             "exec" => {
                 let (mut pid, mut start_time, mut env, mut timeout) = (None, 0, Vec::new(), None);
@@ -136,8 +163,14 @@ impl ShimArgs {
         let mut v: Vec<OsString> = Vec::new();
         let mut push = |a: &dyn AsRef<OsStr>| v.push(a.as_ref().to_owned());
         match self {
-            ShimArgs::Launch(a) | ShimArgs::Run(a) => {
-                push(&if matches!(self, ShimArgs::Launch(_)) { "launch" } else { "run" });
+            ShimArgs::Launch(a)
+            | ShimArgs::Run(a)
+            | ShimArgs::Monitor(MonitorArgs { supervisor: a, .. }) => {
+                push(&match self {
+                    ShimArgs::Launch(_) => "launch",
+                    ShimArgs::Run(_) => "run",
+                    _ => "monitor",
+                });
                 push(&"--id");
                 push(&a.id);
                 push(&"--bundle");
@@ -151,6 +184,12 @@ impl ShimArgs {
                 for p in &a.prefix {
                     push(&"--prefix");
                     push(p);
+                }
+                if let ShimArgs::Monitor(m) = self {
+                    push(&"--stdout-fd");
+                    push(&m.stdout_fd.to_string());
+                    push(&"--stderr-fd");
+                    push(&m.stderr_fd.to_string());
                 }
             }
             ShimArgs::Exec(a) => {
@@ -200,6 +239,15 @@ mod tests {
             prefix: vec!["__shim".into()],
         });
         assert_eq!(ShimArgs::parse(a.to_args()).unwrap(), a);
+        let ShimArgs::Launch(sup) = a else {
+            unreachable!()
+        };
+        let m = ShimArgs::Monitor(MonitorArgs {
+            supervisor: sup,
+            stdout_fd: 5,
+            stderr_fd: 6,
+        });
+        assert_eq!(ShimArgs::parse(m.to_args()).unwrap(), m);
     }
 
     #[test]

@@ -77,7 +77,8 @@ pub fn write_busybox_bundle(dir: &Path, opts: &BundleOptions) -> io::Result<Path
     fs::write(rootfs.join("etc/group"), "root:x:0:\n")?;
 
     let spec = spec_for(opts).map_err(io::Error::other)?;
-    spec.save(dir.join("config.json")).map_err(io::Error::other)?;
+    spec.save(dir.join("config.json"))
+        .map_err(io::Error::other)?;
     Ok(dir.to_path_buf())
 }
 
@@ -115,8 +116,16 @@ fn spec_for(opts: &BundleOptions) -> Result<Spec, oci_spec::OciSpecError> {
         linux.set_namespaces(Some(namespaces));
         linux.set_cgroups_path(Some(opts.cgroups_path.clone().into()));
         if let Some(limit) = opts.memory_limit {
-            let mut resources = linux.resources().clone().unwrap_or(LinuxResourcesBuilder::default().build()?);
-            resources.set_memory(Some(LinuxMemoryBuilder::default().limit(limit).swap(limit).build()?));
+            let mut resources = linux
+                .resources()
+                .clone()
+                .unwrap_or(LinuxResourcesBuilder::default().build()?);
+            resources.set_memory(Some(
+                LinuxMemoryBuilder::default()
+                    .limit(limit)
+                    .swap(limit)
+                    .build()?,
+            ));
             linux.set_resources(Some(resources));
         }
     }

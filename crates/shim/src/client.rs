@@ -105,21 +105,34 @@ pub fn spawn_shim(cfg: &ShimConfig) -> io::Result<ShimHandle> {
     let state = wait_for(&cfg.state_dir, deadline, |s| s.status != Status::Created)
         .map_err(|e| add_shim_log(e, &cfg.state_dir))?;
     if state.reason == Some(Reason::StartError) {
-        return Err(io::Error::other(format!("container {} failed to start: {}", cfg.id, state.message)));
+        return Err(io::Error::other(format!(
+            "container {} failed to start: {}",
+            cfg.id, state.message
+        )));
     }
-    Ok(ShimHandle { state_dir: cfg.state_dir.clone(), state })
+    Ok(ShimHandle {
+        state_dir: cfg.state_dir.clone(),
+        state,
+    })
 }
 
 fn add_shim_log(e: io::Error, state_dir: &Path) -> io::Error {
     let log = std::fs::read_to_string(state_dir.join(SHIM_LOG_FILE)).unwrap_or_default();
-    let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("; ");
+    let tail: String = log
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("; ");
     if tail.is_empty() {
         e
     } else {
         io::Error::new(e.kind(), format!("{e} (shim log: {tail})"))
     }
 }
-
 
 /// Polls `state.json` until `cond` holds or `deadline` passes (`TimedOut`, with the last state).
 pub fn wait_for(
@@ -134,7 +147,9 @@ pub fn wait_for(
             Ok(s) if cond(&s) => return Ok(s),
             Ok(s) => {
                 // A shim that died without recording an exit will never satisfy anything new.
-                if s.status != Status::Exited && !sys::is_same_process(s.shim_pid, s.shim_start_time) {
+                if s.status != Status::Exited
+                    && !sys::is_same_process(s.shim_pid, s.shim_start_time)
+                {
                     if let Ok(s) = read_state(state_dir) {
                         if cond(&s) {
                             return Ok(s);
@@ -142,7 +157,10 @@ pub fn wait_for(
                     }
                     return Err(io::Error::new(
                         io::ErrorKind::BrokenPipe,
-                        format!("shim {} exited without recording the container's exit", s.shim_pid),
+                        format!(
+                            "shim {} exited without recording the container's exit",
+                            s.shim_pid
+                        ),
                     ));
                 }
                 last = Some(s);
@@ -155,7 +173,11 @@ pub fn wait_for(
         if Instant::now() >= deadline {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("timed out waiting for {}: last state {:?}", state_dir.display(), last.map(|s| s.status)),
+                format!(
+                    "timed out waiting for {}: last state {:?}",
+                    state_dir.display(),
+                    last.map(|s| s.status)
+                ),
             ));
         }
         std::thread::sleep(pause);

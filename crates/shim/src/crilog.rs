@@ -48,7 +48,10 @@ pub struct LineSplitter {
 impl LineSplitter {
     /// A splitter for `stream` with nothing pending.
     pub fn new(stream: Stream) -> Self {
-        Self { stream, pending: Vec::new() }
+        Self {
+            stream,
+            pending: Vec::new(),
+        }
     }
 
     /// Feeds bytes read from the stream; writes every complete record to `out`.
@@ -90,7 +93,11 @@ impl LineSplitter {
     }
 
     /// The stream has ended: writes pending text (a last line without newline) as `F`.
-    pub fn finish<W: Write>(&mut self, out: &mut W, now: &mut dyn FnMut() -> String) -> io::Result<()> {
+    pub fn finish<W: Write>(
+        &mut self,
+        out: &mut W,
+        now: &mut dyn FnMut() -> String,
+    ) -> io::Result<()> {
         if !self.pending.is_empty() {
             write_record(out, &now(), self.stream, 'F', &self.pending)?;
             self.pending = Vec::new();
@@ -131,7 +138,11 @@ mod tests {
             s.feed(c, &mut out, &mut now).unwrap();
         }
         s.finish(&mut out, &mut now).unwrap();
-        String::from_utf8(out).unwrap().lines().map(str::to_owned).collect()
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     #[test]
@@ -139,7 +150,12 @@ mod tests {
         let got = run(Stream::Stdout, &[b"hel", b"lo\nwor", b"ld\n\n", b"tail"]);
         assert_eq!(
             got,
-            ["T stdout F hello", "T stdout F world", "T stdout F ", "T stdout F tail"]
+            [
+                "T stdout F hello",
+                "T stdout F world",
+                "T stdout F ",
+                "T stdout F tail"
+            ]
         );
     }
 

@@ -90,9 +90,13 @@ pub fn exec_in_container(
     let (pid, start_time) = match target {
         ExecTarget::StateDir(dir) => {
             let st = read_state(dir)?;
-            if st.status != crate::Status::Running || !sys::is_same_process(st.pid, st.pid_start_time)
+            if st.status != crate::Status::Running
+                || !sys::is_same_process(st.pid, st.pid_start_time)
             {
-                return Err(io::Error::new(io::ErrorKind::NotFound, "container is not running"));
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "container is not running",
+                ));
             }
             (st.pid, st.pid_start_time)
         }
@@ -179,14 +183,20 @@ pub fn exec_in_container(
         None => child.wait()?,
     };
     use std::os::unix::process::ExitStatusExt;
-    let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    let exit_code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     if exit_code == TIMEOUT_EXIT_CODE && started.elapsed() >= timeout {
         return Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("command timed out after {timeout:?}"),
         ));
     }
-    Ok(ExecOutput { stdout, stderr, exit_code })
+    Ok(ExecOutput {
+        stdout,
+        stderr,
+        exit_code,
+    })
 }
 
 /// `exec` mode: the helper process. Must run single-threaded.
@@ -210,14 +220,19 @@ fn cannot(what: &str) -> impl FnOnce(io::Error) -> HelperError + '_ {
 fn helper(args: &ExecArgs) -> Result<i32, HelperError> {
     let pid = args.pid;
     if args.start_time != 0 && !sys::is_same_process(pid, args.start_time) {
-        return Err((126, format!("process {pid} is not the container's init any more")));
+        return Err((
+            126,
+            format!("process {pid} is not the container's init any more"),
+        ));
     }
     let proc_dir = format!("/proc/{pid}");
     let mut env: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let environ = fs::read(format!("{proc_dir}/environ")).map_err(cannot("read environment"))?;
-    for entry in environ.split(|&b| b == 0).filter(|e| !e.is_empty()).chain(
-        args.env.iter().map(|e| e.as_bytes()),
-    ) {
+    for entry in environ
+        .split(|&b| b == 0)
+        .filter(|e| !e.is_empty())
+        .chain(args.env.iter().map(|e| e.as_bytes()))
+    {
         let (k, v) = match entry.iter().position(|&b| b == b'=') {
             Some(i) => (&entry[..i], &entry[i + 1..]),
             None => (entry, &b""[..]),
@@ -238,7 +253,9 @@ fn helper(args: &ExecArgs) -> Result<i32, HelperError> {
     ] {
         let theirs = format!("{proc_dir}/ns/{name}");
         let ours = format!("/proc/self/ns/{name}");
-        let (Ok(a), Ok(b)) = (fs::metadata(&theirs), fs::metadata(&ours)) else { continue };
+        let (Ok(a), Ok(b)) = (fs::metadata(&theirs), fs::metadata(&ours)) else {
+            continue;
+        };
         if a.ino() == b.ino() && a.dev() == b.dev() {
             continue;
         }
@@ -258,17 +275,28 @@ fn helper(args: &ExecArgs) -> Result<i32, HelperError> {
     // SIGCHLD goes to a signalfd; std resets the child's signal mask before it execs.
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
-    mask.thread_block().map_err(|e| (126, format!("block SIGCHLD: {e}")))?;
+    mask.thread_block()
+        .map_err(|e| (126, format!("block SIGCHLD: {e}")))?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| (126, format!("signalfd: {e}")))?;
 
     let mut command = Command::new(&args.cmd[0]);
-    command.args(&args.cmd[1..]).env_clear().stdin(Stdio::null());
+    command
+        .args(&args.cmd[1..])
+        .env_clear()
+        .stdin(Stdio::null());
     for (k, v) in &env {
-        command.env(std::ffi::OsStr::from_bytes(k), std::ffi::OsStr::from_bytes(v));
+        command.env(
+            std::ffi::OsStr::from_bytes(k),
+            std::ffi::OsStr::from_bytes(v),
+        );
     }
     let child = command.spawn().map_err(|e| {
-        let code = if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
+        let code = if e.kind() == io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        };
         (code, format!("{:?}: {e}", args.cmd[0]))
     })?;
     let child_pid = Pid::from_raw(child.id() as i32);
@@ -287,10 +315,14 @@ fn helper(args: &ExecArgs) -> Result<i32, HelperError> {
                 if left.is_zero() {
                     let _ = nix::sys::signal::kill(child_pid, Signal::SIGKILL);
                     let _ = waitpid(child_pid, None);
-                    eprintln!("staticlet-shim exec: timed out after {:?}", args.timeout.unwrap_or_default());
+                    eprintln!(
+                        "staticlet-shim exec: timed out after {:?}",
+                        args.timeout.unwrap_or_default()
+                    );
                     return Ok(TIMEOUT_EXIT_CODE);
                 }
-                PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1).unwrap_or(PollTimeout::MAX)
+                PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
+                    .unwrap_or(PollTimeout::MAX)
             }
         };
         let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];

@@ -28,7 +28,7 @@ pub mod sys;
 
 use std::process::ExitCode;
 
-pub use args::{ExecArgs, ShimArgs, SupervisorArgs};
+pub use args::{ExecArgs, MonitorArgs, ShimArgs, SupervisorArgs};
 pub use client::{spawn_shim, stop, Reexec, ShimConfig, ShimHandle};
 pub use exec::{exec_in_container, ExecOutput, ExecTarget};
 pub use state::{read_state, Reason, ShimState, Status};
@@ -44,6 +44,7 @@ pub fn shim_main(args: ShimArgs) -> ExitCode {
     match args {
         ShimArgs::Launch(a) => supervisor::launch(a),
         ShimArgs::Run(a) => supervisor::run(a),
+        ShimArgs::Monitor(a) => supervisor::monitor(a),
         ShimArgs::Exec(a) => exec::run_helper(a),
     }
 }

@@ -15,7 +15,9 @@
 //! 3. creates the container (`ContainerBuilder ... as_init(bundle).with_systemd(false)
 //!    .with_detach(true).build()`), records `created` with the init's pid, its start time and its
 //!    cgroup directories, starts it and records `running`;
-//! 4. loops on `poll(2)` over the two pipes and a `signalfd` (SIGCHLD, SIGUSR1 to reopen the log
+//! 4. re-execs itself in `monitor` mode (so the code and heap libcontainer used are no longer
+//!    resident; the init stays its child across `execve`), then
+//!    loops on `poll(2)` over the two pipes and a `signalfd` (SIGCHLD, SIGUSR1 to reopen the log
 //!    file after rotation; SIGTERM, SIGINT and SIGHUP are swallowed, so only the container's exit
 //!    ends the shim), writing CRI log records;
 //! 5. when the init exits (it is the shim's own child: libcontainer clones it with
@@ -27,6 +29,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -35,14 +38,14 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, pipe2, setsid, Pid};
 
-use crate::args::{ShimArgs, SupervisorArgs};
+use crate::args::{MonitorArgs, ShimArgs, SupervisorArgs};
 use crate::crilog::{open_log, LineSplitter, Stream};
 use crate::state::{now_rfc3339, write_state, Reason, ShimState, Status, SHIM_LOG_FILE};
 use crate::sys;
@@ -68,13 +71,7 @@ fn spawn_detached(args: SupervisorArgs) -> io::Result<()> {
         .append(true)
         .open(args.state_dir.join(SHIM_LOG_FILE))?;
     let prefix = args.prefix.clone();
-    // The real path (not /proc/self/exe) so that `ps` shows the binary's name; /proc/self/exe
-    // if the binary was replaced on disk since it started.
-    let exe = std::env::current_exe()
-        .ok()
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| "/proc/self/exe".into());
-    let mut child = Command::new(exe)
+    let mut child = Command::new(self_exe())
         .args(&prefix)
         .args(ShimArgs::Run(args).to_args())
         .stdin(Stdio::null())
@@ -85,7 +82,9 @@ fn spawn_detached(args: SupervisorArgs) -> io::Result<()> {
     // Not waited for: this process exits now and the supervisor is re-parented. `try_wait` only
     // catches a supervisor that could not even run.
     if let Ok(Some(status)) = child.try_wait() {
-        return Err(io::Error::other(format!("supervisor exited at once: {status}")));
+        return Err(io::Error::other(format!(
+            "supervisor exited at once: {status}"
+        )));
     }
     Ok(())
 }
@@ -101,7 +100,9 @@ pub(crate) fn run(args: SupervisorArgs) -> ExitCode {
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let me = getpid().as_raw();
     let mut state = ShimState::new(&args.id, me, sys::pid_start_time(me).unwrap_or(0));
-    if let Err(e) = fs::create_dir_all(&args.state_dir).and_then(|()| write_state(&args.state_dir, &state)) {
+    if let Err(e) =
+        fs::create_dir_all(&args.state_dir).and_then(|()| write_state(&args.state_dir, &state))
+    {
         eprintln!("staticlet-shim {}: cannot write state: {e}", args.id);
         return ExitCode::FAILURE;
     }
@@ -126,11 +127,82 @@ pub(crate) fn run(args: SupervisorArgs) -> ExitCode {
             };
         }
     };
+    // Everything libcontainer touched while creating the container (several MiB of code and
+    // heap) stays resident for the container's whole life unless the image is replaced: exec
+    // the binary again in `monitor` mode, which only runs the small loop below. The init stays
+    // our child across exec, and so do the subreaper flag and the session.
+    let err = exec_monitor(&args, &started);
+    eprintln!(
+        "staticlet-shim {}: exec monitor: {err}; supervising in place",
+        args.id
+    );
     supervise(&args, state, started)
 }
 
+fn exec_monitor(args: &SupervisorArgs, started: &Started) -> io::Error {
+    use std::os::unix::process::CommandExt;
+    for fd in [&started.stdout, &started.stderr] {
+        if let Err(e) = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())) {
+            return e.into();
+        }
+    }
+    let monitor = ShimArgs::Monitor(MonitorArgs {
+        supervisor: args.clone(),
+        stdout_fd: started.stdout.as_raw_fd(),
+        stderr_fd: started.stderr.as_raw_fd(),
+    });
+    Command::new(self_exe())
+        .args(&args.prefix)
+        .args(monitor.to_args())
+        .exec()
+}
+
+/// The path of the running binary: the real one (so `ps` shows its name) or /proc/self/exe if
+/// it was replaced on disk since it started.
+fn self_exe() -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "/proc/self/exe".into())
+}
+
+/// `monitor` mode: the supervisor after its re-exec, given the container's output pipes.
+pub(crate) fn monitor(args: MonitorArgs) -> ExitCode {
+    let sup = args.supervisor;
+    let reopen = |fd: i32| -> io::Result<OwnedFd> {
+        // A new descriptor of the same pipe through /proc, then the inherited number is closed:
+        // no raw descriptor has to be adopted.
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_o_nonblock())
+            .open(format!("/proc/self/fd/{fd}"))?;
+        let _ = nix::unistd::close(fd);
+        Ok(f.into())
+    };
+    let started = match (reopen(args.stdout_fd), reopen(args.stderr_fd)) {
+        (Ok(stdout), Ok(stderr)) => Started { stdout, stderr },
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("staticlet-shim {}: monitor pipes: {e}", sup.id);
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = match crate::state::read_state(&sup.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("staticlet-shim {}: monitor state: {e}", sup.id);
+            return ExitCode::FAILURE;
+        }
+    };
+    // Start-up (std, argument parsing, reading the state) touched code the loop never runs again.
+    sys::trim_clean_file_mappings();
+    supervise(&sup, state, started)
+}
+
+fn libc_o_nonblock() -> i32 {
+    OFlag::O_NONBLOCK.bits()
+}
+
 struct Started {
-    container: Container,
     stdout: OwnedFd,
     stderr: OwnedFd,
 }
@@ -156,18 +228,26 @@ fn create_and_start(args: &SupervisorArgs, state: &mut ShimState) -> Result<Star
         .build()
         .map_err(|e| format!("create container: {}", error_chain(&e)))?;
 
-    let pid = container.pid().ok_or("created container has no pid")?.as_raw();
+    let pid = container
+        .pid()
+        .ok_or("created container has no pid")?
+        .as_raw();
     state.pid = pid;
     state.pid_start_time = sys::pid_start_time(pid).map_err(|e| format!("init {pid}: {e}"))?;
     state.cgroup_dirs = sys::own_cgroup_dirs(pid).unwrap_or_default();
     state.created_at = Some(now_rfc3339());
     write_state(&args.state_dir, state).map_err(|e| format!("write state: {e}"))?;
 
-    container.start().map_err(|e| format!("start container: {}", error_chain(&e)))?;
+    container
+        .start()
+        .map_err(|e| format!("start container: {}", error_chain(&e)))?;
     state.status = Status::Running;
     state.started_at = Some(now_rfc3339());
     write_state(&args.state_dir, state).map_err(|e| format!("write state: {e}"))?;
-    Ok(Started { container, stdout: out_r, stderr: err_r })
+    Ok(Started {
+        stdout: out_r,
+        stderr: err_r,
+    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -190,7 +270,10 @@ struct Pipe {
 impl Pipe {
     fn new(fd: OwnedFd, stream: Stream) -> io::Result<Self> {
         fcntl_nonblock(&fd)?;
-        Ok(Self { fd: Some(File::from(fd)), lines: LineSplitter::new(stream) })
+        Ok(Self {
+            fd: Some(File::from(fd)),
+            lines: LineSplitter::new(stream),
+        })
     }
 
     /// Reads what is available (all of it when `drain`); closes the pipe at EOF.
@@ -262,7 +345,7 @@ fn reap(init: Pid) -> Option<i32> {
 }
 
 fn supervise(args: &SupervisorArgs, mut state: ShimState, started: Started) -> ExitCode {
-    let Started { mut container, stdout, stderr } = started;
+    let Started { stdout, stderr } = started;
     let init = Pid::from_raw(state.pid);
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         eprintln!("staticlet-shim {}: {what}: {e}", args.id);
@@ -270,7 +353,13 @@ fn supervise(args: &SupervisorArgs, mut state: ShimState, started: Started) -> E
     };
 
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGUSR1, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGUSR1,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
         mask.add(s);
     }
     if let Err(e) = mask.thread_block() {
@@ -284,7 +373,10 @@ fn supervise(args: &SupervisorArgs, mut state: ShimState, started: Started) -> E
         Ok(f) => f,
         Err(e) => return fail("open log", &e),
     };
-    let (mut out, mut err) = match (Pipe::new(stdout, Stream::Stdout), Pipe::new(stderr, Stream::Stderr)) {
+    let (mut out, mut err) = match (
+        Pipe::new(stdout, Stream::Stdout),
+        Pipe::new(stderr, Stream::Stderr),
+    ) {
         (Ok(o), Ok(e)) => (o, e),
         (Err(e), _) | (_, Err(e)) => return fail("pipe", &e),
     };
@@ -369,10 +461,7 @@ fn supervise(args: &SupervisorArgs, mut state: ShimState, started: Started) -> E
     if let Err(e) = write_state(&args.state_dir, &state) {
         return fail("write state", &e);
     }
-    if let Err(e) = container.delete(true) {
-        eprintln!("staticlet-shim {}: delete container: {}", args.id, error_chain(&e));
-        delete_container(&args.root, &args.id);
-    }
+    delete_container(&args.root, &args.id);
     ExitCode::SUCCESS
 }
 

@@ -22,13 +22,22 @@ use staticlet_shim::{
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// The shim binary: this crate's (debug) one, or `STATICLET_SHIM_TEST_EXE` (e.g. a release build,
+/// to measure its memory).
 fn reexec() -> Reexec {
-    Reexec { exe: PathBuf::from(env!("CARGO_BIN_EXE_staticlet-shim")), prefix: Vec::new() }
+    let exe = std::env::var_os("STATICLET_SHIM_TEST_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_staticlet-shim")));
+    Reexec {
+        exe,
+        prefix: Vec::new(),
+    }
 }
 
 /// Root and busybox are needed; without them the test is skipped (with a note on stderr).
 fn prerequisites() -> bool {
-    let ok = nix::unistd::geteuid().is_root() && Path::new(staticlet_shim::bundle::BUSYBOX).exists();
+    let ok =
+        nix::unistd::geteuid().is_root() && Path::new(staticlet_shim::bundle::BUSYBOX).exists();
     if !ok {
         eprintln!("skipped: needs root and /bin/busybox (busybox-static)");
     }
@@ -74,7 +83,12 @@ impl Fixture {
     }
 
     fn wait_exited(&self) -> ShimState {
-        wait_for(&self.cfg.state_dir, Instant::now() + DEADLINE, ShimState::is_exited).unwrap()
+        wait_for(
+            &self.cfg.state_dir,
+            Instant::now() + DEADLINE,
+            ShimState::is_exited,
+        )
+        .unwrap()
     }
 
     /// Waits until the container's log has a record whose text is `text`.
@@ -88,20 +102,32 @@ impl Fixture {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "no {text:?} in the log: {:?}", self.log_lines());
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the log: {:?}",
+                self.log_lines()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     fn log_lines(&self) -> Vec<String> {
-        fs::read_to_string(&self.cfg.log_path).unwrap().lines().map(str::to_owned).collect()
+        fs::read_to_string(&self.cfg.log_path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Waits until the shim is gone, then checks nothing of the container is left.
     fn assert_cleaned_up(&self, st: &ShimState) {
         let deadline = Instant::now() + DEADLINE;
         while client::shim_alive(st) {
-            assert!(Instant::now() < deadline, "shim {} still alive", st.shim_pid);
+            assert!(
+                Instant::now() < deadline,
+                "shim {} still alive",
+                st.shim_pid
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(!client::init_alive(st), "init {} still alive", st.pid);
@@ -110,10 +136,17 @@ impl Fixture {
             assert!(!dir.exists(), "cgroup {} left behind", dir.display());
         }
         for entry in fs::read_dir("/sys/fs/cgroup").unwrap() {
-            let leaf = entry.unwrap().path().join("staticlet").join(format!("test-{}", self.id));
+            let leaf = entry
+                .unwrap()
+                .path()
+                .join("staticlet")
+                .join(format!("test-{}", self.id));
             assert!(!leaf.exists(), "cgroup {} left behind", leaf.display());
         }
-        assert!(!self.cfg.root.join(&self.id).exists(), "libcontainer state left behind");
+        assert!(
+            !self.cfg.root.join(&self.id).exists(),
+            "libcontainer state left behind"
+        );
         // Best effort: the shared parent goes once no test's container is left under it.
         for entry in fs::read_dir("/sys/fs/cgroup").unwrap() {
             let _ = fs::remove_dir(entry.unwrap().path().join("staticlet"));
@@ -130,7 +163,10 @@ fn parse_record(line: &str) -> (String, String, String, String) {
     let stream = p.next().unwrap().to_owned();
     let tag = p.next().unwrap().to_owned();
     let text = p.next().unwrap_or("").to_owned();
-    assert!(chrono::DateTime::parse_from_rfc3339(&ts).is_ok(), "bad timestamp {ts:?}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&ts).is_ok(),
+        "bad timestamp {ts:?}"
+    );
     (ts, stream, tag, text)
 }
 
@@ -169,7 +205,13 @@ fn shim_outlives_the_process_that_spawned_it() {
     // The spawner is this test binary re-run as `spawner_helper`, which calls spawn_shim and
     // then blocks on its stdin until it is killed.
     let mut spawner = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "spawner_helper", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "spawner_helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("STATICLET_SHIM_SPAWNER_DIR", fx._tmp.path())
         .env("STATICLET_SHIM_SPAWNER_ID", &fx.id)
         .stdin(Stdio::piped())
@@ -183,19 +225,33 @@ fn shim_outlives_the_process_that_spawned_it() {
         line.clear();
         assert!(out.read_line(&mut line).unwrap() > 0, "spawner ended early");
     }
-    let shim_pid: i32 = line.rsplit("spawned ").next().unwrap().trim().parse().unwrap();
+    let shim_pid: i32 = line
+        .rsplit("spawned ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let before = fx.state();
     assert_eq!(before.shim_pid, shim_pid);
     assert_eq!(before.status, Status::Running);
 
     // The shim is not the spawner's child and holds none of its stdio.
     let ppid = fs::read_to_string(format!("/proc/{shim_pid}/stat")).unwrap();
-    let ppid: i32 = ppid[ppid.rfind(')').unwrap() + 1..].split_whitespace().nth(1).unwrap().parse().unwrap();
+    let ppid: i32 = ppid[ppid.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_ne!(ppid as u32, spawner.id());
     for fd in 0..3 {
         let target = fs::read_link(format!("/proc/{shim_pid}/fd/{fd}")).unwrap();
         let target = target.to_string_lossy();
-        assert!(target == "/dev/null" || target.ends_with("shim.log"), "fd {fd} is {target}");
+        assert!(
+            target == "/dev/null" || target.ends_with("shim.log"),
+            "fd {fd} is {target}"
+        );
     }
 
     spawner.kill().unwrap(); // SIGKILL
@@ -204,7 +260,10 @@ fn shim_outlives_the_process_that_spawned_it() {
     let after = fx.state();
     assert_eq!(after.status, Status::Running);
     assert!(client::shim_alive(&after), "shim died with its spawner");
-    assert!(client::init_alive(&after), "container died with the spawner");
+    assert!(
+        client::init_alive(&after),
+        "container died with the spawner"
+    );
 
     let st = stop(&fx.cfg.state_dir, Signal::SIGKILL, Duration::ZERO).unwrap();
     assert_eq!(st.exit_code, Some(137));
@@ -215,9 +274,10 @@ fn shim_outlives_the_process_that_spawned_it() {
 #[test]
 #[ignore = "helper process, run by shim_outlives_the_process_that_spawned_it"]
 fn spawner_helper() {
-    let (Ok(dir), Ok(id)) =
-        (std::env::var("STATICLET_SHIM_SPAWNER_DIR"), std::env::var("STATICLET_SHIM_SPAWNER_ID"))
-    else {
+    let (Ok(dir), Ok(id)) = (
+        std::env::var("STATICLET_SHIM_SPAWNER_DIR"),
+        std::env::var("STATICLET_SHIM_SPAWNER_ID"),
+    ) else {
         return;
     };
     let handle = spawn_shim(&config_for(Path::new(&dir), &id)).unwrap();
@@ -233,7 +293,11 @@ fn stop_with_grace_lets_a_term_trap_run() {
     }
     let fx = Fixture::new(
         "trap",
-        &["sh", "-c", "trap 'echo bye; exit 143' TERM; echo ready; sleep 1000 & wait"],
+        &[
+            "sh",
+            "-c",
+            "trap 'echo bye; exit 143' TERM; echo ready; sleep 1000 & wait",
+        ],
     );
     spawn_shim(&fx.cfg).unwrap();
     fx.wait_log("ready");
@@ -255,7 +319,10 @@ fn stop_kills_after_grace_when_term_is_ignored() {
         return;
     }
     // As pid 1 of its namespace, a shell without a TERM handler does not die of SIGTERM.
-    let fx = Fixture::new("ignore", &["sh", "-c", "trap '' TERM; echo ready; sleep 1000 & wait"]);
+    let fx = Fixture::new(
+        "ignore",
+        &["sh", "-c", "trap '' TERM; echo ready; sleep 1000 & wait"],
+    );
     spawn_shim(&fx.cfg).unwrap();
     fx.wait_log("ready");
     let grace = Duration::from_millis(500);
@@ -274,7 +341,11 @@ fn long_line_is_written_as_partial_records() {
     }
     let fx = Fixture::new(
         "long",
-        &["sh", "-c", "head -c 40000 /dev/zero | tr '\\0' x; echo; echo done"],
+        &[
+            "sh",
+            "-c",
+            "head -c 40000 /dev/zero | tr '\\0' x; echo; echo done",
+        ],
     );
     spawn_shim(&fx.cfg).unwrap();
     let st = fx.wait_exited();
@@ -304,7 +375,9 @@ fn exec_runs_inside_the_container() {
     if !prerequisites() {
         return;
     }
-    let fx = Fixture::with("exec", &["sleep", "1000"], |o| o.env.push("FROM_SPEC=yes".into()));
+    let fx = Fixture::with("exec", &["sleep", "1000"], |o| {
+        o.env.push("FROM_SPEC=yes".into())
+    });
     spawn_shim(&fx.cfg).unwrap();
     let target = ExecTarget::StateDir(&fx.cfg.state_dir);
     let run = |cmd: &[&str], env: &[&str]| {
@@ -314,19 +387,36 @@ fn exec_runs_inside_the_container() {
     };
     let hostname = format!("host-{}\n", fx.id);
     let out = run(&["cat", "/etc/hostname"], &[]);
-    assert_eq!((String::from_utf8_lossy(&out.stdout).into_owned(), out.exit_code), (hostname.clone(), 0));
+    assert_eq!(
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            out.exit_code
+        ),
+        (hostname.clone(), 0)
+    );
     // uts namespace: the kernel's hostname, not just the file.
-    assert_eq!(String::from_utf8_lossy(&run(&["hostname"], &[]).stdout), hostname);
+    assert_eq!(
+        String::from_utf8_lossy(&run(&["hostname"], &[]).stdout),
+        hostname
+    );
     // pid namespace: the container's init is pid 1, and it is `sleep`.
     let out = run(&["cat", "/proc/1/cmdline"], &[]);
     assert_eq!(out.stdout, b"sleep\x001000\x00");
     // environment of the init plus overrides; both streams; exit code.
-    let out = run(&["sh", "-c", "echo $FROM_SPEC $EXTRA; echo oops >&2; exit 5"], &["EXTRA=1"]);
+    let out = run(
+        &["sh", "-c", "echo $FROM_SPEC $EXTRA; echo oops >&2; exit 5"],
+        &["EXTRA=1"],
+    );
     assert_eq!(out.stdout, b"yes 1\n");
     assert_eq!(out.stderr, b"oops\n");
     assert_eq!(out.exit_code, 5);
     let out = run(&["no-such-command"], &[]);
-    assert_eq!(out.exit_code, 127, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.exit_code,
+        127,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A command that overstays its timeout is killed.
     let t = Instant::now();
     let err = exec_in_container(
@@ -360,7 +450,74 @@ fn shim_resident_memory_is_small() {
     };
     let (rss, anon, file) = (field("VmRSS:"), field("RssAnon:"), field("RssFile:"));
     eprintln!("shim VmRSS {rss} kB (RssAnon {anon} kB, RssFile {file} kB)");
+    // Per mapping, for whoever wants to make it smaller.
+    let smaps = fs::read_to_string(format!("/proc/{}/smaps", handle.state.shim_pid)).unwrap();
+    let mut mapping = String::new();
+    for line in smaps.lines() {
+        if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            mapping = line.to_owned();
+        } else if let Some(kb) = line.strip_prefix("Rss:") {
+            if kb.trim() != "0 kB" {
+                eprintln!("  {:>8} {mapping}", kb.trim());
+            }
+        }
+    }
     let st = stop(&fx.cfg.state_dir, Signal::SIGKILL, Duration::ZERO).unwrap();
     fx.assert_cleaned_up(&st);
-    assert!(rss < 8 * 1024, "shim VmRSS {rss} kB");
+    // A guard against gross regressions only: a debug build is several times a release one.
+    assert!(rss < 16 * 1024, "shim VmRSS {rss} kB");
+}
+
+#[test]
+fn missing_executable_is_a_start_error() {
+    if !prerequisites() {
+        return;
+    }
+    let fx = Fixture::new("nostart", &["/no/such/binary"]);
+    let err = spawn_shim(&fx.cfg).unwrap_err();
+    assert!(err.to_string().contains("failed to start"), "{err}");
+    let st = fx.wait_exited();
+    assert_eq!(st.reason, Some(Reason::StartError));
+    assert_eq!(st.exit_code, Some(staticlet_shim::START_ERROR_EXIT_CODE));
+    assert!(!st.message.is_empty());
+    // Nothing was created that could be left behind; the shim said why it failed.
+    let deadline = Instant::now() + DEADLINE;
+    while client::shim_alive(&st) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !fx.cfg.root.join(&fx.id).exists(),
+        "libcontainer state left behind"
+    );
+    for entry in fs::read_dir("/sys/fs/cgroup").unwrap() {
+        let leaf = entry
+            .unwrap()
+            .path()
+            .join("staticlet")
+            .join(format!("test-{}", fx.id));
+        assert!(!leaf.exists(), "cgroup {} left behind", leaf.display());
+    }
+}
+
+#[test]
+fn oom_kill_is_reported() {
+    if !prerequisites() {
+        return;
+    }
+    // The shell keeps a command substitution's output in memory: 64 MiB against a 16 MiB limit.
+    let fx = Fixture::with(
+        "oom",
+        &["sh", "-c", "x=$(yes | head -c 67108864); echo survived"],
+        |o| o.memory_limit = Some(16 * 1024 * 1024),
+    );
+    spawn_shim(&fx.cfg).unwrap();
+    let st = fx.wait_exited();
+    assert_eq!(st.reason, Some(Reason::OomKilled), "{st:?}");
+    assert_eq!(st.exit_code, Some(137));
+    fx.assert_cleaned_up(&st);
 }
