@@ -37,6 +37,28 @@ enum Command {
     Get(GetArgs),
     /// Check manifests offline, with the agent's own decoding and validation.
     Validate(ValidateArgs),
+    /// Manage the embedded runtime's images.
+    Images(ImagesArgs),
+}
+
+#[derive(clap::Args)]
+struct ImagesArgs {
+    #[command(subcommand)]
+    command: ImagesCommand,
+    /// Root directory of the agent (images live in `<root-dir>/images`).
+    #[arg(long, default_value = "/var/lib/staticlet", global = true)]
+    root_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Import a docker-archive tarball (`docker save`), an OCI archive or an OCI layout directory.
+    Import { file: PathBuf },
+    /// List images (REPOSITORY TAG DIGEST SIZE).
+    #[command(alias = "ls")]
+    List,
+    /// Remove an image (refused while a container uses it).
+    Rm { reference: String },
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -77,7 +99,21 @@ struct ValidateArgs {
     hostname_override: Option<String>,
 }
 
+/// The hidden argument that turns this binary into a container shim (see `staticlet-shim`).
+const SHIM_PREFIX: &str = "__shim";
+
 fn main() -> ExitCode {
+    // Shim modes must start before any thread exists (libcontainer forks with raw clone3).
+    let mut argv = std::env::args_os();
+    if argv.nth(1).as_deref() == Some(std::ffi::OsStr::new(SHIM_PREFIX)) {
+        return match staticlet_shim::ShimArgs::parse(argv) {
+            Ok(args) => staticlet_shim::shim_main(args),
+            Err(e) => {
+                eprintln!("staticlet {SHIM_PREFIX}: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let cli = Cli::parse();
     // The agent logs at info; the client commands only print their results.
     let default_level = if matches!(cli.command, Command::Run(_)) {
@@ -108,6 +144,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Get(args) => get(args).await.map(|()| ExitCode::SUCCESS),
             Command::Validate(args) => validate(args),
+            Command::Images(args) => images(args).map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
@@ -130,24 +167,55 @@ fn detect_host_ip() -> String {
         .unwrap_or_else(|| "127.0.0.1".to_string())
 }
 
+/// How the embedded runtime starts shims: the small `staticlet-shim` binary installed next to
+/// this one if there is one (its resident memory is smaller), else this binary in shim mode.
+fn shim_reexec() -> Result<staticlet_shim::Reexec> {
+    let exe = std::env::current_exe().context("locating the staticlet binary")?;
+    let small = exe.with_file_name("staticlet-shim");
+    Ok(if small.is_file() {
+        staticlet_shim::Reexec {
+            exe: small,
+            prefix: vec![],
+        }
+    } else {
+        staticlet_shim::Reexec {
+            exe,
+            prefix: vec![SHIM_PREFIX.into()],
+        }
+    })
+}
+
 fn runtime_for(
     endpoint: Option<&str>,
     clock: Clock,
+    args: &options::RunArgs,
 ) -> Result<(Arc<dyn ContainerRuntime>, String)> {
     match endpoint {
         Some("simulate://") => {
             info!("using the simulator runtime: containers are simulated, nothing is executed");
-            Ok((Arc::new(staticlet_runtime::fake::FakeRuntime::new(clock)), "simulate".into()))
+            Ok((
+                Arc::new(staticlet_runtime::fake::FakeRuntime::new(clock)),
+                "simulate".into(),
+            ))
         }
         Some(e) if e.starts_with("unix://") => bail!(
             "--container-runtime-endpoint {e}: the CRI backend is not part of this build yet; \
              use simulate:// to run the agent with simulated containers"
         ),
-        Some(e) => bail!("--container-runtime-endpoint {e:?}: expected unix:///path or simulate://"),
-        None => bail!(
-            "the embedded container runtime is not part of this build yet; \
-             pass --container-runtime-endpoint simulate:// to run the agent with simulated containers"
-        ),
+        Some(e) => {
+            bail!("--container-runtime-endpoint {e:?}: expected unix:///path or simulate://")
+        }
+        None => {
+            let rt = staticlet_runtime_embedded::EmbeddedRuntime::new(
+                staticlet_runtime_embedded::Config {
+                    root_dir: args.root_dir.clone(),
+                    reexec: shim_reexec()?,
+                    cni_conf_dir: args.cni_conf_dir.clone(),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("embedded runtime: {e}"))?;
+            Ok((Arc::new(rt), "staticlet".into()))
+        }
     }
 }
 
@@ -160,7 +228,8 @@ async fn run(args: options::RunArgs) -> Result<()> {
         );
     }
     let clock = Clock::new();
-    let (runtime, runtime_name) = runtime_for(args.container_runtime_endpoint.as_deref(), clock)?;
+    let (runtime, runtime_name) =
+        runtime_for(args.container_runtime_endpoint.as_deref(), clock, &args)?;
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating --root-dir {}", args.root_dir.display()))?;
     std::fs::create_dir_all(&args.log_dir)
@@ -349,6 +418,60 @@ fn manifests_table(v: &serde_json::Value, now: std::time::SystemTime) -> String 
         ]);
     }
     client::format_table(&rows)
+}
+
+fn images(args: ImagesArgs) -> Result<()> {
+    let store = staticlet_images::ImageStore::open(&args.root_dir)
+        .with_context(|| format!("opening the image store under {}", args.root_dir.display()))?;
+    match args.command {
+        ImagesCommand::Import { file } => {
+            let recs = store
+                .import(&file)
+                .with_context(|| format!("importing {}", file.display()))?;
+            for r in recs {
+                println!("imported {} ({})", r.reference, r.id());
+            }
+        }
+        ImagesCommand::List => {
+            let mut rows = vec![["REPOSITORY", "TAG", "DIGEST", "SIZE"]
+                .map(String::from)
+                .to_vec()];
+            for e in store.list()? {
+                rows.push(vec![
+                    e.repository,
+                    e.tag.unwrap_or_else(|| "<none>".into()),
+                    e.digest.chars().take(19).collect(),
+                    human_size(e.size),
+                ]);
+            }
+            print!("{}", client::format_table(&rows));
+        }
+        ImagesCommand::Rm { reference } => {
+            let used = staticlet_runtime_embedded::images_in_use(&args.root_dir);
+            let removed = store
+                .remove(&reference, &|rec| used.iter().any(|u| u == rec.id()))
+                .with_context(|| format!("removing {reference}"))?;
+            for r in removed {
+                println!("removed {}", r.reference);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.1}{}", units[i])
+    }
 }
 
 fn validate(args: ValidateArgs) -> Result<ExitCode> {

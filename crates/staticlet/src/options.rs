@@ -50,6 +50,9 @@ pub struct RunArgs {
     /// `simulate://` for the built-in simulator (containers are simulated, nothing is executed).
     #[arg(long, value_name = "URI")]
     pub container_runtime_endpoint: Option<String>,
+    /// Directory of CNI network configurations (embedded runtime).
+    #[arg(long, default_value = "/etc/cni/net.d", value_name = "DIR")]
+    pub cni_conf_dir: PathBuf,
     /// kubeconfig of a cluster to publish mirror pods to (absent: standalone).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,

@@ -1,0 +1,839 @@
+//! staticlet's embedded container runtime: [`EmbeddedRuntime`] implements the agent's
+//! [`ContainerRuntime`] with no daemon behind it.
+//!
+//! - Images come from the content-addressed store of `staticlet-images`.
+//! - A pod sandbox is a directory plus pinned namespaces (network, IPC, UTS bind-mounted onto
+//!   files, created with util-linux `unshare`): no pause process. Containers join them by path.
+//! - A container is an OCI bundle ([`spec`]) over an overlayfs root (copy fallback), run by a
+//!   per-container shim process (`staticlet-shim`), which owns stdio, writes CRI-format logs and
+//!   records the exit status. Shims outlive the agent; everything the runtime knows is on disk
+//!   under `<root-dir>/runtime`, so a restarted agent finds every sandbox and container again.
+//!
+//! **Architecture invariant:** this crate never calls libcontainer; only shim processes do (it
+//! must run in a single-threaded process). It re-executes the agent's binary in shim mode.
+//!
+//! Layout under `<root-dir>/runtime` (the directory is a private bind mount of itself, so the
+//! namespace bind mounts in it do not propagate):
+//! - `sandboxes/<id>/{sandbox.json, hosts, hostname, resolv.conf, ns/{net,ipc,uts}}`
+//! - `containers/<id>/{container.json, bundle/config.json, rootfs/, upper/, work/, shim/,
+//!   termination-log}`
+//! - `libcontainer/`: libcontainer's state root.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use staticlet_images::ImageStore;
+use staticlet_runtime::{
+    AuthConfig, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ContainerStatus,
+    ExecResult, Image, ImageSpec, LabelSelector, Labels, Result, RuntimeError, RuntimeStatus,
+    RuntimeVersion, SandboxConfig, SandboxId, SandboxState, SandboxStatus,
+};
+use staticlet_shim::Reexec;
+use tracing::{debug, info, warn};
+
+pub mod rootfs;
+pub mod spec;
+
+/// How the runtime is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `--root-dir`: images under `images/`, runtime state under `runtime/`.
+    pub root_dir: PathBuf,
+    /// How to start a shim (the agent's own binary with a shim-mode prefix).
+    pub reexec: Reexec,
+    /// `--cni-conf-dir`: non-hostNetwork pods need a network config there.
+    pub cni_conf_dir: PathBuf,
+}
+
+/// The embedded runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: Config,
+    base: PathBuf,
+    images: ImageStore,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SandboxRecord {
+    id: String,
+    name: String,
+    namespace: String,
+    uid: String,
+    attempt: u32,
+    hostname: String,
+    host_network: bool,
+    host_pid: bool,
+    host_ipc: bool,
+    labels: Labels,
+    annotations: Labels,
+    created_at: SystemTime,
+    ready: bool,
+    ip: String,
+    net_ns: Option<String>,
+    ipc_ns: Option<String>,
+    uts_ns: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ContainerRecord {
+    id: String,
+    sandbox_id: String,
+    name: String,
+    attempt: u32,
+    image: String,
+    image_ref: String,
+    labels: Labels,
+    annotations: Labels,
+    log_path: PathBuf,
+    created_at: SystemTime,
+    stop_signal: String,
+}
+
+fn io_err(op: &'static str) -> impl Fn(io::Error) -> RuntimeError {
+    move |e| RuntimeError::Failed {
+        op,
+        message: e.to_string(),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(v).map_err(io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, path)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<T> {
+    let data = std::fs::read(path)?;
+    serde_json::from_slice(&data).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
+}
+
+fn new_id() -> String {
+    use sha2::Digest;
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let seed = format!(
+        "{nanos}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    );
+    let d = sha2::Sha256::digest(seed.as_bytes());
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RuntimeError::Failed {
+            op: "runtime task",
+            message: e.to_string(),
+        })?
+}
+
+fn parse_time(s: &Option<String>) -> Option<SystemTime> {
+    let s = s.as_deref()?;
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(SystemTime::from)
+}
+
+impl EmbeddedRuntime {
+    /// Opens (creating) the runtime's directories under `cfg.root_dir`.
+    pub fn new(cfg: Config) -> std::result::Result<Self, String> {
+        let base = cfg.root_dir.join("runtime");
+        for d in ["sandboxes", "containers", "libcontainer"] {
+            std::fs::create_dir_all(base.join(d))
+                .map_err(|e| format!("creating {}: {e}", base.join(d).display()))?;
+        }
+        rootfs::make_private_mount(&base.join("sandboxes")).map_err(|e| {
+            format!(
+                "making {} a private mount: {e}",
+                base.join("sandboxes").display()
+            )
+        })?;
+        let images =
+            ImageStore::open(&cfg.root_dir).map_err(|e| format!("opening the image store: {e}"))?;
+        Ok(Self {
+            inner: Arc::new(Inner { cfg, base, images }),
+        })
+    }
+
+    /// The image store (for `staticlet images`).
+    pub fn images(&self) -> &ImageStore {
+        &self.inner.images
+    }
+}
+
+impl Inner {
+    fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.base.join("sandboxes").join(id)
+    }
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.base.join("containers").join(id)
+    }
+
+    fn load_sandbox(&self, id: &str) -> Result<SandboxRecord> {
+        read_json(&self.sandbox_dir(id).join("sandbox.json")).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => RuntimeError::NotFound {
+                kind: "sandbox",
+                id: id.to_string(),
+            },
+            _ => RuntimeError::Failed {
+                op: "read sandbox",
+                message: e.to_string(),
+            },
+        })
+    }
+
+    fn load_container(&self, id: &str) -> Result<ContainerRecord> {
+        read_json(&self.container_dir(id).join("container.json")).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => RuntimeError::NotFound {
+                kind: "container",
+                id: id.to_string(),
+            },
+            _ => RuntimeError::Failed {
+                op: "read container",
+                message: e.to_string(),
+            },
+        })
+    }
+
+    fn ids(&self, kind: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.base.join(kind))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn sandbox_status(&self, r: &SandboxRecord) -> SandboxStatus {
+        SandboxStatus {
+            id: SandboxId(r.id.clone()),
+            name: r.name.clone(),
+            namespace: r.namespace.clone(),
+            uid: r.uid.clone(),
+            attempt: r.attempt,
+            state: if r.ready {
+                SandboxState::Ready
+            } else {
+                SandboxState::NotReady
+            },
+            created_at: r.created_at,
+            ip: r.ip.clone(),
+            labels: r.labels.clone(),
+            annotations: r.annotations.clone(),
+        }
+    }
+
+    fn container_status(&self, r: &ContainerRecord) -> ContainerStatus {
+        let shim_dir = self.container_dir(&r.id).join("shim");
+        let mut st = ContainerStatus {
+            id: ContainerId(r.id.clone()),
+            sandbox_id: SandboxId(r.sandbox_id.clone()),
+            name: r.name.clone(),
+            attempt: r.attempt,
+            state: ContainerState::Created,
+            created_at: r.created_at,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            reason: String::new(),
+            message: String::new(),
+            image: ImageSpec {
+                image: r.image.clone(),
+            },
+            image_ref: r.image_ref.clone(),
+            labels: r.labels.clone(),
+            annotations: r.annotations.clone(),
+            log_path: r.log_path.clone(),
+        };
+        let Ok(s) = staticlet_shim::read_state(&shim_dir) else {
+            return st;
+        };
+        st.started_at = parse_time(&s.started_at);
+        st.finished_at = parse_time(&s.finished_at);
+        match s.status {
+            staticlet_shim::Status::Created => {}
+            staticlet_shim::Status::Running => {
+                if staticlet_shim::client::init_alive(&s) || staticlet_shim::client::shim_alive(&s)
+                {
+                    st.state = ContainerState::Running;
+                } else {
+                    st.state = ContainerState::Exited;
+                    st.exit_code = Some(255);
+                    st.reason = "Error".into();
+                    st.message =
+                        "the container's shim and process are gone without an exit record".into();
+                    st.finished_at = st.finished_at.or(Some(SystemTime::now()));
+                }
+            }
+            staticlet_shim::Status::Exited => {
+                st.state = ContainerState::Exited;
+                st.exit_code = s.exit_code;
+                st.reason = match s.reason {
+                    Some(staticlet_shim::Reason::Completed) => "Completed",
+                    Some(staticlet_shim::Reason::OomKilled) => "OOMKilled",
+                    Some(staticlet_shim::Reason::StartError) => "StartError",
+                    _ => "Error",
+                }
+                .into();
+                st.message = s.message.clone();
+            }
+        }
+        st
+    }
+
+    fn stop_container_blocking(&self, id: &str, timeout: Duration) -> Result<()> {
+        let rec = match self.load_container(id) {
+            Ok(r) => r,
+            Err(RuntimeError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let shim_dir = self.container_dir(id).join("shim");
+        if !staticlet_shim::state::state_path(&shim_dir).exists() {
+            return Ok(()); // never started
+        }
+        let sig = parse_signal(&rec.stop_signal).unwrap_or(nix::sys::signal::Signal::SIGTERM);
+        staticlet_shim::stop(&shim_dir, sig, timeout).map_err(io_err("stop container"))?;
+        Ok(())
+    }
+
+    fn remove_container_blocking(&self, id: &str) -> Result<()> {
+        let dir = self.container_dir(id);
+        if !dir.exists() {
+            return Ok(());
+        }
+        self.stop_container_blocking(id, Duration::ZERO)?;
+        rootfs::unmount(&dir.join("rootfs")).map_err(io_err("unmount rootfs"))?;
+        std::fs::remove_dir_all(&dir).map_err(io_err("remove container"))?;
+        Ok(())
+    }
+}
+
+/// Parses a stop signal name (`SIGTERM`, `TERM`, `SIGRTMIN+3` is not supported) or number.
+pub fn parse_signal(s: &str) -> Option<nix::sys::signal::Signal> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).ok();
+    }
+    let name = if s.starts_with("SIG") {
+        s.to_string()
+    } else {
+        format!("SIG{s}")
+    };
+    name.parse().ok()
+}
+
+fn hosts_file(ip: &str, hostname: &str, aliases: &[(String, Vec<String>)]) -> String {
+    let mut s = String::from("# Kubernetes-managed hosts file (staticlet).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n");
+    if !ip.is_empty() {
+        s.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    if !aliases.is_empty() {
+        s.push_str("\n# Entries added by HostAliases.\n");
+        for (ip, names) in aliases {
+            s.push_str(&format!("{ip}\t{}\n", names.join("\t")));
+        }
+    }
+    s
+}
+
+#[async_trait]
+impl ContainerRuntime for EmbeddedRuntime {
+    async fn version(&self) -> Result<RuntimeVersion> {
+        Ok(RuntimeVersion {
+            runtime_name: "staticlet-embedded".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            api_version: "v1".into(),
+        })
+    }
+
+    async fn status(&self) -> Result<RuntimeStatus> {
+        let network_ready = cni_configured(&self.inner.cfg.cni_conf_dir);
+        Ok(RuntimeStatus {
+            runtime_ready: true,
+            network_ready,
+            message: if network_ready {
+                String::new()
+            } else {
+                format!(
+                    "NetworkNotReady: no CNI configuration file in {} (hostNetwork pods run regardless)",
+                    self.inner.cfg.cni_conf_dir.display()
+                )
+            },
+        })
+    }
+
+    async fn run_pod_sandbox(&self, config: &SandboxConfig) -> Result<SandboxId> {
+        let inner = self.inner.clone();
+        let config = config.clone();
+        if !config.host_network {
+            // Pod networking (CNI) is not wired in yet: such pods wait, as kubelet's do without
+            // a network plugin.
+            return Err(RuntimeError::Unavailable(format!(
+                "NetworkNotReady: pod networking is not available (no CNI support in this build; \
+                 use hostNetwork: true); CNI config dir {}",
+                inner.cfg.cni_conf_dir.display()
+            )));
+        }
+        let id = new_id();
+        let dir = inner.sandbox_dir(&id);
+        std::fs::create_dir_all(dir.join("ns")).map_err(io_err("create sandbox"))?;
+        let hostname = if config.host_network {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        } else {
+            config.hostname.clone()
+        };
+        // Pinned namespaces: IPC unless hostIPC, UTS and network unless hostNetwork.
+        let mut args: Vec<String> = Vec::new();
+        let mut rec = SandboxRecord {
+            id: id.clone(),
+            name: config.name.clone(),
+            namespace: config.namespace.clone(),
+            uid: config.uid.clone(),
+            attempt: config.attempt,
+            hostname: hostname.clone(),
+            host_network: config.host_network,
+            host_pid: config.host_pid,
+            host_ipc: config.host_ipc,
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+            created_at: SystemTime::now(),
+            ready: false,
+            ip: String::new(),
+            net_ns: None,
+            ipc_ns: None,
+            uts_ns: None,
+        };
+        let mut pin = |kind: &str, slot: &mut Option<String>| -> Result<()> {
+            let f = dir.join("ns").join(kind);
+            std::fs::write(&f, b"").map_err(io_err("create namespace file"))?;
+            args.push(format!("--{kind}={}", f.display()));
+            *slot = Some(f.to_string_lossy().into_owned());
+            Ok(())
+        };
+        if !config.host_ipc {
+            pin("ipc", &mut rec.ipc_ns)?;
+        }
+        if !config.host_network {
+            pin("uts", &mut rec.uts_ns)?;
+            pin("net", &mut rec.net_ns)?;
+        }
+        write_json(&dir.join("sandbox.json"), &rec).map_err(io_err("write sandbox"))?;
+        if !args.is_empty() {
+            let script = if config.host_network {
+                "true"
+            } else {
+                "hostname \"$1\" && ip link set lo up"
+            };
+            let out = tokio::process::Command::new("unshare")
+                .args(&args)
+                .args(["--", "/bin/sh", "-c", script, "sh", &hostname])
+                .output()
+                .await
+                .map_err(|e| RuntimeError::Failed {
+                    op: "run pod sandbox",
+                    message: format!("running unshare: {e}"),
+                })?;
+            if !out.status.success() {
+                let _ = rootfs::unmount_namespaces(&dir.join("ns"));
+                return Err(RuntimeError::Failed {
+                    op: "run pod sandbox",
+                    message: format!(
+                        "pinning namespaces: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                });
+            }
+        }
+        rec.ip = String::new();
+        // /etc/hosts, /etc/hostname, /etc/resolv.conf for the pod's containers.
+        let hosts = if config.host_network {
+            std::fs::read_to_string("/etc/hosts")
+                .unwrap_or_else(|_| hosts_file("", &hostname, &config.host_aliases))
+        } else {
+            hosts_file(&rec.ip, &hostname, &config.host_aliases)
+        };
+        let resolv = match &config.dns {
+            Some(d) => {
+                let mut s = String::new();
+                for n in &d.servers {
+                    s.push_str(&format!("nameserver {n}\n"));
+                }
+                if !d.searches.is_empty() {
+                    s.push_str(&format!("search {}\n", d.searches.join(" ")));
+                }
+                if !d.options.is_empty() {
+                    s.push_str(&format!("options {}\n", d.options.join(" ")));
+                }
+                s
+            }
+            None => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        };
+        std::fs::write(dir.join("hosts"), hosts).map_err(io_err("write hosts"))?;
+        std::fs::write(dir.join("hostname"), format!("{hostname}\n"))
+            .map_err(io_err("write hostname"))?;
+        std::fs::write(dir.join("resolv.conf"), resolv).map_err(io_err("write resolv.conf"))?;
+        rec.ready = true;
+        write_json(&dir.join("sandbox.json"), &rec).map_err(io_err("write sandbox"))?;
+        info!(sandbox = %id, pod = %config.name, "sandbox ready");
+        Ok(SandboxId(id))
+    }
+
+    async fn stop_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
+        let inner = self.inner.clone();
+        let id = id.0.clone();
+        blocking(move || {
+            let mut rec = match inner.load_sandbox(&id) {
+                Ok(r) => r,
+                Err(RuntimeError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for cid in inner.ids("containers") {
+                if inner.load_container(&cid).is_ok_and(|c| c.sandbox_id == id) {
+                    inner.stop_container_blocking(&cid, Duration::ZERO)?;
+                }
+            }
+            if rec.ready {
+                rec.ready = false;
+                write_json(&inner.sandbox_dir(&id).join("sandbox.json"), &rec)
+                    .map_err(io_err("write sandbox"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
+        let inner = self.inner.clone();
+        let id = id.0.clone();
+        blocking(move || {
+            let dir = inner.sandbox_dir(&id);
+            if !dir.exists() {
+                return Ok(());
+            }
+            for cid in inner.ids("containers") {
+                if inner.load_container(&cid).is_ok_and(|c| c.sandbox_id == id) {
+                    inner.remove_container_blocking(&cid)?;
+                }
+            }
+            rootfs::unmount_namespaces(&dir.join("ns")).map_err(io_err("unmount namespaces"))?;
+            std::fs::remove_dir_all(&dir).map_err(io_err("remove sandbox"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn pod_sandbox_status(&self, id: &SandboxId) -> Result<SandboxStatus> {
+        let r = self.inner.load_sandbox(&id.0)?;
+        Ok(self.inner.sandbox_status(&r))
+    }
+
+    async fn list_pod_sandboxes(&self, selector: &LabelSelector) -> Result<Vec<SandboxStatus>> {
+        let inner = self.inner.clone();
+        let selector = selector.clone();
+        blocking(move || {
+            Ok(inner
+                .ids("sandboxes")
+                .iter()
+                .filter_map(|id| inner.load_sandbox(id).ok())
+                .filter(|r| selector.matches(&r.labels))
+                .map(|r| inner.sandbox_status(&r))
+                .collect())
+        })
+        .await
+    }
+
+    async fn image_status(&self, image: &ImageSpec) -> Result<Option<Image>> {
+        let inner = self.inner.clone();
+        let name = image.image.clone();
+        blocking(move || {
+            inner
+                .images
+                .image_status(&name)
+                .map_err(|e| RuntimeError::Failed {
+                    op: "image status",
+                    message: e.to_string(),
+                })
+        })
+        .await
+    }
+
+    async fn pull_image(&self, image: &ImageSpec, _auth: Option<&AuthConfig>) -> Result<String> {
+        Err(RuntimeError::ImagePull {
+            image: image.image.clone(),
+            message: "registry pulls are not supported by this build yet; import the image with \
+                      `staticlet images import FILE` and use imagePullPolicy: IfNotPresent"
+                .into(),
+        })
+    }
+
+    async fn create_container(
+        &self,
+        sandbox: &SandboxId,
+        config: &ContainerConfig,
+        sandbox_config: &SandboxConfig,
+    ) -> Result<ContainerId> {
+        let inner = self.inner.clone();
+        let sandbox = sandbox.0.clone();
+        let config = config.clone();
+        let log_dir = sandbox_config.log_directory.clone();
+        blocking(move || {
+            let sb = inner.load_sandbox(&sandbox)?;
+            if !sb.ready {
+                return Err(RuntimeError::Failed { op: "create container", message: format!("sandbox {sandbox} is not ready") });
+            }
+            let image = inner
+                .images
+                .image_config(&config.image.image)
+                .map_err(|e| RuntimeError::Failed { op: "create container", message: format!("image {:?}: {e}", config.image.image) })?;
+            let image_ref = inner
+                .images
+                .image_status(&config.image.image)
+                .ok()
+                .flatten()
+                .map(|i| i.id)
+                .unwrap_or_default();
+            let id = new_id();
+            let dir = inner.container_dir(&id);
+            let result = (|| -> Result<()> {
+                std::fs::create_dir_all(dir.join("bundle")).map_err(io_err("create container"))?;
+                let root = dir.join("rootfs");
+                let layers = inner
+                    .images
+                    .rootfs_layers(&config.image.image)
+                    .map_err(|e| RuntimeError::Failed { op: "create container", message: e.to_string() })?;
+                rootfs::mount_overlay(&layers, &root, &dir.join("upper"), &dir.join("work"))
+                    .or_else(|e| {
+                        warn!(error = %e, "overlayfs unavailable; copying the image into the container's root");
+                        std::fs::create_dir_all(&root)?;
+                        inner.images.flatten_rootfs(&config.image.image, &root).map_err(io::Error::other)
+                    })
+                    .map_err(io_err("prepare rootfs"))?;
+                let termination_log = dir.join("termination-log");
+                std::fs::write(&termination_log, b"").map_err(io_err("create container"))?;
+                let sdir = inner.sandbox_dir(&sandbox);
+                let files = spec::SandboxFiles {
+                    hosts: sdir.join("hosts").to_string_lossy().into_owned(),
+                    hostname: sdir.join("hostname").to_string_lossy().into_owned(),
+                    resolv_conf: sdir.join("resolv.conf").to_string_lossy().into_owned(),
+                };
+                let ns = spec::SandboxNamespaces {
+                    net: sb.net_ns.clone(),
+                    ipc: sb.ipc_ns.clone(),
+                    uts: sb.uts_ns.clone(),
+                    host_pid: sb.host_pid,
+                };
+                let cgroups_path = format!("/staticlet/pod{}/{id}", sb.uid);
+                let tl = termination_log.to_string_lossy().into_owned();
+                let v = spec::build(&spec::SpecInput {
+                    cfg: &config,
+                    image: &image,
+                    rootfs: &root,
+                    namespaces: &ns,
+                    files: &files,
+                    hostname: &sb.hostname,
+                    cgroups_path: &cgroups_path,
+                    termination_log: Some(("/dev/termination-log", &tl)),
+                })
+                .map_err(RuntimeError::InvalidConfig)?;
+                write_json(&dir.join("bundle/config.json"), &v).map_err(io_err("write OCI spec"))?;
+                let stop_signal = if config.stop_signal.is_empty() { image.stop_signal.clone() } else { config.stop_signal.clone() };
+                let rec = ContainerRecord {
+                    id: id.clone(),
+                    sandbox_id: sandbox.clone(),
+                    name: config.name.clone(),
+                    attempt: config.attempt,
+                    image: config.image.image.clone(),
+                    image_ref: image_ref.clone(),
+                    labels: config.labels.clone(),
+                    annotations: config.annotations.clone(),
+                    log_path: log_dir.join(&config.log_path),
+                    created_at: SystemTime::now(),
+                    stop_signal,
+                };
+                write_json(&dir.join("container.json"), &rec).map_err(io_err("write container"))?;
+                Ok(())
+            })();
+            if let Err(e) = result {
+                let _ = rootfs::unmount(&dir.join("rootfs"));
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+            debug!(container = %id, name = %config.name, "container created");
+            Ok(ContainerId(id))
+        })
+        .await
+    }
+
+    async fn start_container(&self, id: &ContainerId) -> Result<()> {
+        let inner = self.inner.clone();
+        let id = id.0.clone();
+        blocking(move || {
+            let rec = inner.load_container(&id)?;
+            if let Some(parent) = rec.log_path.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err("create log directory"))?;
+            }
+            let dir = inner.container_dir(&id);
+            let cfg = staticlet_shim::ShimConfig {
+                reexec: inner.cfg.reexec.clone(),
+                id: id.clone(),
+                bundle: dir.join("bundle"),
+                state_dir: dir.join("shim"),
+                log_path: rec.log_path.clone(),
+                root: inner.base.join("libcontainer"),
+                start_timeout: Duration::from_secs(60),
+            };
+            staticlet_shim::spawn_shim(&cfg).map_err(|e| RuntimeError::Failed {
+                op: "start container",
+                message: e.to_string(),
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stop_container(&self, id: &ContainerId, timeout: Duration) -> Result<()> {
+        let inner = self.inner.clone();
+        let id = id.0.clone();
+        blocking(move || inner.stop_container_blocking(&id, timeout)).await
+    }
+
+    async fn remove_container(&self, id: &ContainerId) -> Result<()> {
+        let inner = self.inner.clone();
+        let id = id.0.clone();
+        blocking(move || inner.remove_container_blocking(&id)).await
+    }
+
+    async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus> {
+        let r = self.inner.load_container(&id.0)?;
+        Ok(self.inner.container_status(&r))
+    }
+
+    async fn list_containers(&self, selector: &LabelSelector) -> Result<Vec<ContainerStatus>> {
+        let inner = self.inner.clone();
+        let selector = selector.clone();
+        blocking(move || {
+            Ok(inner
+                .ids("containers")
+                .iter()
+                .filter_map(|id| inner.load_container(id).ok())
+                .filter(|r| selector.matches(&r.labels))
+                .map(|r| inner.container_status(&r))
+                .collect())
+        })
+        .await
+    }
+
+    async fn exec_sync(
+        &self,
+        id: &ContainerId,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult> {
+        let inner = self.inner.clone();
+        let id = id.0.clone();
+        let cmd = cmd.to_vec();
+        blocking(move || {
+            let dir = inner.container_dir(&id).join("shim");
+            let out = staticlet_shim::exec_in_container(
+                &inner.cfg.reexec,
+                staticlet_shim::ExecTarget::StateDir(&dir),
+                &cmd,
+                &[],
+                timeout,
+            )
+            .map_err(|e| RuntimeError::Failed {
+                op: "exec",
+                message: e.to_string(),
+            })?;
+            Ok(ExecResult {
+                stdout: out.stdout,
+                stderr: out.stderr,
+                exit_code: out.exit_code,
+            })
+        })
+        .await
+    }
+}
+
+/// Image ids (config digests) used by the containers under `root_dir`, for `images rm`.
+pub fn images_in_use(root_dir: &Path) -> Vec<String> {
+    let dir = root_dir.join("runtime/containers");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| read_json::<ContainerRecord>(&e.path().join("container.json")).ok())
+        .map(|r| r.image_ref)
+        .collect()
+}
+
+/// Whether `dir` holds a CNI network configuration (`*.conflist`, `*.conf`, `*.json`).
+pub fn cni_configured(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let p = e.path();
+            matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("conflist" | "conf" | "json")
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse() {
+        use nix::sys::signal::Signal;
+        assert_eq!(parse_signal("SIGTERM"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("QUIT"), Some(Signal::SIGQUIT));
+        assert_eq!(parse_signal("9"), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal(""), None);
+        assert_eq!(parse_signal("SIGNOPE"), None);
+    }
+
+    #[test]
+    fn hosts_file_has_pod_entry_and_aliases() {
+        let h = hosts_file(
+            "10.0.0.5",
+            "web",
+            &[("10.1.1.1".into(), vec!["a".into(), "b".into()])],
+        );
+        assert!(h.contains("10.0.0.5\tweb\n"));
+        assert!(h.contains("10.1.1.1\ta\tb\n"));
+        assert!(h.contains("127.0.0.1\tlocalhost"));
+    }
+}

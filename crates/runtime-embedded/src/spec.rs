@@ -1,0 +1,578 @@
+//! The OCI runtime spec (`config.json`) of a container, from its [`ContainerConfig`], the image's
+//! config and the sandbox it joins. Pure: it computes JSON; the caller writes it.
+//!
+//! Decisions follow containerd's CRI plugin (`internal/cri/opts/spec_linux.go` and friends):
+//! entrypoint/command resolution, containerd's default capability set, default masked and
+//! read-only paths, the default device allow-list, and one cgroup per container below the pod's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{json, Value};
+use staticlet_images::ImageConfig;
+use staticlet_runtime::ContainerConfig;
+
+/// containerd's default capabilities for unprivileged containers.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Every capability, for privileged containers.
+pub const ALL_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+];
+
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Namespace files of the sandbox a container joins (`None`: the host's, or a new one for pid).
+#[derive(Debug, Clone, Default)]
+pub struct SandboxNamespaces {
+    pub net: Option<String>,
+    pub ipc: Option<String>,
+    pub uts: Option<String>,
+    /// The host's pid namespace (hostPID).
+    pub host_pid: bool,
+}
+
+/// Files of the sandbox bind-mounted into each container.
+#[derive(Debug, Clone)]
+pub struct SandboxFiles {
+    pub hosts: String,
+    pub hostname: String,
+    pub resolv_conf: String,
+}
+
+/// The process's argv per Kubernetes: `command` replaces the entrypoint (and drops the image's
+/// cmd), `args` replaces the cmd.
+pub fn argv(cfg: &ContainerConfig, image: &ImageConfig) -> Vec<String> {
+    match (cfg.command.is_empty(), cfg.args.is_empty()) {
+        (false, _) => cfg.command.iter().chain(cfg.args.iter()).cloned().collect(),
+        (true, false) => image
+            .entrypoint
+            .iter()
+            .chain(cfg.args.iter())
+            .cloned()
+            .collect(),
+        (true, true) => image
+            .entrypoint
+            .iter()
+            .chain(image.cmd.iter())
+            .cloned()
+            .collect(),
+    }
+}
+
+/// The environment: the image's, overridden by the container's, plus `HOSTNAME`.
+pub fn env(cfg: &ContainerConfig, image: &ImageConfig, hostname: &str) -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    let mut vals: BTreeMap<String, String> = BTreeMap::new();
+    let mut set = |k: &str, v: &str| {
+        if !vals.contains_key(k) {
+            order.push(k.to_string());
+        }
+        vals.insert(k.to_string(), v.to_string());
+    };
+    if !image.env.iter().any(|e| e.starts_with("PATH=")) {
+        set(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
+    }
+    for e in &image.env {
+        let (k, v) = e.split_once('=').unwrap_or((e, ""));
+        set(k, v);
+    }
+    set("HOSTNAME", hostname);
+    for (k, v) in &cfg.envs {
+        set(k, v);
+    }
+    order
+        .into_iter()
+        .map(|k| format!("{k}={}", vals[&k]))
+        .collect()
+}
+
+/// Resolves the user: the security context's numeric ids win, then the image's `User`
+/// (`uid`, `uid:gid`, `name`, `name:group`, looked up in the rootfs' /etc/passwd and /etc/group).
+pub fn user(
+    cfg: &ContainerConfig,
+    image: &ImageConfig,
+    rootfs: &Path,
+) -> Result<(u32, u32), String> {
+    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
+        let data = std::fs::read_to_string(rootfs.join(file)).ok()?;
+        data.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&name) && f.len() >= 3).then(|| {
+                let id = f[2].parse().ok()?;
+                let gid = f.get(3).and_then(|g| g.parse().ok()).unwrap_or(id);
+                Some((id, gid))
+            })?
+        })
+    };
+    let (mut uid, mut gid) = (0u32, 0u32);
+    if !image.user.is_empty() {
+        let (u, g) = image
+            .user
+            .split_once(':')
+            .map_or((image.user.as_str(), None), |(u, g)| (u, Some(g)));
+        match u.parse::<u32>() {
+            Ok(n) => {
+                uid = n;
+                gid = lookup("etc/passwd", u).map_or(0, |(_, g)| g);
+            }
+            Err(_) => {
+                let (n, g) = lookup("etc/passwd", u)
+                    .ok_or_else(|| format!("image user {u:?} not found in /etc/passwd"))?;
+                uid = n;
+                gid = g;
+            }
+        }
+        if let Some(g) = g {
+            gid = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => lookup("etc/group", g)
+                    .map(|(n, _)| n)
+                    .ok_or_else(|| format!("image group {g:?} not found in /etc/group"))?,
+            };
+        }
+    }
+    if let Some(u) = cfg.security.run_as_user {
+        uid = u as u32;
+        if cfg.security.run_as_group.is_none() {
+            gid = lookup_uid_gid(rootfs, uid).unwrap_or(gid);
+        }
+    }
+    if let Some(g) = cfg.security.run_as_group {
+        gid = g as u32;
+    }
+    Ok((uid, gid))
+}
+
+fn lookup_uid_gid(rootfs: &Path, uid: u32) -> Option<u32> {
+    let data = std::fs::read_to_string(rootfs.join("etc/passwd")).ok()?;
+    data.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[2].parse() == Ok(uid)).then(|| f[3].parse().ok())?
+    })
+}
+
+/// The capability set after `privileged`, add and drop (names with or without `CAP_`; `ALL`).
+pub fn capabilities(cfg: &ContainerConfig) -> Vec<String> {
+    if cfg.security.privileged {
+        return ALL_CAPS.iter().map(|s| s.to_string()).collect();
+    }
+    let norm = |c: &str| {
+        let c = c.to_uppercase();
+        if c.starts_with("CAP_") {
+            c
+        } else {
+            format!("CAP_{c}")
+        }
+    };
+    let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+    for a in &cfg.security.add_capabilities {
+        if a.eq_ignore_ascii_case("ALL") {
+            caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+        } else if !caps.contains(&norm(a)) {
+            caps.push(norm(a));
+        }
+    }
+    for d in &cfg.security.drop_capabilities {
+        if d.eq_ignore_ascii_case("ALL") {
+            caps.clear();
+        } else {
+            caps.retain(|c| *c != norm(d));
+        }
+    }
+    caps
+}
+
+/// Everything [`build`] needs besides the container's config.
+pub struct SpecInput<'a> {
+    pub cfg: &'a ContainerConfig,
+    pub image: &'a ImageConfig,
+    pub rootfs: &'a Path,
+    pub namespaces: &'a SandboxNamespaces,
+    pub files: &'a SandboxFiles,
+    pub hostname: &'a str,
+    /// cgroups path of the container (`/staticlet/pod<uid>/<id>`).
+    pub cgroups_path: &'a str,
+    /// Host file bind-mounted at the termination message path.
+    pub termination_log: Option<(&'a str, &'a str)>,
+}
+
+/// The OCI runtime spec as JSON.
+pub fn build(input: &SpecInput<'_>) -> Result<Value, String> {
+    let cfg = input.cfg;
+    let args = argv(cfg, input.image);
+    if args.is_empty() {
+        return Err("no command specified: neither the pod nor the image gives one".into());
+    }
+    let (uid, gid) = user(cfg, input.image, input.rootfs)?;
+    let caps = capabilities(cfg);
+    let cwd = if !cfg.working_dir.is_empty() {
+        cfg.working_dir.clone()
+    } else if !input.image.working_dir.is_empty() {
+        input.image.working_dir.clone()
+    } else {
+        "/".into()
+    };
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    let bind = |dst: &str, src: &str, ro: bool| {
+        let mut opts = vec!["rbind", "rprivate"];
+        if ro {
+            opts.push("ro");
+        }
+        json!({"destination": dst, "type": "bind", "source": src, "options": opts})
+    };
+    let user_mounts: Vec<&str> = cfg
+        .mounts
+        .iter()
+        .map(|m| m.container_path.as_str())
+        .collect();
+    for (dst, src) in [
+        ("/etc/hosts", &input.files.hosts),
+        ("/etc/hostname", &input.files.hostname),
+        ("/etc/resolv.conf", &input.files.resolv_conf),
+    ] {
+        if !user_mounts.contains(&dst) {
+            mounts.push(bind(dst, src, false));
+        }
+    }
+    if let Some((dst, src)) = input.termination_log {
+        if !user_mounts.contains(&dst) {
+            mounts.push(bind(dst, src, false));
+        }
+    }
+    for m in &cfg.mounts {
+        let mut opts = vec!["rbind".to_string()];
+        opts.push(
+            match m.propagation.as_str() {
+                "Bidirectional" => "rshared",
+                "HostToContainer" => "rslave",
+                _ => "rprivate",
+            }
+            .into(),
+        );
+        if m.readonly {
+            opts.push("ro".into());
+        }
+        mounts.push(json!({
+            "destination": m.container_path,
+            "type": "bind",
+            "source": m.host_path,
+            "options": opts,
+        }));
+    }
+
+    let mut namespaces = vec![json!({"type": "mount"})];
+    if !input.namespaces.host_pid {
+        namespaces.push(json!({"type": "pid"}));
+    }
+    for (kind, path) in [
+        ("network", &input.namespaces.net),
+        ("ipc", &input.namespaces.ipc),
+        ("uts", &input.namespaces.uts),
+    ] {
+        if let Some(p) = path {
+            namespaces.push(json!({"type": kind, "path": p}));
+        }
+    }
+
+    let r = &cfg.resources;
+    let mut resources = json!({
+        "devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 1, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 136, "access": "rwm"},
+        ],
+    });
+    if cfg.security.privileged {
+        resources["devices"] = json!([{"allow": true, "access": "rwm"}]);
+    }
+    let mut cpu = serde_json::Map::new();
+    if r.cpu_shares > 0 {
+        cpu.insert("shares".into(), json!(r.cpu_shares));
+    }
+    if r.cpu_quota > 0 {
+        cpu.insert("quota".into(), json!(r.cpu_quota));
+        cpu.insert("period".into(), json!(r.cpu_period));
+    }
+    if !cpu.is_empty() {
+        resources["cpu"] = Value::Object(cpu);
+    }
+    if r.memory_limit_in_bytes > 0 {
+        resources["memory"] = json!({"limit": r.memory_limit_in_bytes});
+    }
+    let (masked, readonly): (Vec<&str>, Vec<&str>) = if cfg.security.privileged {
+        (vec![], vec![])
+    } else {
+        (MASKED_PATHS.to_vec(), READONLY_PATHS.to_vec())
+    };
+    let mut process = json!({
+        "terminal": false,
+        "user": {"uid": uid, "gid": gid},
+        "args": args,
+        "env": env(cfg, input.image, input.hostname),
+        "cwd": cwd,
+        "capabilities": {
+            "bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": [],
+        },
+        // No rlimits: containers inherit the agent's. Raising a hard limit needs
+        // CAP_SYS_RESOURCE, which some hosts (and this project's CI VM) do not grant.
+        "noNewPrivileges": cfg.security.no_new_privs,
+    });
+    if !cfg.security.supplemental_groups.is_empty() {
+        process["user"]["additionalGids"] = json!(cfg.security.supplemental_groups);
+    }
+    Ok(json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": input.rootfs, "readonly": cfg.security.readonly_rootfs},
+        "mounts": mounts,
+        "process": process,
+        "annotations": cfg.annotations,
+        "linux": {
+            "namespaces": namespaces,
+            "cgroupsPath": input.cgroups_path,
+            "resources": resources,
+            "maskedPaths": masked,
+            "readonlyPaths": readonly,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use staticlet_runtime::{Mount, Resources, SecurityContext};
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["default".into()],
+            env: vec!["PATH=/bin".into(), "A=image".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn argv_follows_kubernetes_rules() {
+        let mut c = ContainerConfig::default();
+        assert_eq!(argv(&c, &image()), vec!["/entry", "default"]);
+        c.args = vec!["x".into()];
+        assert_eq!(argv(&c, &image()), vec!["/entry", "x"]);
+        c.command = vec!["/cmd".into()];
+        assert_eq!(argv(&c, &image()), vec!["/cmd", "x"]);
+        c.args.clear();
+        assert_eq!(argv(&c, &image()), vec!["/cmd"]);
+    }
+
+    #[test]
+    fn env_overrides_image_and_sets_hostname() {
+        let c = ContainerConfig {
+            envs: vec![("A".into(), "pod".into()), ("B".into(), "2".into())],
+            ..Default::default()
+        };
+        assert_eq!(
+            env(&c, &image(), "h"),
+            vec!["PATH=/bin", "A=pod", "HOSTNAME=h", "B=2"]
+        );
+    }
+
+    #[test]
+    fn capabilities_add_drop_privileged() {
+        let mut c = ContainerConfig::default();
+        c.security = SecurityContext {
+            add_capabilities: vec!["NET_ADMIN".into()],
+            drop_capabilities: vec!["MKNOD".into(), "CAP_NET_RAW".into()],
+            ..Default::default()
+        };
+        let caps = capabilities(&c);
+        assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
+        assert!(
+            !caps.contains(&"CAP_MKNOD".to_string()) && !caps.contains(&"CAP_NET_RAW".to_string())
+        );
+        c.security.drop_capabilities = vec!["ALL".into()];
+        c.security.add_capabilities = vec![];
+        assert!(capabilities(&c).is_empty());
+        c.security.privileged = true;
+        assert_eq!(capabilities(&c).len(), ALL_CAPS.len());
+    }
+
+    #[test]
+    fn user_resolution() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/:/bin/sh\nweb:x:33:34::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        let mut img = ImageConfig::default();
+        let mut c = ContainerConfig::default();
+        assert_eq!(user(&c, &img, d.path()), Ok((0, 0)));
+        img.user = "web".into();
+        assert_eq!(user(&c, &img, d.path()), Ok((33, 34)));
+        img.user = "web:staff".into();
+        assert_eq!(user(&c, &img, d.path()), Ok((33, 50)));
+        img.user = "1000:1000".into();
+        assert_eq!(user(&c, &img, d.path()), Ok((1000, 1000)));
+        img.user = "nobody".into();
+        assert!(user(&c, &img, d.path()).unwrap_err().contains("nobody"));
+        img.user = String::new();
+        c.security.run_as_user = Some(33);
+        assert_eq!(user(&c, &img, d.path()), Ok((33, 34)));
+        c.security.run_as_group = Some(7);
+        assert_eq!(user(&c, &img, d.path()), Ok((33, 7)));
+    }
+
+    #[test]
+    fn spec_is_a_valid_oci_spec() {
+        let d = tempfile::tempdir().unwrap();
+        let c = ContainerConfig {
+            mounts: vec![Mount {
+                container_path: "/data".into(),
+                host_path: "/tmp/x".into(),
+                readonly: true,
+                propagation: "None".into(),
+            }],
+            resources: Resources {
+                cpu_shares: 512,
+                cpu_quota: 50_000,
+                cpu_period: 100_000,
+                memory_limit_in_bytes: 64 << 20,
+                oom_score_adj: 0,
+            },
+            ..Default::default()
+        };
+        let ns = SandboxNamespaces {
+            net: Some("/run/ns/net".into()),
+            ipc: None,
+            uts: Some("/run/ns/uts".into()),
+            host_pid: false,
+        };
+        let files = SandboxFiles {
+            hosts: "/s/hosts".into(),
+            hostname: "/s/hostname".into(),
+            resolv_conf: "/s/resolv.conf".into(),
+        };
+        let v = build(&SpecInput {
+            cfg: &c,
+            image: &image(),
+            rootfs: d.path(),
+            namespaces: &ns,
+            files: &files,
+            hostname: "p",
+            cgroups_path: "/staticlet/podu/c1",
+            termination_log: Some(("/dev/termination-log", "/s/tl")),
+        })
+        .unwrap();
+        let spec: oci_spec::runtime::Spec =
+            serde_json::from_value(v.clone()).expect("valid OCI spec");
+        assert_eq!(
+            spec.process().as_ref().unwrap().args().as_ref().unwrap(),
+            &vec!["/entry".to_string(), "default".to_string()]
+        );
+        assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
+        let ns_types: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns_types, vec!["mount", "pid", "network", "uts"]);
+        let data = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/data")
+            .unwrap();
+        assert_eq!(data["options"], json!(["rbind", "rprivate", "ro"]));
+    }
+}
