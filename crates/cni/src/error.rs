@@ -69,7 +69,7 @@ pub enum Error {
         timeout: Duration,
     },
     /// The plugin exited non-zero; `msg`/`details` are from its CNI error JSON (or its output).
-    #[error("CNI plugin {plugin:?} {command} failed ({}): {}", failure_code(*.code, .exit), failure_text(.msg, .details))]
+    #[error("CNI plugin {plugin:?} {command} failed ({}): {}", failure_code(*.code, *.exit), failure_text(.msg, .details))]
     PluginFailed {
         /// The plugin's `type`.
         plugin: String,
@@ -77,8 +77,8 @@ pub enum Error {
         command: &'static str,
         /// The CNI error code, when the plugin printed an error object.
         code: Option<u64>,
-        /// The process's exit status, as text.
-        exit: String,
+        /// The process's exit code (`None` when a signal ended it).
+        exit: Option<i32>,
         /// The error message.
         msg: String,
         /// The error details (may be empty).
@@ -129,12 +129,17 @@ fn join_paths(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
-fn failure_code(code: Option<u64>, exit: &str) -> String {
+fn failure_code(code: Option<u64>, exit: Option<i32>) -> String {
     let mut s = String::new();
     if let Some(code) = code {
         let _ = write!(s, "CNI error code {code}, ");
     }
-    s.push_str(exit);
+    match exit {
+        Some(exit) => {
+            let _ = write!(s, "exit status {exit}");
+        }
+        None => s.push_str("killed by a signal"),
+    }
     s
 }
 

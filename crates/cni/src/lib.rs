@@ -476,7 +476,7 @@ fn plugin_failure(plugin: &str, command: Command, output: &std::process::Output)
         plugin: plugin.to_string(),
         command: command.as_str(),
         code,
-        exit: output.status.to_string(),
+        exit: output.status.code(),
         msg,
         details,
     }
