@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v busybox >/dev/null 2>&1 || [ -x /bin/busybox ] || need_pkgs+=(busybox-static)
+# staticlet-cni's tests run the reference CNI plugins (bridge, host-local, portmap, loopback; the
+# package pulls in iptables) in network namespaces made with `ip`.
+[ -x /usr/lib/cni/bridge ] || need_pkgs+=(containernetworking-plugins)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 if [ "${#need_pkgs[@]}" -gt 0 ] && [ "$(id -u)" = 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
