@@ -75,7 +75,7 @@ impl NetworkConfig {
             msg,
         };
         let top = parse_object(bytes).map_err(invalid)?;
-        let name = string_field(&top, "name", "").map_err(invalid)?;
+        let name = name_field(&top).map_err(invalid)?;
         let cni_version = version_field(&top, "").map_err(invalid)?;
         let plugins = match top.get("plugins") {
             None => return Err(invalid("missing field `plugins`".into())),
@@ -117,7 +117,7 @@ impl NetworkConfig {
                 "field `plugins`: a configuration list must be in a .conflist file".into(),
             ));
         }
-        let name = string_field(&top, "name", "").map_err(invalid)?;
+        let name = name_field(&top).map_err(invalid)?;
         let cni_version = version_field(&top, "").map_err(invalid)?;
         let plugin = plugin_config(top, "").map_err(invalid)?;
         Ok(NetworkConfig {
@@ -199,6 +199,17 @@ fn string_field(obj: &Map<String, Value>, key: &str, prefix: &str) -> Result<Str
     }
 }
 
+/// The network name: also the result cache's sub-directory, so a plain file name.
+fn name_field(obj: &Map<String, Value>) -> Result<String, String> {
+    let name = string_field(obj, "name", "")?;
+    if name.contains('/') || name == "." || name == ".." {
+        return Err(format!(
+            "field `name`: {name:?} must not contain '/' or be . or .."
+        ));
+    }
+    Ok(name)
+}
+
 fn version_field(obj: &Map<String, Value>, prefix: &str) -> Result<String, String> {
     let version = string_field(obj, "cniVersion", prefix)?;
     if !SUPPORTED_VERSIONS.contains(&version.as_str()) {
@@ -251,7 +262,11 @@ mod tests {
         assert!(!c.plugins[0].has_capability("portMappings"));
         assert!(c.del_gets_prev_result());
 
-        let cases: [(&[u8], &str); 6] = [
+        let cases: [(&[u8], &str); 7] = [
+            (
+                br#"{"name":"../x","cniVersion":"1.0.0","plugins":[{"type":"a"}]}"#,
+                "field `name`",
+            ),
             (
                 br#"{"cniVersion":"1.0.0","plugins":[{"type":"a"}]}"#,
                 "missing field `name`",

@@ -26,8 +26,33 @@
 //! * a plugin's failure is reported with the `msg`/`details` of its CNI error JSON; each plugin
 //!   runs with a timeout ([`DEFAULT_TIMEOUT`]) and is killed when it passes.
 //!
+//! ```no_run
+//! # async fn example() -> staticlet_cni::Result<()> {
+//! use staticlet_cni::{AttachRequest, Cni};
+//!
+//! let cni = Cni::new("/etc/cni/net.d", vec!["/opt/cni/bin".into()], "/var/lib/staticlet/cni");
+//! if let Err(reason) = cni.status().await {
+//!     eprintln!("NetworkNotReady: {reason}");
+//! }
+//! let req = AttachRequest {
+//!     container_id: "4f1c2b".into(),
+//!     netns_path: "/run/netns/staticlet-4f1c2b".into(),
+//!     ifname: "eth0".into(),
+//!     pod_name: "web-node1".into(),
+//!     pod_namespace: "default".into(),
+//!     pod_uid: "0d7e".into(),
+//!     port_mappings: Vec::new(),
+//! };
+//! let attached = cni.add(&req).await?;
+//! println!("pod IP {:?}", attached.pod_ip());
+//! cni.del(&req).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Not implemented: CHECK, GC and STATUS plugin verbs, `VERSION` negotiation (results are
-//! passed through as the plugins print them), and capabilities other than `portMappings`.
+//! passed through as the plugins print them), and capabilities other than `portMappings`. On
+//! timeout only the plugin process itself is killed, not processes it started.
 
 mod cache;
 mod config;
