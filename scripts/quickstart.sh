@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# Builds staticlet and runs the example static pods in examples/manifests, offline.
-# Until the embedded runtime lands, the agent runs them on its built-in simulator runtime
-# (containers are simulated; nothing is executed). Stop with Ctrl-C.
+# Builds staticlet, builds a busybox image from Debian's busybox-static (offline), imports it,
+# and runs the example static pods in examples/manifests with the embedded runtime. As root.
+# Stop with Ctrl-C: the containers keep running and are adopted by the next start; delete the
+# manifests (or run with an empty --pod-manifest-path) to stop them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p staticlet
-root="${STATICLET_ROOT:-/tmp/staticlet-quickstart}"
+missing=()
+for p in busybox-static libseccomp-dev pkg-config util-linux iproute2; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+cargo build --release -p staticlet -p staticlet-shim
+root="${STATICLET_ROOT:-/var/lib/staticlet}"
+logs="${STATICLET_LOGS:-/var/log/pods}"
 mkdir -p "$root"
-echo "staticlet is starting; in another shell: ./target/release/staticlet get pods --root-dir $root"
-exec ./target/release/staticlet run \
-  --pod-manifest-path examples/manifests \
-  --root-dir "$root" --log-dir "$root/logs" \
-  --container-runtime-endpoint simulate://
+./scripts/busybox-image.sh "$root/busybox.tar" >/dev/null
+./target/release/staticlet images import "$root/busybox.tar" --root-dir "$root"
+echo "staticlet is starting. In another shell:"
+echo "  ./target/release/staticlet get pods --root-dir $root -o wide"
+echo "  curl http://127.0.0.1:8080/"
+exec ./target/release/staticlet run --pod-manifest-path examples/manifests --root-dir "$root" --log-dir "$logs"

@@ -47,6 +47,8 @@ pub struct Config {
     pub reexec: Reexec,
     /// `--cni-conf-dir`: non-hostNetwork pods need a network config there.
     pub cni_conf_dir: PathBuf,
+    /// `--cni-bin-dir`: where plugin binaries are looked up, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
 }
 
 /// The embedded runtime. Cheap to clone.
@@ -59,6 +61,7 @@ struct Inner {
     cfg: Config,
     base: PathBuf,
     images: ImageStore,
+    cni: staticlet_cni::Cni,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,8 +173,18 @@ impl EmbeddedRuntime {
         })?;
         let images =
             ImageStore::open(&cfg.root_dir).map_err(|e| format!("opening the image store: {e}"))?;
+        let cni = staticlet_cni::Cni::new(
+            &cfg.cni_conf_dir,
+            cfg.cni_bin_dirs.clone(),
+            base.join("cni"),
+        );
         Ok(Self {
-            inner: Arc::new(Inner { cfg, base, images }),
+            inner: Arc::new(Inner {
+                cfg,
+                base,
+                images,
+                cni,
+            }),
         })
     }
 
@@ -182,6 +195,31 @@ impl EmbeddedRuntime {
 }
 
 impl Inner {
+    /// CNI DEL for a sandbox with its own network namespace. Idempotent.
+    async fn teardown_network(&self, id: &str) -> Result<()> {
+        let rec = match self.load_sandbox(id) {
+            Ok(r) => r,
+            Err(RuntimeError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Some(netns) = &rec.net_ns else {
+            return Ok(());
+        };
+        let req = staticlet_cni::AttachRequest {
+            container_id: rec.id.clone(),
+            netns_path: PathBuf::from(netns),
+            ifname: "eth0".into(),
+            pod_name: rec.name.clone(),
+            pod_namespace: rec.namespace.clone(),
+            pod_uid: rec.uid.clone(),
+            port_mappings: vec![],
+        };
+        self.cni.del(&req).await.map_err(|e| RuntimeError::Failed {
+            op: "stop pod sandbox",
+            message: format!("tearing down the pod network: {e}"),
+        })
+    }
+
     fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.base.join("sandboxes").join(id)
     }
@@ -331,6 +369,60 @@ impl Inner {
     }
 }
 
+/// Removes the (empty) parent cgroups of a pod's containers, `staticlet/pod<uid>`, in every
+/// hierarchy. Best effort: a cgroup still in use stays, and is logged.
+fn remove_pod_cgroups(uid: &str) {
+    let mut dirs = vec![PathBuf::from("/sys/fs/cgroup/staticlet").join(format!("pod{uid}"))];
+    for e in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        dirs.push(e.path().join("staticlet").join(format!("pod{uid}")));
+    }
+    for d in dirs {
+        match std::fs::remove_dir(&d) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound && d.exists() => {
+                warn!(cgroup = %d.display(), error = %e, "cannot remove pod cgroup");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Releases the runtime's own mount of `<root-dir>/runtime/sandboxes` (after every sandbox was
+/// removed), e.g. before deleting a root directory. Idempotent.
+pub fn release(root_dir: &Path) -> io::Result<()> {
+    rootfs::unmount(&root_dir.join("runtime/sandboxes"))
+}
+
+fn attach_request(
+    rec: &SandboxRecord,
+    config: &SandboxConfig,
+    netns: &str,
+) -> staticlet_cni::AttachRequest {
+    staticlet_cni::AttachRequest {
+        container_id: rec.id.clone(),
+        netns_path: PathBuf::from(netns),
+        ifname: "eth0".into(),
+        pod_name: rec.name.clone(),
+        pod_namespace: rec.namespace.clone(),
+        pod_uid: rec.uid.clone(),
+        port_mappings: config
+            .port_mappings
+            .iter()
+            .filter_map(|p| {
+                Some(staticlet_cni::PortMapping {
+                    host_port: u16::try_from(p.host_port).ok()?,
+                    container_port: u16::try_from(p.container_port).ok()?,
+                    protocol: p.protocol.to_lowercase(),
+                    host_ip: p.host_ip.clone(),
+                })
+            })
+            .collect(),
+    }
+}
+
 /// Parses a stop signal name (`SIGTERM`, `TERM`, `SIGRTMIN+3` is not supported) or number.
 pub fn parse_signal(s: &str) -> Option<nix::sys::signal::Signal> {
     let s = s.trim();
@@ -373,17 +465,13 @@ impl ContainerRuntime for EmbeddedRuntime {
     }
 
     async fn status(&self) -> Result<RuntimeStatus> {
-        let network_ready = cni_configured(&self.inner.cfg.cni_conf_dir);
+        let network = self.inner.cni.status().await;
         Ok(RuntimeStatus {
             runtime_ready: true,
-            network_ready,
-            message: if network_ready {
-                String::new()
-            } else {
-                format!(
-                    "NetworkNotReady: no CNI configuration file in {} (hostNetwork pods run regardless)",
-                    self.inner.cfg.cni_conf_dir.display()
-                )
+            network_ready: network.is_ok(),
+            message: match network {
+                Ok(()) => String::new(),
+                Err(e) => format!("NetworkNotReady: {e} (hostNetwork pods run regardless)"),
             },
         })
     }
@@ -392,13 +480,10 @@ impl ContainerRuntime for EmbeddedRuntime {
         let inner = self.inner.clone();
         let config = config.clone();
         if !config.host_network {
-            // Pod networking (CNI) is not wired in yet: such pods wait, as kubelet's do without
-            // a network plugin.
-            return Err(RuntimeError::Unavailable(format!(
-                "NetworkNotReady: pod networking is not available (no CNI support in this build; \
-                 use hostNetwork: true); CNI config dir {}",
-                inner.cfg.cni_conf_dir.display()
-            )));
+            // Without a network plugin such pods wait, as kubelet's do.
+            if let Err(e) = inner.cni.status().await {
+                return Err(RuntimeError::Unavailable(format!("NetworkNotReady: {e}")));
+            }
         }
         let id = new_id();
         let dir = inner.sandbox_dir(&id);
@@ -473,7 +558,20 @@ impl ContainerRuntime for EmbeddedRuntime {
                 });
             }
         }
-        rec.ip = String::new();
+        if let Some(netns) = rec.net_ns.clone() {
+            let req = attach_request(&rec, &config, &netns);
+            match inner.cni.add(&req).await {
+                Ok(res) => rec.ip = res.pod_ip().map(|ip| ip.to_string()).unwrap_or_default(),
+                Err(e) => {
+                    let _ = rootfs::unmount_namespaces(&dir.join("ns"));
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(RuntimeError::Failed {
+                        op: "run pod sandbox",
+                        message: format!("setting up the pod network: {e}"),
+                    });
+                }
+            }
+        }
         // /etc/hosts, /etc/hostname, /etc/resolv.conf for the pod's containers.
         let hosts = if config.host_network {
             std::fs::read_to_string("/etc/hosts")
@@ -510,6 +608,7 @@ impl ContainerRuntime for EmbeddedRuntime {
     async fn stop_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
         let inner = self.inner.clone();
         let id = id.0.clone();
+        inner.teardown_network(&id).await?;
         blocking(move || {
             let mut rec = match inner.load_sandbox(&id) {
                 Ok(r) => r,
@@ -534,6 +633,7 @@ impl ContainerRuntime for EmbeddedRuntime {
     async fn remove_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
         let inner = self.inner.clone();
         let id = id.0.clone();
+        inner.teardown_network(&id).await?;
         blocking(move || {
             let dir = inner.sandbox_dir(&id);
             if !dir.exists() {
@@ -545,6 +645,9 @@ impl ContainerRuntime for EmbeddedRuntime {
                 }
             }
             rootfs::unmount_namespaces(&dir.join("ns")).map_err(io_err("unmount namespaces"))?;
+            if let Ok(rec) = inner.load_sandbox(&id) {
+                remove_pod_cgroups(&rec.uid);
+            }
             std::fs::remove_dir_all(&dir).map_err(io_err("remove sandbox"))?;
             Ok(())
         })
@@ -794,21 +897,6 @@ pub fn images_in_use(root_dir: &Path) -> Vec<String> {
         .filter_map(|e| read_json::<ContainerRecord>(&e.path().join("container.json")).ok())
         .map(|r| r.image_ref)
         .collect()
-}
-
-/// Whether `dir` holds a CNI network configuration (`*.conflist`, `*.conf`, `*.json`).
-pub fn cni_configured(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            let p = e.path();
-            matches!(
-                p.extension().and_then(|x| x.to_str()),
-                Some("conflist" | "conf" | "json")
-            )
-        })
 }
 
 #[cfg(test)]

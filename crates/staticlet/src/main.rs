@@ -211,6 +211,7 @@ fn runtime_for(
                     root_dir: args.root_dir.clone(),
                     reexec: shim_reexec()?,
                     cni_conf_dir: args.cni_conf_dir.clone(),
+                    cni_bin_dirs: args.cni_bin_dir.clone(),
                 },
             )
             .map_err(|e| anyhow::anyhow!("embedded runtime: {e}"))?;

@@ -53,6 +53,9 @@ pub struct RunArgs {
     /// Directory of CNI network configurations (embedded runtime).
     #[arg(long, default_value = "/etc/cni/net.d", value_name = "DIR")]
     pub cni_conf_dir: PathBuf,
+    /// Directories of CNI plugin binaries, searched in order (repeatable).
+    #[arg(long, value_name = "DIR", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
+    pub cni_bin_dir: Vec<PathBuf>,
     /// kubeconfig of a cluster to publish mirror pods to (absent: standalone).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,

@@ -1,0 +1,379 @@
+//! End-to-end tests with real containers: the `staticlet` binary, the embedded runtime, shims,
+//! overlayfs, namespaces, cgroups and real CNI plugins. They need root, `busybox-static`,
+//! `util-linux`, `iproute2` and `containernetworking-plugins` (`scripts/test.sh` installs them);
+//! without root they say so and pass.
+// Real processes in real time: std::time::Instant is right here.
+#![allow(clippy::disallowed_types)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_staticlet"))
+}
+
+fn can_run() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        eprintln!("skipped: real containers need root");
+        return false;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        panic!("busybox-static is missing: run scripts/test.sh, which installs it");
+    }
+    true
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    node: String,
+    agent: Option<Child>,
+}
+
+impl Env {
+    fn new(node: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+        let e = Env {
+            dir,
+            node: node.into(),
+            agent: None,
+        };
+        let tar = e.path("busybox.tar");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/busybox-image.sh"
+        );
+        let out = Command::new("bash").arg(script).arg(&tar).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = bin()
+            .args(["images", "import"])
+            .arg(&tar)
+            .arg("--root-dir")
+            .arg(e.root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        e
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.path("root")
+    }
+
+    fn start(&mut self, cni: Option<&Path>) {
+        let mut cmd = bin();
+        cmd.args([
+            "run",
+            "--hostname-override",
+            &self.node,
+            "--file-check-frequency",
+            "1s",
+        ])
+        .arg("--pod-manifest-path")
+        .arg(self.path("manifests"))
+        .arg("--root-dir")
+        .arg(self.root())
+        .arg("--log-dir")
+        .arg(self.path("logs"))
+        .arg("--cni-conf-dir")
+        .arg(
+            cni.map(Path::to_path_buf)
+                .unwrap_or_else(|| self.path("no-cni")),
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(self.path("agent.log")).unwrap());
+        self.agent = Some(cmd.spawn().unwrap());
+    }
+
+    fn kill_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+    }
+
+    fn manifest(&self, name: &str, yaml: &str) {
+        let tmp = self.path("manifests").join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(tmp, self.path("manifests").join(format!("{name}.yaml"))).unwrap();
+    }
+
+    fn pod(&self, name: &str) -> Option<serde_json::Value> {
+        let out = bin()
+            .args([
+                "get",
+                "pod",
+                &format!("{name}-{}", self.node),
+                "-o",
+                "json",
+                "--root-dir",
+            ])
+            .arg(self.root())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())?
+    }
+
+    fn wait(&self, what: &str, timeout_s: u64, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(timeout_s);
+        while !f() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.path("agent.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "timed out waiting for {what}\nagent log (last lines, newest first):\n{}",
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.kill_agent();
+        // Stop whatever is left (a failed test) so no container outlives the test.
+        let _ = std::fs::remove_dir_all(self.path("manifests"));
+        let _ = std::fs::create_dir_all(self.path("manifests"));
+        self.start(None);
+        let root = self.root();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::read_dir(root.join("runtime/containers"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            > 0
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.kill_agent();
+        let _ = staticlet_runtime_embedded::release(&root);
+    }
+}
+
+fn container_state<'a>(pod: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    pod["status"]["containerStatuses"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+fn mounts_under(p: &Path) -> Vec<String> {
+    let p = p.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|m| m.starts_with(&p) && !m.ends_with("runtime/sandboxes"))
+        .collect()
+}
+
+#[test]
+fn real_pods_serve_restart_survive_agent_restart_and_clean_up() {
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::new("e2e-a");
+    let port = free_port();
+    env.manifest(
+        "web",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 5\n  initContainers:\n  - name: content\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo served-by-staticlet > /www/index.html']\n    volumeMounts: [{{name: www, mountPath: /www}}]\n  containers:\n  - name: httpd\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [httpd, -f, -p, '{port}', -h, /www]\n    volumeMounts: [{{name: www, mountPath: /www, readOnly: true}}]\n    resources:\n      limits: {{memory: 64Mi, cpu: 500m}}\n  volumes:\n  - {{name: www, emptyDir: {{}}}}\n"
+        ),
+    );
+    env.manifest(
+        "crash",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: crash\nspec:\n  hostNetwork: true\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo attempt; exit 3']\n",
+    );
+    env.start(None);
+
+    // Serving, with the init container's content.
+    env.wait("web serving", 120, || {
+        http_get(port).is_some_and(|b| b.contains("served-by-staticlet"))
+    });
+    // Crash → restarts with back-off, the exit code in lastState, logs in CRI format.
+    env.wait("crash restarted", 120, || {
+        env.pod("crash").is_some_and(|p| {
+            container_state(&p, "app").is_some_and(|c| {
+                c["restartCount"].as_i64() >= Some(1)
+                    && c["lastState"]["terminated"]["exitCode"] == 3
+            })
+        })
+    });
+    let web = env.pod("web").unwrap();
+    let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
+    let started = container_state(&web, "httpd").unwrap()["state"]["running"]["startedAt"].clone();
+    let log_dir = env.path("logs").join(format!(
+        "default_crash-e2e-a_{}",
+        env.pod("crash").unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+    ));
+    let log = std::fs::read_to_string(log_dir.join("app/0.log")).unwrap();
+    assert!(
+        log.lines().next().unwrap().ends_with(" stdout F attempt"),
+        "{log}"
+    );
+    // The memory limit is in the container's cgroup (cgroup v1 here, v2 elsewhere).
+    let limit_files: Vec<PathBuf> = [
+        "/sys/fs/cgroup/memory/staticlet",
+        "/sys/fs/cgroup/staticlet",
+    ]
+    .iter()
+    .map(|b| Path::new(b).join(format!("pod{uid}")))
+    .filter(|p| p.exists())
+    .collect();
+    assert!(!limit_files.is_empty(), "no pod cgroup for {uid}");
+    let limits: Vec<String> = std::fs::read_dir(&limit_files[0])
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            std::fs::read_to_string(e.path().join("memory.limit_in_bytes"))
+                .or_else(|_| std::fs::read_to_string(e.path().join("memory.max")))
+                .ok()
+        })
+        .collect();
+    assert!(
+        limits.iter().any(|l| l.trim() == (64u64 << 20).to_string()),
+        "{limits:?}"
+    );
+
+    // kill -9 the agent and start it again: the container is adopted, not restarted.
+    env.kill_agent();
+    assert!(
+        http_get(port).is_some(),
+        "the pod keeps serving without its agent"
+    );
+    env.start(None);
+    env.wait("web adopted", 60, || {
+        env.pod("web").is_some_and(|p| {
+            container_state(&p, "httpd")
+                .is_some_and(|c| c["state"]["running"]["startedAt"] == started)
+        })
+    });
+    let web = env.pod("web").unwrap();
+    assert_eq!(container_state(&web, "httpd").unwrap()["restartCount"], 0);
+
+    // Manifests removed: everything stops; no container dirs, mounts or shims are left.
+    std::fs::remove_file(env.path("manifests/web.yaml")).unwrap();
+    std::fs::remove_file(env.path("manifests/crash.yaml")).unwrap();
+    let root = env.root();
+    env.wait("everything removed", 120, || {
+        std::fs::read_dir(root.join("runtime/containers"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0
+            && std::fs::read_dir(root.join("runtime/sandboxes"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+                == 0
+    });
+    assert!(http_get(port).is_none(), "the web server is gone");
+    assert_eq!(mounts_under(&root), Vec::<String>::new());
+    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/staticlet/pod{uid}")).exists());
+}
+
+#[test]
+fn pod_network_through_cni_bridge() {
+    if !can_run() {
+        return;
+    }
+    if !Path::new("/usr/lib/cni/bridge").exists() && !Path::new("/opt/cni/bin/bridge").exists() {
+        panic!("containernetworking-plugins is missing: run scripts/test.sh, which installs it");
+    }
+    let mut env = Env::new("e2e-b");
+    let cni = env.path("cni");
+    std::fs::create_dir_all(&cni).unwrap();
+    let suffix = std::process::id() % 200 + 20;
+    std::fs::write(
+        cni.join("10-test.conflist"),
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"staticlet-e2e-{suffix}","plugins":[
+  {{"type":"bridge","bridge":"stle2e{suffix}","isGateway":true,"ipMasq":false,
+    "ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.234.{suffix}.0/24"}}]],"dataDir":"{}"}}}},
+  {{"type":"loopback"}}]}}"#,
+            env.path("ipam").display()
+        ),
+    )
+    .unwrap();
+    env.manifest(
+        "net",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: net\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'ip -4 addr show eth0; hostname; cat /etc/hosts; sleep 3600']\n",
+    );
+    env.start(Some(&cni));
+    let mut ip = String::new();
+    env.wait("pod IP", 120, || {
+        env.pod("net").is_some_and(|p| {
+            ip = p["status"]["podIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            ip.starts_with(&format!("10.234.{suffix}.")) && p["status"]["phase"] == "Running"
+        })
+    });
+    let uid = env.pod("net").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log = env
+        .path("logs")
+        .join(format!("default_net-e2e-b_{uid}/app/0.log"));
+    env.wait("container output", 60, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| {
+            l.contains(&format!("inet {ip}/24")) && l.contains(&format!("{ip}\tnet-e2e-b"))
+        })
+    });
+    std::fs::remove_file(env.path("manifests/net.yaml")).unwrap();
+    let root = env.root();
+    env.wait("pod removed", 60, || {
+        std::fs::read_dir(root.join("runtime/sandboxes"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0
+    });
+    let ipam = env.path(&format!("ipam/staticlet-e2e-{suffix}/{ip}"));
+    assert!(!ipam.exists(), "the pod's address was released");
+    let _ = Command::new("ip")
+        .args(["link", "del", &format!("stle2e{suffix}")])
+        .status();
+}
