@@ -465,10 +465,12 @@ mod tests {
 
     #[test]
     fn capabilities_add_drop_privileged() {
-        let mut c = ContainerConfig::default();
-        c.security = SecurityContext {
-            add_capabilities: vec!["NET_ADMIN".into()],
-            drop_capabilities: vec!["MKNOD".into(), "CAP_NET_RAW".into()],
+        let mut c = ContainerConfig {
+            security: SecurityContext {
+                add_capabilities: vec!["NET_ADMIN".into()],
+                drop_capabilities: vec!["MKNOD".into(), "CAP_NET_RAW".into()],
+                ..Default::default()
+            },
             ..Default::default()
         };
         let caps = capabilities(&c);
