@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 mod client;
+mod logs;
 mod options;
 
 #[derive(Parser)]
@@ -39,6 +40,64 @@ enum Command {
     Validate(ValidateArgs),
     /// Manage the embedded runtime's images.
     Images(ImagesArgs),
+    /// Print a container's logs (kubectl's flags).
+    Logs(LogsArgs),
+    /// Run a command in a running container (embedded runtime; not interactive).
+    Exec(ExecArgs),
+}
+
+#[derive(clap::Args)]
+struct ExecArgs {
+    /// The pod's name (`<name>-<node>`).
+    pod: String,
+    /// Namespace of the pod.
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// Container (default: the first).
+    #[arg(short, long)]
+    container: Option<String>,
+    /// Give up after this long (Go duration syntax).
+    #[arg(long, default_value = "1m", value_parser = staticlet_manifest::duration::parse_go_duration)]
+    timeout: Duration,
+    /// Root directory of the agent.
+    #[arg(long, default_value = "/var/lib/staticlet")]
+    root_dir: PathBuf,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct LogsArgs {
+    /// The pod's name (`<name>-<node>`).
+    pod: String,
+    /// Namespace of the pod.
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// Container (required when the pod has several).
+    #[arg(short, long)]
+    container: Option<String>,
+    /// Follow the log.
+    #[arg(short, long)]
+    follow: bool,
+    /// The previous (terminated) instance of the container.
+    #[arg(short, long)]
+    previous: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    tail: Option<usize>,
+    /// Prefix lines with their timestamps.
+    #[arg(long)]
+    timestamps: bool,
+    /// Root directory of the agent.
+    #[arg(long, default_value = "/var/lib/staticlet")]
+    root_dir: PathBuf,
+    /// The agent's --log-dir.
+    #[arg(long, default_value = "/var/log/pods")]
+    log_dir: PathBuf,
+    /// Address of the agent: unix:///path, http://host:port.
+    #[arg(long)]
+    server: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -145,6 +204,8 @@ fn main() -> ExitCode {
             Command::Get(args) => get(args).await.map(|()| ExitCode::SUCCESS),
             Command::Validate(args) => validate(args),
             Command::Images(args) => images(args).map(|()| ExitCode::SUCCESS),
+            Command::Logs(args) => logs_cmd(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Exec(args) => exec_cmd(args).await,
         }
     });
     match result {
@@ -419,6 +480,80 @@ fn manifests_table(v: &serde_json::Value, now: std::time::SystemTime) -> String 
         ]);
     }
     client::format_table(&rows)
+}
+
+async fn exec_cmd(args: ExecArgs) -> Result<ExitCode> {
+    let server = client::Server::resolve(None, &args.root_dir)?;
+    let (code, body) = server
+        .get(&format!("/pods/{}/{}", args.namespace, args.pod))
+        .await?;
+    if code == 404 {
+        bail!(
+            "pods {:?} not found in namespace {:?}",
+            args.pod,
+            args.namespace
+        );
+    }
+    let pod: serde_json::Value = serde_json::from_slice(&body)?;
+    let statuses = pod["status"]["containerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let st = match &args.container {
+        Some(c) => statuses.iter().find(|s| s["name"] == c.as_str()),
+        None => statuses.first(),
+    }
+    .with_context(|| format!("no such container in pod {}", args.pod))?;
+    if st["state"]["running"].is_null() {
+        bail!("container {} is not running", st["name"]);
+    }
+    let id = st["containerID"]
+        .as_str()
+        .and_then(|c| c.strip_prefix("staticlet://"))
+        .with_context(|| "exec works with the embedded runtime's containers only".to_string())?;
+    let state_dir = args
+        .root_dir
+        .join("runtime/containers")
+        .join(id)
+        .join("shim");
+    let reexec = shim_reexec()?;
+    let out = tokio::task::spawn_blocking(move || {
+        staticlet_shim::exec_in_container(
+            &reexec,
+            staticlet_shim::ExecTarget::StateDir(&state_dir),
+            &args.command,
+            &[],
+            args.timeout,
+        )
+    })
+    .await??;
+    use std::io::Write;
+    std::io::stdout().write_all(&out.stdout)?;
+    std::io::stderr().write_all(&out.stderr)?;
+    Ok(ExitCode::from(out.exit_code.clamp(0, 255) as u8))
+}
+
+async fn logs_cmd(args: LogsArgs) -> Result<()> {
+    let server = client::Server::resolve(args.server.as_deref(), &args.root_dir)?;
+    let (code, body) = server
+        .get(&format!("/pods/{}/{}", args.namespace, args.pod))
+        .await?;
+    if code == 404 {
+        bail!(
+            "pods {:?} not found in namespace {:?}",
+            args.pod,
+            args.namespace
+        );
+    }
+    let pod: serde_json::Value = serde_json::from_slice(&body)?;
+    let file = logs::log_file(
+        &args.log_dir,
+        &pod,
+        args.container.as_deref(),
+        args.previous,
+    )?;
+    tokio::task::spawn_blocking(move || logs::print(&file, args.tail, args.timestamps, args.follow))
+        .await?
 }
 
 fn images(args: ImagesArgs) -> Result<()> {
