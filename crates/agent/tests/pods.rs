@@ -426,3 +426,40 @@ async fn image_pull_errors_back_off() {
     let _ = Run::Forever;
     h.stop.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn sandbox_failure_is_shown_and_retried() {
+    use staticlet_runtime::fake::Op;
+    use staticlet_runtime::RuntimeError;
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.fail_next(
+        Op::RunSandbox,
+        RuntimeError::Unavailable("NetworkNotReady: no CNI configuration".into()),
+    );
+    let mut h = start(&rt, clock);
+    let p = pod("net", "  containers:\n  - {name: app, image: b}\n");
+    h.set(vec![p.clone()]).await;
+    h.until("sandbox error in status", |v| {
+        v.get(&p.uid).is_some_and(|pv| {
+            let w = pv
+                .status
+                .container_statuses
+                .as_ref()
+                .and_then(|cs| cs[0].state.clone())
+                .and_then(|s| s.waiting);
+            w.is_some_and(|w| {
+                w.reason.as_deref() == Some("ContainerCreating")
+                    && w.message.as_deref().is_some_and(|m| {
+                        m.contains("failed to create pod sandbox") && m.contains("NetworkNotReady")
+                    })
+            })
+        })
+    })
+    .await;
+    h.until("running after the retry", |v| {
+        phase(v, &p.uid).as_deref() == Some("Running")
+    })
+    .await;
+    h.stop.cancel();
+}

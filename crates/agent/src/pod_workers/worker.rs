@@ -374,10 +374,27 @@ impl Worker {
                         cfg.log_directory.display()
                     ));
                 }
-                let id = rt
-                    .run_pod_sandbox(&cfg)
-                    .await
-                    .map_err(|e| format!("creating pod sandbox: {e}"))?;
+                let id = match rt.run_pod_sandbox(&cfg).await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        // Shown as the containers' waiting message (kubelet's
+                        // FailedCreatePodSandBox), until a sandbox exists.
+                        let msg = format!("failed to create pod sandbox: {e}");
+                        let now = self.ctx.clock.now();
+                        let spec = pod.spec();
+                        for c in spec
+                            .containers
+                            .iter()
+                            .chain(spec.init_containers.iter().flatten())
+                        {
+                            self.mem.start_errors.insert(
+                                c.name.clone(),
+                                (Waiting::new("ContainerCreating", msg.clone()), now),
+                            );
+                        }
+                        return Err(msg);
+                    }
+                };
                 info!(sandbox = %id, attempt, "pod sandbox created");
                 Ok(())
             }
