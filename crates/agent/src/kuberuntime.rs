@@ -477,9 +477,29 @@ fn setup_volume(pod: &StaticPod, v: &Volume, vol_dir: &Path) -> Result<PathBuf, 
         check_host_path(&p, hp.type_.as_deref().unwrap_or(""))?;
         return Ok(p);
     }
-    if v.empty_dir.is_some() {
+    if let Some(ed) = &v.empty_dir {
         let p = vol_dir.join("kubernetes.io~empty-dir").join(&v.name);
         std::fs::create_dir_all(&p).map_err(|e| format!("creating {}: {e}", p.display()))?;
+        if ed.medium.as_deref() == Some("Memory") && !is_mountpoint(&p) {
+            // tmpfs, sized by sizeLimit (kubelet: node allocatable memory when unset; here the
+            // kernel's default of half the RAM).
+            let mut opts = "mode=0777".to_string();
+            if let Some(limit) = ed
+                .size_limit
+                .as_ref()
+                .and_then(|q| parse_quantity(&q.0).ok())
+            {
+                opts.push_str(&format!(",size={}", limit.units()));
+            }
+            nix::mount::mount(
+                Some("tmpfs"),
+                &p,
+                Some("tmpfs"),
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                Some(opts.as_str()),
+            )
+            .map_err(|e| format!("mounting tmpfs at {}: {e}", p.display()))?;
+        }
         let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777));
         return Ok(p);
     }
@@ -523,6 +543,21 @@ fn setup_volume(pod: &StaticPod, v: &Volume, vol_dir: &Path) -> Result<PathBuf, 
         return Ok(p);
     }
     Err("unsupported volume type for a static pod on this node".into())
+}
+
+/// Whether `path` is a mount point (per `/proc/self/mountinfo`).
+fn is_mountpoint(path: &Path) -> bool {
+    let Ok(path) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .is_some_and(|p| Path::new(&p.replace("\\040", " ")) == path)
+    })
 }
 
 /// kubelet's hostPath `type` checks (and creations).
@@ -588,6 +623,14 @@ pub fn check_host_path(p: &Path, kind: &str) -> Result<(), String> {
 /// Removes everything the agent kept for a pod (volumes of emptyDir and downwardAPI).
 /// hostPath volumes are never touched. Idempotent.
 pub fn cleanup_pod_dir(ctx: &NodeContext, uid: &str) -> std::io::Result<()> {
+    // Memory-backed emptyDirs are tmpfs mounts: unmount them first (never follow into a mount).
+    let empty = ctx.pod_dir(uid).join("volumes/kubernetes.io~empty-dir");
+    for e in std::fs::read_dir(&empty).into_iter().flatten().flatten() {
+        if is_mountpoint(&e.path()) {
+            nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH)
+                .map_err(std::io::Error::from)?;
+        }
+    }
     match std::fs::remove_dir_all(ctx.pod_dir(uid)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
