@@ -99,7 +99,11 @@ impl DockerConfig {
     pub fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
         let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         for (host, helper) in &raw.cred_helpers {
-            tracing::debug!(host, helper, "credential helpers are not supported; ignored");
+            tracing::debug!(
+                host,
+                helper,
+                "credential helpers are not supported; ignored"
+            );
         }
         if let Some(store) = &raw.creds_store {
             tracing::debug!(store, "credsStore is not supported; ignored");
@@ -264,7 +268,11 @@ pub(crate) async fn exchange_identity_token(
     if !status.is_success() {
         return Err((
             Some(status.as_u16()),
-            format!("token service {} answered {status}: {}", challenge.realm, body.trim()),
+            format!(
+                "token service {} answered {status}: {}",
+                challenge.realm,
+                body.trim()
+            ),
         ));
     }
     let token: TokenResponse = serde_json::from_str(&body)
@@ -312,7 +320,10 @@ mod tests {
             })
         };
         assert_eq!(cfg.auth_for("docker.io"), basic("hubuser", "hub:pass"));
-        assert_eq!(cfg.auth_for("index.docker.io"), basic("hubuser", "hub:pass"));
+        assert_eq!(
+            cfg.auth_for("index.docker.io"),
+            basic("hubuser", "hub:pass")
+        );
         assert_eq!(cfg.auth_for("registry.example:5000"), basic("u", "p"));
         assert_eq!(cfg.auth_for("registry.example"), None);
         assert_eq!(cfg.auth_for("quay.example"), basic("exact", "y"));
@@ -330,7 +341,10 @@ mod tests {
     fn docker_config_errors_and_files() {
         let err = DockerConfig::parse(br#"{"auths": {"r.example": {"auth": "%%%"}}}"#).unwrap_err();
         assert!(err.contains("r.example") && err.contains("base64"), "{err}");
-        let no_colon = format!(r#"{{"auths": {{"r.example": {{"auth": "{}"}}}}}}"#, b64("x"));
+        let no_colon = format!(
+            r#"{{"auths": {{"r.example": {{"auth": "{}"}}}}}}"#,
+            b64("x")
+        );
         assert!(DockerConfig::parse(no_colon.as_bytes()).is_err());
         assert!(DockerConfig::parse(b"{}").unwrap().is_empty());
 
@@ -339,9 +353,15 @@ mod tests {
         assert!(matches!(load_docker_config(&path), Err(Error::Io { .. })));
         std::fs::write(&path, b"not json").unwrap();
         let err = load_docker_config(&path).unwrap_err().to_string();
-        assert!(err.contains("docker config") && err.contains("config.json"), "{err}");
-        std::fs::write(&path, format!(r#"{{"auths":{{"h:1":{{"auth":"{}"}}}}}}"#, b64("a:b")))
-            .unwrap();
+        assert!(
+            err.contains("docker config") && err.contains("config.json"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            format!(r#"{{"auths":{{"h:1":{{"auth":"{}"}}}}}}"#, b64("a:b")),
+        )
+        .unwrap();
         assert!(load_docker_config(&path).unwrap().auth_for("h:1").is_some());
     }
 
@@ -363,7 +383,10 @@ mod tests {
                 service: Some("svc".into())
             })
         );
-        assert_eq!(parse_bearer_challenge(r#"Basic realm="Registry Realm""#), None);
+        assert_eq!(
+            parse_bearer_challenge(r#"Basic realm="Registry Realm""#),
+            None
+        );
         assert_eq!(parse_bearer_challenge(r#"Bearer service="x""#), None);
     }
 }

@@ -465,12 +465,16 @@ impl Puller {
                 manifest.config().size(),
             )
             .await?;
-        futures::stream::iter(manifest.layers().iter().map(|l| {
-            self.fetch_blob(&client, &oref, &r, l.digest().to_string(), l.size())
-        }))
-        .buffer_unordered(LAYER_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+        let layers: Vec<(String, u64)> = manifest
+            .layers()
+            .iter()
+            .map(|l| (l.digest().to_string(), l.size()))
+            .collect();
+        futures::stream::iter(layers)
+            .map(|(digest, size)| self.fetch_blob(&client, &oref, &r, digest, size))
+            .buffer_unordered(LAYER_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
 
         let store = self.store.clone();
         let key = r.clone();
