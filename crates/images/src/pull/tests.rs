@@ -493,3 +493,137 @@ async fn htpasswd_registry_takes_docker_config_credentials() {
     assert_eq!(rec.reference, reference);
     busybox_rootfs_ok(&store, &reference);
 }
+
+/// A one-request-per-connection HTTP server standing in for a registry with a token service:
+/// `/v2/` challenges for a bearer token, `/token` exchanges the refresh token `refresh-me` for
+/// `access-1`, and manifests answer `MANIFEST_UNKNOWN` to that token (401 otherwise). Every
+/// request line and its body are recorded.
+async fn fake_token_registry() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (realm, log) = (format!("http://{host}/token"), seen.clone());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, body) = loop {
+                let n = conn.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), String::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break (head.to_string(), body.to_string());
+                    }
+                }
+            };
+            let line = head.lines().next().unwrap_or_default().to_string();
+            let bearer = head
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case("authorization: bearer access-1"));
+            log.lock().unwrap().push(format!("{line} {body}"));
+            let (status, extra, body) = if line.starts_with("GET /v2/ ") {
+                (
+                    "401 Unauthorized",
+                    format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\"\r\n"),
+                    r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
+                        .to_string(),
+                )
+            } else if line.starts_with("POST /token ") && body.contains("refresh_token=refresh-me")
+            {
+                (
+                    "200 OK",
+                    String::new(),
+                    r#"{"access_token":"access-1"}"#.to_string(),
+                )
+            } else if line.starts_with("POST /token ") {
+                (
+                    "401 Unauthorized",
+                    String::new(),
+                    "invalid refresh token".to_string(),
+                )
+            } else if bearer {
+                (
+                    "404 Not Found",
+                    String::new(),
+                    r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
+                        .to_string(),
+                )
+            } else {
+                (
+                    "401 Unauthorized",
+                    String::new(),
+                    r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
+                        .to_string(),
+                )
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(response.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        }
+    });
+    (host, seen)
+}
+
+#[tokio::test]
+async fn identity_token_is_exchanged_for_an_access_token() {
+    let (host, seen) = fake_token_registry().await;
+    let root = tempfile::tempdir().unwrap();
+    let store = new_store(root.path());
+    let reference = format!("{host}/test/x:1");
+    let config = DockerConfig::parse(
+        json!({"auths": {host.clone(): {"identitytoken": "refresh-me"}}})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let opts = PullOptions {
+        auth: config.auth_for(&host),
+        insecure_registries: vec![host.clone()],
+        ..Default::default()
+    };
+    let err = pull(&store, &reference, &opts).await.unwrap_err();
+    // The access token reached the manifest request, which the fake answers with 404.
+    assert!(matches!(err, PullError::NotFound { .. }), "{err:?}");
+    let requests = seen.lock().unwrap().clone();
+    let token_request = requests
+        .iter()
+        .find(|r| r.starts_with("POST /token "))
+        .expect("token request");
+    for part in [
+        "grant_type=refresh_token",
+        "service=fake",
+        "scope=repository%3Atest%2Fx%3Apull",
+    ] {
+        assert!(token_request.contains(part), "{token_request}");
+    }
+
+    let opts = PullOptions {
+        auth: Some(Credentials::IdentityToken("stale".into())),
+        ..opts
+    };
+    let err = pull(&store, &reference, &opts).await.unwrap_err();
+    assert!(matches!(err, PullError::Unauthorized { .. }), "{err:?}");
+    assert!(err.to_string().contains("invalid refresh token"), "{err}");
+
+    // Anonymous requests get the registry's 401.
+    let opts = PullOptions { auth: None, ..opts };
+    let err = pull(&store, &reference, &opts).await.unwrap_err();
+    assert!(matches!(err, PullError::Unauthorized { .. }), "{err:?}");
+}
