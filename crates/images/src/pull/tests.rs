@@ -627,3 +627,57 @@ async fn identity_token_is_exchanged_for_an_access_token() {
     let err = pull(&store, &reference, &opts).await.unwrap_err();
     assert!(matches!(err, PullError::Unauthorized { .. }), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_blob_from_registry_is_refused() {
+    if !prerequisites() {
+        return;
+    }
+    let (reg, _work) = registry_with_busybox(&[]);
+    let reference = format!("{}/test/busybox:1", reg.host());
+    // Learn the layer digest from a first pull, then corrupt the registry's copy in place.
+    let root = tempfile::tempdir().unwrap();
+    let rec = pull(&new_store(root.path()), &reference, &reg.options())
+        .await
+        .unwrap();
+    let store = ImageStore::open(root.path()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&store.read_blob(&rec.manifest_digest).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hex = layer.trim_start_matches("sha256:");
+    let data = reg
+        .dir
+        .path()
+        .join("storage/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+
+    let root2 = tempfile::tempdir().unwrap();
+    let store2 = new_store(root2.path());
+    let err = pull(&store2, &reference, &reg.options()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PullError::InvalidContent { .. } | PullError::Store { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(hex), "{err}");
+    eprintln!("corrupt layer: {err}");
+    assert_eq!(store2.blob_size(&layer).unwrap(), None);
+    assert!(store2.list().unwrap().is_empty());
+    let leftovers: Vec<_> = std::fs::read_dir(root2.path().join("images/blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
