@@ -2,17 +2,19 @@
 //!
 //! What this crate owns: the image data under `<root-dir>/images` (blobs by sha256, the index of
 //! references, layers unpacked once per chain ID), imports of docker archives and OCI layouts,
-//! the choice of a platform manifest from an image index, removal with garbage collection, and
-//! the resolved image configuration the runtime builds an OCI runtime spec from. What it does
-//! not own: registries (a puller writes blobs through [`BlobWriter`] and finishes with
-//! [`ImageStore::commit_image`], exactly as imports do), mounting (the runtime stacks the dirs of
-//! [`ImageStore::rootfs_layers`] with overlayfs or uses [`ImageStore::flatten_rootfs`]), and
+//! pulls from registries ([`pull`]: blobs streamed through [`BlobWriter`], the image finished
+//! with [`ImageStore::commit_image`], exactly as imports do), the choice of a platform manifest
+//! from an image index, removal with garbage collection, and the resolved image configuration
+//! the runtime builds an OCI runtime spec from. What it does not own: mounting (the runtime
+//! stacks the dirs of [`ImageStore::rootfs_layers`] with overlayfs or uses
+//! [`ImageStore::flatten_rootfs`]), and
 //! knowing which images containers use (callers pass an `in_use` predicate to
 //! [`ImageStore::remove`]).
 //!
-//! The API is blocking: call it from `tokio::task::spawn_blocking`. An [`ImageStore`] is `Sync`
-//! and several stores (threads or processes) may open the same root: index updates, unpacks and
-//! garbage collection are serialised with `flock` locks under `images/locks/`.
+//! The store API is blocking: call it from `tokio::task::spawn_blocking` ([`pull`] is async and
+//! does so itself). An [`ImageStore`] is `Sync` and several stores (threads or processes) may
+//! open the same root: index updates, unpacks and garbage collection are serialised with `flock`
+//! locks under `images/locks/`.
 
 pub mod blob;
 pub mod digest;
@@ -20,6 +22,7 @@ pub mod error;
 pub mod import;
 mod lock;
 pub mod platform;
+pub mod pull;
 pub mod reference;
 pub mod store;
 pub mod unpack;
@@ -35,5 +38,6 @@ pub use digest::{chain_ids, sha256_digest};
 pub use error::{Error, Result};
 pub use import::ImportOptions;
 pub use platform::{select_manifest, Platform};
+pub use pull::{load_docker_config, Credentials, DockerConfig, PullError, PullOptions, Puller};
 pub use reference::{normalize, Reference};
 pub use store::{GcReport, ImageConfig, ImageListEntry, ImageRecord, ImageStore, Lease};
