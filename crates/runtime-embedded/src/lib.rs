@@ -49,6 +49,10 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// `--cni-bin-dir`: where plugin binaries are looked up, in order.
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// Docker `config.json` files for registry credentials; the first that exists is used.
+    pub image_credentials: Vec<PathBuf>,
+    /// `--insecure-registry`: `HOST:PORT`s pulled from over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 /// The embedded runtime. Cheap to clone.
@@ -60,7 +64,8 @@ pub struct EmbeddedRuntime {
 struct Inner {
     cfg: Config,
     base: PathBuf,
-    images: ImageStore,
+    images: Arc<ImageStore>,
+    puller: staticlet_images::Puller,
     cni: staticlet_cni::Cni,
 }
 
@@ -178,11 +183,14 @@ impl EmbeddedRuntime {
             cfg.cni_bin_dirs.clone(),
             base.join("cni"),
         );
+        let images = Arc::new(images);
+        let puller = staticlet_images::Puller::new(images.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
                 base,
                 images,
+                puller,
                 cni,
             }),
         })
@@ -195,6 +203,21 @@ impl EmbeddedRuntime {
 }
 
 impl Inner {
+    /// Credentials for the registry of `reference` from the first docker config file that exists.
+    fn credentials_for(
+        &self,
+        reference: &str,
+    ) -> std::result::Result<Option<staticlet_images::Credentials>, String> {
+        let Some(path) = self.cfg.image_credentials.iter().find(|p| p.is_file()) else {
+            return Ok(None);
+        };
+        let cfg = staticlet_images::load_docker_config(path).map_err(|e| e.to_string())?;
+        let host = staticlet_images::Reference::parse(reference)
+            .map_err(|e| e.to_string())?
+            .domain;
+        Ok(cfg.auth_for(&host))
+    }
+
     /// CNI DEL for a sandbox with its own network namespace. Idempotent.
     async fn teardown_network(&self, id: &str) -> Result<()> {
         let rec = match self.load_sandbox(id) {
@@ -689,13 +712,35 @@ impl ContainerRuntime for EmbeddedRuntime {
         .await
     }
 
-    async fn pull_image(&self, image: &ImageSpec, _auth: Option<&AuthConfig>) -> Result<String> {
-        Err(RuntimeError::ImagePull {
-            image: image.image.clone(),
-            message: "registry pulls are not supported by this build yet; import the image with \
-                      `staticlet images import FILE` and use imagePullPolicy: IfNotPresent"
-                .into(),
-        })
+    async fn pull_image(&self, image: &ImageSpec, auth: Option<&AuthConfig>) -> Result<String> {
+        let reference = image.image.clone();
+        let pull_err = |message: String| RuntimeError::ImagePull {
+            image: reference.clone(),
+            message,
+        };
+        let creds = match auth {
+            Some(a) if !a.username.is_empty() => Some(staticlet_images::Credentials::Basic {
+                username: a.username.clone(),
+                password: a.password.clone(),
+            }),
+            Some(a) if !a.identity_token.is_empty() => Some(
+                staticlet_images::Credentials::IdentityToken(a.identity_token.clone()),
+            ),
+            _ => self.inner.credentials_for(&reference).map_err(pull_err)?,
+        };
+        let opts = staticlet_images::PullOptions {
+            auth: creds,
+            insecure_registries: self.inner.cfg.insecure_registries.clone(),
+            ..Default::default()
+        };
+        let rec = self
+            .inner
+            .puller
+            .pull(&reference, &opts)
+            .await
+            .map_err(|e| pull_err(e.to_string()))?;
+        info!(image = %reference, id = %rec.id(), "image pulled");
+        Ok(rec.id().to_string())
     }
 
     async fn create_container(

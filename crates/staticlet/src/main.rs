@@ -273,6 +273,17 @@ fn runtime_for(
                     reexec: shim_reexec()?,
                     cni_conf_dir: args.cni_conf_dir.clone(),
                     cni_bin_dirs: args.cni_bin_dir.clone(),
+                    image_credentials: match &args.image_credentials {
+                        Some(f) => vec![f.clone()],
+                        None => {
+                            let mut v = vec![args.root_dir.join("config.json")];
+                            if let Some(home) = std::env::var_os("HOME") {
+                                v.push(PathBuf::from(home).join(".docker/config.json"));
+                            }
+                            v
+                        }
+                    },
+                    insecure_registries: args.insecure_registry.clone(),
                 },
             )
             .map_err(|e| anyhow::anyhow!("embedded runtime: {e}"))?;

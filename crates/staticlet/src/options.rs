@@ -56,6 +56,13 @@ pub struct RunArgs {
     /// Directories of CNI plugin binaries, searched in order (repeatable).
     #[arg(long, value_name = "DIR", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
     pub cni_bin_dir: Vec<PathBuf>,
+    /// Docker config.json with registry credentials [default: <root-dir>/config.json, then
+    /// ~/.docker/config.json].
+    #[arg(long, value_name = "FILE")]
+    pub image_credentials: Option<PathBuf>,
+    /// A registry (HOST:PORT) to pull from over plain HTTP (repeatable).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub insecure_registry: Vec<String>,
     /// kubeconfig of a cluster to publish mirror pods to (absent: standalone).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,

@@ -79,6 +79,10 @@ impl Env {
     }
 
     fn start(&mut self, cni: Option<&Path>) {
+        self.start_with(cni, &[]);
+    }
+
+    fn start_with(&mut self, cni: Option<&Path>, extra: &[String]) {
         let mut cmd = bin();
         cmd.args([
             "run",
@@ -98,6 +102,7 @@ impl Env {
             cni.map(Path::to_path_buf)
                 .unwrap_or_else(|| self.path("no-cni")),
         )
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(self.path("agent.log")).unwrap());
         self.agent = Some(cmd.spawn().unwrap());
@@ -376,4 +381,114 @@ fn pod_network_through_cni_bridge() {
     let _ = Command::new("ip")
         .args(["link", "del", &format!("stle2e{suffix}")])
         .status();
+}
+
+/// A `docker-registry` on a free loopback port, killed on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is missing: run scripts/test.sh, which installs it");
+        let reg = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        reg
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn images_are_pulled_from_a_registry_and_pull_errors_back_off() {
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::new("e2e-c");
+    let reg = Registry::start();
+    let image = format!("127.0.0.1:{}/test/busybox:1", reg.port);
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!(
+            "docker-archive:{}",
+            env.path("busybox.tar").display()
+        ))
+        .arg(format!("docker://{image}"))
+        .output()
+        .expect("skopeo is missing: run scripts/test.sh, which installs it");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.manifest(
+        "pulled",
+        &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: pulled\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: app\n    image: {image}\n    imagePullPolicy: Always\n    command: [sleep, '3600']\n"),
+    );
+    env.manifest(
+        "missing",
+        &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: missing\nspec:\n  hostNetwork: true\n  containers:\n  - name: app\n    image: 127.0.0.1:{}/test/busybox:nope\n", reg.port),
+    );
+    env.start_with(
+        None,
+        &[
+            "--insecure-registry".into(),
+            format!("127.0.0.1:{}", reg.port),
+        ],
+    );
+    env.wait("pulled pod running", 120, || {
+        env.pod("pulled")
+            .is_some_and(|p| p["status"]["phase"] == "Running")
+    });
+    env.wait("pull error with the registry's message", 120, || {
+        env.pod("missing").is_some_and(|p| {
+            container_state(&p, "app").is_some_and(|c| {
+                let w = &c["state"]["waiting"];
+                (w["reason"] == "ErrImagePull"
+                    && w["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("manifest unknown")))
+                    || w["reason"] == "ImagePullBackOff"
+            })
+        })
+    });
+    let out = bin()
+        .args(["images", "list", "--root-dir"])
+        .arg(env.root())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains(&format!("127.0.0.1:{}/test/busybox", reg.port)));
 }
