@@ -17,7 +17,7 @@ use staticlet_manifest::validate::{parse_quantity, ParsedQuantity};
 use staticlet_manifest::StaticPod;
 use staticlet_runtime::{
     labels, ContainerConfig, DnsConfig, Labels, Mount, PortMapping, Resources, SandboxConfig,
-    SecurityContext,
+    Seccomp, SecurityContext,
 };
 
 /// Where a node keeps its state, and what it is called.
@@ -378,6 +378,23 @@ pub fn container_config(
             .and_then(|c| c.drop.clone())
             .unwrap_or_default(),
         no_new_privs: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
+        run_as_non_root: sc
+            .and_then(|s| s.run_as_non_root)
+            .or(psc.and_then(|s| s.run_as_non_root))
+            .unwrap_or(false),
+        seccomp: {
+            let profile = sc
+                .and_then(|s| s.seccomp_profile.as_ref())
+                .or(psc.and_then(|s| s.seccomp_profile.as_ref()));
+            match profile.map(|p| (p.type_.as_str(), p.localhost_profile.as_deref())) {
+                Some(("RuntimeDefault", _)) => Seccomp::RuntimeDefault,
+                // kubelet: relative to <root-dir>/seccomp.
+                Some(("Localhost", Some(f))) => {
+                    Seccomp::Localhost(ctx.root_dir.join("seccomp").join(f))
+                }
+                _ => Seccomp::Unconfined,
+            }
+        },
     };
 
     Ok(ContainerConfig {

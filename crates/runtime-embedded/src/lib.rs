@@ -810,6 +810,19 @@ impl ContainerRuntime for EmbeddedRuntime {
                     hostname: &sb.hostname,
                     cgroups_path: &cgroups_path,
                     termination_log: Some(("/dev/termination-log", &tl)),
+                    localhost_seccomp: match &config.security.seccomp {
+                        staticlet_runtime::Seccomp::Localhost(path) => Some(
+                            std::fs::read(path)
+                                .map_err(|e| format!("seccomp profile {}: {e}", path.display()))
+                                .and_then(|b| {
+                                    serde_json::from_slice(&b).map_err(|e| {
+                                        format!("seccomp profile {}: {e}", path.display())
+                                    })
+                                })
+                                .map_err(RuntimeError::InvalidConfig)?,
+                        ),
+                        _ => None,
+                    },
                 })
                 .map_err(RuntimeError::InvalidConfig)?;
                 write_json(&dir.join("bundle/config.json"), &v).map_err(io_err("write OCI spec"))?;

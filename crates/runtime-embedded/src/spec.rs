@@ -269,6 +269,95 @@ pub struct SpecInput<'a> {
     pub cgroups_path: &'a str,
     /// Host file bind-mounted at the termination message path.
     pub termination_log: Option<(&'a str, &'a str)>,
+    /// The contents of a `Localhost` seccomp profile (read by the caller).
+    pub localhost_seccomp: Option<Value>,
+}
+
+/// Syscalls the `RuntimeDefault` profile refuses (EPERM), for unprivileged containers: the ones
+/// Docker's and containerd's default profiles leave out unless a capability such as
+/// CAP_SYS_ADMIN is granted. A deny list on a default-allow filter, not their allow list: it
+/// blocks the same dangerous calls (kernel modules, kexec, mount and namespace games, keyrings,
+/// clock setting, tracing other processes, BPF, ...), but a syscall added to a future kernel is
+/// allowed.
+pub const RUNTIME_DEFAULT_DENIED: &[&str] = &[
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "clone3",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "get_mempolicy",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "move_pages",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "query_module",
+    "quotactl",
+    "quotactl_fd",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "stime",
+    "swapoff",
+    "swapon",
+    "sysfs",
+    "_sysctl",
+    "umount",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vm86",
+    "vm86old",
+];
+
+fn seccomp(input: &SpecInput<'_>) -> Option<Value> {
+    if input.cfg.security.privileged {
+        return None;
+    }
+    match &input.cfg.security.seccomp {
+        staticlet_runtime::Seccomp::Unconfined => None,
+        staticlet_runtime::Seccomp::Localhost(_) => input.localhost_seccomp.clone(),
+        staticlet_runtime::Seccomp::RuntimeDefault => Some(json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+            // clone3 gets ENOSYS so libcs fall back to clone; the rest EPERM.
+            "syscalls": [
+                {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+                {"names": RUNTIME_DEFAULT_DENIED.iter().filter(|s| **s != "clone3").collect::<Vec<_>>(),
+                 "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+            ],
+        })),
+    }
 }
 
 /// The OCI runtime spec as JSON.
@@ -279,6 +368,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, String> {
         return Err("no command specified: neither the pod nor the image gives one".into());
     }
     let (uid, gid) = user(cfg, input.image, input.rootfs)?;
+    if cfg.security.run_as_non_root && uid == 0 {
+        return Err("container has runAsNonRoot and image will run as root".into());
+    }
     let caps = capabilities(cfg);
     let cwd = if !cfg.working_dir.is_empty() {
         cfg.working_dir.clone()
@@ -409,19 +501,29 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, String> {
     if !cfg.security.supplemental_groups.is_empty() {
         process["user"]["additionalGids"] = json!(cfg.security.supplemental_groups);
     }
+    let mut process = process;
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "cgroupsPath": input.cgroups_path,
+        "resources": resources,
+        "maskedPaths": masked,
+        "readonlyPaths": readonly,
+    });
+    if let Some(sc) = seccomp(input) {
+        linux["seccomp"] = sc;
+        // libcontainer installs the filter after switching to the container's user; the kernel
+        // lets an unprivileged process do that only with no_new_privs. (runc installs it
+        // earlier; here a seccomp-confined container cannot gain privileges through setuid
+        // binaries, which is what allowPrivilegeEscalation: false means anyway.)
+        process["noNewPrivileges"] = json!(true);
+    }
     Ok(json!({
         "ociVersion": "1.0.2",
         "root": {"path": input.rootfs, "readonly": cfg.security.readonly_rootfs},
         "mounts": mounts,
         "process": process,
         "annotations": cfg.annotations,
-        "linux": {
-            "namespaces": namespaces,
-            "cgroupsPath": input.cgroups_path,
-            "resources": resources,
-            "maskedPaths": masked,
-            "readonlyPaths": readonly,
-        },
+        "linux": linux,
     }))
 }
 
@@ -483,6 +585,50 @@ mod tests {
         assert!(capabilities(&c).is_empty());
         c.security.privileged = true;
         assert_eq!(capabilities(&c).len(), ALL_CAPS.len());
+    }
+
+    #[test]
+    fn run_as_non_root_and_runtime_default_seccomp() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = ContainerConfig::default();
+        c.security.run_as_non_root = true;
+        c.security.seccomp = staticlet_runtime::Seccomp::RuntimeDefault;
+        let ns = SandboxNamespaces::default();
+        let files = SandboxFiles {
+            hosts: "/h".into(),
+            hostname: "/n".into(),
+            resolv_conf: "/r".into(),
+        };
+        let input = |c: &ContainerConfig| {
+            build(&SpecInput {
+                cfg: c,
+                image: &image(),
+                rootfs: d.path(),
+                namespaces: &ns,
+                files: &files,
+                hostname: "p",
+                cgroups_path: "/x",
+                termination_log: None,
+                localhost_seccomp: None,
+            })
+        };
+        assert_eq!(
+            input(&c).unwrap_err(),
+            "container has runAsNonRoot and image will run as root"
+        );
+        c.security.run_as_user = Some(1000);
+        let v = input(&c).unwrap();
+        let spec: oci_spec::runtime::Spec =
+            serde_json::from_value(v.clone()).expect("valid OCI spec");
+        let sc = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
+        assert_eq!(sc.syscalls().as_ref().unwrap().len(), 2);
+        assert!(v["linux"]["seccomp"]["syscalls"][1]["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "mount"));
+        c.security.privileged = true;
+        assert!(input(&c).unwrap()["linux"].get("seccomp").is_none());
     }
 
     #[test]
@@ -552,8 +698,13 @@ mod tests {
             hostname: "p",
             cgroups_path: "/staticlet/podu/c1",
             termination_log: Some(("/dev/termination-log", "/s/tl")),
+            localhost_seccomp: None,
         })
         .unwrap();
+        assert!(
+            v["linux"].get("seccomp").is_none(),
+            "Unconfined by default, as Kubernetes"
+        );
         let spec: oci_spec::runtime::Spec =
             serde_json::from_value(v.clone()).expect("valid OCI spec");
         assert_eq!(

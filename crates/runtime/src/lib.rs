@@ -261,6 +261,21 @@ pub struct SecurityContext {
     pub add_capabilities: Vec<String>,
     pub drop_capabilities: Vec<String>,
     pub no_new_privs: bool,
+    /// `runAsNonRoot`: the runtime refuses to start the container as uid 0.
+    pub run_as_non_root: bool,
+    pub seccomp: Seccomp,
+}
+
+/// The seccomp profile of a container (Kubernetes `seccompProfile`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Seccomp {
+    /// No filter (Kubernetes' default when no profile is set).
+    #[default]
+    Unconfined,
+    /// The runtime's default profile.
+    RuntimeDefault,
+    /// A profile file (absolute path) in the OCI `linux.seccomp` JSON format.
+    Localhost(PathBuf),
 }
 
 /// Everything a runtime needs to create a container (CRI's `ContainerConfig`).

@@ -492,3 +492,39 @@ fn images_are_pulled_from_a_registry_and_pull_errors_back_off() {
     assert!(String::from_utf8_lossy(&out.stdout)
         .contains(&format!("127.0.0.1:{}/test/busybox", reg.port)));
 }
+
+#[test]
+fn security_context_user_seccomp_and_read_only_root() {
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::new("e2e-d");
+    env.manifest(
+        "secure",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: secure\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  securityContext:\n    seccompProfile: {type: RuntimeDefault}\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo uid=$(id -u) gid=$(id -g); unshare -U true 2>/dev/null || echo unshare-blocked; touch /x 2>/dev/null || echo rootfs-read-only; sleep 3600']\n    securityContext:\n      runAsUser: 1000\n      runAsGroup: 1000\n      readOnlyRootFilesystem: true\n  - name: root\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n    securityContext: {runAsNonRoot: true}\n",
+    );
+    env.start(None);
+    env.wait("refusal of runAsNonRoot as root", 120, || {
+        env.pod("secure").is_some_and(|p| {
+            container_state(&p, "root").is_some_and(|c| {
+                c["state"]["waiting"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("runAsNonRoot"))
+            })
+        })
+    });
+    let uid = env.pod("secure").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log = env
+        .path("logs")
+        .join(format!("default_secure-e2e-d_{uid}/app/0.log"));
+    env.wait("the app's checks", 60, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| {
+            l.contains("uid=1000 gid=1000")
+                && l.contains("unshare-blocked")
+                && l.contains("rootfs-read-only")
+        })
+    });
+}
