@@ -501,7 +501,6 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, String> {
     if !cfg.security.supplemental_groups.is_empty() {
         process["user"]["additionalGids"] = json!(cfg.security.supplemental_groups);
     }
-    let mut process = process;
     let mut linux = json!({
         "namespaces": namespaces,
         "cgroupsPath": input.cgroups_path,
