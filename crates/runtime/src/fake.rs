@@ -81,6 +81,34 @@ impl Script {
     }
 }
 
+/// How an exec in a container answers (see [`FakeRuntime::exec_script`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecReply {
+    /// The command ran and exited with `code`, printing `stdout`.
+    Exit { code: i32, stdout: String },
+    /// The command never finishes: the exec fails once its timeout has passed, as the embedded
+    /// runtime's does (`exec failed: command timed out after ...`).
+    Hang,
+    /// The exec itself fails.
+    Error(RuntimeError),
+}
+
+impl ExecReply {
+    /// Exit with `code` and no output.
+    pub fn code(code: i32) -> Self {
+        ExecReply::Exit {
+            code,
+            stdout: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ExecScript {
+    replies: VecDeque<ExecReply>,
+    then: ExecReply,
+}
+
 /// Operations faults can be injected into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -150,6 +178,7 @@ struct State {
     containers: BTreeMap<ContainerId, FakeContainer>,
     images: HashMap<String, Image>,
     scripts: HashMap<String, Script>,
+    exec_scripts: HashMap<String, ExecScript>,
     pull_errors: HashMap<String, String>,
     faults: HashMap<Op, VecDeque<RuntimeError>>,
     delays: HashMap<Op, Duration>,
@@ -192,6 +221,23 @@ impl FakeRuntime {
         self.lock()
             .scripts
             .insert(container_name.to_string(), script);
+    }
+
+    /// Sets how execs in containers with this name answer: `replies` in order, then `then` for
+    /// every later exec. Without a script an exec exits 0 and echoes its command.
+    pub fn exec_script(
+        &self,
+        container_name: &str,
+        replies: impl IntoIterator<Item = ExecReply>,
+        then: ExecReply,
+    ) {
+        self.lock().exec_scripts.insert(
+            container_name.to_string(),
+            ExecScript {
+                replies: replies.into_iter().collect(),
+                then,
+            },
+        );
     }
 
     /// Makes every pull of `image` fail with `message` until cleared with `None`.
@@ -645,24 +691,45 @@ impl ContainerRuntime for FakeRuntime {
         &self,
         id: &ContainerId,
         cmd: &[String],
-        _timeout: Duration,
+        timeout: Duration,
     ) -> Result<ExecResult> {
         self.enter(None).await?;
-        let mut s = self.lock();
-        let c = s
-            .containers
-            .get(id)
-            .ok_or_else(|| not_found("container", &id.0))?;
-        let call = Call::Exec {
-            uid: c.uid.clone(),
-            name: c.status.name.clone(),
+        let reply = {
+            let mut s = self.lock();
+            let c = s
+                .containers
+                .get(id)
+                .ok_or_else(|| not_found("container", &id.0))?;
+            let name = c.status.name.clone();
+            let call = Call::Exec {
+                uid: c.uid.clone(),
+                name: name.clone(),
+            };
+            self.record(&mut s, call);
+            s.exec_scripts
+                .get_mut(&name)
+                .map(|e| e.replies.pop_front().unwrap_or_else(|| e.then.clone()))
         };
-        self.record(&mut s, call);
-        Ok(ExecResult {
-            stdout: cmd.join(" ").into_bytes(),
-            stderr: vec![],
-            exit_code: 0,
-        })
+        match reply {
+            None => Ok(ExecResult {
+                stdout: cmd.join(" ").into_bytes(),
+                stderr: vec![],
+                exit_code: 0,
+            }),
+            Some(ExecReply::Exit { code, stdout }) => Ok(ExecResult {
+                stdout: stdout.into_bytes(),
+                stderr: vec![],
+                exit_code: code,
+            }),
+            Some(ExecReply::Hang) => {
+                tokio::time::sleep(timeout).await;
+                Err(RuntimeError::Failed {
+                    op: "exec",
+                    message: format!("command timed out after {timeout:?}"),
+                })
+            }
+            Some(ExecReply::Error(e)) => Err(e),
+        }
     }
 
     fn subscribe_events(&self) -> Option<broadcast::Receiver<ContainerEvent>> {
