@@ -6,6 +6,7 @@
 //!   desired pod set (≈ kubelet `pkg/kubelet/config`).
 //! - [`pod_workers`]: the pod manager, one worker per pod UID, its pure planning step and the
 //!   back-off (≈ kubelet `pod_workers.go`, `kuberuntime_manager.go`).
+//! - [`prober`]: liveness, readiness and startup probes (≈ kubelet `pkg/kubelet/prober`).
 //! - [`kuberuntime`]: Pod → runtime configurations, and pod volumes on the host.
 //! - [`status`]: pod status computation.
 //! - [`server`]: the local HTTP API (unix socket, optional TCP).
@@ -15,5 +16,6 @@ pub mod agent;
 pub mod config;
 pub mod kuberuntime;
 pub mod pod_workers;
+pub mod prober;
 pub mod server;
 pub mod status;

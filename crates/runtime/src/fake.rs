@@ -118,6 +118,8 @@ pub enum Op {
     StartContainer,
     StopContainer,
     List,
+    /// `exec_sync` (a delay here is not bounded by the exec's timeout: a stuck runtime).
+    Exec,
 }
 
 /// A recorded call.
@@ -693,7 +695,7 @@ impl ContainerRuntime for FakeRuntime {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecResult> {
-        self.enter(None).await?;
+        self.enter(Some(Op::Exec)).await?;
         let reply = {
             let mut s = self.lock();
             let c = s

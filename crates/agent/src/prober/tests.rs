@@ -1,0 +1,1 @@
+//! ProbeManager component tests.
