@@ -15,7 +15,7 @@ use staticlet_runtime::{
 
 use super::*;
 
-pub(crate) async fn running_container(rt: &FakeRuntime, uid: &str, name: &str) -> ContainerId {
+async fn running_container(rt: &FakeRuntime, uid: &str, name: &str) -> ContainerId {
     let sb_cfg = SandboxConfig {
         uid: uid.into(),
         labels: staticlet_runtime::LabelSelector::pod(uid).0,
@@ -467,7 +467,7 @@ async fn tcp_socket_outcomes() {
 }
 
 /// A grpc.health.v1 server; `""` serves, `"down"` does not.
-pub(crate) async fn grpc_server() -> (u16, tonic_health::server::HealthReporter) {
+async fn grpc_server() -> (u16, tonic_health::server::HealthReporter) {
     let (reporter, svc) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("down", tonic_health::ServingStatus::NotServing)
