@@ -280,13 +280,16 @@ pub fn run_as_non_root_violation(
         return (uid == 0)
             .then(|| "container's runAsUser breaks non-root policy (runAsUser 0)".to_string());
     }
-    let image = image?;
-    match (&image.uid, image.username.as_str()) {
-        (Some(uid), _) if uid.value == 0 => {
+    // Like kubelet: an image that names no user (or is unknown) runs as root.
+    let (uid, name) = match image {
+        Some(i) => (i.uid.as_ref().map(|u| u.value), i.username.as_str()),
+        None => (None, ""),
+    };
+    match (uid, name) {
+        (Some(0), _) | (None, "") => {
             Some("container has runAsNonRoot and image will run as root".to_string())
         }
         (Some(_), _) => None,
-        (None, "") => None,
         (None, name) => Some(format!(
             "container has runAsNonRoot and image has non-numeric user ({name}), cannot verify \
              user is non-root"
@@ -924,8 +927,8 @@ mod tests {
             (sc(true, None), Some(img(Some(0), "")), true),
             (sc(true, None), Some(img(Some(1000), "")), false),
             (sc(true, None), Some(img(None, "web")), true),
-            (sc(true, None), Some(img(None, "")), false),
-            (sc(true, None), None, false),
+            (sc(true, None), Some(img(None, "")), true),
+            (sc(true, None), None, true),
         ];
         for (i, (s, image, bad)) in table.into_iter().enumerate() {
             assert_eq!(

@@ -950,7 +950,8 @@ mod tests {
 
     #[test]
     fn status_mapping_table() {
-        let table: Vec<(tonic::Status, fn(&RuntimeError) -> bool)> = vec![
+        type Check = fn(&RuntimeError) -> bool;
+        let table: Vec<(tonic::Status, Check)> = vec![
             (
                 tonic::Status::not_found("x"),
                 |e| matches!(e, RuntimeError::NotFound { kind: "container", id } if id == "c1"),
