@@ -480,19 +480,26 @@ async fn check_version(conn: &Conn, timeout: Duration) -> Result<RuntimeVersion>
                 ))
                 .await
         })
-        .await
-        .map_err(|s| match s.code() {
-            Code::Unimplemented => RuntimeError::InvalidConfig(format!(
-                "{}: the runtime does not serve CRI {CRI_API_VERSION} ({})",
-                conn.endpoint,
-                s.message()
-            )),
-            _ => map_status("Version", "runtime", &conn.endpoint, s),
-        })?;
+        .await;
+    version_from_cri(&conn.endpoint, v)
+}
+
+/// Checks a `Version` answer: only runtimes serving CRI v1 are accepted.
+pub fn version_from_cri(
+    endpoint: &str,
+    v: Result<cri::VersionResponse, tonic::Status>,
+) -> Result<RuntimeVersion> {
+    let v = v.map_err(|s| match s.code() {
+        Code::Unimplemented => RuntimeError::InvalidConfig(format!(
+            "{endpoint}: the runtime does not serve CRI {CRI_API_VERSION} ({})",
+            s.message()
+        )),
+        _ => map_status("Version", "runtime", endpoint, s),
+    })?;
     if v.runtime_api_version != CRI_API_VERSION {
         return Err(RuntimeError::InvalidConfig(format!(
-            "{}: the runtime speaks CRI {:?}, staticlet needs {CRI_API_VERSION}",
-            conn.endpoint, v.runtime_api_version
+            "{endpoint}: the runtime speaks CRI {:?}, staticlet needs {CRI_API_VERSION}",
+            v.runtime_api_version
         )));
     }
     Ok(RuntimeVersion {
@@ -983,6 +990,47 @@ mod tests {
         )));
         assert!(!is_gone(&tonic::Status::unknown("boom")));
         assert!(!is_gone(&tonic::Status::unavailable("not found")));
+    }
+
+    #[test]
+    fn version_table() {
+        let resp = |api: &str| {
+            Ok(cri::VersionResponse {
+                version: "0.1.0".into(),
+                runtime_name: "containerd".into(),
+                runtime_version: "1.6.20".into(),
+                runtime_api_version: api.into(),
+            })
+        };
+        let ok = version_from_cri("unix:///s", resp("v1")).unwrap();
+        assert_eq!(
+            (
+                ok.runtime_name.as_str(),
+                ok.runtime_version.as_str(),
+                ok.api_version.as_str()
+            ),
+            ("containerd", "1.6.20", "v1")
+        );
+        for (v, want) in [
+            (resp("v1alpha2"), "speaks CRI \"v1alpha2\""),
+            (resp(""), "speaks CRI \"\""),
+            (
+                Err(tonic::Status::unimplemented(
+                    "unknown service runtime.v1.RuntimeService",
+                )),
+                "does not serve CRI v1",
+            ),
+        ] {
+            let e = version_from_cri("unix:///s", v).unwrap_err();
+            assert!(
+                matches!(&e, RuntimeError::InvalidConfig(m) if m.contains(want) && m.starts_with("unix:///s")),
+                "{e:?}"
+            );
+        }
+        assert!(matches!(
+            version_from_cri("unix:///s", Err(tonic::Status::unavailable("refused"))),
+            Err(RuntimeError::Unavailable(_))
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -527,6 +527,19 @@ async fn host_network_pod_lifecycle() {
         .await
         .unwrap();
     assert_eq!((r.stderr.as_slice(), r.exit_code), (&b"hello\n"[..], 7));
+    let err = cri
+        .exec_sync(
+            &sleeper,
+            &["sleep".into(), "30".into()],
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+    eprintln!("exec past its timeout: {err}");
+    assert!(
+        matches!(&err, RuntimeError::Failed { op: "ExecSync", .. }),
+        "{err:?}"
+    );
 
     // A container that writes to both streams and exits 3.
     let failing_cfg = container(
