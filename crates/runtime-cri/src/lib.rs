@@ -36,6 +36,10 @@
 //! # let _ = (runtime, version); Ok(()) }
 //! ```
 //!
+//! `connect` fails with [`RuntimeError::Unavailable`] when the socket is not there (yet): a
+//! binary that starts before its runtime should retry it; once connected, the runtime going
+//! away and coming back is handled inside (calls fail with `Unavailable` meanwhile).
+//!
 //! Notes for running it: the runtime must have its pause (sandbox) image available (containerd's
 //! `sandbox_image`), and pods without hostNetwork need a CNI configuration in the *runtime's*
 //! CNI conf dir (staticlet's `--cni-*` flags do not apply). On hosts whose bounding set lacks
