@@ -10,7 +10,10 @@ cd "$(dirname "$0")/.."
 #   iproute2, util-linux         network namespaces, pinned namespaces
 #   containernetworking-plugins  CNI bridge / host-local / loopback / portmap
 #   docker-registry, skopeo      a local registry for real pulls
-pkgs=(libseccomp-dev pkg-config busybox-static iproute2 util-linux containernetworking-plugins docker-registry skopeo)
+#   protobuf-compiler            protoc for k8s-cri's generated CRI client (build)
+#   containerd, runc             the CRI runtime the runtime-cri tests start privately
+#   gcc, libc6-dev               scripts/pause-image.sh builds a static pause binary
+pkgs=(libseccomp-dev pkg-config busybox-static iproute2 util-linux containernetworking-plugins docker-registry skopeo protobuf-compiler containerd runc gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
