@@ -246,7 +246,7 @@ fn shim_reexec() -> Result<staticlet_shim::Reexec> {
     })
 }
 
-fn runtime_for(
+async fn runtime_for(
     endpoint: Option<&str>,
     clock: Clock,
     args: &options::RunArgs,
@@ -259,10 +259,24 @@ fn runtime_for(
                 "simulate".into(),
             ))
         }
-        Some(e) if e.starts_with("unix://") => bail!(
-            "--container-runtime-endpoint {e}: the CRI backend is not part of this build yet; \
-             use simulate:// to run the agent with simulated containers"
-        ),
+        Some(e) if e.starts_with("unix://") => {
+            // The runtime may start after us (a node booting): wait for it, saying why.
+            let mut delay = Duration::from_millis(500);
+            let rt = loop {
+                match staticlet_runtime_cri::CriRuntime::connect(e, Default::default()).await {
+                    Ok(rt) => break rt,
+                    Err(staticlet_runtime::RuntimeError::Unavailable(msg)) => {
+                        tracing::warn!(endpoint = e, error = %msg, "container runtime not reachable yet; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                    Err(other) => bail!("--container-runtime-endpoint {e}: {other}"),
+                }
+            };
+            let name = rt.connected_version().runtime_name.clone();
+            info!(endpoint = e, runtime = %name, "using the CRI runtime");
+            Ok((Arc::new(rt), name))
+        }
         Some(e) => {
             bail!("--container-runtime-endpoint {e:?}: expected unix:///path or simulate://")
         }
@@ -302,7 +316,7 @@ async fn run(args: options::RunArgs) -> Result<()> {
     }
     let clock = Clock::new();
     let (runtime, runtime_name) =
-        runtime_for(args.container_runtime_endpoint.as_deref(), clock, &args)?;
+        runtime_for(args.container_runtime_endpoint.as_deref(), clock, &args).await?;
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating --root-dir {}", args.root_dir.display()))?;
     std::fs::create_dir_all(&args.log_dir)
