@@ -32,6 +32,8 @@ pub struct Input<'a> {
     /// The previous status, for condition transition times and terminal phases.
     pub previous: Option<&'a PodStatus>,
     pub now: SystemTime,
+    /// Probe results: `started` / `ready` of running containers with probes.
+    pub probes: Option<&'a crate::prober::ProbeManager>,
 }
 
 /// A `metav1.Time` (second precision, as Kubernetes serialises it) from a system time; times
@@ -132,8 +134,12 @@ fn container_status(
                 ..Default::default()
             });
             st.last_state = last_terminated(previous);
-            st.ready = kind != ContainerKind::Init;
-            st.started = Some(true);
+            let probed = |f: fn(&crate::prober::ProbeManager, &str) -> Option<bool>| {
+                input.probes.and_then(|p| f(p, &spec.name))
+            };
+            st.ready = kind != ContainerKind::Init
+                && probed(crate::prober::ProbeManager::ready).unwrap_or(true);
+            st.started = Some(probed(crate::prober::ProbeManager::started).unwrap_or(true));
         }
         ContainerState::Exited => match input.waiting.get(&spec.name) {
             Some(w) => {
@@ -508,6 +514,7 @@ pub fn pending(
         host_ip,
         previous: None,
         now,
+        probes: None,
     };
     let mut st = compute(&input);
     st.start_time = None;

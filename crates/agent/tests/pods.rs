@@ -463,3 +463,74 @@ async fn sandbox_failure_is_shown_and_retried() {
     .await;
     h.stop.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn failing_liveness_probe_restarts_the_container() {
+    use staticlet_runtime::fake::ExecReply;
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    // Healthy twice, then failing for good.
+    rt.exec_script(
+        "app",
+        [ExecReply::code(0), ExecReply::code(0)],
+        ExecReply::code(1),
+    );
+    let mut h = start(&rt, clock);
+    let p = pod(
+        "live",
+        "  containers:\n  - name: app\n    image: b\n    livenessProbe:\n      exec: {command: [check]}\n      periodSeconds: 5\n      failureThreshold: 2\n",
+    );
+    h.set(vec![p.clone()]).await;
+    h.until_calls("restarted after the liveness failures", |c| {
+        starts(c, &p.uid, "app").len() >= 2
+    })
+    .await;
+    let calls = rt.calls();
+    let s = starts(&calls, &p.uid, "app");
+    // Probes at +0, +5 (ok), +10, +15 (fail, threshold 2) → killed at +15, restarted at once
+    // (the first restart has no back-off).
+    let gap = s[1].duration_since(s[0]).unwrap().as_secs();
+    assert!((15..=17).contains(&gap), "restart {gap}s after start");
+    assert!(calls
+        .iter()
+        .any(|(_, c)| matches!(c, Call::Stop { uid, .. } if *uid == p.uid)));
+    h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn readiness_probe_drives_ready_condition() {
+    use staticlet_runtime::fake::ExecReply;
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.exec_script(
+        "app",
+        [ExecReply::code(1), ExecReply::code(0)],
+        ExecReply::code(0),
+    );
+    let mut h = start(&rt, clock);
+    let p = pod(
+        "ready",
+        "  containers:\n  - name: app\n    image: b\n    readinessProbe:\n      exec: {command: [check]}\n      periodSeconds: 3\n",
+    );
+    let ready = |v: &PodsView| {
+        v.get(&p.uid).and_then(|pv| {
+            let c = pv
+                .status
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "Ready")?;
+            Some(c.status.clone())
+        })
+    };
+    h.set(vec![p.clone()]).await;
+    h.until("running but not ready", |v| {
+        phase(v, &p.uid).as_deref() == Some("Running") && ready(v).as_deref() == Some("False")
+    })
+    .await;
+    h.until("ready once the probe passes", |v| {
+        ready(v).as_deref() == Some("True")
+    })
+    .await;
+    h.stop.cancel();
+}

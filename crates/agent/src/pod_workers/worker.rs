@@ -126,6 +126,7 @@ fn start(
         start_time: None,
         restart_requested: false,
         failures: 0,
+        probes: None,
     };
     tokio::spawn(w.run(terminate, done).instrument(span));
     WorkerHandle {
@@ -143,6 +144,8 @@ struct Worker {
     start_time: Option<SystemTime>,
     restart_requested: bool,
     failures: u32,
+    /// Liveness / readiness / startup probes of the pod's containers.
+    probes: Option<crate::prober::ProbeManager>,
 }
 
 /// What interrupted a wait.
@@ -202,9 +205,24 @@ impl Worker {
                 Ok(obs) => {
                     let now = self.ctx.clock.now();
                     self.start_time.get_or_insert(now);
+                    let probes = self.probes.get_or_insert_with(|| {
+                        crate::prober::ProbeManager::new(self.ctx.runtime.clone(), pod.spec())
+                    });
+                    let mut probe_events = probes.observe_runtime(&obs.containers, now);
+                    if probes.next_due(now).is_some_and(|d| d <= now) {
+                        let ip = self.probe_ip(&pod, &obs);
+                        if let Some(p) = self.probes.as_mut() {
+                            probe_events.extend(p.run_due(now, &ip).await);
+                        }
+                    }
+                    self.handle_probe_events(probe_events).await;
+                    let now = self.ctx.clock.now();
                     let step = plan::plan(&pod, &obs, &self.mem, now);
                     self.publish(&pod, &obs, &step.waiting);
                     wake_at = step.wake_at;
+                    if let Some(due) = self.probes.as_ref().and_then(|p| p.next_due(now)) {
+                        wake_at = Some(wake_at.map_or(due, |w: SystemTime| w.min(due)));
+                    }
                     let mut ok = true;
                     for action in step.actions {
                         acted = true;
@@ -303,6 +321,49 @@ impl Worker {
         }
     }
 
+    /// The address probes connect to: the pod IP, or the node's under hostNetwork.
+    fn probe_ip(&self, pod: &StaticPod, obs: &Observed) -> String {
+        if pod.spec().host_network.unwrap_or(false) {
+            return self.ctx.node.host_ip.clone();
+        }
+        obs.sandbox().map(|s| s.ip.clone()).unwrap_or_default()
+    }
+
+    /// Kills containers whose liveness or startup probe failed (kubelet: "Container X failed
+    /// liveness probe, will be restarted"); the plan restarts them per the restart policy.
+    async fn handle_probe_events(&mut self, events: Vec<crate::prober::ProbeEvent>) {
+        for ev in events {
+            match &ev {
+                crate::prober::ProbeEvent::ContainerUnhealthy {
+                    container,
+                    container_id,
+                    message,
+                    grace_period_seconds,
+                    ..
+                } => {
+                    let msg = ev.kill_message().unwrap_or_default();
+                    warn!(container = %container, probe_output = %message, "{msg}");
+                    let grace = grace_period_seconds.unwrap_or_else(|| self.grace());
+                    let id = container_id.clone();
+                    if let Err(e) = self
+                        .ctx
+                        .runtime
+                        .stop_container(&id, plan::stop_timeout(grace))
+                        .await
+                    {
+                        warn!(container = %container, error = %e, "killing unhealthy container failed");
+                    }
+                }
+                crate::prober::ProbeEvent::ReadinessChanged { container, ready } => {
+                    info!(container = %container, ready, "readiness changed");
+                }
+                crate::prober::ProbeEvent::Started { container } => {
+                    info!(container = %container, "startup probe succeeded");
+                }
+            }
+        }
+    }
+
     fn publish(&self, pod: &StaticPod, obs: &Observed, waiting: &BTreeMap<String, Waiting>) {
         let mut all: BTreeMap<String, Waiting> = self
             .mem
@@ -321,6 +382,7 @@ impl Worker {
             host_ip: &self.ctx.node.host_ip,
             previous: prev.as_ref(),
             now: self.ctx.clock.now(),
+            probes: self.probes.as_ref(),
         });
         self.status.send_if_modified(|s| {
             if s.status.as_ref() == Some(&st) {
@@ -537,6 +599,10 @@ impl Worker {
     /// Stops the pod: regular containers in parallel, then sidecars in reverse order, each with
     /// what is left of the grace period (at least 2 s), then the sandbox.
     async fn terminate(&mut self, grace: Option<i64>) {
+        // kubelet's SyncTerminatingPod: liveness and startup probes stop before the kill.
+        if let Some(p) = self.probes.as_mut() {
+            p.stop_liveness_and_startup();
+        }
         let grace = grace.unwrap_or_else(|| self.grace()).max(0);
         let now = self.ctx.clock.now();
         info!(grace_seconds = grace, "terminating pod");

@@ -140,6 +140,7 @@ fn waiting_pod_has_kubelet_conditions() {
         host_ip: "192.0.2.1",
         previous: None,
         now: t(1),
+        probes: None,
     });
     assert_eq!(st.phase.as_deref(), Some("Pending"));
     let conds: Vec<(String, String, Option<String>, Option<String>)> = st
@@ -235,6 +236,7 @@ fn crash_loop_status_shows_waiting_and_last_state() {
         host_ip: "h",
         previous: None,
         now: t(3),
+        probes: None,
     });
     let cs = &st.container_statuses.unwrap()[0];
     assert_eq!(cs.restart_count, 3);
