@@ -475,7 +475,7 @@ async fn failing_liveness_probe_restarts_the_container() {
         [ExecReply::code(0), ExecReply::code(0)],
         ExecReply::code(1),
     );
-    let mut h = start(&rt, clock);
+    let h = start(&rt, clock);
     let p = pod(
         "live",
         "  containers:\n  - name: app\n    image: b\n    livenessProbe:\n      exec: {command: [check]}\n      periodSeconds: 5\n      failureThreshold: 2\n",
