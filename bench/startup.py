@@ -118,11 +118,14 @@ def oci_floor(work, runtime, n):
     for i in range(n):
         cid = f"bench-{runtime}-{i}"
         t = time.monotonic()
-        r = subprocess.run([runtime, "run", "-d", "--bundle", bundle, cid],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # stderr to a file: a detached container keeps its stdio, so a pipe would never close.
+        errf = os.path.join(work, f"{runtime}.err")
+        with open(errf, "w") as err:
+            r = subprocess.run([runtime, "run", "-d", "--bundle", bundle, cid],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         if r.returncode != 0:
             # crun refuses the cgroup v1+v2 hybrid layout of some hosts (runtime-notes.md).
-            print(f"{runtime}: skipped: {r.stderr.strip()[:200]}", file=sys.stderr)
+            print(f"{runtime}: skipped: {open(errf).read().strip()[:200]}", file=sys.stderr)
             return None
         lat.append(time.monotonic() - t)
     for i in range(n):
