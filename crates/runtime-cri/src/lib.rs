@@ -232,8 +232,12 @@ impl Conn {
 
 /// Whether a status means the runtime could not be reached (rather than it refused the call).
 fn is_transport(s: &tonic::Status) -> bool {
+    // A peer that drops the connection mid-call surfaces as Cancelled ("operation was
+    // canceled") or Unknown (transport / connection errors), depending on timing.
+    let m = s.message();
     s.code() == Code::Unavailable
-        || (s.code() == Code::Unknown && s.message().contains("transport"))
+        || (matches!(s.code(), Code::Unknown | Code::Cancelled)
+            && (m.contains("transport") || m.contains("canceled") || m.contains("connection")))
 }
 
 fn with_timeout<T>(msg: T, timeout: Option<Duration>) -> tonic::Request<T> {
