@@ -237,7 +237,9 @@ fn is_transport(s: &tonic::Status) -> bool {
     let m = s.message();
     s.code() == Code::Unavailable
         || (matches!(s.code(), Code::Unknown | Code::Cancelled)
-            && (m.contains("transport") || m.contains("canceled") || m.contains("connection")))
+            && (m.contains("transport")
+                || m.contains("operation was canceled")
+                || m.contains("connection closed before message completed")))
 }
 
 fn with_timeout<T>(msg: T, timeout: Option<Duration>) -> tonic::Request<T> {
