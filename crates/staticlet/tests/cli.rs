@@ -158,6 +158,34 @@ fn run_and_get_pods_over_the_socket() {
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
+    let wait = |args: &[&str]| {
+        bin()
+            .arg("wait")
+            .args(args)
+            .arg("--root-dir")
+            .arg(&root)
+            .output()
+            .unwrap()
+    };
+    let out = wait(&["pod", "web-n1", "--for=condition=Ready", "--timeout", "60s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pod/web-n1 condition met\n"
+    );
+    let out = wait(&["pod", "web-n1", "--for=delete", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "the pod is still there");
+    std::fs::remove_file(manifests.join("web.yaml")).unwrap();
+    let out = wait(&["pod", "web-n1", "--for=delete", "--timeout", "90s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     agent.kill().unwrap();
     agent.wait().unwrap();
 }
