@@ -534,3 +534,73 @@ async fn readiness_probe_drives_ready_condition() {
     .await;
     h.stop.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn pre_stop_runs_before_the_stop_signal_and_uses_up_grace() {
+    use staticlet_runtime::fake::Op;
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.delay(Op::Exec, Duration::from_secs(3));
+    let mut h = start(&rt, clock);
+    let p = pod(
+        "hooks",
+        "  terminationGracePeriodSeconds: 10\n  containers:\n  - name: app\n    image: b\n    lifecycle:\n      preStop:\n        exec: {command: [drain]}\n",
+    );
+    h.set(vec![p.clone()]).await;
+    h.until("running", |v| {
+        phase(v, &p.uid).as_deref() == Some("Running")
+    })
+    .await;
+    h.set(vec![]).await;
+    h.until("gone", |v| v.is_empty()).await;
+    let calls = rt.calls();
+    let exec = calls
+        .iter()
+        .position(|(_, c)| matches!(c, Call::Exec { name, .. } if name == "app"))
+        .expect("preStop ran");
+    let (stop_index, timeout) = calls
+        .iter()
+        .enumerate()
+        .find_map(|(i, (_, c))| match c {
+            Call::Stop { name, timeout, .. } if name == "app" => Some((i, *timeout)),
+            _ => None,
+        })
+        .unwrap();
+    assert!(stop_index > exec, "preStop before the stop");
+    assert_eq!(
+        timeout,
+        Duration::from_secs(7),
+        "the hook's 3 s came out of the 10 s grace period"
+    );
+    h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_post_start_kills_the_container() {
+    use staticlet_runtime::fake::ExecReply;
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.exec_script("app", [ExecReply::code(1)], ExecReply::code(0));
+    let h = start(&rt, clock);
+    let p = pod(
+        "post",
+        "  containers:\n  - name: app\n    image: b\n    lifecycle:\n      postStart:\n        exec: {command: [setup]}\n",
+    );
+    h.set(vec![p.clone()]).await;
+    h.until_calls("killed after the failed hook, then restarted", |c| {
+        starts(c, &p.uid, "app").len() >= 2
+    })
+    .await;
+    let calls = rt.calls();
+    let first_stop = calls
+        .iter()
+        .position(|(_, c)| matches!(c, Call::Stop { name, attempt: 0, .. } if name == "app"));
+    let second_start = calls
+        .iter()
+        .position(|(_, c)| matches!(c, Call::Start { name, attempt: 1, .. } if name == "app"));
+    assert!(
+        first_stop.is_some() && first_stop < second_start,
+        "{calls:#?}"
+    );
+    h.stop.cancel();
+}

@@ -127,6 +127,7 @@ fn start(
         restart_requested: false,
         failures: 0,
         probes: None,
+        last_pod_ip: String::new(),
     };
     tokio::spawn(w.run(terminate, done).instrument(span));
     WorkerHandle {
@@ -146,6 +147,51 @@ struct Worker {
     failures: u32,
     /// Liveness / readiness / startup probes of the pod's containers.
     probes: Option<crate::prober::ProbeManager>,
+    /// The pod IP as last observed (hooks and probes connect to it).
+    last_pod_ip: String,
+}
+
+/// How long a postStart hook may run: the pod's grace period, at least 2 s (kubelet gives it
+/// no limit of its own; an endless hook would keep the container from ever counting as started).
+fn hook_timeout(grace: i64) -> Duration {
+    plan::stop_timeout(grace)
+}
+
+/// Runs a container's preStop hook before its stop signal, bounded by the grace period (kubelet
+/// `killContainer`: the hook's time comes out of the grace period).
+async fn run_pre_stop(
+    rt: &Arc<dyn ContainerRuntime>,
+    id: &staticlet_runtime::ContainerId,
+    name: &str,
+    hook: Option<Result<crate::prober::handler::ProbeHandler, String>>,
+    pod_ip: &str,
+    deadline: tokio::time::Instant,
+) {
+    let Some(hook) = hook else { return };
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if left.is_zero() {
+        return;
+    }
+    let handler = match hook {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(container = %name, error = %e, "preStop hook is invalid");
+            return;
+        }
+    };
+    info!(container = %name, "running preStop hook");
+    let target = crate::prober::handler::Target {
+        runtime: rt.clone(),
+        container_id: id.clone(),
+        pod_ip: pod_ip.to_string(),
+    };
+    match crate::prober::handler::run(&handler, &target, left).await {
+        crate::prober::handler::ProbeOutcome::Success => {}
+        crate::prober::handler::ProbeOutcome::Failure(m)
+        | crate::prober::handler::ProbeOutcome::Error(m) => {
+            warn!(container = %name, message = %m, "preStop hook failed (FailedPreStopHook)");
+        }
+    }
 }
 
 /// What interrupted a wait.
@@ -205,6 +251,7 @@ impl Worker {
                 Ok(obs) => {
                     let now = self.ctx.clock.now();
                     self.start_time.get_or_insert(now);
+                    self.last_pod_ip = self.probe_ip(&pod, &obs);
                     let probes = self.probes.get_or_insert_with(|| {
                         crate::prober::ProbeManager::new(self.ctx.runtime.clone(), pod.spec())
                     });
@@ -319,6 +366,26 @@ impl Worker {
             Subject::Pod(p) => p.spec().termination_grace_period_seconds.unwrap_or(30),
             Subject::Orphan { .. } => 1,
         }
+    }
+
+    /// The preStop handler of a container of this pod, resolved against its spec.
+    fn pre_stop_of(
+        &self,
+        name: &str,
+    ) -> Option<Result<crate::prober::handler::ProbeHandler, String>> {
+        let Subject::Pod(p) = &self.subject else {
+            return None;
+        };
+        let spec = p.spec();
+        let c = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)?;
+        let hook = c.lifecycle.as_ref()?.pre_stop.as_ref()?;
+        Some(crate::prober::handler::ProbeHandler::from_lifecycle(
+            hook, c,
+        ))
     }
 
     /// The address probes connect to: the pod IP, or the node's under hostNetwork.
@@ -593,6 +660,26 @@ impl Worker {
         rt.start_container(&id)
             .await
             .map_err(|e| ("RunContainerError", e.to_string()))?;
+        // postStart: the container is not reported started until it returns; a failure kills
+        // the container (kubelet's FailedPostStartHook), which restarts per its policy.
+        if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            let grace = self.grace();
+            let target = crate::prober::handler::Target {
+                runtime: rt.clone(),
+                container_id: id.clone(),
+                pod_ip: pod_ip.clone(),
+            };
+            let outcome = match crate::prober::handler::ProbeHandler::from_lifecycle(hook, c) {
+                Ok(h) => crate::prober::handler::run(&h, &target, hook_timeout(grace)).await,
+                Err(e) => crate::prober::handler::ProbeOutcome::Error(e),
+            };
+            if let crate::prober::handler::ProbeOutcome::Failure(m)
+            | crate::prober::handler::ProbeOutcome::Error(m) = outcome
+            {
+                let _ = rt.stop_container(&id, plan::stop_timeout(grace)).await;
+                return Err(("PostStartHookError", format!("PostStartHook failed: {m}")));
+            }
+        }
         Ok(())
     }
 
@@ -645,10 +732,18 @@ impl Worker {
             .collect();
         let stops = first.iter().map(|c| {
             let rt = self.ctx.runtime.clone();
-            let t = remaining();
             let id = c.id.clone();
-            info!(container = %c.name, timeout_seconds = t.as_secs(), "stopping container");
-            async move { (id.clone(), rt.stop_container(&id, t).await) }
+            let name = c.name.clone();
+            let pre_stop = self.pre_stop_of(&c.name);
+            let pod_ip = self.last_pod_ip.clone();
+            async move {
+                run_pre_stop(&rt, &id, &name, pre_stop, &pod_ip, deadline).await;
+                let t = deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .max(Duration::from_secs(2));
+                info!(container = %name, timeout_seconds = t.as_secs(), "stopping container");
+                (id.clone(), rt.stop_container(&id, t).await)
+            }
         });
         for (id, r) in futures::future::join_all(stops).await {
             if let Err(e) = r {
@@ -672,6 +767,16 @@ impl Worker {
             sidecars.sort_by_key(|c| std::cmp::Reverse(order.iter().position(|n| *n == c.name)));
         }
         for c in sidecars {
+            let pre_stop = self.pre_stop_of(&c.name);
+            run_pre_stop(
+                &self.ctx.runtime,
+                &c.id,
+                &c.name,
+                pre_stop,
+                &self.last_pod_ip,
+                deadline,
+            )
+            .await;
             let t = remaining();
             info!(container = %c.name, timeout_seconds = t.as_secs(), "stopping sidecar");
             if let Err(e) = self.ctx.runtime.stop_container(&c.id, t).await {
