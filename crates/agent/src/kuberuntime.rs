@@ -637,6 +637,108 @@ pub fn check_host_path(p: &Path, kind: &str) -> Result<(), String> {
     }
 }
 
+/// The host file behind a container attempt's `terminationMessagePath`.
+pub fn termination_log_path(
+    ctx: &NodeContext,
+    uid: &str,
+    container: &str,
+    attempt: u32,
+) -> PathBuf {
+    ctx.pod_dir(uid)
+        .join("containers")
+        .join(container)
+        .join(attempt.to_string())
+        .join("termination-log")
+}
+
+/// Creates the attempt's termination log file and mounts it at the container's
+/// `terminationMessagePath` (kubelet does the same for every runtime).
+pub fn add_termination_log(
+    cfg: &mut ContainerConfig,
+    pod: &StaticPod,
+    c: &Container,
+    attempt: u32,
+    ctx: &NodeContext,
+) -> Result<(), String> {
+    let Some(path) = c
+        .termination_message_path
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(());
+    };
+    if cfg.mounts.iter().any(|m| m.container_path == path) {
+        return Ok(());
+    }
+    let file = termination_log_path(ctx, &pod.uid, &c.name, attempt);
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    std::fs::write(&file, b"").map_err(|e| format!("creating {}: {e}", file.display()))?;
+    let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666));
+    cfg.mounts.push(Mount {
+        container_path: path.to_string(),
+        host_path: file,
+        readonly: false,
+        propagation: "None".into(),
+    });
+    Ok(())
+}
+
+/// kubelet's termination message of an exited container: the file at `terminationMessagePath`
+/// (at most 4 KiB), or, with `FallbackToLogsOnError` and a failed container whose file is
+/// empty, the end of its log (80 lines, at most 2 KiB).
+pub fn termination_message(
+    pod: &StaticPod,
+    c: &staticlet_runtime::ContainerStatus,
+    ctx: &NodeContext,
+) -> Option<String> {
+    const MAX_FILE: usize = 4096;
+    const MAX_LOG: usize = 2048;
+    let spec = pod.spec();
+    let container = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|s| s.name == c.name)?;
+    let read = |p: &Path, max: usize| -> Option<Vec<u8>> {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        std::fs::File::open(p)
+            .ok()?
+            .take(max as u64)
+            .read_to_end(&mut buf)
+            .ok()?;
+        Some(buf)
+    };
+    let file = termination_log_path(ctx, &pod.uid, &c.name, c.attempt);
+    let from_file = read(&file, MAX_FILE).unwrap_or_default();
+    if !from_file.is_empty() {
+        return Some(String::from_utf8_lossy(&from_file).into_owned());
+    }
+    let fallback = container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+    if !fallback || c.exit_code == Some(0) {
+        return None;
+    }
+    let log = std::fs::read_to_string(&c.log_path).ok()?;
+    let lines: Vec<&str> = log.lines().collect();
+    let mut text = String::new();
+    for l in &lines[lines.len().saturating_sub(80)..] {
+        // CRI log lines: <time> <stream> <F|P> <text>
+        let mut parts = l.splitn(4, ' ');
+        let (_, _, tag, msg) = (parts.next(), parts.next(), parts.next(), parts.next());
+        text.push_str(msg.unwrap_or(""));
+        if tag.is_some_and(|t| t.starts_with('F')) {
+            text.push('\n');
+        }
+    }
+    let start = text.len().saturating_sub(MAX_LOG);
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
+    Some(text[start..].to_string()).filter(|t| !t.is_empty())
+}
+
 /// Removes everything the agent kept for a pod (volumes of emptyDir and downwardAPI).
 /// hostPath volumes are never touched. Idempotent.
 pub fn cleanup_pod_dir(ctx: &NodeContext, uid: &str) -> std::io::Result<()> {
@@ -675,6 +777,64 @@ mod tests {
         ] {
             assert_eq!(expand(input, &env), want, "{input}");
         }
+    }
+
+    #[test]
+    fn termination_message_from_file_or_log_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let ctx = NodeContext {
+            node_name: "n".into(),
+            root_dir: d.path().join("root"),
+            log_dir: d.path().join("logs"),
+            host_ip: "127.0.0.1".into(),
+        };
+        let m = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: a, image: b, terminationMessagePolicy: FallbackToLogsOnError}\n";
+        let pod = staticlet_manifest::load(
+            m.as_bytes(),
+            &staticlet_manifest::Origin::File("/m/p.yaml".into()),
+            "n",
+        )
+        .unwrap();
+        let log = d.path().join("0.log");
+        std::fs::write(&log, "2026-01-01T00:00:00Z stdout F first\n2026-01-01T00:00:01Z stderr P par\n2026-01-01T00:00:01Z stderr F tial\n").unwrap();
+        let status = staticlet_runtime::ContainerStatus {
+            id: staticlet_runtime::ContainerId("x".into()),
+            sandbox_id: staticlet_runtime::SandboxId("s".into()),
+            name: "a".into(),
+            attempt: 0,
+            state: staticlet_runtime::ContainerState::Exited,
+            created_at: std::time::SystemTime::UNIX_EPOCH,
+            started_at: None,
+            finished_at: None,
+            exit_code: Some(1),
+            reason: String::new(),
+            message: String::new(),
+            image: Default::default(),
+            image_ref: String::new(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            log_path: log,
+        };
+        assert_eq!(
+            termination_message(&pod, &status, &ctx).as_deref(),
+            Some("first\npartial\n")
+        );
+        let ok = staticlet_runtime::ContainerStatus {
+            exit_code: Some(0),
+            ..status.clone()
+        };
+        assert_eq!(
+            termination_message(&pod, &ok, &ctx),
+            None,
+            "no fallback for a success"
+        );
+        let f = termination_log_path(&ctx, &pod.uid, "a", 0);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, "from the file").unwrap();
+        assert_eq!(
+            termination_message(&pod, &status, &ctx).as_deref(),
+            Some("from the file")
+        );
     }
 
     #[test]

@@ -785,8 +785,6 @@ impl ContainerRuntime for EmbeddedRuntime {
                         inner.images.flatten_rootfs(&config.image.image, &root).map_err(io::Error::other)
                     })
                     .map_err(io_err("prepare rootfs"))?;
-                let termination_log = dir.join("termination-log");
-                std::fs::write(&termination_log, b"").map_err(io_err("create container"))?;
                 let sdir = inner.sandbox_dir(&sandbox);
                 let files = spec::SandboxFiles {
                     hosts: sdir.join("hosts").to_string_lossy().into_owned(),
@@ -800,7 +798,6 @@ impl ContainerRuntime for EmbeddedRuntime {
                     host_pid: sb.host_pid,
                 };
                 let cgroups_path = format!("/staticlet/pod{}/{id}", sb.uid);
-                let tl = termination_log.to_string_lossy().into_owned();
                 let v = spec::build(&spec::SpecInput {
                     cfg: &config,
                     image: &image,
@@ -809,7 +806,8 @@ impl ContainerRuntime for EmbeddedRuntime {
                     files: &files,
                     hostname: &sb.hostname,
                     cgroups_path: &cgroups_path,
-                    termination_log: Some(("/dev/termination-log", &tl)),
+                    // The agent mounts each attempt's termination log itself.
+                    termination_log: None,
                     localhost_seccomp: match &config.security.seccomp {
                         staticlet_runtime::Seccomp::Localhost(path) => Some(
                             std::fs::read(path)

@@ -227,7 +227,7 @@ fn real_pods_serve_restart_survive_agent_restart_and_clean_up() {
     );
     env.manifest(
         "crash",
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: crash\nspec:\n  hostNetwork: true\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo attempt; exit 3']\n",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: crash\nspec:\n  hostNetwork: true\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo attempt; echo -n bye > /dev/termination-log; exit 3']\n",
     );
     env.start(None);
 
@@ -241,6 +241,7 @@ fn real_pods_serve_restart_survive_agent_restart_and_clean_up() {
             container_state(&p, "app").is_some_and(|c| {
                 c["restartCount"].as_i64() >= Some(1)
                     && c["lastState"]["terminated"]["exitCode"] == 3
+                    && c["lastState"]["terminated"]["message"] == "bye"
             })
         })
     });

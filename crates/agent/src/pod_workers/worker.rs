@@ -229,7 +229,17 @@ impl Worker {
     async fn observe(&self) -> Result<Observed, RuntimeError> {
         let sel = LabelSelector::pod(self.subject.uid());
         let sandboxes = self.ctx.runtime.list_pod_sandboxes(&sel).await?;
-        let containers = self.ctx.runtime.list_containers(&sel).await?;
+        let mut containers = self.ctx.runtime.list_containers(&sel).await?;
+        if let Subject::Pod(p) = &self.subject {
+            for c in containers
+                .iter_mut()
+                .filter(|c| c.state == ContainerState::Exited)
+            {
+                if let Some(m) = kuberuntime::termination_message(p, c, &self.ctx.node) {
+                    c.message = m;
+                }
+            }
+        }
         Ok(Observed {
             sandboxes,
             containers,
@@ -649,9 +659,11 @@ impl Worker {
         } else {
             sandbox.ip.clone()
         };
-        let cfg =
+        let mut cfg =
             kuberuntime::container_config(pod, c, kind, attempt, &pod_ip, &self.ctx.node, &volumes)
                 .map_err(|e| ("CreateContainerConfigError", e))?;
+        kuberuntime::add_termination_log(&mut cfg, pod, c, attempt, &self.ctx.node)
+            .map_err(|e| ("CreateContainerConfigError", e))?;
         let sb_cfg = kuberuntime::sandbox_config(pod, sandbox.attempt, &self.ctx.node);
         let id = rt
             .create_container(&sandbox.id, &cfg, &sb_cfg)
