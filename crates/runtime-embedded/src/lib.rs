@@ -502,6 +502,15 @@ impl ContainerRuntime for EmbeddedRuntime {
     async fn run_pod_sandbox(&self, config: &SandboxConfig) -> Result<SandboxId> {
         let inner = self.inner.clone();
         let config = config.clone();
+        if config.share_process_namespace {
+            // A shared PID namespace needs a process to hold it (kubelet's pause); without one
+            // the first container's exit would kill every other container of the pod.
+            return Err(RuntimeError::InvalidConfig(
+                "shareProcessNamespace is not supported by the embedded runtime yet (use the CRI \
+                 backend)"
+                    .into(),
+            ));
+        }
         if !config.host_network {
             // Without a network plugin such pods wait, as kubelet's do.
             if let Err(e) = inner.cni.status().await {
