@@ -529,3 +529,62 @@ fn security_context_user_seccomp_and_read_only_root() {
         })
     });
 }
+
+#[test]
+fn edited_manifest_replaces_the_pod_after_the_old_one_stopped() {
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::new("e2e-e");
+    let manifest = |tag: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 3\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo {tag}; trap \"sleep 1; exit 0\" TERM; while true; do sleep 1; done']\n")
+    };
+    env.manifest("app", &manifest("v1"));
+    env.start(None);
+    let running_uid = |env: &Env| {
+        env.pod("app").and_then(|p| {
+            (p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
+                .then(|| p["metadata"]["uid"].as_str().unwrap().to_string())
+        })
+    };
+    let mut v1 = String::new();
+    env.wait("v1 running", 120, || {
+        running_uid(&env).map(|u| v1 = u).is_some()
+    });
+    env.manifest("app", &manifest("v2"));
+    let mut v2 = String::new();
+    env.wait("v2 running", 120, || {
+        running_uid(&env).is_some_and(|u| {
+            u != v1 && {
+                v2 = u;
+                true
+            }
+        })
+    });
+    // The old pod terminated completely before the new one's sandbox was created.
+    let agent_log = std::fs::read_to_string(env.path("agent.log")).unwrap();
+    let line_of = |uid: &str, what: &str| {
+        agent_log
+            .lines()
+            .position(|l| l.contains(uid) && l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} for {uid}"))
+    };
+    assert!(
+        line_of(&v1, "pod terminated") < line_of(&v2, "pod sandbox created"),
+        "{agent_log}"
+    );
+    // Only the new pod's container is left.
+    let root = env.root();
+    env.wait("old container removed", 60, || {
+        std::fs::read_dir(root.join("runtime/containers"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 1
+    });
+    let log = std::fs::read_to_string(
+        env.path("logs")
+            .join(format!("default_app-e2e-e_{v2}/app/0.log")),
+    )
+    .unwrap();
+    assert!(log.contains(" stdout F v2"), "{log}");
+}
