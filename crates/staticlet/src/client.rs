@@ -67,6 +67,28 @@ impl Server {
     }
 }
 
+impl Server {
+    /// The pod `namespace/name` as the agent serves it, `None` if there is no such pod.
+    pub async fn pod(&self, namespace: &str, name: &str) -> Result<Option<serde_json::Value>> {
+        let (code, body) = self.get(&format!("/pods/{namespace}/{name}")).await?;
+        match code {
+            200 => Ok(Some(serde_json::from_slice(&body)?)),
+            404 => Ok(None),
+            other => bail!(
+                "the agent answered {other}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
+    }
+
+    /// Like [`Server::pod`], but a missing pod is an error in kubectl's words.
+    pub async fn existing_pod(&self, namespace: &str, name: &str) -> Result<serde_json::Value> {
+        self.pod(namespace, name)
+            .await?
+            .with_context(|| format!("pods {name:?} not found in namespace {namespace:?}"))
+    }
+}
+
 trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> IoStream for T {}
 

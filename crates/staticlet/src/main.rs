@@ -596,17 +596,8 @@ async fn wait_cmd(args: WaitArgs) -> Result<ExitCode> {
     let want = parse_wait_for(&args.for_)?;
     let server = client::Server::resolve(args.server.as_deref(), &args.root_dir)?;
     let deadline = tokio::time::Instant::now() + args.timeout;
-    let path = format!("/pods/{}/{}", args.namespace, args.name);
     loop {
-        let (code, body) = server.get(&path).await?;
-        let pod: Option<serde_json::Value> = match code {
-            200 => Some(serde_json::from_slice(&body)?),
-            404 => None,
-            other => bail!(
-                "the agent answered {other}: {}",
-                String::from_utf8_lossy(&body)
-            ),
-        };
+        let pod = server.pod(&args.namespace, &args.name).await?;
         if wait_satisfied(pod.as_ref(), &want) {
             match want {
                 WaitFor::Delete => println!("pod/{} deleted", args.name),
@@ -627,17 +618,7 @@ async fn wait_cmd(args: WaitArgs) -> Result<ExitCode> {
 
 async fn exec_cmd(args: ExecArgs) -> Result<ExitCode> {
     let server = client::Server::resolve(None, &args.root_dir)?;
-    let (code, body) = server
-        .get(&format!("/pods/{}/{}", args.namespace, args.pod))
-        .await?;
-    if code == 404 {
-        bail!(
-            "pods {:?} not found in namespace {:?}",
-            args.pod,
-            args.namespace
-        );
-    }
-    let pod: serde_json::Value = serde_json::from_slice(&body)?;
+    let pod = server.existing_pod(&args.namespace, &args.pod).await?;
     let statuses = pod["status"]["containerStatuses"]
         .as_array()
         .cloned()
@@ -678,17 +659,7 @@ async fn exec_cmd(args: ExecArgs) -> Result<ExitCode> {
 
 async fn logs_cmd(args: LogsArgs) -> Result<()> {
     let server = client::Server::resolve(args.server.as_deref(), &args.root_dir)?;
-    let (code, body) = server
-        .get(&format!("/pods/{}/{}", args.namespace, args.pod))
-        .await?;
-    if code == 404 {
-        bail!(
-            "pods {:?} not found in namespace {:?}",
-            args.pod,
-            args.namespace
-        );
-    }
-    let pod: serde_json::Value = serde_json::from_slice(&body)?;
+    let pod = server.existing_pod(&args.namespace, &args.pod).await?;
     let file = logs::log_file(
         &args.log_dir,
         &pod,
