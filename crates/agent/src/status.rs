@@ -34,6 +34,8 @@ pub struct Input<'a> {
     pub now: SystemTime,
     /// Probe results: `started` / `ready` of running containers with probes.
     pub probes: Option<&'a crate::prober::ProbeManager>,
+    /// `activeDeadlineSeconds` has passed: the pod is Failed with reason DeadlineExceeded.
+    pub deadline_exceeded: bool,
 }
 
 /// A `metav1.Time` (second precision, as Kubernetes serialises it) from a system time; times
@@ -376,6 +378,9 @@ pub fn compute(input: &Input<'_>) -> PodStatus {
         inits.iter().map(|(k, s)| (*k, s)).collect();
     let app_refs: Vec<&K8sContainerStatus> = apps.iter().collect();
     let mut phase = phase(policy, &init_refs, &app_refs);
+    if input.deadline_exceeded {
+        phase = "Failed";
+    }
     if let Some(prev) = input.previous.and_then(|p| p.phase.as_deref()) {
         // A terminal phase is never left.
         if prev == "Succeeded" || prev == "Failed" {
@@ -486,6 +491,12 @@ pub fn compute(input: &Input<'_>) -> PodStatus {
         init_container_statuses: (!inits.is_empty())
             .then(|| inits.into_iter().map(|(_, s)| s).collect()),
         qos_class: Some(qos_class(input.pod).to_string()),
+        reason: input
+            .deadline_exceeded
+            .then(|| "DeadlineExceeded".to_string()),
+        message: input
+            .deadline_exceeded
+            .then(|| "Pod was active on the node longer than the specified deadline".to_string()),
         ..Default::default()
     }
 }
@@ -515,6 +526,7 @@ pub fn pending(
         previous: None,
         now,
         probes: None,
+        deadline_exceeded: false,
     };
     let mut st = compute(&input);
     st.start_time = None;

@@ -604,3 +604,45 @@ async fn failing_post_start_kills_the_container() {
     );
     h.stop.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn active_deadline_fails_the_pod() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    let mut h = start(&rt, clock);
+    let p = pod(
+        "deadline",
+        "  activeDeadlineSeconds: 30\n  containers:\n  - {name: app, image: b}\n",
+    );
+    h.set(vec![p.clone()]).await;
+    h.until("running", |v| {
+        phase(v, &p.uid).as_deref() == Some("Running")
+    })
+    .await;
+    h.until("failed with DeadlineExceeded", |v| {
+        v.get(&p.uid).is_some_and(|pv| {
+            pv.status.phase.as_deref() == Some("Failed")
+                && pv.status.reason.as_deref() == Some("DeadlineExceeded")
+        })
+    })
+    .await;
+    let calls = rt.calls();
+    let (start, stop) = (
+        calls
+            .iter()
+            .find(|(_, c)| matches!(c, Call::Start { .. }))
+            .unwrap()
+            .0,
+        calls
+            .iter()
+            .find(|(_, c)| matches!(c, Call::Stop { .. }))
+            .expect("container killed")
+            .0,
+    );
+    let after = stop.duration_since(start).unwrap().as_secs();
+    assert!((30..=32).contains(&after), "killed {after}s after start");
+    // Never restarted.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(starts(&rt.calls(), &p.uid, "app").len(), 1);
+    h.stop.cancel();
+}

@@ -69,6 +69,18 @@ pub struct Memory {
     pub image_backoff: Backoff,
     /// The last failure to start each container (ErrImagePull, CreateContainerError, ...).
     pub start_errors: HashMap<String, (Waiting, SystemTime)>,
+    /// When the worker started the pod (for `activeDeadlineSeconds`).
+    pub started_at: Option<SystemTime>,
+}
+
+/// Whether the pod has been active longer than its `activeDeadlineSeconds`.
+pub fn deadline_exceeded(pod: &StaticPod, mem: &Memory, now: SystemTime) -> bool {
+    match (pod.spec().active_deadline_seconds, mem.started_at) {
+        (Some(d), Some(start)) if d > 0 => {
+            now.duration_since(start).unwrap_or_default() >= Duration::from_secs(d as u64)
+        }
+        _ => false,
+    }
 }
 
 /// One step's decisions.
@@ -310,11 +322,22 @@ pub fn plan(pod: &StaticPod, obs: &Observed, mem: &Memory, now: SystemTime) -> P
                     && !should_restart(policy, ContainerKind::App, l.exit_code)
             })
         });
-    if init_failed || apps_done {
+    let deadline = deadline_exceeded(pod, mem, now);
+    if init_failed || apps_done || deadline {
         cx.plan.done = true;
+        if deadline {
+            for c in obs.containers.iter().filter(|c| is_running(c)) {
+                cx.kill(
+                    c,
+                    "pod was active on the node longer than the specified deadline",
+                );
+            }
+        }
         for c in inits.iter().rev() {
             if let Some(l) = obs.latest(&c.name).filter(|l| is_running(l)) {
-                cx.kill(&l.clone(), "pod has completed");
+                if !deadline {
+                    cx.kill(&l.clone(), "pod has completed");
+                }
             }
         }
         if let Some(sb) = obs.sandbox().filter(|s| s.state == SandboxState::Ready) {

@@ -261,6 +261,7 @@ impl Worker {
                 Ok(obs) => {
                     let now = self.ctx.clock.now();
                     self.start_time.get_or_insert(now);
+                    self.mem.started_at = self.start_time;
                     self.last_pod_ip = self.probe_ip(&pod, &obs);
                     let probes = self.probes.get_or_insert_with(|| {
                         crate::prober::ProbeManager::new(self.ctx.runtime.clone(), pod.spec())
@@ -460,6 +461,7 @@ impl Worker {
             previous: prev.as_ref(),
             now: self.ctx.clock.now(),
             probes: self.probes.as_ref(),
+            deadline_exceeded: plan::deadline_exceeded(pod, &self.mem, self.ctx.clock.now()),
         });
         self.status.send_if_modified(|s| {
             if s.status.as_ref() == Some(&st) {

@@ -141,6 +141,7 @@ fn waiting_pod_has_kubelet_conditions() {
         previous: None,
         now: t(1),
         probes: None,
+        deadline_exceeded: false,
     });
     assert_eq!(st.phase.as_deref(), Some("Pending"));
     let conds: Vec<(String, String, Option<String>, Option<String>)> = st
@@ -237,6 +238,7 @@ fn crash_loop_status_shows_waiting_and_last_state() {
         previous: None,
         now: t(3),
         probes: None,
+        deadline_exceeded: false,
     });
     let cs = &st.container_statuses.unwrap()[0];
     assert_eq!(cs.restart_count, 3);
