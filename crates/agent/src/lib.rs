@@ -8,12 +8,13 @@
 //!   back-off (≈ kubelet `pod_workers.go`, `kuberuntime_manager.go`).
 //! - [`prober`]: liveness, readiness and startup probes (≈ kubelet `pkg/kubelet/prober`).
 //! - [`kuberuntime`]: Pod → runtime configurations, and pod volumes on the host.
-//! - [`status`]: pod status computation.
+//! - [`status`]: pod status computation; [`events`]: the per-pod event log.
 //! - [`server`]: the local HTTP API (unix socket, optional TCP).
 //! - [`agent`]: wiring of the above.
 
 pub mod agent;
 pub mod config;
+pub mod events;
 pub mod kuberuntime;
 pub mod pod_workers;
 pub mod prober;

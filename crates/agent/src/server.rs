@@ -3,6 +3,7 @@
 //! - `/healthz`, `/readyz` (ready once every source was seen and the runtime answers);
 //! - `/pods`: a `v1` `PodList` with live statuses (as kubelet's `/pods`);
 //! - `/pods/{namespace}/{name}`: one `Pod`, or a `v1` `Status` 404;
+//! - `/pods/{namespace}/{name}/events`: the pod's recent events as a `v1` `EventList`;
 //! - `/manifests`: every manifest file or URL with its pods, hash, last error, last applied time.
 //!
 //! **Architecture invariant:** the server owns no state; it only borrows `watch` receivers.
@@ -82,16 +83,75 @@ async fn pods(State(s): State<ApiState>) -> Json<List<Pod>> {
     Json(pod_list(&view))
 }
 
-async fn pod(State(s): State<ApiState>, Path((ns, name)): Path<(String, String)>) -> Response {
-    let view = s.pods.borrow().clone();
-    // A terminating old version and its replacement can share a name: show the live one.
+/// The pod `ns/name`. A terminating old version and its replacement can share a name: the live
+/// one is preferred.
+fn find<'a>(view: &'a PodsView, ns: &str, name: &str) -> Option<&'a PodView> {
     let mut found: Vec<&PodView> = view
         .values()
         .filter(|v| v.pod.namespace == ns && v.pod.name == name)
         .collect();
     found.sort_by_key(|v| v.terminating_since.is_some());
-    match found.first() {
+    found.first().copied()
+}
+
+async fn pod(State(s): State<ApiState>, Path((ns, name)): Path<(String, String)>) -> Response {
+    let view = s.pods.borrow().clone();
+    match find(&view, &ns, &name) {
         Some(v) => Json(pod_object(v)).into_response(),
+        None => status_404(format!("pods {name:?} in namespace {ns:?}")),
+    }
+}
+
+/// The pod's events as a `v1` `EventList`, oldest first.
+pub fn event_list(view: &PodView) -> List<k8s_openapi::api::core::v1::Event> {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let pod = &view.pod;
+    let node = pod.spec().node_name.clone();
+    let items = view
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{i}", pod.name)),
+                namespace: Some(pod.namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.name.clone()),
+                namespace: Some(pod.namespace.clone()),
+                uid: Some(pod.uid.clone()),
+                ..Default::default()
+            },
+            reason: Some(e.reason.clone()),
+            message: Some(e.message.clone()),
+            type_: Some(e.type_.to_string()),
+            count: Some(e.count as i32),
+            first_timestamp: Some(crate::status::time(e.first)),
+            last_timestamp: Some(crate::status::time(e.last)),
+            source: Some(EventSource {
+                component: Some("staticlet".into()),
+                host: node.clone(),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    List {
+        items,
+        metadata: ListMeta::default(),
+    }
+}
+
+async fn pod_events(
+    State(s): State<ApiState>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let view = s.pods.borrow().clone();
+    match find(&view, &ns, &name) {
+        Some(v) => Json(event_list(v)).into_response(),
         None => status_404(format!("pods {name:?} in namespace {ns:?}")),
     }
 }
@@ -121,6 +181,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/pods", get(pods))
         .route("/pods/{namespace}/{name}", get(pod))
+        .route("/pods/{namespace}/{name}/events", get(pod_events))
         .route("/manifests", get(manifests))
         .with_state(state)
 }

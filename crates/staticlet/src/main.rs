@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 mod client;
+mod describe;
 mod logs;
 mod options;
 
@@ -46,6 +47,25 @@ enum Command {
     Exec(ExecArgs),
     /// Wait for a pod's condition or deletion (kubectl's syntax).
     Wait(WaitArgs),
+    /// Describe a pod: containers, probes, conditions, recent events.
+    Describe(DescribeArgs),
+}
+
+#[derive(clap::Args)]
+struct DescribeArgs {
+    /// `pod` (or `pods`).
+    resource: String,
+    /// The pod's name (`<name>-<node>`).
+    name: String,
+    /// Namespace of the pod.
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// Root directory of the agent.
+    #[arg(long, default_value = "/var/lib/staticlet")]
+    root_dir: PathBuf,
+    /// Address of the agent: unix:///path, http://host:port.
+    #[arg(long)]
+    server: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -285,6 +305,7 @@ fn main() -> ExitCode {
             Command::Logs(args) => logs_cmd(args).await.map(|()| ExitCode::SUCCESS),
             Command::Exec(args) => exec_cmd(args).await,
             Command::Wait(args) => wait_cmd(args).await,
+            Command::Describe(args) => describe_cmd(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
@@ -584,6 +605,30 @@ fn manifests_table(v: &serde_json::Value, now: std::time::SystemTime) -> String 
         ]);
     }
     client::format_table(&rows)
+}
+
+async fn describe_cmd(args: DescribeArgs) -> Result<()> {
+    if !matches!(args.resource.as_str(), "pod" | "pods" | "po") {
+        bail!(
+            "unknown resource {:?}: only pods can be described",
+            args.resource
+        );
+    }
+    let server = client::Server::resolve(args.server.as_deref(), &args.root_dir)?;
+    let pod = server.existing_pod(&args.namespace, &args.name).await?;
+    let (code, body) = server
+        .get(&format!("/pods/{}/{}/events", args.namespace, args.name))
+        .await?;
+    let events: serde_json::Value = if code == 200 {
+        serde_json::from_slice(&body)?
+    } else {
+        serde_json::json!({"items": []})
+    };
+    print!(
+        "{}",
+        describe::render(&pod, &events, std::time::SystemTime::now())
+    );
+    Ok(())
 }
 
 async fn wait_cmd(args: WaitArgs) -> Result<ExitCode> {

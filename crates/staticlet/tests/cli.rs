@@ -158,6 +158,35 @@ fn run_and_get_pods_over_the_socket() {
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
+    let out = bin()
+        .args(["describe", "pod", "web-n1", "--root-dir"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "Name:         web-n1",
+        "Status:       Running",
+        "Static pod read from file",
+        "Started container c",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let event_reasons: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Events:"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        event_reasons,
+        vec!["Reason", "Seen", "Pulling", "Pulled", "Created", "Started"],
+        "{text}"
+    );
     let wait = |args: &[&str]| {
         bin()
             .arg("wait")

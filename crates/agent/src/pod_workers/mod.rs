@@ -43,6 +43,7 @@ pub struct PodView {
     /// Set while the pod terminates (shown as `metadata.deletionTimestamp`).
     pub terminating_since: Option<SystemTime>,
     pub grace: Option<i64>,
+    pub events: crate::events::EventLog,
 }
 
 /// Every pod the agent knows, keyed by UID.
@@ -267,6 +268,7 @@ impl PodManager {
                     status,
                     terminating_since: ws.terminating_since,
                     grace: ws.grace,
+                    events: ws.events,
                 },
             );
         }
@@ -296,6 +298,7 @@ impl PodManager {
                     status,
                     terminating_since: None,
                     grace: None,
+                    events: Default::default(),
                 },
             );
         }
@@ -306,6 +309,7 @@ impl PodManager {
                         && Arc::ptr_eq(&a.pod, &b.pod)
                         && a.status == b.status
                         && a.terminating_since == b.terminating_since
+                        && a.events == b.events
                 });
             if !same {
                 *old = Arc::new(view);

@@ -48,6 +48,8 @@ pub struct WorkerStatus {
     /// When termination started (shown as `deletionTimestamp`).
     pub terminating_since: Option<SystemTime>,
     pub grace: Option<i64>,
+    /// What happened to the pod (Pulling, Started, BackOff, ...).
+    pub events: crate::events::EventLog,
 }
 
 /// Sent to the manager when a worker has fully finished.
@@ -116,6 +118,7 @@ fn start(
         status: None,
         terminating_since: None,
         grace: None,
+        events: Default::default(),
     });
     let w = Worker {
         ctx,
@@ -260,6 +263,17 @@ impl Worker {
             match self.observe().await {
                 Ok(obs) => {
                     let now = self.ctx.clock.now();
+                    if self.start_time.is_none() {
+                        self.event(
+                            "Normal",
+                            "Seen",
+                            &format!(
+                                "Static pod read from {} {}",
+                                pod.origin.source_kind(),
+                                pod.origin
+                            ),
+                        );
+                    }
                     self.start_time.get_or_insert(now);
                     self.mem.started_at = self.start_time;
                     self.last_pod_ip = self.probe_ip(&pod, &obs);
@@ -276,6 +290,20 @@ impl Worker {
                     self.handle_probe_events(probe_events).await;
                     let now = self.ctx.clock.now();
                     let step = plan::plan(&pod, &obs, &self.mem, now);
+                    for (name, w) in &step.waiting {
+                        match w.reason.as_str() {
+                            "CrashLoopBackOff" => self.event(
+                                "Warning",
+                                "BackOff",
+                                &format!(
+                                    "Back-off restarting failed container {name} in pod {}_{}({})",
+                                    pod.name, pod.namespace, pod.uid
+                                ),
+                            ),
+                            "ImagePullBackOff" => self.event("Normal", "BackOff", &w.message),
+                            _ => {}
+                        }
+                    }
                     self.publish(&pod, &obs, &step.waiting);
                     wake_at = step.wake_at;
                     if let Some(due) = self.probes.as_ref().and_then(|p| p.next_due(now)) {
@@ -379,6 +407,13 @@ impl Worker {
         }
     }
 
+    /// Records a pod event (published with the status).
+    fn event(&self, type_: &'static str, reason: &str, message: &str) {
+        let now = self.ctx.clock.now();
+        self.status
+            .send_modify(|s| s.events.record(type_, reason, message, now));
+    }
+
     /// The preStop handler of a container of this pod, resolved against its spec.
     fn pre_stop_of(
         &self,
@@ -421,6 +456,8 @@ impl Worker {
                 } => {
                     let msg = ev.kill_message().unwrap_or_default();
                     warn!(container = %container, probe_output = %message, "{msg}");
+                    self.event("Warning", "Unhealthy", message);
+                    self.event("Normal", "Killing", &msg);
                     let grace = grace_period_seconds.unwrap_or_else(|| self.grace());
                     let id = container_id.clone();
                     if let Err(e) = self
@@ -521,6 +558,7 @@ impl Worker {
                         // Shown as the containers' waiting message (kubelet's
                         // FailedCreatePodSandBox), until a sandbox exists.
                         let msg = format!("failed to create pod sandbox: {e}");
+                        self.event("Warning", "FailedCreatePodSandBox", &msg);
                         let now = self.ctx.clock.now();
                         let spec = pod.spec();
                         for c in spec
@@ -545,6 +583,11 @@ impl Worker {
             }
             Action::KillContainer { id, name, reason } => {
                 info!(container = %name, %reason, "killing container");
+                self.event(
+                    "Normal",
+                    "Killing",
+                    &format!("Stopping container {name}: {reason}"),
+                );
                 rt.stop_container(&id, plan::stop_timeout(self.grace()))
                     .await
                     .map_err(|e| e.to_string())
@@ -597,6 +640,7 @@ impl Worker {
             }
             Err((reason, message)) => {
                 warn!(container = %name, %reason, %message, "container not started");
+                self.event("Warning", "Failed", &format!("Error: {reason}: {message}"));
                 let now = self.ctx.clock.now();
                 if reason == "ErrImagePull" {
                     let image = c.image.clone().unwrap_or_default();
@@ -645,10 +689,22 @@ impl Worker {
         };
         if pull {
             info!(%image, "pulling image");
+            self.event("Normal", "Pulling", &format!("Pulling image {image:?}"));
             rt.pull_image(&spec, None).await.map_err(|e| match e {
                 RuntimeError::ImagePull { message, .. } => ("ErrImagePull", message),
                 other => ("ErrImagePull", other.to_string()),
             })?;
+            self.event(
+                "Normal",
+                "Pulled",
+                &format!("Successfully pulled image {image:?}"),
+            );
+        } else {
+            self.event(
+                "Normal",
+                "Pulled",
+                &format!("Container image {image:?} already present on machine"),
+            );
         }
         let node = self.ctx.node.clone();
         let p = pod.clone();
@@ -671,9 +727,19 @@ impl Worker {
             .create_container(&sandbox.id, &cfg, &sb_cfg)
             .await
             .map_err(|e| ("CreateContainerError", e.to_string()))?;
+        self.event(
+            "Normal",
+            "Created",
+            &format!("Created container: {}", c.name),
+        );
         rt.start_container(&id)
             .await
             .map_err(|e| ("RunContainerError", e.to_string()))?;
+        self.event(
+            "Normal",
+            "Started",
+            &format!("Started container {}", c.name),
+        );
         // postStart: the container is not reported started until it returns; a failure kills
         // the container (kubelet's FailedPostStartHook), which restarts per its policy.
         if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
@@ -690,6 +756,16 @@ impl Worker {
             if let crate::prober::handler::ProbeOutcome::Failure(m)
             | crate::prober::handler::ProbeOutcome::Error(m) = outcome
             {
+                self.event(
+                    "Warning",
+                    "FailedPostStartHook",
+                    &format!("PostStartHook failed: {m}"),
+                );
+                self.event(
+                    "Normal",
+                    "Killing",
+                    &format!("FailedPostStartHook: stopping container {}", c.name),
+                );
                 let _ = rt.stop_container(&id, plan::stop_timeout(grace)).await;
                 return Err(("PostStartHookError", format!("PostStartHook failed: {m}")));
             }
@@ -744,6 +820,13 @@ impl Worker {
             .iter()
             .filter(|c| kind_of(c) != ContainerKind::Sidecar)
             .collect();
+        for c in &running {
+            self.event(
+                "Normal",
+                "Killing",
+                &format!("Stopping container {}", c.name),
+            );
+        }
         let stops = first.iter().map(|c| {
             let rt = self.ctx.runtime.clone();
             let id = c.id.clone();
