@@ -646,3 +646,53 @@ async fn active_deadline_fails_the_pod() {
     assert_eq!(starts(&rt.calls(), &p.uid, "app").len(), 1);
     h.stop.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn ready_turns_false_during_termination_while_readiness_keeps_probing() {
+    use staticlet_runtime::fake::ExecReply;
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    // Ready for the first probes, failing afterwards (the app removes its ready file on SIGTERM).
+    rt.exec_script(
+        "app",
+        (0..4).map(|_| ExecReply::code(0)),
+        ExecReply::code(1),
+    );
+    // Takes 15 s to exit after SIGTERM.
+    rt.script(
+        "app",
+        Script::forever().on_signal(Some(Duration::from_secs(15))),
+    );
+    let mut h = start(&rt, clock);
+    let p = pod(
+        "r1",
+        "  terminationGracePeriodSeconds: 30\n  containers:\n  - name: app\n    image: b\n    readinessProbe:\n      exec: {command: [cat, /tmp/ready]}\n      periodSeconds: 2\n      failureThreshold: 1\n",
+    );
+    let ready = |v: &PodsView| {
+        v.get(&p.uid).and_then(|pv| {
+            pv.status
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .map(|c| c.status.clone())
+        })
+    };
+    h.set(vec![p.clone()]).await;
+    h.until("ready", |v| ready(v).as_deref() == Some("True"))
+        .await;
+    h.set(vec![]).await;
+    h.until("Ready False while still terminating", |v| {
+        v.get(&p.uid)
+            .is_some_and(|pv| pv.terminating_since.is_some())
+            && ready(v).as_deref() == Some("False")
+            && v[&p.uid]
+                .status
+                .container_statuses
+                .as_ref()
+                .is_some_and(|cs| cs[0].state.as_ref().is_some_and(|s| s.running.is_some()))
+    })
+    .await;
+    h.until("gone", |v| v.is_empty()).await;
+    h.stop.cancel();
+}

@@ -842,7 +842,16 @@ impl Worker {
                 (id.clone(), rt.stop_container(&id, t).await)
             }
         });
-        for (id, r) in futures::future::join_all(stops).await {
+        // While the containers stop, readiness keeps probing (kubelet: Ready turns False during
+        // termination when the readiness probe starts failing).
+        let mut all = std::pin::pin!(futures::future::join_all(stops));
+        let results = loop {
+            tokio::select! {
+                r = &mut all => break r,
+                _ = tokio::time::sleep(self.ctx.relist_period) => self.probe_while_terminating().await,
+            }
+        };
+        for (id, r) in results {
             if let Err(e) = r {
                 warn!(container = %id, error = %e, "stopping container failed");
             }
@@ -895,6 +904,26 @@ impl Worker {
         }
         self.drain_restart();
         info!("pod terminated");
+    }
+
+    /// One round of readiness probing and status publishing during termination.
+    async fn probe_while_terminating(&mut self) {
+        let Subject::Pod(pod) = &self.subject else {
+            return;
+        };
+        let pod = pod.clone();
+        let Ok(obs) = self.observe().await else {
+            return;
+        };
+        let now = self.ctx.clock.now();
+        let ip = self.probe_ip(&pod, &obs);
+        if let Some(p) = self.probes.as_mut() {
+            p.observe_runtime(&obs.containers, now);
+            if p.next_due(now).is_some_and(|d| d <= now) {
+                p.run_due(now, &ip).await;
+            }
+        }
+        self.publish(&pod, &obs, &BTreeMap::new());
     }
 
     /// Notes a `Restart` that arrived during termination.
