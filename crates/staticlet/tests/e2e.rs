@@ -588,3 +588,24 @@ fn edited_manifest_replaces_the_pod_after_the_old_one_stopped() {
     .unwrap();
     assert!(log.contains(" stdout F v2"), "{log}");
 }
+
+#[test]
+fn memory_limit_kill_is_reported_as_oom_killed() {
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::new("e2e-f");
+    env.manifest(
+        "hog",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hog\nspec:\n  hostNetwork: true\n  restartPolicy: Never\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'x=$(head -c 67108864 /dev/zero | tr \"\\\\000\" x); echo survived']\n    resources:\n      limits: {memory: 16Mi}\n",
+    );
+    env.start(None);
+    env.wait("OOMKilled", 120, || {
+        env.pod("hog").is_some_and(|p| {
+            container_state(&p, "app").is_some_and(|c| {
+                c["state"]["terminated"]["reason"] == "OOMKilled"
+                    && c["state"]["terminated"]["exitCode"] == 137
+            }) && p["status"]["phase"] == "Failed"
+        })
+    });
+}
