@@ -88,6 +88,11 @@ struct SandboxRecord {
     net_ns: Option<String>,
     ipc_ns: Option<String>,
     uts_ns: Option<String>,
+    /// The shared PID namespace (shareProcessNamespace) and the process group of its holder.
+    #[serde(default)]
+    pid_ns: Option<String>,
+    #[serde(default)]
+    pid_holder: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,6 +208,45 @@ impl EmbeddedRuntime {
 }
 
 impl Inner {
+    /// Starts the PID-namespace holder of a sandbox; returns the pinned namespace file and the
+    /// holder's process group. Waits until the holder runs as PID 1, so no container can become
+    /// the namespace's init by joining first.
+    fn start_pid_holder(&self, dir: &Path) -> std::result::Result<(String, i32), String> {
+        use std::os::unix::process::CommandExt;
+        let file = dir.join("ns").join("pid");
+        std::fs::write(&file, b"").map_err(|e| e.to_string())?;
+        let child = std::process::Command::new("unshare")
+            .arg(format!("--pid={}", file.display()))
+            .args(["--fork", "--"])
+            .arg(&self.cfg.reexec.exe)
+            .args(&self.cfg.reexec.prefix)
+            .arg("pause")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("running unshare: {e}"))?;
+        let pid = child.id() as i32;
+        // Reap the unshare process whenever it exits, so it never lingers as a zombie.
+        std::thread::spawn(move || {
+            let mut child = child;
+            let _ = child.wait();
+        });
+        let children = format!("/proc/{pid}/task/{pid}/children");
+        for _ in 0..500 {
+            if std::fs::read_to_string(&children).is_ok_and(|c| !c.trim().is_empty()) {
+                return Ok((file.to_string_lossy().into_owned(), pid));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        Err("the PID namespace holder did not start within 5 s".into())
+    }
+
     /// Credentials for the registry of `reference` from the first docker config file that exists.
     fn credentials_for(
         &self,
@@ -502,15 +546,6 @@ impl ContainerRuntime for EmbeddedRuntime {
     async fn run_pod_sandbox(&self, config: &SandboxConfig) -> Result<SandboxId> {
         let inner = self.inner.clone();
         let config = config.clone();
-        if config.share_process_namespace {
-            // A shared PID namespace needs a process to hold it (kubelet's pause); without one
-            // the first container's exit would kill every other container of the pod.
-            return Err(RuntimeError::InvalidConfig(
-                "shareProcessNamespace is not supported by the embedded runtime yet (use the CRI \
-                 backend)"
-                    .into(),
-            ));
-        }
         if !config.host_network {
             // Without a network plugin such pods wait, as kubelet's do.
             if let Err(e) = inner.cni.status().await {
@@ -548,6 +583,8 @@ impl ContainerRuntime for EmbeddedRuntime {
             net_ns: None,
             ipc_ns: None,
             uts_ns: None,
+            pid_ns: None,
+            pid_holder: None,
         };
         let mut pin = |kind: &str, slot: &mut Option<String>| -> Result<()> {
             let f = dir.join("ns").join(kind);
@@ -588,6 +625,25 @@ impl ContainerRuntime for EmbeddedRuntime {
                         String::from_utf8_lossy(&out.stderr).trim()
                     ),
                 });
+            }
+        }
+        if config.share_process_namespace && !config.host_pid {
+            // A shared PID namespace is held by a reaping PID 1 (kubelet's pause): the shim
+            // binary in `pause` mode, pinned at ns/pid, in its own process group.
+            match inner.start_pid_holder(&dir) {
+                Ok((path, pgid)) => {
+                    rec.pid_ns = Some(path);
+                    rec.pid_holder = Some(pgid);
+                    write_json(&dir.join("sandbox.json"), &rec).map_err(io_err("write sandbox"))?;
+                }
+                Err(e) => {
+                    let _ = rootfs::unmount_namespaces(&dir.join("ns"));
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(RuntimeError::Failed {
+                        op: "run pod sandbox",
+                        message: format!("shared PID namespace: {e}"),
+                    });
+                }
             }
         }
         if let Some(netns) = rec.net_ns.clone() {
@@ -674,6 +730,15 @@ impl ContainerRuntime for EmbeddedRuntime {
             for cid in inner.ids("containers") {
                 if inner.load_container(&cid).is_ok_and(|c| c.sandbox_id == id) {
                     inner.remove_container_blocking(&cid)?;
+                }
+            }
+            if let Ok(rec) = inner.load_sandbox(&id) {
+                if let Some(pgid) = rec.pid_holder {
+                    // SIGKILL to the holder's group (the pause and the unshare that waits for it).
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pgid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
             rootfs::unmount_namespaces(&dir.join("ns")).map_err(io_err("unmount namespaces"))?;
@@ -804,6 +869,7 @@ impl ContainerRuntime for EmbeddedRuntime {
                     net: sb.net_ns.clone(),
                     ipc: sb.ipc_ns.clone(),
                     uts: sb.uts_ns.clone(),
+                    pid: sb.pid_ns.clone(),
                     host_pid: sb.host_pid,
                 };
                 let cgroups_path = format!("/staticlet/pod{}/{id}", sb.uid);

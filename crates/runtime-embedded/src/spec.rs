@@ -99,6 +99,8 @@ pub struct SandboxNamespaces {
     pub net: Option<String>,
     pub ipc: Option<String>,
     pub uts: Option<String>,
+    /// The pod's shared PID namespace (shareProcessNamespace).
+    pub pid: Option<String>,
     /// The host's pid namespace (hostPID).
     pub host_pid: bool,
 }
@@ -435,8 +437,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, String> {
     }
 
     let mut namespaces = vec![json!({"type": "mount"})];
-    if !input.namespaces.host_pid {
-        namespaces.push(json!({"type": "pid"}));
+    match (&input.namespaces.pid, input.namespaces.host_pid) {
+        (_, true) => {}
+        (Some(p), false) => namespaces.push(json!({"type": "pid", "path": p})),
+        (None, false) => namespaces.push(json!({"type": "pid"})),
     }
     for (kind, path) in [
         ("network", &input.namespaces.net),
@@ -681,6 +685,7 @@ mod tests {
             net: Some("/run/ns/net".into()),
             ipc: None,
             uts: Some("/run/ns/uts".into()),
+            pid: None,
             host_pid: false,
         };
         let files = SandboxFiles {

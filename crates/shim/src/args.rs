@@ -28,6 +28,8 @@ pub enum ShimArgs {
     Exec(ExecArgs),
     /// The supervisor after it started the container and re-executed itself (internal).
     Monitor(MonitorArgs),
+    /// Be PID 1 of a shared PID namespace: reap orphans until killed (kubelet's pause).
+    Pause,
 }
 
 /// Options of the supervisor's `monitor` phase: its own options plus the inherited descriptors
@@ -154,6 +156,7 @@ impl ShimArgs {
                     cmd,
                 }))
             }
+            "pause" => Ok(ShimArgs::Pause),
             other => Err(format!("unknown mode {other:?}")),
         }
     }
@@ -192,6 +195,7 @@ impl ShimArgs {
                     push(&m.stderr_fd.to_string());
                 }
             }
+            ShimArgs::Pause => push(&"pause"),
             ShimArgs::Exec(a) => {
                 push(&"exec");
                 push(&"--pid");

@@ -46,5 +46,20 @@ pub fn shim_main(args: ShimArgs) -> ExitCode {
         ShimArgs::Run(a) => supervisor::run(a),
         ShimArgs::Monitor(a) => supervisor::monitor(a),
         ShimArgs::Exec(a) => exec::run_helper(a),
+        ShimArgs::Pause => pause(),
+    }
+}
+
+/// PID 1 of a pod's shared PID namespace: holds the namespace and reaps the orphans that are
+/// reparented to it, until it is killed (SIGKILL from the runtime when the sandbox goes).
+fn pause() -> ExitCode {
+    use nix::errno::Errno;
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    loop {
+        match waitpid(None::<nix::unistd::Pid>, Some(WaitPidFlag::__WALL)) {
+            Err(Errno::ECHILD) => std::thread::sleep(std::time::Duration::from_secs(1)),
+            Err(Errno::EINTR) | Ok(_) => {}
+            Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
+        }
     }
 }

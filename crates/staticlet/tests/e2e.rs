@@ -609,3 +609,49 @@ fn memory_limit_kill_is_reported_as_oom_killed() {
         })
     });
 }
+
+#[test]
+fn shared_process_namespace_lets_containers_see_each_other() {
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::new("e2e-g");
+    env.manifest(
+        "shared",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: shared\nspec:\n  hostNetwork: true\n  shareProcessNamespace: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: a\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3601']\n  - name: b\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'while true; do ps -o pid,args > /tmp/ps; cat /tmp/ps; sleep 1; done']\n",
+    );
+    env.start(None);
+    env.wait("both running", 120, || {
+        env.pod("shared")
+            .is_some_and(|p| p["status"]["phase"] == "Running")
+    });
+    let uid = env.pod("shared").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log = env
+        .path("logs")
+        .join(format!("default_shared-e2e-g_{uid}/b/0.log"));
+    // b sees a's process, and PID 1 is the pod's holder, not a container.
+    env.wait("b sees a", 60, || {
+        std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("sleep 3601") && l.contains(" 1 ") && l.contains("pause"))
+    });
+    std::fs::remove_file(env.path("manifests/shared.yaml")).unwrap();
+    let root = env.root();
+    env.wait("removed", 60, || {
+        std::fs::read_dir(root.join("runtime/sandboxes"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0
+    });
+    let leftover = Command::new("pgrep")
+        .args(["-f", "staticlet.* pause"])
+        .output()
+        .unwrap();
+    assert!(
+        leftover.stdout.is_empty(),
+        "pause holder left: {}",
+        String::from_utf8_lossy(&leftover.stdout)
+    );
+}
