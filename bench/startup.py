@@ -5,7 +5,7 @@
 Measures, for 1 pod and for N pods (default 50): the time from writing a manifest to the pod's
 container running (p50 / p90, polled every 20 ms through the agent's API, so +-20 ms), the
 agent's resident memory and the shims' (VmRSS from /proc). Prints a table. Run as root after
-`cargo build --release -p staticlet -p staticlet-shim`; installs runc, crun and podman if missing.
+`cargo build --release -p staticlet && cargo build --profile shim -p staticlet-shim && install target/shim/staticlet-shim target/release/` (what scripts/quickstart.sh does); installs runc, crun and podman if missing.
 """
 import json, os, shutil, statistics, subprocess, sys, tempfile, time
 

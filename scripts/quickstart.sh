@@ -12,7 +12,10 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-cargo build --release -p staticlet -p staticlet-shim
+cargo build --release -p staticlet
+# The shim runs once per container: built with the small `shim` profile, installed next to staticlet.
+cargo build --profile shim -p staticlet-shim
+install -m 0755 target/shim/staticlet-shim target/release/staticlet-shim
 root="${STATICLET_ROOT:-/var/lib/staticlet}"
 logs="${STATICLET_LOGS:-/var/log/pods}"
 mkdir -p "$root"
