@@ -67,6 +67,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::Code;
 use tracing::{debug, info, warn};
 
+#[cfg(feature = "testutil")]
+pub mod testutil;
 pub mod convert;
 
 /// The CRI API version this client speaks.
