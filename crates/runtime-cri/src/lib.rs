@@ -67,9 +67,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::Code;
 use tracing::{debug, info, warn};
 
+pub mod convert;
 #[cfg(feature = "testutil")]
 pub mod testutil;
-pub mod convert;
 
 /// The CRI API version this client speaks.
 pub const CRI_API_VERSION: &str = "v1";

@@ -1,0 +1,260 @@
+//! End-to-end tests of `staticlet run --container-runtime-endpoint unix://...` against a real
+//! containerd started by the test (`staticlet_runtime_cri::testutil`). Root and containerd are
+//! needed (`scripts/test.sh` installs containerd); otherwise the tests say so and pass.
+// Real processes in real time: std::time::Instant is right here.
+#![allow(clippy::disallowed_types)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use staticlet_runtime::{
+    ContainerConfig, ContainerRuntime, ImageSpec, LabelSelector, SandboxConfig,
+};
+use staticlet_runtime_cri::testutil::{skip_reason, Containerd, BUSYBOX};
+use staticlet_runtime_cri::{CriOptions, CriRuntime};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_staticlet"))
+}
+
+struct Agent {
+    dir: tempfile::TempDir,
+    endpoint: String,
+    child: Option<Child>,
+}
+
+impl Agent {
+    fn new(endpoint: String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+        Agent {
+            dir,
+            endpoint,
+            child: None,
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn start(&mut self) {
+        let child = bin()
+            .args([
+                "run",
+                "--hostname-override",
+                "cri",
+                "--file-check-frequency",
+                "1s",
+            ])
+            .arg("--container-runtime-endpoint")
+            .arg(&self.endpoint)
+            .arg("--pod-manifest-path")
+            .arg(self.path("manifests"))
+            .arg("--root-dir")
+            .arg(self.path("root"))
+            .arg("--log-dir")
+            .arg(self.path("logs"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path("agent.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn manifest(&self, name: &str, yaml: &str) {
+        let tmp = self.path("manifests").join(format!(".{name}"));
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(tmp, self.path("manifests").join(format!("{name}.yaml"))).unwrap();
+    }
+
+    fn pod(&self, name: &str) -> Option<serde_json::Value> {
+        let out = bin()
+            .args([
+                "get",
+                "pod",
+                &format!("{name}-cri"),
+                "-o",
+                "json",
+                "--root-dir",
+            ])
+            .arg(self.path("root"))
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())?
+    }
+
+    async fn wait(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.path("agent.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "timed out waiting for {what}\nagent log (newest first):\n{}",
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn app(p: &serde_json::Value) -> serde_json::Value {
+    p["status"]["containerStatuses"][0].clone()
+}
+
+fn manifest(name: &str, host_network: bool, cmd: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  hostNetwork: {host_network}\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, '{cmd}']\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_pods_on_containerd() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let cd = Containerd::start().await;
+    let mut agent = Agent::new(cd.endpoint());
+
+    // A container of another client of the same containerd: never touched.
+    let cri = CriRuntime::connect(&cd.endpoint(), CriOptions::default())
+        .await
+        .unwrap();
+    let other = SandboxConfig {
+        name: "other".into(),
+        namespace: "elsewhere".into(),
+        uid: "other-uid".into(),
+        log_directory: cd.logs_dir().join("other"),
+        host_network: true,
+        ..Default::default()
+    };
+    std::fs::create_dir_all(&other.log_directory).unwrap();
+    let other_sb = cri.run_pod_sandbox(&other).await.unwrap();
+    let other_c = cri
+        .create_container(
+            &other_sb,
+            &ContainerConfig {
+                name: "c".into(),
+                image: ImageSpec {
+                    image: BUSYBOX.into(),
+                },
+                command: vec!["sleep".into(), "3600".into()],
+                log_path: "c/0.log".into(),
+                ..Default::default()
+            },
+            &other,
+        )
+        .await
+        .unwrap();
+    cri.start_container(&other_c).await.unwrap();
+
+    agent.manifest("web", &manifest("web", true, "echo up; sleep 3600"));
+    agent.manifest("crash", &manifest("crash", true, "echo boom; exit 3"));
+    agent.manifest("net", &manifest("net", false, "sleep 3600"));
+    agent.start();
+    let prefix = cd.subnet_prefix.clone();
+    agent
+        .wait(
+            "web running, net with a pod IP, crash restarted",
+            180,
+            || {
+                let web = agent
+                    .pod("web")
+                    .is_some_and(|p| p["status"]["phase"] == "Running");
+                let net = agent.pod("net").is_some_and(|p| {
+                    p["status"]["phase"] == "Running"
+                        && p["status"]["podIP"]
+                            .as_str()
+                            .is_some_and(|ip| ip.starts_with(&prefix))
+                });
+                let crash = agent.pod("crash").is_some_and(|p| {
+                    app(&p)["restartCount"].as_i64() >= Some(1)
+                        && app(&p)["lastState"]["terminated"]["exitCode"] == 3
+                });
+                web && net && crash
+            },
+        )
+        .await;
+    let web = agent.pod("web").unwrap();
+    let started = app(&web)["state"]["running"]["startedAt"].clone();
+    assert!(app(&web)["containerID"]
+        .as_str()
+        .unwrap()
+        .starts_with("containerd://"));
+    // The logs land where the agent asked, readable with `staticlet logs`.
+    let out = bin()
+        .args(["logs", "web-cri", "--root-dir"])
+        .arg(agent.path("root"))
+        .arg("--log-dir")
+        .arg(agent.path("logs"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "up\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // kill -9 the agent, start it again: adopted, no restart; the other client's pod untouched.
+    agent.kill();
+    agent.start();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    agent
+        .wait("web adopted", 60, || {
+            agent.pod("web").is_some_and(|p| {
+                app(&p)["state"]["running"]["startedAt"] == started && app(&p)["restartCount"] == 0
+            })
+        })
+        .await;
+
+    // Manifests removed: our sandboxes go, the other client's stays.
+    for m in ["web", "crash", "net"] {
+        std::fs::remove_file(agent.path("manifests").join(format!("{m}.yaml"))).unwrap();
+    }
+    let cri2 = cri.clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ours = cri2
+            .list_pod_sandboxes(&LabelSelector::managed())
+            .await
+            .unwrap();
+        if ours
+            .iter()
+            .all(|s| s.state != staticlet_runtime::SandboxState::Ready)
+            && ours.is_empty()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "our sandboxes were not removed: {ours:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let st = cri.container_status(&other_c).await.unwrap();
+    assert_eq!(
+        st.state,
+        staticlet_runtime::ContainerState::Running,
+        "another client's container is left alone"
+    );
+}
