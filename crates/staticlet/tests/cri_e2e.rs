@@ -132,7 +132,7 @@ async fn static_pods_on_containerd() {
         eprintln!("skipped: {why}");
         return;
     }
-    let cd = Containerd::start().await;
+    let mut cd = Containerd::start().await;
     let mut agent = Agent::new(cd.endpoint());
 
     // A container of another client of the same containerd: never touched.
@@ -224,6 +224,31 @@ async fn static_pods_on_containerd() {
             agent.pod("web").is_some_and(|p| {
                 app(&p)["state"]["running"]["startedAt"] == started && app(&p)["restartCount"] == 0
             })
+        })
+        .await;
+
+    // containerd killed while pods run: nothing is lost; after its restart supervision resumes
+    // (the crash-looping pod keeps being restarted) and the web pod was never restarted.
+    let restarts = |agent: &Agent| {
+        agent
+            .pod("crash")
+            .and_then(|p| app(&p)["restartCount"].as_i64())
+            .unwrap_or(0)
+    };
+    let before = restarts(&agent);
+    cd.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        agent.pod("web").is_some(),
+        "the agent keeps serving its pods while the runtime is down"
+    );
+    cd.restart();
+    agent
+        .wait("supervision resumed", 120, || {
+            restarts(&agent) > before
+                && agent
+                    .pod("web")
+                    .is_some_and(|p| app(&p)["state"]["running"]["startedAt"] == started)
         })
         .await;
 
