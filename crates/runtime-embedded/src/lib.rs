@@ -881,8 +881,6 @@ impl ContainerRuntime for EmbeddedRuntime {
                     files: &files,
                     hostname: &sb.hostname,
                     cgroups_path: &cgroups_path,
-                    // The agent mounts each attempt's termination log itself.
-                    termination_log: None,
                     localhost_seccomp: match &config.security.seccomp {
                         staticlet_runtime::Seccomp::Localhost(path) => Some(
                             std::fs::read(path)

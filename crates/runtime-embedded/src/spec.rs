@@ -269,8 +269,6 @@ pub struct SpecInput<'a> {
     pub hostname: &'a str,
     /// cgroups path of the container (`/staticlet/pod<uid>/<id>`).
     pub cgroups_path: &'a str,
-    /// Host file bind-mounted at the termination message path.
-    pub termination_log: Option<(&'a str, &'a str)>,
     /// The contents of a `Localhost` seccomp profile (read by the caller).
     pub localhost_seccomp: Option<Value>,
 }
@@ -406,11 +404,6 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, String> {
         ("/etc/hostname", &input.files.hostname),
         ("/etc/resolv.conf", &input.files.resolv_conf),
     ] {
-        if !user_mounts.contains(&dst) {
-            mounts.push(bind(dst, src, false));
-        }
-    }
-    if let Some((dst, src)) = input.termination_log {
         if !user_mounts.contains(&dst) {
             mounts.push(bind(dst, src, false));
         }
@@ -611,7 +604,6 @@ mod tests {
                 files: &files,
                 hostname: "p",
                 cgroups_path: "/x",
-                termination_log: None,
                 localhost_seccomp: None,
             })
         };
@@ -701,7 +693,6 @@ mod tests {
             files: &files,
             hostname: "p",
             cgroups_path: "/staticlet/podu/c1",
-            termination_log: Some(("/dev/termination-log", "/s/tl")),
             localhost_seccomp: None,
         })
         .unwrap();
