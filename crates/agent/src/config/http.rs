@@ -38,6 +38,8 @@ pub struct HttpSource {
     clock: Clock,
     /// Body of the last 200 answer (parsed or not).
     last_body: Option<Vec<u8>>,
+    /// Why `last_body` was not applied, if it was not.
+    body_error: Option<String>,
     etag: Option<String>,
     last_modified: Option<String>,
     pods: Vec<Arc<StaticPod>>,
@@ -77,6 +79,7 @@ impl HttpSource {
             lastgood,
             clock,
             last_body: None,
+            body_error: None,
             etag: None,
             last_modified: None,
             pods: Vec::new(),
@@ -264,8 +267,10 @@ impl HttpSource {
         };
         self.succeed();
         if self.last_body.as_deref() == Some(&body[..]) {
-            self.etag = etag;
-            self.last_modified = last_modified;
+            if self.body_error.is_none() {
+                self.etag = etag;
+                self.last_modified = last_modified;
+            }
             return self.clear_transport_error();
         }
         self.last_body = Some(body.clone());
@@ -293,6 +298,7 @@ impl HttpSource {
                     }
                 }
                 info!(url = %self.url, pods = pods.len(), "manifest URL applied");
+                self.body_error = None;
                 self.record.error = None;
                 self.apply_pods(pods, false);
                 Outcome::Changed
@@ -300,6 +306,7 @@ impl HttpSource {
             Err(e) => {
                 self.etag = None;
                 self.last_modified = None;
+                self.body_error = Some(e.clone());
                 self.fail(e)
             }
         }
@@ -307,12 +314,8 @@ impl HttpSource {
 
     fn clear_transport_error(&mut self) -> Outcome {
         // The same (good or bad) body again: a parse error stays, a transport error clears.
-        let body_error = match &self.last_body {
-            Some(b) if !b.is_empty() => self.parse(b).err(),
-            _ => None,
-        };
         let was = (self.record.error.clone(), self.record.stale);
-        self.record.error = body_error;
+        self.record.error = self.body_error.clone();
         self.record.stale = self.record.error.is_some();
         if was != (self.record.error.clone(), self.record.stale) {
             Outcome::Changed

@@ -111,6 +111,11 @@ async fn url_semantics() {
         .as_deref()
         .unwrap()
         .starts_with("items[0]: spec.containers[0].image"));
+    // The same bad body again: nothing changes, the error stays (no re-parse needed).
+    let err = src.record.error.clone();
+    assert_eq!(src.poll().await, Outcome::Unchanged);
+    assert_eq!(src.record.error, err);
+    assert_eq!(src.pods.len(), 2);
     // Zero-length body removes everything.
     script.lock().unwrap().body = String::new();
     src.poll().await;
