@@ -307,6 +307,8 @@ impl HttpSource {
                 self.etag = None;
                 self.last_modified = None;
                 self.body_error = Some(e.clone());
+                // The pods keep running at the last good version.
+                self.record.stale = true;
                 self.fail(e)
             }
         }
