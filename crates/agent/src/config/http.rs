@@ -307,8 +307,8 @@ impl HttpSource {
                 self.etag = None;
                 self.last_modified = None;
                 self.body_error = Some(e.clone());
-                // The pods keep running at the last good version.
-                self.record.stale = true;
+                // The pods (if any) keep running at the last good version.
+                self.record.stale = !self.pods.is_empty();
                 self.fail(e)
             }
         }
@@ -318,7 +318,7 @@ impl HttpSource {
         // The same (good or bad) body again: a parse error stays, a transport error clears.
         let was = (self.record.error.clone(), self.record.stale);
         self.record.error = self.body_error.clone();
-        self.record.stale = self.record.error.is_some();
+        self.record.stale = self.record.error.is_some() && !self.pods.is_empty();
         if was != (self.record.error.clone(), self.record.stale) {
             Outcome::Changed
         } else {
