@@ -581,12 +581,13 @@ fn edited_manifest_replaces_the_pod_after_the_old_one_stopped() {
             .unwrap_or(0)
             == 1
     });
-    let log = std::fs::read_to_string(
-        env.path("logs")
-            .join(format!("default_app-e2e-e_{v2}/app/0.log")),
-    )
-    .unwrap();
-    assert!(log.contains(" stdout F v2"), "{log}");
+    // The shim creates the log file with the container's first line: wait for it.
+    let log = env
+        .path("logs")
+        .join(format!("default_app-e2e-e_{v2}/app/0.log"));
+    env.wait("the new version's output", 60, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains(" stdout F v2"))
+    });
 }
 
 #[test]
