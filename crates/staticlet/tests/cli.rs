@@ -11,6 +11,15 @@ fn bin() -> Command {
 
 const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n    image: busybox:1\n    ports:\n    - containerPort: 80\n";
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn validate_exit_codes_and_messages() {
     let d = tempfile::tempdir().unwrap();
@@ -74,7 +83,7 @@ fn run_and_get_pods_over_the_socket() {
     std::fs::create_dir(&manifests).unwrap();
     std::fs::write(manifests.join("web.yaml"), POD).unwrap();
     let root = d.path().join("root");
-    let mut agent = bin()
+    let agent = bin()
         .args([
             "run",
             "--hostname-override",
@@ -92,6 +101,8 @@ fn run_and_get_pods_over_the_socket() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed even when an assertion fails, so no agent outlives the test.
+    let _agent = KillOnDrop(agent);
     let deadline = StdInstant::now() + Duration::from_secs(60);
     let list = loop {
         let out = bin()
@@ -215,6 +226,4 @@ fn run_and_get_pods_over_the_socket() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    agent.kill().unwrap();
-    agent.wait().unwrap();
 }
