@@ -630,7 +630,15 @@ impl ContainerRuntime for EmbeddedRuntime {
         if config.share_process_namespace && !config.host_pid {
             // A shared PID namespace is held by a reaping PID 1 (kubelet's pause): the shim
             // binary in `pause` mode, pinned at ns/pid, in its own process group.
-            match inner.start_pid_holder(&dir) {
+            let (holder_inner, holder_dir) = (inner.clone(), dir.clone());
+            let holder =
+                tokio::task::spawn_blocking(move || holder_inner.start_pid_holder(&holder_dir))
+                    .await
+                    .map_err(|e| RuntimeError::Failed {
+                        op: "run pod sandbox",
+                        message: e.to_string(),
+                    })?;
+            match holder {
                 Ok((path, pgid)) => {
                     rec.pid_ns = Some(path);
                     rec.pid_holder = Some(pgid);

@@ -131,6 +131,7 @@ fn start(
         failures: 0,
         probes: None,
         last_pod_ip: String::new(),
+        termination_messages: Default::default(),
     };
     tokio::spawn(w.run(terminate, done).instrument(span));
     WorkerHandle {
@@ -152,6 +153,8 @@ struct Worker {
     probes: Option<crate::prober::ProbeManager>,
     /// The pod IP as last observed (hooks and probes connect to it).
     last_pod_ip: String,
+    /// Termination messages of exited containers, by container id.
+    termination_messages: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
 }
 
 /// How long a postStart hook may run: the pod's grace period, at least 2 s (kubelet gives it
@@ -234,12 +237,21 @@ impl Worker {
         let sandboxes = self.ctx.runtime.list_pod_sandboxes(&sel).await?;
         let mut containers = self.ctx.runtime.list_containers(&sel).await?;
         if let Subject::Pod(p) = &self.subject {
+            // An exited container's message never changes: read its file once, not every relist.
+            let mut cache = self
+                .termination_messages
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            cache.retain(|id, _| containers.iter().any(|c| c.id.0 == *id));
             for c in containers
                 .iter_mut()
                 .filter(|c| c.state == ContainerState::Exited)
             {
-                if let Some(m) = kuberuntime::termination_message(p, c, &self.ctx.node) {
-                    c.message = m;
+                let m = cache
+                    .entry(c.id.0.clone())
+                    .or_insert_with(|| kuberuntime::termination_message(p, c, &self.ctx.node));
+                if let Some(m) = m {
+                    c.message = m.clone();
                 }
             }
         }
