@@ -218,7 +218,6 @@ async fn static_pods_on_containerd() {
     // kill -9 the agent, start it again: adopted, no restart; the other client's pod untouched.
     agent.kill();
     agent.start();
-    tokio::time::sleep(Duration::from_secs(1)).await;
     agent
         .wait("web adopted", 60, || {
             agent.pod("web").is_some_and(|p| {
@@ -237,6 +236,7 @@ async fn static_pods_on_containerd() {
     };
     let before = restarts(&agent);
     cd.kill();
+    // Let the agent run a few relists against the missing runtime.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         agent.pod("web").is_some(),
