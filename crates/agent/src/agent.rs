@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::cluster::ClusterView;
 use crate::config::file::FileSource;
 use crate::config::http::HttpSource;
 use crate::config::lastgood::LastGood;
@@ -53,6 +54,8 @@ pub struct RunningAgent {
     pub manifests: watch::Receiver<Arc<Vec<ManifestRecord>>>,
     pub desired: watch::Receiver<Arc<DesiredPods>>,
     pub readiness: watch::Receiver<Readiness>,
+    /// Where the cluster side (if any) publishes what the local API shows of it.
+    pub cluster: watch::Sender<Arc<ClusterView>>,
     tasks: JoinSet<()>,
 }
 
@@ -141,10 +144,12 @@ pub fn start(
         shutdown.clone(),
     ));
 
+    let (cluster_tx, cluster_rx) = watch::channel(Arc::new(ClusterView::default()));
     let state = ApiState {
         pods: pods_rx.clone(),
         manifests: manifests_rx.clone(),
         readiness: ready_rx.clone(),
+        cluster: cluster_rx,
     };
     if let Some(l) = listeners.unix {
         tasks.spawn(server::serve(
@@ -161,6 +166,7 @@ pub fn start(
         manifests: manifests_rx,
         desired: desired_rx,
         readiness: ready_rx,
+        cluster: cluster_tx,
         tasks,
     }
 }

@@ -9,10 +9,12 @@
 //! - [`prober`]: liveness, readiness and startup probes (≈ kubelet `pkg/kubelet/prober`).
 //! - [`kuberuntime`]: Pod → runtime configurations, and pod volumes on the host.
 //! - [`status`]: pod status computation; [`events`]: the per-pod event log.
-//! - [`server`]: the local HTTP API (unix socket, optional TCP).
+//! - [`server`]: the local HTTP API (unix socket, optional TCP); [`cluster`]: what the
+//!   cluster side (mirror pods, Node, Lease) reports back for it.
 //! - [`agent`]: wiring of the above.
 
 pub mod agent;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod kuberuntime;

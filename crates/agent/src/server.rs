@@ -4,7 +4,11 @@
 //! - `/pods`: a `v1` `PodList` with live statuses (as kubelet's `/pods`);
 //! - `/pods/{namespace}/{name}`: one `Pod`, or a `v1` `Status` 404;
 //! - `/pods/{namespace}/{name}/events`: the pod's recent events as a `v1` `EventList`;
-//! - `/manifests`: every manifest file or URL with its pods, hash, last error, last applied time.
+//! - `/manifests`: every manifest file or URL with its pods, hash, last error, last applied time;
+//! - `/cluster`: the cluster side's state (API server, Node UID, Lease, mirrors) as JSON.
+//!
+//! With `--kubeconfig`, pods carry the annotations [`ANNOTATION_MIRROR_UID`] and
+//! [`ANNOTATION_MIRROR_ERROR`], and their events include the mirror pod's.
 //!
 //! **Architecture invariant:** the server owns no state; it only borrows `watch` receivers.
 
@@ -22,6 +26,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{ClusterView, ANNOTATION_MIRROR_ERROR, ANNOTATION_MIRROR_UID};
 use crate::config::ManifestRecord;
 use crate::pod_workers::{PodView, PodsView};
 
@@ -40,6 +45,7 @@ pub struct ApiState {
     pub pods: watch::Receiver<Arc<PodsView>>,
     pub manifests: watch::Receiver<Arc<Vec<ManifestRecord>>>,
     pub readiness: watch::Receiver<Readiness>,
+    pub cluster: watch::Receiver<Arc<ClusterView>>,
 }
 
 /// The API object of a pod: its manifest-derived object with the live status.
@@ -78,9 +84,34 @@ fn status_404(what: String) -> Response {
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
+/// Adds the mirror annotations to a pod served locally (never to what is sent to the cluster).
+fn annotate_mirror(pod: &mut Pod, cluster: &ClusterView) {
+    let Some(uid) = pod.metadata.uid.as_deref() else {
+        return;
+    };
+    let Some(m) = cluster.mirrors.get(uid) else {
+        return;
+    };
+    let ann = pod
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    if let Some(u) = &m.mirror_uid {
+        ann.insert(ANNOTATION_MIRROR_UID.into(), u.clone());
+    }
+    if let Some(e) = &m.error {
+        ann.insert(ANNOTATION_MIRROR_ERROR.into(), e.clone());
+    }
+}
+
 async fn pods(State(s): State<ApiState>) -> Json<List<Pod>> {
     let view = s.pods.borrow().clone();
-    Json(pod_list(&view))
+    let cluster = s.cluster.borrow().clone();
+    let mut list = pod_list(&view);
+    for p in &mut list.items {
+        annotate_mirror(p, &cluster);
+    }
+    Json(list)
 }
 
 /// The pod `ns/name`. A terminating old version and its replacement can share a name: the live
@@ -97,20 +128,29 @@ fn find<'a>(view: &'a PodsView, ns: &str, name: &str) -> Option<&'a PodView> {
 async fn pod(State(s): State<ApiState>, Path((ns, name)): Path<(String, String)>) -> Response {
     let view = s.pods.borrow().clone();
     match find(&view, &ns, &name) {
-        Some(v) => Json(pod_object(v)).into_response(),
+        Some(v) => {
+            let mut pod = pod_object(v);
+            annotate_mirror(&mut pod, &s.cluster.borrow());
+            Json(pod).into_response()
+        }
         None => status_404(format!("pods {name:?} in namespace {ns:?}")),
     }
 }
 
-/// The pod's events as a `v1` `EventList`, oldest first.
-pub fn event_list(view: &PodView) -> List<k8s_openapi::api::core::v1::Event> {
+/// The pod's events (its own, then its mirror's, by time) as a `v1` `EventList`, oldest first.
+pub fn event_list(
+    view: &PodView,
+    mirror: Option<&crate::events::EventLog>,
+) -> List<k8s_openapi::api::core::v1::Event> {
     use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     let pod = &view.pod;
     let node = pod.spec().node_name.clone();
-    let items = view
-        .events
-        .iter()
+    let mut all: Vec<&crate::events::Event> = view.events.iter().collect();
+    all.extend(mirror.into_iter().flat_map(|m| m.iter()));
+    all.sort_by_key(|e| e.last);
+    let items = all
+        .into_iter()
         .enumerate()
         .map(|(i, e)| Event {
             metadata: ObjectMeta {
@@ -151,7 +191,11 @@ async fn pod_events(
 ) -> Response {
     let view = s.pods.borrow().clone();
     match find(&view, &ns, &name) {
-        Some(v) => Json(event_list(v)).into_response(),
+        Some(v) => {
+            let cluster = s.cluster.borrow().clone();
+            let mirror = cluster.mirrors.get(&v.pod.uid).map(|m| &m.events);
+            Json(event_list(v, mirror)).into_response()
+        }
         None => status_404(format!("pods {name:?} in namespace {ns:?}")),
     }
 }
@@ -159,6 +203,28 @@ async fn pod_events(
 async fn manifests(State(s): State<ApiState>) -> Json<serde_json::Value> {
     let m = s.manifests.borrow().clone();
     Json(json!({ "items": *m }))
+}
+
+async fn cluster(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let c = s.cluster.borrow().clone();
+    let mirrors: serde_json::Map<String, serde_json::Value> = c
+        .mirrors
+        .iter()
+        .map(|(uid, m)| {
+            (
+                uid.clone(),
+                json!({ "mirrorUID": m.mirror_uid, "error": m.error }),
+            )
+        })
+        .collect();
+    Json(json!({
+        "enabled": c.enabled,
+        "server": c.server,
+        "nodeUID": c.node_uid,
+        "error": c.error,
+        "leaseRenewed": c.lease_renewed.map(crate::status::time),
+        "mirrors": mirrors,
+    }))
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
@@ -183,6 +249,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/pods/{namespace}/{name}", get(pod))
         .route("/pods/{namespace}/{name}/events", get(pod_events))
         .route("/manifests", get(manifests))
+        .route("/cluster", get(cluster))
         .with_state(state)
 }
 

@@ -409,11 +409,15 @@ async fn runtime_for(
 async fn run(args: options::RunArgs) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let settings = args.settings()?;
-    if args.kubeconfig.is_some() {
-        bail!(
-            "--kubeconfig: mirror pods are not part of this build yet; run without it (standalone)"
-        );
-    }
+    // A bad kubeconfig is refused before anything starts (containers keep running meanwhile).
+    let cluster_client = match &args.kubeconfig {
+        Some(path) => Some(
+            staticlet_cluster::client_from_kubeconfig(path)
+                .await
+                .map_err(|e| anyhow::anyhow!("--kubeconfig: {e}"))?,
+        ),
+        None => None,
+    };
     let clock = Clock::new();
     let (runtime, runtime_name) =
         runtime_for(args.container_runtime_endpoint.as_deref(), clock, &args).await?;
@@ -453,6 +457,20 @@ async fn run(args: options::RunArgs) -> Result<()> {
         "staticlet {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    let runtime_version = match runtime.version().await {
+        Ok(v) => format!("{}://{}", v.runtime_name, v.runtime_version),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the container runtime's version");
+            format!("{runtime_name}://unknown")
+        }
+    };
+    let cluster_cfg = staticlet_cluster::ClusterConfig {
+        node_name: settings.node_name.clone(),
+        host_ip: host_ip.clone(),
+        node_labels: args.node_labels.clone(),
+        register_node: args.register_node,
+        facts: staticlet_cluster::node::HostFacts::read(runtime_version),
+    };
     let cfg = AgentConfig {
         node_name: settings.node_name,
         root_dir: args.root_dir.clone(),
@@ -477,6 +495,22 @@ async fn run(args: options::RunArgs) -> Result<()> {
         clock,
         shutdown.clone(),
     );
+    let mut cluster_tasks = None;
+    if let Some((client, server)) = cluster_client {
+        info!(%server, node = %cluster_cfg.node_name, "joining the cluster: Node, Lease and mirror pods");
+        cluster_tasks = Some(staticlet_cluster::start(
+            cluster_cfg,
+            client,
+            server,
+            staticlet_cluster::AgentLink {
+                pods: running.pods.clone(),
+                readiness: running.readiness.clone(),
+                view: running.cluster.clone(),
+            },
+            clock,
+            shutdown.clone(),
+        ));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -484,6 +518,9 @@ async fn run(args: options::RunArgs) -> Result<()> {
     }
     info!("shutting down; containers keep running and are adopted by the next start");
     shutdown.cancel();
+    if let Some(mut t) = cluster_tasks {
+        while t.join_next().await.is_some() {}
+    }
     running.wait().await;
     let _ = std::fs::remove_file(&sock);
     Ok(())

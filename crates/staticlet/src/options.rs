@@ -63,15 +63,46 @@ pub struct RunArgs {
     /// A registry (HOST:PORT) to pull from over plain HTTP (repeatable).
     #[arg(long, value_name = "HOST:PORT")]
     pub insecure_registry: Vec<String>,
-    /// kubeconfig of a cluster to publish mirror pods to (absent: standalone).
+    /// kubeconfig of a cluster to join: register the Node, renew its Lease and publish a
+    /// read-only mirror pod per static pod (absent: standalone).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// Labels to add when registering the Node: key=value[,key=value...] (with --kubeconfig).
+    #[arg(long, value_name = "LABELS", value_parser = parse_node_labels, default_value = "")]
+    pub node_labels: std::collections::BTreeMap<String, String>,
+    /// Register the Node with the API server (false: wait for someone else to create it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub register_node: bool,
     /// A KubeletConfiguration YAML file; flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Also serve the local API on TCP, e.g. tcp://127.0.0.1:10255.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+}
+
+/// `--node-labels`: `key=value` pairs separated by commas (kubelet's syntax).
+pub fn parse_node_labels(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty() {
+            return Err(format!("{pair:?}: empty label key"));
+        }
+        let errs = staticlet_manifest::validate::qualified_name_errors(k);
+        if !errs.is_empty() {
+            return Err(format!("label key {k:?}: {}", errs.join("; ")));
+        }
+        let errs = staticlet_manifest::validate::label_value_errors(v);
+        if !errs.is_empty() {
+            return Err(format!("label value {v:?} of {k:?}: {}", errs.join("; ")));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
 }
 
 /// The fields of a KubeletConfiguration that staticlet reads.

@@ -1,0 +1,42 @@
+//! What the cluster side (mirror pods, Node, Lease; `staticlet-cluster`) reports back to the
+//! agent, so the local API can show it: whether the API server is reachable, the Node's UID, and
+//! per static pod its mirror's UID, the last error the API server gave for it, and mirror events.
+//!
+//! The cluster side owns the sender; the local API only reads (see the server's invariant).
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use crate::events::EventLog;
+
+/// The cluster side's state. `enabled == false` (the default) means no `--kubeconfig`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub enabled: bool,
+    /// The API server URL from the kubeconfig.
+    pub server: String,
+    /// The Node's UID once registered (or adopted).
+    pub node_uid: Option<String>,
+    /// Why the API server could not be reached or refused the Node/Lease, if it did.
+    pub error: Option<String>,
+    /// Last successful Lease renewal.
+    pub lease_renewed: Option<SystemTime>,
+    /// Per static pod UID.
+    pub mirrors: BTreeMap<String, MirrorState>,
+}
+
+/// One static pod's mirror.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MirrorState {
+    /// The mirror pod's UID in the API (not the static pod's UID).
+    pub mirror_uid: Option<String>,
+    /// The API server's message when it last refused to create, delete or update the mirror.
+    pub error: Option<String>,
+    /// Mirror events: `MirrorCreated`, `MirrorDeleted`, `FailedMirror`, ...
+    pub events: EventLog,
+}
+
+/// Annotation on pods served by the local API: the mirror pod's UID in the cluster.
+pub const ANNOTATION_MIRROR_UID: &str = "staticlet.io/mirror-uid";
+/// Annotation on pods served by the local API: why the API server refused the mirror pod.
+pub const ANNOTATION_MIRROR_ERROR: &str = "staticlet.io/mirror-error";
