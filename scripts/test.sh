@@ -31,4 +31,14 @@ systemctl disable --now docker-registry >/dev/null 2>&1 || true
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+# End-to-end tests (staticlet-k8s-testenv and the tests built on it) run a real etcd and
+# kube-apiserver from these binaries. build-k8s.sh prints "cached" and returns at once when they
+# exist; on a fresh machine it builds them from the Go module proxy (about 11 minutes). Its last
+# stdout line is the bin directory. STATICLET_REQUIRE_K8S=1 makes missing binaries fail those
+# tests instead of letting them skip silently, so a broken setup can't pass as green.
+k8s_bin=$(./scripts/build-k8s.sh | tail -n 1)
+[ -x "$k8s_bin/kube-apiserver" ] || { echo "build-k8s.sh printed no bin dir ($k8s_bin)" >&2; exit 1; }
+export STATICLET_K8S_BIN="$k8s_bin" STATICLET_REQUIRE_K8S=1
+
 cargo test --workspace --all-features
