@@ -352,12 +352,29 @@ async fn runtime_for(
     args: &options::RunArgs,
 ) -> Result<(Arc<dyn ContainerRuntime>, String)> {
     match endpoint {
-        Some("simulate://") => {
+        Some(e) if e.starts_with("simulate://") => {
             info!("using the simulator runtime: containers are simulated, nothing is executed");
-            Ok((
-                Arc::new(staticlet_runtime::fake::FakeRuntime::new(clock)),
-                "simulate".into(),
-            ))
+            let rt = staticlet_runtime::fake::FakeRuntime::new(clock);
+            // `simulate://?ignore-stop-signal=a,b`: containers named a or b ignore their stop
+            // signal and are killed when the grace period ends (demos and tests of grace).
+            let query = e.trim_start_matches("simulate://").trim_start_matches('?');
+            for kv in query.split('&').filter(|s| !s.is_empty()) {
+                match kv.split_once('=') {
+                    Some(("ignore-stop-signal", names)) => {
+                        for n in names.split(',').filter(|n| !n.is_empty()) {
+                            rt.script(
+                                n,
+                                staticlet_runtime::fake::Script::forever().on_signal(None),
+                            );
+                        }
+                    }
+                    _ => bail!(
+                        "--container-runtime-endpoint {e:?}: unknown simulator option {kv:?} \
+                         (known: ignore-stop-signal=NAME[,NAME])"
+                    ),
+                }
+            }
+            Ok((Arc::new(rt), "simulate".into()))
         }
         Some(e) if e.starts_with("unix://") => {
             // The runtime may start after us (a node booting): wait for it, saying why.
