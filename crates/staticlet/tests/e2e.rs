@@ -656,3 +656,51 @@ fn shared_process_namespace_lets_containers_see_each_other() {
         String::from_utf8_lossy(&leftover.stdout)
     );
 }
+
+/// kubelet's R1 (test/e2e_node/mirror_pod_readiness_test.go) with a real container and a real
+/// API server: the container drops its readiness file on SIGTERM and keeps running 10 s; the
+/// readiness probe keeps running during termination, so the mirror pod turns Ready=False while
+/// it still exists.
+#[test]
+fn mirror_turns_unready_during_termination() {
+    if !can_run() {
+        return;
+    }
+    if let Some(why) = staticlet_k8s_testenv::skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let cp = staticlet_k8s_testenv::ControlPlane::start("e2e-r").unwrap();
+    let mut env = Env::new("e2e-r");
+    env.manifest(
+        "ready",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ready\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 30\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'touch /tmp/ready; trap \"rm -f /tmp/ready; sleep 10; exit 0\" TERM; while true; do sleep 1; done']\n    readinessProbe:\n      exec:\n        command: [cat, /tmp/ready]\n      initialDelaySeconds: 1\n      periodSeconds: 1\n      failureThreshold: 1\n",
+    );
+    env.start_with(
+        None,
+        &[
+            "--kubeconfig".into(),
+            cp.node_kubeconfig().display().to_string(),
+        ],
+    );
+    let mirror_ready = |want: &str| {
+        cp.kubectl_json(&["get", "pod", "-n", "default", "ready-e2e-r"])
+            .ok()
+            .filter(|m| {
+                m["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == want)
+                })
+            })
+    };
+    env.wait("mirror Ready=True", 120, || mirror_ready("True").is_some());
+    let uid = mirror_ready("True").unwrap()["metadata"]["uid"].clone();
+    std::fs::remove_file(env.path("manifests/ready.yaml")).unwrap();
+    env.wait("mirror Ready=False during termination", 60, || {
+        mirror_ready("False").is_some_and(|m| m["metadata"]["uid"] == uid)
+    });
+    env.wait("mirror deleted after termination", 60, || {
+        let out = cp.kubectl(&["get", "pod", "-n", "default", "ready-e2e-r"]);
+        String::from_utf8_lossy(&out.stderr).contains("NotFound")
+    });
+}
