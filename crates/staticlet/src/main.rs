@@ -325,7 +325,17 @@ fn detect_host_ip() -> String {
         .ok()
         .and_then(|mut it| it.find(|a| a.is_ipv4() && !a.ip().is_loopback()))
         .map(|a| a.ip().to_string())
+        .or_else(default_route_ip)
         .unwrap_or_else(|| "127.0.0.1".to_string())
+}
+
+/// The source address of the default route (as kubelet's `ChooseHostInterface`): a UDP socket
+/// "connected" to a global address picks the route; no packet is sent.
+fn default_route_ip() -> Option<String> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.254:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then(|| ip.to_string())
 }
 
 /// How the embedded runtime starts shims: the small `staticlet-shim` binary installed next to

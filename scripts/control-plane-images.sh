@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Packs the Kubernetes control-plane binaries built by scripts/build-k8s.sh into local images,
+# tagged exactly as kubeadm's manifests name them (`kubeadm config images list`), as
+# docker-archive tarballs for `staticlet images import`. Offline.
+#
+# Usage: scripts/control-plane-images.sh OUT_DIR [BIN_DIR]
+#   BIN_DIR defaults to $STATICLET_K8S_BIN, else the last line printed by scripts/build-k8s.sh.
+#   Writes OUT_DIR/{kube-apiserver,kube-controller-manager,kube-scheduler,etcd}.tar and prints
+#   one "FILE REFERENCE" line per image.
+# Each image holds one static binary in /usr/local/bin, /etc/passwd, /etc/group, /tmp, and the
+# busybox-static userland (for `staticlet exec` and debugging; kubeadm's etcd probes need none).
+set -euo pipefail
+here=$(dirname "$0")
+# shellcheck source=lib/docker-archive.sh
+. "$here/lib/docker-archive.sh"
+out=$(realpath -m "${1:?usage: $0 OUT_DIR [BIN_DIR]}")
+bin=${2:-${STATICLET_K8S_BIN:-}}
+[ -n "$bin" ] || bin=$("$here/build-k8s.sh" | tail -n1)
+[ -x "$bin/kubeadm" ] || { echo "no kubeadm in $bin (run scripts/build-k8s.sh)" >&2; exit 1; }
+[ -x /bin/busybox ] || { echo "busybox-static is not installed (/bin/busybox missing)" >&2; exit 1; }
+ver=$("$bin/kubeadm" version -o short)
+mkdir -p "$out"
+"$bin/kubeadm" config images list --kubernetes-version "$ver" 2>/dev/null | while read -r ref; do
+  name=${ref##*/}; name=${name%%:*}
+  case "$name" in
+    kube-apiserver|kube-controller-manager|kube-scheduler|etcd) ;;
+    *) continue ;;
+  esac
+  [ -x "$bin/$name" ] || { echo "missing $bin/$name" >&2; exit 1; }
+  work=$(mktemp -d)
+  root="$work/rootfs"; mkdir -p "$root"/{bin,etc,tmp,usr/local/bin,var/run}
+  cp "$bin/$name" "$root/usr/local/bin/$name"
+  cp /bin/busybox "$root/bin/busybox"
+  for a in sh ls cat ps kill sleep; do ln -sf busybox "$root/bin/$a"; done
+  chmod 1777 "$root/tmp"
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
+  printf 'root:x:0:\nnobody:x:65534:\n' > "$root/etc/group"
+  docker_archive "$root" "$out/$name.tar" "$ref" \
+    "{\"Env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"],\"Entrypoint\":[\"/usr/local/bin/$name\"],\"WorkingDir\":\"/\"}"
+  rm -rf "$work"
+  echo "$out/$name.tar $ref"
+done
