@@ -41,4 +41,8 @@ k8s_bin=$(./scripts/build-k8s.sh | tail -n 1)
 [ -x "$k8s_bin/kube-apiserver" ] || { echo "build-k8s.sh printed no bin dir ($k8s_bin)" >&2; exit 1; }
 export STATICLET_K8S_BIN="$k8s_bin" STATICLET_REQUIRE_K8S=1
 
+rm -f target/control-plane-timings.txt
 cargo test --workspace --all-features
+
+# Timings of the self-hosted control plane test (crates/staticlet/tests/control_plane_e2e.rs).
+if [ -f target/control-plane-timings.txt ]; then cat target/control-plane-timings.txt; fi
