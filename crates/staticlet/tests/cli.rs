@@ -129,6 +129,20 @@ fn run_and_get_pods_over_the_socket() {
         "file"
     );
     assert_eq!(pod["spec"]["nodeName"], "n1");
+    // Regression (found booting kubeadm's control plane): with a default route, the host IP is
+    // its source address, never loopback, even when the hostname does not resolve.
+    let has_default_route = std::fs::read_to_string("/proc/net/route")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some("00000000"));
+    if has_default_route {
+        let host_ip = pod["status"]["hostIP"].as_str().unwrap_or_default();
+        assert!(
+            !host_ip.is_empty() && host_ip != "127.0.0.1",
+            "hostIP {host_ip:?}"
+        );
+    }
     let table = bin()
         .args(["get", "pods"])
         .arg("--root-dir")

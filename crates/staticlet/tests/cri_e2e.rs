@@ -283,3 +283,81 @@ async fn static_pods_on_containerd() {
         "another client's container is left alone"
     );
 }
+
+/// On containerd too: an edited manifest replaces the pod (old container stopped before the new
+/// one runs), an exec readiness probe goes through the runtime's ExecSync, and an image that
+/// cannot be pulled surfaces as ErrImagePull / ImagePullBackOff with the runtime's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_exec_probes_and_pull_failures_on_containerd() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let cd = Containerd::start().await;
+    let mut agent = Agent::new(cd.endpoint());
+    let probed = manifest("probed", true, "touch /tmp/ready; sleep 3600").replace(
+        "    command:",
+        "    readinessProbe:\n      exec:\n        command: [cat, /tmp/ready]\n      periodSeconds: 1\n    command:",
+    );
+    agent.manifest("probed", &probed);
+    agent.manifest(
+        "missing",
+        &manifest("missing", true, "true").replace(
+            "image: busybox\n    imagePullPolicy: IfNotPresent",
+            "image: 127.0.0.1:1/no/such:image\n    imagePullPolicy: IfNotPresent",
+        ),
+    );
+    agent.start();
+    let ready = |p: &serde_json::Value| {
+        p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    };
+    agent
+        .wait("probed Ready through ExecSync", 180, || {
+            agent.pod("probed").is_some_and(|p| ready(&p))
+        })
+        .await;
+    agent
+        .wait("pull failure reported", 180, || {
+            agent.pod("missing").is_some_and(|p| {
+                let w = &app(&p)["state"]["waiting"];
+                matches!(
+                    w["reason"].as_str(),
+                    Some("ErrImagePull" | "ImagePullBackOff")
+                ) && w["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("127.0.0.1:1"))
+            })
+        })
+        .await;
+
+    // Edit: a new command → a new pod version; the old container is gone, the new one ready.
+    let old = agent.pod("probed").unwrap();
+    let old_uid = old["metadata"]["uid"].clone();
+    let old_id = app(&old)["containerID"].as_str().unwrap().to_string();
+    agent.manifest(
+        "probed",
+        &probed.replace("sleep 3600", "echo v2; sleep 3600"),
+    );
+    agent
+        .wait("new version Ready", 180, || {
+            agent
+                .pod("probed")
+                .is_some_and(|p| p["metadata"]["uid"] != old_uid && ready(&p))
+        })
+        .await;
+    let cri = CriRuntime::connect(&cd.endpoint(), CriOptions::default())
+        .await
+        .unwrap();
+    let id = staticlet_runtime::ContainerId(old_id.trim_start_matches("containerd://").into());
+    match cri.container_status(&id).await {
+        Err(_) => {}
+        Ok(st) => assert_ne!(
+            st.state,
+            staticlet_runtime::ContainerState::Running,
+            "the old version still runs"
+        ),
+    }
+}
