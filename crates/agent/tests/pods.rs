@@ -576,6 +576,48 @@ async fn pre_stop_runs_before_the_stop_signal_and_uses_up_grace() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn failing_pre_stop_is_an_event_and_the_stop_goes_on() {
+    use staticlet_runtime::fake::{ExecReply, Script};
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.exec_script("app", [ExecReply::code(1)], ExecReply::code(1));
+    rt.script(
+        "app",
+        Script::forever().on_signal(Some(Duration::from_secs(2))),
+    );
+    let mut h = start(&rt, clock);
+    let p = pod(
+        "hooks",
+        "  terminationGracePeriodSeconds: 10\n  containers:\n  - name: app\n    image: b\n    lifecycle:\n      preStop:\n        exec: {command: [drain]}\n",
+    );
+    h.set(vec![p.clone()]).await;
+    h.until("running", |v| {
+        phase(v, &p.uid).as_deref() == Some("Running")
+    })
+    .await;
+    h.set(vec![]).await;
+    h.until("FailedPreStopHook recorded while terminating", |v| {
+        v.get(&p.uid).is_some_and(|pv| {
+            pv.events.iter().any(|e| {
+                e.reason == "FailedPreStopHook"
+                    && e.type_ == "Warning"
+                    && e.message
+                        .starts_with("PreStopHook failed for container app")
+            })
+        })
+    })
+    .await;
+    h.until("gone", |v| v.is_empty()).await;
+    assert!(
+        rt.calls()
+            .iter()
+            .any(|(_, c)| matches!(c, Call::Stop { name, .. } if name == "app")),
+        "the container is stopped anyway"
+    );
+    h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
 async fn failing_post_start_kills_the_container() {
     use staticlet_runtime::fake::ExecReply;
     let clock = Clock::new();

@@ -172,17 +172,17 @@ async fn run_pre_stop(
     hook: Option<Result<crate::prober::handler::ProbeHandler, String>>,
     pod_ip: &str,
     deadline: tokio::time::Instant,
-) {
-    let Some(hook) = hook else { return };
+) -> Option<String> {
+    let hook = hook?;
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     if left.is_zero() {
-        return;
+        return None;
     }
     let handler = match hook {
         Ok(h) => h,
         Err(e) => {
             warn!(container = %name, error = %e, "preStop hook is invalid");
-            return;
+            return Some(e);
         }
     };
     info!(container = %name, "running preStop hook");
@@ -192,10 +192,11 @@ async fn run_pre_stop(
         pod_ip: pod_ip.to_string(),
     };
     match crate::prober::handler::run(&handler, &target, left).await {
-        crate::prober::handler::ProbeOutcome::Success => {}
+        crate::prober::handler::ProbeOutcome::Success => None,
         crate::prober::handler::ProbeOutcome::Failure(m)
         | crate::prober::handler::ProbeOutcome::Error(m) => {
             warn!(container = %name, message = %m, "preStop hook failed (FailedPreStopHook)");
+            Some(m)
         }
     }
 }
@@ -417,6 +418,15 @@ impl Worker {
             Subject::Pod(p) => p.spec().termination_grace_period_seconds.unwrap_or(30),
             Subject::Orphan { .. } => 1,
         }
+    }
+
+    /// kubelet's `FailedPreStopHook` event (the container is stopped anyway).
+    fn pre_stop_failed(&self, container: &str, message: &str) {
+        self.event(
+            "Warning",
+            "FailedPreStopHook",
+            &format!("PreStopHook failed for container {container}: {message}"),
+        );
     }
 
     /// Records a pod event (published with the status).
@@ -839,14 +849,19 @@ impl Worker {
                 &format!("Stopping container {}", c.name),
             );
         }
+        // preStop failures are recorded as they happen (the stop goes on regardless).
+        let (hook_tx, mut hook_rx) = mpsc::unbounded_channel::<(String, String)>();
         let stops = first.iter().map(|c| {
             let rt = self.ctx.runtime.clone();
             let id = c.id.clone();
             let name = c.name.clone();
             let pre_stop = self.pre_stop_of(&c.name);
             let pod_ip = self.last_pod_ip.clone();
+            let hook_tx = hook_tx.clone();
             async move {
-                run_pre_stop(&rt, &id, &name, pre_stop, &pod_ip, deadline).await;
+                if let Some(m) = run_pre_stop(&rt, &id, &name, pre_stop, &pod_ip, deadline).await {
+                    let _ = hook_tx.send((name.clone(), m));
+                }
                 let t = deadline
                     .saturating_duration_since(tokio::time::Instant::now())
                     .max(Duration::from_secs(2));
@@ -854,15 +869,21 @@ impl Worker {
                 (id.clone(), rt.stop_container(&id, t).await)
             }
         });
+        let stops: Vec<_> = stops.collect();
+        drop(hook_tx);
         // While the containers stop, readiness keeps probing (kubelet: Ready turns False during
         // termination when the readiness probe starts failing).
         let mut all = std::pin::pin!(futures::future::join_all(stops));
         let results = loop {
             tokio::select! {
                 r = &mut all => break r,
+                Some((name, m)) = hook_rx.recv() => self.pre_stop_failed(&name, &m),
                 _ = tokio::time::sleep(self.ctx.relist_period) => self.probe_while_terminating().await,
             }
         };
+        while let Ok((name, m)) = hook_rx.try_recv() {
+            self.pre_stop_failed(&name, &m);
+        }
         for (id, r) in results {
             if let Err(e) = r {
                 warn!(container = %id, error = %e, "stopping container failed");
@@ -886,7 +907,7 @@ impl Worker {
         }
         for c in sidecars {
             let pre_stop = self.pre_stop_of(&c.name);
-            run_pre_stop(
+            if let Some(m) = run_pre_stop(
                 &self.ctx.runtime,
                 &c.id,
                 &c.name,
@@ -894,7 +915,10 @@ impl Worker {
                 &self.last_pod_ip,
                 deadline,
             )
-            .await;
+            .await
+            {
+                self.pre_stop_failed(&c.name, &m);
+            }
             let t = remaining();
             info!(container = %c.name, timeout_seconds = t.as_secs(), "stopping sidecar");
             if let Err(e) = self.ctx.runtime.stop_container(&c.id, t).await {
