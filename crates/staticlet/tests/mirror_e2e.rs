@@ -297,39 +297,20 @@ fn node_lease_and_mirror_lifecycle() {
     assert_eq!(image(&m), "busybox:2");
     env.validate_mirror(&m);
 
-    // M2: a graceful delete from kubectl → deleted at once and recreated.
-    let before = uid(&m);
-    kubectl_ok(
-        &env.cp,
-        &[
-            "delete",
-            "pod",
-            "-n",
-            "default",
-            "web-node-a",
-            "--grace-period=30",
-            "--wait=false",
-        ],
-    );
-    let m = env.wait_mirror_running("web", Some(&before), 60);
-    env.validate_mirror(&m);
-
-    // M3: a forced delete → recreated.
-    let before = uid(&m);
-    kubectl_ok(
-        &env.cp,
-        &[
-            "delete",
-            "pod",
-            "-n",
-            "default",
-            "web-node-a",
-            "--grace-period=0",
-            "--force",
-        ],
-    );
-    let m = env.wait_mirror_running("web", Some(&before), 60);
-    env.validate_mirror(&m);
+    // M2: a graceful delete from kubectl → deleted at once and recreated; M3: a forced delete
+    // → recreated.
+    let mut m = m;
+    for how in [
+        &["--grace-period=30", "--wait=false"][..],
+        &["--grace-period=0", "--force"],
+    ] {
+        let before = uid(&m);
+        let mut args = vec!["delete", "pod", "-n", "default", "web-node-a"];
+        args.extend_from_slice(how);
+        kubectl_ok(&env.cp, &args);
+        m = env.wait_mirror_running("web", Some(&before), 60);
+        env.validate_mirror(&m);
+    }
 
     // Status drift: someone rewrites the mirror's status → staticlet puts it back.
     kubectl_ok(
