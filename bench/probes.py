@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Probe overhead of the staticlet agent: N real containers (embedded runtime, default 100), each
+with an exec readiness probe every second, against the same N containers without probes.
+
+For each case, once every pod is Running (and Ready when probed), samples for SECONDS (default
+60): the agent's own CPU time (utime+stime of the agent process, from /proc/PID/stat), the CPU
+of what the agent spawned and reaped meanwhile (cutime+cstime: the exec helpers that enter the
+containers), the whole machine's busy CPU (/proc/stat), and the agent's VmRSS. Prints a table
+in percent of one core. Target (issue 5): the agent itself <= 5 % of one core with 100 probed
+containers.
+
+Usage (root, after a release build as scripts/quickstart.sh does it):
+    python3 bench/probes.py [N] [SECONDS]
+"""
+import json, os, shutil, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import startup  # noqa: E402
+from startup import BIN, REPO, rss_kib, sh  # noqa: E402
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+SECONDS = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
+TICK = os.sysconf("SC_CLK_TCK")
+
+# startup.py's pod, with an optional probe appended to its container.
+MANIFEST = startup.MANIFEST + "{probe}"
+
+PROBE = """    readinessProbe:
+      exec:
+        command: [true]
+      periodSeconds: 1
+"""
+
+
+def proc_cpu(pid):
+    """(self, reaped children) CPU seconds of a process."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    # After the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14)
+    return (int(f[11]) + int(f[12])) / TICK, (int(f[13]) + int(f[14])) / TICK
+
+
+def machine_busy():
+    """(busy, total) jiffies of all CPUs."""
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
+def run_case(work, probed):
+    tag = "probed" if probed else "plain"
+    root, mdir = os.path.join(work, f"root-{tag}"), os.path.join(work, f"m-{tag}")
+    os.makedirs(mdir)
+    sh(BIN, "images", "import", os.path.join(work, "busybox.tar"), "--root-dir", root)
+    agent = subprocess.Popen([BIN, "run", "--hostname-override", "bench", "--pod-manifest-path", mdir,
+                              "--root-dir", root, "--log-dir", os.path.join(work, f"logs-{tag}")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for i in range(N):
+            name = f"p{i}"
+            with open(os.path.join(mdir, f".{name}"), "w") as f:
+                f.write(MANIFEST.format(name=name, probe=PROBE if probed else ""))
+            os.rename(os.path.join(mdir, f".{name}"), os.path.join(mdir, f"{name}.yaml"))
+        deadline = time.time() + 600
+        while True:
+            assert time.time() < deadline, "pods not all up within 600 s"
+            out = subprocess.run([BIN, "get", "pods", "-o", "json", "--root-dir", root],
+                                 capture_output=True, text=True).stdout
+            items = json.loads(out or '{"items": []}')["items"]
+            up = 0
+            for item in items:
+                st = item.get("status") or {}
+                conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
+                if st.get("phase") == "Running" and (not probed or conds.get("Ready") == "True"):
+                    up += 1
+            if up == N:
+                break
+            time.sleep(1)
+        time.sleep(5)  # let the start-up burst settle before sampling
+        a0, c0 = proc_cpu(agent.pid)
+        b0, t0 = machine_busy()
+        w0 = time.monotonic()
+        time.sleep(SECONDS)
+        a1, c1 = proc_cpu(agent.pid)
+        b1, t1 = machine_busy()
+        wall = time.monotonic() - w0
+        ncpu = os.cpu_count()
+        return {
+            "agent": 100 * (a1 - a0) / wall,
+            "children": 100 * (c1 - c0) / wall,
+            "machine": 100 * ncpu * (b1 - b0) / max(1, t1 - t0),
+            "rss": rss_kib(agent.pid) / 1024,
+        }
+    finally:
+        for f in os.listdir(mdir):
+            os.remove(os.path.join(mdir, f))
+        deadline = time.time() + 300
+        while os.listdir(os.path.join(root, "runtime/containers")) and time.time() < deadline:
+            time.sleep(0.5)
+        agent.terminate()
+        agent.wait()
+        subprocess.run(["umount", os.path.join(root, "runtime/sandboxes")], capture_output=True)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("run as root")
+    work = tempfile.mkdtemp(prefix="staticlet-probes-")
+    sh(os.path.join(REPO, "scripts/busybox-image.sh"), os.path.join(work, "busybox.tar"))
+    rows = [(f"{N} containers, no probes", run_case(work, False)),
+            (f"{N} containers, exec readiness every 1 s", run_case(work, True))]
+    print(f"sampled {SECONDS:.0f} s after all pods were up; CPU in % of one core "
+          f"({os.cpu_count()} cores here)")
+    print(f"{'case':44} {'agent':>7} {'spawned':>8} {'machine':>8} {'agent RSS':>10}")
+    for name, r in rows:
+        print(f"{name:44} {r['agent']:6.1f}% {r['children']:7.1f}% {r['machine']:7.1f}% "
+              f"{r['rss']:7.1f} MiB")
+    sys.stdout.flush()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

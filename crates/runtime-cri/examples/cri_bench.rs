@@ -1,0 +1,242 @@
+//! Start-up latency of static pods on containerd through staticlet's CRI backend, beside the
+//! floor: the raw CRI call sequence (RunPodSandbox, CreateContainer, StartContainer) issued
+//! directly against the same private containerd.
+//!
+//! ```text
+//! cargo build --release -p staticlet
+//! cargo run --release -p staticlet-runtime-cri --features testutil --example cri_bench [N]
+//! ```
+//! Root and containerd are needed. Measures 5 single pods one after another and N pods (default
+//! 50) at once; for the agent, from the manifest written to the container running as the agent's
+//! API reports it (polled every 20 ms, so +-20 ms); for the floor, from the first call to
+//! StartContainer's answer. Prints p50 / p90 and the ratio (issue 4's target: within 1.3x).
+// A benchmark in real time: std::time::Instant is right here.
+#![allow(clippy::disallowed_types)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use staticlet_runtime::{ContainerConfig, ContainerRuntime, ImageSpec, SandboxConfig};
+use staticlet_runtime_cri::testutil::{repo_root, skip_reason, Containerd, BUSYBOX};
+use staticlet_runtime_cri::{CriOptions, CriRuntime};
+
+fn pct(xs: &[Duration], p: f64) -> Duration {
+    let mut v = xs.to_vec();
+    v.sort();
+    v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
+}
+
+/// One pod through the raw CRI sequence; returns its latency.
+async fn raw_pod(cri: CriRuntime, logs: PathBuf, name: String) -> Duration {
+    let t0 = Instant::now();
+    let sb = SandboxConfig {
+        name: name.clone(),
+        namespace: "bench".into(),
+        uid: format!("{name}-uid"),
+        log_directory: logs.join(&name),
+        host_network: true,
+        ..Default::default()
+    };
+    std::fs::create_dir_all(&sb.log_directory).unwrap();
+    let id = cri.run_pod_sandbox(&sb).await.unwrap();
+    let c = cri
+        .create_container(
+            &id,
+            &ContainerConfig {
+                name: "app".into(),
+                image: ImageSpec {
+                    image: BUSYBOX.into(),
+                },
+                command: vec!["sleep".into(), "3600".into()],
+                log_path: "app/0.log".into(),
+                ..Default::default()
+            },
+            &sb,
+        )
+        .await
+        .unwrap();
+    cri.start_container(&c).await.unwrap();
+    t0.elapsed()
+}
+
+const MANIFEST: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n";
+
+struct Agent {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Agent {
+    fn start(bin: PathBuf, endpoint: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("m")).unwrap();
+        let child = Command::new(&bin)
+            .args(["run", "--hostname-override", "bench"])
+            .args(["--container-runtime-endpoint", endpoint])
+            .arg("--pod-manifest-path")
+            .arg(dir.path().join("m"))
+            .arg("--root-dir")
+            .arg(dir.path().join("root"))
+            .arg("--log-dir")
+            .arg(dir.path().join("logs"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Agent { bin, dir, child }
+    }
+
+    /// Writes `names`' manifests and returns each pod's manifest → running latency.
+    fn run(&self, names: &[String]) -> Vec<Duration> {
+        let m = self.dir.path().join("m");
+        let mut written = HashMap::new();
+        for n in names {
+            let tmp = m.join(format!(".{n}"));
+            std::fs::write(&tmp, MANIFEST.replace("NAME", n)).unwrap();
+            std::fs::rename(&tmp, m.join(format!("{n}.yaml"))).unwrap();
+            written.insert(format!("{n}-bench"), Instant::now());
+        }
+        let mut running: HashMap<String, Duration> = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while running.len() < names.len() {
+            assert!(Instant::now() < deadline, "pods not running within 600 s");
+            let out = Command::new(&self.bin)
+                .args(["get", "pods", "-o", "json", "--root-dir"])
+                .arg(self.dir.path().join("root"))
+                .output()
+                .unwrap();
+            let now = Instant::now();
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                for item in v["items"].as_array().into_iter().flatten() {
+                    let name = item["metadata"]["name"].as_str().unwrap_or_default();
+                    let up = item["status"]["containerStatuses"][0]["state"]["running"].is_object();
+                    if let (true, Some(t)) = (up, written.get(name)) {
+                        running.entry(name.to_string()).or_insert(now - *t);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        running.into_values().collect()
+    }
+
+    /// Removes every manifest and waits until the agent serves no pod.
+    fn clear(&self) {
+        let m = self.dir.path().join("m");
+        for e in std::fs::read_dir(&m).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let out = Command::new(&self.bin)
+                .args(["get", "pods", "-o", "json", "--root-dir"])
+                .arg(self.dir.path().join("root"))
+                .output()
+                .unwrap();
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or(serde_json::json!({"items": [1]}));
+            if v["items"].as_array().is_some_and(|a| a.is_empty()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "pods not removed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50);
+    if let Some(why) = skip_reason() {
+        eprintln!("cannot run: {why}");
+        std::process::exit(1);
+    }
+    let bin = std::env::var_os("STATICLET_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release/staticlet"));
+    assert!(
+        bin.is_file(),
+        "{} missing: cargo build --release -p staticlet",
+        bin.display()
+    );
+    let cd = Containerd::start().await;
+    let cri = CriRuntime::connect(&cd.endpoint(), CriOptions::default())
+        .await
+        .unwrap();
+
+    // The floor: raw CRI calls.
+    let mut floor1 = Vec::new();
+    for i in 0..5 {
+        floor1.push(raw_pod(cri.clone(), cd.logs_dir(), format!("floor{i}")).await);
+    }
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        tasks.spawn(raw_pod(cri.clone(), cd.logs_dir(), format!("floorn{i}")));
+    }
+    let mut floor_n = Vec::new();
+    while tasks.join_next().await.is_some() {
+        floor_n.push(t0.elapsed());
+    }
+    cd.remove_all_sandboxes();
+
+    // staticlet on the same containerd.
+    let agent = Agent::start(bin, &cd.endpoint());
+    let mut agent1 = Vec::new();
+    for i in 0..5 {
+        agent1.extend(agent.run(&[format!("one{i}")]));
+        agent.clear();
+    }
+    let names: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+    let agent_n = agent.run(&names);
+    agent.clear();
+    drop(agent);
+
+    println!(
+        "containerd (Debian) via CRI, this machine ({} cores); ms",
+        num_cpus()
+    );
+    println!(
+        "{:44} {:>8} {:>8} {:>10}",
+        "what", "p50", "p90", "p50/floor"
+    );
+    let row = |what: &str, xs: &[Duration], floor: &[Duration]| {
+        println!(
+            "{what:44} {:8.0} {:8.0} {:>9.2}x",
+            pct(xs, 50.0).as_secs_f64() * 1e3,
+            pct(xs, 90.0).as_secs_f64() * 1e3,
+            pct(xs, 50.0).as_secs_f64() / pct(floor, 50.0).as_secs_f64()
+        )
+    };
+    row("raw CRI sequence, 1 pod (x5 in turn)", &floor1, &floor1);
+    row("staticlet --cri, 1 pod (x5 in turn)", &agent1, &floor1);
+    row(
+        &format!("raw CRI sequence, {n} pods at once"),
+        &floor_n,
+        &floor_n,
+    );
+    row(
+        &format!("staticlet --cri, {n} pods at once"),
+        &agent_n,
+        &floor_n,
+    );
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
