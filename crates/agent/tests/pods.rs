@@ -601,8 +601,7 @@ async fn failing_pre_stop_is_an_event_and_the_stop_goes_on() {
             pv.events.iter().any(|e| {
                 e.reason == "FailedPreStopHook"
                     && e.type_ == "Warning"
-                    && e.message
-                        .starts_with("PreStopHook failed for container app")
+                    && e.message == "PreStopHook failed"
             })
         })
     })

@@ -602,7 +602,6 @@ fn termination_message_from_file_or_log_tail() {
 /// for every failed attempt of every probe kind, readiness included (repeats fold into a
 /// count), not only when a liveness or startup probe reaches its failure threshold.
 #[test]
-#[ignore = "bug: staticlet records Unhealthy only when liveness/startup reach failureThreshold; a failing readiness probe records no event"]
 fn every_failed_probe_attempt_is_an_unhealthy_event() {
     if !can_run() {
         return;
@@ -645,7 +644,6 @@ fn every_failed_probe_attempt_is_an_unhealthy_event() {
 /// kubelet's `startContainer` records `FailedPostStartHook` with exactly "PostStartHook failed":
 /// "do not record the message in the event so that secrets won't leak from the server".
 #[test]
-#[ignore = "bug: the FailedPostStartHook event carries the hook's output (\"PostStartHook failed: ...\"), which kubelet deliberately leaves out"]
 fn failed_post_start_hook_event_leaves_the_hook_output_out() {
     if !can_run() {
         return;

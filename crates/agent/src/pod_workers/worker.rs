@@ -420,13 +420,11 @@ impl Worker {
         }
     }
 
-    /// kubelet's `FailedPreStopHook` event (the container is stopped anyway).
+    /// kubelet's `FailedPreStopHook` event (the container is stopped anyway). Like kubelet, the
+    /// hook's output stays out of the event (it may hold secrets); it is in the log.
     fn pre_stop_failed(&self, container: &str, message: &str) {
-        self.event(
-            "Warning",
-            "FailedPreStopHook",
-            &format!("PreStopHook failed for container {container}: {message}"),
-        );
+        debug!(container = %container, output = %message, "recording FailedPreStopHook");
+        self.event("Warning", "FailedPreStopHook", "PreStopHook failed");
     }
 
     /// Records a pod event (published with the status).
@@ -476,9 +474,9 @@ impl Worker {
                     grace_period_seconds,
                     ..
                 } => {
+                    // Its failed attempts were recorded as `Unhealthy` already.
                     let msg = ev.kill_message().unwrap_or_default();
                     warn!(container = %container, probe_output = %message, "{msg}");
-                    self.event("Warning", "Unhealthy", message);
                     self.event("Normal", "Killing", &msg);
                     let grace = grace_period_seconds.unwrap_or_else(|| self.grace());
                     let id = container_id.clone();
@@ -490,6 +488,9 @@ impl Worker {
                     {
                         warn!(container = %container, error = %e, "killing unhealthy container failed");
                     }
+                }
+                crate::prober::ProbeEvent::AttemptFailed { message, .. } => {
+                    self.event("Warning", "Unhealthy", message);
                 }
                 crate::prober::ProbeEvent::ReadinessChanged { container, ready } => {
                     info!(container = %container, ready, "readiness changed");
@@ -781,7 +782,9 @@ impl Worker {
                 self.event(
                     "Warning",
                     "FailedPostStartHook",
-                    &format!("PostStartHook failed: {m}"),
+                    // kubelet: "do not record the message in the event so that secrets won't
+                    // leak" (the output is in the log and the container's status).
+                    "PostStartHook failed",
                 );
                 self.event(
                     "Normal",
@@ -955,8 +958,15 @@ impl Worker {
         let ip = self.probe_ip(&pod, &obs);
         if let Some(p) = self.probes.as_mut() {
             p.observe_runtime(&obs.containers, now);
-            if p.next_due(now).is_some_and(|d| d <= now) {
-                p.run_due(now, &ip).await;
+            let events = if p.next_due(now).is_some_and(|d| d <= now) {
+                p.run_due(now, &ip).await
+            } else {
+                Vec::new()
+            };
+            for e in events {
+                if let crate::prober::ProbeEvent::AttemptFailed { message, .. } = e {
+                    self.event("Warning", "Unhealthy", &message);
+                }
             }
         }
         self.publish(&pod, &obs, &BTreeMap::new());

@@ -114,6 +114,14 @@ pub enum ProbeEvent {
         /// The probe's `terminationGracePeriodSeconds`, which overrides the pod's for this kill.
         grace_period_seconds: Option<i64>,
     },
+    /// One attempt of any probe failed (or could not run): kubelet records a Warning
+    /// `Unhealthy` event for every such attempt, readiness included.
+    AttemptFailed {
+        container: String,
+        kind: ProbeKind,
+        /// kubelet's event text: `<Kind> probe failed: <output>` or `<Kind> probe errored: ...`.
+        message: String,
+    },
     /// The container's `ready` changed.
     ReadinessChanged { container: String, ready: bool },
     /// The container's `started` became true.
@@ -513,9 +521,21 @@ impl ProbeManager {
         match &done.outcome {
             ProbeOutcome::Success => debug!(container = %name, %kind, "probe succeeded"),
             ProbeOutcome::Failure(m) => {
-                info!(container = %name, %kind, message = %m, "probe failed")
+                info!(container = %name, %kind, message = %m, "probe failed");
+                events.push(ProbeEvent::AttemptFailed {
+                    container: name.clone(),
+                    kind,
+                    message: format!("{kind} probe failed: {m}"),
+                });
             }
-            ProbeOutcome::Error(m) => warn!(container = %name, %kind, error = %m, "probe errored"),
+            ProbeOutcome::Error(m) => {
+                warn!(container = %name, %kind, error = %m, "probe errored");
+                events.push(ProbeEvent::AttemptFailed {
+                    container: name.clone(),
+                    kind,
+                    message: format!("{kind} probe errored: {m}"),
+                });
+            }
         }
         let tr = st.record(done.outcome.attempt(), done.at);
         if let (Some(tr), ProbeOutcome::Failure(m)) = (tr, &done.outcome) {

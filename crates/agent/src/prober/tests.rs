@@ -121,7 +121,10 @@ impl World {
         loop {
             let at = self.secs();
             for e in m.run_due(self.clock.now(), "10.88.0.1").await {
-                out.push((at, e));
+                // Per-attempt failures are checked by their own test.
+                if !matches!(e, ProbeEvent::AttemptFailed { .. }) {
+                    out.push((at, e));
+                }
             }
             let Some(next) = m.next_due(self.clock.now()) else {
                 break;
@@ -499,5 +502,53 @@ async fn http_readiness_against_a_local_server() {
     let events = tokio::time::timeout(deadline, m.run_due(later, "127.0.0.1"))
         .await
         .unwrap();
-    assert_eq!(events, vec![ready("web", false)]);
+    assert_eq!(
+        events,
+        vec![
+            ProbeEvent::AttemptFailed {
+                container: "web".into(),
+                kind: ProbeKind::Readiness,
+                message: "Readiness probe failed: HTTP probe failed with statuscode: 500".into(),
+            },
+            ready("web", false)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_failed_attempt_is_reported_readiness_included() {
+    let w = World::new().await;
+    let mut c = container("app");
+    c.readiness_probe = Some(exec_probe(0, 1, 1, 3));
+    let mut m = w.manager(&spec(vec![c]));
+    w.start("app", 0).await;
+    w.observe(&mut m).await;
+    w.rt.exec_script(
+        "app",
+        [],
+        ExecReply::Exit {
+            code: 1,
+            stdout: "cat: can't open '/tmp/ready'".into(),
+        },
+    );
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        for e in m.run_due(w.clock.now(), "10.88.0.1").await {
+            if let ProbeEvent::AttemptFailed { kind, message, .. } = e {
+                failed.push((kind, message));
+            }
+        }
+        let next = m.next_due(w.clock.now()).unwrap();
+        tokio::time::sleep_until(w.clock.instant_at(next)).await;
+    }
+    assert_eq!(
+        failed,
+        vec![
+            (
+                ProbeKind::Readiness,
+                "Readiness probe failed: cat: can't open '/tmp/ready'".to_string()
+            );
+            3
+        ]
+    );
 }
