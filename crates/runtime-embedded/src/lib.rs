@@ -448,6 +448,13 @@ fn remove_pod_cgroups(uid: &str) {
         dirs.push(e.path().join("staticlet").join(format!("pod{uid}")));
     }
     for d in dirs {
+        // Container cgroups left under it (their containers are gone; a cgroup with processes
+        // refuses the rmdir, which is what we want).
+        for child in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if child.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir(child.path());
+            }
+        }
         match std::fs::remove_dir(&d) {
             Err(e) if e.kind() != io::ErrorKind::NotFound && d.exists() => {
                 warn!(cgroup = %d.display(), error = %e, "cannot remove pod cgroup");

@@ -239,11 +239,14 @@ impl Drop for Node {
             .stderr(Stdio::null())
             .spawn()
         {
+            // Until containers and sandboxes (with the pods' cgroups) are gone.
             let deadline = Instant::now() + Duration::from_secs(90);
-            while std::fs::read_dir(self.root().join("runtime/containers"))
-                .map(|d| d.count())
-                .unwrap_or(0)
-                > 0
+            let entries = |d: &str| {
+                std::fs::read_dir(self.root().join(d))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+            };
+            while (entries("runtime/containers") > 0 || entries("runtime/sandboxes") > 0)
                 && Instant::now() < deadline
             {
                 std::thread::sleep(Duration::from_millis(200));

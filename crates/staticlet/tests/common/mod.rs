@@ -213,11 +213,15 @@ impl Drop for Env {
         let _ = std::fs::create_dir_all(self.path("manifests"));
         self.start(None);
         let root = self.root();
+        // Until containers and sandboxes are gone: removing a sandbox also removes the pod's
+        // cgroups, so killing the agent earlier would leave them behind.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::fs::read_dir(root.join("runtime/containers"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-            > 0
+        let entries = |d: &str| {
+            std::fs::read_dir(root.join(d))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        };
+        while (entries("runtime/containers") > 0 || entries("runtime/sandboxes") > 0)
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(200));
