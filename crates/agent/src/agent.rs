@@ -138,7 +138,7 @@ pub fn start(
 
     let (ready_tx, ready_rx) = watch::channel(Readiness::default());
     tasks.spawn(readiness(
-        runtime,
+        runtime.clone(),
         desired_rx.clone(),
         ready_tx,
         shutdown.clone(),
@@ -150,6 +150,7 @@ pub fn start(
         manifests: manifests_rx.clone(),
         readiness: ready_rx.clone(),
         cluster: cluster_rx,
+        runtime: runtime.clone(),
     };
     if let Some(l) = listeners.unix {
         tasks.spawn(server::serve(

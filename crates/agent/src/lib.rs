@@ -8,7 +8,8 @@
 //!   back-off (≈ kubelet `pod_workers.go`, `kuberuntime_manager.go`).
 //! - [`prober`]: liveness, readiness and startup probes (≈ kubelet `pkg/kubelet/prober`).
 //! - [`kuberuntime`]: Pod → runtime configurations, and pod volumes on the host.
-//! - [`status`]: pod status computation; [`events`]: the per-pod event log.
+//! - [`status`]: pod status computation; [`events`]: the per-pod event log; [`metrics`]:
+//!   `/metrics` in the Prometheus text format.
 //! - [`server`]: the local HTTP API (unix socket, optional TCP); [`cluster`]: what the
 //!   cluster side (mirror pods, Node, Lease) reports back for it.
 //! - [`agent`]: wiring of the above.
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod kuberuntime;
+pub mod metrics;
 pub mod pod_workers;
 pub mod prober;
 pub mod server;

@@ -5,7 +5,8 @@
 //! - `/pods/{namespace}/{name}`: one `Pod`, or a `v1` `Status` 404;
 //! - `/pods/{namespace}/{name}/events`: the pod's recent events as a `v1` `EventList`;
 //! - `/manifests`: every manifest file or URL with its pods, hash, last error, last applied time;
-//! - `/cluster`: the cluster side's state (API server, Node UID, Lease, mirrors) as JSON.
+//! - `/cluster`: the cluster side's state (API server, Node UID, Lease, mirrors) as JSON;
+//! - `/metrics`: Prometheus/OpenMetrics text (see [`crate::metrics`]).
 //!
 //! With `--kubeconfig`, pods carry the annotations [`ANNOTATION_MIRROR_UID`] and
 //! [`ANNOTATION_MIRROR_ERROR`], and their events include the mirror pod's.
@@ -46,6 +47,8 @@ pub struct ApiState {
     pub manifests: watch::Receiver<Arc<Vec<ManifestRecord>>>,
     pub readiness: watch::Receiver<Readiness>,
     pub cluster: watch::Receiver<Arc<ClusterView>>,
+    /// Asked for container stats when `/metrics` is scraped.
+    pub runtime: Arc<dyn staticlet_runtime::ContainerRuntime>,
 }
 
 /// The API object of a pod: its manifest-derived object with the live status.
@@ -227,6 +230,38 @@ async fn cluster(State(s): State<ApiState>) -> Json<serde_json::Value> {
     }))
 }
 
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let stats = match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        s.runtime
+            .list_container_stats(&staticlet_runtime::LabelSelector::managed()),
+    )
+    .await
+    {
+        Ok(Ok(st)) => st,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "no container stats for /metrics");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    };
+    let text = crate::metrics::render(&crate::metrics::Input {
+        pods: &s.pods.borrow().clone(),
+        manifests: &s.manifests.borrow().clone(),
+        readiness: &s.readiness.borrow().clone(),
+        cluster: &s.cluster.borrow().clone(),
+        stats: &stats,
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
 async fn readyz(State(s): State<ApiState>) -> Response {
     let r = s.readiness.borrow().clone();
     if r.sources_seen && r.runtime_ready {
@@ -250,6 +285,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/pods/{namespace}/{name}/events", get(pod_events))
         .route("/manifests", get(manifests))
         .route("/cluster", get(cluster))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 

@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use k8s_cri::v1 as cri;
 use staticlet_runtime::{
-    AuthConfig, ContainerConfig, ContainerEvent, ContainerId, ContainerState, ContainerStatus,
-    DnsConfig, Image, ImageSpec, LabelSelector, Labels, Mount, PortMapping, Resources,
-    RuntimeError, RuntimeStatus, SandboxConfig, SandboxId, SandboxState, SandboxStatus, Seccomp,
-    SecurityContext,
+    AuthConfig, ContainerConfig, ContainerEvent, ContainerId, ContainerState, ContainerStats,
+    ContainerStatus, DnsConfig, Image, ImageSpec, LabelSelector, Labels, Mount, PortMapping,
+    Resources, RuntimeError, RuntimeStatus, SandboxConfig, SandboxId, SandboxState, SandboxStatus,
+    Seccomp, SecurityContext,
 };
 
 /// CRI's condition type for the runtime being ready.
@@ -420,6 +420,22 @@ pub fn event_from_cri(e: cri::ContainerEventResponse) -> ContainerEvent {
     }
 }
 
+/// A container's stats from CRI (`None` without attributes: nothing to attribute them to).
+pub fn container_stats_from_cri(s: cri::ContainerStats, now: SystemTime) -> Option<ContainerStats> {
+    let a = s.attributes?;
+    let cpu_time = s.cpu.as_ref().and_then(|c| time_from_nanos(c.timestamp));
+    Some(ContainerStats {
+        id: ContainerId(a.id),
+        labels: from_map(a.labels),
+        timestamp: cpu_time.unwrap_or(now),
+        cpu_usage_core_nanos: s
+            .cpu
+            .and_then(|c| c.usage_core_nano_seconds)
+            .map(|v| v.value),
+        memory_working_set_bytes: s.memory.and_then(|m| m.working_set_bytes).map(|v| v.value),
+    })
+}
+
 /// The timeout in whole seconds CRI takes (`StopContainer`, `ExecSync`), rounding up so a
 /// sub-second timeout is not turned into "no timeout" (0 means none for ExecSync).
 pub fn timeout_secs(d: Duration) -> i64 {
@@ -431,6 +447,58 @@ pub fn timeout_secs(d: Duration) -> i64 {
 mod tests {
     use super::*;
     use cri::security_profile::ProfileType;
+
+    #[test]
+    fn container_stats_keep_what_the_runtime_measured() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let full = cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: "c1".into(),
+                labels: HashMap::from([("io.staticlet.managed".into(), "true".into())]),
+                ..Default::default()
+            }),
+            cpu: Some(cri::CpuUsage {
+                timestamp: 5_000_000_000,
+                usage_core_nano_seconds: Some(cri::UInt64Value { value: 42 }),
+                ..Default::default()
+            }),
+            memory: Some(cri::MemoryUsage {
+                working_set_bytes: Some(cri::UInt64Value { value: 4096 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let s = container_stats_from_cri(full, now).unwrap();
+        assert_eq!(s.id, ContainerId("c1".into()));
+        assert_eq!(
+            s.labels.get("io.staticlet.managed").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(s.timestamp, SystemTime::UNIX_EPOCH + Duration::from_secs(5));
+        assert_eq!(s.cpu_usage_core_nanos, Some(42));
+        assert_eq!(s.memory_working_set_bytes, Some(4096));
+        // Missing measurements stay missing; no attributes, no stats.
+        let bare = cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: "c2".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let s = container_stats_from_cri(bare, now).unwrap();
+        assert_eq!(
+            (
+                s.timestamp,
+                s.cpu_usage_core_nanos,
+                s.memory_working_set_bytes
+            ),
+            (now, None, None)
+        );
+        assert_eq!(
+            container_stats_from_cri(cri::ContainerStats::default(), now),
+            None
+        );
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs

@@ -57,9 +57,9 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use staticlet_runtime::{
-    AuthConfig, ContainerConfig, ContainerEvent, ContainerId, ContainerRuntime, ContainerStatus,
-    ExecResult, Image, ImageSpec, LabelSelector, Result, RuntimeError, RuntimeStatus,
-    RuntimeVersion, SandboxConfig, SandboxId, SandboxStatus,
+    AuthConfig, ContainerConfig, ContainerEvent, ContainerId, ContainerRuntime, ContainerStats,
+    ContainerStatus, ExecResult, Image, ImageSpec, LabelSelector, Result, RuntimeError,
+    RuntimeStatus, RuntimeVersion, SandboxConfig, SandboxId, SandboxStatus,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -873,6 +873,33 @@ impl ContainerRuntime for CriRuntime {
     async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus> {
         let raw = self.raw_container_status(&id.0).await?;
         self.status_with_sandbox(raw, None).await
+    }
+
+    async fn list_container_stats(&self, selector: &LabelSelector) -> Result<Vec<ContainerStats>> {
+        let t = self.timeout();
+        let resp = self
+            .rt()
+            .call("ListContainerStats", |ch| async move {
+                RuntimeServiceClient::new(ch)
+                    .list_container_stats(with_timeout(
+                        cri::ListContainerStatsRequest {
+                            filter: Some(cri::ContainerStatsFilter {
+                                label_selector: convert::label_filter(selector),
+                                ..Default::default()
+                            }),
+                        },
+                        t,
+                    ))
+                    .await
+            })
+            .await
+            .map_err(|e| map_status("ListContainerStats", "container", "", e))?;
+        let now = std::time::SystemTime::now();
+        Ok(resp
+            .stats
+            .into_iter()
+            .filter_map(|s| convert::container_stats_from_cri(s, now))
+            .collect())
     }
 
     async fn list_containers(&self, selector: &LabelSelector) -> Result<Vec<ContainerStatus>> {

@@ -28,15 +28,16 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use staticlet_images::ImageStore;
 use staticlet_runtime::{
-    AuthConfig, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ContainerStatus,
-    ExecResult, Image, ImageSpec, LabelSelector, Labels, Result, RuntimeError, RuntimeStatus,
-    RuntimeVersion, SandboxConfig, SandboxId, SandboxState, SandboxStatus,
+    AuthConfig, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ContainerStats,
+    ContainerStatus, ExecResult, Image, ImageSpec, LabelSelector, Labels, Result, RuntimeError,
+    RuntimeStatus, RuntimeVersion, SandboxConfig, SandboxId, SandboxState, SandboxStatus,
 };
 use staticlet_shim::Reexec;
 use tracing::{debug, info, warn};
 
 pub mod rootfs;
 pub mod spec;
+pub mod stats;
 
 /// How the runtime is set up.
 #[derive(Debug, Clone)]
@@ -994,6 +995,36 @@ impl ContainerRuntime for EmbeddedRuntime {
                 .filter_map(|id| inner.load_container(id).ok())
                 .filter(|r| selector.matches(&r.labels))
                 .map(|r| inner.container_status(&r))
+                .collect())
+        })
+        .await
+    }
+
+    async fn list_container_stats(&self, selector: &LabelSelector) -> Result<Vec<ContainerStats>> {
+        let inner = self.inner.clone();
+        let selector = selector.clone();
+        blocking(move || {
+            let now = SystemTime::now();
+            Ok(inner
+                .ids("containers")
+                .iter()
+                .filter_map(|id| inner.load_container(id).ok())
+                .filter(|r| selector.matches(&r.labels))
+                .filter(|r| inner.container_status(r).state == ContainerState::Running)
+                .filter_map(|r| {
+                    let sb = inner.load_sandbox(&r.sandbox_id).ok()?;
+                    let (cpu, mem) = stats::read(
+                        Path::new("/sys/fs/cgroup"),
+                        &format!("/staticlet/pod{}/{}", sb.uid, r.id),
+                    );
+                    Some(ContainerStats {
+                        id: ContainerId(r.id.clone()),
+                        labels: r.labels.clone(),
+                        timestamp: now,
+                        cpu_usage_core_nanos: cpu,
+                        memory_working_set_bytes: mem,
+                    })
+                })
                 .collect())
         })
         .await

@@ -15,8 +15,8 @@ use tokio::sync::broadcast;
 
 use crate::{
     labels, AuthConfig, Clock, ContainerConfig, ContainerEvent, ContainerId, ContainerRuntime,
-    ContainerState, ContainerStatus, ExecResult, Image, ImageSpec, LabelSelector, Result,
-    RuntimeError, RuntimeStatus, RuntimeVersion, SandboxConfig, SandboxId, SandboxState,
+    ContainerState, ContainerStats, ContainerStatus, ExecResult, Image, ImageSpec, LabelSelector,
+    Result, RuntimeError, RuntimeStatus, RuntimeVersion, SandboxConfig, SandboxId, SandboxState,
     SandboxStatus,
 };
 
@@ -182,6 +182,8 @@ struct State {
     scripts: HashMap<String, Script>,
     exec_scripts: HashMap<String, ExecScript>,
     pull_errors: HashMap<String, String>,
+    /// Per container name: (share of one core it burns while running, working set bytes).
+    usage: HashMap<String, (f64, u64)>,
     faults: HashMap<Op, VecDeque<RuntimeError>>,
     delays: HashMap<Op, Duration>,
     calls: Vec<(SystemTime, Call)>,
@@ -219,6 +221,14 @@ impl FakeRuntime {
     }
 
     /// Sets the behaviour of containers with this name (in any pod).
+    /// Containers named `container_name` use `cpu_cores` of CPU while running and have a
+    /// working set of `memory_bytes` (what `list_container_stats` reports; default nothing).
+    pub fn usage(&self, container_name: &str, cpu_cores: f64, memory_bytes: u64) {
+        self.lock()
+            .usage
+            .insert(container_name.to_string(), (cpu_cores, memory_bytes));
+    }
+
     pub fn script(&self, container_name: &str, script: Script) {
         self.lock()
             .scripts
@@ -686,6 +696,34 @@ impl ContainerRuntime for FakeRuntime {
             .values()
             .filter(|c| selector.matches(&c.status.labels))
             .map(|c| c.status.clone())
+            .collect())
+    }
+
+    async fn list_container_stats(&self, selector: &LabelSelector) -> Result<Vec<ContainerStats>> {
+        self.enter(Some(Op::List)).await?;
+        let s = self.lock();
+        let now = self.clock.now();
+        Ok(s.containers
+            .iter()
+            .filter(|(_, c)| {
+                c.status.state == ContainerState::Running && selector.matches(&c.status.labels)
+            })
+            .map(|(id, c)| {
+                let usage = s.usage.get(&c.status.name);
+                let ran = c
+                    .status
+                    .started_at
+                    .and_then(|t| now.duration_since(t).ok())
+                    .unwrap_or_default();
+                ContainerStats {
+                    id: id.clone(),
+                    labels: c.status.labels.clone(),
+                    timestamp: now,
+                    cpu_usage_core_nanos: usage
+                        .map(|(cores, _)| (ran.as_nanos() as f64 * cores) as u64),
+                    memory_working_set_bytes: usage.map(|(_, m)| *m),
+                }
+            })
             .collect())
     }
 

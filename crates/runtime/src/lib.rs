@@ -159,6 +159,19 @@ pub struct RuntimeStatus {
     pub message: String,
 }
 
+/// Resource usage of one container (CRI's `ContainerStats`, the fields kubelet's resource
+/// metrics use). `None`: the runtime could not read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStats {
+    pub id: ContainerId,
+    pub labels: Labels,
+    pub timestamp: SystemTime,
+    /// Cumulative CPU time, in nanoseconds of one core.
+    pub cpu_usage_core_nanos: Option<u64>,
+    /// Memory in use that cannot be reclaimed easily (usage minus inactive file pages).
+    pub memory_working_set_bytes: Option<u64>,
+}
+
 /// A DNS configuration for a sandbox (`/etc/resolv.conf`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DnsConfig {
@@ -451,6 +464,10 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus>;
     /// The containers whose labels match.
     async fn list_containers(&self, selector: &LabelSelector) -> Result<Vec<ContainerStatus>>;
+
+    /// Resource usage of the running containers whose labels match (CRI
+    /// `ListContainerStats`).
+    async fn list_container_stats(&self, selector: &LabelSelector) -> Result<Vec<ContainerStats>>;
 
     /// Runs a command in a running container and waits up to `timeout` for it.
     async fn exec_sync(

@@ -228,8 +228,11 @@ enum Output {
 #[derive(clap::Args)]
 struct GetArgs {
     /// `pods`, `pod NAME`, or `manifests`.
-    #[arg(value_name = "RESOURCE")]
-    resource: String,
+    #[arg(value_name = "RESOURCE", required_unless_present = "raw")]
+    resource: Option<String>,
+    /// Print the body of a local API path as is (kubectl's `get --raw`), e.g. /metrics.
+    #[arg(long, value_name = "PATH", conflicts_with = "resource")]
+    raw: Option<String>,
     /// The pod's name (with `pod`).
     name: Option<String>,
     /// Namespace of the pod.
@@ -556,7 +559,25 @@ async fn run(args: options::RunArgs) -> Result<()> {
 async fn get(args: GetArgs) -> Result<()> {
     let server = client::Server::resolve(args.server.as_deref(), &args.root_dir)?;
     let now = std::time::SystemTime::now();
-    match (args.resource.as_str(), &args.name) {
+    if let Some(path) = &args.raw {
+        let path = if path.starts_with('/') {
+            path.clone()
+        } else {
+            format!("/{path}")
+        };
+        let (code, body) = server.get(&path).await?;
+        if code != 200 {
+            bail!(
+                "{path}: the agent answered {code}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        use std::io::Write;
+        std::io::stdout().write_all(&body)?;
+        return Ok(());
+    }
+    let resource = args.resource.clone().unwrap_or_default();
+    match (resource.as_str(), &args.name) {
         ("pods" | "pod" | "po", None) => {
             let (code, body) = server.get("/pods").await?;
             if code != 200 {

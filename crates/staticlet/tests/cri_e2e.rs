@@ -333,6 +333,26 @@ async fn edits_exec_probes_and_pull_failures_on_containerd() {
         })
         .await;
 
+    // Container stats through ListContainerStats, in /metrics.
+    agent
+        .wait("containerd's stats in /metrics", 60, || {
+            let out = bin()
+                .args(["get", "--raw", "/metrics", "--root-dir"])
+                .arg(agent.path("root"))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let key = "{namespace=\"default\",pod=\"probed-cri\",container=\"app\"} ";
+            text.lines().any(|l| {
+                l.strip_prefix(&format!("container_memory_working_set_bytes{key}"))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|b| b > 0.0)
+            }) && text
+                .lines()
+                .any(|l| l.starts_with(&format!("container_cpu_usage_seconds_total{key}")))
+        })
+        .await;
+
     // Edit: a new command → a new pod version; the old container is gone, the new one ready.
     let old = agent.pod("probed").unwrap();
     let old_uid = old["metadata"]["uid"].clone();

@@ -515,3 +515,41 @@ fn mirror_turns_unready_during_termination() {
         String::from_utf8_lossy(&out.stderr).contains("NotFound")
     });
 }
+
+/// `/metrics` reports the pod, its container and the container's real CPU time and memory
+/// working set, read from its cgroups.
+#[test]
+fn metrics_report_pods_and_container_usage() {
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::new("e2e-m");
+    env.manifest(
+        "busy",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: busy\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: spin\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'while :; do :; done']\n",
+    );
+    env.start(None);
+    let key = "{namespace=\"default\",pod=\"busy-e2e-m\",container=\"spin\"}";
+    let value = |text: &str, metric: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{metric}{key} ")))
+            .and_then(|v| v.parse().ok())
+    };
+    env.wait("CPU time and memory in /metrics", 120, || {
+        env.api_get("/metrics").is_some_and(|text| {
+            value(&text, "container_cpu_usage_seconds_total").is_some_and(|s| s > 0.5)
+                && value(&text, "container_memory_working_set_bytes").is_some_and(|b| b > 0.0)
+        })
+    });
+    let text = env.api_get("/metrics").unwrap();
+    for want in [
+        "staticlet_pods{phase=\"Running\"} 1",
+        "staticlet_pod_ready{namespace=\"default\",pod=\"busy-e2e-m\"} 1",
+        "staticlet_runtime_ready 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in:\n{text}"
+        );
+    }
+}

@@ -163,30 +163,27 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The body of a local API path (over the unix socket) when it answers 200.
+    pub fn api_get(&self, path: &str) -> Option<String> {
+        let mut s =
+            std::os::unix::net::UnixStream::connect(self.root().join("staticlet.sock")).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).ok()?;
+        let resp = String::from_utf8_lossy(&resp);
+        let (head, body) = resp.split_once("\r\n\r\n")?;
+        (head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"))
+            .then(|| body.to_string())
+    }
+
     /// The pod's events from the local API (`/pods/default/{name}/events`), oldest first; empty
     /// when the agent does not answer.
     pub fn events(&self, name: &str) -> Vec<serde_json::Value> {
-        let get = || -> Option<Vec<serde_json::Value>> {
-            let mut s =
-                std::os::unix::net::UnixStream::connect(self.root().join("staticlet.sock")).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-            write!(
-                s,
-                "GET /pods/default/{}/events HTTP/1.0\r\nHost: localhost\r\n\r\n",
-                self.full_name(name)
-            )
-            .ok()?;
-            let mut resp = Vec::new();
-            s.read_to_end(&mut resp).ok()?;
-            let resp = String::from_utf8_lossy(&resp);
-            let (head, body) = resp.split_once("\r\n\r\n")?;
-            if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-                return None;
-            }
-            let list: serde_json::Value = serde_json::from_str(body).ok()?;
-            list["items"].as_array().cloned()
-        };
-        get().unwrap_or_default()
+        self.api_get(&format!("/pods/default/{}/events", self.full_name(name)))
+            .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|list| list["items"].as_array().cloned())
+            .unwrap_or_default()
     }
 
     pub fn wait(&self, what: &str, timeout_s: u64, mut f: impl FnMut() -> bool) {
