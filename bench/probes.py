@@ -27,7 +27,7 @@ MANIFEST = startup.MANIFEST + "{probe}"
 
 PROBE = """    readinessProbe:
       exec:
-        command: [true]
+        command: ["true"]
       periodSeconds: 1
 """
 
