@@ -19,6 +19,7 @@
 //!   termination-log}`
 //! - `libcontainer/`: libcontainer's state root.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,6 +69,16 @@ struct Inner {
     images: Arc<ImageStore>,
     puller: staticlet_images::Puller,
     cni: staticlet_cni::Cni,
+    index: std::sync::Mutex<Index>,
+}
+
+/// What never changes about a runtime object once it exists (its labels, a container's
+/// sandbox), cached from its record so that the relists — one per pod worker per second, each
+/// for one pod — read only their own pod's files instead of every record.
+#[derive(Default)]
+struct Index {
+    sandboxes: HashMap<String, Arc<Labels>>,
+    containers: HashMap<String, (Arc<Labels>, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,6 +209,7 @@ impl EmbeddedRuntime {
                 images,
                 puller,
                 cni,
+                index: Default::default(),
             }),
         })
     }
@@ -321,12 +333,60 @@ impl Inner {
         })
     }
 
+    /// IDs of the containers whose labels and sandbox satisfy `keep` (from the index; records
+    /// not indexed yet are read once).
+    fn container_ids(&self, keep: impl Fn(&Labels, &str) -> bool) -> Vec<String> {
+        let ids = self.ids("containers");
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        index
+            .containers
+            .retain(|id, _| ids.binary_search(id).is_ok());
+        ids.into_iter()
+            .filter(|id| {
+                if !index.containers.contains_key(id) {
+                    match self.load_container(id) {
+                        Ok(r) => {
+                            index
+                                .containers
+                                .insert(id.clone(), (Arc::new(r.labels), r.sandbox_id));
+                        }
+                        Err(_) => return false,
+                    }
+                }
+                let (labels, sandbox) = &index.containers[id];
+                keep(labels, sandbox)
+            })
+            .collect()
+    }
+
+    /// IDs of the sandboxes whose labels match.
+    fn sandbox_ids(&self, selector: &LabelSelector) -> Vec<String> {
+        let ids = self.ids("sandboxes");
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        index
+            .sandboxes
+            .retain(|id, _| ids.binary_search(id).is_ok());
+        ids.into_iter()
+            .filter(|id| {
+                if !index.sandboxes.contains_key(id) {
+                    match self.load_sandbox(id) {
+                        Ok(r) => {
+                            index.sandboxes.insert(id.clone(), Arc::new(r.labels));
+                        }
+                        Err(_) => return false,
+                    }
+                }
+                selector.matches(&index.sandboxes[id])
+            })
+            .collect()
+    }
+
     fn ids(&self, kind: &str) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.base.join(kind))
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.path().is_dir())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         v.sort();
@@ -719,10 +779,8 @@ impl ContainerRuntime for EmbeddedRuntime {
                 Err(RuntimeError::NotFound { .. }) => return Ok(()),
                 Err(e) => return Err(e),
             };
-            for cid in inner.ids("containers") {
-                if inner.load_container(&cid).is_ok_and(|c| c.sandbox_id == id) {
-                    inner.stop_container_blocking(&cid, Duration::ZERO)?;
-                }
+            for cid in inner.container_ids(|_, sandbox| sandbox == id) {
+                inner.stop_container_blocking(&cid, Duration::ZERO)?;
             }
             if rec.ready {
                 rec.ready = false;
@@ -743,10 +801,8 @@ impl ContainerRuntime for EmbeddedRuntime {
             if !dir.exists() {
                 return Ok(());
             }
-            for cid in inner.ids("containers") {
-                if inner.load_container(&cid).is_ok_and(|c| c.sandbox_id == id) {
-                    inner.remove_container_blocking(&cid)?;
-                }
+            for cid in inner.container_ids(|_, sandbox| sandbox == id) {
+                inner.remove_container_blocking(&cid)?;
             }
             if let Ok(rec) = inner.load_sandbox(&id) {
                 if let Some(pgid) = rec.pid_holder {
@@ -777,10 +833,9 @@ impl ContainerRuntime for EmbeddedRuntime {
         let selector = selector.clone();
         blocking(move || {
             Ok(inner
-                .ids("sandboxes")
+                .sandbox_ids(&selector)
                 .iter()
                 .filter_map(|id| inner.load_sandbox(id).ok())
-                .filter(|r| selector.matches(&r.labels))
                 .map(|r| inner.sandbox_status(&r))
                 .collect())
         })
@@ -990,10 +1045,9 @@ impl ContainerRuntime for EmbeddedRuntime {
         let selector = selector.clone();
         blocking(move || {
             Ok(inner
-                .ids("containers")
+                .container_ids(|labels, _| selector.matches(labels))
                 .iter()
                 .filter_map(|id| inner.load_container(id).ok())
-                .filter(|r| selector.matches(&r.labels))
                 .map(|r| inner.container_status(&r))
                 .collect())
         })
@@ -1006,10 +1060,9 @@ impl ContainerRuntime for EmbeddedRuntime {
         blocking(move || {
             let now = SystemTime::now();
             Ok(inner
-                .ids("containers")
+                .container_ids(|labels, _| selector.matches(labels))
                 .iter()
                 .filter_map(|id| inner.load_container(id).ok())
-                .filter(|r| selector.matches(&r.labels))
                 .filter(|r| inner.container_status(r).state == ContainerState::Running)
                 .filter_map(|r| {
                     let sb = inner.load_sandbox(&r.sandbox_id).ok()?;
