@@ -257,7 +257,15 @@ fn startup_probe_holds_liveness_back() {
         env.pod("slow")
             .is_some_and(|p| condition(&p, "Ready") == Some("True"))
     });
-    assert!(events(&env, "slow", "Unhealthy").is_empty());
+    // The startup probe's failed attempts are Unhealthy events (as kubelet records them); no
+    // liveness attempt ran before it succeeded.
+    let unhealthy = events(&env, "slow", "Unhealthy");
+    assert!(
+        unhealthy.iter().all(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Startup probe failed: "))),
+        "{unhealthy:?}"
+    );
 
     // Liveness now runs: it fails once and the container is restarted; the new instance is
     // not started again until its own startup probe succeeds.
