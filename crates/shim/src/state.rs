@@ -113,7 +113,7 @@ impl ShimState {
 
 /// The current UTC time as RFC 3339 with nanoseconds (`2026-04-20T10:11:12.123456789Z`).
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    crate::crilog::Timestamp::now().as_str().to_owned()
 }
 
 /// Path of `state.json` in `state_dir`.

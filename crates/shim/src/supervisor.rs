@@ -16,10 +16,13 @@
 //!    .with_detach(true).build()`), records `created` with the init's pid, its start time and its
 //!    cgroup directories, starts it and records `running`;
 //! 4. re-execs itself in `monitor` mode (so the code and heap libcontainer used are no longer
-//!    resident; the init stays its child across `execve`), then
+//!    resident; the init stays its child across `execve`), sets up everything its loop needs,
+//!    drops the start-up code from its resident set ([`sys::trim_clean_file_mappings`]), then
 //!    loops on `poll(2)` over the two pipes and a `signalfd` (SIGCHLD, SIGUSR1 to reopen the log
 //!    file after rotation; SIGTERM, SIGINT and SIGHUP are swallowed, so only the container's exit
-//!    ends the shim), writing CRI log records;
+//!    ends the shim), writing CRI log records. The loop allocates nothing and calls as little
+//!    code as it can: its resident memory is mostly the pages of code it touches, and the kernel
+//!    maps a file's pages back a whole page-cache folio (up to 128 KiB or more) at a time;
 //! 5. when the init exits (it is the shim's own child: libcontainer clones it with
 //!    `CLONE_PARENT` from its intermediate process, whose parent is the shim), kills whatever is
 //!    left in the container's cgroups, drains the pipes, reads the OOM counter, records
@@ -27,7 +30,7 @@
 //!    container (its state directory and cgroups) and exits 0.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -46,7 +49,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, pipe2, setsid, Pid};
 
 use crate::args::{MonitorArgs, ShimArgs, SupervisorArgs};
-use crate::crilog::{open_log, LineSplitter, Stream};
+use crate::crilog::{open_log, LineSplitter, Stream, Timestamp};
 use crate::state::{now_rfc3339, write_state, Reason, ShimState, Status, SHIM_LOG_FILE};
 use crate::sys;
 
@@ -136,7 +139,10 @@ pub(crate) fn run(args: SupervisorArgs) -> ExitCode {
         "staticlet-shim {}: exec monitor: {err}; supervising in place",
         args.id
     );
-    supervise(&args, state, started)
+    match Monitor::prepare(&args, state, started) {
+        Ok(m) => m.run(),
+        Err(code) => code,
+    }
 }
 
 fn exec_monitor(args: &SupervisorArgs, started: &Started) -> io::Error {
@@ -193,9 +199,14 @@ pub(crate) fn monitor(args: MonitorArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Start-up (std, argument parsing, reading the state) touched code the loop never runs again.
+    let monitor = match Monitor::prepare(&sup, state, started) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    // Start-up (std, argument parsing, reading the state, the set-up above) touched code the
+    // loop never runs again: from here on only the loop's own pages are resident.
     sys::trim_clean_file_mappings();
-    supervise(&sup, state, started)
+    monitor.run()
 }
 
 fn libc_o_nonblock() -> i32 {
@@ -278,16 +289,20 @@ impl Pipe {
 
     /// Reads what is available (all of it when `drain`); closes the pipe at EOF.
     fn pump(&mut self, log: &mut File, buf: &mut [u8], drain: bool) {
-        let Some(fd) = self.fd.as_mut() else { return };
+        let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
+            return;
+        };
         loop {
-            match fd.read(buf) {
+            // read(2) itself rather than std's `Read for File`, whose code is elsewhere in the
+            // binary: the loop touches as few pages as it can.
+            match nix::unistd::read(fd, buf).map_err(io::Error::from) {
                 Ok(0) => {
-                    let _ = self.lines.finish(log, &mut now_rfc3339);
+                    let _ = self.lines.finish(log, &mut Timestamp::now);
                     self.fd = None;
                     return;
                 }
                 Ok(n) => {
-                    if let Err(e) = self.lines.feed(&buf[..n], log, &mut now_rfc3339) {
+                    if let Err(e) = self.lines.feed(&buf[..n], log, &mut Timestamp::now) {
                         eprintln!("staticlet-shim: write log: {e}");
                     }
                     if !drain && n < buf.len() {
@@ -308,7 +323,7 @@ impl Pipe {
     /// Writes a pending unterminated line and stops reading.
     fn close(&mut self, log: &mut File) {
         if self.fd.take().is_some() {
-            let _ = self.lines.finish(log, &mut now_rfc3339);
+            let _ = self.lines.finish(log, &mut Timestamp::now);
         }
     }
 }
@@ -344,125 +359,174 @@ fn reap(init: Pid) -> Option<i32> {
     }
 }
 
-fn supervise(args: &SupervisorArgs, mut state: ShimState, started: Started) -> ExitCode {
-    let Started { stdout, stderr } = started;
-    let init = Pid::from_raw(state.pid);
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        eprintln!("staticlet-shim {}: {what}: {e}", args.id);
-        ExitCode::FAILURE
-    };
+/// Size of the buffer the container's output is read into (a pipe holds 64 KiB).
+const READ_BUF: usize = 16 * 1024;
 
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGUSR1,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ] {
-        mask.add(s);
-    }
-    if let Err(e) = mask.thread_block() {
-        return fail("block signals", &e);
-    }
-    let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
-        Ok(s) => s,
-        Err(e) => return fail("signalfd", &e),
-    };
-    let mut log = match open_log(&args.log_path) {
-        Ok(f) => f,
-        Err(e) => return fail("open log", &e),
-    };
-    let (mut out, mut err) = match (
-        Pipe::new(stdout, Stream::Stdout),
-        Pipe::new(stderr, Stream::Stderr),
-    ) {
-        (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => return fail("pipe", &e),
-    };
-    let mut buf = vec![0u8; 32 * 1024];
+/// The supervisor's loop and everything it needs, set up before the loop starts (so that the
+/// monitor can drop the set-up code from its resident set before entering it).
+struct Monitor<'a> {
+    args: &'a SupervisorArgs,
+    state: ShimState,
+    init: Pid,
+    sfd: SignalFd,
+    log: File,
+    out: Pipe,
+    err: Pipe,
+    buf: Box<[u8]>,
+    /// The init's exit code, once it has been reaped.
+    exit_code: Option<i32>,
+}
 
-    // The init may have exited before SIGCHLD was blocked and routed to the signalfd.
-    let mut exit_code = reap(init);
-    while exit_code.is_none() {
-        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        let mut which = Vec::new();
-        for (i, p) in [&out, &err].into_iter().enumerate() {
-            if let Some(f) = p.fd.as_ref() {
-                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-                which.push(i);
-            }
+impl<'a> Monitor<'a> {
+    /// Routes the signals to a `signalfd`, opens the log and prepares the pipes.
+    fn prepare(
+        args: &'a SupervisorArgs,
+        state: ShimState,
+        started: Started,
+    ) -> Result<Self, ExitCode> {
+        let Started { stdout, stderr } = started;
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            eprintln!("staticlet-shim {}: {what}: {e}", args.id);
+            ExitCode::FAILURE
+        };
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGUSR1,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+        ] {
+            mask.add(s);
         }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(Errno::EINTR) => continue,
-            Err(e) => return fail("poll", &e),
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        for (slot, &i) in which.iter().enumerate() {
-            if ready[slot + 1] {
-                let p = if i == 0 { &mut out } else { &mut err };
-                p.pump(&mut log, &mut buf, false);
-            }
-        }
-        if ready[0] {
-            let mut child_exited = false;
-            while let Ok(Some(info)) = sfd.read_signal() {
-                match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => child_exited = true,
-                    Ok(Signal::SIGUSR1) => match open_log(&args.log_path) {
-                        Ok(f) => log = f,
-                        Err(e) => eprintln!("staticlet-shim {}: reopen log: {e}", args.id),
-                    },
-                    _ => {}
+        mask.thread_block().map_err(|e| fail("block signals", &e))?;
+        let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| fail("signalfd", &e))?;
+        let log = open_log(&args.log_path).map_err(|e| fail("open log", &e))?;
+        let (out, err) = match (
+            Pipe::new(stdout, Stream::Stdout),
+            Pipe::new(stderr, Stream::Stderr),
+        ) {
+            (Ok(o), Ok(e)) => (o, e),
+            (Err(e), _) | (_, Err(e)) => return Err(fail("pipe", &e)),
+        };
+        let init = Pid::from_raw(state.pid);
+        Ok(Self {
+            args,
+            init,
+            // The init may have exited before SIGCHLD was blocked and routed to the signalfd.
+            exit_code: reap(init),
+            state,
+            sfd,
+            log,
+            out,
+            err,
+            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+        })
+    }
+
+    /// Logs the container's output until its init exits, then records the exit and cleans up.
+    ///
+    /// The loop allocates nothing: a record is timestamped into a stack buffer and written
+    /// straight from the read buffer.
+    fn run(self) -> ExitCode {
+        let Monitor {
+            args,
+            mut state,
+            init,
+            sfd,
+            mut log,
+            mut out,
+            mut err,
+            mut buf,
+            mut exit_code,
+        } = self;
+        while exit_code.is_none() {
+            // Slot 0 is the signalfd; then the pipes that are still open.
+            let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN); 3];
+            let mut which = [0usize; 2];
+            let mut n = 1;
+            for (i, p) in [&out, &err].into_iter().enumerate() {
+                if let Some(f) = p.fd.as_ref() {
+                    fds[n] = PollFd::new(f.as_fd(), PollFlags::POLLIN);
+                    which[n - 1] = i;
+                    n += 1;
                 }
             }
-            if child_exited {
-                exit_code = reap(init);
+            match poll(&mut fds[..n], PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("staticlet-shim {}: poll: {e}", args.id);
+                    return ExitCode::FAILURE;
+                }
+            }
+            let mut ready = [false; 3];
+            for (r, f) in ready.iter_mut().zip(&fds[..n]) {
+                *r = f.revents().is_some_and(|r| !r.is_empty());
+            }
+            for (slot, &i) in which[..n - 1].iter().enumerate() {
+                if ready[slot + 1] {
+                    let p = if i == 0 { &mut out } else { &mut err };
+                    p.pump(&mut log, &mut buf, false);
+                }
+            }
+            if ready[0] {
+                let mut child_exited = false;
+                while let Ok(Some(info)) = sfd.read_signal() {
+                    match Signal::try_from(info.ssi_signo as i32) {
+                        Ok(Signal::SIGCHLD) => child_exited = true,
+                        Ok(Signal::SIGUSR1) => match open_log(&args.log_path) {
+                            Ok(f) => log = f,
+                            Err(e) => eprintln!("staticlet-shim {}: reopen log: {e}", args.id),
+                        },
+                        _ => {}
+                    }
+                }
+                if child_exited {
+                    exit_code = reap(init);
+                }
             }
         }
-    }
-    let exit_code = exit_code.unwrap_or(START_ERROR_EXIT_CODE);
-    let finished_at = now_rfc3339();
+        let exit_code = exit_code.unwrap_or(START_ERROR_EXIT_CODE);
+        let finished_at = now_rfc3339();
 
-    // Whatever the init left behind in its cgroups (a container without its own pid namespace)
-    // dies with it, as with runc's `delete --force`; then the pipes reach EOF.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sys::kill_cgroups(&state.cgroup_dirs) > 0 && Instant::now() < deadline {
+        // Whatever the init left behind in its cgroups (a container without its own pid
+        // namespace) dies with it, as with runc's `delete --force`; then the pipes reach EOF.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sys::kill_cgroups(&state.cgroup_dirs) > 0 && Instant::now() < deadline {
+            out.pump(&mut log, &mut buf, true);
+            err.pump(&mut log, &mut buf, true);
+            let _ = reap(init);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = reap(init);
         out.pump(&mut log, &mut buf, true);
         err.pump(&mut log, &mut buf, true);
-        let _ = reap(init);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = reap(init);
-    out.pump(&mut log, &mut buf, true);
-    err.pump(&mut log, &mut buf, true);
-    out.close(&mut log);
-    err.close(&mut log);
+        out.close(&mut log);
+        err.close(&mut log);
 
-    let oom = sys::oom_kill_count(&state.cgroup_dirs).unwrap_or(0) > 0;
-    state.status = Status::Exited;
-    state.exit_code = Some(exit_code);
-    state.finished_at = Some(finished_at);
-    state.reason = Some(if oom {
-        Reason::OomKilled
-    } else if exit_code == 0 {
-        Reason::Completed
-    } else {
-        Reason::Error
-    });
-    if oom {
-        state.message = "the kernel's OOM killer killed a process of the container".into();
+        let oom = sys::oom_kill_count(&state.cgroup_dirs).unwrap_or(0) > 0;
+        state.status = Status::Exited;
+        state.exit_code = Some(exit_code);
+        state.finished_at = Some(finished_at);
+        state.reason = Some(if oom {
+            Reason::OomKilled
+        } else if exit_code == 0 {
+            Reason::Completed
+        } else {
+            Reason::Error
+        });
+        if oom {
+            state.message = "the kernel's OOM killer killed a process of the container".into();
+        }
+        if let Err(e) = write_state(&args.state_dir, &state) {
+            eprintln!("staticlet-shim {}: write state: {e}", args.id);
+            return ExitCode::FAILURE;
+        }
+        delete_container(&args.root, &args.id);
+        ExitCode::SUCCESS
     }
-    if let Err(e) = write_state(&args.state_dir, &state) {
-        return fail("write state", &e);
-    }
-    delete_container(&args.root, &args.id);
-    ExitCode::SUCCESS
 }
 
 /// Best-effort removal of a libcontainer container (state directory and cgroups) by id.

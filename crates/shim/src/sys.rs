@@ -38,12 +38,24 @@ pub fn close_inherited_fds() {
 /// and fault back in on the next access, with the same contents. A long-running supervisor calls
 /// this once after its start-up, which touched far more code than its steady-state loop.
 pub fn trim_clean_file_mappings() -> usize {
-    let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
+    use std::io::BufRead;
+    // Read a line at a time: the whole file is tens of KiB, which would stay in the heap.
+    let Ok(smaps) = fs::File::open("/proc/self/smaps") else {
         return 0;
     };
-    let mut ranges = Vec::new();
+    let mut smaps = io::BufReader::with_capacity(4096, smaps);
+    let mut line = String::with_capacity(256);
+    // On the stack, and the reader and line are dropped before the first `madvise`: freeing
+    // them afterwards would bring the allocator's code back for nothing.
+    let mut ranges = [(0usize, 0usize); 64];
+    let mut count = 0;
     let mut current: Option<(usize, usize, bool)> = None;
-    for line in smaps.lines() {
+    loop {
+        line.clear();
+        match smaps.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
         let mut fields = line.split_whitespace();
         let first = fields.next().unwrap_or("");
         if let Some((lo, hi)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
@@ -64,15 +76,17 @@ pub fn trim_clean_file_mappings() -> usize {
             // A page copied on write (relocated read-only data) must not be dropped: its
             // contents would revert to the file's.
             if let Some((lo, hi, true)) = current.take() {
-                if fields.next() == Some("0") {
-                    ranges.push((lo, hi));
+                if fields.next() == Some("0") && count < ranges.len() {
+                    ranges[count] = (lo, hi);
+                    count += 1;
                 }
             }
         }
     }
-    ranges
-        .into_iter()
-        .map(|(lo, hi)| advise_dontneed(lo, hi - lo))
+    drop((smaps, line));
+    ranges[..count]
+        .iter()
+        .map(|&(lo, hi)| advise_dontneed(lo, hi - lo))
         .sum()
 }
 

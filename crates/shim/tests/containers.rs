@@ -435,6 +435,7 @@ fn exec_runs_inside_the_container() {
 }
 
 /// Resident memory of the shim while its container runs (printed; `--nocapture` shows it).
+/// Measure a shim-profile build with `bench/shim_rss.sh`.
 #[test]
 fn shim_resident_memory_is_small() {
     if !prerequisites() {
@@ -443,6 +444,15 @@ fn shim_resident_memory_is_small() {
     let fx = Fixture::new("rss", &["sh", "-c", "echo ready; exec sleep 1000"]);
     let handle = spawn_shim(&fx.cfg).unwrap();
     fx.wait_log("ready");
+    // The monitor's loop goes back to poll(2) after writing the record: let it settle (longer
+    // with STATICLET_SHIM_TEST_HOLD_MS, to look at the process from outside meanwhile).
+    let hold = env_number("STATICLET_SHIM_TEST_HOLD_MS").unwrap_or(100);
+    eprintln!(
+        "shim {} ({}): measuring in {hold} ms",
+        handle.state.shim_pid,
+        fx.cfg.reexec.exe.display()
+    );
+    std::thread::sleep(Duration::from_millis(hold));
     let status = fs::read_to_string(format!("/proc/{}/status", handle.state.shim_pid)).unwrap();
     let field = |name: &str| -> u64 {
         let line = status.lines().find(|l| l.starts_with(name)).unwrap();
@@ -470,6 +480,10 @@ fn shim_resident_memory_is_small() {
     fx.assert_cleaned_up(&st);
     // A guard against gross regressions only: a debug build is several times a release one.
     assert!(rss < 16 * 1024, "shim VmRSS {rss} kB");
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
 }
 
 #[test]
