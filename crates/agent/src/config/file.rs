@@ -2,7 +2,8 @@
 //!
 //! Two triggers, one action: an inotify watch (the `notify` crate) and a periodic timer
 //! (`--file-check-frequency`) both cause a full [`FileSource::relist`], whose result is sent as
-//! one snapshot. Relisting on every event (after a short debounce) instead of applying per-event
+//! one snapshot. Relisting on every event (at once when a file was closed after writing, renamed
+//! or removed; otherwise after a short debounce) instead of applying per-event
 //! deltas makes renames, symlinked files, editors that replace files and partial writes all
 //! converge to what is on disk.
 //!
@@ -31,7 +32,28 @@ use super::{ManifestRecord, SourceKind, SourceSnapshot, SourceUpdate};
 /// File extensions read from a manifest directory.
 pub const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
 
-/// How long to wait after a watch event for more events before relisting.
+/// Set by the watcher when a change is complete (see [`is_complete`]).
+#[derive(Default)]
+struct Complete {
+    seen: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+/// Events after which a file is whole: written and closed, renamed into place, removed. Other
+/// events (creation, writes in progress) wait for one of these or for [`DEBOUNCE`].
+fn is_complete(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    use notify::EventKind;
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Remove(_)
+    )
+}
+
+/// How long to wait after a watch event for more events before relisting (when no event says
+/// the change is complete).
 const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Retry period of a watch that cannot be set up (the path does not exist yet), as kubelet.
 const WATCH_RETRY_MIN: Duration = Duration::from_secs(1);
@@ -322,7 +344,11 @@ impl FileSource {
         SourceSnapshot { pods, manifests }
     }
 
-    fn watch(&self, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+    fn watch(
+        &self,
+        tx: mpsc::Sender<()>,
+        complete: Arc<Complete>,
+    ) -> notify::Result<notify::RecommendedWatcher> {
         let target = std::fs::metadata(&self.path)
             .map_err(|e| notify::Error::io(e).add_path(self.path.clone()))
             .map(|m| {
@@ -346,6 +372,12 @@ impl FileSource {
                 Err(_) => true,
             };
             if relevant {
+                if res.as_ref().is_ok_and(|ev| is_complete(&ev.kind)) {
+                    complete
+                        .seen
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    complete.notify.notify_one();
+                }
                 // A full channel means a relist is already pending.
                 let _ = tx.try_send(());
             }
@@ -357,6 +389,7 @@ impl FileSource {
     /// Runs the source until `shutdown`, sending a snapshot at start and after every change.
     pub async fn run(mut self, tx: mpsc::Sender<SourceUpdate>, shutdown: CancellationToken) {
         let (ev_tx, mut ev_rx) = mpsc::channel::<()>(1);
+        let complete = Arc::new(Complete::default());
         let mut watcher = None;
         let mut retry = WATCH_RETRY_MIN;
         let mut retry_at = tokio::time::Instant::now();
@@ -365,7 +398,7 @@ impl FileSource {
         let mut last: Option<(Vec<String>, Vec<ManifestRecord>)> = None;
         loop {
             if watcher.is_none() && tokio::time::Instant::now() >= retry_at {
-                match self.watch(ev_tx.clone()) {
+                match self.watch(ev_tx.clone(), complete.clone()) {
                     Ok(w) => {
                         debug!(path = %self.path.display(), "watching manifest path");
                         watcher = Some(w);
@@ -397,7 +430,16 @@ impl FileSource {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
                 Some(()) = ev_rx.recv() => {
-                    tokio::time::sleep(DEBOUNCE).await;
+                    // A file written and closed, renamed or removed is complete: relist now.
+                    // Anything else (a write in progress) waits for its close or the debounce.
+                    use std::sync::atomic::Ordering::SeqCst;
+                    if !complete.seen.swap(false, SeqCst) {
+                        tokio::select! {
+                            _ = tokio::time::sleep(DEBOUNCE) => {}
+                            _ = complete.notify.notified() => {}
+                        }
+                        complete.seen.store(false, SeqCst);
+                    }
                     while ev_rx.try_recv().is_ok() {}
                     // An event may mean the watched directory itself was replaced: re-arm.
                     if std::fs::metadata(&self.path).is_err() {
