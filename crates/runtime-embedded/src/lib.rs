@@ -336,47 +336,51 @@ impl Inner {
     /// IDs of the containers whose labels and sandbox satisfy `keep` (from the index; records
     /// not indexed yet are read once).
     fn container_ids(&self, keep: impl Fn(&Labels, &str) -> bool) -> Vec<String> {
-        let ids = self.ids("containers");
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        index
-            .containers
-            .retain(|id, _| ids.binary_search(id).is_ok());
-        ids.into_iter()
-            .filter(|id| {
-                if !index.containers.contains_key(id) {
-                    match self.load_container(id) {
-                        Ok(r) => {
-                            index
-                                .containers
-                                .insert(id.clone(), (Arc::new(r.labels), r.sandbox_id));
-                        }
-                        Err(_) => return false,
-                    }
-                }
-                let (labels, sandbox) = &index.containers[id];
-                keep(labels, sandbox)
-            })
-            .collect()
+        self.indexed(
+            "containers",
+            &mut index.containers,
+            |id| {
+                let r = self.load_container(id).ok()?;
+                Some((Arc::new(r.labels), r.sandbox_id))
+            },
+            |(labels, sandbox)| keep(labels, sandbox),
+        )
     }
 
     /// IDs of the sandboxes whose labels match.
     fn sandbox_ids(&self, selector: &LabelSelector) -> Vec<String> {
-        let ids = self.ids("sandboxes");
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        index
-            .sandboxes
-            .retain(|id, _| ids.binary_search(id).is_ok());
+        self.indexed(
+            "sandboxes",
+            &mut index.sandboxes,
+            |id| Some(Arc::new(self.load_sandbox(id).ok()?.labels)),
+            |labels| selector.matches(labels),
+        )
+    }
+
+    /// The IDs under `kind` whose indexed facts satisfy `keep`: the index forgets IDs that are
+    /// gone and learns new ones with `load` (an ID whose record can't be read is skipped).
+    fn indexed<T>(
+        &self,
+        kind: &str,
+        index: &mut HashMap<String, T>,
+        load: impl Fn(&str) -> Option<T>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Vec<String> {
+        let ids = self.ids(kind);
+        index.retain(|id, _| ids.binary_search(id).is_ok());
         ids.into_iter()
             .filter(|id| {
-                if !index.sandboxes.contains_key(id) {
-                    match self.load_sandbox(id) {
-                        Ok(r) => {
-                            index.sandboxes.insert(id.clone(), Arc::new(r.labels));
+                if !index.contains_key(id) {
+                    match load(id) {
+                        Some(v) => {
+                            index.insert(id.clone(), v);
                         }
-                        Err(_) => return false,
+                        None => return false,
                     }
                 }
-                selector.matches(&index.sandboxes[id])
+                keep(&index[id])
             })
             .collect()
     }
