@@ -143,7 +143,7 @@ pub(crate) async fn run(
                 let node_uid = node.borrow().as_ref().map(|n| n.uid.clone());
                 let actions = mirror::plan(&wanted, &observed, &node_name, node_uid.as_deref());
                 let ok = execute(&api, actions, &observed, &mut overlay, &view, clock).await;
-                publish_mirrors(&view, &wanted, &observed, &overlay);
+                publish_mirrors(&view, &wanted, &observed);
                 if ok {
                     backoff = Duration::from_millis(200);
                 } else {
@@ -344,7 +344,6 @@ fn publish_mirrors(
     view: &watch::Sender<Arc<ClusterView>>,
     wanted: &BTreeMap<Key, mirror::Wanted>,
     observed: &BTreeMap<Key, Observed>,
-    _overlay: &Overlay,
 ) {
     view.send_if_modified(|v| {
         let before = v.mirrors.clone();

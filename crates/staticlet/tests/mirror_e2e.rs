@@ -460,7 +460,16 @@ fn api_server_faults_and_refused_mirrors() {
     env.wait("late pod running locally with the API frozen", 60, || {
         env.local("late").filter(running).map(|_| ())
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // The agent notices the frozen API server (its requests time out) and says so.
+    env.wait("the frozen API server reported in /cluster", 60, || {
+        let out = bin()
+            .args(["get", "--raw", "/cluster", "--root-dir"])
+            .arg(env.root())
+            .output()
+            .ok()?;
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["error"].is_string().then_some(())
+    });
     env.cp.thaw_apiserver();
     env.wait_mirror_running("late", None, 90);
 
