@@ -52,6 +52,27 @@ fn is_complete(kind: &notify::EventKind) -> bool {
     )
 }
 
+/// Whether a watch event may mean the manifests changed. Reads are not changes: the relist
+/// itself opens and reads every manifest, and counting those events would relist forever.
+/// Dotfiles (temporary files of editors and atomic writers) are ignored until renamed.
+fn triggers_relist(res: &notify::Result<notify::Event>) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    use notify::EventKind;
+    let Ok(ev) = res else {
+        // A watch error (queue overflow, ...) may hide any change.
+        return true;
+    };
+    match ev.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+        EventKind::Access(_) => return false,
+        _ => {}
+    }
+    ev.paths.iter().any(|p| {
+        !p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    })
+}
+
 /// How long to wait after a watch event for more events before relisting (when no event says
 /// the change is complete).
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -364,14 +385,7 @@ impl FileSource {
                 }
             })?;
         let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let relevant = match &res {
-                Ok(ev) => ev.paths.iter().any(|p| {
-                    !p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                }),
-                Err(_) => true,
-            };
-            if relevant {
+            if triggers_relist(&res) {
                 if res.as_ref().is_ok_and(|ev| is_complete(&ev.kind)) {
                     complete
                         .seen

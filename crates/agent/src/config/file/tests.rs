@@ -219,3 +219,90 @@ async fn directory_created_later_is_picked_up() {
     stop.cancel();
     task.await.unwrap();
 }
+
+/// Reading the manifests (what every relist does) must not look like a change: otherwise each
+/// relist triggers the next one and the agent re-reads its directory forever.
+#[test]
+fn reading_manifests_does_not_trigger_a_relist_but_writing_does() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_path_buf();
+    std::fs::write(dir.join("a.yaml"), manifest("a", "img:1")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut w = notify::recommended_watcher(move |res| {
+        let _ = tx.send(res);
+    })
+    .unwrap();
+    w.watch(&dir, notify::RecursiveMode::NonRecursive).unwrap();
+    // What a relist does, then a marker: inotify delivers events in order, so every event of
+    // the relist arrives before the marker's.
+    let mut src = FileSource::new(&dir, "node", Duration::from_secs(3600), None, Clock::new());
+    assert_eq!(names(&src.relist()), vec!["a-node"]);
+    std::fs::write(dir.join("marker.txt"), "x").unwrap();
+    let mut before_marker = Vec::new();
+    loop {
+        let res: notify::Result<notify::Event> = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("watch events within 30 s");
+        if res
+            .as_ref()
+            .is_ok_and(|ev| ev.paths.iter().any(|p| p.ends_with("marker.txt")))
+        {
+            assert!(triggers_relist(&res), "a new file is a change: {res:?}");
+            break;
+        }
+        before_marker.push(res);
+    }
+    assert!(
+        !before_marker.is_empty(),
+        "the relist's reads produce watch events (the case under test)"
+    );
+    for res in &before_marker {
+        assert!(!triggers_relist(res), "a read triggered a relist: {res:?}");
+    }
+}
+
+#[test]
+fn watch_events_that_trigger_a_relist() {
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind, RemoveKind,
+        RenameMode,
+    };
+    let ev = |kind, name: &str| Ok(notify::Event::new(kind).add_path(PathBuf::from(name)));
+    let cases: &[(EventKind, &str, bool)] = &[
+        (EventKind::Create(CreateKind::File), "/m/a.yaml", true),
+        (
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            "/m/a.yaml",
+            true,
+        ),
+        (
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            "/m/a.yaml",
+            true,
+        ),
+        (
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            "/m/a.yaml",
+            true,
+        ),
+        (EventKind::Remove(RemoveKind::File), "/m/a.yaml", true),
+        (
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            "/m/a.yaml",
+            false,
+        ),
+        (EventKind::Access(AccessKind::Read), "/m/a.yaml", false),
+        (
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            "/m/a.yaml",
+            false,
+        ),
+        (EventKind::Create(CreateKind::File), "/m/.a.yaml.swp", false),
+    ];
+    for (kind, path, want) in cases {
+        assert_eq!(triggers_relist(&ev(*kind, path)), *want, "{kind:?} {path}");
+    }
+    assert!(triggers_relist(&Err(notify::Error::generic(
+        "queue overflow"
+    ))));
+}
