@@ -3,7 +3,7 @@
 //!
 //! - Images come from the content-addressed store of `staticlet-images`.
 //! - A pod sandbox is a directory plus pinned namespaces (network, IPC, UTS bind-mounted onto
-//!   files, created with util-linux `unshare`): no pause process. Containers join them by path.
+//!   files, created by a forked child, see [`ns`]): no pause process. Containers join them by path.
 //! - A container is an OCI bundle ([`spec`]) over an overlayfs root (copy fallback), run by a
 //!   per-container shim process (`staticlet-shim`), which owns stdio, writes CRI-format logs and
 //!   records the exit status. Shims outlive the agent; everything the runtime knows is on disk
@@ -36,6 +36,8 @@ use staticlet_runtime::{
 use staticlet_shim::Reexec;
 use tracing::{debug, info, warn};
 
+#[allow(unsafe_code)] // fork + raw system calls in the child; see the module's docs
+pub mod ns;
 pub mod rootfs;
 pub mod spec;
 pub mod stats;
@@ -636,7 +638,6 @@ impl ContainerRuntime for EmbeddedRuntime {
             config.hostname.clone()
         };
         // Pinned namespaces: IPC unless hostIPC, UTS and network unless hostNetwork.
-        let mut args: Vec<String> = Vec::new();
         let mut rec = SandboxRecord {
             id: id.clone(),
             name: config.name.clone(),
@@ -658,10 +659,9 @@ impl ContainerRuntime for EmbeddedRuntime {
             pid_ns: None,
             pid_holder: None,
         };
-        let mut pin = |kind: &str, slot: &mut Option<String>| -> Result<()> {
+        let pin = |kind: &str, slot: &mut Option<String>| -> Result<()> {
             let f = dir.join("ns").join(kind);
             std::fs::write(&f, b"").map_err(io_err("create namespace file"))?;
-            args.push(format!("--{kind}={}", f.display()));
             *slot = Some(f.to_string_lossy().into_owned());
             Ok(())
         };
@@ -673,31 +673,31 @@ impl ContainerRuntime for EmbeddedRuntime {
             pin("net", &mut rec.net_ns)?;
         }
         write_json(&dir.join("sandbox.json"), &rec).map_err(io_err("write sandbox"))?;
-        if !args.is_empty() {
-            let script = if config.host_network {
-                "true"
-            } else {
-                "hostname \"$1\" && ip link set lo up"
-            };
-            let out = tokio::process::Command::new("unshare")
-                .args(&args)
-                .args(["--", "/bin/sh", "-c", script, "sh", &hostname])
-                .output()
-                .await
-                .map_err(|e| RuntimeError::Failed {
-                    op: "run pod sandbox",
-                    message: format!("running unshare: {e}"),
-                })?;
-            if !out.status.success() {
-                let _ = rootfs::unmount_namespaces(&dir.join("ns"));
-                return Err(RuntimeError::Failed {
-                    op: "run pod sandbox",
-                    message: format!(
-                        "pinning namespaces: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ),
-                });
-            }
+        let (ipc, uts, net, host) = (
+            rec.ipc_ns.clone(),
+            rec.uts_ns.clone(),
+            rec.net_ns.clone(),
+            hostname.clone(),
+        );
+        let pinned = tokio::task::spawn_blocking(move || {
+            ns::create_and_pin(&ns::Pins {
+                ipc: ipc.as_deref().map(Path::new),
+                uts: uts.as_deref().map(Path::new),
+                net: net.as_deref().map(Path::new),
+                hostname: &host,
+            })
+        })
+        .await
+        .map_err(|e| RuntimeError::Failed {
+            op: "run pod sandbox",
+            message: e.to_string(),
+        })?;
+        if let Err(e) = pinned {
+            let _ = rootfs::unmount_namespaces(&dir.join("ns"));
+            return Err(RuntimeError::Failed {
+                op: "run pod sandbox",
+                message: format!("pinning namespaces: {e}"),
+            });
         }
         if config.share_process_namespace && !config.host_pid {
             // A shared PID namespace is held by a reaping PID 1 (kubelet's pause): the shim

@@ -4,8 +4,8 @@
 //! (tokio) agent; the calls block, so an async caller wraps them in `spawn_blocking`. The only
 //! processes started are re-execs of the agent's binary ([`Reexec`]) in a shim mode.
 //!
-//! Waiting is done by polling `state.json` (a few milliseconds apart, backing off to 20 ms)
-//! until a condition holds or a deadline passes.
+//! Waiting re-reads `state.json` whenever inotify says it was replaced (and every 50 ms at most,
+//! to notice a shim that died silently) until a condition holds or a deadline passes.
 
 use std::ffi::OsString;
 use std::io;
@@ -134,12 +134,43 @@ fn add_shim_log(e: io::Error, state_dir: &Path) -> io::Error {
     }
 }
 
-/// Polls `state.json` until `cond` holds or `deadline` passes (`TimedOut`, with the last state).
+/// Wakes a waiter when `state.json` is replaced (the shim writes it by rename), so a change is
+/// seen at once instead of at the next poll; `None` (no inotify instance left) means polling.
+struct StateWatch(nix::sys::inotify::Inotify);
+
+impl StateWatch {
+    fn new(state_dir: &Path) -> Option<StateWatch> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
+        ino.add_watch(
+            state_dir,
+            AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+        )
+        .ok()?;
+        Some(StateWatch(ino))
+    }
+
+    /// Sleeps until the directory changes or `pause` passes.
+    fn wait(&self, pause: Duration) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let ms = u16::try_from(pause.as_millis()).unwrap_or(u16::MAX).max(1);
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0) {
+            while self.0.read_events().is_ok_and(|evs| !evs.is_empty()) {}
+        }
+    }
+}
+
+/// Waits until `state.json` satisfies `cond` or `deadline` passes (`TimedOut`, with the last
+/// state). Woken by inotify when the record is replaced; also re-reads it every 50 ms at most
+/// (20 ms when inotify is unavailable) to notice a shim that died without recording anything.
 pub fn wait_for(
     state_dir: &Path,
     deadline: Instant,
     mut cond: impl FnMut(&ShimState) -> bool,
 ) -> io::Result<ShimState> {
+    let watch = StateWatch::new(state_dir);
     let mut pause = Duration::from_millis(1);
     let mut last = None;
     loop {
@@ -180,8 +211,16 @@ pub fn wait_for(
                 ),
             ));
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
+        let left = deadline.saturating_duration_since(Instant::now());
+        match &watch {
+            Some(w) => {
+                w.wait(Duration::from_millis(50).min(left));
+            }
+            None => {
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
     }
 }
 
