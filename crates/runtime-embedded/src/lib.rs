@@ -1018,7 +1018,15 @@ impl ContainerRuntime for EmbeddedRuntime {
                 root: inner.base.join("libcontainer"),
                 start_timeout: Duration::from_secs(60),
             };
-            staticlet_shim::spawn_shim(&cfg).map_err(|e| RuntimeError::Failed {
+            // The supervisor is our child; tokio reaps a dropped child when it exits (the
+            // shim outlives a dropped handle, and an agent that dies hands it to init).
+            let spawn = |cmd: std::process::Command| {
+                tokio::process::Command::from(cmd)
+                    .kill_on_drop(false)
+                    .spawn()
+                    .map(drop)
+            };
+            staticlet_shim::spawn_shim_with(&cfg, spawn).map_err(|e| RuntimeError::Failed {
                 op: "start container",
                 message: e.to_string(),
             })?;

@@ -68,7 +68,43 @@ impl ShimHandle {
 /// Errors: `AlreadyExists` if the state directory already has a record, `TimedOut` if the
 /// container is not running within `start_timeout`, and `Other` with libcontainer's message if
 /// the container failed to start (its `state.json` then says `StartError`).
+///
+/// The supervisor is started through a short-lived launcher process that exits at once, so it
+/// is re-parented to init and the caller has no child to reap. A caller that reaps its children
+/// (the agent: tokio reaps dropped children) uses [`spawn_shim_with`] instead and saves the
+/// launcher's exec (about 2 ms of every container start).
 pub fn spawn_shim(cfg: &ShimConfig) -> io::Result<ShimHandle> {
+    let launch = |mut cmd: Command| -> io::Result<()> {
+        // The launcher exits as soon as the supervisor is spawned; `output` also proves that
+        // the supervisor does not hold our pipes (it would block here otherwise).
+        let out = cmd.stderr(Stdio::piped()).output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "shim launcher failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    };
+    start(cfg, true, launch)
+}
+
+/// [`spawn_shim`], but the supervisor is the caller's own child: `spawn` receives its command
+/// (stdio set up: null, null, the shim's diagnostics log) and must start it without waiting
+/// for it, and reap it once it exits (it lives as long as the container).
+pub fn spawn_shim_with(
+    cfg: &ShimConfig,
+    spawn: impl FnOnce(Command) -> io::Result<()>,
+) -> io::Result<ShimHandle> {
+    start(cfg, false, spawn)
+}
+
+fn start(
+    cfg: &ShimConfig,
+    launcher: bool,
+    spawn: impl FnOnce(Command) -> io::Result<()>,
+) -> io::Result<ShimHandle> {
     std::fs::create_dir_all(&cfg.state_dir)?;
     if state::state_path(&cfg.state_dir).exists() {
         return Err(io::Error::new(
@@ -77,30 +113,31 @@ pub fn spawn_shim(cfg: &ShimConfig) -> io::Result<ShimHandle> {
         ));
     }
     let abs = |p: &Path| std::path::absolute(p);
-    let args = ShimArgs::Launch(SupervisorArgs {
+    let sup = SupervisorArgs {
         id: cfg.id.clone(),
         bundle: abs(&cfg.bundle)?,
         state_dir: abs(&cfg.state_dir)?,
         log_path: abs(&cfg.log_path)?,
         root: abs(&cfg.root)?,
         prefix: cfg.reexec.prefix.clone(),
-    });
-    // The launcher exits as soon as the supervisor is spawned; `output` also proves that the
-    // supervisor does not hold our pipes (it would block here otherwise).
-    let out = Command::new(&cfg.reexec.exe)
-        .args(&cfg.reexec.prefix)
-        .args(args.to_args())
+    };
+    let mut cmd = Command::new(&cfg.reexec.exe);
+    cmd.args(&cfg.reexec.prefix)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()?;
-    if !out.status.success() {
-        return Err(io::Error::other(format!(
-            "shim launcher failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        .stdout(Stdio::null());
+    if launcher {
+        cmd.args(ShimArgs::Launch(sup).to_args());
+    } else {
+        // What the launcher sets up for the supervisor it starts (supervisor::spawn_detached).
+        let diag = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(cfg.state_dir.join(SHIM_LOG_FILE))?;
+        cmd.args(ShimArgs::Run(sup).to_args())
+            .stderr(diag)
+            .current_dir("/");
     }
+    spawn(cmd)?;
     let deadline = Instant::now() + cfg.start_timeout;
     let state = wait_for(&cfg.state_dir, deadline, |s| s.status != Status::Created)
         .map_err(|e| add_shim_log(e, &cfg.state_dir))?;

@@ -133,9 +133,11 @@ pub fn read_state(state_dir: &Path) -> io::Result<ShimState> {
 pub fn write_state(state_dir: &Path, state: &ShimState) -> io::Result<()> {
     let tmp = state_dir.join(format!(".{STATE_FILE}.tmp"));
     let mut f = fs::File::create(&tmp)?;
-    serde_json::to_writer_pretty(&mut f, state)
+    // One write (serde_json's writer would make hundreds of tiny ones on an unbuffered file).
+    let mut text = serde_json::to_vec_pretty(state)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    f.write_all(b"\n")?;
+    text.push(b'\n');
+    f.write_all(&text)?;
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, state_path(state_dir))

@@ -109,6 +109,29 @@ impl Env {
         self.agent = Some(cmd.spawn().unwrap());
     }
 
+    /// Exited children of the agent not reaped yet (`<defunct>` in ps): shims whose container
+    /// ended are the agent's children and must be reaped.
+    pub fn zombie_children(&self) -> Vec<String> {
+        let Some(agent) = self.agent.as_ref().map(|a| a.id().to_string()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let mut f = rest.split_whitespace();
+            if f.next() == Some("Z") && f.next() == Some(agent.as_str()) {
+                out.push(head.to_string() + ")");
+            }
+        }
+        out
+    }
+
     pub fn kill_agent(&mut self) {
         if let Some(mut a) = self.agent.take() {
             let _ = a.kill();
