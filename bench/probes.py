@@ -15,15 +15,26 @@ Usage (root, after a release build as scripts/quickstart.sh does it):
 import json, os, shutil, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import startup  # noqa: E402
 from startup import BIN, REPO, rss_kib, sh  # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 SECONDS = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
 TICK = os.sysconf("SC_CLK_TCK")
 
-# startup.py's pod, with an optional probe appended to its container.
-MANIFEST = startup.MANIFEST + "{probe}"
+# A pod like startup.py's (hostNetwork busybox sleeping), with an optional probe.
+MANIFEST = """apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sleep, "3600"]
+{probe}"""
 
 PROBE = """    readinessProbe:
       exec:

@@ -737,3 +737,76 @@ async fn ready_turns_false_during_termination_while_readiness_keeps_probing() {
     h.until("gone", |v| v.is_empty()).await;
     h.stop.cancel();
 }
+
+/// Steady pods with a probe every second: the probes run on time, but the runtime is listed by
+/// the manager's shared relist (once per period) and by each worker's rare resync only, not by
+/// every worker every second.
+#[tokio::test(start_paused = true)]
+async fn steady_probed_pods_share_one_relist() {
+    const PODS: u64 = 20;
+    const SECONDS: u64 = 30;
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    let mut h = start(&rt, clock);
+    let pods: Vec<_> = (0..PODS)
+        .map(|i| {
+            pod(
+                &format!("p{i}"),
+                "  containers:\n  - name: app\n    image: b\n    readinessProbe:\n      exec: {command: [check]}\n      periodSeconds: 1\n",
+            )
+        })
+        .collect();
+    h.set(pods.clone()).await;
+    h.until("all running and ready", |v| {
+        pods.iter().all(|p| {
+            v.get(&p.uid).is_some_and(|pv| {
+                pv.status.phase.as_deref() == Some("Running")
+                    && pv.status.container_statuses.as_ref().unwrap()[0].ready
+            })
+        })
+    })
+    .await;
+    let execs = |c: &[(SystemTime, Call)]| {
+        c.iter()
+            .filter(|(_, c)| matches!(c, Call::Exec { .. }))
+            .count() as u64
+    };
+    let (lists0, execs0) = (rt.container_lists(), execs(&rt.calls()));
+    tokio::time::sleep(Duration::from_secs(SECONDS)).await;
+    let lists = rt.container_lists() - lists0;
+    let probes = execs(&rt.calls()) - execs0;
+    assert!(
+        probes >= PODS * (SECONDS - 2),
+        "every pod probed about every second: {probes} probes in {SECONDS} s"
+    );
+    // One relist per second plus one resync per pod every 10 s (and a little slack); a list per
+    // pod per second would be 600.
+    let bound = SECONDS + PODS * (SECONDS / 10 + 1) + 5;
+    assert!(
+        lists <= bound,
+        "{lists} container lists in {SECONDS} s (bound {bound})"
+    );
+    h.stop.cancel();
+}
+
+/// Without runtime events, a container's exit is seen by the manager's relist within about a
+/// relist period (not only at the worker's 10 s resync), and the container restarted.
+#[tokio::test(start_paused = true)]
+async fn exit_without_runtime_events_is_noticed_by_the_relist() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock).without_events();
+    rt.script("app", Script::exits(Duration::from_secs(5), 1));
+    let h = start(&rt, clock);
+    let p = pod("quiet", "  containers:\n  - {name: app, image: busybox}\n");
+    h.set(vec![p.clone()]).await;
+    h.until_calls("restarted once", |c| starts(c, &p.uid, "app").len() >= 2)
+        .await;
+    let s = starts(&rt.calls(), &p.uid, "app");
+    let gap = s[1].duration_since(s[0]).unwrap();
+    // Runs 5 s; the first restart has no back-off; the exit is seen within one 1 s relist.
+    assert!(
+        gap >= Duration::from_secs(5) && gap <= Duration::from_millis(6500),
+        "restart {gap:?} after the start"
+    );
+    h.stop.cancel();
+}

@@ -187,6 +187,10 @@ struct State {
     faults: HashMap<Op, VecDeque<RuntimeError>>,
     delays: HashMap<Op, Duration>,
     calls: Vec<(SystemTime, Call)>,
+    /// `list_containers` calls so far (not in `calls`: they are not actions).
+    container_lists: u64,
+    /// Whether `subscribe_events` offers a stream (a runtime without events when false).
+    no_events: bool,
     down: bool,
     network_ready: bool,
 }
@@ -279,6 +283,18 @@ impl FakeRuntime {
     /// Sets the network condition reported by `status`.
     pub fn set_network_ready(&self, ready: bool) {
         self.lock().network_ready = ready;
+    }
+
+    /// Makes `subscribe_events` return `None`, like a runtime without an event stream: the
+    /// agent must then notice changes by relisting. Set before the agent starts.
+    pub fn without_events(self) -> Self {
+        self.lock().no_events = true;
+        self
+    }
+
+    /// How many times `list_containers` was called.
+    pub fn container_lists(&self) -> u64 {
+        self.lock().container_lists
     }
 
     /// Every call so far, with its time.
@@ -691,7 +707,8 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn list_containers(&self, selector: &LabelSelector) -> Result<Vec<ContainerStatus>> {
         self.enter(Some(Op::List)).await?;
-        let s = self.lock();
+        let mut s = self.lock();
+        s.container_lists += 1;
         Ok(s.containers
             .values()
             .filter(|c| selector.matches(&c.status.labels))
@@ -773,6 +790,9 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     fn subscribe_events(&self) -> Option<broadcast::Receiver<ContainerEvent>> {
+        if self.lock().no_events {
+            return None;
+        }
         Some(self.events.subscribe())
     }
 }

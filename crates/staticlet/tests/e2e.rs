@@ -57,7 +57,9 @@ fn real_pods_serve_restart_survive_agent_restart_and_clean_up() {
         })
     });
     // Each exited attempt's shim was the agent's child: reaped, no `<defunct>` left behind.
-    env.wait("exited shims reaped", 30, || env.zombie_children().is_empty());
+    env.wait("exited shims reaped", 30, || {
+        env.zombie_children().is_empty()
+    });
     let web = env.pod("web").unwrap();
     let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
     let started = container_state(&web, "httpd").unwrap()["state"]["running"]["startedAt"].clone();

@@ -12,14 +12,20 @@
 //!   again to start again when stopped (restart counts continue, as kubelet);
 //! - once every source has been seen, stops runtime pods that no source wants (orphans, e.g. a
 //!   manifest deleted while the agent was down) with a 1 s grace period.
+//!
+//! Its periodic relist (every `relist_period`, 1 s, kubelet's PLEG) is the one runtime-wide
+//! listing of the agent: it finds orphans, and it compares every pod's sandbox and container
+//! states with the previous relist and wakes only the workers whose pods changed
+//! ([`WorkerMsg::RuntimeChanged`]). Workers therefore do not poll the runtime themselves: an
+//! idle pod costs nothing between its rare resyncs, however many pods run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::PodStatus;
 use staticlet_manifest::StaticPod;
-use staticlet_runtime::{labels, LabelSelector};
+use staticlet_runtime::{labels, ContainerState, LabelSelector, SandboxState};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -32,8 +38,33 @@ pub mod worker;
 
 use worker::{Finished, WorkerCtx, WorkerHandle, WorkerMsg, WorkerStatus};
 
-/// kubelet's housekeeping period.
-pub const HOUSEKEEPING: Duration = Duration::from_secs(2);
+/// What the relist compares per pod: the id and state of each of its sandboxes and containers
+/// (kubelet's generic PLEG compares container states the same way), sorted by id.
+type Fingerprint = Vec<(String, Option<SandboxState>, Option<ContainerState>)>;
+
+/// Every pod's [`Fingerprint`] from one relist, by UID.
+fn fingerprints(
+    sandboxes: &[staticlet_runtime::SandboxStatus],
+    containers: &[staticlet_runtime::ContainerStatus],
+) -> HashMap<String, Fingerprint> {
+    let mut out: HashMap<String, Fingerprint> = HashMap::new();
+    for s in sandboxes {
+        out.entry(s.uid.clone())
+            .or_default()
+            .push((s.id.0.clone(), Some(s.state), None));
+    }
+    for c in containers {
+        if let Some(uid) = c.labels.get(labels::POD_UID) {
+            out.entry(uid.clone())
+                .or_default()
+                .push((c.id.0.clone(), None, Some(c.state)));
+        }
+    }
+    for f in out.values_mut() {
+        f.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    }
+    out
+}
 
 /// One pod as the local API shows it.
 #[derive(Debug, Clone)]
@@ -70,6 +101,8 @@ pub struct PodManager {
     desired: Arc<DesiredPods>,
     /// UIDs found in the runtime at the last housekeeping, with their names.
     runtime_pods: HashMap<String, RuntimePod>,
+    /// Every pod's sandbox and container states at the last relist.
+    fingerprints: HashMap<String, Fingerprint>,
     listed_once: bool,
     done_tx: mpsc::UnboundedSender<Finished>,
     done_rx: mpsc::UnboundedReceiver<Finished>,
@@ -85,6 +118,7 @@ impl PodManager {
             workers: HashMap::new(),
             desired: Arc::new(DesiredPods::default()),
             runtime_pods: HashMap::new(),
+            fingerprints: HashMap::new(),
             listed_once: false,
             done_tx,
             done_rx,
@@ -99,7 +133,7 @@ impl PodManager {
         mut desired: watch::Receiver<Arc<DesiredPods>>,
         shutdown: CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(HOUSEKEEPING);
+        let mut tick = tokio::time::interval(self.ctx.relist_period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.desired = desired.borrow_and_update().clone();
@@ -117,13 +151,15 @@ impl PodManager {
                     self.workers.remove(&f.uid);
                     self.runtime_pods.remove(&f.uid);
                 }
-                _ = tick.tick() => self.housekeeping().await,
+                _ = tick.tick() => self.relist().await,
                 Some(()) = futures::StreamExt::next(&mut status_changed) => {}
             }
         }
     }
 
-    async fn housekeeping(&mut self) {
+    /// Lists the runtime: finds the pods in it (for orphans) and wakes the workers of pods
+    /// whose state changed since the last relist.
+    async fn relist(&mut self) {
         let sel = LabelSelector::managed();
         let rt = &self.ctx.runtime;
         let listed = async {
@@ -156,8 +192,15 @@ impl PodManager {
                 }
                 self.runtime_pods = found;
                 self.listed_once = true;
+                let prints = fingerprints(&sandboxes, &containers);
+                for (uid, e) in &self.workers {
+                    if prints.get(uid) != self.fingerprints.get(uid) {
+                        let _ = e.handle.tx.send(WorkerMsg::RuntimeChanged);
+                    }
+                }
+                self.fingerprints = prints;
             }
-            Err(e) => warn!(error = %e, "housekeeping cannot list runtime pods"),
+            Err(e) => warn!(error = %e, "relist cannot list runtime pods"),
         }
     }
 

@@ -39,6 +39,8 @@ pub enum WorkerMsg {
     Terminate { grace: Option<i64> },
     /// The UID is wanted again while terminating: start it again once stopped.
     Restart,
+    /// The manager's relist saw the pod's sandboxes or containers change: observe them now.
+    RuntimeChanged,
 }
 
 /// What a worker is doing, as the manager and the API see it.
@@ -204,8 +206,13 @@ async fn run_pre_stop(
 /// What interrupted a wait.
 enum Wake {
     Msg(Option<WorkerMsg>),
-    Other,
+    RuntimeEvent,
+    Timer,
 }
+
+/// A worker syncs at least every this many relist periods even when nothing told it to (the
+/// safety net behind the manager's relist and runtime events; kubelet resyncs every minute).
+const RESYNC_RELISTS: u32 = 10;
 
 impl Worker {
     async fn run(mut self, mut terminate: Option<i64>, done: mpsc::UnboundedSender<Finished>) {
@@ -263,9 +270,22 @@ impl Worker {
     }
 
     /// Syncs until told to terminate; returns the grace override.
+    ///
+    /// A sync (observe → probes → plan → publish → act) runs when something may have changed:
+    /// at start, on a message (including the manager's [`WorkerMsg::RuntimeChanged`]), on a
+    /// runtime event, after acting, when the plan asked to be woken (a back-off expiring) and
+    /// every [`RESYNC_RELISTS`] relist periods as a safety net. A wake-up that is only for a
+    /// due probe runs the probe against the last observation and syncs only if the probe
+    /// changed something (readiness, startup, liveness), so periodic probes of a steady pod
+    /// never list the runtime.
     async fn sync_loop(&mut self) -> Option<i64> {
         let mut events = self.ctx.runtime.subscribe_events();
         let uid = self.subject.uid().to_string();
+        let resync = self.ctx.relist_period * RESYNC_RELISTS;
+        // The last observation and when the next full sync is due at the latest.
+        let mut last: Option<Observed> = None;
+        let mut plan_wake: Option<SystemTime> = None;
+        let mut sync_due = tokio::time::Instant::now();
         loop {
             let Subject::Pod(pod) = &self.subject else {
                 return Some(1);
@@ -273,8 +293,44 @@ impl Worker {
             let pod = pod.clone();
             let mut wake_at = None;
             let mut acted = false;
-            match self.observe().await {
-                Ok(obs) => {
+            let now = self.ctx.clock.now();
+            let full = last.is_none()
+                || tokio::time::Instant::now() >= sync_due
+                || plan_wake.is_some_and(|w| w <= now);
+            if !full {
+                let obs = last.as_ref().expect("observed before");
+                let ip = self.probe_ip(&pod, obs);
+                let probe_events = match self.probes.as_mut() {
+                    Some(p) if p.next_due(now).is_some_and(|d| d <= now) => {
+                        p.run_due(now, &ip).await
+                    }
+                    _ => Vec::new(),
+                };
+                let changed = probe_events
+                    .iter()
+                    .any(|e| !matches!(e, crate::prober::ProbeEvent::AttemptFailed { .. }));
+                self.handle_probe_events(probe_events).await;
+                if changed {
+                    // Readiness, startup or liveness changed: sync now.
+                    sync_due = tokio::time::Instant::now();
+                    continue;
+                }
+                wake_at = plan_wake;
+                let now = self.ctx.clock.now();
+                if let Some(due) = self.probes.as_ref().and_then(|p| p.next_due(now)) {
+                    wake_at = Some(wake_at.map_or(due, |w: SystemTime| w.min(due)));
+                }
+            } else {
+                sync_due = tokio::time::Instant::now() + resync;
+            }
+            let observed = if full {
+                Some(self.observe().await)
+            } else {
+                None
+            };
+            match observed {
+                None => {}
+                Some(Ok(obs)) => {
                     let now = self.ctx.clock.now();
                     if self.start_time.is_none() {
                         self.event(
@@ -319,6 +375,7 @@ impl Worker {
                     }
                     self.publish(&pod, &obs, &step.waiting);
                     wake_at = step.wake_at;
+                    plan_wake = step.wake_at;
                     if let Some(due) = self.probes.as_ref().and_then(|p| p.next_due(now)) {
                         wake_at = Some(wake_at.map_or(due, |w: SystemTime| w.min(due)));
                     }
@@ -332,29 +389,24 @@ impl Worker {
                         }
                     }
                     self.failures = if ok { 0 } else { self.failures + 1 };
+                    last = Some(obs);
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     self.failures += 1;
                     if self.failures == 1 {
                         warn!(error = %e, "cannot observe pod in the runtime; retrying");
                     }
                 }
             }
-            let delay = if self.failures > 0 {
+            let now_i = tokio::time::Instant::now();
+            if self.failures > 0 {
                 // kubelet requeues a failed sync after ~10 s; start faster, for a runtime blip.
-                Duration::from_secs(1 << self.failures.min(3).saturating_sub(1))
-                    .min(Duration::from_secs(10))
+                let retry = Duration::from_secs(1 << self.failures.min(3).saturating_sub(1))
+                    .min(Duration::from_secs(10));
+                sync_due = now_i + retry;
             } else if acted {
-                Duration::ZERO
-            } else {
-                self.ctx.relist_period
-            };
-            let mut until = tokio::time::Instant::now() + delay;
-            if let Some(w) = wake_at {
-                until = until.min(self.ctx.clock.instant_at(w));
-            }
-            if delay.is_zero() {
-                // Re-observe right away, but first take any message already queued.
+                // Observe the result of what was just done, but first take any message
+                // already queued.
                 match self.rx.try_recv() {
                     Ok(msg) => {
                         if let Some(g) = self.handle(Some(msg)) {
@@ -364,11 +416,16 @@ impl Worker {
                     Err(mpsc::error::TryRecvError::Disconnected) => return None,
                     Err(mpsc::error::TryRecvError::Empty) => {}
                 }
+                sync_due = now_i;
                 continue;
+            }
+            let mut until = sync_due;
+            if let Some(w) = wake_at {
+                until = until.min(self.ctx.clock.instant_at(w));
             }
             let wake = tokio::select! {
                 m = self.rx.recv() => Wake::Msg(m),
-                _ = tokio::time::sleep_until(until) => Wake::Other,
+                _ = tokio::time::sleep_until(until) => Wake::Timer,
                 ev = async {
                     match events.as_mut() {
                         Some(rx) => loop {
@@ -383,16 +440,22 @@ impl Worker {
                         },
                         None => std::future::pending().await,
                     }
-                } => { let () = ev; Wake::Other }
+                } => { let () = ev; Wake::RuntimeEvent }
             };
-            if let Wake::Msg(m) = wake {
-                if m.is_none() {
-                    // The manager is gone (agent shutting down): leave the pod running.
-                    std::future::pending::<()>().await;
+            match wake {
+                Wake::Msg(m) => {
+                    if m.is_none() {
+                        // The manager is gone (agent shutting down): leave the pod running.
+                        std::future::pending::<()>().await;
+                    }
+                    if let Some(g) = self.handle(m) {
+                        return Some(g);
+                    }
+                    sync_due = tokio::time::Instant::now();
                 }
-                if let Some(g) = self.handle(m) {
-                    return Some(g);
-                }
+                Wake::RuntimeEvent => sync_due = tokio::time::Instant::now(),
+                // A due probe, a plan wake-up or the resync: the loop's head tells which.
+                Wake::Timer => {}
             }
         }
     }
@@ -409,7 +472,7 @@ impl Worker {
                 let g = grace.unwrap_or_else(|| self.grace());
                 Some(g)
             }
-            WorkerMsg::Restart => None,
+            WorkerMsg::Restart | WorkerMsg::RuntimeChanged => None,
         }
     }
 
@@ -979,6 +1042,7 @@ impl Worker {
                 WorkerMsg::Restart => self.restart_requested = true,
                 WorkerMsg::Update(p) => self.subject = Subject::Pod(p),
                 WorkerMsg::Terminate { .. } => self.restart_requested = false,
+                WorkerMsg::RuntimeChanged => {}
             }
         }
     }
