@@ -11,6 +11,8 @@ containers.
 
 Usage (root, after a release build as scripts/quickstart.sh does it):
     python3 bench/probes.py [N] [SECONDS]
+With STATICLET_BENCH_PERF=FILE, the agent of the probed case is profiled by `perf record -g`
+while it is sampled (perf itself then adds to the machine's CPU).
 """
 import json, os, shutil, subprocess, sys, tempfile, time
 
@@ -90,7 +92,13 @@ def run_case(work, probed):
         a0, c0 = proc_cpu(agent.pid)
         b0, t0 = machine_busy()
         w0 = time.monotonic()
-        time.sleep(SECONDS)
+        perf_out = os.environ.get("STATICLET_BENCH_PERF")
+        if perf_out and probed:
+            # Profile the agent while sampling (perf report -i FILE): where its CPU goes.
+            subprocess.run(["perf", "record", "-g", "-o", perf_out, "-p", str(agent.pid), "--",
+                            "sleep", str(SECONDS)], capture_output=True)
+        else:
+            time.sleep(SECONDS)
         a1, c1 = proc_cpu(agent.pid)
         b1, t1 = machine_busy()
         wall = time.monotonic() - w0

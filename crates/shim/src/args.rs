@@ -73,6 +73,9 @@ pub struct ExecArgs {
     pub env: Vec<String>,
     /// Kill the command after this long.
     pub timeout: Option<Duration>,
+    /// The container's own cgroup directories as its shim recorded them; empty: find them from
+    /// `/proc` (which means reading `mountinfo`, costly with many container mounts).
+    pub cgroups: Vec<PathBuf>,
     /// The command and its arguments.
     pub cmd: Vec<OsString>,
 }
@@ -127,6 +130,7 @@ impl ShimArgs {
             }
             "exec" => {
                 let (mut pid, mut start_time, mut env, mut timeout) = (None, 0, Vec::new(), None);
+                let mut cgroups = Vec::new();
                 let mut cmd = Vec::new();
                 while let Some(flag) = it.next() {
                     if flag == "--" {
@@ -139,6 +143,7 @@ impl ShimArgs {
                         Some("--pid") => pid = Some(number(&value)?),
                         Some("--start-time") => start_time = number(&value)?,
                         Some("--env") => env.push(value),
+                        Some("--cgroup") => cgroups.push(PathBuf::from(value)),
                         Some("--timeout-ms") => {
                             timeout = Some(Duration::from_millis(number(&value)?))
                         }
@@ -153,6 +158,7 @@ impl ShimArgs {
                     start_time,
                     env,
                     timeout,
+                    cgroups,
                     cmd,
                 }))
             }
@@ -210,6 +216,10 @@ impl ShimArgs {
                     push(&"--timeout-ms");
                     push(&t.as_millis().to_string());
                 }
+                for c in &a.cgroups {
+                    push(&"--cgroup");
+                    push(c);
+                }
                 push(&"--");
                 for c in &a.cmd {
                     push(c);
@@ -261,6 +271,7 @@ mod tests {
             start_time: 99,
             env: vec!["A=b".into()],
             timeout: Some(Duration::from_millis(1500)),
+            cgroups: vec!["/sys/fs/cgroup/memory/staticlet/pod1/c1".into()],
             cmd: vec!["ls".into(), "--".into(), "-l".into()],
         });
         assert_eq!(ShimArgs::parse(a.to_args()).unwrap(), a);

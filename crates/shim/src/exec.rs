@@ -7,7 +7,8 @@
 //! exit code. The helper ([`run_helper`]):
 //! 1. checks that the pid is still the container's init (start time from `state.json`);
 //! 2. opens the init's namespace files, root and working directory, and reads its environment;
-//! 3. moves itself into the init's cgroups (one per hierarchy, best effort);
+//! 3. moves itself into the init's cgroups (one per hierarchy, best effort; the directories its
+//!    shim recorded in `state.json`, or else found from `/proc`);
 //! 4. `setns` into the ipc, uts, net, pid, cgroup and finally mount namespaces (those that differ
 //!    from its own), then `chroot`s to the init's root and `chdir`s to its working directory;
 //! 5. spawns the command (the init's environment plus the given overrides; `PATH` lookup inside
@@ -87,7 +88,7 @@ pub fn exec_in_container(
     env: &[String],
     timeout: Duration,
 ) -> io::Result<ExecOutput> {
-    let (pid, start_time) = match target {
+    let (pid, start_time, cgroups) = match target {
         ExecTarget::StateDir(dir) => {
             let st = read_state(dir)?;
             if st.status != crate::Status::Running
@@ -98,9 +99,9 @@ pub fn exec_in_container(
                     "container is not running",
                 ));
             }
-            (st.pid, st.pid_start_time)
+            (st.pid, st.pid_start_time, st.cgroup_dirs)
         }
-        ExecTarget::Pid { pid, start_time } => (pid, start_time),
+        ExecTarget::Pid { pid, start_time } => (pid, start_time, Vec::new()),
     };
     if cmd.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
@@ -110,6 +111,7 @@ pub fn exec_in_container(
         start_time,
         env: env.to_vec(),
         timeout: Some(timeout),
+        cgroups,
         cmd: cmd.iter().map(OsString::from).collect(),
     });
     let started = Instant::now();
@@ -262,7 +264,11 @@ fn helper(args: &ExecArgs) -> Result<i32, HelperError> {
         let f = File::open(&theirs).map_err(cannot("open namespace"))?;
         namespaces.push((name, flag, f));
     }
-    let cgroups = sys::own_cgroup_dirs(pid).unwrap_or_default();
+    let cgroups = if args.cgroups.is_empty() {
+        sys::own_cgroup_dirs(pid).unwrap_or_default()
+    } else {
+        args.cgroups.clone()
+    };
     sys::join_cgroups(getpid().as_raw(), &cgroups);
     for (name, flag, f) in &namespaces {
         setns(f.as_fd(), *flag).map_err(|e| (126, format!("setns {name}: {e}")))?;

@@ -223,8 +223,13 @@ fn unescape_mountinfo(s: &str) -> String {
 
 /// Absolute cgroup directories of `pid`, one per mounted hierarchy that has it.
 pub fn cgroup_dirs(pid: i32) -> io::Result<Vec<PathBuf>> {
+    cgroup_dirs_in(pid, &cgroup_mounts()?)
+}
+
+/// [`cgroup_dirs`] with the mounted hierarchies already read (reading `mountinfo` is costly on a
+/// host with many container mounts).
+fn cgroup_dirs_in(pid: i32, mounts: &[CgroupMount]) -> io::Result<Vec<PathBuf>> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
-    let mounts = cgroup_mounts()?;
     let mut dirs = Vec::new();
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
@@ -254,8 +259,9 @@ pub fn cgroup_dirs(pid: i32) -> io::Result<Vec<PathBuf>> {
 /// not manage (e.g. `name=systemd`, or the v2 mount of a hybrid host); those must never be
 /// treated as the container's, or killing "the container's cgroup" would kill the agent.
 pub fn own_cgroup_dirs(pid: i32) -> io::Result<Vec<PathBuf>> {
-    let mine = cgroup_dirs(std::process::id() as i32)?;
-    Ok(cgroup_dirs(pid)?
+    let mounts = cgroup_mounts()?;
+    let mine = cgroup_dirs_in(std::process::id() as i32, &mounts)?;
+    Ok(cgroup_dirs_in(pid, &mounts)?
         .into_iter()
         .filter(|d| !mine.contains(d))
         .collect())

@@ -402,6 +402,32 @@ fn exec_runs_inside_the_container() {
     // pid namespace: the container's init is pid 1, and it is `sleep`.
     let out = run(&["cat", "/proc/1/cmdline"], &[]);
     assert_eq!(out.stdout, b"sleep\x001000\x00");
+    // cgroups: the command is in the init's (the ones its shim recorded), so it counts towards
+    // the container's limits and is killed with it.
+    let out = run(&["cat", "/proc/self/cgroup"], &[]);
+    let init = std::fs::read_to_string(format!(
+        "/proc/{}/cgroup",
+        read_state(&fx.cfg.state_dir).unwrap().pid
+    ))
+    .unwrap();
+    let st = read_state(&fx.cfg.state_dir).unwrap();
+    assert!(
+        !st.cgroup_dirs.is_empty(),
+        "the shim records the container's cgroups"
+    );
+    let (theirs, ours) = (String::from_utf8_lossy(&out.stdout), init);
+    for line in theirs.lines() {
+        // The cgroup namespace may hide the path prefix; what is shown must match the init's.
+        let ctrl = line.splitn(3, ':').nth(1).unwrap();
+        let init_line = ours
+            .lines()
+            .find(|l| l.splitn(3, ':').nth(1) == Some(ctrl))
+            .unwrap();
+        assert!(
+            init_line.ends_with(line.rsplit(':').next().unwrap()),
+            "exec'd {line:?} vs init {init_line:?}"
+        );
+    }
     // environment of the init plus overrides; both streams; exit code.
     let out = run(
         &["sh", "-c", "echo $FROM_SPEC $EXTRA; echo oops >&2; exit 5"],
