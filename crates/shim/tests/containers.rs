@@ -418,7 +418,7 @@ fn exec_runs_inside_the_container() {
     let (theirs, ours) = (String::from_utf8_lossy(&out.stdout), init);
     for line in theirs.lines() {
         // The cgroup namespace may hide the path prefix; what is shown must match the init's.
-        let ctrl = line.splitn(3, ':').nth(1).unwrap();
+        let ctrl = line.split(':').nth(1).unwrap();
         let init_line = ours
             .lines()
             .find(|l| l.splitn(3, ':').nth(1) == Some(ctrl))
