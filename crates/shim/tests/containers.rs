@@ -421,7 +421,7 @@ fn exec_runs_inside_the_container() {
         let ctrl = line.split(':').nth(1).unwrap();
         let init_line = ours
             .lines()
-            .find(|l| l.splitn(3, ':').nth(1) == Some(ctrl))
+            .find(|l| l.split(':').nth(1) == Some(ctrl))
             .unwrap();
         assert!(
             init_line.ends_with(line.rsplit(':').next().unwrap()),
