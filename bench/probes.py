@@ -95,7 +95,7 @@ def run_case(work, probed):
         perf_out = os.environ.get("STATICLET_BENCH_PERF")
         if perf_out and probed:
             # Profile the agent while sampling (perf report -i FILE): where its CPU goes.
-            subprocess.run(["perf", "record", "-g", "-o", perf_out, "-p", str(agent.pid), "--",
+            subprocess.run(["perf", "record", "-g", "--no-inherit", "-o", perf_out, "-p", str(agent.pid), "--",
                             "sleep", str(SECONDS)], capture_output=True)
         else:
             time.sleep(SECONDS)

@@ -1101,29 +1101,95 @@ impl ContainerRuntime for EmbeddedRuntime {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecResult> {
-        let inner = self.inner.clone();
-        let id = id.0.clone();
-        let cmd = cmd.to_vec();
-        blocking(move || {
-            let dir = inner.container_dir(&id).join("shim");
-            let out = staticlet_shim::exec_in_container(
-                &inner.cfg.reexec,
-                staticlet_shim::ExecTarget::StateDir(&dir),
-                &cmd,
-                &[],
-                timeout,
-            )
-            .map_err(|e| RuntimeError::Failed {
-                op: "exec",
-                message: e.to_string(),
-            })?;
-            Ok(ExecResult {
-                stdout: out.stdout,
-                stderr: out.stderr,
-                exit_code: out.exit_code,
-            })
+        // Driven on the async executor (no blocking thread per exec: probes run often).
+        let failed = |e: std::io::Error| RuntimeError::Failed {
+            op: "exec",
+            message: e.to_string(),
+        };
+        let dir = self.inner.container_dir(&id.0).join("shim");
+        let command = staticlet_shim::helper_command(
+            &self.inner.cfg.reexec,
+            staticlet_shim::ExecTarget::StateDir(&dir),
+            cmd,
+            &[],
+            timeout,
+        )
+        .map_err(failed)?;
+        let started = tokio::time::Instant::now();
+        let mut child = tokio::process::Command::from(command)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(failed)?;
+        let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        // The helper kills the command at `timeout`; this deadline only guards against a
+        // helper that hangs itself.
+        let hard = timeout + Duration::from_secs(10);
+        let run = async {
+            let mut reads = std::pin::pin!(async {
+                tokio::join!(
+                    read_capped(out.as_mut(), &mut stdout),
+                    read_capped(err.as_mut(), &mut stderr)
+                )
+            });
+            let mut wait = std::pin::pin!(child.wait());
+            let (mut status, mut read_all) = (None, false);
+            while status.is_none() {
+                tokio::select! {
+                    _ = &mut reads, if !read_all => read_all = true,
+                    s = &mut wait => status = Some(s),
+                }
+            }
+            if !read_all {
+                // The helper is gone: its output is in the pipes, unless a process the command
+                // left behind holds them open. Take what comes within a moment, then stop.
+                let _ = tokio::time::timeout(Duration::from_millis(50), &mut reads).await;
+            }
+            status.expect("set by the loop")
+        };
+        let status = match tokio::time::timeout(hard, run).await {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(failed(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("exec helper did not finish within {hard:?}"),
+                )));
+            }
+        };
+        let out = staticlet_shim::exec_result(
+            status.map_err(failed)?,
+            stdout,
+            stderr,
+            started.elapsed(),
+            timeout,
+        )
+        .map_err(failed)?;
+        Ok(ExecResult {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
         })
-        .await
+    }
+}
+
+/// Reads a helper's output pipe to its end into `kept`, keeping at most
+/// [`staticlet_shim::MAX_OUTPUT`] bytes (what is read before the caller gives up stays in
+/// `kept`).
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(pipe: Option<&mut R>, kept: &mut Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let Some(pipe) = pipe else {
+        return;
+    };
+    let mut buf = [0u8; 4096];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let room = staticlet_shim::MAX_OUTPUT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
     }
 }
 

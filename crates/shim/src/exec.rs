@@ -76,18 +76,16 @@ pub enum ExecTarget<'a> {
     },
 }
 
-/// Runs `cmd` inside a running container through a helper process, waiting at most `timeout`.
-///
-/// `env` holds `KEY=VALUE` overrides of the container init's environment. Returns `TimedOut` if
-/// the command did not finish in time (it is killed), `NotFound` if the container is not running.
-/// Safe to call from a multi-threaded process: only `fork`+`exec` of the helper happens here.
-pub fn exec_in_container(
+/// The helper process that runs `cmd` in the container (see [`exec_in_container`]), with stdin
+/// null and stdout/stderr piped, for callers that drive it themselves (the agent, with tokio).
+/// Finish with [`exec_result`].
+pub fn helper_command(
     reexec: &Reexec,
     target: ExecTarget<'_>,
     cmd: &[String],
     env: &[String],
     timeout: Duration,
-) -> io::Result<ExecOutput> {
+) -> io::Result<Command> {
     let (pid, start_time, cgroups) = match target {
         ExecTarget::StateDir(dir) => {
             let st = read_state(dir)?;
@@ -114,14 +112,58 @@ pub fn exec_in_container(
         cgroups,
         cmd: cmd.iter().map(OsString::from).collect(),
     });
-    let started = Instant::now();
-    let mut child = Command::new(&reexec.exe)
+    let mut command = Command::new(&reexec.exe);
+    command
         .args(&reexec.prefix)
         .args(args.to_args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+        .stderr(Stdio::piped());
+    Ok(command)
+}
+
+/// The outcome of a helper that ended with `status` after `elapsed`, given the `timeout` it was
+/// started with: `TimedOut` if it killed the command for overstaying, else the command's output.
+pub fn exec_result(
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    elapsed: Duration,
+    timeout: Duration,
+) -> io::Result<ExecOutput> {
+    use std::os::unix::process::ExitStatusExt;
+    let exit_code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    if exit_code == TIMEOUT_EXIT_CODE && elapsed >= timeout {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("command timed out after {timeout:?}"),
+        ));
+    }
+    Ok(ExecOutput {
+        stdout,
+        stderr,
+        exit_code,
+    })
+}
+
+/// Runs `cmd` inside a running container through a helper process, waiting at most `timeout`.
+///
+/// `env` holds `KEY=VALUE` overrides of the container init's environment. Returns `TimedOut` if
+/// the command did not finish in time (it is killed), `NotFound` if the container is not running.
+/// Safe to call from a multi-threaded process: only `fork`+`exec` of the helper happens here.
+/// Blocks; an async caller drives [`helper_command`] itself.
+pub fn exec_in_container(
+    reexec: &Reexec,
+    target: ExecTarget<'_>,
+    cmd: &[String],
+    env: &[String],
+    timeout: Duration,
+) -> io::Result<ExecOutput> {
+    let mut command = helper_command(reexec, target, cmd, env, timeout)?;
+    let started = Instant::now();
+    let mut child = command.spawn()?;
     let mut pipes: [Option<File>; 2] = [
         child.stdout.take().map(|p| File::from(OwnedFd::from(p))),
         child.stderr.take().map(|p| File::from(OwnedFd::from(p))),
@@ -184,21 +226,7 @@ pub fn exec_in_container(
         Some(s) => s,
         None => child.wait()?,
     };
-    use std::os::unix::process::ExitStatusExt;
-    let exit_code = status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    if exit_code == TIMEOUT_EXIT_CODE && started.elapsed() >= timeout {
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("command timed out after {timeout:?}"),
-        ));
-    }
-    Ok(ExecOutput {
-        stdout,
-        stderr,
-        exit_code,
-    })
+    exec_result(status, stdout, stderr, started.elapsed(), timeout)
 }
 
 /// `exec` mode: the helper process. Must run single-threaded.

@@ -30,7 +30,9 @@ use std::process::ExitCode;
 
 pub use args::{ExecArgs, MonitorArgs, ShimArgs, SupervisorArgs};
 pub use client::{spawn_shim, spawn_shim_with, stop, Reexec, ShimConfig, ShimHandle};
-pub use exec::{exec_in_container, ExecOutput, ExecTarget};
+pub use exec::{
+    exec_in_container, exec_result, helper_command, ExecOutput, ExecTarget, MAX_OUTPUT,
+};
 pub use state::{read_state, Reason, ShimState, Status};
 pub use supervisor::START_ERROR_EXIT_CODE;
 

@@ -186,8 +186,11 @@ fn exec_readiness_probe_flips_ready_both_ways() {
     command: [sleep, '3600']
     readinessProbe:
       exec:
-        command: [cat, /tmp/ready]
+        # The background sleep inherits the probe's stdout and keeps it open for 300 s: the
+        # probe's result must not wait for it (the helper's exit is what counts).
+        command: [sh, -c, 'sleep 300 & cat /tmp/ready']
       periodSeconds: 1
+      timeoutSeconds: 2
       failureThreshold: 1
 "#,
         ),
