@@ -262,6 +262,19 @@ struct ValidateArgs {
 /// The hidden argument that turns this binary into a container shim (see `staticlet-shim`).
 const SHIM_PREFIX: &str = "__shim";
 
+/// glibc gives each thread that allocates concurrently an arena of its own, up to 8 per core;
+/// the agent's tokio workers and blocking threads (many while pods start) each kept one with
+/// its own free space: 15 arenas held ~6 MiB for a live heap of ~2.4 MiB with 50 pods (measured
+/// with heaptrack and /proc/PID/smaps). Two arenas are plenty at the agent's allocation rate.
+/// Set before any thread exists.
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator parameter; no other thread runs yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
     // Shim modes must start before any thread exists (libcontainer forks with raw clone3).
     let mut argv = std::env::args_os();
@@ -289,6 +302,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    limit_malloc_arenas();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
