@@ -9,6 +9,10 @@
 //! - [`CriRuntime::connect`] refuses runtimes that do not serve CRI `v1`.
 //! - The conversions between staticlet's types and CRI messages are pure functions in
 //!   [`convert`].
+//! - Statuses are cached ([`cache`]'s doc says why an entry is never stale): listing a steady
+//!   runtime costs one `ListContainers` and one `ListPodSandbox`; `ContainerStatus` and
+//!   `PodSandboxStatus` are called only for objects that are new or whose state changed.
+//!   [`CriRuntime::rpc_counts`] tells how many calls of each method were sent.
 //! - Container events come from `GetContainerEvents` when the runtime implements it
 //!   (containerd 1.7+); otherwise [`ContainerRuntime::subscribe_events`] returns `None` and the
 //!   agent relies on its relist.
@@ -47,6 +51,7 @@
 //! Log paths reported by [`ContainerRuntime::container_status`] are absolute (containerd joins
 //! the sandbox's log directory and the container's relative `log_path`).
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,8 +70,9 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::Code;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
+mod cache;
 pub mod convert;
 #[cfg(feature = "testutil")]
 pub mod testutil;
@@ -182,12 +188,13 @@ impl Gate {
     }
 }
 
-/// One endpoint: its channel and its back-off gate.
+/// One endpoint: its channel, its back-off gate and how many calls of each method it sent.
 #[derive(Debug)]
 struct Conn {
     endpoint: String,
     channel: Channel,
     gate: Gate,
+    calls: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Conn {
@@ -207,6 +214,7 @@ impl Conn {
             endpoint: endpoint.to_string(),
             channel,
             gate: Gate::new(opts.min_backoff, opts.max_backoff),
+            calls: Mutex::default(),
         })
     }
 
@@ -219,6 +227,13 @@ impl Conn {
         if let Err(RuntimeError::Unavailable(m)) = self.gate.check() {
             return Err(tonic::Status::unavailable(m));
         }
+        trace!(op, endpoint = %self.endpoint, "CRI call");
+        *self
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(op)
+            .or_default() += 1;
         let res = f(self.channel.clone()).await;
         match &res {
             Err(s) if is_transport(s) => {
@@ -299,6 +314,7 @@ struct Inner {
     version: RuntimeVersion,
     events: Option<broadcast::Sender<ContainerEvent>>,
     events_task: Option<tokio::task::JoinHandle<()>>,
+    cache: cache::StatusCache,
 }
 
 impl Drop for Inner {
@@ -377,6 +393,7 @@ impl CriRuntime {
                 version,
                 events,
                 events_task,
+                cache: cache::StatusCache::default(),
             }),
         })
     }
@@ -398,42 +415,56 @@ impl CriRuntime {
         Some(self.inner.opts.request_timeout)
     }
 
-    async fn status_with_sandbox(
-        &self,
-        s: cri::ContainerStatus,
-        sandbox_id: Option<String>,
-    ) -> Result<ContainerStatus> {
-        let sandbox_id = match sandbox_id {
-            Some(sb) => sb,
-            None => {
-                let id = s.id.clone();
-                let filter_id = id.clone();
-                let t = self.timeout();
-                let list = self
-                    .rt()
-                    .call("ListContainers", |ch| async move {
-                        RuntimeServiceClient::new(ch)
-                            .list_containers(with_timeout(
-                                cri::ListContainersRequest {
-                                    filter: Some(cri::ContainerFilter {
-                                        id: filter_id,
-                                        ..Default::default()
-                                    }),
-                                },
-                                t,
-                            ))
-                            .await
-                    })
-                    .await
-                    .map_err(|e| map_status("ListContainers", "container", &id, e))?;
-                list.containers
-                    .into_iter()
-                    .find(|c| c.id == id)
-                    .map(|c| c.pod_sandbox_id)
-                    .unwrap_or_default()
+    /// Calls sent to the runtime (and the image service) since [`CriRuntime::connect`], by CRI
+    /// method, including the `Version` call of `connect`. Calls refused by the back-off gate
+    /// while the runtime is down are not counted; the `GetContainerEvents` stream is not either.
+    pub fn rpc_counts(&self) -> BTreeMap<&'static str, u64> {
+        let mut out = BTreeMap::new();
+        let conns = std::iter::once(&self.inner.runtime).chain(self.inner.image.as_ref());
+        for conn in conns {
+            let calls = conn.calls.lock().unwrap_or_else(|e| e.into_inner());
+            for (op, n) in calls.iter() {
+                *out.entry(*op).or_default() += n;
             }
-        };
-        Ok(convert::container_status_from_cri(s, sandbox_id))
+        }
+        out
+    }
+
+    /// How many container and sandbox statuses are cached.
+    pub fn cached_statuses(&self) -> (usize, usize) {
+        self.inner.cache.len()
+    }
+
+    /// The sandbox of container `id`: cached (it never changes), else from `ListContainers`.
+    async fn sandbox_of(&self, id: &str) -> Result<String> {
+        if let Some(sb) = self.inner.cache.container_sandbox(id) {
+            return Ok(sb);
+        }
+        let filter_id = id.to_string();
+        let t = self.timeout();
+        let list = self
+            .rt()
+            .call("ListContainers", |ch| async move {
+                RuntimeServiceClient::new(ch)
+                    .list_containers(with_timeout(
+                        cri::ListContainersRequest {
+                            filter: Some(cri::ContainerFilter {
+                                id: filter_id,
+                                ..Default::default()
+                            }),
+                        },
+                        t,
+                    ))
+                    .await
+            })
+            .await
+            .map_err(|e| map_status("ListContainers", "container", id, e))?;
+        Ok(list
+            .containers
+            .into_iter()
+            .find(|c| c.id == id)
+            .map(|c| c.pod_sandbox_id)
+            .unwrap_or_default())
     }
 
     async fn raw_container_status(&self, id: &str) -> Result<cri::ContainerStatus> {
@@ -456,6 +487,29 @@ impl CriRuntime {
         resp.status.ok_or_else(|| RuntimeError::Failed {
             op: "ContainerStatus",
             message: format!("runtime returned no status for container {id}"),
+        })
+    }
+
+    async fn raw_sandbox_status(&self, id: &str) -> Result<cri::PodSandboxStatus> {
+        let t = self.timeout();
+        let resp = self
+            .rt()
+            .call("PodSandboxStatus", |ch| async move {
+                RuntimeServiceClient::new(ch)
+                    .pod_sandbox_status(with_timeout(
+                        cri::PodSandboxStatusRequest {
+                            pod_sandbox_id: id.to_string(),
+                            verbose: false,
+                        },
+                        t,
+                    ))
+                    .await
+            })
+            .await
+            .map_err(|e| map_status("PodSandboxStatus", "sandbox", id, e))?;
+        resp.status.ok_or_else(|| RuntimeError::Failed {
+            op: "PodSandboxStatus",
+            message: format!("runtime returned no status for sandbox {id}"),
         })
     }
 
@@ -622,7 +676,7 @@ impl ContainerRuntime for CriRuntime {
 
     async fn stop_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
         let t = self.timeout();
-        match self
+        let res = self
             .rt()
             .call("StopPodSandbox", |ch| async move {
                 RuntimeServiceClient::new(ch)
@@ -634,8 +688,9 @@ impl ContainerRuntime for CriRuntime {
                     ))
                     .await
             })
-            .await
-        {
+            .await;
+        self.inner.cache.forget_sandbox(&id.0, false);
+        match res {
             Ok(_) => Ok(()),
             Err(s) if is_gone(&s) => Ok(()),
             Err(s) => Err(map_status("StopPodSandbox", "sandbox", &id.0, s)),
@@ -644,7 +699,7 @@ impl ContainerRuntime for CriRuntime {
 
     async fn remove_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
         let t = self.timeout();
-        match self
+        let res = self
             .rt()
             .call("RemovePodSandbox", |ch| async move {
                 RuntimeServiceClient::new(ch)
@@ -656,8 +711,9 @@ impl ContainerRuntime for CriRuntime {
                     ))
                     .await
             })
-            .await
-        {
+            .await;
+        self.inner.cache.forget_sandbox(&id.0, true);
+        match res {
             Ok(_) => Ok(()),
             Err(s) if is_gone(&s) => Ok(()),
             Err(s) => Err(map_status("RemovePodSandbox", "sandbox", &id.0, s)),
@@ -665,27 +721,19 @@ impl ContainerRuntime for CriRuntime {
     }
 
     async fn pod_sandbox_status(&self, id: &SandboxId) -> Result<SandboxStatus> {
-        let t = self.timeout();
-        let resp = self
-            .rt()
-            .call("PodSandboxStatus", |ch| async move {
-                RuntimeServiceClient::new(ch)
-                    .pod_sandbox_status(with_timeout(
-                        cri::PodSandboxStatusRequest {
-                            pod_sandbox_id: id.0.clone(),
-                            verbose: false,
-                        },
-                        t,
-                    ))
-                    .await
-            })
-            .await
-            .map_err(|e| map_status("PodSandboxStatus", "sandbox", &id.0, e))?;
-        let status = resp.status.ok_or_else(|| RuntimeError::Failed {
-            op: "PodSandboxStatus",
-            message: format!("runtime returned no status for sandbox {id}"),
-        })?;
-        Ok(convert::sandbox_status_from_cri(status))
+        // Asked for by id: always fresh; the answer refreshes the cache.
+        match self.raw_sandbox_status(&id.0).await {
+            Ok(status) => {
+                self.inner.cache.put_sandbox(&status);
+                Ok(convert::sandbox_status_from_cri(status))
+            }
+            Err(e) => {
+                if matches!(e, RuntimeError::NotFound { .. }) {
+                    self.inner.cache.forget_sandbox(&id.0, true);
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn list_pod_sandboxes(&self, selector: &LabelSelector) -> Result<Vec<SandboxStatus>> {
@@ -707,19 +755,33 @@ impl ContainerRuntime for CriRuntime {
             })
             .await
             .map_err(|e| map_status("ListPodSandbox", "sandbox", "", e))?;
-        // The list has no IPs: ask for each sandbox's status (static pods are few).
+        // The list has no IPs: the status has, cached while the sandbox keeps its state.
         let mut out = Vec::with_capacity(resp.items.len());
+        let mut listed = HashSet::with_capacity(resp.items.len());
         for item in resp.items {
-            // Runtimes filter on labels already; check again in case one does not.
-            let status = match self.pod_sandbox_status(&SandboxId(item.id)).await {
-                Ok(s) => s,
-                Err(RuntimeError::NotFound { .. }) => continue, // removed meanwhile
-                Err(e) => return Err(e),
+            listed.insert(item.id.clone());
+            let raw = match self.inner.cache.sandbox(&item.id, item.state) {
+                Some(s) => s,
+                None => match self.raw_sandbox_status(&item.id).await {
+                    Ok(s) => {
+                        self.inner.cache.put_sandbox(&s);
+                        s
+                    }
+                    Err(RuntimeError::NotFound { .. }) => {
+                        // Removed meanwhile.
+                        self.inner.cache.forget_sandbox(&item.id, true);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
             };
+            let status = convert::sandbox_status_from_cri(raw);
+            // Runtimes filter on labels already; check again in case one does not.
             if selector.matches(&status.labels) {
                 out.push(status);
             }
         }
+        self.inner.cache.prune_sandboxes(selector, &listed);
         out.sort_by_key(|s| s.created_at);
         Ok(out)
     }
@@ -808,7 +870,8 @@ impl ContainerRuntime for CriRuntime {
 
     async fn start_container(&self, id: &ContainerId) -> Result<()> {
         let t = self.timeout();
-        self.rt()
+        let res = self
+            .rt()
             .call("StartContainer", |ch| async move {
                 RuntimeServiceClient::new(ch)
                     .start_container(with_timeout(
@@ -819,15 +882,17 @@ impl ContainerRuntime for CriRuntime {
                     ))
                     .await
             })
-            .await
-            .map_err(|e| map_status("StartContainer", "container", &id.0, e))?;
+            .await;
+        // Started or failed to: either way its CREATED record is out of date.
+        self.inner.cache.forget_container(&id.0);
+        res.map_err(|e| map_status("StartContainer", "container", &id.0, e))?;
         Ok(())
     }
 
     async fn stop_container(&self, id: &ContainerId, timeout: Duration) -> Result<()> {
         // The call itself may take the whole grace period, plus the kill.
         let t = self.timeout().map(|t| t + timeout);
-        match self
+        let res = self
             .rt()
             .call("StopContainer", |ch| async move {
                 RuntimeServiceClient::new(ch)
@@ -840,8 +905,10 @@ impl ContainerRuntime for CriRuntime {
                     ))
                     .await
             })
-            .await
-        {
+            .await;
+        // Whatever the answer, the container may have changed: its next status is fetched.
+        self.inner.cache.forget_container(&id.0);
+        match res {
             Ok(_) => Ok(()),
             Err(s) if is_gone(&s) => Ok(()),
             Err(s) => Err(map_status("StopContainer", "container", &id.0, s)),
@@ -850,7 +917,7 @@ impl ContainerRuntime for CriRuntime {
 
     async fn remove_container(&self, id: &ContainerId) -> Result<()> {
         let t = self.timeout();
-        match self
+        let res = self
             .rt()
             .call("RemoveContainer", |ch| async move {
                 RuntimeServiceClient::new(ch)
@@ -862,8 +929,9 @@ impl ContainerRuntime for CriRuntime {
                     ))
                     .await
             })
-            .await
-        {
+            .await;
+        self.inner.cache.forget_container(&id.0);
+        match res {
             Ok(_) => Ok(()),
             Err(s) if is_gone(&s) => Ok(()),
             Err(s) => Err(map_status("RemoveContainer", "container", &id.0, s)),
@@ -871,8 +939,21 @@ impl ContainerRuntime for CriRuntime {
     }
 
     async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus> {
-        let raw = self.raw_container_status(&id.0).await?;
-        self.status_with_sandbox(raw, None).await
+        // Asked for by id: always fresh; the answer refreshes the cache.
+        let raw = match self.raw_container_status(&id.0).await {
+            Ok(s) => s,
+            Err(e) => {
+                if matches!(e, RuntimeError::NotFound { .. }) {
+                    self.inner.cache.forget_container(&id.0);
+                }
+                return Err(e);
+            }
+        };
+        let sandbox_id = self.sandbox_of(&id.0).await?;
+        if !sandbox_id.is_empty() {
+            self.inner.cache.put_container(&raw, &sandbox_id);
+        }
+        Ok(convert::container_status_from_cri(raw, sandbox_id))
     }
 
     async fn list_container_stats(&self, selector: &LabelSelector) -> Result<Vec<ContainerStats>> {
@@ -921,21 +1002,33 @@ impl ContainerRuntime for CriRuntime {
             })
             .await
             .map_err(|e| map_status("ListContainers", "container", "", e))?;
-        // The list has no exit codes or times: ask for each container's status.
+        // The list has no exit codes or times: the status has, cached while the container keeps
+        // its state. The sandbox id comes from the list (CRI's status lacks it).
         let mut out = Vec::with_capacity(resp.containers.len());
+        let mut listed = HashSet::with_capacity(resp.containers.len());
         for c in resp.containers {
-            let raw = match self.raw_container_status(&c.id).await {
-                Ok(s) => s,
-                Err(RuntimeError::NotFound { .. }) => continue, // removed meanwhile
-                Err(e) => return Err(e),
+            listed.insert(c.id.clone());
+            let raw = match self.inner.cache.container(&c.id, c.state) {
+                Some(s) => s,
+                None => match self.raw_container_status(&c.id).await {
+                    Ok(s) => {
+                        self.inner.cache.put_container(&s, &c.pod_sandbox_id);
+                        s
+                    }
+                    Err(RuntimeError::NotFound { .. }) => {
+                        // Removed meanwhile.
+                        self.inner.cache.forget_container(&c.id);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
             };
-            let status = self
-                .status_with_sandbox(raw, Some(c.pod_sandbox_id))
-                .await?;
+            let status = convert::container_status_from_cri(raw, c.pod_sandbox_id);
             if selector.matches(&status.labels) {
                 out.push(status);
             }
         }
+        self.inner.cache.prune_containers(selector, &listed);
         out.sort_by_key(|s| s.created_at);
         Ok(out)
     }

@@ -411,6 +411,129 @@ async fn pod_network_sandbox_and_reconnect() {
     ));
 }
 
+/// How many calls of `op` went out between two `rpc_counts` readings.
+fn calls(
+    before: &BTreeMap<&'static str, u64>,
+    after: &BTreeMap<&'static str, u64>,
+    op: &str,
+) -> u64 {
+    after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0)
+}
+
+/// The status cache: a steady pod listed again costs its two list calls and no status call;
+/// every state change (created → running → exited, by our stop or by the container itself) is
+/// fetched, so exit codes are fresh; removed objects leave the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_cache_spares_steady_lists_and_follows_state_changes() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping status_cache_spares_steady_lists_and_follows_state_changes: {why}");
+        return;
+    }
+    let cd = Containerd::start().await;
+    let cri = connect(&cd).await;
+    let sb_cfg = pod("cached", true, &cd.logs_dir());
+    let sel = LabelSelector::pod(&sb_cfg.uid);
+    let sb = cri.run_pod_sandbox(&sb_cfg).await.unwrap();
+    // Exits 7 on SIGTERM (`wait` is interrupted by the signal, so the trap runs at once).
+    let app_cfg = container(
+        &sb_cfg,
+        "app",
+        &["sh", "-c", "trap 'exit 7' TERM; sleep 3600 & wait"],
+    );
+    let app = cri.create_container(&sb, &app_cfg, &sb_cfg).await.unwrap();
+    let list = || async {
+        let sandboxes = cri.list_pod_sandboxes(&sel).await.unwrap();
+        let containers = cri.list_containers(&sel).await.unwrap();
+        (sandboxes, containers)
+    };
+
+    // First list: one status call per object.
+    let c0 = cri.rpc_counts();
+    let (sbs, cs) = list().await;
+    let c1 = cri.rpc_counts();
+    assert_eq!(sbs.len(), 1, "{sbs:?}");
+    assert_eq!(cs.len(), 1, "{cs:?}");
+    assert_eq!(cs[0].state, ContainerState::Created);
+    assert_eq!(calls(&c0, &c1, "PodSandboxStatus"), 1, "{c1:?}");
+    assert_eq!(calls(&c0, &c1, "ContainerStatus"), 1, "{c1:?}");
+
+    // Created → running: the CREATED record is not served; the sandbox's is.
+    cri.start_container(&app).await.unwrap();
+    let c2 = cri.rpc_counts();
+    let (_, cs) = list().await;
+    let c3 = cri.rpc_counts();
+    assert_eq!(cs[0].state, ContainerState::Running, "{cs:?}");
+    assert!(cs[0].started_at.is_some(), "{cs:?}");
+    assert_eq!(calls(&c2, &c3, "ContainerStatus"), 1, "{c3:?}");
+    assert_eq!(calls(&c2, &c3, "PodSandboxStatus"), 0, "{c3:?}");
+
+    // Steady: listed twice more, only the two list calls each time, and the same answer.
+    let (sbs_a, cs_a) = list().await;
+    let (sbs_b, cs_b) = list().await;
+    let c4 = cri.rpc_counts();
+    assert_eq!(calls(&c3, &c4, "ContainerStatus"), 0, "{c4:?}");
+    assert_eq!(calls(&c3, &c4, "PodSandboxStatus"), 0, "{c4:?}");
+    assert_eq!(calls(&c3, &c4, "ListContainers"), 2, "{c4:?}");
+    assert_eq!(calls(&c3, &c4, "ListPodSandbox"), 2, "{c4:?}");
+    assert_eq!((&sbs_a, &cs_a), (&sbs_b, &cs_b));
+    assert_eq!(cs_a, cs, "a cached record is what the runtime answered");
+    // ... and what a fresh status call answers now.
+    assert_eq!(cri.container_status(&app).await.unwrap(), cs_a[0]);
+    assert_eq!(cri.pod_sandbox_status(&sb).await.unwrap(), sbs_a[0]);
+
+    // Our stop: the next list fetches the exited record, with its exit code.
+    cri.stop_container(&app, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let c5 = cri.rpc_counts();
+    let (_, cs) = list().await;
+    let c6 = cri.rpc_counts();
+    assert_eq!(cs[0].state, ContainerState::Exited, "{cs:?}");
+    assert_eq!(cs[0].exit_code, Some(7), "{cs:?}");
+    assert!(cs[0].finished_at.is_some(), "{cs:?}");
+    assert_eq!(calls(&c5, &c6, "ContainerStatus"), 1, "{c6:?}");
+    let (_, again) = list().await;
+    assert_eq!(again, cs);
+    assert_eq!(calls(&c6, &cri.rpc_counts(), "ContainerStatus"), 0);
+
+    // A container that exits by itself: seen exited with its own code, through lists alone.
+    let quick_cfg = container(&sb_cfg, "quick", &["sh", "-c", "sleep 0.3; exit 3"]);
+    let quick = cri
+        .create_container(&sb, &quick_cfg, &sb_cfg)
+        .await
+        .unwrap();
+    cri.start_container(&quick).await.unwrap();
+    let exited = wait_for("quick to exit", Duration::from_secs(30), || async {
+        let (_, cs) = list().await;
+        cs.into_iter()
+            .find(|c| c.id == quick && c.state == ContainerState::Exited)
+    })
+    .await;
+    assert_eq!(exited.exit_code, Some(3), "{exited:?}");
+    let c7 = cri.rpc_counts();
+    let (_, cs) = list().await;
+    assert_eq!(calls(&c7, &cri.rpc_counts(), "ContainerStatus"), 0);
+    assert_eq!(cs.iter().find(|c| c.id == quick), Some(&exited));
+
+    // Removed by us: gone from the cache. Removed by another client: the next list covering it
+    // drops it.
+    assert_eq!(cri.cached_statuses(), (2, 1));
+    cri.remove_container(&app).await.unwrap();
+    assert_eq!(cri.cached_statuses(), (1, 1));
+    let other = connect(&cd).await;
+    other.remove_container(&quick).await.unwrap();
+    let (_, cs) = list().await;
+    assert!(cs.is_empty(), "{cs:?}");
+    assert_eq!(cri.cached_statuses(), (0, 1));
+    other.stop_pod_sandbox(&sb).await.unwrap();
+    let (sbs, _) = list().await;
+    assert_eq!(sbs[0].state, SandboxState::NotReady, "{sbs:?}");
+    cri.remove_pod_sandbox(&sb).await.unwrap();
+    assert_eq!(cri.cached_statuses(), (0, 0));
+    let (sbs, cs) = list().await;
+    assert!(sbs.is_empty() && cs.is_empty(), "{sbs:?} {cs:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_refuses_a_socket_that_is_not_cri() {
     // A plain HTTP/2-less unix socket server: the Version call fails and connect says so.
