@@ -9,7 +9,7 @@
 //! - [`CriRuntime::connect`] refuses runtimes that do not serve CRI `v1`.
 //! - The conversions between staticlet's types and CRI messages are pure functions in
 //!   [`convert`].
-//! - Statuses are cached ([`cache`]'s doc says why an entry is never stale): listing a steady
+//! - Statuses are cached (the `cache` module says why an entry is never stale): listing a steady
 //!   runtime costs one `ListContainers` and one `ListPodSandbox`; `ContainerStatus` and
 //!   `PodSandboxStatus` are called only for objects that are new or whose state changed.
 //!   [`CriRuntime::rpc_counts`] tells how many calls of each method were sent.
