@@ -235,9 +235,21 @@ async fn static_pods_on_containerd() {
             .unwrap_or(0)
     };
     let before = restarts(&agent);
+    let log_len = std::fs::metadata(agent.path("agent.log"))
+        .map(|m| m.len() as usize)
+        .unwrap_or(0);
     cd.kill();
-    // Let the agent run a few relists against the missing runtime.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Each of the three pod workers relists against the missing runtime and says so (once per
+    // outage); the agent keeps serving its pods meanwhile.
+    agent
+        .wait("every pod worker to find the runtime down", 60, || {
+            let log = std::fs::read(agent.path("agent.log")).unwrap_or_default();
+            String::from_utf8_lossy(&log[log_len.min(log.len())..])
+                .matches("cannot observe pod in the runtime")
+                .count()
+                >= 3
+        })
+        .await;
     assert!(
         agent.pod("web").is_some(),
         "the agent keeps serving its pods while the runtime is down"
