@@ -1018,13 +1018,18 @@ impl ContainerRuntime for EmbeddedRuntime {
                 root: inner.base.join("libcontainer"),
                 start_timeout: Duration::from_secs(60),
             };
-            // The supervisor is our child; tokio reaps a dropped child when it exits (the
-            // shim outlives a dropped handle, and an agent that dies hands it to init).
+            // The supervisor is our child: a task waits for it (through a pidfd: a dropped
+            // child would join tokio's orphan queue, which is polled with one waitpid per
+            // orphan on every SIGCHLD, i.e. per container on every exec probe). An agent that
+            // dies hands its shims to init.
             let spawn = |cmd: std::process::Command| {
-                tokio::process::Command::from(cmd)
+                let mut child = tokio::process::Command::from(cmd)
                     .kill_on_drop(false)
-                    .spawn()
-                    .map(drop)
+                    .spawn()?;
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
+                Ok(())
             };
             staticlet_shim::spawn_shim_with(&cfg, spawn).map_err(|e| RuntimeError::Failed {
                 op: "start container",
