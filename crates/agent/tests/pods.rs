@@ -433,10 +433,15 @@ async fn sandbox_failure_is_shown_and_retried() {
     use staticlet_runtime::RuntimeError;
     let clock = Clock::new();
     let rt = FakeRuntime::new(clock);
-    rt.fail_next(
-        Op::RunSandbox,
-        RuntimeError::Unavailable("NetworkNotReady: no CNI configuration".into()),
-    );
+    // Two failures: the status showing the first is published by the sync that makes the
+    // second attempt, and stays while that one backs off (with one failure, the retry that
+    // succeeds could replace it before the test task runs).
+    for _ in 0..2 {
+        rt.fail_next(
+            Op::RunSandbox,
+            RuntimeError::Unavailable("NetworkNotReady: no CNI configuration".into()),
+        );
+    }
     let mut h = start(&rt, clock);
     let p = pod("net", "  containers:\n  - {name: app, image: b}\n");
     h.set(vec![p.clone()]).await;

@@ -315,11 +315,7 @@ impl Worker {
                     sync_due = tokio::time::Instant::now();
                     continue;
                 }
-                wake_at = plan_wake;
-                let now = self.ctx.clock.now();
-                if let Some(due) = self.probes.as_ref().and_then(|p| p.next_due(now)) {
-                    wake_at = Some(wake_at.map_or(due, |w: SystemTime| w.min(due)));
-                }
+                wake_at = self.next_wake(plan_wake, self.ctx.clock.now());
             } else {
                 sync_due = tokio::time::Instant::now() + resync;
             }
@@ -374,11 +370,8 @@ impl Worker {
                         }
                     }
                     self.publish(&pod, &obs, &step.waiting);
-                    wake_at = step.wake_at;
                     plan_wake = step.wake_at;
-                    if let Some(due) = self.probes.as_ref().and_then(|p| p.next_due(now)) {
-                        wake_at = Some(wake_at.map_or(due, |w: SystemTime| w.min(due)));
-                    }
+                    wake_at = self.next_wake(plan_wake, now);
                     let mut ok = true;
                     for action in step.actions {
                         acted = true;
@@ -457,6 +450,14 @@ impl Worker {
                 // A due probe, a plan wake-up or the resync: the loop's head tells which.
                 Wake::Timer => {}
             }
+        }
+    }
+
+    /// When to wake up at the latest: the plan's wake-up or the next due probe, whichever first.
+    fn next_wake(&self, plan: Option<SystemTime>, now: SystemTime) -> Option<SystemTime> {
+        match (plan, self.probes.as_ref().and_then(|p| p.next_due(now))) {
+            (Some(w), Some(due)) => Some(w.min(due)),
+            (w, due) => w.or(due),
         }
     }
 
