@@ -815,3 +815,38 @@ async fn exit_without_runtime_events_is_noticed_by_the_relist() {
     );
     h.stop.cancel();
 }
+
+/// A pod start lists the pod once: what the worker creates (the sandbox, then each container)
+/// is read back by id and planned on at once, as kubelet's SyncPod does; the runtime's events
+/// echoing those creates and starts wake no new sync.
+#[tokio::test(start_paused = true)]
+async fn a_pod_start_lists_the_runtime_once() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    let mut h = start(&rt, clock);
+    // Between two of the manager's relists.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let p = pod(
+        "p",
+        "  containers:\n  - {name: a, image: b}\n  - {name: c, image: b}\n",
+    );
+    let lists0 = rt.container_lists();
+    h.set(vec![p.clone()]).await;
+    h.until("running", |v| {
+        v.get(&p.uid).is_some_and(|pv| {
+            pv.status.phase.as_deref() == Some("Running")
+                && pv
+                    .status
+                    .container_statuses
+                    .iter()
+                    .flatten()
+                    .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+        })
+    })
+    .await;
+    assert_eq!(rt.container_lists() - lists0, 1, "{:#?}", rt.calls());
+    // Still nothing more once the echoes of the start are in.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(rt.container_lists() - lists0, 1);
+    h.stop.cancel();
+}

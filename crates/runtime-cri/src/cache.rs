@@ -17,14 +17,17 @@
 //! - a `READY` sandbox keeps its IP; a `NOTREADY` sandbox never becomes ready again.
 //!
 //! Statuses in any other state (`CONTAINER_UNKNOWN`, values this client does not know) are not
-//! cached, so they are fetched on every list. Because the key includes the state, the cache
+//! served, so they are fetched on every list. Because the key includes the state, the cache
 //! corrects itself after staticlet's own mutations too: `StartContainer` returns once the
 //! runtime reports the container running and `StopContainer` once it reports it exited, so the
 //! next list shows the new state and the status (with the fresh exit code) is fetched. The
-//! runtime also drops the entries of what it starts, stops or removes, which keeps that true for
-//! a runtime that would report the new state in its lists a little late. A list that raced with
-//! a mutation may store an older status after that drop; the next list's state then differs
-//! from it and it is fetched again.
+//! runtime also marks the entries of what it starts or stops out of date (and drops those of what
+//! it removes), which keeps that true for a runtime that would report the new state in its lists
+//! a little late. A list that raced with a mutation may store an older status after that; the
+//! next list's state then differs from it and it is fetched again. An out-of-date entry (also
+//! made by `CreateContainer`, and for a status in an unknown state) serves no status, only the
+//! container's sandbox, which CRI's `ContainerStatus` lacks and which never changes: reading a
+//! container back by id after creating or starting it costs one call, not a list as well.
 //!
 //! One limit, shared with kubelet's pod cache: a runtime that amends an exited container's
 //! `reason` after first reporting it exited (containerd processing an OOM event after the exit)
@@ -45,6 +48,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use k8s_cri::v1 as cri;
 use staticlet_runtime::LabelSelector;
+
+/// The state of an entry whose status is out of date: no list reports it, so it is never used
+/// as a status, but the entry still names the container's sandbox.
+const STALE: i32 = -1;
 
 /// Whether a status in this CRI container state can be reused while the state holds.
 fn container_state_is_stable(state: i32) -> bool {
@@ -103,24 +110,55 @@ impl StatusCache {
         self.lock().containers.get(id).map(|c| c.sandbox_id.clone())
     }
 
-    /// Stores a status just fetched (statuses in unstable states are dropped instead).
+    /// Stores a status just fetched (one in an unstable state is kept out of date: only its
+    /// sandbox is remembered).
     pub(crate) fn put_container(&self, status: &cri::ContainerStatus, sandbox_id: &str) {
-        let mut m = self.lock();
-        if container_state_is_stable(status.state) {
-            m.containers.insert(
-                status.id.clone(),
-                CachedContainer {
-                    sandbox_id: sandbox_id.to_string(),
-                    status: status.clone(),
-                },
-            );
-        } else {
-            m.containers.remove(&status.id);
+        let mut status = status.clone();
+        if !container_state_is_stable(status.state) {
+            status.state = STALE;
         }
+        self.lock().containers.insert(
+            status.id.clone(),
+            CachedContainer {
+                sandbox_id: sandbox_id.to_string(),
+                status,
+            },
+        );
     }
 
     pub(crate) fn forget_container(&self, id: &str) {
         self.lock().containers.remove(id);
+    }
+
+    /// Marks a container's status out of date (it was just started or stopped): the next list
+    /// fetches it again, but its sandbox (which never changes) stays known, so a status asked
+    /// for by id costs one call.
+    pub(crate) fn invalidate_container(&self, id: &str) {
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.status.state = STALE;
+        }
+    }
+
+    /// Records a container just created in `sandbox_id` with these labels, its status still to
+    /// be fetched.
+    pub(crate) fn created_container(
+        &self,
+        id: &str,
+        sandbox_id: &str,
+        labels: HashMap<String, String>,
+    ) {
+        self.lock().containers.insert(
+            id.to_string(),
+            CachedContainer {
+                sandbox_id: sandbox_id.to_string(),
+                status: cri::ContainerStatus {
+                    id: id.to_string(),
+                    state: STALE,
+                    labels,
+                    ..Default::default()
+                },
+            },
+        );
     }
 
     /// Drops the containers `selector` covers that a list with it did not return.
@@ -166,10 +204,11 @@ impl StatusCache {
             .retain(|id, s| listed.contains(id) || !selected(selector, &s.labels));
     }
 
-    /// How many containers and sandboxes are cached.
+    /// How many container and sandbox statuses are cached (out-of-date entries not counted).
     pub(crate) fn len(&self) -> (usize, usize) {
         let m = self.lock();
-        (m.containers.len(), m.sandboxes.len())
+        let containers = m.containers.values().filter(|c| c.status.state != STALE);
+        (containers.count(), m.sandboxes.len())
     }
 }
 
@@ -273,6 +312,26 @@ mod tests {
         assert!(c.sandbox("sa", SandboxReady as i32).is_some());
         assert!(c.sandbox("sb", SandboxNotready as i32).is_none());
         assert_eq!(c.sandbox("sa", SandboxNotready as i32), None);
+    }
+
+    #[test]
+    fn created_started_and_stopped_containers_keep_their_sandbox_but_no_status() {
+        let c = StatusCache::default();
+        let labels = container("x", ContainerCreated, "a").labels;
+        c.created_container("c1", "s1", labels);
+        assert_eq!(c.container_sandbox("c1").as_deref(), Some("s1"));
+        for state in [ContainerCreated, ContainerRunning, ContainerExited] {
+            assert_eq!(c.container("c1", state as i32), None);
+        }
+        assert_eq!(c.len(), (0, 0));
+        c.put_container(&container("c1", ContainerRunning, "a"), "s1");
+        assert!(c.container("c1", ContainerRunning as i32).is_some());
+        c.invalidate_container("c1");
+        assert_eq!(c.container("c1", ContainerRunning as i32), None);
+        assert_eq!(c.container_sandbox("c1").as_deref(), Some("s1"));
+        // A list of its pod that no longer returns it drops the entry (labels are kept).
+        c.prune_containers(&sel(&[("managed", "true"), ("uid", "a")]), &ids(&[]));
+        assert_eq!(c.container_sandbox("c1"), None);
     }
 
     #[test]

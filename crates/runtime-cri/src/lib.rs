@@ -848,6 +848,7 @@ impl ContainerRuntime for CriRuntime {
                 ensure_dir(parent, "container log directory")?;
             }
         }
+        let labels = cfg.labels.clone();
         let t = self.timeout();
         let resp = self
             .rt()
@@ -865,6 +866,9 @@ impl ContainerRuntime for CriRuntime {
             })
             .await
             .map_err(|e| map_status("CreateContainer", "sandbox", &sandbox.0, e))?;
+        self.inner
+            .cache
+            .created_container(&resp.container_id, &sandbox.0, labels);
         Ok(ContainerId(resp.container_id))
     }
 
@@ -884,7 +888,7 @@ impl ContainerRuntime for CriRuntime {
             })
             .await;
         // Started or failed to: either way its CREATED record is out of date.
-        self.inner.cache.forget_container(&id.0);
+        self.inner.cache.invalidate_container(&id.0);
         res.map_err(|e| map_status("StartContainer", "container", &id.0, e))?;
         Ok(())
     }
@@ -907,7 +911,7 @@ impl ContainerRuntime for CriRuntime {
             })
             .await;
         // Whatever the answer, the container may have changed: its next status is fetched.
-        self.inner.cache.forget_container(&id.0);
+        self.inner.cache.invalidate_container(&id.0);
         match res {
             Ok(_) => Ok(()),
             Err(s) if is_gone(&s) => Ok(()),

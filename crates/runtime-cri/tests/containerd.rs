@@ -503,6 +503,14 @@ async fn status_cache_spares_steady_lists_and_follows_state_changes() {
         .await
         .unwrap();
     cri.start_container(&quick).await.unwrap();
+    // Read back by id after the start (the agent does so instead of listing its pod): one call.
+    let c7 = cri.rpc_counts();
+    let started = cri.container_status(&quick).await.unwrap();
+    let c8 = cri.rpc_counts();
+    assert_eq!(started.sandbox_id, sb, "{started:?}");
+    assert_ne!(started.state, ContainerState::Created, "{started:?}");
+    assert_eq!(calls(&c7, &c8, "ContainerStatus"), 1, "{c8:?}");
+    assert_eq!(calls(&c7, &c8, "ListContainers"), 0, "{c8:?}");
     let exited = wait_for("quick to exit", Duration::from_secs(30), || async {
         let (_, cs) = list().await;
         cs.into_iter()

@@ -2,7 +2,7 @@
 //! (≈ kubelet's `kuberuntime_manager.go` `computePodActions`).
 //!
 //! [`plan`] never does I/O and never reads a clock; the worker shell executes the returned
-//! actions, re-observes, and plans again. Everything here is table-tested.
+//! actions, re-observes (by id what it just made, else by listing the pod), and plans again. Everything here is table-tested.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::Container;
 use staticlet_manifest::StaticPod;
 use staticlet_runtime::{
-    labels, ContainerId, ContainerState, ContainerStatus, SandboxId, SandboxState, SandboxStatus,
+    labels, ContainerEvent, ContainerId, ContainerState, ContainerStatus, SandboxId, SandboxState,
+    SandboxStatus,
 };
 
 use super::backoff::Backoff;
@@ -41,6 +42,31 @@ impl Observed {
     /// The newest container named `name`.
     pub fn latest(&self, name: &str) -> Option<&ContainerStatus> {
         self.attempts(name).into_iter().next()
+    }
+
+    /// Whether this observation already shows what `ev` reports (the object in that state or a
+    /// later one), as for the runtime's echo of the worker's own create and start, which the
+    /// worker read back by id: such an event needs no new sync.
+    pub fn already_shows(&self, ev: &ContainerEvent) -> bool {
+        fn rank(s: ContainerState) -> Option<u8> {
+            match s {
+                ContainerState::Created => Some(0),
+                ContainerState::Running => Some(1),
+                ContainerState::Exited => Some(2),
+                ContainerState::Unknown => None,
+            }
+        }
+        let Some(event_rank) = rank(ev.state) else {
+            return false;
+        };
+        if let Some(c) = self.containers.iter().find(|c| c.id == ev.container_id) {
+            return rank(c.state).is_some_and(|r| r >= event_rank);
+        }
+        // CRI runtimes report sandboxes in the same stream, by the sandbox's id.
+        self.sandboxes.iter().any(|s| {
+            s.id.0 == ev.container_id.0
+                && (ev.state != ContainerState::Exited || s.state == SandboxState::NotReady)
+        })
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::{Container, PodStatus};
 use staticlet_manifest::StaticPod;
 use staticlet_runtime::{
-    labels, Clock, ContainerRuntime, ContainerState, ImageSpec, LabelSelector, RuntimeError,
-    SandboxState,
+    labels, Clock, ContainerId, ContainerRuntime, ContainerState, ContainerStatus, ImageSpec,
+    LabelSelector, RuntimeError, SandboxId, SandboxState,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn, Instrument};
@@ -206,13 +206,31 @@ async fn run_pre_stop(
 /// What interrupted a wait.
 enum Wake {
     Msg(Option<WorkerMsg>),
-    RuntimeEvent,
+    /// A runtime event for this pod (`None`: events were lost).
+    RuntimeEvent(Option<staticlet_runtime::ContainerEvent>),
     Timer,
+}
+
+/// What an executed action left in the runtime, so the worker can read it back by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Made {
+    /// Nothing changed (a start that failed before creating anything).
+    Nothing,
+    /// This sandbox was created.
+    Sandbox(SandboxId),
+    /// This container was created and started.
+    Container(ContainerId),
+    /// The runtime changed in a way only a list shows (stops, removals, a failed start).
+    Unknown,
 }
 
 /// A worker syncs at least every this many relist periods even when nothing told it to (the
 /// safety net behind the manager's relist and runtime events; kubelet resyncs every minute).
 const RESYNC_RELISTS: u32 = 10;
+
+/// At most this many syncs in a row plan on statuses read back by id before the pod is listed
+/// again (a start is sandbox, init containers one by one, then the regular containers).
+const MAX_READ_BACKS: u32 = 8;
 
 impl Worker {
     async fn run(mut self, mut terminate: Option<i64>, done: mpsc::UnboundedSender<Finished>) {
@@ -243,30 +261,61 @@ impl Worker {
     async fn observe(&self) -> Result<Observed, RuntimeError> {
         let sel = LabelSelector::pod(self.subject.uid());
         let sandboxes = self.ctx.runtime.list_pod_sandboxes(&sel).await?;
-        let mut containers = self.ctx.runtime.list_containers(&sel).await?;
-        if let Subject::Pod(p) = &self.subject {
-            // An exited container's message never changes: read its file once, not every relist.
-            let mut cache = self
-                .termination_messages
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            cache.retain(|id, _| containers.iter().any(|c| c.id.0 == *id));
-            for c in containers
-                .iter_mut()
-                .filter(|c| c.state == ContainerState::Exited)
-            {
-                let m = cache
-                    .entry(c.id.0.clone())
-                    .or_insert_with(|| kuberuntime::termination_message(p, c, &self.ctx.node));
-                if let Some(m) = m {
-                    c.message = m.clone();
+        let containers = self.ctx.runtime.list_containers(&sel).await?;
+        let mut obs = Observed {
+            sandboxes,
+            containers,
+        };
+        self.add_termination_messages(&mut obs.containers);
+        Ok(obs)
+    }
+
+    /// Fills in the termination messages of exited containers.
+    fn add_termination_messages(&self, containers: &mut [ContainerStatus]) {
+        let Subject::Pod(p) = &self.subject else {
+            return;
+        };
+        // An exited container's message never changes: read its file once, not every relist.
+        let mut cache = self
+            .termination_messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        cache.retain(|id, _| containers.iter().any(|c| c.id.0 == *id));
+        for c in containers
+            .iter_mut()
+            .filter(|c| c.state == ContainerState::Exited)
+        {
+            let m = cache
+                .entry(c.id.0.clone())
+                .or_insert_with(|| kuberuntime::termination_message(p, c, &self.ctx.node));
+            if let Some(m) = m {
+                c.message = m.clone();
+            }
+        }
+    }
+
+    /// Reads back by id what the last actions made (kubelet's SyncPod reads the new sandbox's
+    /// status and goes on with its containers in the same pass), so a start costs no re-list.
+    /// `None` when an action's effect is not known this way: the caller lists the pod again.
+    async fn read_back(&self, mut obs: Observed, made: &[Made]) -> Option<Observed> {
+        for m in made {
+            match m {
+                Made::Nothing => {}
+                Made::Unknown => return None,
+                Made::Sandbox(id) => {
+                    let s = self.ctx.runtime.pod_sandbox_status(id).await.ok()?;
+                    obs.sandboxes.retain(|x| x.id != s.id);
+                    obs.sandboxes.push(s);
+                }
+                Made::Container(id) => {
+                    let c = self.ctx.runtime.container_status(id).await.ok()?;
+                    obs.containers.retain(|x| x.id != c.id);
+                    obs.containers.push(c);
                 }
             }
         }
-        Ok(Observed {
-            sandboxes,
-            containers,
-        })
+        self.add_termination_messages(&mut obs.containers);
+        Some(obs)
     }
 
     /// Syncs until told to terminate; returns the grace override.
@@ -284,6 +333,10 @@ impl Worker {
         let resync = self.ctx.relist_period * RESYNC_RELISTS;
         // The last observation and when the next full sync is due at the latest.
         let mut last: Option<Observed> = None;
+        // What the last actions made, read back by id: the next sync plans on it without
+        // listing the pod (bounded, so a plan that keeps acting is re-listed regularly).
+        let mut read_back: Option<Observed> = None;
+        let mut read_backs = 0;
         let mut plan_wake: Option<SystemTime> = None;
         let mut sync_due = tokio::time::Instant::now();
         loop {
@@ -295,6 +348,7 @@ impl Worker {
             let mut acted = false;
             let now = self.ctx.clock.now();
             let full = last.is_none()
+                || read_back.is_some()
                 || tokio::time::Instant::now() >= sync_due
                 || plan_wake.is_some_and(|w| w <= now);
             if !full {
@@ -319,10 +373,13 @@ impl Worker {
             } else {
                 sync_due = tokio::time::Instant::now() + resync;
             }
-            let observed = if full {
-                Some(self.observe().await)
-            } else {
-                None
+            let observed = match read_back.take() {
+                Some(obs) => Some(Ok(obs)),
+                None if full => {
+                    read_backs = 0;
+                    Some(self.observe().await)
+                }
+                None => None,
             };
             match observed {
                 None => {}
@@ -373,15 +430,23 @@ impl Worker {
                     plan_wake = step.wake_at;
                     wake_at = self.next_wake(plan_wake, now);
                     let mut ok = true;
+                    let mut made = Vec::new();
                     for action in step.actions {
                         acted = true;
-                        if let Err(e) = self.execute(&pod, &obs, action).await {
-                            warn!(error = %e, "pod sync step failed");
-                            ok = false;
-                            break;
+                        match self.execute(&pod, &obs, action).await {
+                            Ok(m) => made.push(m),
+                            Err(e) => {
+                                warn!(error = %e, "pod sync step failed");
+                                ok = false;
+                                break;
+                            }
                         }
                     }
                     self.failures = if ok { 0 } else { self.failures + 1 };
+                    if ok && acted && read_backs < MAX_READ_BACKS {
+                        read_back = self.read_back(obs.clone(), &made).await;
+                        read_backs += 1;
+                    }
                     last = Some(obs);
                 }
                 Some(Err(e)) => {
@@ -423,9 +488,11 @@ impl Worker {
                     match events.as_mut() {
                         Some(rx) => loop {
                             match rx.recv().await {
-                                Ok(ev) if ev.pod_uid == uid => return,
+                                Ok(ev) if ev.pod_uid == uid => return Some(ev),
                                 Ok(_) => continue,
-                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                                    return None
+                                }
                                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                                     std::future::pending::<()>().await
                                 }
@@ -433,7 +500,7 @@ impl Worker {
                         },
                         None => std::future::pending().await,
                     }
-                } => { let () = ev; Wake::RuntimeEvent }
+                } => Wake::RuntimeEvent(ev)
             };
             match wake {
                 Wake::Msg(m) => {
@@ -446,7 +513,10 @@ impl Worker {
                     }
                     sync_due = tokio::time::Instant::now();
                 }
-                Wake::RuntimeEvent => sync_due = tokio::time::Instant::now(),
+                // The echo of what this worker did and already read back changes nothing.
+                Wake::RuntimeEvent(Some(ev))
+                    if last.as_ref().is_some_and(|o| o.already_shows(&ev)) => {}
+                Wake::RuntimeEvent(_) => sync_due = tokio::time::Instant::now(),
                 // A due probe, a plan wake-up or the resync: the loop's head tells which.
                 Wake::Timer => {}
             }
@@ -609,7 +679,7 @@ impl Worker {
         pod: &StaticPod,
         obs: &Observed,
         action: Action,
-    ) -> Result<(), String> {
+    ) -> Result<Made, String> {
         let rt = &self.ctx.runtime;
         match action {
             Action::KillPod { reason } => {
@@ -629,7 +699,7 @@ impl Worker {
                         .await
                         .map_err(|e| e.to_string())?;
                 }
-                Ok(())
+                Ok(Made::Unknown)
             }
             Action::CreateSandbox { attempt } => {
                 let cfg = kuberuntime::sandbox_config(pod, attempt, &self.ctx.node);
@@ -662,12 +732,18 @@ impl Worker {
                     }
                 };
                 info!(sandbox = %id, attempt, "pod sandbox created");
-                Ok(())
+                Ok(Made::Sandbox(id))
             }
-            Action::StopSandbox { id } => rt.stop_pod_sandbox(&id).await.map_err(|e| e.to_string()),
-            Action::RemoveSandbox { id } => {
-                rt.remove_pod_sandbox(&id).await.map_err(|e| e.to_string())
-            }
+            Action::StopSandbox { id } => rt
+                .stop_pod_sandbox(&id)
+                .await
+                .map(|()| Made::Unknown)
+                .map_err(|e| e.to_string()),
+            Action::RemoveSandbox { id } => rt
+                .remove_pod_sandbox(&id)
+                .await
+                .map(|()| Made::Unknown)
+                .map_err(|e| e.to_string()),
             Action::KillContainer { id, name, reason } => {
                 info!(container = %name, %reason, "killing container");
                 self.event(
@@ -677,21 +753,22 @@ impl Worker {
                 );
                 rt.stop_container(&id, plan::stop_timeout(self.grace()))
                     .await
+                    .map(|()| Made::Unknown)
                     .map_err(|e| e.to_string())
             }
-            Action::RemoveContainer { id } => {
-                rt.remove_container(&id).await.map_err(|e| e.to_string())
-            }
+            Action::RemoveContainer { id } => rt
+                .remove_container(&id)
+                .await
+                .map(|()| Made::Unknown)
+                .map_err(|e| e.to_string()),
             Action::StartContainer {
                 name,
                 kind,
                 attempt,
                 restart_of,
-            } => {
-                self.start_container(pod, obs, &name, kind, attempt, restart_of)
-                    .await;
-                Ok(())
-            }
+            } => Ok(self
+                .start_container(pod, obs, &name, kind, attempt, restart_of)
+                .await),
         }
     }
 
@@ -705,7 +782,7 @@ impl Worker {
         kind: ContainerKind,
         attempt: u32,
         restart_of: Option<SystemTime>,
-    ) {
+    ) -> Made {
         let spec = pod.spec();
         let Some(c): Option<&Container> = spec
             .containers
@@ -713,19 +790,27 @@ impl Worker {
             .chain(spec.init_containers.iter().flatten())
             .find(|c| c.name == name)
         else {
-            return;
+            return Made::Nothing;
         };
         let now = self.ctx.clock.now();
         let key = backoff_key(c);
         if let Some(finished) = restart_of {
             self.mem.backoff.next(&key, finished, now);
         }
-        match self.try_start(pod, obs, c, kind, attempt).await {
-            Ok(()) => {
+        let result = match self.create(pod, obs, c, kind, attempt).await {
+            Ok((id, pod_ip)) => match self.run_created(&id, c, pod_ip).await {
+                Ok(()) => Ok(Made::Container(id)),
+                Err(e) => Err((e, Made::Unknown)),
+            },
+            Err(e) => Err((e, Made::Nothing)),
+        };
+        match result {
+            Ok(made) => {
                 self.mem.start_errors.remove(name);
                 info!(container = %name, attempt, "container started");
+                made
             }
-            Err((reason, message)) => {
+            Err(((reason, message), made)) => {
                 warn!(container = %name, %reason, %message, "container not started");
                 self.event("Warning", "Failed", &format!("Error: {reason}: {message}"));
                 let now = self.ctx.clock.now();
@@ -738,18 +823,21 @@ impl Worker {
                 self.mem
                     .start_errors
                     .insert(name.to_string(), (Waiting::new(reason, message), now));
+                made
             }
         }
     }
 
-    async fn try_start(
+    /// Pulls the image (per policy) and creates the container; returns its id and the IP its
+    /// hooks reach it on.
+    async fn create(
         &self,
         pod: &StaticPod,
         obs: &Observed,
         c: &Container,
         kind: ContainerKind,
         attempt: u32,
-    ) -> Result<(), (&'static str, String)> {
+    ) -> Result<(ContainerId, String), (&'static str, String)> {
         let rt = &self.ctx.runtime;
         let sandbox = obs
             .sandbox()
@@ -819,7 +907,18 @@ impl Worker {
             "Created",
             &format!("Created container: {}", c.name),
         );
-        rt.start_container(&id)
+        Ok((id, pod_ip))
+    }
+
+    /// Starts a created container and runs its postStart hook.
+    async fn run_created(
+        &self,
+        id: &ContainerId,
+        c: &Container,
+        pod_ip: String,
+    ) -> Result<(), (&'static str, String)> {
+        let rt = &self.ctx.runtime;
+        rt.start_container(id)
             .await
             .map_err(|e| ("RunContainerError", e.to_string()))?;
         self.event(
@@ -834,7 +933,7 @@ impl Worker {
             let target = crate::prober::handler::Target {
                 runtime: rt.clone(),
                 container_id: id.clone(),
-                pod_ip: pod_ip.clone(),
+                pod_ip,
             };
             let outcome = match crate::prober::handler::ProbeHandler::from_lifecycle(hook, c) {
                 Ok(h) => crate::prober::handler::run(&h, &target, hook_timeout(grace)).await,
@@ -855,7 +954,7 @@ impl Worker {
                     "Killing",
                     &format!("FailedPostStartHook: stopping container {}", c.name),
                 );
-                let _ = rt.stop_container(&id, plan::stop_timeout(grace)).await;
+                let _ = rt.stop_container(id, plan::stop_timeout(grace)).await;
                 return Err(("PostStartHookError", format!("PostStartHook failed: {m}")));
             }
         }

@@ -343,3 +343,48 @@ fn only_the_newest_exited_attempt_is_kept() {
     );
     let _ = BTreeMap::<(), ()>::new();
 }
+
+#[test]
+fn runtime_events_already_shown_need_no_sync() {
+    use staticlet_runtime::ContainerEvent;
+    use ContainerState::*;
+    let p = pod("  containers:\n  - {name: app, image: busybox}\n");
+    let ev = |id: &str, state| ContainerEvent {
+        container_id: ContainerId(id.into()),
+        pod_uid: p.uid.clone(),
+        state,
+    };
+    let running = Observed {
+        sandboxes: vec![sandbox(true)],
+        containers: vec![ctr(&p, "app", 0, Running, None, 5)],
+    };
+    let exited = Observed {
+        sandboxes: vec![sandbox(false)],
+        containers: vec![ctr(&p, "app", 0, Exited, Some(1), 5)],
+    };
+    let table: &[(&Observed, &str, ContainerState, bool)] = &[
+        // The echo of the worker's own create and start: already read back.
+        (&running, "app-0", Created, true),
+        (&running, "app-0", Running, true),
+        // News: the container exited, or a state the agent can't order.
+        (&running, "app-0", Exited, false),
+        (&running, "app-0", Unknown, false),
+        (&exited, "app-0", Running, true),
+        (&exited, "app-0", Exited, true),
+        // A container the observation doesn't have.
+        (&running, "app-1", Created, false),
+        // Sandboxes come by their id in CRI's stream.
+        (&running, "sb", Created, true),
+        (&running, "sb", Running, true),
+        (&running, "sb", Exited, false),
+        (&exited, "sb", Exited, true),
+    ];
+    for (obs, id, state, want) in table {
+        assert_eq!(
+            obs.already_shows(&ev(id, *state)),
+            *want,
+            "{id} {state:?} against {:?}",
+            obs.containers[0].state
+        );
+    }
+}
