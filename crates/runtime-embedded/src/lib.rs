@@ -38,6 +38,8 @@ use tracing::{debug, info, warn};
 
 #[allow(unsafe_code)] // fork + raw system calls in the child; see the module's docs
 pub mod ns;
+mod prime;
+mod readers;
 pub mod rootfs;
 pub mod spec;
 pub mod stats;
@@ -72,11 +74,16 @@ struct Inner {
     puller: staticlet_images::Puller,
     cni: staticlet_cni::Cni,
     index: std::sync::Mutex<Index>,
+    /// Threads for the quick reads (lists, image status, stats); the slow operations use
+    /// tokio's blocking pool.
+    readers: readers::Readers,
+    /// Starts the cgroup-migration grace period as a container start begins.
+    primer: prime::MigrationPrimer,
 }
 
 /// What never changes about a runtime object once it exists (its labels, a container's
-/// sandbox), cached from its record so that the relists — one per pod worker per second, each
-/// for one pod — read only their own pod's files instead of every record.
+/// sandbox), cached from its record so that a list for one pod (a worker's) reads only that
+/// pod's files instead of every record.
 #[derive(Default)]
 struct Index {
     sandboxes: HashMap<String, Arc<Labels>>,
@@ -212,6 +219,8 @@ impl EmbeddedRuntime {
                 puller,
                 cni,
                 index: Default::default(),
+                readers: readers::Readers::new(2),
+                primer: prime::MigrationPrimer::new(),
             }),
         })
     }
@@ -626,6 +635,8 @@ impl ContainerRuntime for EmbeddedRuntime {
                 return Err(RuntimeError::Unavailable(format!("NetworkNotReady: {e}")));
             }
         }
+        // Its containers come next: start the cgroup-migration grace period now.
+        inner.primer.prime();
         let id = new_id();
         let dir = inner.sandbox_dir(&id);
         std::fs::create_dir_all(dir.join("ns")).map_err(io_err("create sandbox"))?;
@@ -835,30 +846,34 @@ impl ContainerRuntime for EmbeddedRuntime {
     async fn list_pod_sandboxes(&self, selector: &LabelSelector) -> Result<Vec<SandboxStatus>> {
         let inner = self.inner.clone();
         let selector = selector.clone();
-        blocking(move || {
-            Ok(inner
-                .sandbox_ids(&selector)
-                .iter()
-                .filter_map(|id| inner.load_sandbox(id).ok())
-                .map(|r| inner.sandbox_status(&r))
-                .collect())
-        })
-        .await
+        self.inner
+            .readers
+            .run(move || {
+                Ok(inner
+                    .sandbox_ids(&selector)
+                    .iter()
+                    .filter_map(|id| inner.load_sandbox(id).ok())
+                    .map(|r| inner.sandbox_status(&r))
+                    .collect())
+            })
+            .await
     }
 
     async fn image_status(&self, image: &ImageSpec) -> Result<Option<Image>> {
         let inner = self.inner.clone();
         let name = image.image.clone();
-        blocking(move || {
-            inner
-                .images
-                .image_status(&name)
-                .map_err(|e| RuntimeError::Failed {
-                    op: "image status",
-                    message: e.to_string(),
-                })
-        })
-        .await
+        self.inner
+            .readers
+            .run(move || {
+                inner
+                    .images
+                    .image_status(&name)
+                    .map_err(|e| RuntimeError::Failed {
+                        op: "image status",
+                        message: e.to_string(),
+                    })
+            })
+            .await
     }
 
     async fn pull_image(&self, image: &ImageSpec, auth: Option<&AuthConfig>) -> Result<String> {
@@ -898,6 +913,8 @@ impl ContainerRuntime for EmbeddedRuntime {
         config: &ContainerConfig,
         sandbox_config: &SandboxConfig,
     ) -> Result<ContainerId> {
+        // Its start comes next: start the cgroup-migration grace period now.
+        self.inner.primer.prime();
         let inner = self.inner.clone();
         let sandbox = sandbox.0.clone();
         let config = config.clone();
@@ -1060,44 +1077,48 @@ impl ContainerRuntime for EmbeddedRuntime {
     async fn list_containers(&self, selector: &LabelSelector) -> Result<Vec<ContainerStatus>> {
         let inner = self.inner.clone();
         let selector = selector.clone();
-        blocking(move || {
-            Ok(inner
-                .container_ids(|labels, _| selector.matches(labels))
-                .iter()
-                .filter_map(|id| inner.load_container(id).ok())
-                .map(|r| inner.container_status(&r))
-                .collect())
-        })
-        .await
+        self.inner
+            .readers
+            .run(move || {
+                Ok(inner
+                    .container_ids(|labels, _| selector.matches(labels))
+                    .iter()
+                    .filter_map(|id| inner.load_container(id).ok())
+                    .map(|r| inner.container_status(&r))
+                    .collect())
+            })
+            .await
     }
 
     async fn list_container_stats(&self, selector: &LabelSelector) -> Result<Vec<ContainerStats>> {
         let inner = self.inner.clone();
         let selector = selector.clone();
-        blocking(move || {
-            let now = SystemTime::now();
-            Ok(inner
-                .container_ids(|labels, _| selector.matches(labels))
-                .iter()
-                .filter_map(|id| inner.load_container(id).ok())
-                .filter(|r| inner.container_status(r).state == ContainerState::Running)
-                .filter_map(|r| {
-                    let sb = inner.load_sandbox(&r.sandbox_id).ok()?;
-                    let (cpu, mem) = stats::read(
-                        Path::new("/sys/fs/cgroup"),
-                        &format!("/staticlet/pod{}/{}", sb.uid, r.id),
-                    );
-                    Some(ContainerStats {
-                        id: ContainerId(r.id.clone()),
-                        labels: r.labels.clone(),
-                        timestamp: now,
-                        cpu_usage_core_nanos: cpu,
-                        memory_working_set_bytes: mem,
+        self.inner
+            .readers
+            .run(move || {
+                let now = SystemTime::now();
+                Ok(inner
+                    .container_ids(|labels, _| selector.matches(labels))
+                    .iter()
+                    .filter_map(|id| inner.load_container(id).ok())
+                    .filter(|r| inner.container_status(r).state == ContainerState::Running)
+                    .filter_map(|r| {
+                        let sb = inner.load_sandbox(&r.sandbox_id).ok()?;
+                        let (cpu, mem) = stats::read(
+                            Path::new("/sys/fs/cgroup"),
+                            &format!("/staticlet/pod{}/{}", sb.uid, r.id),
+                        );
+                        Some(ContainerStats {
+                            id: ContainerId(r.id.clone()),
+                            labels: r.labels.clone(),
+                            timestamp: now,
+                            cpu_usage_core_nanos: cpu,
+                            memory_working_set_bytes: mem,
+                        })
                     })
-                })
-                .collect())
-        })
-        .await
+                    .collect())
+            })
+            .await
     }
 
     async fn exec_sync(
