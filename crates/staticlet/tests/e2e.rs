@@ -40,7 +40,7 @@ fn real_pods_serve_restart_survive_agent_restart_and_clean_up() {
         "crash",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: crash\nspec:\n  hostNetwork: true\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo attempt; echo -n bye > /dev/termination-log; exit 3']\n",
     );
-    env.start(None);
+    env.start();
 
     // Serving, with the init container's content.
     env.wait("web serving", 120, || {
@@ -105,7 +105,7 @@ fn real_pods_serve_restart_survive_agent_restart_and_clean_up() {
         http_get(port).is_some(),
         "the pod keeps serving without its agent"
     );
-    env.start(None);
+    env.start();
     env.wait("web adopted", 60, || {
         env.pod("web").is_some_and(|p| {
             container_state(&p, "httpd")
@@ -143,25 +143,12 @@ fn pod_network_through_cni_bridge() {
         panic!("containernetworking-plugins is missing: run scripts/test.sh, which installs it");
     }
     let mut env = Env::new("e2e-b");
-    let cni = env.path("cni");
-    std::fs::create_dir_all(&cni).unwrap();
-    let suffix = std::process::id() % 200 + 20;
-    std::fs::write(
-        cni.join("10-test.conflist"),
-        format!(
-            r#"{{"cniVersion":"1.0.0","name":"staticlet-e2e-{suffix}","plugins":[
-  {{"type":"bridge","bridge":"stle2e{suffix}","isGateway":true,"ipMasq":false,
-    "ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.234.{suffix}.0/24"}}]],"dataDir":"{}"}}}},
-  {{"type":"loopback"}}]}}"#,
-            env.path("ipam").display()
-        ),
-    )
-    .unwrap();
+    let prefix = env.pod_network();
     env.manifest(
         "net",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: net\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'ip -4 addr show eth0; hostname; cat /etc/hosts; sleep 3600']\n",
     );
-    env.start(Some(&cni));
+    env.start();
     let mut ip = String::new();
     env.wait("pod IP", 120, || {
         env.pod("net").is_some_and(|p| {
@@ -169,7 +156,7 @@ fn pod_network_through_cni_bridge() {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            ip.starts_with(&format!("10.234.{suffix}.")) && p["status"]["phase"] == "Running"
+            ip.starts_with(&prefix) && p["status"]["phase"] == "Running"
         })
     });
     let uid = env.pod("net").unwrap()["metadata"]["uid"]
@@ -192,11 +179,7 @@ fn pod_network_through_cni_bridge() {
             .unwrap_or(0)
             == 0
     });
-    let ipam = env.path(&format!("ipam/staticlet-e2e-{suffix}/{ip}"));
-    assert!(!ipam.exists(), "the pod's address was released");
-    let _ = Command::new("ip")
-        .args(["link", "del", &format!("stle2e{suffix}")])
-        .status();
+    assert!(!env.ip_allocated(&ip), "the pod's address was released");
 }
 
 /// A `docker-registry` on a free loopback port, killed on drop.
@@ -277,13 +260,10 @@ fn images_are_pulled_from_a_registry_and_pull_errors_back_off() {
         "missing",
         &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: missing\nspec:\n  hostNetwork: true\n  containers:\n  - name: app\n    image: 127.0.0.1:{}/test/busybox:nope\n", reg.port),
     );
-    env.start_with(
-        None,
-        &[
-            "--insecure-registry".into(),
-            format!("127.0.0.1:{}", reg.port),
-        ],
-    );
+    env.start_with(&[
+        "--insecure-registry".into(),
+        format!("127.0.0.1:{}", reg.port),
+    ]);
     env.wait("pulled pod running", 120, || {
         env.pod("pulled")
             .is_some_and(|p| p["status"]["phase"] == "Running")
@@ -319,7 +299,7 @@ fn security_context_user_seccomp_and_read_only_root() {
         "secure",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: secure\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  securityContext:\n    seccompProfile: {type: RuntimeDefault}\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo uid=$(id -u) gid=$(id -g); unshare -U true 2>/dev/null || echo unshare-blocked; touch /x 2>/dev/null || echo rootfs-read-only; sleep 3600']\n    securityContext:\n      runAsUser: 1000\n      runAsGroup: 1000\n      readOnlyRootFilesystem: true\n  - name: root\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n    securityContext: {runAsNonRoot: true}\n",
     );
-    env.start(None);
+    env.start();
     env.wait("refusal of runAsNonRoot as root", 120, || {
         env.pod("secure").is_some_and(|p| {
             container_state(&p, "root").is_some_and(|c| {
@@ -355,7 +335,7 @@ fn edited_manifest_replaces_the_pod_after_the_old_one_stopped() {
         format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 3\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo {tag}; trap \"sleep 1; exit 0\" TERM; while true; do sleep 1; done']\n")
     };
     env.manifest("app", &manifest("v1"));
-    env.start(None);
+    env.start();
     let running_uid = |env: &Env| {
         env.pod("app").and_then(|p| {
             (p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
@@ -415,7 +395,7 @@ fn memory_limit_kill_is_reported_as_oom_killed() {
         "hog",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hog\nspec:\n  hostNetwork: true\n  restartPolicy: Never\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'x=$(head -c 67108864 /dev/zero | tr \"\\\\000\" x); echo survived']\n    resources:\n      limits: {memory: 16Mi}\n",
     );
-    env.start(None);
+    env.start();
     env.wait("OOMKilled", 120, || {
         env.pod("hog").is_some_and(|p| {
             container_state(&p, "app").is_some_and(|c| {
@@ -436,7 +416,7 @@ fn shared_process_namespace_lets_containers_see_each_other() {
         "shared",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: shared\nspec:\n  hostNetwork: true\n  shareProcessNamespace: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: a\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3601']\n  - name: b\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'while true; do ps -o pid,args > /tmp/ps; cat /tmp/ps; sleep 1; done']\n",
     );
-    env.start(None);
+    env.start();
     env.wait("both running", 120, || {
         env.pod("shared")
             .is_some_and(|p| p["status"]["phase"] == "Running")
@@ -491,13 +471,10 @@ fn mirror_turns_unready_during_termination() {
         "ready",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ready\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 30\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'touch /tmp/ready; trap \"rm -f /tmp/ready; sleep 10; exit 0\" TERM; while true; do sleep 1; done']\n    readinessProbe:\n      exec:\n        command: [cat, /tmp/ready]\n      initialDelaySeconds: 1\n      periodSeconds: 1\n      failureThreshold: 1\n",
     );
-    env.start_with(
-        None,
-        &[
-            "--kubeconfig".into(),
-            cp.node_kubeconfig().display().to_string(),
-        ],
-    );
+    env.start_with(&[
+        "--kubeconfig".into(),
+        cp.node_kubeconfig().display().to_string(),
+    ]);
     let mirror_ready = |want: &str| {
         cp.kubectl_json(&["get", "pod", "-n", "default", "ready-e2e-r"])
             .ok()
@@ -532,7 +509,7 @@ fn metrics_report_pods_and_container_usage() {
         "busy",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: busy\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: spin\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'while :; do :; done']\n",
     );
-    env.start(None);
+    env.start();
     let key = "{namespace=\"default\",pod=\"busy-e2e-m\",container=\"spin\"}";
     let value = |text: &str, metric: &str| -> Option<f64> {
         text.lines()
