@@ -5,9 +5,9 @@
 //! through `--container-runtime-endpoint`). What only one runtime has is tested in `e2e.rs`
 //! (embedded) and `cri_e2e.rs` (containerd).
 //!
-//! Root is needed, and `busybox-static`, and for the containerd variants `containerd`, `runc`
-//! and `gcc` (`scripts/test.sh` installs them all). Without root, or without containerd for its
-//! variants, a test says why and passes.
+//! Root is needed, and `busybox-static`, `containernetworking-plugins`, and for the containerd
+//! variants `containerd`, `runc` and `gcc` (`scripts/test.sh` installs them all). Without root,
+//! or without containerd for its variants, a test says why and passes.
 //!
 //! `cargo test --test scenarios containerd::` runs one backend's variants.
 // Real processes in real time: std::time::Instant is right here.
@@ -17,4 +17,5 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod lifecycle;
 mod probes;
