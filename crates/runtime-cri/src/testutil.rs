@@ -19,6 +19,9 @@ pub const BUSYBOX: &str = "docker.io/library/busybox:latest";
 /// The sandbox image the harness imports and configures.
 pub const PAUSE: &str = "registry.k8s.io/pause:3.6";
 
+/// The name of the pod network in the CNI configuration the harness gives containerd.
+pub const CNI_NETWORK: &str = "staticlet-cri-test";
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub fn repo_root() -> PathBuf {
@@ -82,6 +85,11 @@ impl Containerd {
         self.dir.path().join("pods")
     }
 
+    /// Where the pod network's IPAM (host-local) records its leases: one file per allocated IP.
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.dir.path().join("ipam").join(CNI_NETWORK)
+    }
+
     /// Starts containerd, waits for CRI to answer and imports the images.
     pub async fn start() -> Self {
         let seq = SEQ.fetch_add(1, Ordering::SeqCst);
@@ -105,7 +113,8 @@ impl Containerd {
         std::fs::write(
             d.join("cni/10-staticlet-test.conflist"),
             format!(
-                r#"{{"cniVersion":"0.4.0","name":"staticlet-cri-test","plugins":[{{"type":"bridge","bridge":"{}","isGateway":false,"ipMasq":false,"ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"{}0/24"}}]]}}}},{{"type":"loopback"}}]}}"#,
+                r#"{{"cniVersion":"0.4.0","name":"{}","plugins":[{{"type":"bridge","bridge":"{}","isGateway":false,"ipMasq":false,"ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"{}0/24"}}]]}}}},{{"type":"loopback"}}]}}"#,
+                CNI_NETWORK,
                 me.bridge,
                 d.join("ipam").display(),
                 me.subnet_prefix

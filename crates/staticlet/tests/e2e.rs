@@ -1,7 +1,8 @@
-//! End-to-end tests with real containers: the `staticlet` binary, the embedded runtime, shims,
-//! overlayfs, namespaces, cgroups and real CNI plugins. They need root, `busybox-static`,
-//! `util-linux`, `iproute2` and `containernetworking-plugins` (`scripts/test.sh` installs them);
-//! without root they say so and pass.
+//! End-to-end tests of what only the embedded runtime has, with real containers: the
+//! `staticlet` binary, shims, overlayfs, namespaces, cgroups and real CNI plugins (what every
+//! runtime does is in `scenarios/`, which runs each scenario on both). They need root,
+//! `busybox-static`, `util-linux`, `iproute2`, `containernetworking-plugins`, `docker-registry`
+//! and `skopeo` (`scripts/test.sh` installs them); without root they say so and pass.
 // Real processes in real time: std::time::Instant is right here.
 #![allow(clippy::disallowed_types)]
 
@@ -23,8 +24,11 @@ fn mounts_under(p: &Path) -> Vec<String> {
         .collect()
 }
 
+/// What only the embedded runtime shows (what every runtime does is in `scenarios/`): the memory
+/// limit is in the container's own cgroup under the pod's, and once the manifest is removed no
+/// mount under the root directory and no pod cgroup (in any hierarchy) is left.
 #[test]
-fn real_pods_serve_restart_survive_agent_restart_and_clean_up() {
+fn pod_cgroup_limits_and_nothing_left_after_removal() {
     if !can_run() {
         return;
     }
@@ -36,46 +40,13 @@ fn real_pods_serve_restart_survive_agent_restart_and_clean_up() {
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 5\n  initContainers:\n  - name: content\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo served-by-staticlet > /www/index.html']\n    volumeMounts: [{{name: www, mountPath: /www}}]\n  containers:\n  - name: httpd\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [httpd, -f, -p, '{port}', -h, /www]\n    volumeMounts: [{{name: www, mountPath: /www, readOnly: true}}]\n    resources:\n      limits: {{memory: 64Mi, cpu: 500m}}\n  volumes:\n  - {{name: www, emptyDir: {{}}}}\n"
         ),
     );
-    env.manifest(
-        "crash",
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: crash\nspec:\n  hostNetwork: true\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo attempt; echo -n bye > /dev/termination-log; exit 3']\n",
-    );
-    env.start(None);
-
-    // Serving, with the init container's content.
+    env.start();
     env.wait("web serving", 120, || {
         http_get(port).is_some_and(|b| b.contains("served-by-staticlet"))
     });
-    // Crash → restarts with back-off, the exit code in lastState, logs in CRI format.
-    env.wait("crash restarted", 120, || {
-        env.pod("crash").is_some_and(|p| {
-            container_state(&p, "app").is_some_and(|c| {
-                c["restartCount"].as_i64() >= Some(1)
-                    && c["lastState"]["terminated"]["exitCode"] == 3
-                    && c["lastState"]["terminated"]["message"] == "bye"
-            })
-        })
-    });
-    // Each exited attempt's shim was the agent's child: reaped, no `<defunct>` left behind.
-    env.wait("exited shims reaped", 30, || {
-        env.zombie_children().is_empty()
-    });
-    let web = env.pod("web").unwrap();
-    let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
-    let started = container_state(&web, "httpd").unwrap()["state"]["running"]["startedAt"].clone();
-    let log_dir = env.path("logs").join(format!(
-        "default_crash-e2e-a_{}",
-        env.pod("crash").unwrap()["metadata"]["uid"]
-            .as_str()
-            .unwrap()
-    ));
-    let log = std::fs::read_to_string(log_dir.join("app/0.log")).unwrap();
-    assert!(
-        log.lines().next().unwrap().ends_with(" stdout F attempt"),
-        "{log}"
-    );
+    let uid = env.uid("web");
     // The memory limit is in the container's cgroup (cgroup v1 here, v2 elsewhere).
-    let limit_files: Vec<PathBuf> = [
+    let pod_cgroups: Vec<PathBuf> = [
         "/sys/fs/cgroup/memory/staticlet",
         "/sys/fs/cgroup/staticlet",
     ]
@@ -83,8 +54,8 @@ fn real_pods_serve_restart_survive_agent_restart_and_clean_up() {
     .map(|b| Path::new(b).join(format!("pod{uid}")))
     .filter(|p| p.exists())
     .collect();
-    assert!(!limit_files.is_empty(), "no pod cgroup for {uid}");
-    let limits: Vec<String> = std::fs::read_dir(&limit_files[0])
+    assert!(!pod_cgroups.is_empty(), "no pod cgroup for {uid}");
+    let limits: Vec<String> = std::fs::read_dir(&pod_cgroups[0])
         .unwrap()
         .flatten()
         .filter(|e| e.path().is_dir())
@@ -98,105 +69,26 @@ fn real_pods_serve_restart_survive_agent_restart_and_clean_up() {
         limits.iter().any(|l| l.trim() == (64u64 << 20).to_string()),
         "{limits:?}"
     );
+    // The pod's cgroup in every hierarchy (cgroup v1: one per controller).
+    let pod_cgroups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| h.path())
+        .chain([PathBuf::from("/sys/fs/cgroup")])
+        .map(|h| h.join(format!("staticlet/pod{uid}")))
+        .filter(|p| p.exists())
+        .collect();
 
-    // kill -9 the agent and start it again: the container is adopted, not restarted.
-    env.kill_agent();
-    assert!(
-        http_get(port).is_some(),
-        "the pod keeps serving without its agent"
-    );
-    env.start(None);
-    env.wait("web adopted", 60, || {
-        env.pod("web").is_some_and(|p| {
-            container_state(&p, "httpd")
-                .is_some_and(|c| c["state"]["running"]["startedAt"] == started)
-        })
-    });
-    let web = env.pod("web").unwrap();
-    assert_eq!(container_state(&web, "httpd").unwrap()["restartCount"], 0);
-
-    // Manifests removed: everything stops; no container dirs, mounts or shims are left.
-    std::fs::remove_file(env.path("manifests/web.yaml")).unwrap();
-    std::fs::remove_file(env.path("manifests/crash.yaml")).unwrap();
-    let root = env.root();
+    // Manifest removed: everything stops; no container dirs, mounts, shims or cgroups are left.
+    env.remove_manifest("web");
     env.wait("everything removed", 120, || {
-        std::fs::read_dir(root.join("runtime/containers"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 0
-            && std::fs::read_dir(root.join("runtime/sandboxes"))
-                .map(|d| d.count())
-                .unwrap_or(0)
-                == 0
+        env.containers().is_empty() && env.sandboxes() == 0
     });
     assert!(http_get(port).is_none(), "the web server is gone");
-    assert_eq!(mounts_under(&root), Vec::<String>::new());
-    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/staticlet/pod{uid}")).exists());
-}
-
-#[test]
-fn pod_network_through_cni_bridge() {
-    if !can_run() {
-        return;
+    assert_eq!(mounts_under(&env.root()), Vec::<String>::new());
+    for cg in &pod_cgroups {
+        assert!(!cg.exists(), "{} is left", cg.display());
     }
-    if !Path::new("/usr/lib/cni/bridge").exists() && !Path::new("/opt/cni/bin/bridge").exists() {
-        panic!("containernetworking-plugins is missing: run scripts/test.sh, which installs it");
-    }
-    let mut env = Env::new("e2e-b");
-    let cni = env.path("cni");
-    std::fs::create_dir_all(&cni).unwrap();
-    let suffix = std::process::id() % 200 + 20;
-    std::fs::write(
-        cni.join("10-test.conflist"),
-        format!(
-            r#"{{"cniVersion":"1.0.0","name":"staticlet-e2e-{suffix}","plugins":[
-  {{"type":"bridge","bridge":"stle2e{suffix}","isGateway":true,"ipMasq":false,
-    "ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.234.{suffix}.0/24"}}]],"dataDir":"{}"}}}},
-  {{"type":"loopback"}}]}}"#,
-            env.path("ipam").display()
-        ),
-    )
-    .unwrap();
-    env.manifest(
-        "net",
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: net\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'ip -4 addr show eth0; hostname; cat /etc/hosts; sleep 3600']\n",
-    );
-    env.start(Some(&cni));
-    let mut ip = String::new();
-    env.wait("pod IP", 120, || {
-        env.pod("net").is_some_and(|p| {
-            ip = p["status"]["podIP"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            ip.starts_with(&format!("10.234.{suffix}.")) && p["status"]["phase"] == "Running"
-        })
-    });
-    let uid = env.pod("net").unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let log = env
-        .path("logs")
-        .join(format!("default_net-e2e-b_{uid}/app/0.log"));
-    env.wait("container output", 60, || {
-        std::fs::read_to_string(&log).is_ok_and(|l| {
-            l.contains(&format!("inet {ip}/24")) && l.contains(&format!("{ip}\tnet-e2e-b"))
-        })
-    });
-    std::fs::remove_file(env.path("manifests/net.yaml")).unwrap();
-    let root = env.root();
-    env.wait("pod removed", 60, || {
-        std::fs::read_dir(root.join("runtime/sandboxes"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 0
-    });
-    let ipam = env.path(&format!("ipam/staticlet-e2e-{suffix}/{ip}"));
-    assert!(!ipam.exists(), "the pod's address was released");
-    let _ = Command::new("ip")
-        .args(["link", "del", &format!("stle2e{suffix}")])
-        .status();
 }
 
 /// A `docker-registry` on a free loopback port, killed on drop.
@@ -277,13 +169,10 @@ fn images_are_pulled_from_a_registry_and_pull_errors_back_off() {
         "missing",
         &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: missing\nspec:\n  hostNetwork: true\n  containers:\n  - name: app\n    image: 127.0.0.1:{}/test/busybox:nope\n", reg.port),
     );
-    env.start_with(
-        None,
-        &[
-            "--insecure-registry".into(),
-            format!("127.0.0.1:{}", reg.port),
-        ],
-    );
+    env.start_with(&[
+        "--insecure-registry".into(),
+        format!("127.0.0.1:{}", reg.port),
+    ]);
     env.wait("pulled pod running", 120, || {
         env.pod("pulled")
             .is_some_and(|p| p["status"]["phase"] == "Running")
@@ -319,7 +208,7 @@ fn security_context_user_seccomp_and_read_only_root() {
         "secure",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: secure\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  securityContext:\n    seccompProfile: {type: RuntimeDefault}\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo uid=$(id -u) gid=$(id -g); unshare -U true 2>/dev/null || echo unshare-blocked; touch /x 2>/dev/null || echo rootfs-read-only; sleep 3600']\n    securityContext:\n      runAsUser: 1000\n      runAsGroup: 1000\n      readOnlyRootFilesystem: true\n  - name: root\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n    securityContext: {runAsNonRoot: true}\n",
     );
-    env.start(None);
+    env.start();
     env.wait("refusal of runAsNonRoot as root", 120, || {
         env.pod("secure").is_some_and(|p| {
             container_state(&p, "root").is_some_and(|c| {
@@ -346,66 +235,6 @@ fn security_context_user_seccomp_and_read_only_root() {
 }
 
 #[test]
-fn edited_manifest_replaces_the_pod_after_the_old_one_stopped() {
-    if !can_run() {
-        return;
-    }
-    let mut env = Env::new("e2e-e");
-    let manifest = |tag: &str| {
-        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 3\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo {tag}; trap \"sleep 1; exit 0\" TERM; while true; do sleep 1; done']\n")
-    };
-    env.manifest("app", &manifest("v1"));
-    env.start(None);
-    let running_uid = |env: &Env| {
-        env.pod("app").and_then(|p| {
-            (p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null())
-                .then(|| p["metadata"]["uid"].as_str().unwrap().to_string())
-        })
-    };
-    let mut v1 = String::new();
-    env.wait("v1 running", 120, || {
-        running_uid(&env).map(|u| v1 = u).is_some()
-    });
-    env.manifest("app", &manifest("v2"));
-    let mut v2 = String::new();
-    env.wait("v2 running", 120, || {
-        running_uid(&env).is_some_and(|u| {
-            u != v1 && {
-                v2 = u;
-                true
-            }
-        })
-    });
-    // The old pod terminated completely before the new one's sandbox was created.
-    let agent_log = std::fs::read_to_string(env.path("agent.log")).unwrap();
-    let line_of = |uid: &str, what: &str| {
-        agent_log
-            .lines()
-            .position(|l| l.contains(uid) && l.contains(what))
-            .unwrap_or_else(|| panic!("no {what:?} for {uid}"))
-    };
-    assert!(
-        line_of(&v1, "pod terminated") < line_of(&v2, "pod sandbox created"),
-        "{agent_log}"
-    );
-    // Only the new pod's container is left.
-    let root = env.root();
-    env.wait("old container removed", 60, || {
-        std::fs::read_dir(root.join("runtime/containers"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 1
-    });
-    // The shim creates the log file with the container's first line: wait for it.
-    let log = env
-        .path("logs")
-        .join(format!("default_app-e2e-e_{v2}/app/0.log"));
-    env.wait("the new version's output", 60, || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains(" stdout F v2"))
-    });
-}
-
-#[test]
 fn memory_limit_kill_is_reported_as_oom_killed() {
     if !can_run() {
         return;
@@ -415,7 +244,7 @@ fn memory_limit_kill_is_reported_as_oom_killed() {
         "hog",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hog\nspec:\n  hostNetwork: true\n  restartPolicy: Never\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'x=$(head -c 67108864 /dev/zero | tr \"\\\\000\" x); echo survived']\n    resources:\n      limits: {memory: 16Mi}\n",
     );
-    env.start(None);
+    env.start();
     env.wait("OOMKilled", 120, || {
         env.pod("hog").is_some_and(|p| {
             container_state(&p, "app").is_some_and(|c| {
@@ -436,7 +265,7 @@ fn shared_process_namespace_lets_containers_see_each_other() {
         "shared",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: shared\nspec:\n  hostNetwork: true\n  shareProcessNamespace: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: a\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3601']\n  - name: b\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'while true; do ps -o pid,args > /tmp/ps; cat /tmp/ps; sleep 1; done']\n",
     );
-    env.start(None);
+    env.start();
     env.wait("both running", 120, || {
         env.pod("shared")
             .is_some_and(|p| p["status"]["phase"] == "Running")
@@ -491,13 +320,10 @@ fn mirror_turns_unready_during_termination() {
         "ready",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ready\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 30\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'touch /tmp/ready; trap \"rm -f /tmp/ready; sleep 10; exit 0\" TERM; while true; do sleep 1; done']\n    readinessProbe:\n      exec:\n        command: [cat, /tmp/ready]\n      initialDelaySeconds: 1\n      periodSeconds: 1\n      failureThreshold: 1\n",
     );
-    env.start_with(
-        None,
-        &[
-            "--kubeconfig".into(),
-            cp.node_kubeconfig().display().to_string(),
-        ],
-    );
+    env.start_with(&[
+        "--kubeconfig".into(),
+        cp.node_kubeconfig().display().to_string(),
+    ]);
     let mirror_ready = |want: &str| {
         cp.kubectl_json(&["get", "pod", "-n", "default", "ready-e2e-r"])
             .ok()
@@ -518,42 +344,4 @@ fn mirror_turns_unready_during_termination() {
         let out = cp.kubectl(&["get", "pod", "-n", "default", "ready-e2e-r"]);
         String::from_utf8_lossy(&out.stderr).contains("NotFound")
     });
-}
-
-/// `/metrics` reports the pod, its container and the container's real CPU time and memory
-/// working set, read from its cgroups.
-#[test]
-fn metrics_report_pods_and_container_usage() {
-    if !can_run() {
-        return;
-    }
-    let mut env = Env::new("e2e-m");
-    env.manifest(
-        "busy",
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: busy\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: spin\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'while :; do :; done']\n",
-    );
-    env.start(None);
-    let key = "{namespace=\"default\",pod=\"busy-e2e-m\",container=\"spin\"}";
-    let value = |text: &str, metric: &str| -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{metric}{key} ")))
-            .and_then(|v| v.parse().ok())
-    };
-    env.wait("CPU time and memory in /metrics", 120, || {
-        env.api_get("/metrics").is_some_and(|text| {
-            value(&text, "container_cpu_usage_seconds_total").is_some_and(|s| s > 0.5)
-                && value(&text, "container_memory_working_set_bytes").is_some_and(|b| b > 0.0)
-        })
-    });
-    let text = env.api_get("/metrics").unwrap();
-    for want in [
-        "staticlet_pods{phase=\"Running\"} 1",
-        "staticlet_pod_ready{namespace=\"default\",pod=\"busy-e2e-m\"} 1",
-        "staticlet_runtime_ready 1",
-    ] {
-        assert!(
-            text.lines().any(|l| l == want),
-            "missing {want:?} in:\n{text}"
-        );
-    }
 }

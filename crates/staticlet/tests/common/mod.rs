@@ -1,20 +1,28 @@
-//! Helpers shared by the real-container end-to-end tests (`e2e.rs`, `probes_e2e.rs`): the
-//! `staticlet` binary, a per-test agent with its own root, manifest and log directories
-//! ([`Env`]), and small readers of its pods.
+//! Helpers shared by the real-container end-to-end tests (`scenarios/`, `e2e.rs`, `cri_e2e.rs`):
+//! the `staticlet` binary, a per-test agent with its own root, manifest and log directories on
+//! one of two container runtimes ([`Env`], [`Backend`]), small readers of its pods, and
+//! [`on_both_backends!`], which runs one scenario against each runtime.
 // Each test crate uses a subset of these.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 // Real processes in real time: std::time::Instant is right here.
 #![allow(clippy::disallowed_types)]
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use staticlet_runtime::{ContainerId, ContainerRuntime, LabelSelector};
+use staticlet_runtime_cri::testutil::{Containerd, BUSYBOX};
+use staticlet_runtime_cri::{CriOptions, CriRuntime};
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_staticlet"))
 }
 
+/// Whether the embedded runtime's tests can run here: they need root (otherwise they say so and
+/// pass) and `busybox-static` (a missing package is a broken setup: panics).
 pub fn can_run() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -30,45 +38,282 @@ pub fn can_run() -> bool {
     true
 }
 
+/// The container runtime an [`Env`]'s agent runs its pods on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// staticlet's own runtime (shims, overlayfs, namespaces, CNI plugins run by the agent).
+    Embedded,
+    /// A private containerd started by the test (`staticlet_runtime_cri::testutil`), reached
+    /// through `--container-runtime-endpoint`.
+    Containerd,
+}
+
+impl Backend {
+    /// Whether this machine can run the backend's tests; when not, says why (and the test
+    /// passes). Root is needed for both; containerd and ctr for [`Backend::Containerd`].
+    pub fn can_run(self) -> bool {
+        match self {
+            Backend::Embedded => can_run(),
+            Backend::Containerd => match staticlet_runtime_cri::testutil::skip_reason() {
+                Some(why) => {
+                    eprintln!("skipped: {why}");
+                    false
+                }
+                None => can_run(),
+            },
+        }
+    }
+
+    /// A short tag for node names (`e` / `c`), so both variants of a scenario never share pod
+    /// UIDs (and the pod cgroups named after them).
+    fn tag(self) -> &'static str {
+        match self {
+            Backend::Embedded => "e",
+            Backend::Containerd => "c",
+        }
+    }
+}
+
+/// Runs `scenario` in a fresh [`Env`] on `backend`, unless the machine cannot (then it says why
+/// and returns). The node name is derived from the scenario's name and the backend.
+pub fn run_scenario(backend: Backend, name: &str, scenario: fn(&mut Env)) {
+    if !backend.can_run() {
+        return;
+    }
+    let mut node: String = format!("{}-{}", backend.tag(), name.replace('_', "-"))
+        .chars()
+        .take(30)
+        .collect();
+    while node.ends_with('-') {
+        node.pop();
+    }
+    let mut env = Env::with_backend(backend, &node);
+    scenario(&mut env);
+}
+
+/// Instantiates scenarios (functions `fn(&mut Env)` in the invoking file) for both backends:
+/// `embedded::<name>` and `containerd::<name>` tests.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[test]
+                fn $scenario() {
+                    crate::common::run_scenario(
+                        crate::common::Backend::Embedded,
+                        stringify!($scenario),
+                        super::$scenario,
+                    );
+                }
+            )*
+        }
+        mod containerd {
+            $(
+                #[test]
+                fn $scenario() {
+                    crate::common::run_scenario(
+                        crate::common::Backend::Containerd,
+                        stringify!($scenario),
+                        super::$scenario,
+                    );
+                }
+            )*
+        }
+    };
+}
+
+/// The backend-specific part of an [`Env`].
+enum Runtime {
+    Embedded {
+        /// The CNI conf dir written by [`Env::pod_network`] and the bridge it names.
+        cni: Option<(PathBuf, String)>,
+    },
+    Containerd {
+        containerd: Containerd,
+        /// A CRI client of the same containerd, for what the test checks or does itself.
+        cri: CriRuntime,
+        /// Runs the CRI client (its channel lives on this runtime between calls).
+        rt: tokio::runtime::Runtime,
+    },
+}
+
+static NETWORKS: AtomicU32 = AtomicU32::new(0);
+
+/// One agent (`staticlet run`) with its own directories, on one [`Backend`]. Dropping it stops
+/// whatever is left: no container outlives the test.
 pub struct Env {
+    // Dropped first (after `Drop::drop` killed the agent): containerd stops the containers
+    // before the directories they use go away.
+    runtime: Runtime,
     dir: tempfile::TempDir,
     node: String,
     agent: Option<Child>,
 }
 
 impl Env {
+    /// An agent on the embedded runtime (callers check [`can_run`] first).
     pub fn new(node: &str) -> Self {
+        Self::with_backend(Backend::Embedded, node)
+    }
+
+    /// An agent on `backend` (callers check [`Backend::can_run`] first); for
+    /// [`Backend::Containerd`] this starts a private containerd with the busybox and pause
+    /// images, for [`Backend::Embedded`] it imports busybox into the agent's image store.
+    pub fn with_backend(backend: Backend, node: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+        let runtime = match backend {
+            Backend::Embedded => Runtime::Embedded { cni: None },
+            Backend::Containerd => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let (containerd, cri) = rt.block_on(async {
+                    let containerd = Containerd::start().await;
+                    let cri = CriRuntime::connect(&containerd.endpoint(), CriOptions::default())
+                        .await
+                        .unwrap();
+                    (containerd, cri)
+                });
+                Runtime::Containerd {
+                    containerd,
+                    cri,
+                    rt,
+                }
+            }
+        };
         let e = Env {
+            runtime,
             dir,
             node: node.into(),
             agent: None,
         };
-        let tar = e.path("busybox.tar");
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../scripts/busybox-image.sh"
-        );
-        let out = Command::new("bash").arg(script).arg(&tar).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = bin()
-            .args(["images", "import"])
-            .arg(&tar)
-            .arg("--root-dir")
-            .arg(e.root())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if backend == Backend::Embedded {
+            let tar = e.path("busybox.tar");
+            let script = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/busybox-image.sh"
+            );
+            let out = Command::new("bash").arg(script).arg(&tar).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let out = bin()
+                .args(["images", "import"])
+                .arg(&tar)
+                .arg("--root-dir")
+                .arg(e.root())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         e
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.runtime {
+            Runtime::Embedded { .. } => Backend::Embedded,
+            Runtime::Containerd { .. } => Backend::Containerd,
+        }
+    }
+
+    /// The busybox image as manifests name it on this backend (both import
+    /// `docker.io/library/busybox:latest`, built by `scripts/busybox-image.sh`).
+    pub fn image(&self) -> &'static str {
+        match self.backend() {
+            Backend::Embedded => "busybox",
+            Backend::Containerd => BUSYBOX,
+        }
+    }
+
+    /// How this backend's container IDs start in pod statuses (`containerID`).
+    pub fn container_id_prefix(&self) -> &'static str {
+        match self.backend() {
+            Backend::Embedded => "staticlet://",
+            Backend::Containerd => "containerd://",
+        }
+    }
+
+    /// A Pod manifest named `name`; `spec` is the YAML under `spec:` (indented by two spaces),
+    /// in which `IMAGE` stands for [`Env::image`].
+    pub fn pod_manifest(&self, name: &str, spec: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{}",
+            spec.replace("IMAGE", self.image())
+        )
+    }
+
+    /// The private containerd (panics on the embedded backend).
+    pub fn containerd(&mut self) -> &mut Containerd {
+        match &mut self.runtime {
+            Runtime::Containerd { containerd, .. } => containerd,
+            Runtime::Embedded { .. } => panic!("not a containerd Env"),
+        }
+    }
+
+    /// A CRI client of the private containerd and a runtime to drive it (panics on the embedded
+    /// backend).
+    pub fn cri(&self) -> (&CriRuntime, &tokio::runtime::Runtime) {
+        match &self.runtime {
+            Runtime::Containerd { cri, rt, .. } => (cri, rt),
+            Runtime::Embedded { .. } => panic!("not a containerd Env"),
+        }
+    }
+
+    /// Gives pods without hostNetwork a network (a CNI bridge on its own subnet, no gateway to
+    /// the outside) and returns the subnet's prefix (`10.x.y.`): for the embedded runtime a CNI
+    /// configuration the agent is started with, for containerd its own (see `testutil`). Call
+    /// before [`Env::start`].
+    pub fn pod_network(&mut self) -> String {
+        if !Path::new("/usr/lib/cni/bridge").exists() && !Path::new("/opt/cni/bin/bridge").exists()
+        {
+            panic!(
+                "containernetworking-plugins is missing: run scripts/test.sh, which installs it"
+            );
+        }
+        match &mut self.runtime {
+            Runtime::Containerd { containerd, .. } => containerd.subnet_prefix.clone(),
+            Runtime::Embedded { cni } => {
+                let seq = NETWORKS.fetch_add(1, Ordering::SeqCst);
+                let n = (std::process::id().wrapping_mul(7) + seq * 13) % 200 + 20;
+                let conf = self.dir.path().join("cni");
+                std::fs::create_dir_all(&conf).unwrap();
+                let bridge = format!("stle2e{n}");
+                std::fs::write(
+                    conf.join("10-test.conflist"),
+                    format!(
+                        r#"{{"cniVersion":"1.0.0","name":"staticlet-{bridge}","plugins":[
+  {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
+    "ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.234.{n}.0/24"}}]],"dataDir":"{}"}}}},
+  {{"type":"loopback"}}]}}"#,
+                        self.dir.path().join("ipam").display()
+                    ),
+                )
+                .unwrap();
+                *cni = Some((conf, bridge));
+                format!("10.234.{n}.")
+            }
+        }
+    }
+
+    /// Whether the pod network's IPAM (host-local) still holds `ip`.
+    pub fn ip_allocated(&self, ip: &str) -> bool {
+        let dir = match &self.runtime {
+            Runtime::Containerd { containerd, .. } => containerd.ipam_dir(),
+            Runtime::Embedded { cni } => {
+                let (_, bridge) = cni.as_ref().expect("no pod network: see Env::pod_network");
+                self.path("ipam").join(format!("staticlet-{bridge}"))
+            }
+        };
+        dir.join(ip).exists()
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -79,11 +324,11 @@ impl Env {
         self.path("root")
     }
 
-    pub fn start(&mut self, cni: Option<&Path>) {
-        self.start_with(cni, &[]);
+    pub fn start(&mut self) {
+        self.start_with(&[]);
     }
 
-    pub fn start_with(&mut self, cni: Option<&Path>, extra: &[String]) {
+    pub fn start_with(&mut self, extra: &[String]) {
         let mut cmd = bin();
         cmd.args([
             "run",
@@ -97,15 +342,23 @@ impl Env {
         .arg("--root-dir")
         .arg(self.root())
         .arg("--log-dir")
-        .arg(self.path("logs"))
-        .arg("--cni-conf-dir")
-        .arg(
-            cni.map(Path::to_path_buf)
-                .unwrap_or_else(|| self.path("no-cni")),
-        )
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(self.path("agent.log")).unwrap());
+        .arg(self.path("logs"));
+        match &self.runtime {
+            Runtime::Embedded { cni } => {
+                cmd.arg("--cni-conf-dir").arg(
+                    cni.as_ref()
+                        .map(|(conf, _)| conf.clone())
+                        .unwrap_or_else(|| self.path("no-cni")),
+                );
+            }
+            Runtime::Containerd { containerd, .. } => {
+                cmd.arg("--container-runtime-endpoint")
+                    .arg(containerd.endpoint());
+            }
+        }
+        cmd.args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path("agent.log")).unwrap());
         self.agent = Some(cmd.spawn().unwrap());
     }
 
@@ -132,6 +385,7 @@ impl Env {
         out
     }
 
+    /// kill -9 the agent (its containers keep running).
     pub fn kill_agent(&mut self) {
         if let Some(mut a) = self.agent.take() {
             let _ = a.kill();
@@ -139,10 +393,16 @@ impl Env {
         }
     }
 
+    /// Writes (atomically) the manifest `<name>.yaml`.
     pub fn manifest(&self, name: &str, yaml: &str) {
         let tmp = self.path("manifests").join(format!(".{name}.tmp"));
         std::fs::write(&tmp, yaml).unwrap();
         std::fs::rename(tmp, self.path("manifests").join(format!("{name}.yaml"))).unwrap();
+    }
+
+    /// Removes the manifest `<name>.yaml`.
+    pub fn remove_manifest(&self, name: &str) {
+        std::fs::remove_file(self.path("manifests").join(format!("{name}.yaml"))).unwrap();
     }
 
     pub fn pod(&self, name: &str) -> Option<serde_json::Value> {
@@ -168,8 +428,45 @@ impl Env {
         format!("{name}-{}", self.node)
     }
 
-    /// `staticlet exec` in a container of the pod; panics unless the command exits 0.
+    /// The pod's UID (panics when the agent does not show the pod).
+    pub fn uid(&self, name: &str) -> String {
+        let p = self
+            .pod(name)
+            .unwrap_or_else(|| panic!("no pod {name} on {}", self.node));
+        p["metadata"]["uid"].as_str().unwrap().to_string()
+    }
+
+    /// A container's CRI log file of attempt `attempt` (`<log-dir>/<ns>_<pod>_<uid>/<c>/<n>.log`).
+    pub fn log_file(&self, name: &str, uid: &str, container: &str, attempt: u32) -> PathBuf {
+        self.path("logs")
+            .join(format!("default_{}_{uid}", self.full_name(name)))
+            .join(container)
+            .join(format!("{attempt}.log"))
+    }
+
+    /// `staticlet exec` in a running container of the pod (on containerd: CRI `ExecSync`, which
+    /// `staticlet exec` does not speak); panics unless the command exits 0.
     pub fn exec(&self, name: &str, container: &str, cmd: &[&str]) -> String {
+        if let Runtime::Containerd { cri, rt, .. } = &self.runtime {
+            let pod = self
+                .pod(name)
+                .unwrap_or_else(|| panic!("no pod {name} on {}", self.node));
+            let id = container_state(&pod, container)
+                .and_then(|c| c["containerID"].as_str())
+                .and_then(|id| id.strip_prefix("containerd://"))
+                .unwrap_or_else(|| panic!("no containerd container {container} in {pod}"));
+            let argv: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+            let out = rt
+                .block_on(cri.exec_sync(&ContainerId(id.into()), &argv, Duration::from_secs(60)))
+                .unwrap_or_else(|e| panic!("ExecSync {cmd:?} in {name}/{container}: {e}"));
+            assert_eq!(
+                out.exit_code,
+                0,
+                "ExecSync {cmd:?} in {name}/{container}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
         let out = bin()
             .args(["exec", &self.full_name(name), "-c", container, "--root-dir"])
             .arg(self.root())
@@ -184,6 +481,49 @@ impl Env {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `staticlet logs <pod> ARGS` (with this agent's root and log directories): its stdout,
+    /// or its stderr as the error.
+    pub fn logs(&self, name: &str, args: &[&str]) -> Result<String, String> {
+        let out = bin()
+            .args(["logs", &self.full_name(name), "--root-dir"])
+            .arg(self.root())
+            .arg("--log-dir")
+            .arg(self.path("logs"))
+            .args(args)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// The IDs of the containers the runtime holds for staticlet (any state), as pod statuses
+    /// show them after the `scheme://` prefix.
+    pub fn containers(&self) -> Vec<String> {
+        match &self.runtime {
+            Runtime::Embedded { .. } => dir_entries(&self.root().join("runtime/containers")),
+            Runtime::Containerd { cri, rt, .. } => rt
+                .block_on(cri.list_containers(&LabelSelector::managed()))
+                .unwrap()
+                .into_iter()
+                .map(|c| c.id.0)
+                .collect(),
+        }
+    }
+
+    /// How many sandboxes (any state) the runtime holds for staticlet.
+    pub fn sandboxes(&self) -> usize {
+        match &self.runtime {
+            Runtime::Embedded { .. } => dir_entries(&self.root().join("runtime/sandboxes")).len(),
+            Runtime::Containerd { cri, rt, .. } => rt
+                .block_on(cri.list_pod_sandboxes(&LabelSelector::managed()))
+                .unwrap()
+                .len(),
+        }
     }
 
     /// The body of a local API path (over the unix socket) when it answers 200.
@@ -209,14 +549,27 @@ impl Env {
             .unwrap_or_default()
     }
 
+    /// The agent's log so far.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.path("agent.log")).unwrap_or_default()
+    }
+
+    /// Polls `f` every 250 ms until it holds; after `timeout_s` panics with the end of the
+    /// agent's log (and containerd's).
     pub fn wait(&self, what: &str, timeout_s: u64, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(timeout_s);
         while !f() {
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.path("agent.log")).unwrap_or_default();
+                let log = self.agent_log();
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let containerd = match &self.runtime {
+                    Runtime::Containerd { containerd, .. } => {
+                        format!("\ncontainerd log (last lines):\n{}", containerd.log_tail())
+                    }
+                    Runtime::Embedded { .. } => String::new(),
+                };
                 panic!(
-                    "timed out waiting for {what}\nagent log (last lines, newest first):\n{}",
+                    "timed out waiting for {what}\nagent log (last lines, newest first):\n{}{containerd}",
                     tail.join("\n")
                 );
             }
@@ -225,29 +578,46 @@ impl Env {
     }
 }
 
+fn dir_entries(d: &Path) -> Vec<String> {
+    std::fs::read_dir(d)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
         self.kill_agent();
+        let Runtime::Embedded { cni } = &self.runtime else {
+            // The private containerd stops and removes every sandbox when it is dropped.
+            return;
+        };
+        let bridge = cni.as_ref().map(|(_, bridge)| bridge.clone());
         // Stop whatever is left (a failed test) so no container outlives the test.
         let _ = std::fs::remove_dir_all(self.path("manifests"));
         let _ = std::fs::create_dir_all(self.path("manifests"));
-        self.start(None);
+        self.start();
         let root = self.root();
         // Until containers and sandboxes are gone: removing a sandbox also removes the pod's
         // cgroups, so killing the agent earlier would leave them behind.
         let deadline = Instant::now() + Duration::from_secs(60);
-        let entries = |d: &str| {
-            std::fs::read_dir(root.join(d))
-                .map(|d| d.count())
-                .unwrap_or(0)
-        };
-        while (entries("runtime/containers") > 0 || entries("runtime/sandboxes") > 0)
+        while (!dir_entries(&root.join("runtime/containers")).is_empty()
+            || !dir_entries(&root.join("runtime/sandboxes")).is_empty())
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(200));
         }
         self.kill_agent();
         let _ = staticlet_runtime_embedded::release(&root);
+        if let Some(bridge) = bridge {
+            let _ = Command::new("ip")
+                .args(["link", "del", &bridge])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -259,6 +629,58 @@ pub fn container_state<'a>(
         .as_array()?
         .iter()
         .find(|c| c["name"] == name)
+}
+
+/// A container's status in the pod's current status.
+pub fn status(env: &Env, pod: &str, container: &str) -> Option<serde_json::Value> {
+    env.pod(pod)
+        .and_then(|p| container_state(&p, container).cloned())
+}
+
+/// The pod's `Ready` condition together with its container's `ready`, when both agree (the
+/// condition and the container status are published together).
+pub fn ready(env: &Env, pod: &str, container: &str) -> Option<bool> {
+    let p = env.pod(pod)?;
+    let c = container_state(&p, container)?;
+    if c["state"]["running"].is_null() {
+        return None;
+    }
+    let cond = condition(&p, "Ready")? == "True";
+    (c["ready"].as_bool() == Some(cond)).then_some(cond)
+}
+
+/// Waits until the pod's `Ready` is `want`, and checks the container did not restart on the way
+/// (readiness never restarts anything).
+pub fn wait_ready(env: &Env, pod: &str, container: &str, want: bool) {
+    env.wait(&format!("{pod} Ready={want}"), 60, || {
+        ready(env, pod, container) == Some(want)
+    });
+    let c = status(env, pod, container).unwrap();
+    assert_eq!(c["restartCount"], 0, "{c}");
+    if !want {
+        let p = env.pod(pod).unwrap();
+        let cond = p["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()
+            .clone();
+        assert_eq!(cond["reason"], "ContainersNotReady", "{cond}");
+        assert_eq!(
+            cond["message"],
+            format!("containers with unready status: [{container}]"),
+            "{cond}"
+        );
+    }
+}
+
+/// The pod's events with this reason.
+pub fn events(env: &Env, pod: &str, reason: &str) -> Vec<serde_json::Value> {
+    env.events(pod)
+        .into_iter()
+        .filter(|e| e["reason"] == reason)
+        .collect()
 }
 
 pub fn free_port() -> u16 {
