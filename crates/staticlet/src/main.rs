@@ -267,11 +267,36 @@ const SHIM_PREFIX: &str = "__shim";
 /// its own free space: 15 arenas held ~6 MiB for a live heap of ~2.4 MiB with 50 pods (measured
 /// with heaptrack and /proc/PID/smaps). Two arenas are plenty at the agent's allocation rate.
 /// Set before any thread exists.
+///
+/// Also fixes the mmap threshold at glibc's initial 128 KiB: by default the first free of a
+/// large block raises it, after which big transient buffers (a `PodList` of 50 pods served
+/// while pods start) come from the heap and fragment it instead of being returned at once.
 #[allow(unsafe_code)]
 fn limit_malloc_arenas() {
-    // SAFETY: mallopt only sets an allocator parameter; no other thread runs yet.
+    // SAFETY: mallopt only sets allocator parameters; no other thread runs yet.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Gives the free pages inside the heap back to the kernel every 10 s (glibc returns only
+/// the free top of a heap by itself; a start burst leaves holes: about 0.6 MiB with 50 pods,
+/// measured by calling `malloc_trim` in a running agent through gdb).
+async fn trim_heap_periodically() {
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        trim_heap();
+    }
+}
+
+#[allow(unsafe_code)]
+fn trim_heap() {
+    // SAFETY: malloc_trim only releases free memory of the allocator; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -452,6 +477,7 @@ async fn runtime_for(
 
 async fn run(args: options::RunArgs) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::spawn(trim_heap_periodically());
     let settings = args.settings()?;
     // A bad kubeconfig is refused before anything starts (containers keep running meanwhile).
     let cluster_client = match &args.kubeconfig {
