@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+pub mod cgroups;
 pub mod fake;
 
 /// Labels and annotations on runtime objects.
