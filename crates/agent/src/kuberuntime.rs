@@ -108,6 +108,40 @@ pub fn pod_labels(pod: &StaticPod) -> Labels {
     l
 }
 
+/// The pod's cgroup, as `SandboxConfig::cgroup_parent`: `/staticlet/pod<uid>`, absolute (as
+/// kubelet's `/kubepods/...` with the cgroupfs driver), so every runtime puts it at the same
+/// place in every hierarchy whatever cgroup the runtime itself runs in (a relative parent is
+/// resolved against the runtime's shim's own cgroup). The agent removes it once the pod's
+/// sandboxes are gone ([`remove_pod_cgroup`]).
+pub fn pod_cgroup_parent(uid: &str) -> String {
+    format!("/staticlet/pod{uid}")
+}
+
+/// Removes the pod's cgroup ([`pod_cgroup_parent`]) in every cgroup hierarchy listed in
+/// `mountinfo` (normally `/proc/self/mountinfo`), with `rmdir` only (≈ kubelet's pod container
+/// manager `Destroy`, after the pod's sandboxes were removed). Blocking (a busy cgroup is
+/// retried for a moment). Idempotent; returns the directories left, with why.
+///
+/// It is the agent's job, not the runtime's: the agent chose the pod's cgroup parent; the
+/// runtimes create it implicitly (containerd through runc when the sandbox starts, the embedded
+/// runtime when a container starts) but only own the container cgroups below it, and a pod may
+/// have more than one sandbox (a replaced one is removed while the new one runs in the same pod
+/// cgroup), so only the agent knows when the pod, not just a sandbox, is gone.
+pub fn remove_pod_cgroup(
+    uid: &str,
+    mountinfo: &Path,
+) -> Result<Vec<(PathBuf, std::io::Error)>, String> {
+    if uid.is_empty() || uid.contains('/') || uid.contains("..") {
+        return Err(format!("refusing to remove the cgroup of pod UID {uid:?}"));
+    }
+    let hierarchies = staticlet_runtime::cgroups::hierarchies(mountinfo)
+        .map_err(|e| format!("finding cgroup hierarchies: {e}"))?;
+    Ok(staticlet_runtime::cgroups::remove(
+        &hierarchies,
+        &pod_cgroup_parent(uid),
+    ))
+}
+
 /// The sandbox configuration of `pod`.
 pub fn sandbox_config(pod: &StaticPod, attempt: u32, ctx: &NodeContext) -> SandboxConfig {
     let spec = pod.spec();
@@ -190,7 +224,7 @@ pub fn sandbox_config(pod: &StaticPod, attempt: u32, ctx: &NodeContext) -> Sandb
         host_pid: spec.host_pid.unwrap_or(false),
         host_ipc: spec.host_ipc.unwrap_or(false),
         share_process_namespace: spec.share_process_namespace.unwrap_or(false),
-        cgroup_parent: format!("staticlet/pod{}", pod.uid),
+        cgroup_parent: pod_cgroup_parent(&pod.uid),
         sysctls,
         runtime_handler: spec.runtime_class_name.clone().unwrap_or_default(),
     }
@@ -835,6 +869,41 @@ mod tests {
             termination_message(&pod, &status, &ctx).as_deref(),
             Some("from the file")
         );
+    }
+
+    #[test]
+    fn pod_cgroup_is_removed_in_every_hierarchy_of_the_mount_table() {
+        let d = tempfile::tempdir().unwrap();
+        let (cpu, unified) = (d.path().join("cpu"), d.path().join("unified"));
+        let mountinfo = d.path().join("mountinfo");
+        std::fs::write(
+            &mountinfo,
+            format!(
+                "32 31 0:29 / {} rw - cgroup cgroup rw,cpu\n41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n",
+                cpu.display(),
+                unified.display()
+            ),
+        )
+        .unwrap();
+        assert_eq!(pod_cgroup_parent("u1"), "/staticlet/podu1");
+        for h in [&cpu, &unified] {
+            std::fs::create_dir_all(h.join("staticlet/podu1")).unwrap();
+            std::fs::create_dir_all(h.join("staticlet/podu2")).unwrap();
+        }
+        assert!(remove_pod_cgroup("u1", &mountinfo).unwrap().is_empty());
+        for h in [&cpu, &unified] {
+            assert!(!h.join("staticlet/podu1").exists());
+            assert!(h.join("staticlet/podu2").exists(), "another pod's is left");
+        }
+        assert!(
+            remove_pod_cgroup("u1", &mountinfo).unwrap().is_empty(),
+            "idempotent"
+        );
+        for bad in ["", "../x", "a/b"] {
+            assert!(remove_pod_cgroup(bad, &mountinfo).is_err(), "{bad:?}");
+        }
+        let e = remove_pod_cgroup("u2", &d.path().join("nope")).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //!
 //! What CRI does not carry: `SandboxConfig::host_aliases` (kubelet writes `/etc/hosts` itself and
 //! mounts it) and `ContainerConfig::stop_signal` (the runtime uses the image's `StopSignal`).
+//! The pod's cgroup (`SandboxConfig::cgroup_parent`) is the agent's: containerd creates it and
+//! never removes it, the agent does once the pod's sandboxes are gone.
 //! Like kubelet, this runtime creates the pod log directory and each container's log directory
 //! before asking the runtime to write there, and checks `runAsNonRoot` against the image's user.
 //!

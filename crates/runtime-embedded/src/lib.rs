@@ -506,37 +506,40 @@ impl Inner {
             return Ok(());
         }
         self.stop_container_blocking(id, Duration::ZERO)?;
+        // The container's own cgroups, if its shim could not delete them (before the record
+        // that names them goes). The pod cgroup above them is the agent's.
+        if let Ok(rec) = self.load_container(id) {
+            let uid = match self.load_sandbox(&rec.sandbox_id) {
+                Ok(sb) => Some(sb.uid),
+                Err(_) => rec.labels.get(staticlet_runtime::labels::POD_UID).cloned(),
+            };
+            if let Some(uid) = uid {
+                remove_container_cgroup(&container_cgroup(&uid, id));
+            }
+        }
         rootfs::unmount(&dir.join("rootfs")).map_err(io_err("unmount rootfs"))?;
         std::fs::remove_dir_all(&dir).map_err(io_err("remove container"))?;
         Ok(())
     }
 }
 
-/// Removes the (empty) parent cgroups of a pod's containers, `staticlet/pod<uid>`, in every
-/// hierarchy. Best effort: a cgroup still in use stays, and is logged.
-fn remove_pod_cgroups(uid: &str) {
-    let mut dirs = vec![PathBuf::from("/sys/fs/cgroup/staticlet").join(format!("pod{uid}"))];
-    for e in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        dirs.push(e.path().join("staticlet").join(format!("pod{uid}")));
-    }
-    for d in dirs {
-        // Container cgroups left under it (their containers are gone; a cgroup with processes
-        // refuses the rmdir, which is what we want).
-        for child in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if child.file_type().is_ok_and(|t| t.is_dir()) {
-                let _ = std::fs::remove_dir(child.path());
+/// A container's cgroup: under its pod's (`/staticlet/pod<uid>`, the agent's
+/// `SandboxConfig::cgroup_parent`), named after the container.
+fn container_cgroup(uid: &str, id: &str) -> String {
+    format!("/staticlet/pod{uid}/{id}")
+}
+
+/// Removes a container's cgroup in every hierarchy, `rmdir` only (a cgroup still in use stays,
+/// and is logged). Normally already gone: its shim deletes it when the container exits.
+fn remove_container_cgroup(path: &str) {
+    let mountinfo = Path::new(staticlet_runtime::cgroups::MOUNTINFO);
+    match staticlet_runtime::cgroups::hierarchies(mountinfo) {
+        Ok(h) => {
+            for (dir, e) in staticlet_runtime::cgroups::remove(&h, path) {
+                warn!(cgroup = %dir.display(), error = %e, "cannot remove container cgroup");
             }
         }
-        match std::fs::remove_dir(&d) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound && d.exists() => {
-                warn!(cgroup = %d.display(), error = %e, "cannot remove pod cgroup");
-            }
-            _ => {}
-        }
+        Err(e) => warn!(error = %e, "cannot remove container cgroup {path}"),
     }
 }
 
@@ -829,9 +832,6 @@ impl ContainerRuntime for EmbeddedRuntime {
                 }
             }
             rootfs::unmount_namespaces(&dir.join("ns")).map_err(io_err("unmount namespaces"))?;
-            if let Ok(rec) = inner.load_sandbox(&id) {
-                remove_pod_cgroups(&rec.uid);
-            }
             std::fs::remove_dir_all(&dir).map_err(io_err("remove sandbox"))?;
             Ok(())
         })
@@ -964,7 +964,7 @@ impl ContainerRuntime for EmbeddedRuntime {
                     pid: sb.pid_ns.clone(),
                     host_pid: sb.host_pid,
                 };
-                let cgroups_path = format!("/staticlet/pod{}/{id}", sb.uid);
+                let cgroups_path = container_cgroup(&sb.uid, &id);
                 let v = spec::build(&spec::SpecInput {
                     cfg: &config,
                     image: &image,

@@ -211,6 +211,8 @@ pub struct SandboxConfig {
     pub host_pid: bool,
     pub host_ipc: bool,
     pub share_process_namespace: bool,
+    /// The pod's cgroup (absolute, e.g. `/staticlet/pod<uid>`), under which the runtime puts the
+    /// sandbox's and containers' cgroups. The agent removes it once the pod is gone.
     pub cgroup_parent: String,
     pub sysctls: Labels,
     /// `runtimeClassName`, for runtimes that support handlers.
