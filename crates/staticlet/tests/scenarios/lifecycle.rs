@@ -2,7 +2,7 @@
 //! edits and removals, the agent killed, image pull failures, metrics.
 
 use crate::common::{
-    condition, container_state, events, free_port, http_get, status, Backend, Env,
+    condition, container_state, events, free_port, http_get, pod_cgroups, status, Backend, Env,
 };
 
 on_both_backends!(
@@ -304,8 +304,8 @@ fn edited_manifest_replaces_pod(env: &mut Env) {
     });
 }
 
-/// Removed manifests: the pods stop and their containers and sandboxes are removed from the
-/// runtime.
+/// Removed manifests: the pods stop, their containers and sandboxes are removed from the
+/// runtime, and their cgroups (`/staticlet/pod<uid>`) from every cgroup hierarchy.
 fn removed_manifest_removes_pod(env: &mut Env) {
     let port = free_port();
     env.manifest("web", &web_manifest(env, port));
@@ -316,6 +316,10 @@ fn removed_manifest_removes_pod(env: &mut Env) {
             && status(env, "crash", "app").is_some_and(|c| c["restartCount"].as_i64() >= Some(1))
     });
     assert_eq!(env.sandboxes(), 2);
+    let uids = [env.uid("web"), env.uid("crash")];
+    for uid in &uids {
+        assert!(!pod_cgroups(uid).is_empty(), "no cgroup of pod {uid}");
+    }
     env.remove_manifest("web");
     env.remove_manifest("crash");
     env.wait("everything removed", 120, || {
@@ -324,6 +328,9 @@ fn removed_manifest_removes_pod(env: &mut Env) {
     assert!(http_get(port).is_none(), "the web server is gone");
     env.wait("pods no longer shown", 30, || {
         env.pod("web").is_none() && env.pod("crash").is_none()
+    });
+    env.wait("the pods' cgroups removed in every hierarchy", 30, || {
+        uids.iter().all(|uid| pod_cgroups(uid).is_empty())
     });
 }
 
