@@ -14,7 +14,8 @@
 //!
 //! Layout under `<root-dir>/runtime` (the directory is a private bind mount of itself, so the
 //! namespace bind mounts in it do not propagate):
-//! - `sandboxes/<id>/{sandbox.json, hosts, hostname, resolv.conf, ns/{net,ipc,uts}}`
+//! - `sandboxes/<id>/{sandbox.json, hostname, resolv.conf, ns/{net,ipc,uts}}` (`/etc/hosts` is
+//!   the agent's: a mount in each `ContainerConfig`)
 //! - `containers/<id>/{container.json, bundle/config.json, rootfs/, upper/, work/, shim/,
 //!   termination-log}`
 //! - `libcontainer/`: libcontainer's state root.
@@ -593,20 +594,6 @@ pub fn parse_signal(s: &str) -> Option<nix::sys::signal::Signal> {
     name.parse().ok()
 }
 
-fn hosts_file(ip: &str, hostname: &str, aliases: &[(String, Vec<String>)]) -> String {
-    let mut s = String::from("# Kubernetes-managed hosts file (staticlet).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n");
-    if !ip.is_empty() {
-        s.push_str(&format!("{ip}\t{hostname}\n"));
-    }
-    if !aliases.is_empty() {
-        s.push_str("\n# Entries added by HostAliases.\n");
-        for (ip, names) in aliases {
-            s.push_str(&format!("{ip}\t{}\n", names.join("\t")));
-        }
-    }
-    s
-}
-
 #[async_trait]
 impl ContainerRuntime for EmbeddedRuntime {
     async fn version(&self) -> Result<RuntimeVersion> {
@@ -754,13 +741,7 @@ impl ContainerRuntime for EmbeddedRuntime {
                 }
             }
         }
-        // /etc/hosts, /etc/hostname, /etc/resolv.conf for the pod's containers.
-        let hosts = if config.host_network {
-            std::fs::read_to_string("/etc/hosts")
-                .unwrap_or_else(|_| hosts_file("", &hostname, &config.host_aliases))
-        } else {
-            hosts_file(&rec.ip, &hostname, &config.host_aliases)
-        };
+        // /etc/hostname, /etc/resolv.conf for the pod's containers (/etc/hosts is the agent's).
         let resolv = match &config.dns {
             Some(d) => {
                 let mut s = String::new();
@@ -777,7 +758,6 @@ impl ContainerRuntime for EmbeddedRuntime {
             }
             None => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         };
-        std::fs::write(dir.join("hosts"), hosts).map_err(io_err("write hosts"))?;
         std::fs::write(dir.join("hostname"), format!("{hostname}\n"))
             .map_err(io_err("write hostname"))?;
         std::fs::write(dir.join("resolv.conf"), resolv).map_err(io_err("write resolv.conf"))?;
@@ -953,7 +933,6 @@ impl ContainerRuntime for EmbeddedRuntime {
                     .map_err(io_err("prepare rootfs"))?;
                 let sdir = inner.sandbox_dir(&sandbox);
                 let files = spec::SandboxFiles {
-                    hosts: sdir.join("hosts").to_string_lossy().into_owned(),
                     hostname: sdir.join("hostname").to_string_lossy().into_owned(),
                     resolv_conf: sdir.join("resolv.conf").to_string_lossy().into_owned(),
                 };
@@ -1243,17 +1222,5 @@ mod tests {
         assert_eq!(parse_signal("9"), Some(Signal::SIGKILL));
         assert_eq!(parse_signal(""), None);
         assert_eq!(parse_signal("SIGNOPE"), None);
-    }
-
-    #[test]
-    fn hosts_file_has_pod_entry_and_aliases() {
-        let h = hosts_file(
-            "10.0.0.5",
-            "web",
-            &[("10.1.1.1".into(), vec!["a".into(), "b".into()])],
-        );
-        assert!(h.contains("10.0.0.5\tweb\n"));
-        assert!(h.contains("10.1.1.1\ta\tb\n"));
-        assert!(h.contains("127.0.0.1\tlocalhost"));
     }
 }

@@ -203,8 +203,6 @@ pub struct SandboxConfig {
     pub log_directory: PathBuf,
     pub dns: Option<DnsConfig>,
     pub port_mappings: Vec<PortMapping>,
-    /// `(ip, hostnames)` entries added to the generated `/etc/hosts`.
-    pub host_aliases: Vec<(String, Vec<String>)>,
     pub labels: Labels,
     pub annotations: Labels,
     pub host_network: bool,

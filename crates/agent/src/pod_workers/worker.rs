@@ -908,6 +908,8 @@ impl Worker {
                 .map_err(|e| ("CreateContainerConfigError", e))?;
         kuberuntime::add_termination_log(&mut cfg, pod, c, attempt, &self.ctx.node)
             .map_err(|e| ("CreateContainerConfigError", e))?;
+        kuberuntime::add_hosts_file(&mut cfg, pod, &sandbox.ip, &self.ctx.node)
+            .map_err(|e| ("CreateContainerConfigError", e))?;
         let sb_cfg = kuberuntime::sandbox_config(pod, sandbox.attempt, &self.ctx.node);
         let id = rt
             .create_container(&sandbox.id, &cfg, &sb_cfg)
