@@ -39,6 +39,9 @@ pub struct AgentConfig {
     pub runtime_name: String,
     /// Period of the pod workers' relist (kubelet's PLEG period).
     pub relist_period: Duration,
+    /// Where the cgroup hierarchies holding the pods' cgroups are found
+    /// (`/proc/self/mountinfo`); `None` when the runtime makes no cgroups (the simulator).
+    pub cgroup_mountinfo: Option<PathBuf>,
 }
 
 /// Listeners of the local API (either may be absent, e.g. in tests).
@@ -132,6 +135,7 @@ pub fn start(
         clock,
         runtime_name: cfg.runtime_name.clone(),
         relist_period: cfg.relist_period,
+        cgroup_mountinfo: cfg.cgroup_mountinfo.clone(),
     });
     let (pods_tx, pods_rx) = watch::channel(Arc::new(PodsView::new()));
     tasks.spawn(PodManager::new(ctx, pods_tx).run(desired_rx.clone(), shutdown.clone()));

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, Volume};
+use k8s_openapi::api::core::v1::{Container, HostAlias, Volume};
 use sha2::{Digest, Sha256};
 use staticlet_manifest::validate::{parse_quantity, ParsedQuantity};
 use staticlet_manifest::StaticPod;
@@ -108,6 +108,53 @@ pub fn pod_labels(pod: &StaticPod) -> Labels {
     l
 }
 
+/// The pod's hostname (kubelet's `GeneratePodHostNameAndDomain`): `spec.hostname`, else the
+/// pod's name, truncated to 63 characters without a trailing `-` or `.`.
+pub fn pod_hostname(pod: &StaticPod) -> String {
+    pod.spec().hostname.clone().unwrap_or_else(|| {
+        let n = pod.pod.metadata.name.as_deref().unwrap_or(&pod.name);
+        n.chars()
+            .take(63)
+            .collect::<String>()
+            .trim_end_matches(['-', '.'])
+            .to_string()
+    })
+}
+
+/// The pod's cgroup, as `SandboxConfig::cgroup_parent`: `/staticlet/pod<uid>`, absolute (as
+/// kubelet's `/kubepods/...` with the cgroupfs driver), so every runtime puts it at the same
+/// place in every hierarchy whatever cgroup the runtime itself runs in (a relative parent is
+/// resolved against the runtime's shim's own cgroup). The agent removes it once the pod's
+/// sandboxes are gone ([`remove_pod_cgroup`]).
+pub fn pod_cgroup_parent(uid: &str) -> String {
+    format!("/staticlet/pod{uid}")
+}
+
+/// Removes the pod's cgroup ([`pod_cgroup_parent`]) in every cgroup hierarchy listed in
+/// `mountinfo` (normally `/proc/self/mountinfo`), with `rmdir` only (≈ kubelet's pod container
+/// manager `Destroy`, after the pod's sandboxes were removed). Blocking (a busy cgroup is
+/// retried for a moment). Idempotent; returns the directories left, with why.
+///
+/// It is the agent's job, not the runtime's: the agent chose the pod's cgroup parent; the
+/// runtimes create it implicitly (containerd through runc when the sandbox starts, the embedded
+/// runtime when a container starts) but only own the container cgroups below it, and a pod may
+/// have more than one sandbox (a replaced one is removed while the new one runs in the same pod
+/// cgroup), so only the agent knows when the pod, not just a sandbox, is gone.
+pub fn remove_pod_cgroup(
+    uid: &str,
+    mountinfo: &Path,
+) -> Result<Vec<(PathBuf, std::io::Error)>, String> {
+    if uid.is_empty() || uid.contains('/') || uid.contains("..") {
+        return Err(format!("refusing to remove the cgroup of pod UID {uid:?}"));
+    }
+    let hierarchies = staticlet_runtime::cgroups::hierarchies(mountinfo)
+        .map_err(|e| format!("finding cgroup hierarchies: {e}"))?;
+    Ok(staticlet_runtime::cgroups::remove(
+        &hierarchies,
+        &pod_cgroup_parent(uid),
+    ))
+}
+
 /// The sandbox configuration of `pod`.
 pub fn sandbox_config(pod: &StaticPod, attempt: u32, ctx: &NodeContext) -> SandboxConfig {
     let spec = pod.spec();
@@ -115,15 +162,7 @@ pub fn sandbox_config(pod: &StaticPod, attempt: u32, ctx: &NodeContext) -> Sandb
     let hostname = if host_network {
         String::new()
     } else {
-        spec.hostname.clone().unwrap_or_else(|| {
-            // kubelet truncates pod names longer than 63 characters for the hostname.
-            let n = pod.pod.metadata.name.as_deref().unwrap_or(&pod.name);
-            n.chars()
-                .take(63)
-                .collect::<String>()
-                .trim_end_matches(['-', '.'])
-                .to_string()
-        })
+        pod_hostname(pod)
     };
     let dns = spec.dns_config.as_ref().map(|d| DnsConfig {
         servers: d.nameservers.clone().unwrap_or_default(),
@@ -171,12 +210,6 @@ pub fn sandbox_config(pod: &StaticPod, attempt: u32, ctx: &NodeContext) -> Sandb
         log_directory: ctx.pod_log_dir(pod),
         dns,
         port_mappings,
-        host_aliases: spec
-            .host_aliases
-            .iter()
-            .flatten()
-            .map(|h| (h.ip.clone(), h.hostnames.clone().unwrap_or_default()))
-            .collect(),
         labels: pod_labels(pod),
         annotations: pod
             .pod
@@ -190,7 +223,7 @@ pub fn sandbox_config(pod: &StaticPod, attempt: u32, ctx: &NodeContext) -> Sandb
         host_pid: spec.host_pid.unwrap_or(false),
         host_ipc: spec.host_ipc.unwrap_or(false),
         share_process_namespace: spec.share_process_namespace.unwrap_or(false),
-        cgroup_parent: format!("staticlet/pod{}", pod.uid),
+        cgroup_parent: pod_cgroup_parent(&pod.uid),
         sysctls,
         runtime_handler: spec.runtime_class_name.clone().unwrap_or_default(),
     }
@@ -685,6 +718,130 @@ pub fn add_termination_log(
     Ok(())
 }
 
+/// The first line of a pod's managed hosts file (kubelet's `managedHostsHeader`).
+const MANAGED_HOSTS_HEADER: &str = "# Kubernetes-managed hosts file.\n";
+/// The first line of a hostNetwork pod's hosts file (kubelet's
+/// `managedHostsHeaderWithHostNetwork`).
+const MANAGED_HOSTS_HEADER_HOST_NETWORK: &str = "# Kubernetes-managed hosts file (host network).\n";
+/// Where containers see the hosts file, and where the node keeps its own.
+const ETC_HOSTS: &str = "/etc/hosts";
+
+/// `<root-dir>/pods/<uid>/etc-hosts`: the pod's managed hosts file (kubelet's `getEtcHostsPath`).
+pub fn hosts_file_path(ctx: &NodeContext, uid: &str) -> PathBuf {
+    ctx.pod_dir(uid).join("etc-hosts")
+}
+
+/// The pod's DNS domain for its hosts entry (kubelet's `GeneratePodHostNameAndDomain`): with a
+/// `subdomain`, `<subdomain>.<namespace>.svc.<cluster-domain>`, else none. staticlet has no
+/// cluster domain, which is kubelet's default (an empty `clusterDomain`), so the domain ends
+/// with `svc.` as kubelet's does then.
+pub fn pod_host_domain(pod: &StaticPod) -> String {
+    match pod.spec().subdomain.as_deref().filter(|s| !s.is_empty()) {
+        Some(sub) => format!("{sub}.{}.svc.", pod.namespace),
+        None => String::new(),
+    }
+}
+
+/// The `hostAliases` section of a hosts file (kubelet's `hostsEntriesFromHostAliases`): empty
+/// without aliases, else a blank line, a comment and one `IP<TAB>name<TAB>name...` line each.
+fn host_alias_entries(aliases: &[HostAlias]) -> String {
+    if aliases.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("\n# Entries added by HostAliases.\n");
+    for a in aliases {
+        let names = a.hostnames.as_deref().unwrap_or_default();
+        s.push_str(&format!("{}\t{}\n", a.ip, names.join("\t")));
+    }
+    s
+}
+
+/// The managed hosts file of a pod on the pod network (kubelet's `managedHostsFileContent`):
+/// localhost and the IPv6 names, one `IP<TAB>hostname` line per pod IP (`IP<TAB>fqdn<TAB>
+/// hostname` with a domain), then the `hostAliases`.
+pub fn managed_hosts_content(
+    pod_ips: &[String],
+    hostname: &str,
+    host_domain: &str,
+    aliases: &[HostAlias],
+) -> String {
+    let mut s = String::from(MANAGED_HOSTS_HEADER);
+    s.push_str("127.0.0.1\tlocalhost\n");
+    s.push_str("::1\tlocalhost ip6-localhost ip6-loopback\n");
+    s.push_str("fe00::0\tip6-localnet\n");
+    s.push_str("fe00::0\tip6-mcastprefix\n");
+    s.push_str("fe00::1\tip6-allnodes\n");
+    s.push_str("fe00::2\tip6-allrouters\n");
+    for ip in pod_ips {
+        if host_domain.is_empty() {
+            s.push_str(&format!("{ip}\t{hostname}\n"));
+        } else {
+            s.push_str(&format!("{ip}\t{hostname}.{host_domain}\t{hostname}\n"));
+        }
+    }
+    s.push_str(&host_alias_entries(aliases));
+    s
+}
+
+/// The hosts file of a hostNetwork pod (kubelet's `nodeHostsFileContent`): the node's own
+/// `/etc/hosts` under a header, then the `hostAliases`.
+pub fn node_hosts_content(node_hosts: &str, aliases: &[HostAlias]) -> String {
+    let mut s = String::from(MANAGED_HOSTS_HEADER_HOST_NETWORK);
+    s.push_str(node_hosts);
+    s.push_str(&host_alias_entries(aliases));
+    s
+}
+
+/// Writes the pod's managed hosts file and mounts it at the container's `/etc/hosts`, for every
+/// runtime (kubelet's `makeMounts` / `makeHostsMount` / `ensureHostsFile`): on the pod network
+/// [`managed_hosts_content`] with the sandbox's IP (`pod_ip`), under hostNetwork
+/// [`node_hosts_content`]. Not mounted when the container mounts `/etc/hosts` itself, nor on the
+/// pod network before the pod has an IP. The file is rewritten in place (as kubelet does, so the
+/// pod's running containers see the same file) and only when its content changes.
+pub fn add_hosts_file(
+    cfg: &mut ContainerConfig,
+    pod: &StaticPod,
+    pod_ip: &str,
+    ctx: &NodeContext,
+) -> Result<(), String> {
+    let spec = pod.spec();
+    let host_network = spec.host_network.unwrap_or(false);
+    if cfg.mounts.iter().any(|m| m.container_path == ETC_HOSTS)
+        || (!host_network && pod_ip.is_empty())
+    {
+        return Ok(());
+    }
+    let aliases = spec.host_aliases.as_deref().unwrap_or_default();
+    let content = if host_network {
+        let node = std::fs::read_to_string(ETC_HOSTS)
+            .map_err(|e| format!("reading the node's {ETC_HOSTS}: {e}"))?;
+        node_hosts_content(&node, aliases)
+    } else {
+        managed_hosts_content(
+            &[pod_ip.to_string()],
+            &pod_hostname(pod),
+            &pod_host_domain(pod),
+            aliases,
+        )
+    };
+    let file = hosts_file_path(ctx, &pod.uid);
+    if std::fs::read_to_string(&file).ok().as_deref() != Some(content.as_str()) {
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+        std::fs::write(&file, &content).map_err(|e| format!("writing {}: {e}", file.display()))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| format!("setting the mode of {}: {e}", file.display()))?;
+    }
+    cfg.mounts.push(Mount {
+        container_path: ETC_HOSTS.into(),
+        host_path: file,
+        readonly: false,
+        propagation: "None".into(),
+    });
+    Ok(())
+}
+
 /// kubelet's termination message of an exited container: the file at `terminationMessagePath`
 /// (at most 4 KiB), or, with `FallbackToLogsOnError` and a failed container whose file is
 /// empty, the end of its log (80 lines, at most 2 KiB).
@@ -835,6 +992,171 @@ mod tests {
             termination_message(&pod, &status, &ctx).as_deref(),
             Some("from the file")
         );
+    }
+
+    fn alias(ip: &str, names: &[&str]) -> HostAlias {
+        HostAlias {
+            ip: ip.into(),
+            hostnames: Some(names.iter().map(|n| n.to_string()).collect()),
+        }
+    }
+
+    /// kubelet's `managedHostsFileContent` and `nodeHostsFileContent`, line for line.
+    #[test]
+    fn hosts_file_content_is_kubelets() {
+        const LOCAL: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n";
+        let managed = |rest: &str| format!("# Kubernetes-managed hosts file.\n{LOCAL}{rest}");
+        for (ips, hostname, domain, aliases, want) in [
+            (vec![], "web", "", vec![], managed("")),
+            (
+                vec!["10.0.0.5"],
+                "web",
+                "",
+                vec![],
+                managed("10.0.0.5\tweb\n"),
+            ),
+            (
+                vec!["10.0.0.5", "fd00::5"],
+                "web",
+                "sub.default.svc.",
+                vec![],
+                managed("10.0.0.5\tweb.sub.default.svc.\tweb\nfd00::5\tweb.sub.default.svc.\tweb\n"),
+            ),
+            (
+                vec!["10.0.0.5"],
+                "web",
+                "",
+                vec![alias("10.1.1.1", &["a", "b.example"]), alias("10.1.1.2", &["c"])],
+                managed("10.0.0.5\tweb\n\n# Entries added by HostAliases.\n10.1.1.1\ta\tb.example\n10.1.1.2\tc\n"),
+            ),
+        ] {
+            let ips: Vec<String> = ips.into_iter().map(String::from).collect();
+            assert_eq!(
+                managed_hosts_content(&ips, hostname, domain, &aliases),
+                want,
+                "{ips:?} {domain:?} {aliases:?}"
+            );
+        }
+        let node = "127.0.0.1 localhost\n192.0.2.1 node1\n";
+        for (aliases, want) in [
+            (
+                vec![],
+                "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n192.0.2.1 node1\n".to_string(),
+            ),
+            (
+                vec![alias("10.1.1.1", &["a"])],
+                "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n192.0.2.1 node1\n\n# Entries added by HostAliases.\n10.1.1.1\ta\n".to_string(),
+            ),
+        ] {
+            assert_eq!(node_hosts_content(node, &aliases), want);
+        }
+    }
+
+    #[test]
+    fn hosts_file_is_mounted_by_kubelets_rules() {
+        let d = tempfile::tempdir().unwrap();
+        let ctx = NodeContext {
+            node_name: "n".into(),
+            root_dir: d.path().join("root"),
+            log_dir: d.path().join("logs"),
+            host_ip: "192.0.2.10".into(),
+        };
+        let load = |spec: &str| {
+            let m = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{spec}  containers:\n  - {{name: a, image: b}}\n");
+            staticlet_manifest::load(
+                m.as_bytes(),
+                &staticlet_manifest::Origin::File("/m/p.yaml".into()),
+                "n",
+            )
+            .unwrap()
+        };
+        let hosts_mount = |cfg: &ContainerConfig| {
+            cfg.mounts
+                .iter()
+                .find(|m| m.container_path == "/etc/hosts")
+                .cloned()
+        };
+        // Pod network: the pod's IP and hostname (`<name>-<node>`, a subdomain's FQDN), aliases.
+        let pod = load("  subdomain: sub\n  hostAliases:\n  - {ip: 10.1.1.1, hostnames: [a, b]}\n");
+        let mut cfg = ContainerConfig::default();
+        add_hosts_file(&mut cfg, &pod, "10.0.0.5", &ctx).unwrap();
+        let m = hosts_mount(&cfg).expect("mounted");
+        assert_eq!(m.host_path, ctx.pod_dir(&pod.uid).join("etc-hosts"));
+        assert!(!m.readonly);
+        let text = std::fs::read_to_string(&m.host_path).unwrap();
+        assert!(
+            text.starts_with("# Kubernetes-managed hosts file.\n")
+                && text.contains("10.0.0.5\tp-n.sub.default.svc.\tp-n\n")
+                && text.ends_with("# Entries added by HostAliases.\n10.1.1.1\ta\tb\n"),
+            "{text}"
+        );
+        let mode = std::fs::metadata(&m.host_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+        // Before the pod has an IP: not mounted (kubelet's shouldMountHostsFile).
+        let mut cfg = ContainerConfig::default();
+        add_hosts_file(&mut cfg, &pod, "", &ctx).unwrap();
+        assert_eq!(hosts_mount(&cfg), None);
+        // The container mounts /etc/hosts itself: left alone.
+        let own = Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: "/elsewhere".into(),
+            readonly: true,
+            propagation: "None".into(),
+        };
+        let mut cfg = ContainerConfig {
+            mounts: vec![own.clone()],
+            ..Default::default()
+        };
+        add_hosts_file(&mut cfg, &pod, "10.0.0.5", &ctx).unwrap();
+        assert_eq!(cfg.mounts, vec![own]);
+        // hostNetwork: the node's /etc/hosts under its header, then the aliases.
+        let pod = load("  hostNetwork: true\n  hostAliases:\n  - {ip: 10.1.1.1, hostnames: [a]}\n");
+        let mut cfg = ContainerConfig::default();
+        add_hosts_file(&mut cfg, &pod, "", &ctx).unwrap();
+        let text = std::fs::read_to_string(hosts_mount(&cfg).unwrap().host_path).unwrap();
+        let node = std::fs::read_to_string("/etc/hosts").unwrap();
+        assert_eq!(
+            text,
+            format!("# Kubernetes-managed hosts file (host network).\n{node}\n# Entries added by HostAliases.\n10.1.1.1\ta\n")
+        );
+    }
+
+    #[test]
+    fn pod_cgroup_is_removed_in_every_hierarchy_of_the_mount_table() {
+        let d = tempfile::tempdir().unwrap();
+        let (cpu, unified) = (d.path().join("cpu"), d.path().join("unified"));
+        let mountinfo = d.path().join("mountinfo");
+        std::fs::write(
+            &mountinfo,
+            format!(
+                "32 31 0:29 / {} rw - cgroup cgroup rw,cpu\n41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n",
+                cpu.display(),
+                unified.display()
+            ),
+        )
+        .unwrap();
+        assert_eq!(pod_cgroup_parent("u1"), "/staticlet/podu1");
+        for h in [&cpu, &unified] {
+            std::fs::create_dir_all(h.join("staticlet/podu1")).unwrap();
+            std::fs::create_dir_all(h.join("staticlet/podu2")).unwrap();
+        }
+        assert!(remove_pod_cgroup("u1", &mountinfo).unwrap().is_empty());
+        for h in [&cpu, &unified] {
+            assert!(!h.join("staticlet/podu1").exists());
+            assert!(h.join("staticlet/podu2").exists(), "another pod's is left");
+        }
+        assert!(
+            remove_pod_cgroup("u1", &mountinfo).unwrap().is_empty(),
+            "idempotent"
+        );
+        for bad in ["", "../x", "a/b"] {
+            assert!(remove_pod_cgroup(bad, &mountinfo).is_err(), "{bad:?}");
+        }
+        let e = remove_pod_cgroup("u2", &d.path().join("nope")).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
     }
 
     #[test]

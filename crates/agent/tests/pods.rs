@@ -20,6 +20,10 @@ struct Harness {
     pods: watch::Receiver<Arc<PodsView>>,
     rt: FakeRuntime,
     stop: CancellationToken,
+    /// `--root-dir`.
+    root: std::path::PathBuf,
+    /// Two cgroup hierarchies (a v1 controller and v2) the agent finds in its mount table.
+    cgroups: [std::path::PathBuf; 2],
     _dir: tempfile::TempDir,
 }
 
@@ -37,6 +41,21 @@ fn start(rt: &FakeRuntime, clock: Clock) -> Harness {
         clock,
         stop.clone(),
     ));
+    // The agent's mount table names two directories of the test as cgroup hierarchies.
+    let cgroups = [
+        dir.path().join("cgroup/cpu"),
+        dir.path().join("cgroup/unified"),
+    ];
+    let mountinfo = dir.path().join("mountinfo");
+    std::fs::write(
+        &mountinfo,
+        format!(
+            "32 31 0:29 / {} rw - cgroup cgroup rw,cpu\n41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n",
+            cgroups[0].display(),
+            cgroups[1].display()
+        ),
+    )
+    .unwrap();
     let ctx = Arc::new(WorkerCtx {
         runtime: Arc::new(rt.clone()),
         node: NodeContext {
@@ -48,6 +67,7 @@ fn start(rt: &FakeRuntime, clock: Clock) -> Harness {
         clock,
         runtime_name: "fake".into(),
         relist_period: Duration::from_secs(1),
+        cgroup_mountinfo: Some(mountinfo),
     });
     let (pods_tx, pods) = watch::channel(Arc::new(PodsView::new()));
     tokio::spawn(PodManager::new(ctx, pods_tx).run(desired_rx, stop.clone()));
@@ -56,6 +76,8 @@ fn start(rt: &FakeRuntime, clock: Clock) -> Harness {
         pods,
         rt: rt.clone(),
         stop,
+        root: dir.path().join("root"),
+        cgroups,
         _dir: dir,
     }
 }
@@ -91,6 +113,29 @@ impl Harness {
                     return;
                 }
                 self.pods.changed().await.unwrap();
+            }
+        })
+        .await;
+        assert!(
+            r.is_ok(),
+            "timed out waiting for: {what}\ncalls: {:#?}",
+            self.rt.calls()
+        );
+    }
+
+    /// The pod's cgroup directory in each hierarchy.
+    fn pod_cgroups(&self, uid: &str) -> Vec<std::path::PathBuf> {
+        self.cgroups
+            .iter()
+            .map(|h| h.join(format!("staticlet/pod{uid}")))
+            .collect()
+    }
+
+    /// Waits (in paused time, polling) until `pred` holds.
+    async fn until_true(&self, what: &str, pred: impl Fn() -> bool) {
+        let r = tokio::time::timeout(Duration::from_secs(3600), async {
+            while !pred() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
         .await;
@@ -848,5 +893,58 @@ async fn a_pod_start_lists_the_runtime_once() {
     // Still nothing more once the echoes of the start are in.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(rt.container_lists() - lists0, 1);
+    h.stop.cancel();
+}
+
+/// The agent removes a pod's cgroup in every hierarchy once its sandboxes are gone, then its
+/// directory; a running pod's is left alone; after a restart, what an earlier run left of a pod
+/// (its directory and cgroup, nothing in the runtime) is cleaned up too.
+#[tokio::test(start_paused = true)]
+async fn pod_cgroup_and_directory_go_with_the_pod_also_after_a_restart() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    let mut h = start(&rt, clock);
+    // An earlier run was killed after removing this pod's sandbox, before its cgroup.
+    let left = "0123456789abcdef0123456789abcdef";
+    std::fs::create_dir_all(h.root.join("pods").join(left).join("volumes")).unwrap();
+    for d in h.pod_cgroups(left) {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let p = pod("web", "  containers:\n  - {name: app, image: b}\n");
+    h.set(vec![p.clone()]).await;
+    h.until("running", |v| {
+        phase(v, &p.uid).as_deref() == Some("Running")
+    })
+    .await;
+    assert!(
+        h.root.join("pods").join(&p.uid).is_dir(),
+        "the pod's directory exists once its sandbox does"
+    );
+    // The runtime made the pod's cgroup (the fake makes none: the test plays containerd).
+    for d in h.pod_cgroups(&p.uid) {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    h.until_true("the leftover pod's cgroup and directory removed", || {
+        !h.root.join("pods").join(left).exists() && h.pod_cgroups(left).iter().all(|d| !d.exists())
+    })
+    .await;
+    assert!(
+        h.pod_cgroups(&p.uid).iter().all(|d| d.is_dir()),
+        "a running pod's cgroup is left alone"
+    );
+
+    h.set(vec![]).await;
+    h.until_calls("sandbox removed", |c| {
+        c.iter()
+            .any(|(_, c)| matches!(c, Call::RemoveSandbox { uid } if *uid == p.uid))
+    })
+    .await;
+    h.until_true("the pod's cgroup and directory removed", || {
+        !h.root.join("pods").join(&p.uid).exists()
+            && h.pod_cgroups(&p.uid).iter().all(|d| !d.exists())
+    })
+    .await;
+    // Only the pods' own cgroups went, never their parent.
+    assert!(h.cgroups.iter().all(|c| c.join("staticlet").is_dir()));
     h.stop.cancel();
 }

@@ -100,7 +100,8 @@ pub fn namespace_options(c: &SandboxConfig) -> cri::NamespaceOption {
 /// CRI's `PodSandboxConfig` for a sandbox.
 ///
 /// The hostname is forced empty under hostNetwork (runtimes refuse a hostname there). Host
-/// aliases have no CRI field (kubelet writes `/etc/hosts` itself) and are not passed on.
+/// aliases have no CRI field: the agent writes the pod's `/etc/hosts` and mounts it into each
+/// container, as kubelet does.
 pub fn sandbox_config(c: &SandboxConfig) -> Result<cri::PodSandboxConfig, RuntimeError> {
     Ok(cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
@@ -585,7 +586,6 @@ mod tests {
                 host_port: 5353,
                 host_ip: "127.0.0.1".into(),
             }],
-            host_aliases: vec![("1.2.3.4".into(), vec!["x".into()])],
             labels: labels(&[("a", "1")]),
             annotations: labels(&[("b", "2")]),
             cgroup_parent: "/kubepods/pod-u1".into(),

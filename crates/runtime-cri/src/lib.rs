@@ -17,8 +17,12 @@
 //!   (containerd 1.7+); otherwise [`ContainerRuntime::subscribe_events`] returns `None` and the
 //!   agent relies on its relist.
 //!
-//! What CRI does not carry: `SandboxConfig::host_aliases` (kubelet writes `/etc/hosts` itself and
-//! mounts it) and `ContainerConfig::stop_signal` (the runtime uses the image's `StopSignal`).
+//! What CRI does not carry: `ContainerConfig::stop_signal` (the runtime uses the image's
+//! `StopSignal`). The pod's `/etc/hosts` (its IP and hostname, `hostAliases`) is the agent's: it
+//! arrives as a mount in each `ContainerConfig`, as kubelet's does, and containerd then leaves
+//! its own copy of the node's out. The pod's cgroup (`SandboxConfig::cgroup_parent`) is the
+//! agent's too: containerd creates it and never removes it, the agent does once the pod's
+//! sandboxes are gone.
 //! Like kubelet, this runtime creates the pod log directory and each container's log directory
 //! before asking the runtime to write there, and checks `runAsNonRoot` against the image's user.
 //!

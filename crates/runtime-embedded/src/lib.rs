@@ -14,7 +14,8 @@
 //!
 //! Layout under `<root-dir>/runtime` (the directory is a private bind mount of itself, so the
 //! namespace bind mounts in it do not propagate):
-//! - `sandboxes/<id>/{sandbox.json, hosts, hostname, resolv.conf, ns/{net,ipc,uts}}`
+//! - `sandboxes/<id>/{sandbox.json, hostname, resolv.conf, ns/{net,ipc,uts}}` (`/etc/hosts` is
+//!   the agent's: a mount in each `ContainerConfig`)
 //! - `containers/<id>/{container.json, bundle/config.json, rootfs/, upper/, work/, shim/,
 //!   termination-log}`
 //! - `libcontainer/`: libcontainer's state root.
@@ -506,37 +507,40 @@ impl Inner {
             return Ok(());
         }
         self.stop_container_blocking(id, Duration::ZERO)?;
+        // The container's own cgroups, if its shim could not delete them (before the record
+        // that names them goes). The pod cgroup above them is the agent's.
+        if let Ok(rec) = self.load_container(id) {
+            let uid = match self.load_sandbox(&rec.sandbox_id) {
+                Ok(sb) => Some(sb.uid),
+                Err(_) => rec.labels.get(staticlet_runtime::labels::POD_UID).cloned(),
+            };
+            if let Some(uid) = uid {
+                remove_container_cgroup(&container_cgroup(&uid, id));
+            }
+        }
         rootfs::unmount(&dir.join("rootfs")).map_err(io_err("unmount rootfs"))?;
         std::fs::remove_dir_all(&dir).map_err(io_err("remove container"))?;
         Ok(())
     }
 }
 
-/// Removes the (empty) parent cgroups of a pod's containers, `staticlet/pod<uid>`, in every
-/// hierarchy. Best effort: a cgroup still in use stays, and is logged.
-fn remove_pod_cgroups(uid: &str) {
-    let mut dirs = vec![PathBuf::from("/sys/fs/cgroup/staticlet").join(format!("pod{uid}"))];
-    for e in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        dirs.push(e.path().join("staticlet").join(format!("pod{uid}")));
-    }
-    for d in dirs {
-        // Container cgroups left under it (their containers are gone; a cgroup with processes
-        // refuses the rmdir, which is what we want).
-        for child in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if child.file_type().is_ok_and(|t| t.is_dir()) {
-                let _ = std::fs::remove_dir(child.path());
+/// A container's cgroup: under its pod's (`/staticlet/pod<uid>`, the agent's
+/// `SandboxConfig::cgroup_parent`), named after the container.
+fn container_cgroup(uid: &str, id: &str) -> String {
+    format!("/staticlet/pod{uid}/{id}")
+}
+
+/// Removes a container's cgroup in every hierarchy, `rmdir` only (a cgroup still in use stays,
+/// and is logged). Normally already gone: its shim deletes it when the container exits.
+fn remove_container_cgroup(path: &str) {
+    let mountinfo = Path::new(staticlet_runtime::cgroups::MOUNTINFO);
+    match staticlet_runtime::cgroups::hierarchies(mountinfo) {
+        Ok(h) => {
+            for (dir, e) in staticlet_runtime::cgroups::remove(&h, path) {
+                warn!(cgroup = %dir.display(), error = %e, "cannot remove container cgroup");
             }
         }
-        match std::fs::remove_dir(&d) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound && d.exists() => {
-                warn!(cgroup = %d.display(), error = %e, "cannot remove pod cgroup");
-            }
-            _ => {}
-        }
+        Err(e) => warn!(error = %e, "cannot remove container cgroup {path}"),
     }
 }
 
@@ -588,20 +592,6 @@ pub fn parse_signal(s: &str) -> Option<nix::sys::signal::Signal> {
         format!("SIG{s}")
     };
     name.parse().ok()
-}
-
-fn hosts_file(ip: &str, hostname: &str, aliases: &[(String, Vec<String>)]) -> String {
-    let mut s = String::from("# Kubernetes-managed hosts file (staticlet).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n");
-    if !ip.is_empty() {
-        s.push_str(&format!("{ip}\t{hostname}\n"));
-    }
-    if !aliases.is_empty() {
-        s.push_str("\n# Entries added by HostAliases.\n");
-        for (ip, names) in aliases {
-            s.push_str(&format!("{ip}\t{}\n", names.join("\t")));
-        }
-    }
-    s
 }
 
 #[async_trait]
@@ -751,13 +741,7 @@ impl ContainerRuntime for EmbeddedRuntime {
                 }
             }
         }
-        // /etc/hosts, /etc/hostname, /etc/resolv.conf for the pod's containers.
-        let hosts = if config.host_network {
-            std::fs::read_to_string("/etc/hosts")
-                .unwrap_or_else(|_| hosts_file("", &hostname, &config.host_aliases))
-        } else {
-            hosts_file(&rec.ip, &hostname, &config.host_aliases)
-        };
+        // /etc/hostname, /etc/resolv.conf for the pod's containers (/etc/hosts is the agent's).
         let resolv = match &config.dns {
             Some(d) => {
                 let mut s = String::new();
@@ -774,7 +758,6 @@ impl ContainerRuntime for EmbeddedRuntime {
             }
             None => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         };
-        std::fs::write(dir.join("hosts"), hosts).map_err(io_err("write hosts"))?;
         std::fs::write(dir.join("hostname"), format!("{hostname}\n"))
             .map_err(io_err("write hostname"))?;
         std::fs::write(dir.join("resolv.conf"), resolv).map_err(io_err("write resolv.conf"))?;
@@ -829,9 +812,6 @@ impl ContainerRuntime for EmbeddedRuntime {
                 }
             }
             rootfs::unmount_namespaces(&dir.join("ns")).map_err(io_err("unmount namespaces"))?;
-            if let Ok(rec) = inner.load_sandbox(&id) {
-                remove_pod_cgroups(&rec.uid);
-            }
             std::fs::remove_dir_all(&dir).map_err(io_err("remove sandbox"))?;
             Ok(())
         })
@@ -953,7 +933,6 @@ impl ContainerRuntime for EmbeddedRuntime {
                     .map_err(io_err("prepare rootfs"))?;
                 let sdir = inner.sandbox_dir(&sandbox);
                 let files = spec::SandboxFiles {
-                    hosts: sdir.join("hosts").to_string_lossy().into_owned(),
                     hostname: sdir.join("hostname").to_string_lossy().into_owned(),
                     resolv_conf: sdir.join("resolv.conf").to_string_lossy().into_owned(),
                 };
@@ -964,7 +943,7 @@ impl ContainerRuntime for EmbeddedRuntime {
                     pid: sb.pid_ns.clone(),
                     host_pid: sb.host_pid,
                 };
-                let cgroups_path = format!("/staticlet/pod{}/{id}", sb.uid);
+                let cgroups_path = container_cgroup(&sb.uid, &id);
                 let v = spec::build(&spec::SpecInput {
                     cfg: &config,
                     image: &image,
@@ -1243,17 +1222,5 @@ mod tests {
         assert_eq!(parse_signal("9"), Some(Signal::SIGKILL));
         assert_eq!(parse_signal(""), None);
         assert_eq!(parse_signal("SIGNOPE"), None);
-    }
-
-    #[test]
-    fn hosts_file_has_pod_entry_and_aliases() {
-        let h = hosts_file(
-            "10.0.0.5",
-            "web",
-            &[("10.1.1.1".into(), vec!["a".into(), "b".into()])],
-        );
-        assert!(h.contains("10.0.0.5\tweb\n"));
-        assert!(h.contains("10.1.1.1\ta\tb\n"));
-        assert!(h.contains("127.0.0.1\tlocalhost"));
     }
 }

@@ -105,10 +105,11 @@ pub struct SandboxNamespaces {
     pub host_pid: bool,
 }
 
-/// Files of the sandbox bind-mounted into each container.
+/// Files of the sandbox bind-mounted into each container. `/etc/hosts` is not one of them: the
+/// agent writes each pod's hosts file and mounts it through [`ContainerConfig::mounts`], for
+/// every runtime alike (as kubelet does).
 #[derive(Debug, Clone)]
 pub struct SandboxFiles {
-    pub hosts: String,
     pub hostname: String,
     pub resolv_conf: String,
 }
@@ -400,7 +401,6 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, String> {
         .map(|m| m.container_path.as_str())
         .collect();
     for (dst, src) in [
-        ("/etc/hosts", &input.files.hosts),
         ("/etc/hostname", &input.files.hostname),
         ("/etc/resolv.conf", &input.files.resolv_conf),
     ] {
@@ -591,7 +591,6 @@ mod tests {
         c.security.seccomp = staticlet_runtime::Seccomp::RuntimeDefault;
         let ns = SandboxNamespaces::default();
         let files = SandboxFiles {
-            hosts: "/h".into(),
             hostname: "/n".into(),
             resolv_conf: "/r".into(),
         };
@@ -681,7 +680,6 @@ mod tests {
             host_pid: false,
         };
         let files = SandboxFiles {
-            hosts: "/s/hosts".into(),
             hostname: "/s/hostname".into(),
             resolv_conf: "/s/resolv.conf".into(),
         };

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+pub mod cgroups;
 pub mod fake;
 
 /// Labels and annotations on runtime objects.
@@ -202,14 +203,14 @@ pub struct SandboxConfig {
     pub log_directory: PathBuf,
     pub dns: Option<DnsConfig>,
     pub port_mappings: Vec<PortMapping>,
-    /// `(ip, hostnames)` entries added to the generated `/etc/hosts`.
-    pub host_aliases: Vec<(String, Vec<String>)>,
     pub labels: Labels,
     pub annotations: Labels,
     pub host_network: bool,
     pub host_pid: bool,
     pub host_ipc: bool,
     pub share_process_namespace: bool,
+    /// The pod's cgroup (absolute, e.g. `/staticlet/pod<uid>`), under which the runtime puts the
+    /// sandbox's and containers' cgroups. The agent removes it once the pod is gone.
     pub cgroup_parent: String,
     pub sysctls: Labels,
     /// `runtimeClassName`, for runtimes that support handlers.

@@ -551,6 +551,9 @@ async fn run(args: options::RunArgs) -> Result<()> {
         manifest_url_headers: settings.manifest_url_headers,
         file_check_frequency: settings.file_check_frequency,
         http_check_frequency: settings.http_check_frequency,
+        // The simulator makes no cgroups: nothing of the host's to clean up after its pods.
+        cgroup_mountinfo: (runtime_name != "simulate")
+            .then(|| PathBuf::from(staticlet_runtime::cgroups::MOUNTINFO)),
         runtime_name,
         relist_period: Duration::from_secs(1),
     };

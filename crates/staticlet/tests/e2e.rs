@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, can_run, container_state, free_port, http_get, Env};
+use common::{bin, can_run, container_state, free_port, http_get, pod_cgroups, Env};
 
 fn mounts_under(p: &Path) -> Vec<String> {
     let p = p.to_string_lossy().to_string();
@@ -46,7 +46,7 @@ fn pod_cgroup_limits_and_nothing_left_after_removal() {
     });
     let uid = env.uid("web");
     // The memory limit is in the container's cgroup (cgroup v1 here, v2 elsewhere).
-    let pod_cgroups: Vec<PathBuf> = [
+    let memory_cgroups: Vec<PathBuf> = [
         "/sys/fs/cgroup/memory/staticlet",
         "/sys/fs/cgroup/staticlet",
     ]
@@ -54,8 +54,8 @@ fn pod_cgroup_limits_and_nothing_left_after_removal() {
     .map(|b| Path::new(b).join(format!("pod{uid}")))
     .filter(|p| p.exists())
     .collect();
-    assert!(!pod_cgroups.is_empty(), "no pod cgroup for {uid}");
-    let limits: Vec<String> = std::fs::read_dir(&pod_cgroups[0])
+    assert!(!memory_cgroups.is_empty(), "no memory cgroup for {uid}");
+    let limits: Vec<String> = std::fs::read_dir(&memory_cgroups[0])
         .unwrap()
         .flatten()
         .filter(|e| e.path().is_dir())
@@ -70,14 +70,8 @@ fn pod_cgroup_limits_and_nothing_left_after_removal() {
         "{limits:?}"
     );
     // The pod's cgroup in every hierarchy (cgroup v1: one per controller).
-    let pod_cgroups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-        .unwrap()
-        .flatten()
-        .map(|h| h.path())
-        .chain([PathBuf::from("/sys/fs/cgroup")])
-        .map(|h| h.join(format!("staticlet/pod{uid}")))
-        .filter(|p| p.exists())
-        .collect();
+    let cgroups = pod_cgroups(&uid);
+    assert!(!cgroups.is_empty(), "no pod cgroup for {uid}");
 
     // Manifest removed: everything stops; no container dirs, mounts, shims or cgroups are left.
     env.remove_manifest("web");
@@ -86,9 +80,10 @@ fn pod_cgroup_limits_and_nothing_left_after_removal() {
     });
     assert!(http_get(port).is_none(), "the web server is gone");
     assert_eq!(mounts_under(&env.root()), Vec::<String>::new());
-    for cg in &pod_cgroups {
-        assert!(!cg.exists(), "{} is left", cg.display());
-    }
+    env.wait("the pod's cgroup removed in every hierarchy", 30, || {
+        cgroups.iter().all(|cg| !cg.exists())
+    });
+    assert_eq!(pod_cgroups(&uid), Vec::<PathBuf>::new());
 }
 
 /// A `docker-registry` on a free loopback port, killed on drop.

@@ -11,7 +11,10 @@
 //! - tells workers of unwanted UIDs to terminate, and a terminating worker whose UID is wanted
 //!   again to start again when stopped (restart counts continue, as kubelet);
 //! - once every source has been seen, stops runtime pods that no source wants (orphans, e.g. a
-//!   manifest deleted while the agent was down) with a 1 s grace period.
+//!   manifest deleted while the agent was down) with a 1 s grace period, and, once after
+//!   starting, finishes the cleanup of pods that left only their directory
+//!   (`<root-dir>/pods/<uid>`) behind: an agent killed after removing a pod's sandboxes but
+//!   before removing its cgroup and directory (kubelet's orphaned pod directories and cgroups).
 //!
 //! Its periodic relist (every `relist_period`, 1 s, kubelet's PLEG) is the one runtime-wide
 //! listing of the agent: it finds orphans, and it compares every pod's sandbox and container
@@ -104,6 +107,8 @@ pub struct PodManager {
     /// Every pod's sandbox and container states at the last relist.
     fingerprints: HashMap<String, Fingerprint>,
     listed_once: bool,
+    /// Whether the pod directories left by an earlier run were looked at.
+    pod_dirs_swept: bool,
     done_tx: mpsc::UnboundedSender<Finished>,
     done_rx: mpsc::UnboundedReceiver<Finished>,
     view: watch::Sender<Arc<PodsView>>,
@@ -120,6 +125,7 @@ impl PodManager {
             runtime_pods: HashMap::new(),
             fingerprints: HashMap::new(),
             listed_once: false,
+            pod_dirs_swept: false,
             done_tx,
             done_rx,
             view,
@@ -239,6 +245,9 @@ impl PodManager {
                 })
                 .map(|(u, p)| (u.clone(), p.clone()))
                 .collect();
+            if !std::mem::replace(&mut self.pod_dirs_swept, true) {
+                self.sweep_pod_dirs();
+            }
             for (uid, rp) in orphans {
                 info!(%uid, pod = %rp.name, namespace = %rp.namespace, "stopping runtime pod that has no manifest");
                 let handle = worker::spawn_orphan(
@@ -285,6 +294,54 @@ impl PodManager {
                     full_name: full,
                     pod: Some(pod.clone()),
                     terminating: false,
+                },
+            );
+        }
+    }
+
+    /// Starts an orphan worker for each pod directory of a UID that is neither wanted, nor
+    /// in the runtime, nor handled by a worker: what is left of a pod whose cleanup an earlier
+    /// run did not finish. The worker finds nothing in the runtime and goes straight to
+    /// removing the pod's cgroup and directory.
+    fn sweep_pod_dirs(&mut self) {
+        let dir = self.ctx.node.root_dir.join("pods");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "cannot list pod directories");
+                return;
+            }
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Some(uid) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if self.workers.contains_key(&uid)
+                || self.desired.pods.contains_key(&uid)
+                || self.runtime_pods.contains_key(&uid)
+            {
+                continue;
+            }
+            info!(%uid, "finishing the cleanup of a pod that has no manifest and nothing in the runtime");
+            let handle = worker::spawn_orphan(
+                self.ctx.clone(),
+                uid.clone(),
+                String::new(),
+                String::new(),
+                self.done_tx.clone(),
+            );
+            self.workers.insert(
+                uid,
+                Entry {
+                    handle,
+                    // No pod's full name (`<name>_<namespace>`) is empty: blocks none.
+                    full_name: String::new(),
+                    pod: None,
+                    terminating: true,
                 },
             );
         }

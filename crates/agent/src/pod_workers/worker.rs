@@ -28,6 +28,10 @@ pub struct WorkerCtx {
     pub runtime_name: String,
     /// Period of the relist that backs up runtime events (kubelet's PLEG: 1 s).
     pub relist_period: Duration,
+    /// The mount table in which the agent finds the cgroup hierarchies its pods' cgroups live in
+    /// (`/proc/self/mountinfo`), to remove a pod's cgroup once its sandboxes are gone; `None`
+    /// when the runtime makes no cgroups (the fake and simulated runtimes).
+    pub cgroup_mountinfo: Option<std::path::PathBuf>,
 }
 
 /// Messages from the pod manager.
@@ -703,6 +707,13 @@ impl Worker {
             }
             Action::CreateSandbox { attempt } => {
                 let cfg = kuberuntime::sandbox_config(pod, attempt, &self.ctx.node);
+                // The pod's directory exists before anything of the pod does (kubelet's
+                // makePodDataDirs): after a crash, it tells the agent a pod may have left
+                // something behind (its cgroup) even when the runtime holds nothing of it.
+                let pod_dir = self.ctx.node.pod_dir(&pod.uid);
+                if let Err(e) = std::fs::create_dir_all(&pod_dir) {
+                    return Err(format!("creating pod directory {}: {e}", pod_dir.display()));
+                }
                 if let Err(e) = std::fs::create_dir_all(&cfg.log_directory) {
                     return Err(format!(
                         "creating log directory {}: {e}",
@@ -896,6 +907,8 @@ impl Worker {
             kuberuntime::container_config(pod, c, kind, attempt, &pod_ip, &self.ctx.node, &volumes)
                 .map_err(|e| ("CreateContainerConfigError", e))?;
         kuberuntime::add_termination_log(&mut cfg, pod, c, attempt, &self.ctx.node)
+            .map_err(|e| ("CreateContainerConfigError", e))?;
+        kuberuntime::add_hosts_file(&mut cfg, pod, &sandbox.ip, &self.ctx.node)
             .map_err(|e| ("CreateContainerConfigError", e))?;
         let sb_cfg = kuberuntime::sandbox_config(pod, sandbox.attempt, &self.ctx.node);
         let id = rt
@@ -1147,8 +1160,8 @@ impl Worker {
         }
     }
 
-    /// Removes the pod's containers, sandboxes, volumes and logs. Retries until the runtime
-    /// answers: a pod is only forgotten once nothing of it is left.
+    /// Removes the pod's containers, sandboxes, cgroup, volumes and logs. Retries until the
+    /// runtime answers: a pod is only forgotten once nothing of it is left.
     async fn cleanup(&mut self) {
         let mut attempt = 0u32;
         loop {
@@ -1164,6 +1177,24 @@ impl Worker {
             }
         }
         let uid = self.subject.uid().to_string();
+        // Every sandbox is gone: the pod cgroup they ran in can go too (before the pod's
+        // directory, which marks the pod as not fully cleaned up until then).
+        if let Some(mountinfo) = self.ctx.cgroup_mountinfo.clone() {
+            let u = uid.clone();
+            let removed =
+                tokio::task::spawn_blocking(move || kuberuntime::remove_pod_cgroup(&u, &mountinfo))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r);
+            match removed {
+                Ok(left) => {
+                    for (dir, e) in left {
+                        warn!(cgroup = %dir.display(), error = %e, "cannot remove the pod's cgroup");
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot remove the pod's cgroup"),
+            }
+        }
         if let Err(e) = kuberuntime::cleanup_pod_dir(&self.ctx.node, &uid) {
             warn!(error = %e, "removing pod directory failed");
         }

@@ -578,6 +578,19 @@ impl Env {
     }
 }
 
+/// The directories of the pod's cgroup (`/staticlet/pod<uid>`, the agent's cgroup parent) that
+/// exist, in every cgroup hierarchy of this process's mount table (each cgroup v1 controller,
+/// the v2 tree).
+pub fn pod_cgroups(uid: &str) -> Vec<PathBuf> {
+    let mountinfo = Path::new(staticlet_runtime::cgroups::MOUNTINFO);
+    staticlet_runtime::cgroups::hierarchies(mountinfo)
+        .unwrap()
+        .iter()
+        .filter_map(|h| h.dir_of(&format!("/staticlet/pod{uid}")))
+        .filter(|d| d.exists())
+        .collect()
+}
+
 fn dir_entries(d: &Path) -> Vec<String> {
     std::fs::read_dir(d)
         .map(|d| {
@@ -588,30 +601,46 @@ fn dir_entries(d: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+impl Env {
+    /// Whether the runtime holds nothing of staticlet's and the agent has finished cleaning up
+    /// after every pod (it removes a pod's directory after its cgroup); `false` while the
+    /// runtime cannot be asked.
+    fn all_cleaned_up(&self) -> bool {
+        let runtime_empty = match &self.runtime {
+            Runtime::Embedded { .. } => {
+                dir_entries(&self.root().join("runtime/containers")).is_empty()
+                    && dir_entries(&self.root().join("runtime/sandboxes")).is_empty()
+            }
+            Runtime::Containerd { cri, rt, .. } => rt.block_on(async {
+                let all = LabelSelector::managed();
+                matches!(cri.list_containers(&all).await, Ok(c) if c.is_empty())
+                    && matches!(cri.list_pod_sandboxes(&all).await, Ok(s) if s.is_empty())
+            }),
+        };
+        runtime_empty && dir_entries(&self.root().join("pods")).is_empty()
+    }
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
         self.kill_agent();
-        let Runtime::Embedded { cni } = &self.runtime else {
-            // The private containerd stops and removes every sandbox when it is dropped.
-            return;
-        };
-        let bridge = cni.as_ref().map(|(_, bridge)| bridge.clone());
-        // Stop whatever is left (a failed test) so no container outlives the test.
+        // Stop whatever is left (a failed test, pods still running) through an agent with no
+        // manifests, so no container outlives the test and every pod's cgroup is removed (the
+        // agent does that after the pod's sandboxes are gone; containerd never does).
         let _ = std::fs::remove_dir_all(self.path("manifests"));
         let _ = std::fs::create_dir_all(self.path("manifests"));
         self.start();
-        let root = self.root();
-        // Until containers and sandboxes are gone: removing a sandbox also removes the pod's
-        // cgroups, so killing the agent earlier would leave them behind.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while (!dir_entries(&root.join("runtime/containers")).is_empty()
-            || !dir_entries(&root.join("runtime/sandboxes")).is_empty())
-            && Instant::now() < deadline
-        {
+        while !self.all_cleaned_up() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(200));
         }
         self.kill_agent();
-        let _ = staticlet_runtime_embedded::release(&root);
+        // The private containerd stops and removes whatever is still left when it is dropped.
+        let Runtime::Embedded { cni } = &self.runtime else {
+            return;
+        };
+        let bridge = cni.as_ref().map(|(_, bridge)| bridge.clone());
+        let _ = staticlet_runtime_embedded::release(&self.root());
         if let Some(bridge) = bridge {
             let _ = Command::new("ip")
                 .args(["link", "del", &bridge])

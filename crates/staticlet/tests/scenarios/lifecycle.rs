@@ -2,7 +2,7 @@
 //! edits and removals, the agent killed, image pull failures, metrics.
 
 use crate::common::{
-    condition, container_state, events, free_port, http_get, status, Backend, Env,
+    condition, container_state, events, free_port, http_get, pod_cgroups, status, Env,
 };
 
 on_both_backends!(
@@ -10,6 +10,7 @@ on_both_backends!(
     crash_loop_backs_off,
     logs_of_current_and_previous,
     pod_network_through_cni,
+    managed_hosts_file,
     edited_manifest_replaces_pod,
     removed_manifest_removes_pod,
     agent_kill_keeps_containers,
@@ -220,20 +221,82 @@ fn pod_network_through_cni(env: &mut Env) {
     let log = env.log_file("net", &env.uid("net"), "app", 0);
     let full = env.full_name("net");
     // The pod's hostname is its name; /etc/hosts maps it to the pod IP (kubelet's managed hosts
-    // file). Not on containerd yet: there the containers get containerd's copy of the node's
-    // /etc/hosts, as staticlet does not write and mount a hosts file for CRI pods (kubelet does,
-    // `makeHostsMount`), so neither this entry nor hostAliases reach them.
-    let hosts_entry = env.backend() == Backend::Embedded;
+    // file, `managed_hosts_file` has the rest of it).
     env.wait("container output", 60, || {
         std::fs::read_to_string(&log).is_ok_and(|l| {
             l.contains(&format!("inet {ip}/24"))
                 && l.contains(&format!(" stdout F {full}"))
-                && (!hosts_entry || l.contains(&format!("{ip}\t{full}")))
+                && l.contains(&format!("{ip}\t{full}"))
         })
     });
     env.remove_manifest("net");
     env.wait("pod removed", 60, || env.sandboxes() == 0);
     assert!(!env.ip_allocated(&ip), "the pod's address was released");
+}
+
+/// Every container sees the pod's managed /etc/hosts (kubelet's, whatever the runtime): on the
+/// pod network localhost, the IPv6 names and `IP<TAB>hostname`, under hostNetwork the node's own
+/// file; both end with the pod's `hostAliases`.
+fn managed_hosts_file(env: &mut Env) {
+    env.pod_network();
+    let spec = |host_network: bool| {
+        format!(
+            r#"  hostNetwork: {host_network}
+  terminationGracePeriodSeconds: 1
+  hostAliases:
+  - ip: 10.9.8.7
+    hostnames: [alias-one, alias-two.example]
+  - ip: "fd00::7"
+    hostnames: [alias-six]
+  initContainers:
+  - name: init
+    image: IMAGE
+    imagePullPolicy: IfNotPresent
+    command: [cat, /etc/hosts]
+  containers:
+  - name: app
+    image: IMAGE
+    imagePullPolicy: IfNotPresent
+    command: [sleep, '3600']
+"#
+        )
+    };
+    env.manifest("net", &env.pod_manifest("net", &spec(false)));
+    env.manifest("host", &env.pod_manifest("host", &spec(true)));
+    env.start();
+    let running = |env: &Env, name: &str| {
+        env.pod(name)
+            .is_some_and(|p| p["status"]["phase"] == "Running")
+    };
+    env.wait("both pods running", 120, || {
+        running(env, "net") && running(env, "host")
+    });
+    let aliases = "\n# Entries added by HostAliases.\n10.9.8.7\talias-one\talias-two.example\nfd00::7\talias-six\n";
+    let ip = env.pod("net").unwrap()["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let want_net = format!(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{}\n{aliases}",
+        env.full_name("net")
+    );
+    let node = std::fs::read_to_string("/etc/hosts").unwrap();
+    let want_host = format!("# Kubernetes-managed hosts file (host network).\n{node}{aliases}");
+    for (name, want) in [("net", &want_net), ("host", &want_host)] {
+        assert_eq!(
+            &env.exec(name, "app", &["cat", "/etc/hosts"]),
+            want,
+            "{name}"
+        );
+        // The init container saw the same file.
+        let uid = env.uid(name);
+        let log = std::fs::read_to_string(env.log_file(name, &uid, "init", 0)).unwrap();
+        let text: String = log
+            .lines()
+            .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default().to_string() + "\n")
+            .collect();
+        assert_eq!(&text, want, "{name}'s init container");
+    }
 }
 
 /// An edited manifest is a new pod: the old one terminates completely before the new one's
@@ -304,8 +367,8 @@ fn edited_manifest_replaces_pod(env: &mut Env) {
     });
 }
 
-/// Removed manifests: the pods stop and their containers and sandboxes are removed from the
-/// runtime.
+/// Removed manifests: the pods stop, their containers and sandboxes are removed from the
+/// runtime, and their cgroups (`/staticlet/pod<uid>`) from every cgroup hierarchy.
 fn removed_manifest_removes_pod(env: &mut Env) {
     let port = free_port();
     env.manifest("web", &web_manifest(env, port));
@@ -316,6 +379,10 @@ fn removed_manifest_removes_pod(env: &mut Env) {
             && status(env, "crash", "app").is_some_and(|c| c["restartCount"].as_i64() >= Some(1))
     });
     assert_eq!(env.sandboxes(), 2);
+    let uids = [env.uid("web"), env.uid("crash")];
+    for uid in &uids {
+        assert!(!pod_cgroups(uid).is_empty(), "no cgroup of pod {uid}");
+    }
     env.remove_manifest("web");
     env.remove_manifest("crash");
     env.wait("everything removed", 120, || {
@@ -324,6 +391,9 @@ fn removed_manifest_removes_pod(env: &mut Env) {
     assert!(http_get(port).is_none(), "the web server is gone");
     env.wait("pods no longer shown", 30, || {
         env.pod("web").is_none() && env.pod("crash").is_none()
+    });
+    env.wait("the pods' cgroups removed in every hierarchy", 30, || {
+        uids.iter().all(|uid| pod_cgroups(uid).is_empty())
     });
 }
 

@@ -1,0 +1,295 @@
+//! Finding cgroup hierarchies and removing cgroup directories, for whoever owns a cgroup's
+//! lifetime: the agent owns each pod's cgroup (it chose the pod's `cgroup_parent`), the embedded
+//! runtime owns its containers' cgroups under it.
+//!
+//! Hierarchies come from `/proc/self/mountinfo` (every mount of type `cgroup` or `cgroup2`: one
+//! per v1 controller, the v2 tree, both on a hybrid host), never from hard-coded paths. Removal is
+//! `rmdir` only: a cgroup that still has processes or child cgroups refuses it (`EBUSY`), which
+//! is what keeps a live cgroup safe; nothing is ever deleted recursively.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the process's mount table is read from by default.
+pub const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// One mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    /// Where it is mounted (`/sys/fs/cgroup/memory`, `/sys/fs/cgroup`, ...).
+    pub mount_point: PathBuf,
+    /// The cgroup the mount shows as its root (`/` unless a sub-tree is bind-mounted or a cgroup
+    /// namespace hides the rest).
+    pub root: PathBuf,
+    /// `true` for the unified (v2) hierarchy.
+    pub v2: bool,
+}
+
+impl Hierarchy {
+    /// The directory of the cgroup `path` (absolute, as in `/proc/<pid>/cgroup` and OCI's
+    /// `cgroupsPath`) in this hierarchy; `None` when this mount does not show it (its root is
+    /// elsewhere) or `path` is not a plain absolute path below the root (`..`, relative).
+    pub fn dir_of(&self, path: &str) -> Option<PathBuf> {
+        let segments = path.strip_prefix('/')?.split('/');
+        if segments
+            .clone()
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return None;
+        }
+        let rel = Path::new(path).strip_prefix(&self.root).ok()?;
+        if rel.as_os_str().is_empty() {
+            // The hierarchy's root itself is never ours to remove.
+            return None;
+        }
+        Some(self.mount_point.join(rel))
+    }
+}
+
+/// Undoes mountinfo's octal escapes (`\040` space, `\011` tab, `\012` newline, `\134` `\`).
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let d = &b[i + 1..i + 4];
+            if d.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                let v = u32::from(d[0] - b'0') * 64
+                    + u32::from(d[1] - b'0') * 8
+                    + u32::from(d[2] - b'0');
+                if let Ok(v) = u8::try_from(v) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cgroup hierarchies in a mountinfo text (`/proc/<pid>/mountinfo`, proc(5)): every mount
+/// of type `cgroup` or `cgroup2`, once per hierarchy and root (a hierarchy mounted twice is
+/// listed once). Malformed lines are skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
+    let mut out: Vec<(String, Hierarchy)> = Vec::new();
+    for line in text.lines() {
+        // id parent major:minor root mount-point options [optional...] - fstype source super
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let fstype = right.split(' ').next().unwrap_or("");
+        let v2 = match fstype {
+            "cgroup" => false,
+            "cgroup2" => true,
+            _ => continue,
+        };
+        if fields.len() < 5 {
+            continue;
+        }
+        let dev = fields[2].to_string();
+        let h = Hierarchy {
+            mount_point: PathBuf::from(unescape(fields[4])),
+            root: PathBuf::from(unescape(fields[3])),
+            v2,
+        };
+        if !out.iter().any(|(d, o)| *d == dev && o.root == h.root) {
+            out.push((dev, h));
+        }
+    }
+    out.into_iter().map(|(_, h)| h).collect()
+}
+
+/// The cgroup hierarchies mounted in this process's mount namespace, from `mountinfo` (normally
+/// [`MOUNTINFO`]).
+pub fn hierarchies(mountinfo: &Path) -> io::Result<Vec<Hierarchy>> {
+    let text = std::fs::read_to_string(mountinfo)
+        .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", mountinfo.display())))?;
+    Ok(parse_mountinfo(&text))
+}
+
+/// How often a busy cgroup's `rmdir` is tried, and the pause before the first retry (doubling):
+/// a cgroup whose last process just exited stays busy for a moment (it is still being released).
+const RMDIR_ATTEMPTS: u32 = 5;
+const RMDIR_FIRST_PAUSE: Duration = Duration::from_millis(20);
+
+/// Removes the cgroup `path` (absolute, e.g. `/staticlet/pod<uid>`) in every hierarchy that
+/// shows it, with `rmdir` only. Idempotent: a directory already gone is success. A busy one
+/// (`EBUSY`: processes or child cgroups left) is retried a few times over ~300 ms (blocking the
+/// thread), then reported. Returns the directories that could not be removed, with why.
+pub fn remove(hierarchies: &[Hierarchy], path: &str) -> Vec<(PathBuf, io::Error)> {
+    let mut failed = Vec::new();
+    for dir in hierarchies.iter().filter_map(|h| h.dir_of(path)) {
+        if let Err(e) = rmdir_retrying(&dir) {
+            failed.push((dir, e));
+        }
+    }
+    failed
+}
+
+fn rmdir_retrying(dir: &Path) -> io::Result<()> {
+    let mut pause = RMDIR_FIRST_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && attempt < RMDIR_ATTEMPTS => {
+                std::thread::sleep(pause);
+                pause *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hybrid host (v1 controllers + v2 `unified`), as on this project's CI machine, with the
+    /// noise of a real mount table around it.
+    const HYBRID: &str = "\
+23 1 0:21 / / rw,relatime - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime master:7 - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+99 23 0:32 / /mnt/again rw,relatime - cgroup cgroup rw,memory
+100 23 0:29 /kubepods /mnt/sub\\040tree rw,relatime - cgroup cgroup rw,cpu
+garbage line
+";
+
+    #[test]
+    fn mountinfo_lists_each_cgroup_hierarchy_once() {
+        let h = parse_mountinfo(HYBRID);
+        let got: Vec<(&str, &str, bool)> = h
+            .iter()
+            .map(|h| {
+                (
+                    h.mount_point.to_str().unwrap(),
+                    h.root.to_str().unwrap(),
+                    h.v2,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/sys/fs/cgroup/cpu", "/", false),
+                ("/sys/fs/cgroup/memory", "/", false),
+                ("/sys/fs/cgroup/systemd", "/", false),
+                ("/sys/fs/cgroup/unified", "/", true),
+                // The cpu hierarchy again, but showing another root: a second view.
+                ("/mnt/sub tree", "/kubepods", false),
+            ]
+        );
+        // A pure v2 host, and a host without cgroups.
+        let v2 =
+            parse_mountinfo("30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n");
+        assert_eq!(
+            v2,
+            [Hierarchy {
+                mount_point: "/sys/fs/cgroup".into(),
+                root: "/".into(),
+                v2: true
+            }]
+        );
+        assert!(parse_mountinfo("23 1 0:21 / / rw - ext4 /dev/sda1 rw\n").is_empty());
+    }
+
+    #[test]
+    fn escapes_are_undone() {
+        for (field, want) in [
+            ("/plain", "/plain"),
+            ("/a\\040b", "/a b"),
+            ("/tab\\011x", "/tab\tx"),
+            ("/back\\134slash", "/back\\slash"),
+            ("/not\\09escape", "/not\\09escape"),
+            ("/end\\04", "/end\\04"),
+        ] {
+            assert_eq!(unescape(field), want, "{field}");
+        }
+    }
+
+    #[test]
+    fn a_cgroup_path_maps_into_the_hierarchies_that_show_it() {
+        let root = |r: &str| Hierarchy {
+            mount_point: "/sys/fs/cgroup/cpu".into(),
+            root: r.into(),
+            v2: false,
+        };
+        for (h_root, path, want) in [
+            (
+                "/",
+                "/staticlet/podu1",
+                Some("/sys/fs/cgroup/cpu/staticlet/podu1"),
+            ),
+            (
+                "/",
+                "/staticlet/podu1/c1",
+                Some("/sys/fs/cgroup/cpu/staticlet/podu1/c1"),
+            ),
+            (
+                "/staticlet",
+                "/staticlet/podu1",
+                Some("/sys/fs/cgroup/cpu/podu1"),
+            ),
+            // Not shown by a mount of another sub-tree.
+            ("/kubepods", "/staticlet/podu1", None),
+            ("/staticlet/podu1", "/staticlet/podu1", None),
+            // Never a hierarchy's root, never a relative or `..` path.
+            ("/", "/", None),
+            ("/", "staticlet/podu1", None),
+            ("/", "/staticlet/../podu1", None),
+            ("/", "/staticlet/./podu1", None),
+            ("/", "/staticlet//podu1", None),
+            ("/", "/staticlet/podu1/", None),
+        ] {
+            assert_eq!(
+                root(h_root).dir_of(path),
+                want.map(PathBuf::from),
+                "root {h_root}, path {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn removal_is_rmdir_only_and_idempotent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let h = [
+            Hierarchy {
+                mount_point: d.join("cpu"),
+                root: "/".into(),
+                v2: false,
+            },
+            Hierarchy {
+                mount_point: d.join("unified"),
+                root: "/".into(),
+                v2: true,
+            },
+        ];
+        std::fs::create_dir_all(d.join("cpu/staticlet/podu1")).unwrap();
+        // In the other hierarchy the pod's cgroup still holds something: left alone, reported.
+        std::fs::create_dir_all(d.join("unified/staticlet/podu1/left")).unwrap();
+        let failed = remove(&h, "/staticlet/podu1");
+        assert!(!d.join("cpu/staticlet/podu1").exists());
+        assert!(d.join("unified/staticlet/podu1/left").exists());
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].0, d.join("unified/staticlet/podu1"));
+        // Once empty it goes; the parent stays; gone is success.
+        std::fs::remove_dir(d.join("unified/staticlet/podu1/left")).unwrap();
+        assert!(remove(&h, "/staticlet/podu1").is_empty());
+        assert!(remove(&h, "/staticlet/podu1").is_empty());
+        assert!(d.join("unified/staticlet").is_dir());
+        assert!(d.join("cpu/staticlet").is_dir());
+    }
+}
