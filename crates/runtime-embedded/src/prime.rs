@@ -17,9 +17,11 @@
 //! the hierarchy it was mounted from (cgroup v2 when mounted, else the first v1 hierarchy), so
 //! the agent stays where it is. Failures are ignored: priming only ever saves time.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use staticlet_runtime::cgroups;
 
 /// Primes the cgroup-migration lock before container starts; at most one primer at a time.
 pub(crate) struct MigrationPrimer {
@@ -61,35 +63,8 @@ impl MigrationPrimer {
 /// The `cgroup.procs` of this process's own cgroup: in the cgroup v2 hierarchy if mounted, else
 /// in the first v1 hierarchy of `cgroup` (`/proc/self/cgroup`) found in `mountinfo`.
 pub(crate) fn own_cgroup_procs(cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
-    // (fstype, mount root, mount point, super options) of every cgroup mount.
-    let mounts: Vec<(&str, &str, &str, Vec<&str>)> = mountinfo
-        .lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let left: Vec<&str> = left.split(' ').collect();
-            let mut right = right.split(' ');
-            let fstype = right.next()?;
-            let _source = right.next()?;
-            let opts = right.next().unwrap_or("").split(',').collect();
-            matches!(fstype, "cgroup" | "cgroup2").then_some((
-                fstype,
-                *left.get(3)?,
-                *left.get(4)?,
-                opts,
-            ))
-        })
-        .collect();
-    let under = |root: &str, point: &str, path: &str| -> Option<PathBuf> {
-        let rel = path.strip_prefix(root.trim_end_matches('/'))?;
-        if !(rel.is_empty() || rel.starts_with('/')) {
-            return None;
-        }
-        Some(
-            Path::new(point)
-                .join(rel.trim_start_matches('/'))
-                .join("cgroup.procs"),
-        )
-    };
+    let hierarchies = cgroups::parse_mountinfo(mountinfo);
+    // (controllers, path) of each line `ID:CONTROLLERS:PATH`; v2's controllers are empty.
     let lines: Vec<(&str, &str)> = cgroup
         .lines()
         .filter_map(|l| {
@@ -100,30 +75,28 @@ pub(crate) fn own_cgroup_procs(cgroup: &str, mountinfo: &str) -> Option<PathBuf>
         .collect();
     let v2 = lines
         .iter()
-        .find(|(ctrls, _)| ctrls.is_empty())
-        .and_then(|(_, path)| {
-            mounts
+        .filter(|(ctrls, _)| ctrls.is_empty())
+        .find_map(|(_, path)| {
+            hierarchies
                 .iter()
-                .filter(|m| m.0 == "cgroup2")
-                .find_map(|m| under(m.1, m.2, path))
+                .filter(|h| h.v2)
+                .find_map(|h| h.cgroup_dir(path))
         });
     v2.or_else(|| {
-        lines
-            .iter()
-            .filter(|(ctrls, _)| !ctrls.is_empty())
-            .find_map(|(ctrls, path)| {
-                mounts
-                    .iter()
-                    .filter(|m| m.0 == "cgroup")
-                    .filter(|m| ctrls.split(',').all(|c| m.3.contains(&c)))
-                    .find_map(|m| under(m.1, m.2, path))
-            })
+        lines.iter().find_map(|(ctrls, path)| {
+            hierarchies
+                .iter()
+                .filter(|h| h.has_controllers(ctrls))
+                .find_map(|h| h.cgroup_dir(path))
+        })
     })
+    .map(|dir| dir.join("cgroup.procs"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const HYBRID_MOUNTS: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

@@ -24,26 +24,47 @@ pub struct Hierarchy {
     pub root: PathBuf,
     /// `true` for the unified (v2) hierarchy.
     pub v2: bool,
+    /// The mount's super options: a v1 hierarchy's controllers (`cpu`, `cpuacct`,
+    /// `name=systemd`, ...) among flags such as `rw`.
+    pub options: Vec<String>,
 }
 
 impl Hierarchy {
     /// The directory of the cgroup `path` (absolute, as in `/proc/<pid>/cgroup` and OCI's
     /// `cgroupsPath`) in this hierarchy; `None` when this mount does not show it (its root is
-    /// elsewhere) or `path` is not a plain absolute path below the root (`..`, relative).
+    /// elsewhere) or `path` is not a plain absolute path below the root (`..`, relative), and
+    /// for the hierarchy's root itself, which is never ours to remove.
     pub fn dir_of(&self, path: &str) -> Option<PathBuf> {
-        let segments = path.strip_prefix('/')?.split('/');
-        if segments
-            .clone()
-            .any(|s| s.is_empty() || s == "." || s == "..")
+        let rel = self.relative(path)?;
+        (!rel.as_os_str().is_empty()).then(|| self.mount_point.join(rel))
+    }
+
+    /// Like [`dir_of`](Self::dir_of), the hierarchy's root (`/`) included.
+    pub fn cgroup_dir(&self, path: &str) -> Option<PathBuf> {
+        let rel = self.relative(path)?;
+        Some(self.mount_point.join(rel))
+    }
+
+    /// Whether this is the v1 hierarchy of these controllers (a `/proc/<pid>/cgroup` line's
+    /// second field, e.g. `cpu,cpuacct` or `name=systemd`).
+    pub fn has_controllers(&self, controllers: &str) -> bool {
+        !self.v2
+            && !controllers.is_empty()
+            && controllers
+                .split(',')
+                .all(|c| self.options.iter().any(|o| o == c))
+    }
+
+    fn relative<'a>(&self, path: &'a str) -> Option<&'a Path> {
+        let rest = path.strip_prefix('/')?;
+        if !rest.is_empty()
+            && rest
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
         {
             return None;
         }
-        let rel = Path::new(path).strip_prefix(&self.root).ok()?;
-        if rel.as_os_str().is_empty() {
-            // The hierarchy's root itself is never ours to remove.
-            return None;
-        }
-        Some(self.mount_point.join(rel))
+        Path::new(path).strip_prefix(&self.root).ok()
     }
 }
 
@@ -83,7 +104,14 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
             continue;
         };
         let fields: Vec<&str> = left.split(' ').collect();
-        let fstype = right.split(' ').next().unwrap_or("");
+        let mut right = right.split(' ');
+        let fstype = right.next().unwrap_or("");
+        let options = right
+            .nth(1)
+            .unwrap_or("")
+            .split(',')
+            .map(str::to_string)
+            .collect();
         let v2 = match fstype {
             "cgroup" => false,
             "cgroup2" => true,
@@ -97,6 +125,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
             mount_point: PathBuf::from(unescape(fields[4])),
             root: PathBuf::from(unescape(fields[3])),
             v2,
+            options,
         };
         if !out.iter().any(|(d, o)| *d == dev && o.root == h.root) {
             out.push((dev, h));
@@ -199,9 +228,20 @@ garbage line
             [Hierarchy {
                 mount_point: "/sys/fs/cgroup".into(),
                 root: "/".into(),
-                v2: true
+                v2: true,
+                options: vec!["rw".into(), "nsdelegate".into()],
             }]
         );
+        // v1 hierarchies by their controllers.
+        let by = |c: &str| {
+            h.iter()
+                .find(|h| h.has_controllers(c))
+                .map(|h| h.mount_point.clone())
+        };
+        assert_eq!(by("cpu"), Some("/sys/fs/cgroup/cpu".into()));
+        assert_eq!(by("name=systemd"), Some("/sys/fs/cgroup/systemd".into()));
+        assert_eq!(by("cpu,cpuacct"), None);
+        assert_eq!(by(""), None);
         assert!(parse_mountinfo("23 1 0:21 / / rw - ext4 /dev/sda1 rw\n").is_empty());
     }
 
@@ -225,6 +265,7 @@ garbage line
             mount_point: "/sys/fs/cgroup/cpu".into(),
             root: r.into(),
             v2: false,
+            options: vec![],
         };
         for (h_root, path, want) in [
             (
@@ -259,6 +300,24 @@ garbage line
                 "root {h_root}, path {path}"
             );
         }
+        // cgroup_dir shows the roots too (a process may live there), nothing else more.
+        for (h_root, path, want) in [
+            ("/", "/", Some("/sys/fs/cgroup/cpu")),
+            (
+                "/staticlet/podu1",
+                "/staticlet/podu1",
+                Some("/sys/fs/cgroup/cpu"),
+            ),
+            ("/", "/a", Some("/sys/fs/cgroup/cpu/a")),
+            ("/", "/a/../b", None),
+            ("/kubepods", "/staticlet", None),
+        ] {
+            assert_eq!(
+                root(h_root).cgroup_dir(path).as_deref(),
+                want.map(Path::new),
+                "root {h_root}, path {path}"
+            );
+        }
     }
 
     #[test]
@@ -270,11 +329,13 @@ garbage line
                 mount_point: d.join("cpu"),
                 root: "/".into(),
                 v2: false,
+                options: vec![],
             },
             Hierarchy {
                 mount_point: d.join("unified"),
                 root: "/".into(),
                 v2: true,
+                options: vec![],
             },
         ];
         std::fs::create_dir_all(d.join("cpu/staticlet/podu1")).unwrap();
