@@ -948,3 +948,34 @@ async fn pod_cgroup_and_directory_go_with_the_pod_also_after_a_restart() {
     assert!(h.cgroups.iter().all(|c| c.join("staticlet").is_dir()));
     h.stop.cancel();
 }
+
+/// A pod cgroup that cannot be removed (still busy: here a child cgroup left in one hierarchy)
+/// keeps the pod's directory, so the agent's next start tries again (the sweep of the test
+/// above); the cgroups of the other hierarchies go.
+#[tokio::test(start_paused = true)]
+async fn a_busy_pod_cgroup_keeps_the_pod_directory_for_the_next_start() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    let mut h = start(&rt, clock);
+    let p = pod("web", "  containers:\n  - {name: app, image: b}\n");
+    h.set(vec![p.clone()]).await;
+    h.until("running", |v| {
+        phase(v, &p.uid).as_deref() == Some("Running")
+    })
+    .await;
+    let cgroups = h.pod_cgroups(&p.uid);
+    for d in &cgroups {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // Something still holds the first hierarchy's pod cgroup.
+    std::fs::create_dir_all(cgroups[0].join("stray")).unwrap();
+    h.set(vec![]).await;
+    h.until("pod gone", |v| v.is_empty()).await;
+    assert!(cgroups[0].join("stray").is_dir());
+    assert!(cgroups[1..].iter().all(|d| !d.exists()), "{cgroups:?}");
+    assert!(
+        h.root.join("pods").join(&p.uid).is_dir(),
+        "the pod's directory is kept for the next start"
+    );
+    h.stop.cancel();
+}

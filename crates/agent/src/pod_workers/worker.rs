@@ -1179,6 +1179,7 @@ impl Worker {
         let uid = self.subject.uid().to_string();
         // Every sandbox is gone: the pod cgroup they ran in can go too (before the pod's
         // directory, which marks the pod as not fully cleaned up until then).
+        let mut cgroup_left = false;
         if let Some(mountinfo) = self.ctx.cgroup_mountinfo.clone() {
             let u = uid.clone();
             let removed =
@@ -1188,14 +1189,22 @@ impl Worker {
                     .and_then(|r| r);
             match removed {
                 Ok(left) => {
-                    for (dir, e) in left {
+                    for (dir, e) in &left {
                         warn!(cgroup = %dir.display(), error = %e, "cannot remove the pod's cgroup");
                     }
+                    cgroup_left = !left.is_empty();
                 }
-                Err(e) => warn!(error = %e, "cannot remove the pod's cgroup"),
+                Err(e) => {
+                    warn!(error = %e, "cannot remove the pod's cgroup");
+                    cgroup_left = true;
+                }
             }
         }
-        if let Err(e) = kuberuntime::cleanup_pod_dir(&self.ctx.node, &uid) {
+        if cgroup_left {
+            // The directory marks the pod as not fully cleaned up: the agent's next start
+            // finds it and tries the cgroup again.
+            warn!("keeping the pod's directory until its cgroup can be removed (next agent start)");
+        } else if let Err(e) = kuberuntime::cleanup_pod_dir(&self.ctx.node, &uid) {
             warn!(error = %e, "removing pod directory failed");
         }
         if let Subject::Pod(p) = &self.subject {
