@@ -917,6 +917,16 @@ pub fn cleanup_pod_dir(ctx: &NodeContext, uid: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Node `n` with its root and log directories under `dir`.
+    fn node_in(dir: &Path, host_ip: &str) -> NodeContext {
+        NodeContext {
+            node_name: "n".into(),
+            root_dir: dir.join("root"),
+            log_dir: dir.join("logs"),
+            host_ip: host_ip.into(),
+        }
+    }
+
     #[test]
     fn expansion_follows_kubernetes_rules() {
         let env: HashMap<String, String> = [("A".into(), "1".into()), ("B".into(), "two".into())]
@@ -939,12 +949,7 @@ mod tests {
     #[test]
     fn termination_message_from_file_or_log_tail() {
         let d = tempfile::tempdir().unwrap();
-        let ctx = NodeContext {
-            node_name: "n".into(),
-            root_dir: d.path().join("root"),
-            log_dir: d.path().join("logs"),
-            host_ip: "127.0.0.1".into(),
-        };
+        let ctx = node_in(d.path(), "127.0.0.1");
         let m = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: a, image: b, terminationMessagePolicy: FallbackToLogsOnError}\n";
         let pod = staticlet_manifest::load(
             m.as_bytes(),
@@ -1055,12 +1060,7 @@ mod tests {
     #[test]
     fn hosts_file_is_mounted_by_kubelets_rules() {
         let d = tempfile::tempdir().unwrap();
-        let ctx = NodeContext {
-            node_name: "n".into(),
-            root_dir: d.path().join("root"),
-            log_dir: d.path().join("logs"),
-            host_ip: "192.0.2.10".into(),
-        };
+        let ctx = node_in(d.path(), "192.0.2.10");
         let load = |spec: &str| {
             let m = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{spec}  containers:\n  - {{name: a, image: b}}\n");
             staticlet_manifest::load(
