@@ -979,3 +979,303 @@ async fn a_busy_pod_cgroup_keeps_the_pod_directory_for_the_next_start() {
     );
     h.stop.cancel();
 }
+
+// --- The kill sequence (kubelet's killContainer) on every path that stops a container ---
+
+/// A container's kill: when its preStop hook (the command `drain`) was called, when the
+/// runtime was told to stop it, and with what timeout. Panics unless the hook came first.
+fn kill_of(
+    calls: &[(SystemTime, Call)],
+    uid: &str,
+    name: &str,
+) -> (SystemTime, SystemTime, Duration) {
+    let (hook_at, hook) = calls
+        .iter()
+        .enumerate()
+        .find_map(|(i, (t, c))| match c {
+            Call::Exec {
+                uid: u,
+                name: n,
+                cmd,
+            } if u == uid && n == name && cmd[0] == "drain" => Some((*t, i)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no preStop hook of {name} in {calls:#?}"));
+    let (stop_at, stop, timeout) = calls
+        .iter()
+        .enumerate()
+        .find_map(|(i, (t, c))| match c {
+            Call::Stop {
+                uid: u,
+                name: n,
+                timeout,
+                ..
+            } if u == uid && n == name => Some((*t, i, *timeout)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{name} never stopped: {calls:#?}"));
+    assert!(
+        hook < stop,
+        "preStop hook before the stop signal: {calls:#?}"
+    );
+    (hook_at, stop_at, timeout)
+}
+
+fn secs(a: SystemTime, b: SystemTime) -> f64 {
+    b.duration_since(a).unwrap().as_secs_f64()
+}
+
+fn has_event(v: &PodsView, uid: &str, reason: &str, message: &str) -> bool {
+    v.get(uid).is_some_and(|pv| {
+        pv.events
+            .iter()
+            .any(|e| e.reason == reason && e.message == message)
+    })
+}
+
+/// A preStop hook (`drain`) that takes 3 s.
+fn slow_drain(rt: &FakeRuntime, container: &str) {
+    use staticlet_runtime::fake::ExecReply;
+    let slow = ExecReply::Slow {
+        after: Duration::from_secs(3),
+        code: 0,
+    };
+    rt.exec_script_for_command(container, "drain", [], slow);
+}
+
+const DRAIN: &str = "    lifecycle:\n      preStop:\n        exec: {command: [drain]}\n";
+
+#[tokio::test(start_paused = true)]
+async fn liveness_kill_runs_pre_stop_within_the_probe_grace_period() {
+    use staticlet_runtime::fake::ExecReply;
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.exec_script_for_command("app", "check", [ExecReply::code(0)], ExecReply::code(1));
+    slow_drain(&rt, "app");
+    let mut h = start(&rt, clock);
+    let p = pod(
+        "live",
+        &format!("  terminationGracePeriodSeconds: 20\n  containers:\n  - name: app\n    image: b\n    livenessProbe:\n      exec: {{command: [check]}}\n      periodSeconds: 5\n      failureThreshold: 1\n      terminationGracePeriodSeconds: 8\n{DRAIN}"),
+    );
+    h.set(vec![p.clone()]).await;
+    h.until_calls("restarted after the liveness failure", |c| {
+        starts(c, &p.uid, "app").len() >= 2
+    })
+    .await;
+    let (hook, stop, timeout) = kill_of(&rt.calls(), &p.uid, "app");
+    assert_eq!(secs(hook, stop), 3.0, "the stop waits for the hook");
+    assert_eq!(
+        timeout,
+        Duration::from_secs(5),
+        "the probe's 8 s grace period, less the hook's 3 s"
+    );
+    h.until("Killing event with kubelet's message", |v| {
+        has_event(
+            v,
+            &p.uid,
+            "Killing",
+            "Container app failed liveness probe, will be restarted",
+        )
+    })
+    .await;
+    h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_kill_runs_pre_stop_within_the_probe_grace_period() {
+    use staticlet_runtime::fake::ExecReply;
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.exec_script_for_command("app", "check", [], ExecReply::code(1));
+    slow_drain(&rt, "app");
+    let mut h = start(&rt, clock);
+    let p = pod(
+        "boot",
+        &format!("  containers:\n  - name: app\n    image: b\n    startupProbe:\n      exec: {{command: [check]}}\n      periodSeconds: 5\n      failureThreshold: 1\n      terminationGracePeriodSeconds: 6\n{DRAIN}"),
+    );
+    h.set(vec![p.clone()]).await;
+    h.until_calls("restarted after the startup failure", |c| {
+        starts(c, &p.uid, "app").len() >= 2
+    })
+    .await;
+    let (hook, stop, timeout) = kill_of(&rt.calls(), &p.uid, "app");
+    assert_eq!(secs(hook, stop), 3.0);
+    assert_eq!(timeout, Duration::from_secs(3), "6 s less the hook's 3 s");
+    h.until("Killing event", |v| {
+        has_event(
+            v,
+            &p.uid,
+            "Killing",
+            "Container app failed startup probe, will be restarted",
+        )
+    })
+    .await;
+    h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_kill_runs_pre_stop_within_the_pod_grace_period() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    slow_drain(&rt, "app");
+    let mut h = start(&rt, clock);
+    let p = pod(
+        "deadline",
+        &format!("  activeDeadlineSeconds: 10\n  terminationGracePeriodSeconds: 10\n  containers:\n  - name: app\n    image: b\n{DRAIN}"),
+    );
+    h.set(vec![p.clone()]).await;
+    h.until("failed with DeadlineExceeded", |v| {
+        v.get(&p.uid).is_some_and(|pv| {
+            pv.status.reason.as_deref() == Some("DeadlineExceeded")
+                && pv.status.container_statuses.as_ref().is_some_and(|cs| {
+                    cs.iter()
+                        .all(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+                })
+        })
+    })
+    .await;
+    let calls = rt.calls();
+    let (hook, stop, timeout) = kill_of(&calls, &p.uid, "app");
+    let started = starts(&calls, &p.uid, "app")[0];
+    assert!(
+        (10.0..=12.0).contains(&secs(started, hook)),
+        "hook at the deadline"
+    );
+    assert_eq!(secs(hook, stop), 3.0);
+    assert_eq!(timeout, Duration::from_secs(7));
+    h.until("Killing event", |v| {
+        has_event(v, &p.uid, "Killing", "Stopping container app")
+    })
+    .await;
+    h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_edited_manifest_stops_the_old_pod_through_its_pre_stop_hook() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    slow_drain(&rt, "app");
+    let mut h = start(&rt, clock);
+    let spec = format!(
+        "  terminationGracePeriodSeconds: 10\n  containers:\n  - name: app\n    image: b\n{DRAIN}"
+    );
+    let old = pod("edited", &spec);
+    let new = pod("edited", &spec.replace("image: b", "image: c"));
+    assert_ne!(old.uid, new.uid);
+    h.set(vec![old.clone()]).await;
+    h.until("old running", |v| {
+        phase(v, &old.uid).as_deref() == Some("Running")
+    })
+    .await;
+    h.set(vec![new.clone()]).await;
+    h.until("new running", |v| {
+        phase(v, &new.uid).as_deref() == Some("Running")
+    })
+    .await;
+    let calls = rt.calls();
+    let (hook, stop, timeout) = kill_of(&calls, &old.uid, "app");
+    assert_eq!(secs(hook, stop), 3.0);
+    assert_eq!(timeout, Duration::from_secs(7));
+    assert!(
+        starts(&calls, &new.uid, "app")[0] >= stop,
+        "old stopped before new started"
+    );
+    h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_post_start_hook_kills_through_the_pre_stop_hook() {
+    use staticlet_runtime::fake::ExecReply;
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.exec_script_for_command("app", "setup", [ExecReply::code(1)], ExecReply::code(0));
+    slow_drain(&rt, "app");
+    let mut h = start(&rt, clock);
+    let p = pod(
+        "post",
+        "  containers:\n  - name: app\n    image: b\n    lifecycle:\n      postStart:\n        exec: {command: [setup]}\n      preStop:\n        exec: {command: [drain]}\n",
+    );
+    h.set(vec![p.clone()]).await;
+    h.until_calls("restarted", |c| starts(c, &p.uid, "app").len() >= 2)
+        .await;
+    let (hook, stop, timeout) = kill_of(&rt.calls(), &p.uid, "app");
+    assert_eq!(secs(hook, stop), 3.0);
+    assert_eq!(
+        timeout,
+        Duration::from_secs(27),
+        "the pod's default 30 s less 3 s"
+    );
+    h.until("Killing event", |v| {
+        has_event(v, &p.uid, "Killing", "FailedPostStartHook")
+    })
+    .await;
+    h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sidecar_runs_its_pre_stop_at_once_and_stops_after_the_app() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    slow_drain(&rt, "side");
+    rt.script(
+        "app",
+        Script::forever().on_signal(Some(Duration::from_secs(5))),
+    );
+    let mut h = start(&rt, clock);
+    let p = pod(
+        "sidecar",
+        &format!("  terminationGracePeriodSeconds: 20\n  initContainers:\n  - name: side\n    image: b\n    restartPolicy: Always\n{DRAIN}  containers:\n  - {{name: app, image: b}}\n"),
+    );
+    h.set(vec![p.clone()]).await;
+    h.until("running", |v| {
+        phase(v, &p.uid).as_deref() == Some("Running")
+    })
+    .await;
+    h.set(vec![]).await;
+    h.until("gone", |v| v.is_empty()).await;
+    let calls = rt.calls();
+    let (hook, stop, timeout) = kill_of(&calls, &p.uid, "side");
+    let app_stop = calls
+        .iter()
+        .find_map(|(t, c)| matches!(c, Call::Stop { name, .. } if name == "app").then_some(*t))
+        .unwrap();
+    assert_eq!(
+        hook, app_stop,
+        "the sidecar's hook runs while the app stops"
+    );
+    assert_eq!(
+        secs(app_stop, stop),
+        5.0,
+        "its signal waits until the app has exited"
+    );
+    assert_eq!(timeout, Duration::from_secs(15), "what is left of the 20 s");
+    h.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pre_stop_hook_that_outlasts_the_grace_period_is_cut() {
+    use staticlet_runtime::fake::ExecReply;
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.exec_script_for_command("app", "drain", [], ExecReply::Hang);
+    let mut h = start(&rt, clock);
+    let p = pod(
+        "hang",
+        &format!("  terminationGracePeriodSeconds: 5\n  containers:\n  - name: app\n    image: b\n{DRAIN}"),
+    );
+    h.set(vec![p.clone()]).await;
+    h.until("running", |v| {
+        phase(v, &p.uid).as_deref() == Some("Running")
+    })
+    .await;
+    h.set(vec![]).await;
+    h.until("gone", |v| v.is_empty()).await;
+    let (hook, stop, timeout) = kill_of(&rt.calls(), &p.uid, "app");
+    assert_eq!(secs(hook, stop), 5.0, "cut at the grace period");
+    assert_eq!(
+        timeout,
+        Duration::from_secs(2),
+        "kubelet's minimum after the signal"
+    );
+    h.stop.cancel();
+}

@@ -91,6 +91,8 @@ pub enum ExecReply {
     Hang,
     /// The exec itself fails.
     Error(RuntimeError),
+    /// The command exits with `code` after `after` (on tokio's clock), or times out first.
+    Slow { after: Duration, code: i32 },
 }
 
 impl ExecReply {
@@ -162,6 +164,7 @@ pub enum Call {
     Exec {
         uid: String,
         name: String,
+        cmd: Vec<String>,
     },
 }
 
@@ -263,6 +266,24 @@ impl FakeRuntime {
             Some(m) => s.pull_errors.insert(image.to_string(), m.to_string()),
             None => s.pull_errors.remove(image),
         };
+    }
+
+    /// Like [`exec_script`](Self::exec_script), for the execs of one command (its first word)
+    /// in containers with this name; such a script comes before the container's.
+    pub fn exec_script_for_command(
+        &self,
+        container_name: &str,
+        command: &str,
+        replies: impl IntoIterator<Item = ExecReply>,
+        then: ExecReply,
+    ) {
+        self.lock().exec_scripts.insert(
+            command_script_key(container_name, command),
+            ExecScript {
+                replies: replies.into_iter().collect(),
+                then,
+            },
+        );
     }
 
     /// Makes the next call of `op` fail with `err`.
@@ -761,10 +782,17 @@ impl ContainerRuntime for FakeRuntime {
             let call = Call::Exec {
                 uid: c.uid.clone(),
                 name: name.clone(),
+                cmd: cmd.to_vec(),
             };
             self.record(&mut s, call);
+            let by_command = command_script_key(&name, cmd.first().map_or("", |c| c.as_str()));
+            let key = if s.exec_scripts.contains_key(&by_command) {
+                by_command
+            } else {
+                name
+            };
             s.exec_scripts
-                .get_mut(&name)
+                .get_mut(&key)
                 .map(|e| e.replies.pop_front().unwrap_or_else(|| e.then.clone()))
         };
         match reply {
@@ -786,6 +814,21 @@ impl ContainerRuntime for FakeRuntime {
                 })
             }
             Some(ExecReply::Error(e)) => Err(e),
+            Some(ExecReply::Slow { after, code }) => {
+                if after > timeout {
+                    tokio::time::sleep(timeout).await;
+                    return Err(RuntimeError::Failed {
+                        op: "exec",
+                        message: format!("command timed out after {timeout:?}"),
+                    });
+                }
+                tokio::time::sleep(after).await;
+                Ok(ExecResult {
+                    stdout: vec![],
+                    stderr: vec![],
+                    exit_code: code,
+                })
+            }
         }
     }
 
@@ -795,6 +838,11 @@ impl ContainerRuntime for FakeRuntime {
         }
         Some(self.events.subscribe())
     }
+}
+
+/// The key of an exec script for one command of a container.
+fn command_script_key(container_name: &str, command: &str) -> String {
+    format!("{container_name}\0{command}")
 }
 
 /// The label set of a container of pod `uid`, as the agent writes it (for tests that set up

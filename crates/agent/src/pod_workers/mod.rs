@@ -36,6 +36,7 @@ use tracing::{info, warn};
 use crate::config::merge::DesiredPods;
 
 pub mod backoff;
+pub mod kill;
 pub mod plan;
 pub mod worker;
 

@@ -128,11 +128,12 @@ pub enum Action {
         attempt: u32,
         restart_of: Option<SystemTime>,
     },
-    /// Stop a container with the pod's grace period.
+    /// Stop a container through the kill sequence (preStop hook, stop signal, the pod's grace
+    /// period); `message` is the `Killing` event's text (`None`: `Stopping container NAME`).
     KillContainer {
         id: ContainerId,
         name: String,
-        reason: String,
+        message: Option<String>,
     },
     /// Remove an exited container.
     RemoveContainer { id: ContainerId },
@@ -285,13 +286,18 @@ impl Ctx<'_> {
         }
     }
 
-    fn kill(&mut self, c: &ContainerStatus, reason: &str) {
+    fn kill(&mut self, c: &ContainerStatus, message: Option<String>) {
         self.plan.actions.push(Action::KillContainer {
             id: c.id.clone(),
             name: c.name.clone(),
-            reason: reason.to_string(),
+            message,
         });
     }
+}
+
+/// kubelet's `Killing` message for a container whose spec changed.
+fn changed(name: &str) -> String {
+    format!("Container {name} definition changed, will be restarted")
 }
 
 /// One step for a pod that should be running. See the module doc.
@@ -313,7 +319,13 @@ pub fn plan(pod: &StaticPod, obs: &Observed, mem: &Memory, now: SystemTime) -> P
         let known = inits.iter().chain(apps.iter()).any(|s| s.name == c.name);
         if !known {
             if is_running(c) {
-                cx.kill(c, "not in the pod spec any more");
+                cx.kill(
+                    c,
+                    Some(format!(
+                        "Container {} is not in the pod spec any more, killing it",
+                        c.name
+                    )),
+                );
             } else {
                 cx.plan
                     .actions
@@ -353,16 +365,15 @@ pub fn plan(pod: &StaticPod, obs: &Observed, mem: &Memory, now: SystemTime) -> P
         cx.plan.done = true;
         if deadline {
             for c in obs.containers.iter().filter(|c| is_running(c)) {
-                cx.kill(
-                    c,
-                    "pod was active on the node longer than the specified deadline",
-                );
+                // The pod failed (DeadlineExceeded): kubelet terminates it, with the default
+                // message.
+                cx.kill(c, None);
             }
         }
         for c in inits.iter().rev() {
             if let Some(l) = obs.latest(&c.name).filter(|l| is_running(l)) {
                 if !deadline {
-                    cx.kill(&l.clone(), "pod has completed");
+                    cx.kill(&l.clone(), None);
                 }
             }
         }
@@ -419,7 +430,7 @@ pub fn plan(pod: &StaticPod, obs: &Observed, mem: &Memory, now: SystemTime) -> P
             match (&latest, kind) {
                 (Some(l), _) if is_running(l) => {
                     if hash_of(l) != Some(&container_hash(c)) {
-                        cx.kill(l, "container spec changed");
+                        cx.kill(l, Some(changed(&l.name)));
                         return cx.plan;
                     }
                     if kind == ContainerKind::Sidecar {
@@ -448,7 +459,7 @@ pub fn plan(pod: &StaticPod, obs: &Observed, mem: &Memory, now: SystemTime) -> P
             match &latest {
                 Some(l) if is_running(l) => {
                     if hash_of(l) != Some(&container_hash(c)) {
-                        cx.kill(l, "container spec changed");
+                        cx.kill(l, Some(changed(&l.name)));
                     }
                 }
                 _ => {
@@ -469,7 +480,7 @@ pub fn plan(pod: &StaticPod, obs: &Observed, mem: &Memory, now: SystemTime) -> P
             Some(l) => match l.state {
                 ContainerState::Running => {
                     if hash_of(l) != Some(&want_hash) {
-                        cx.kill(l, "container spec changed");
+                        cx.kill(l, Some(changed(&l.name)));
                     }
                 }
                 ContainerState::Exited => {
@@ -481,7 +492,13 @@ pub fn plan(pod: &StaticPod, obs: &Observed, mem: &Memory, now: SystemTime) -> P
                 ContainerState::Created => {
                     cx.start(c, ContainerKind::App, latest.as_ref());
                 }
-                ContainerState::Unknown => cx.kill(l, "container state is unknown"),
+                ContainerState::Unknown => cx.kill(
+                    l,
+                    Some(format!(
+                        "Container {} is in an unknown state, killing it",
+                        l.name
+                    )),
+                ),
             },
         }
     }

@@ -9,12 +9,13 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::{Container, PodStatus};
 use staticlet_manifest::StaticPod;
 use staticlet_runtime::{
-    labels, Clock, ContainerId, ContainerRuntime, ContainerState, ContainerStatus, ImageSpec,
+    Clock, ContainerId, ContainerRuntime, ContainerState, ContainerStatus, ImageSpec,
     LabelSelector, RuntimeError, SandboxId, SandboxState,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn, Instrument};
 
+use super::kill::{Kill, KillReason, Killer};
 use super::plan::{self, backoff_key, Action, Memory, Observed, Waiting};
 use crate::kuberuntime::{self, ContainerKind, NodeContext};
 use crate::status;
@@ -167,44 +168,6 @@ struct Worker {
 /// no limit of its own; an endless hook would keep the container from ever counting as started).
 fn hook_timeout(grace: i64) -> Duration {
     plan::stop_timeout(grace)
-}
-
-/// Runs a container's preStop hook before its stop signal, bounded by the grace period (kubelet
-/// `killContainer`: the hook's time comes out of the grace period).
-async fn run_pre_stop(
-    rt: &Arc<dyn ContainerRuntime>,
-    id: &staticlet_runtime::ContainerId,
-    name: &str,
-    hook: Option<Result<crate::prober::handler::ProbeHandler, String>>,
-    pod_ip: &str,
-    deadline: tokio::time::Instant,
-) -> Option<String> {
-    let hook = hook?;
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    if left.is_zero() {
-        return None;
-    }
-    let handler = match hook {
-        Ok(h) => h,
-        Err(e) => {
-            warn!(container = %name, error = %e, "preStop hook is invalid");
-            return Some(e);
-        }
-    };
-    info!(container = %name, "running preStop hook");
-    let target = crate::prober::handler::Target {
-        runtime: rt.clone(),
-        container_id: id.clone(),
-        pod_ip: pod_ip.to_string(),
-    };
-    match crate::prober::handler::run(&handler, &target, left).await {
-        crate::prober::handler::ProbeOutcome::Success => None,
-        crate::prober::handler::ProbeOutcome::Failure(m)
-        | crate::prober::handler::ProbeOutcome::Error(m) => {
-            warn!(container = %name, message = %m, "preStop hook failed (FailedPreStopHook)");
-            Some(m)
-        }
-    }
 }
 
 /// What interrupted a wait.
@@ -558,13 +521,6 @@ impl Worker {
         }
     }
 
-    /// kubelet's `FailedPreStopHook` event (the container is stopped anyway). Like kubelet, the
-    /// hook's output stays out of the event (it may hold secrets); it is in the log.
-    fn pre_stop_failed(&self, container: &str, message: &str) {
-        debug!(container = %container, output = %message, "recording FailedPreStopHook");
-        self.event("Warning", "FailedPreStopHook", "PreStopHook failed");
-    }
-
     /// Records a pod event (published with the status).
     fn event(&self, type_: &'static str, reason: &str, message: &str) {
         let now = self.ctx.clock.now();
@@ -572,24 +528,22 @@ impl Worker {
             .send_modify(|s| s.events.record(type_, reason, message, now));
     }
 
-    /// The preStop handler of a container of this pod, resolved against its spec.
-    fn pre_stop_of(
-        &self,
-        name: &str,
-    ) -> Option<Result<crate::prober::handler::ProbeHandler, String>> {
-        let Subject::Pod(p) = &self.subject else {
-            return None;
-        };
-        let spec = p.spec();
-        let c = spec
-            .containers
-            .iter()
-            .chain(spec.init_containers.iter().flatten())
-            .find(|c| c.name == name)?;
-        let hook = c.lifecycle.as_ref()?.pre_stop.as_ref()?;
-        Some(crate::prober::handler::ProbeHandler::from_lifecycle(
-            hook, c,
-        ))
+    /// The kill sequence for this pod's containers (hooks reach the pod at its last IP).
+    fn killer(&self) -> Killer {
+        let status = self.status.clone();
+        let clock = self.ctx.clock;
+        Killer {
+            runtime: self.ctx.runtime.clone(),
+            pod: match &self.subject {
+                Subject::Pod(p) => Some(p.clone()),
+                Subject::Orphan { .. } => None,
+            },
+            pod_ip: self.last_pod_ip.clone(),
+            events: Arc::new(move |type_, reason, message| {
+                let now = clock.now();
+                status.send_modify(|s| s.events.record(type_, reason, message, now));
+            }),
+        }
     }
 
     /// The address probes connect to: the pod IP, or the node's under hostNetwork.
@@ -609,21 +563,22 @@ impl Worker {
                     container,
                     container_id,
                     message,
-                    grace_period_seconds,
+                    kind,
                     ..
                 } => {
                     // Its failed attempts were recorded as `Unhealthy` already.
-                    let msg = ev.kill_message().unwrap_or_default();
-                    warn!(container = %container, probe_output = %message, "{msg}");
-                    self.event("Normal", "Killing", &msg);
-                    let grace = grace_period_seconds.unwrap_or_else(|| self.grace());
-                    let id = container_id.clone();
-                    if let Err(e) = self
-                        .ctx
-                        .runtime
-                        .stop_container(&id, plan::stop_timeout(grace))
-                        .await
-                    {
+                    warn!(container = %container, probe_output = %message, "container unhealthy");
+                    let kill = Kill {
+                        id: container_id.clone(),
+                        name: container.clone(),
+                        message: ev.kill_message(),
+                        reason: match kind {
+                            crate::prober::ProbeKind::Startup => KillReason::StartupProbe,
+                            _ => KillReason::LivenessProbe,
+                        },
+                        grace_override: None,
+                    };
+                    if let Err(e) = self.killer().kill(&kill, None).await {
                         warn!(container = %container, error = %e, "killing unhealthy container failed");
                     }
                 }
@@ -688,15 +643,20 @@ impl Worker {
         match action {
             Action::KillPod { reason } => {
                 info!(%reason, "killing pod before recreating its sandbox");
-                let timeout = plan::stop_timeout(self.grace());
-                for c in obs
+                let kills = obs
                     .containers
                     .iter()
                     .filter(|c| c.state == ContainerState::Running)
-                {
-                    rt.stop_container(&c.id, timeout)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    .map(|c| Kill {
+                        id: c.id.clone(),
+                        name: c.name.clone(),
+                        message: None,
+                        reason: KillReason::Other,
+                        grace_override: None,
+                    })
+                    .collect();
+                for (_, r) in self.killer().kill_all(kills).await {
+                    r.map_err(|e| e.to_string())?;
                 }
                 if let Some(sb) = obs.sandbox() {
                     rt.stop_pod_sandbox(&sb.id)
@@ -755,14 +715,16 @@ impl Worker {
                 .await
                 .map(|()| Made::Unknown)
                 .map_err(|e| e.to_string()),
-            Action::KillContainer { id, name, reason } => {
-                info!(container = %name, %reason, "killing container");
-                self.event(
-                    "Normal",
-                    "Killing",
-                    &format!("Stopping container {name}: {reason}"),
-                );
-                rt.stop_container(&id, plan::stop_timeout(self.grace()))
+            Action::KillContainer { id, name, message } => {
+                let kill = Kill {
+                    id,
+                    name,
+                    message,
+                    reason: KillReason::Other,
+                    grace_override: None,
+                };
+                self.killer()
+                    .kill(&kill, None)
                     .await
                     .map(|()| Made::Unknown)
                     .map_err(|e| e.to_string())
@@ -962,20 +924,27 @@ impl Worker {
                     // leak" (the output is in the log and the container's status).
                     "PostStartHook failed",
                 );
-                self.event(
-                    "Normal",
-                    "Killing",
-                    &format!("FailedPostStartHook: stopping container {}", c.name),
-                );
-                let _ = rt.stop_container(id, plan::stop_timeout(grace)).await;
+                // kubelet's killContainer with its message "FailedPostStartHook" (the preStop
+                // hook runs, as for every kill).
+                let kill = Kill {
+                    id: id.clone(),
+                    name: c.name.clone(),
+                    message: Some("FailedPostStartHook".into()),
+                    reason: KillReason::Other,
+                    grace_override: None,
+                };
+                if let Err(e) = self.killer().kill(&kill, None).await {
+                    warn!(container = %c.name, error = %e, "killing container after its failed postStart hook failed");
+                }
                 return Err(("PostStartHookError", format!("PostStartHook failed: {m}")));
             }
         }
         Ok(())
     }
 
-    /// Stops the pod: regular containers in parallel, then sidecars in reverse order, each with
-    /// what is left of the grace period (at least 2 s), then the sandbox.
+    /// Stops the pod: every running container through the kill sequence at once, with the
+    /// pod's termination grace period (regular containers first, then sidecars in reverse
+    /// order, as [`Killer::kill_all`] orders them), then the sandbox.
     async fn terminate(&mut self, grace: Option<i64>) {
         // kubelet's SyncTerminatingPod: liveness and startup probes stop before the kill.
         if let Some(p) = self.probes.as_mut() {
@@ -988,11 +957,6 @@ impl Worker {
             s.terminating_since.get_or_insert(now);
             s.grace = Some(grace);
         });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(grace as u64);
-        let remaining = || {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            left.max(Duration::from_secs(2))
-        };
         let mut attempt = 0u32;
         let obs = loop {
             match self.observe().await {
@@ -1007,103 +971,34 @@ impl Worker {
                 }
             }
         };
-        let running: Vec<_> = obs
+        let kills: Vec<Kill> = obs
             .containers
             .iter()
             .filter(|c| c.state == ContainerState::Running)
-            .cloned()
+            .map(|c| Kill {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                message: None,
+                reason: KillReason::Other,
+                grace_override: Some(grace),
+            })
             .collect();
-        let kind_of = |c: &staticlet_runtime::ContainerStatus| {
-            ContainerKind::from_label(c.labels.get(labels::CONTAINER_KIND))
-        };
-        // Regular and init containers together.
-        let first: Vec<_> = running
-            .iter()
-            .filter(|c| kind_of(c) != ContainerKind::Sidecar)
-            .collect();
-        for c in &running {
-            self.event(
-                "Normal",
-                "Killing",
-                &format!("Stopping container {}", c.name),
-            );
-        }
-        // preStop failures are recorded as they happen (the stop goes on regardless).
-        let (hook_tx, mut hook_rx) = mpsc::unbounded_channel::<(String, String)>();
-        let stops = first.iter().map(|c| {
-            let rt = self.ctx.runtime.clone();
-            let id = c.id.clone();
-            let name = c.name.clone();
-            let pre_stop = self.pre_stop_of(&c.name);
-            let pod_ip = self.last_pod_ip.clone();
-            let hook_tx = hook_tx.clone();
-            async move {
-                if let Some(m) = run_pre_stop(&rt, &id, &name, pre_stop, &pod_ip, deadline).await {
-                    let _ = hook_tx.send((name.clone(), m));
-                }
-                let t = deadline
-                    .saturating_duration_since(tokio::time::Instant::now())
-                    .max(Duration::from_secs(2));
-                info!(container = %name, timeout_seconds = t.as_secs(), "stopping container");
-                (id.clone(), rt.stop_container(&id, t).await)
-            }
-        });
-        let stops: Vec<_> = stops.collect();
-        drop(hook_tx);
+        let killer = self.killer();
         // While the containers stop, readiness keeps probing (kubelet: Ready turns False during
         // termination when the readiness probe starts failing).
-        let mut all = std::pin::pin!(futures::future::join_all(stops));
+        let mut all = std::pin::pin!(killer.kill_all(kills));
         let results = loop {
             tokio::select! {
                 r = &mut all => break r,
-                Some((name, m)) = hook_rx.recv() => self.pre_stop_failed(&name, &m),
                 _ = tokio::time::sleep(self.ctx.relist_period) => self.probe_while_terminating().await,
             }
         };
-        while let Ok((name, m)) = hook_rx.try_recv() {
-            self.pre_stop_failed(&name, &m);
-        }
-        for (id, r) in results {
+        for (k, r) in results {
             if let Err(e) = r {
-                warn!(container = %id, error = %e, "stopping container failed");
+                warn!(container = %k.name, error = %e, "stopping container failed");
             }
         }
         self.drain_restart();
-        // Sidecars last, in reverse spec order.
-        let mut sidecars: Vec<_> = running
-            .iter()
-            .filter(|c| kind_of(c) == ContainerKind::Sidecar)
-            .collect();
-        if let Subject::Pod(p) = &self.subject {
-            let order: Vec<&str> = p
-                .spec()
-                .init_containers
-                .iter()
-                .flatten()
-                .map(|c| c.name.as_str())
-                .collect();
-            sidecars.sort_by_key(|c| std::cmp::Reverse(order.iter().position(|n| *n == c.name)));
-        }
-        for c in sidecars {
-            let pre_stop = self.pre_stop_of(&c.name);
-            if let Some(m) = run_pre_stop(
-                &self.ctx.runtime,
-                &c.id,
-                &c.name,
-                pre_stop,
-                &self.last_pod_ip,
-                deadline,
-            )
-            .await
-            {
-                self.pre_stop_failed(&c.name, &m);
-            }
-            let t = remaining();
-            info!(container = %c.name, timeout_seconds = t.as_secs(), "stopping sidecar");
-            if let Err(e) = self.ctx.runtime.stop_container(&c.id, t).await {
-                warn!(container = %c.name, error = %e, "stopping sidecar failed");
-            }
-        }
         for sb in obs
             .sandboxes
             .iter()

@@ -17,6 +17,10 @@ on_both_backends!(
     http_get_readiness_probe_by_named_port,
     tcp_socket_readiness_probe_follows_the_listener,
     pre_stop_runs_before_sigterm_and_is_cut_at_the_grace_period,
+    liveness_kill_runs_pre_stop_then_sigterm_within_the_probe_grace,
+    startup_kill_runs_pre_stop_then_sigterm_within_the_probe_grace,
+    deadline_kill_runs_pre_stop_then_sigterm_within_the_pod_grace,
+    edited_manifest_kill_runs_pre_stop_then_sigterm_within_the_pod_grace,
     failing_post_start_hook_kills_and_restarts_the_container,
     termination_message_from_file_or_log_tail,
     every_failed_probe_attempt_is_an_unhealthy_event,
@@ -440,6 +444,156 @@ fn pre_stop_runs_before_sigterm_and_is_cut_at_the_grace_period(env: &mut Env) {
     assert!(
         took >= Duration::from_secs(4) && took < Duration::from_secs(40),
         "{took:?}"
+    );
+}
+
+/// What a kill-sequence scenario's container wrote into the host directory: `(what, epoch
+/// seconds)` lines, `prestop` from its preStop hook and `term` from its SIGTERM trap.
+fn kill_order(host: &std::path::Path) -> Vec<(String, i64)> {
+    std::fs::read_to_string(host.join("order"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let (what, at) = l.split_once(' ').unwrap();
+            (what.to_string(), at.parse().unwrap())
+        })
+        .collect()
+}
+
+/// One kill path (kubelet's `killContainer`, issue: every kill runs the preStop hook): a
+/// container whose preStop hook never ends (`sleep 600`) and whose SIGTERM trap records the
+/// time. `spec` is what goes under `spec:` besides the container (`GRACE_LINES` inside the
+/// container). `trigger` makes the agent kill it; then the hook must run before SIGTERM, and
+/// SIGTERM must come once the grace period `grace` is used up: not before (kubelet gives the
+/// hook the whole grace), and not much later.
+fn kill_runs_pre_stop_then_sigterm(
+    env: &mut Env,
+    name: &str,
+    pod_spec: &str,
+    container_extra: &str,
+    grace: i64,
+    trigger: impl FnOnce(&mut Env, &std::path::Path),
+) {
+    let host = env.path(&format!("host-{name}"));
+    std::fs::create_dir_all(&host).unwrap();
+    env.manifest(
+        name,
+        &pod_yaml(
+            env,
+            name,
+            &format!(
+                r#"{pod_spec}  containers:
+  - name: app
+    image: IMAGE
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'trap ''echo term $(date +%s) >> /host/order; exit 0'' TERM; touch /host/running; while true; do sleep 1; done']
+    volumeMounts: [{{name: host, mountPath: /host}}]
+{container_extra}    lifecycle:
+      preStop:
+        exec:
+          command: [sh, -c, 'echo prestop $(date +%s) >> /host/order; sleep 600']
+  volumes:
+  - {{name: host, hostPath: {{path: HOST}}}}
+"#
+            )
+            .replace("HOST", &host.display().to_string()),
+        ),
+    );
+    env.start();
+    env.wait("running", 120, || {
+        host.join("running").exists()
+            && status(env, name, "app").is_some_and(|c| c["state"]["running"].is_object())
+    });
+    trigger(env, &host);
+    env.wait("preStop, then SIGTERM", 120, || {
+        kill_order(&host).iter().any(|l| l.0 == "term")
+    });
+    let lines = kill_order(&host);
+    let order: Vec<&str> = lines.iter().map(|l| l.0.as_str()).take(2).collect();
+    assert_eq!(order, ["prestop", "term"], "{lines:?}");
+    // Whole seconds; the trap runs after the current `sleep 1`; the exec takes a moment.
+    let gap = lines[1].1 - lines[0].1;
+    assert!(
+        (grace - 1..=grace + 5).contains(&gap),
+        "SIGTERM {gap} s after the preStop hook started, grace period {grace} s: {lines:?}"
+    );
+}
+
+/// A liveness kill runs the preStop hook and uses the probe's
+/// `terminationGracePeriodSeconds` (4 s), not the pod's (60 s).
+fn liveness_kill_runs_pre_stop_then_sigterm_within_the_probe_grace(env: &mut Env) {
+    kill_runs_pre_stop_then_sigterm(
+        env,
+        "live-kill",
+        "  terminationGracePeriodSeconds: 60\n",
+        "    livenessProbe:\n      exec: {command: [sh, -c, 'test ! -e /host/unhealthy']}\n      periodSeconds: 1\n      failureThreshold: 1\n      terminationGracePeriodSeconds: 4\n",
+        4,
+        |_, host| std::fs::write(host.join("unhealthy"), "").unwrap(),
+    );
+    let killing = events(env, "live-kill", "Killing");
+    assert!(
+        killing
+            .iter()
+            .any(|e| e["message"] == "Container app failed liveness probe, will be restarted"),
+        "{killing:?}"
+    );
+}
+
+/// A startup kill likewise, with the startup probe's grace period.
+fn startup_kill_runs_pre_stop_then_sigterm_within_the_probe_grace(env: &mut Env) {
+    kill_runs_pre_stop_then_sigterm(
+        env,
+        "boot-kill",
+        "  terminationGracePeriodSeconds: 60\n",
+        // Never succeeds: killed after 8 failed attempts, a second apart (the test may see it
+        // running only after its restart; the first kill's lines are checked either way).
+        "    startupProbe:\n      exec: {command: [sh, -c, 'test -e /host/never']}\n      periodSeconds: 1\n      failureThreshold: 8\n      terminationGracePeriodSeconds: 4\n",
+        4,
+        |_, _| {},
+    );
+    let killing = events(env, "boot-kill", "Killing");
+    assert!(
+        killing
+            .iter()
+            .any(|e| e["message"] == "Container app failed startup probe, will be restarted"),
+        "{killing:?}"
+    );
+}
+
+/// `activeDeadlineSeconds`: the pod fails and its container is killed through its hook, with
+/// the pod's grace period.
+fn deadline_kill_runs_pre_stop_then_sigterm_within_the_pod_grace(env: &mut Env) {
+    kill_runs_pre_stop_then_sigterm(
+        env,
+        "deadline-kill",
+        "  terminationGracePeriodSeconds: 4\n  activeDeadlineSeconds: 15\n  restartPolicy: Never\n",
+        "",
+        4,
+        |_, _| {},
+    );
+    env.wait("Failed: DeadlineExceeded", 60, || {
+        env.pod("deadline-kill")
+            .is_some_and(|p| p["status"]["reason"] == "DeadlineExceeded")
+    });
+}
+
+/// An edited manifest: the old pod's container is killed through its hook, with the pod's grace
+/// period, before the new version starts.
+fn edited_manifest_kill_runs_pre_stop_then_sigterm_within_the_pod_grace(env: &mut Env) {
+    kill_runs_pre_stop_then_sigterm(
+        env,
+        "edit-kill",
+        "  terminationGracePeriodSeconds: 4\n",
+        "",
+        4,
+        |env, _| {
+            let path = env.path("manifests/edit-kill.yaml");
+            let yaml = std::fs::read_to_string(&path).unwrap();
+            env.manifest(
+                "edit-kill",
+                &yaml.replace("imagePullPolicy: IfNotPresent", "imagePullPolicy: Never"),
+            );
+        },
     );
 }
 
