@@ -408,6 +408,46 @@ pub struct ExecResult {
     pub exit_code: i32,
 }
 
+/// An interactive command in a running container (CRI `ExecRequest`, as `kubectl exec` asks
+/// for it through the node API).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecRequest {
+    pub cmd: Vec<String>,
+    /// Run the command on a terminal (stdout and stderr are then one stream, stdout).
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// A terminal size (columns, rows), as the `resize` stream of `kubectl exec -t` sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalSize {
+    pub width: u16,
+    pub height: u16,
+}
+
+/// The streams of an interactive exec. Each is present when the request asked for it.
+/// `stdin` reaching EOF closes the command's stdin; the exec ends when the command exits.
+pub struct ExecIo {
+    pub stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+    pub stdout: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>>,
+    pub stderr: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>>,
+    /// Terminal size changes (with `tty`); the first one sets the initial size.
+    pub resize: Option<tokio::sync::mpsc::Receiver<TerminalSize>>,
+}
+
+impl std::fmt::Debug for ExecIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecIo")
+            .field("stdin", &self.stdin.is_some())
+            .field("stdout", &self.stdout.is_some())
+            .field("stderr", &self.stderr.is_some())
+            .field("resize", &self.resize.is_some())
+            .finish()
+    }
+}
+
 /// A change a runtime observed, for agents that want to react faster than their relist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerEvent {
@@ -477,6 +517,42 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecResult>;
+
+    /// CRI `Exec`: the URL of the runtime's own streaming server that serves this exec (the
+    /// node API proxies the client's upgrade request to it, as kubelet does with containerd's),
+    /// or `None` when the runtime runs interactive commands itself through [`Self::exec`].
+    async fn exec_url(&self, id: &ContainerId, req: &ExecRequest) -> Result<Option<String>> {
+        let _ = (id, req);
+        Ok(None)
+    }
+
+    /// Runs an interactive command in a running container with the given streams; returns its
+    /// exit code (128 + signal when killed). Runtimes whose [`Self::exec_url`] gives a URL
+    /// need not implement it.
+    async fn exec(&self, id: &ContainerId, req: &ExecRequest, io: ExecIo) -> Result<i32> {
+        let _ = (id, req, io);
+        Err(RuntimeError::Failed {
+            op: "exec",
+            message: "interactive exec is not supported by this runtime".into(),
+        })
+    }
+
+    /// CRI `PortForward`: the URL of the runtime's streaming server for forwarding to the
+    /// sandbox's ports, or `None` when the runtime connects itself ([`Self::port_forward`]).
+    async fn port_forward_url(&self, sandbox: &SandboxId, ports: &[u16]) -> Result<Option<String>> {
+        let _ = (sandbox, ports);
+        Ok(None)
+    }
+
+    /// Opens a TCP connection to `port` on the loopback address of the sandbox's network
+    /// namespace (kubelet's port-forward semantics: the pod's own `localhost`).
+    async fn port_forward(&self, sandbox: &SandboxId, port: u16) -> Result<tokio::net::TcpStream> {
+        let _ = (sandbox, port);
+        Err(RuntimeError::Failed {
+            op: "port-forward",
+            message: "port forwarding is not supported by this runtime".into(),
+        })
+    }
 
     /// A stream of container state changes, if the runtime has one. Agents still relist
     /// periodically: events only make them faster.
