@@ -119,7 +119,7 @@ async fn pods(State(s): State<ApiState>) -> Json<List<Pod>> {
 
 /// The pod `ns/name`. A terminating old version and its replacement can share a name: the live
 /// one is preferred.
-fn find<'a>(view: &'a PodsView, ns: &str, name: &str) -> Option<&'a PodView> {
+pub fn find<'a>(view: &'a PodsView, ns: &str, name: &str) -> Option<&'a PodView> {
     let mut found: Vec<&PodView> = view
         .values()
         .filter(|v| v.pod.namespace == ns && v.pod.name == name)
@@ -230,7 +230,8 @@ async fn cluster(State(s): State<ApiState>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn metrics(State(s): State<ApiState>) -> Response {
+/// `/metrics`: the agent's metrics (also served by the node API).
+pub async fn metrics(State(s): State<ApiState>) -> Response {
     let stats = match tokio::time::timeout(
         std::time::Duration::from_secs(5),
         s.runtime

@@ -1,0 +1,579 @@
+//! Container logs as `kubectl logs` reads them through the node API (kubelet's
+//! `getContainerLogs` and `kuberuntime/logs`): the query's `PodLogOptions` (`follow`,
+//! `previous`, `tailLines`, `limitBytes`, `sinceSeconds`, `sinceTime`, `timestamps`), decoded
+//! and validated as kubelet does, and a reader of CRI-format log files
+//! (`<RFC3339Nano> <stdout|stderr> <F|P> <text>` per line) that renders what the container
+//! wrote: partial chunks joined, a timestamp before each line when asked, stopping after
+//! `limitBytes`; with `follow`, it goes on as the file grows (woken by inotify) until the
+//! container is no longer running, and reopens the file when it is replaced (rotation).
+//!
+//! The reader sends its output into a bounded channel: a slow client slows only the reader,
+//! never the container (which writes to the file), and a client that goes away ends it.
+
+use std::io::SeekFrom;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use k8s_openapi::jiff::Timestamp;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc;
+
+/// The log options of a request (`v1.PodLogOptions` as kubelet reads them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    pub follow: bool,
+    pub previous: bool,
+    pub timestamps: bool,
+    pub tail_lines: Option<u64>,
+    pub limit_bytes: Option<u64>,
+    /// Entries before this time are skipped (`sinceTime`, or now − `sinceSeconds`).
+    pub since: Option<SystemTime>,
+}
+
+/// A query kubelet refuses: its status code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryError {
+    pub status: u16,
+    pub message: String,
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, QueryError> {
+    // Go's strconv.ParseBool, which kubelet's query decoding uses.
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(QueryError {
+            status: 400,
+            message: format!("Unable to decode query: {name}: invalid boolean {v:?}"),
+        }),
+    }
+}
+
+fn parse_int(name: &str, v: &str) -> Result<i64, QueryError> {
+    v.parse().map_err(|_| QueryError {
+        status: 400,
+        message: format!("Unable to decode query: {name}: invalid integer {v:?}"),
+    })
+}
+
+fn invalid(field: &str, value: impl std::fmt::Display, why: &str) -> QueryError {
+    QueryError {
+        status: 422,
+        message: format!("Invalid request: {field}: Invalid value: {value}: {why}"),
+    }
+}
+
+impl LogOptions {
+    /// Decodes and validates the query of `/containerLogs/...` (pairs in order; a later value
+    /// of the same name wins, as Go's first-value `Get` would not, so a repeated parameter is
+    /// refused). `tail=N` is kubelet's old name for `tailLines`, `tail=all` means no tail.
+    pub fn from_query(pairs: &[(String, String)], now: SystemTime) -> Result<Self, QueryError> {
+        let mut o = LogOptions::default();
+        let mut since_seconds = None;
+        let mut since_time = None;
+        let mut seen = std::collections::BTreeSet::new();
+        for (k, v) in pairs {
+            if !seen.insert(k.as_str()) {
+                return Err(QueryError {
+                    status: 400,
+                    message: format!("Unable to decode query: {k} is given more than once"),
+                });
+            }
+            match k.as_str() {
+                "follow" => o.follow = parse_bool(k, v)?,
+                "previous" => o.previous = parse_bool(k, v)?,
+                "timestamps" => o.timestamps = parse_bool(k, v)?,
+                "tailLines" | "tail" => {
+                    if k == "tail" && v == "all" {
+                        continue;
+                    }
+                    let n = parse_int(k, v)?;
+                    if n < 0 {
+                        return Err(invalid(
+                            "tailLines",
+                            n,
+                            "must be greater than or equal to 0",
+                        ));
+                    }
+                    o.tail_lines = Some(n as u64);
+                }
+                "limitBytes" => {
+                    let n = parse_int(k, v)?;
+                    if n < 1 {
+                        return Err(invalid("limitBytes", n, "must be greater than 0"));
+                    }
+                    o.limit_bytes = Some(n as u64);
+                }
+                "sinceSeconds" => {
+                    let n = parse_int(k, v)?;
+                    if n < 1 {
+                        return Err(invalid("sinceSeconds", n, "must be greater than 0"));
+                    }
+                    since_seconds = Some(n as u64);
+                }
+                "sinceTime" => {
+                    let t = v.parse::<Timestamp>().map_err(|e| QueryError {
+                        status: 400,
+                        message: format!(
+                            "Unable to decode query: sinceTime: {v:?} is not an RFC 3339 time ({e})"
+                        ),
+                    })?;
+                    since_time = Some(SystemTime::from(t));
+                }
+                "stream" => {
+                    // PodLogsQuerySplitStreams is off in v1.34: only "All".
+                    if v != "All" {
+                        return Err(QueryError {
+                            status: 400,
+                            message: format!("unable to return the given log stream: {v:?}. Please enable PodLogsQuerySplitStreams feature gate in kubelet"),
+                        });
+                    }
+                }
+                // Known fields of PodLogOptions that change nothing here.
+                "container" | "insecureSkipTLSVerifyBackend" | "pretty" => {}
+                _ => {}
+            }
+        }
+        o.since = match (since_seconds, since_time) {
+            (Some(_), Some(_)) => return Err(QueryError {
+                status: 422,
+                message:
+                    "Invalid request: at most one of `sinceTime` or `sinceSeconds` may be specified"
+                        .into(),
+            }),
+            (Some(s), None) => Some(now - Duration::from_secs(s)),
+            (None, t) => t,
+        };
+        Ok(o)
+    }
+}
+
+/// One decoded CRI log line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub time: &'a str,
+    pub stream: &'a str,
+    /// `false` for a partial (`P`) chunk of a longer line.
+    pub full: bool,
+    pub text: &'a [u8],
+}
+
+/// Decodes one CRI log line (without its newline); `None` for a malformed one.
+pub fn parse_line(line: &[u8]) -> Option<Entry<'_>> {
+    let mut it = line.splitn(4, |b| *b == b' ');
+    let time = std::str::from_utf8(it.next()?).ok()?;
+    let stream = std::str::from_utf8(it.next()?).ok()?;
+    if stream != "stdout" && stream != "stderr" {
+        return None;
+    }
+    let tag = it.next()?;
+    let text = it.next().unwrap_or(b"");
+    Some(Entry {
+        time,
+        stream,
+        full: tag.split(|b| *b == b':').next() == Some(b"F"),
+        text,
+    })
+}
+
+fn entry_time(e: &Entry<'_>) -> Option<SystemTime> {
+    e.time.parse::<Timestamp>().ok().map(SystemTime::from)
+}
+
+/// Renders log lines as the container wrote them, keeping count of the limit.
+#[derive(Debug)]
+pub struct Renderer {
+    opts: LogOptions,
+    /// Whether the next entry starts a line (the previous one was full).
+    at_line_start: bool,
+    written: u64,
+}
+
+impl Renderer {
+    pub fn new(opts: LogOptions) -> Self {
+        Renderer {
+            opts,
+            at_line_start: true,
+            written: 0,
+        }
+    }
+
+    /// Whether `limitBytes` has been reached.
+    pub fn done(&self) -> bool {
+        self.opts.limit_bytes.is_some_and(|l| self.written >= l)
+    }
+
+    /// Appends the rendering of one raw log line to `out`.
+    pub fn line(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+        let Some(e) = parse_line(raw) else {
+            return;
+        };
+        if let Some(since) = self.opts.since {
+            if entry_time(&e).is_some_and(|t| t < since) {
+                return;
+            }
+        }
+        let start = out.len();
+        if self.opts.timestamps && self.at_line_start {
+            out.extend_from_slice(e.time.as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(e.text);
+        if e.full {
+            out.push(b'\n');
+        }
+        self.at_line_start = e.full;
+        let mut added = (out.len() - start) as u64;
+        if let Some(limit) = self.opts.limit_bytes {
+            let room = limit.saturating_sub(self.written);
+            if added > room {
+                out.truncate(start + room as usize);
+                added = room;
+            }
+        }
+        self.written += added;
+    }
+}
+
+/// Where the last `n` lines of `data` start (kubelet's `FindTailLineStartIndex`).
+pub fn tail_start(data: &[u8], n: u64) -> usize {
+    if n == 0 {
+        return data.len();
+    }
+    // A trailing newline ends the last line, it does not start an empty one.
+    let end = if data.last() == Some(&b'\n') {
+        data.len() - 1
+    } else {
+        data.len()
+    };
+    let mut seen = 0;
+    for i in (0..end).rev() {
+        if data[i] == b'\n' {
+            seen += 1;
+            if seen == n {
+                return i + 1;
+            }
+        }
+    }
+    0
+}
+
+/// Largest chunk sent at once.
+const CHUNK: usize = 64 * 1024;
+/// How often a follower checks that the container is still running (and the file the same)
+/// even without an inotify event.
+const FOLLOW_CHECK: Duration = Duration::from_millis(500);
+
+/// Reads the log file at `path` with `opts` and sends the rendered bytes to `tx` until done:
+/// at end of file, or with `follow`, once `running()` says the container stopped and the rest
+/// is read. Returns when the client (the receiver) is gone, too.
+pub async fn stream(
+    path: PathBuf,
+    opts: LogOptions,
+    running: impl Fn() -> bool + Send + 'static,
+    tx: mpsc::Sender<Bytes>,
+) -> std::io::Result<()> {
+    let mut renderer = Renderer::new(opts.clone());
+    let mut file = tokio::fs::File::open(&path).await?;
+    let mut ino = file_id(&file).await;
+    if let Some(n) = opts.tail_lines {
+        // The tail is found in the whole file (log files are bounded by rotation).
+        let mut all = Vec::new();
+        file.read_to_end(&mut all).await?;
+        let start = tail_start(&all, n);
+        file.seek(SeekFrom::Start(start as u64)).await?;
+    }
+    let mut reader = tokio::io::BufReader::with_capacity(CHUNK, file);
+    // Woken when the file changes; the watcher lives as long as this function.
+    let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
+    let _watcher = if opts.follow {
+        watch(&path, wake_tx)
+    } else {
+        None
+    };
+    let mut line = Vec::new();
+    let mut out = Vec::with_capacity(CHUNK);
+    loop {
+        // Read every complete line there is.
+        loop {
+            let n = reader.read_until(b'\n', &mut line).await?;
+            if n == 0 || !line.ends_with(b"\n") {
+                break; // end of file, or a line still being written
+            }
+            line.pop();
+            renderer.line(&line, &mut out);
+            line.clear();
+            if out.len() >= CHUNK || renderer.done() {
+                if tx
+                    .send(Bytes::from(std::mem::take(&mut out)))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                if renderer.done() {
+                    return Ok(());
+                }
+            }
+        }
+        if !out.is_empty()
+            && tx
+                .send(Bytes::from(std::mem::take(&mut out)))
+                .await
+                .is_err()
+        {
+            return Ok(());
+        }
+        if !opts.follow {
+            return Ok(());
+        }
+        // Wait for more, the container's exit, or the client leaving.
+        let stopped = !running();
+        if stopped {
+            // One more read picks up what was written before it stopped.
+            let mut rest = Vec::new();
+            reader.read_to_end(&mut rest).await?;
+            line.extend_from_slice(&rest);
+            for l in line.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                renderer.line(l, &mut out);
+            }
+            if !out.is_empty() {
+                let _ = tx.send(Bytes::from(out)).await;
+            }
+            return Ok(());
+        }
+        tokio::select! {
+            _ = wake_rx.recv() => {}
+            _ = tokio::time::sleep(FOLLOW_CHECK) => {}
+            _ = tx.closed() => return Ok(()),
+        }
+        // Rotated (a new file at the path): finish nothing more of the old one, start the new.
+        if let Ok(f) = tokio::fs::File::open(&path).await {
+            let id = file_id(&f).await;
+            if id.is_some() && id != ino {
+                ino = id;
+                reader = tokio::io::BufReader::with_capacity(CHUNK, f);
+                line.clear();
+            }
+        }
+    }
+}
+
+/// The device and inode of an open file.
+async fn file_id(f: &tokio::fs::File) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    f.metadata().await.ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// An inotify watch on the file's directory that wakes the follower on any change of it.
+fn watch(path: &std::path::Path, wake: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let name = path.file_name()?.to_os_string();
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            if ev.paths.iter().any(|p| p.file_name() == Some(&name))
+                && !matches!(ev.kind, notify::EventKind::Access(_))
+            {
+                let _ = wake.try_send(());
+            }
+        }
+    })
+    .ok()?;
+    w.watch(path.parent()?, notify::RecursiveMode::NonRecursive)
+        .ok()?;
+    Some(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn options_decode_and_validate_as_kubelet() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let o = LogOptions::from_query(
+            &q(&[
+                ("follow", "true"),
+                ("previous", "1"),
+                ("timestamps", "t"),
+                ("tailLines", "10"),
+                ("limitBytes", "500"),
+                ("sinceSeconds", "60"),
+            ]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            o,
+            LogOptions {
+                follow: true,
+                previous: true,
+                timestamps: true,
+                tail_lines: Some(10),
+                limit_bytes: Some(500),
+                since: Some(now - Duration::from_secs(60)),
+            }
+        );
+        let t = LogOptions::from_query(&q(&[("sinceTime", "1970-01-12T13:46:40Z")]), now).unwrap();
+        assert_eq!(t.since, Some(now));
+        assert_eq!(
+            LogOptions::from_query(&q(&[("tail", "all")]), now).unwrap(),
+            LogOptions::default()
+        );
+        assert_eq!(
+            LogOptions::from_query(&q(&[("tail", "3")]), now)
+                .unwrap()
+                .tail_lines,
+            Some(3)
+        );
+        let err = |pairs: &[(&str, &str)]| LogOptions::from_query(&q(pairs), now).unwrap_err();
+        let e = err(&[("tailLines", "-5")]);
+        assert_eq!(e.status, 422);
+        assert!(
+            e.message.contains("tailLines") && e.message.contains("-5"),
+            "{e:?}"
+        );
+        assert_eq!(err(&[("limitBytes", "0")]).status, 422);
+        assert_eq!(err(&[("sinceSeconds", "0")]).status, 422);
+        assert_eq!(
+            err(&[("sinceSeconds", "5"), ("sinceTime", "2024-01-01T00:00:00Z")]).status,
+            422
+        );
+        let e = err(&[("sinceTime", "yesterday")]);
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("sinceTime"), "{e:?}");
+        assert_eq!(err(&[("follow", "maybe")]).status, 400);
+        assert_eq!(err(&[("tailLines", "ten")]).status, 400);
+        assert_eq!(err(&[("tailLines", "1"), ("tailLines", "2")]).status, 400);
+        assert_eq!(err(&[("stream", "Stdout")]).status, 400);
+    }
+
+    #[test]
+    fn lines_render_as_written() {
+        let mut r = Renderer::new(LogOptions::default());
+        let mut out = Vec::new();
+        for l in [
+            "2026-01-01T00:00:00.1Z stdout F hello",
+            "2026-01-01T00:00:00.2Z stderr P abc",
+            "2026-01-01T00:00:00.3Z stderr F def",
+            "garbage",
+            "2026-01-01T00:00:00.4Z stdout F ",
+        ] {
+            r.line(l.as_bytes(), &mut out);
+        }
+        assert_eq!(out, b"hello\nabcdef\n\n");
+
+        let mut r = Renderer::new(LogOptions {
+            timestamps: true,
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        r.line(b"2026-01-01T00:00:00.2Z stderr P abc", &mut out);
+        r.line(b"2026-01-01T00:00:00.3Z stderr F def", &mut out);
+        assert_eq!(
+            out, b"2026-01-01T00:00:00.2Z abcdef\n",
+            "one timestamp per line"
+        );
+    }
+
+    #[test]
+    fn since_and_limit() {
+        let since = SystemTime::from("2026-01-01T00:00:01Z".parse::<Timestamp>().unwrap());
+        let mut r = Renderer::new(LogOptions {
+            since: Some(since),
+            limit_bytes: Some(7),
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        r.line(b"2026-01-01T00:00:00.9Z stdout F old", &mut out);
+        r.line(b"2026-01-01T00:00:01.5Z stdout F new1", &mut out);
+        assert!(!r.done());
+        r.line(b"2026-01-01T00:00:02Z stdout F new2", &mut out);
+        assert_eq!(out, b"new1\nne", "cut at exactly limitBytes");
+        assert!(r.done());
+    }
+
+    #[test]
+    fn tail_finds_the_last_lines() {
+        let d = b"a\nb\nc\n";
+        assert_eq!(&d[tail_start(d, 2)..], b"b\nc\n");
+        assert_eq!(&d[tail_start(d, 5)..], d);
+        assert_eq!(tail_start(d, 0), d.len());
+        let partial = b"a\nb\nc";
+        assert_eq!(&partial[tail_start(partial, 1)..], b"c");
+        assert_eq!(tail_start(b"", 3), 0);
+    }
+
+    #[tokio::test]
+    async fn follow_ends_when_the_container_stops_and_reads_the_rest() {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let mut f = std::fs::File::create(&path).unwrap();
+        writeln!(f, "2026-01-01T00:00:00Z stdout F one").unwrap();
+        let running = Arc::new(AtomicBool::new(true));
+        let (tx, mut rx) = mpsc::channel(4);
+        let r = running.clone();
+        let task = tokio::spawn(stream(
+            path.clone(),
+            LogOptions {
+                follow: true,
+                ..Default::default()
+            },
+            move || r.load(Ordering::SeqCst),
+            tx,
+        ));
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"one\n"));
+        writeln!(f, "2026-01-01T00:00:01Z stdout F two").unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Bytes::from_static(b"two\n"));
+        writeln!(f, "2026-01-01T00:00:02Z stdout F three").unwrap();
+        running.store(false, Ordering::SeqCst);
+        let mut rest = Vec::new();
+        while let Some(b) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap()
+        {
+            rest.extend_from_slice(&b);
+        }
+        assert_eq!(rest, b"three\n");
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_ends_the_follower() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        std::fs::write(&path, "2026-01-01T00:00:00Z stdout F one\n").unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let task = tokio::spawn(stream(
+            path,
+            LogOptions {
+                follow: true,
+                ..Default::default()
+            },
+            || true,
+            tx,
+        ));
+        rx.recv().await.unwrap();
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("ended")
+            .unwrap()
+            .unwrap();
+    }
+}
