@@ -4,30 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the build and the tests need (real containers run as root):
-#   libseccomp-dev, pkg-config   libcontainer's seccomp support (build)
-#   busybox-static               the test images' userland
-#   iproute2, util-linux         network namespaces, pinned namespaces
-#   containernetworking-plugins  CNI bridge / host-local / loopback / portmap
-#   docker-registry, skopeo      a local registry for real pulls
-#   protobuf-compiler            protoc for k8s-cri's generated CRI client (build)
-#   containerd, runc             the CRI runtime the runtime-cri tests start privately
-#   gcc, libc6-dev               scripts/pause-image.sh builds a static pause binary
-pkgs=(libseccomp-dev pkg-config busybox-static iproute2 util-linux containernetworking-plugins docker-registry skopeo protobuf-compiler containerd runc gcc libc6-dev)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "$(id -u)" != 0 ]; then
-    echo "missing Debian packages: ${missing[*]} (run as root to install them)" >&2
-    exit 1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-# docker-registry's package starts a system service on :5000; the tests start their own.
-systemctl disable --now docker-registry >/dev/null 2>&1 || true
+# The Debian packages the build, the embedded runtime and the tests need (the list:
+# scripts/deps.sh).
+./scripts/deps.sh build run test
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
