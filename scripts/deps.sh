@@ -11,7 +11,7 @@
 #   Rust stable, 1.89 or newer (the workspace's rust-version), with rustfmt and clippy (rustup's
 #     default profile; Debian 12's rustc is 1.63): checked with `build`.
 #   Go 1.21 or newer, for scripts/build-k8s.sh (test.sh runs it) while the Kubernetes binaries
-#     are not built yet (Debian 12's golang-go is 1.19).
+#     are not built yet (Debian 12's golang-go is 1.19): build-k8s.sh checks it.
 set -euo pipefail
 
 # What `cargo build` needs.

@@ -5,6 +5,7 @@
 # manifests (or run with an empty --pod-manifest-path) to stop them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "quickstart.sh runs containers: run it as root" >&2; exit 1; }
 # The Debian packages the build and the embedded runtime need (the list: scripts/deps.sh).
 ./scripts/deps.sh build run
 cargo build --release -p staticlet

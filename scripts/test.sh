@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs the whole suite: formatting, lints, every test.
-# Usable on a fresh Debian 12 machine as root (offline except for the package registries).
+# Usable on a fresh Debian 12 machine as root with Rust and Go installed (README, Set-up);
+# offline except for the package registries (Debian, crates.io, the Go module proxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,17 +9,18 @@ cd "$(dirname "$0")/.."
 # scripts/deps.sh).
 ./scripts/deps.sh build run test
 
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --all-features -- -D warnings
-
 # End-to-end tests (staticlet-k8s-testenv and the tests built on it) run a real etcd and
 # kube-apiserver from these binaries. build-k8s.sh prints "cached" and returns at once when they
-# exist; on a fresh machine it builds them from the Go module proxy (about 11 minutes). Its last
-# stdout line is the bin directory. STATICLET_REQUIRE_K8S=1 makes missing binaries fail those
-# tests instead of letting them skip silently, so a broken setup can't pass as green.
+# exist; on a fresh machine it builds them from the Go module proxy (about 11 minutes; it needs
+# Go, README), first, so that a missing Go fails before the long Rust build. Its last stdout line
+# is the bin directory. STATICLET_REQUIRE_K8S=1 makes missing binaries fail those tests instead
+# of letting them skip silently, so a broken setup can't pass as green.
 k8s_bin=$(./scripts/build-k8s.sh | tail -n 1)
 [ -x "$k8s_bin/kube-apiserver" ] || { echo "build-k8s.sh printed no bin dir ($k8s_bin)" >&2; exit 1; }
 export STATICLET_K8S_BIN="$k8s_bin" STATICLET_REQUIRE_K8S=1
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 rm -f target/control-plane-timings.txt
 cargo test --workspace --all-features
