@@ -200,10 +200,15 @@ if have_all; then
 fi
 
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
-[ -x "$GO" ] || die "no Go toolchain (set GO=...)"
+# Go 1.21 or newer (GOTOOLCHAIN, below): Debian 12's golang-go (1.19) is too old.
+go_help="Go 1.21 or newer is needed: go on PATH, /usr/local/go from https://go.dev/dl, or GO=..."
+[ -x "$GO" ] || die "no Go toolchain. $go_help"
 export GOPATH="$out/go" GOMODCACHE="$out/go/pkg/mod" GOCACHE="$out/go-build"
 export GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0 GOWORK=off GO111MODULE=on
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+have_go=$("$GO" env GOVERSION 2>/dev/null | sed 's/^go//') || true
+[ "$(printf '1.21\n%s\n' "$have_go" | sort -V | head -n1)" = 1.21 ] \
+  || die "$GO is Go $have_go. $go_help"
 t_start=$(now)
 work=$(mktemp -d "${TMPDIR:-/tmp}/staticlet-k8s-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -216,7 +221,6 @@ kmod="$kdir/go.mod"
 
 # A release whose go.mod needs a newer Go than this one needs GOTOOLCHAIN (the approved one).
 need_go=$("$GO" mod edit -json "$kmod" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Go"])')
-have_go=$("$GO" env GOVERSION | sed 's/^go//')
 if [ "$(printf '%s\n%s\n' "$need_go" "$have_go" | sort -V | tail -n1)" != "$have_go" ] \
   && [ "$GOTOOLCHAIN" = local ]; then
   export GOTOOLCHAIN=go1.27.3

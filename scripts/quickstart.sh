@@ -5,13 +5,9 @@
 # manifests (or run with an empty --pod-manifest-path) to stop them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-missing=()
-for p in busybox-static libseccomp-dev pkg-config util-linux iproute2; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+[ "$(id -u)" = 0 ] || { echo "quickstart.sh runs containers: run it as root" >&2; exit 1; }
+# The Debian packages the build and the embedded runtime need (the list: scripts/deps.sh).
+./scripts/deps.sh build run
 cargo build --release -p staticlet
 # The shim runs once per container: built with the small `shim` profile, installed next to staticlet.
 cargo build --profile shim -p staticlet-shim

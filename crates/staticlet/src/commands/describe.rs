@@ -1,11 +1,51 @@
 //! `staticlet describe pod`: kubectl-like description of a pod and its recent events.
 
 use std::fmt::Write;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
+use anyhow::{bail, Result};
 use serde_json::Value;
 
-use crate::client::human_duration;
+use crate::client::{self, human_duration};
+
+#[derive(clap::Args)]
+pub struct DescribeArgs {
+    /// `pod` (or `pods`).
+    resource: String,
+    /// The pod's name (`<name>-<node>`).
+    name: String,
+    /// Namespace of the pod.
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// Root directory of the agent.
+    #[arg(long, default_value = "/var/lib/staticlet")]
+    root_dir: PathBuf,
+    /// Address of the agent: unix:///path, http://host:port.
+    #[arg(long)]
+    server: Option<String>,
+}
+
+pub async fn describe(args: DescribeArgs) -> Result<()> {
+    if !matches!(args.resource.as_str(), "pod" | "pods" | "po") {
+        bail!(
+            "unknown resource {:?}: only pods can be described",
+            args.resource
+        );
+    }
+    let server = client::Server::resolve(args.server.as_deref(), &args.root_dir)?;
+    let pod = server.existing_pod(&args.namespace, &args.name).await?;
+    let (code, body) = server
+        .get(&format!("/pods/{}/{}/events", args.namespace, args.name))
+        .await?;
+    let events: serde_json::Value = if code == 200 {
+        serde_json::from_slice(&body)?
+    } else {
+        serde_json::json!({"items": []})
+    };
+    print!("{}", render(&pod, &events, std::time::SystemTime::now()));
+    Ok(())
+}
 
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("")

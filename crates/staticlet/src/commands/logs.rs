@@ -8,6 +8,54 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::client;
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// The pod's name (`<name>-<node>`).
+    pod: String,
+    /// Namespace of the pod.
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// Container (required when the pod has several).
+    #[arg(short, long)]
+    container: Option<String>,
+    /// Follow the log.
+    #[arg(short, long)]
+    follow: bool,
+    /// The previous (terminated) instance of the container.
+    #[arg(short, long)]
+    previous: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    tail: Option<usize>,
+    /// Prefix lines with their timestamps.
+    #[arg(long)]
+    timestamps: bool,
+    /// Root directory of the agent.
+    #[arg(long, default_value = "/var/lib/staticlet")]
+    root_dir: PathBuf,
+    /// The agent's --log-dir.
+    #[arg(long, default_value = "/var/log/pods")]
+    log_dir: PathBuf,
+    /// Address of the agent: unix:///path, http://host:port.
+    #[arg(long)]
+    server: Option<String>,
+}
+
+pub async fn logs(args: LogsArgs) -> Result<()> {
+    let server = client::Server::resolve(args.server.as_deref(), &args.root_dir)?;
+    let pod = server.existing_pod(&args.namespace, &args.pod).await?;
+    let file = log_file(
+        &args.log_dir,
+        &pod,
+        args.container.as_deref(),
+        args.previous,
+    )?;
+    tokio::task::spawn_blocking(move || print(&file, args.tail, args.timestamps, args.follow))
+        .await?
+}
+
 /// One decoded log line.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Entry<'a> {

@@ -1,0 +1,107 @@
+//! The container runtime `staticlet run` uses (embedded, CRI or the simulator), and how the
+//! embedded runtime and `staticlet exec` start shims.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use staticlet_runtime::{Clock, ContainerRuntime};
+use tracing::info;
+
+use crate::{options, SHIM_PREFIX};
+
+/// How the embedded runtime starts shims: the small `staticlet-shim` binary installed next to
+/// this one if there is one (its resident memory is smaller), else this binary in shim mode.
+pub fn shim_reexec() -> Result<staticlet_shim::Reexec> {
+    let exe = std::env::current_exe().context("locating the staticlet binary")?;
+    let small = exe.with_file_name("staticlet-shim");
+    Ok(if small.is_file() {
+        staticlet_shim::Reexec {
+            exe: small,
+            prefix: vec![],
+        }
+    } else {
+        staticlet_shim::Reexec {
+            exe,
+            prefix: vec![SHIM_PREFIX.into()],
+        }
+    })
+}
+
+pub async fn runtime_for(
+    endpoint: Option<&str>,
+    clock: Clock,
+    args: &options::RunArgs,
+) -> Result<(Arc<dyn ContainerRuntime>, String)> {
+    match endpoint {
+        Some(e) if e.starts_with("simulate://") => {
+            info!("using the simulator runtime: containers are simulated, nothing is executed");
+            let rt = staticlet_runtime::fake::FakeRuntime::new(clock);
+            // `simulate://?ignore-stop-signal=a,b`: containers named a or b ignore their stop
+            // signal and are killed when the grace period ends (demos and tests of grace).
+            let query = e.trim_start_matches("simulate://").trim_start_matches('?');
+            for kv in query.split('&').filter(|s| !s.is_empty()) {
+                match kv.split_once('=') {
+                    Some(("ignore-stop-signal", names)) => {
+                        for n in names.split(',').filter(|n| !n.is_empty()) {
+                            rt.script(
+                                n,
+                                staticlet_runtime::fake::Script::forever().on_signal(None),
+                            );
+                        }
+                    }
+                    _ => bail!(
+                        "--container-runtime-endpoint {e:?}: unknown simulator option {kv:?} \
+                         (known: ignore-stop-signal=NAME[,NAME])"
+                    ),
+                }
+            }
+            Ok((Arc::new(rt), "simulate".into()))
+        }
+        Some(e) if e.starts_with("unix://") => {
+            // The runtime may start after us (a node booting): wait for it, saying why.
+            let mut delay = Duration::from_millis(500);
+            let rt = loop {
+                match staticlet_runtime_cri::CriRuntime::connect(e, Default::default()).await {
+                    Ok(rt) => break rt,
+                    Err(staticlet_runtime::RuntimeError::Unavailable(msg)) => {
+                        tracing::warn!(endpoint = e, error = %msg, "container runtime not reachable yet; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                    Err(other) => bail!("--container-runtime-endpoint {e}: {other}"),
+                }
+            };
+            let name = rt.connected_version().runtime_name.clone();
+            info!(endpoint = e, runtime = %name, "using the CRI runtime");
+            Ok((Arc::new(rt), name))
+        }
+        Some(e) => {
+            bail!("--container-runtime-endpoint {e:?}: expected unix:///path or simulate://")
+        }
+        None => {
+            let rt = staticlet_runtime_embedded::EmbeddedRuntime::new(
+                staticlet_runtime_embedded::Config {
+                    root_dir: args.root_dir.clone(),
+                    reexec: shim_reexec()?,
+                    cni_conf_dir: args.cni_conf_dir.clone(),
+                    cni_bin_dirs: args.cni_bin_dir.clone(),
+                    image_credentials: match &args.image_credentials {
+                        Some(f) => vec![f.clone()],
+                        None => {
+                            let mut v = vec![args.root_dir.join("config.json")];
+                            if let Some(home) = std::env::var_os("HOME") {
+                                v.push(PathBuf::from(home).join(".docker/config.json"));
+                            }
+                            v
+                        }
+                    },
+                    insecure_registries: args.insecure_registry.clone(),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("embedded runtime: {e}"))?;
+            Ok((Arc::new(rt), "staticlet".into()))
+        }
+    }
+}
