@@ -1,10 +1,35 @@
 //! The server side of the streaming protocols kube-apiserver uses toward a kubelet for
-//! `kubectl exec`, `kubectl attach` and `kubectl port-forward` (SPDY/3.1 over an upgraded
-//! HTTP/1.1 connection): [`frame`] (the framing layer) and [`session`] (streams over one
-//! connection, with flow control).
+//! `kubectl exec`, `kubectl attach` and `kubectl port-forward`: an HTTP/1.1 request upgraded to
+//! SPDY/3.1, carrying several streams.
+//!
+//! kubelet does this with `k8s.io/apimachinery/pkg/util/httpstream/spdy` over
+//! `github.com/moby/spdystream`, and the protocols on top in `pkg/kubelet/cri/streaming`
+//! (`remotecommand`, `portforward`). This crate is an independent implementation of the same
+//! wire behaviour, written from the SPDY/3.1 draft and from reading those packages:
+//!
+//! * [`frame`] — frame encoding/decoding and the zlib-compressed header blocks;
+//! * [`session`] — a multiplexed session over any `AsyncRead + AsyncWrite` (the upgraded
+//!   connection), server and client side, with SPDY/3.1 flow control;
+//! * [`upgrade`] — the HTTP/1.1 upgrade and `X-Stream-Protocol-Version` negotiation, over
+//!   `http::HeaderMap`, framework-neutral;
+//! * [`remotecommand`] — exec/attach (`v4.channel.k8s.io` and older): the stdin/stdout/stderr/
+//!   error/resize streams and the exit status on the error stream;
+//! * [`portforward`] — `portforward.k8s.io`: data/error stream pairs per forwarded connection.
+//!
+//! Everything runs on tokio; [`session::Session`] spawns two tasks per connection.
+//!
+//! What the peer actually is: kube-apiserver either relays kubectl's own SPDY connection
+//! byte for byte, or (when kubectl speaks WebSocket to it) translates to SPDY with client-go's
+//! executor. Either way the other end is spdystream, which implements SPDY/3 framing but no
+//! flow control: it never sends WINDOW_UPDATE and ignores ours. [`session::FlowControl::Auto`]
+//! (the default) therefore only holds back what it sends once the peer has shown it does flow
+//! control.
 
 pub mod frame;
+pub mod portforward;
+pub mod remotecommand;
 pub mod session;
+pub mod upgrade;
 
 mod dictionary;
 
