@@ -18,6 +18,32 @@
 //!
 //! Everything runs on tokio; [`session::Session`] spawns two tasks per connection.
 //!
+//! ```no_run
+//! use std::time::Duration;
+//! use staticlet_spdy::remotecommand::{self, ExitError, Protocol, StreamOptions};
+//! use staticlet_spdy::{upgrade, Session};
+//! use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+//!
+//! // After answering 101 with `upgrade::upgrade(&headers, remotecommand::SUPPORTED_PROTOCOLS)`,
+//! // `io` is the upgraded connection (with hyper: `TokioIo::new(hyper::upgrade::on(req).await?)`).
+//! async fn exec<T>(io: T, negotiated: &str, query: &str) -> Result<(), Box<dyn std::error::Error>>
+//! where
+//!     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+//! {
+//!     let options = StreamOptions::from_query(query)?;
+//!     let protocol = Protocol::from_name(negotiated).unwrap_or(Protocol::V4);
+//!     let mut rc = remotecommand::accept(Session::server(io), protocol, options, Duration::from_secs(30)).await?;
+//!     if let Some(mut stdout) = rc.stdout.take() {
+//!         stdout.write_all(b"hello\n").await?;
+//!         stdout.shutdown().await?;
+//!     }
+//!     rc.finish(Err(ExitError::exit_code(42, &["sh".into()]))).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! `crates/spdy/interop/run.sh` checks all of this against client-go v0.34.1 (needs Go).
+//!
 //! What the peer actually is: kube-apiserver either relays kubectl's own SPDY connection
 //! byte for byte, or (when kubectl speaks WebSocket to it) translates to SPDY with client-go's
 //! executor. Either way the other end is spdystream, which implements SPDY/3 framing but no
