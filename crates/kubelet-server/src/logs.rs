@@ -121,17 +121,15 @@ impl LogOptions {
                     })?;
                     since_time = Some(SystemTime::from(t));
                 }
-                "stream" => {
-                    // PodLogsQuerySplitStreams is off in v1.34: only "All".
-                    if v != "All" {
-                        return Err(QueryError {
-                            status: 400,
-                            message: format!("unable to return the given log stream: {v:?}. Please enable PodLogsQuerySplitStreams feature gate in kubelet"),
-                        });
-                    }
+                // PodLogsQuerySplitStreams is off in v1.34: only "All".
+                "stream" if v != "All" => {
+                    return Err(QueryError {
+                        status: 400,
+                        message: format!("unable to return the given log stream: {v:?}. Please enable PodLogsQuerySplitStreams feature gate in kubelet"),
+                    });
                 }
-                // Known fields of PodLogOptions that change nothing here.
-                "container" | "insecureSkipTLSVerifyBackend" | "pretty" => {}
+                // Other fields of PodLogOptions (container, insecureSkipTLSVerifyBackend, ...)
+                // change nothing here.
                 _ => {}
             }
         }
