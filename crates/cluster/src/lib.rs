@@ -68,6 +68,8 @@ pub struct ClusterConfig {
     /// `--register-node`: create the Node when it does not exist (else wait for it).
     pub register_node: bool,
     pub facts: HostFacts,
+    /// The node API's port (0: off), published in the Node's `daemonEndpoints`.
+    pub kubelet_port: u16,
 }
 
 /// A client from a kubeconfig file (client certificates, tokens, exec plugins, CA), and the
@@ -206,6 +208,7 @@ async fn node_loop(
         host_ip: cfg.host_ip.clone(),
         labels: cfg.node_labels.clone(),
         facts: cfg.facts.clone(),
+        kubelet_port: cfg.kubelet_port,
     };
     let mut ready_since: (bool, String, SystemTime) = (false, String::new(), clock.now());
     let mut last_report: Option<(bool, String, tokio::time::Instant)> = None;

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use serde_json::{json, Value};
@@ -74,6 +77,9 @@ pub struct NodeSpecInput {
     /// `--node-labels`, on top of the well-known ones.
     pub labels: BTreeMap<String, String>,
     pub facts: HostFacts,
+    /// The node API's port (`status.daemonEndpoints.kubeletEndpoint.Port`, where the API server
+    /// reaches `kubectl logs`/`exec`); 0 when it is off.
+    pub kubelet_port: u16,
 }
 
 /// Kubernetes' name of this machine's architecture.
@@ -156,6 +162,11 @@ pub fn node_status(input: &NodeSpecInput) -> NodeStatus {
         addresses: Some(addresses),
         allocatable: Some(resources.clone()),
         capacity: Some(resources),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(input.kubelet_port),
+            }),
+        }),
         node_info: Some(NodeSystemInfo {
             architecture: go_arch().into(),
             boot_id: f.boot_id.clone(),
@@ -251,6 +262,7 @@ mod tests {
             node_name: "n1".into(),
             host_ip: "10.0.0.5".into(),
             labels: BTreeMap::from([("example.com/role".into(), "edge".into())]),
+            kubelet_port: 10250,
             facts: HostFacts {
                 cpus: 2,
                 memory_kib: 1024,
@@ -271,6 +283,10 @@ mod tests {
         assert_eq!(v["metadata"]["labels"]["example.com/role"], "edge");
         assert_eq!(v["status"]["addresses"][0]["type"], "InternalIP");
         assert_eq!(v["status"]["addresses"][0]["address"], "10.0.0.5");
+        assert_eq!(
+            v["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+            10250
+        );
         assert_eq!(v["status"]["capacity"]["cpu"], "2");
         assert_eq!(v["status"]["capacity"]["memory"], "1024Ki");
         assert_eq!(v["status"]["allocatable"]["pods"], "110");

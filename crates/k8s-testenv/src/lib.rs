@@ -433,6 +433,11 @@ apiServer:
             p("apiserver-kubelet-client.crt"),
         );
         flag("kubelet-client-key", p("apiserver-kubelet-client.key"));
+        // As kubeadm: reach a node agent at its InternalIP (its Hostname need not resolve).
+        flag(
+            "kubelet-preferred-address-types",
+            s("InternalIP,ExternalIP,Hostname"),
+        );
         flag("cert-dir", d.join("apiserver-certs").into_os_string());
         flag(
             "service-account-issuer",
@@ -459,6 +464,7 @@ apiServer:
         cp.wait_ready(ready_deadline())?;
         cp.create_default_service_account()
             .map_err(Failure::other)?;
+        cp.bind_cluster_admins().map_err(Failure::other)?;
         Ok(cp)
     }
 
@@ -561,6 +567,33 @@ apiServer:
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// kubeadm's `kubeadm:cluster-admins` ClusterRoleBinding (to `cluster-admin`): the group of
+    /// `admin.conf` and of the apiserver's kubelet client certificate
+    /// (`apiserver-kubelet-client.crt`), which node agents authorize with SubjectAccessReviews.
+    fn bind_cluster_admins(&self) -> Result<(), String> {
+        let out = self.kubectl(&[
+            "create",
+            "clusterrolebinding",
+            "kubeadm:cluster-admins",
+            "--clusterrole=cluster-admin",
+            "--group=kubeadm:cluster-admins",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || stderr.contains("AlreadyExists") {
+            Ok(())
+        } else {
+            Err(format!(
+                "cannot create ClusterRoleBinding kubeadm:cluster-admins: {}",
+                stderr.trim()
+            ))
+        }
+    }
+
+    /// A file of kubeadm's PKI (`ca.crt`, `apiserver-kubelet-client.crt`, ...).
+    pub fn pki(&self, rel: &str) -> PathBuf {
+        self.dir().join("pki").join(rel)
     }
 
     fn signal_apiserver(&self, signal: Signal) {

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod logs;
 pub mod routes;
 pub mod stats;
+pub mod streaming;
 pub mod tls;
 
 use std::net::SocketAddr;

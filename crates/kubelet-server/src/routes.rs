@@ -232,7 +232,7 @@ async fn container_logs(
     ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
 }
 
-/// The authenticated routes.
+/// The authenticated routes, exec and port-forward included ([`crate::streaming`]).
 pub fn router(state: NodeApi) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -244,6 +244,7 @@ pub fn router(state: NodeApi) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .merge(crate::streaming::routes())
         .fallback(|| async { text_error(404, "404 page not found") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -79,6 +79,50 @@ pub struct RunArgs {
     /// Also serve the local API on TCP, e.g. tcp://127.0.0.1:10255.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+
+    /// The node API (kubelet's: kubectl logs/exec/port-forward/top) listens on this address
+    /// [default: 0.0.0.0].
+    #[arg(long, value_name = "IP", help_heading = "Node API")]
+    pub address: Option<std::net::IpAddr>,
+    /// Port of the node API; 0 turns it off [default: 10250 with --kubeconfig, else 0].
+    #[arg(long, value_name = "PORT", help_heading = "Node API")]
+    pub port: Option<u16>,
+    /// The node API's serving certificate (PEM) [default: a self-signed one in --cert-dir].
+    #[arg(long, value_name = "FILE", help_heading = "Node API")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The key of --tls-cert-file (PEM).
+    #[arg(long, value_name = "FILE", help_heading = "Node API")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Where the self-signed serving certificate is kept [default: <root-dir>/pki].
+    #[arg(long, value_name = "DIR", help_heading = "Node API")]
+    pub cert_dir: Option<PathBuf>,
+    /// CA bundle that client certificates of the node API must chain to.
+    #[arg(long, value_name = "FILE", help_heading = "Node API")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Let unauthenticated requests in as system:anonymous [default: false].
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, help_heading = "Node API")]
+    pub anonymous_auth: Option<bool>,
+    /// Authenticate bearer tokens with the API server's TokenReview [default: true].
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, help_heading = "Node API")]
+    pub authentication_token_webhook: Option<bool>,
+    /// How long TokenReview answers are kept [default: 2m].
+    #[arg(long, value_parser = duration, value_name = "DURATION", help_heading = "Node API")]
+    pub authentication_token_webhook_cache_ttl: Option<Duration>,
+    /// Webhook (SubjectAccessReview, as kubelet) or AlwaysAllow [default: Webhook].
+    #[arg(long, value_name = "MODE", help_heading = "Node API")]
+    pub authorization_mode: Option<String>,
+    /// How long allowing SubjectAccessReview answers are kept [default: 5m].
+    #[arg(long, value_parser = duration, value_name = "DURATION", help_heading = "Node API")]
+    pub authorization_webhook_cache_authorized_ttl: Option<Duration>,
+    /// How long denying SubjectAccessReview answers are kept [default: 30s].
+    #[arg(long, value_parser = duration, value_name = "DURATION", help_heading = "Node API")]
+    pub authorization_webhook_cache_unauthorized_ttl: Option<Duration>,
+    /// Address of the plain-HTTP /healthz endpoint kubeadm waits on [default: 127.0.0.1].
+    #[arg(long, value_name = "IP", help_heading = "Node API")]
+    pub healthz_bind_address: Option<std::net::IpAddr>,
+    /// Port of the /healthz endpoint; 0 turns it off [default: 10248].
+    #[arg(long, value_name = "PORT", help_heading = "Node API")]
+    pub healthz_port: Option<u16>,
 }
 
 /// `--node-labels`: `key=value` pairs separated by commas (kubelet's syntax).
@@ -119,6 +163,83 @@ struct KubeletConfiguration {
     file_check_frequency: Option<String>,
     http_check_frequency: Option<String>,
     sync_frequency: Option<String>,
+    address: Option<String>,
+    port: Option<i64>,
+    tls_cert_file: Option<String>,
+    tls_private_key_file: Option<String>,
+    authentication: Option<KcAuthentication>,
+    authorization: Option<KcAuthorization>,
+    healthz_bind_address: Option<String>,
+    healthz_port: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KcAuthentication {
+    anonymous: Option<KcEnabled>,
+    webhook: Option<KcAuthnWebhook>,
+    x509: Option<KcX509>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct KcEnabled {
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KcAuthnWebhook {
+    enabled: Option<bool>,
+    #[serde(rename = "cacheTTL")]
+    cache_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KcX509 {
+    client_c_a_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KcAuthorization {
+    mode: Option<String>,
+    webhook: Option<KcAuthzWebhook>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KcAuthzWebhook {
+    #[serde(rename = "cacheAuthorizedTTL")]
+    cache_authorized_ttl: Option<String>,
+    #[serde(rename = "cacheUnauthorizedTTL")]
+    cache_unauthorized_ttl: Option<String>,
+}
+
+/// How the node API authorizes requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthzMode {
+    Webhook,
+    AlwaysAllow,
+}
+
+/// The node API's settings (kubelet's server flags and fields).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeApiSettings {
+    /// `address:port`, `None` when off (`--port 0`).
+    pub listen: Option<std::net::SocketAddr>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    pub cert_dir: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+    pub anonymous: bool,
+    /// TokenReview answers are cached this long; `None`: tokens are not accepted.
+    pub token_webhook: Option<Duration>,
+    pub authz: AuthzMode,
+    pub authorized_ttl: Duration,
+    pub unauthorized_ttl: Duration,
+    /// The plain-HTTP healthz endpoint, `None` when off.
+    pub healthz: Option<std::net::SocketAddr>,
 }
 
 /// The effective settings after merging the config file and the flags.
@@ -131,6 +252,7 @@ pub struct Settings {
     pub http_check_frequency: Duration,
     pub sync_frequency: Duration,
     pub node_name: String,
+    pub node_api: NodeApiSettings,
 }
 
 fn file_duration(
@@ -182,6 +304,7 @@ impl RunArgs {
             }
         }
         let cfg = self.config.clone().unwrap_or_default();
+        let node_api = self.node_api_settings(&cfg, &kc)?;
         let mut headers = Vec::new();
         for (k, vs) in kc.static_pod_url_header.iter().flatten() {
             for v in vs {
@@ -247,6 +370,7 @@ impl RunArgs {
                 .map(PathBuf::from))
             .map(|p| std::path::absolute(&p).unwrap_or(p));
         Ok(Settings {
+            node_api,
             pod_manifest_path,
             manifest_url,
             manifest_url_headers: headers,
@@ -254,6 +378,149 @@ impl RunArgs {
             http_check_frequency: http_check,
             sync_frequency: sync,
             node_name,
+        })
+    }
+}
+
+/// A port from a config file's integer field.
+fn file_port(path: &std::path::Path, field: &str, v: Option<i64>) -> Result<Option<u16>> {
+    v.map(|p| {
+        u16::try_from(p).map_err(|_| {
+            anyhow::anyhow!("{}: {field}: {p} is not a port (0-65535)", path.display())
+        })
+    })
+    .transpose()
+}
+
+/// An IP address from a config file's field.
+fn file_ip(
+    path: &std::path::Path,
+    field: &str,
+    v: &Option<String>,
+) -> Result<Option<std::net::IpAddr>> {
+    v.as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse().map_err(|_| {
+                anyhow::anyhow!("{}: {field}: {s:?} is not an IP address", path.display())
+            })
+        })
+        .transpose()
+}
+
+impl RunArgs {
+    /// The node API's settings: flags over the config file over kubelet's defaults (a zero
+    /// duration or port in the file means the default, as kubelet's defaulting does).
+    fn node_api_settings(
+        &self,
+        cfg: &std::path::Path,
+        kc: &KubeletConfiguration,
+    ) -> Result<NodeApiSettings> {
+        let authn = kc.authentication.as_ref();
+        let authz = kc.authorization.as_ref();
+        let nonzero = |d: Option<Duration>| d.filter(|d| !d.is_zero());
+        let address = self
+            .address
+            .or(file_ip(cfg, "address", &kc.address)?)
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let default_port = if self.kubeconfig.is_some() { 10250 } else { 0 };
+        let port = self
+            .port
+            .or(file_port(cfg, "port", kc.port)?.filter(|p| *p != 0))
+            .unwrap_or(default_port);
+        let mode = match self
+            .authorization_mode
+            .clone()
+            .or(authz.and_then(|a| a.mode.clone()))
+            .filter(|m| !m.is_empty())
+            .as_deref()
+        {
+            None | Some("Webhook") => AuthzMode::Webhook,
+            Some("AlwaysAllow") => AuthzMode::AlwaysAllow,
+            Some(other) => bail!(
+                "--authorization-mode (authorization.mode): {other:?} is not one of Webhook, AlwaysAllow"
+            ),
+        };
+        let token_webhook = self
+            .authentication_token_webhook
+            .or(authn.and_then(|a| a.webhook.as_ref()?.enabled))
+            .unwrap_or(true);
+        let token_ttl = self
+            .authentication_token_webhook_cache_ttl
+            .or(nonzero(file_duration(
+                cfg,
+                "authentication.webhook.cacheTTL",
+                &authn.and_then(|a| a.webhook.as_ref()?.cache_ttl.clone()),
+            )?));
+        let authz_webhook = authz.and_then(|a| a.webhook.as_ref());
+        let authorized_ttl =
+            self.authorization_webhook_cache_authorized_ttl
+                .or(nonzero(file_duration(
+                    cfg,
+                    "authorization.webhook.cacheAuthorizedTTL",
+                    &authz_webhook.and_then(|w| w.cache_authorized_ttl.clone()),
+                )?));
+        let unauthorized_ttl = self
+            .authorization_webhook_cache_unauthorized_ttl
+            .or(nonzero(file_duration(
+                cfg,
+                "authorization.webhook.cacheUnauthorizedTTL",
+                &authz_webhook.and_then(|w| w.cache_unauthorized_ttl.clone()),
+            )?));
+        let path = |flag: &Option<PathBuf>, file: Option<&String>| {
+            flag.clone()
+                .or(file.filter(|f| !f.is_empty()).map(PathBuf::from))
+        };
+        let tls_cert_file = path(&self.tls_cert_file, kc.tls_cert_file.as_ref());
+        let tls_private_key_file =
+            path(&self.tls_private_key_file, kc.tls_private_key_file.as_ref());
+        if tls_cert_file.is_some() != tls_private_key_file.is_some() {
+            bail!("--tls-cert-file and --tls-private-key-file (tlsCertFile, tlsPrivateKeyFile) go together");
+        }
+        let client_ca_file = path(
+            &self.client_ca_file,
+            authn.and_then(|a| a.x509.as_ref()?.client_c_a_file.as_ref()),
+        );
+        let anonymous = self
+            .anonymous_auth
+            .or(authn.and_then(|a| a.anonymous.as_ref()?.enabled))
+            .unwrap_or(false);
+        if port != 0 && self.kubeconfig.is_none() {
+            if mode == AuthzMode::Webhook {
+                bail!("--port {port}: the node API's Webhook authorization asks the API server, which needs --kubeconfig; without a cluster use --authorization-mode AlwaysAllow with --client-ca-file");
+            }
+            if client_ca_file.is_none() && !anonymous {
+                bail!("--port {port}: without --kubeconfig only client certificates can authenticate: set --client-ca-file");
+            }
+        }
+        let healthz_ip = self
+            .healthz_bind_address
+            .or(file_ip(
+                cfg,
+                "healthzBindAddress",
+                &kc.healthz_bind_address,
+            )?)
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        let healthz_port = self
+            .healthz_port
+            .or(file_port(cfg, "healthzPort", kc.healthz_port)?.filter(|p| *p != 0))
+            .unwrap_or(10248);
+        Ok(NodeApiSettings {
+            listen: (port != 0).then(|| std::net::SocketAddr::new(address, port)),
+            tls_cert_file,
+            tls_private_key_file,
+            cert_dir: self
+                .cert_dir
+                .clone()
+                .unwrap_or_else(|| self.root_dir.join("pki")),
+            client_ca_file,
+            anonymous,
+            token_webhook: token_webhook.then(|| token_ttl.unwrap_or(Duration::from_secs(120))),
+            authz: mode,
+            authorized_ttl: authorized_ttl.unwrap_or(Duration::from_secs(300)),
+            unauthorized_ttl: unauthorized_ttl.unwrap_or(Duration::from_secs(30)),
+            healthz: (healthz_port != 0)
+                .then(|| std::net::SocketAddr::new(healthz_ip, healthz_port)),
         })
     }
 }
@@ -321,6 +588,66 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("expected Name:Value"), "{e}");
+    }
+
+    #[test]
+    fn node_api_settings_as_kubelet() {
+        let d = tempfile::tempdir().unwrap();
+        let kc = d.path().join("kubeconfig");
+        let kcs = kc.to_str().unwrap();
+        // Standalone: off; the healthz port on.
+        let s = parse(&[]).unwrap().node_api;
+        assert_eq!(s.listen, None);
+        assert_eq!(s.healthz, Some("127.0.0.1:10248".parse().unwrap()));
+        assert!(!s.anonymous);
+        assert_eq!(s.authz, AuthzMode::Webhook);
+        // Joining a cluster: on at 10250 with kubelet's secure defaults.
+        let s = parse(&["--kubeconfig", kcs]).unwrap().node_api;
+        assert_eq!(s.listen, Some("0.0.0.0:10250".parse().unwrap()));
+        assert_eq!(s.token_webhook, Some(Duration::from_secs(120)));
+        assert_eq!(s.authorized_ttl, Duration::from_secs(300));
+        assert_eq!(s.unauthorized_ttl, Duration::from_secs(30));
+        let s = parse(&["--kubeconfig", kcs, "--port", "0", "--healthz-port", "0"])
+            .unwrap()
+            .node_api;
+        assert_eq!((s.listen, s.healthz), (None, None));
+        // A config file as kubeadm writes it: zero durations mean the defaults.
+        let f = d.path().join("kubelet.yaml");
+        std::fs::write(&f, "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\naddress: 127.0.0.1\nport: 10260\nauthentication:\n  anonymous:\n    enabled: false\n  webhook:\n    cacheTTL: 0s\n    enabled: true\n  x509:\n    clientCAFile: /etc/kubernetes/pki/ca.crt\nauthorization:\n  mode: Webhook\n  webhook:\n    cacheAuthorizedTTL: 0s\n    cacheUnauthorizedTTL: 10s\nhealthzBindAddress: 127.0.0.1\nhealthzPort: 10258\n").unwrap();
+        let fs = f.to_str().unwrap();
+        let s = parse(&["--config", fs, "--kubeconfig", kcs])
+            .unwrap()
+            .node_api;
+        assert_eq!(s.listen, Some("127.0.0.1:10260".parse().unwrap()));
+        assert_eq!(
+            s.client_ca_file,
+            Some(PathBuf::from("/etc/kubernetes/pki/ca.crt"))
+        );
+        assert_eq!(s.token_webhook, Some(Duration::from_secs(120)));
+        assert_eq!(s.authorized_ttl, Duration::from_secs(300));
+        assert_eq!(s.unauthorized_ttl, Duration::from_secs(10));
+        assert_eq!(s.healthz, Some("127.0.0.1:10258".parse().unwrap()));
+        // Bad values and combinations are named.
+        let e = parse(&["--kubeconfig", kcs, "--authorization-mode", "RBAC"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("authorization-mode") && e.contains("RBAC"),
+            "{e}"
+        );
+        let e = parse(&["--port", "10250"]).unwrap_err().to_string();
+        assert!(e.contains("--kubeconfig"), "{e}");
+        let e = parse(&["--port", "10250", "--authorization-mode", "AlwaysAllow"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--client-ca-file"), "{e}");
+        let e = parse(&["--kubeconfig", kcs, "--tls-cert-file", "/x.pem"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--tls-private-key-file"), "{e}");
+        std::fs::write(&f, "kind: KubeletConfiguration\nport: 70000\n").unwrap();
+        let e = parse(&["--config", fs]).unwrap_err().to_string();
+        assert!(e.contains("port") && e.contains("70000"), "{e}");
     }
 
     #[test]

@@ -137,6 +137,8 @@ impl Node {
             .args(["run", "--hostname-override", NODE])
             .args(["--pod-manifest-path", "/etc/kubernetes/manifests"])
             .args(["--kubeconfig", "/etc/kubernetes/kubelet.conf"])
+            // No node API (node_api_e2e.rs tests it); the healthz port may be taken.
+            .args(["--port", "0", "--healthz-port", "0"])
             .arg("--root-dir")
             .arg(self.root())
             .arg("--log-dir")

@@ -318,6 +318,9 @@ fn mirror_turns_unready_during_termination() {
     env.start_with(&[
         "--kubeconfig".into(),
         cp.node_kubeconfig().display().to_string(),
+        // No node API: other tests may hold its port (node_api_e2e.rs tests it).
+        "--port".into(),
+        "0".into(),
     ]);
     let mirror_ready = |want: &str| {
         cp.kubectl_json(&["get", "pod", "-n", "default", "ready-e2e-r"])

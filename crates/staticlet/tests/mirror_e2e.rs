@@ -110,6 +110,8 @@ impl Env {
             .arg(self.dir.path().join("logs"))
             .arg("--kubeconfig")
             .arg(self.cp.node_kubeconfig())
+            // No node API or healthz port: tests run side by side (node_api_e2e.rs tests them).
+            .args(["--port", "0", "--healthz-port", "0"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

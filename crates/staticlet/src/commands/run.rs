@@ -78,6 +78,22 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         node_labels: args.node_labels.clone(),
         register_node: args.register_node,
         facts: staticlet_cluster::node::HostFacts::read(runtime_version),
+        kubelet_port: settings.node_api.listen.map_or(0, |a| a.port()),
+    };
+    // The node API is bound before anything starts: a port in use is an error at start.
+    let node_api_listener = match settings.node_api.listen {
+        Some(addr) => Some(
+            staticlet_kubelet_server::bind(addr, "node API (--address/--port)")
+                .await
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    let node = staticlet_agent::kuberuntime::NodeContext {
+        node_name: settings.node_name.clone(),
+        root_dir: args.root_dir.clone(),
+        log_dir: args.log_dir.clone(),
+        host_ip: host_ip.clone(),
     };
     let cfg = AgentConfig {
         node_name: settings.node_name,
@@ -96,9 +112,10 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         relist_period: Duration::from_secs(1),
     };
     let shutdown = CancellationToken::new();
+    let agent_runtime = runtime.clone();
     let running = agent::start(
         cfg,
-        runtime,
+        agent_runtime,
         Listeners {
             unix: Some(unix),
             tcp,
@@ -106,6 +123,37 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         clock,
         shutdown.clone(),
     );
+    if let Some(healthz) = settings.node_api.healthz {
+        tokio::spawn(serve_healthz(healthz, shutdown.clone()));
+    }
+    if let Some(listener) = node_api_listener {
+        let api = staticlet_agent::server::ApiState {
+            pods: running.pods.clone(),
+            manifests: running.manifests.clone(),
+            readiness: running.readiness.clone(),
+            cluster: running.cluster.subscribe(),
+            runtime: runtime.clone(),
+        };
+        let reviewer = cluster_client.as_ref().map(|(client, _)| {
+            std::sync::Arc::new(staticlet_kubelet_server::auth::KubeReviewer::new(
+                client.clone(),
+            )) as std::sync::Arc<dyn staticlet_kubelet_server::auth::Reviewer>
+        });
+        let tls = node_api_tls(&settings.node_api, &node)?;
+        let auth = node_api_auth(&settings.node_api, reviewer)?;
+        info!(address = %listener.local_addr()?, "serving the node API (kubectl logs, exec, port-forward, top)");
+        tokio::spawn(staticlet_kubelet_server::serve(
+            listener,
+            tls,
+            staticlet_kubelet_server::NodeApi {
+                api,
+                node: node.clone(),
+                auth: std::sync::Arc::new(auth),
+                rates: Default::default(),
+            },
+            shutdown.clone(),
+        ));
+    }
     let mut cluster_tasks = None;
     if let Some((client, server)) = cluster_client {
         info!(%server, node = %cluster_cfg.node_name, "joining the cluster: Node, Lease and mirror pods");
@@ -135,6 +183,98 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     running.wait().await;
     let _ = std::fs::remove_file(&sock);
     Ok(())
+}
+
+/// kubelet's plain-HTTP healthz endpoint. A port in use is retried every 5 s, as kubelet
+/// does, without stopping the agent.
+async fn serve_healthz(addr: std::net::SocketAddr, shutdown: CancellationToken) {
+    let mut warned = false;
+    loop {
+        match staticlet_kubelet_server::bind(addr, "healthz endpoint (--healthz-port)").await {
+            Ok(l) => {
+                info!(%addr, "serving /healthz");
+                return staticlet_kubelet_server::serve_healthz(l, shutdown).await;
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("{e}; retrying every 5 s");
+                    warned = true;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The node API's TLS: its serving certificate (the given files, else a self-signed one for
+/// the node's name and addresses) and the client CA.
+fn node_api_tls(
+    s: &options::NodeApiSettings,
+    node: &staticlet_agent::kuberuntime::NodeContext,
+) -> Result<std::sync::Arc<rustls::ServerConfig>> {
+    use staticlet_kubelet_server::tls;
+    let src = match (&s.tls_cert_file, &s.tls_private_key_file) {
+        (Some(cert), Some(key)) => tls::ServingCert::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => {
+            let mut names = vec![node.node_name.clone()];
+            if let Ok(h) = options::default_hostname() {
+                if !names.contains(&h) && !h.is_empty() {
+                    names.push(h);
+                }
+            }
+            let mut ips: Vec<std::net::IpAddr> = node.host_ip.parse().into_iter().collect();
+            if let Some(a) = s.listen.map(|a| a.ip()).filter(|ip| !ip.is_unspecified()) {
+                if !ips.contains(&a) {
+                    ips.push(a);
+                }
+            }
+            tls::ServingCert::SelfSigned {
+                dir: s.cert_dir.clone(),
+                names,
+                ips,
+            }
+        }
+    };
+    let (cert, key) =
+        tls::serving_cert_files(&src).map_err(|e| anyhow::anyhow!("node API: {e}"))?;
+    tls::server_config(&cert, &key, s.client_ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("node API: {e}"))
+}
+
+/// The node API's authentication and authorization, kubelet's way.
+fn node_api_auth(
+    s: &options::NodeApiSettings,
+    reviewer: Option<std::sync::Arc<dyn staticlet_kubelet_server::auth::Reviewer>>,
+) -> Result<staticlet_kubelet_server::auth::Auth> {
+    use staticlet_kubelet_server::auth::{Auth, AuthnConfig, AuthzConfig};
+    let webhook = match (s.token_webhook, &reviewer) {
+        (Some(ttl), Some(r)) => Some((r.clone(), ttl)),
+        _ => None,
+    };
+    let authz = match (s.authz, reviewer) {
+        (options::AuthzMode::AlwaysAllow, _) => AuthzConfig::AlwaysAllow,
+        (options::AuthzMode::Webhook, Some(reviewer)) => AuthzConfig::Webhook {
+            reviewer,
+            authorized_ttl: s.authorized_ttl,
+            unauthorized_ttl: s.unauthorized_ttl,
+        },
+        (options::AuthzMode::Webhook, None) => {
+            anyhow::bail!("--authorization-mode Webhook needs --kubeconfig")
+        }
+    };
+    Ok(Auth::new(
+        AuthnConfig {
+            anonymous: s.anonymous,
+            webhook,
+        },
+        authz,
+    ))
 }
 
 fn detect_host_ip() -> String {

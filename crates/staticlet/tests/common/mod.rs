@@ -356,6 +356,10 @@ impl Env {
                     .arg(containerd.endpoint());
             }
         }
+        // Tests run side by side: the healthz port only where a test asks for it.
+        if !extra.iter().any(|a| a.starts_with("--healthz-port")) {
+            cmd.args(["--healthz-port", "0"]);
+        }
         cmd.args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.path("agent.log")).unwrap());
