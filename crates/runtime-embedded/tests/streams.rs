@@ -3,8 +3,8 @@
 //!
 //! The runtime re-executes a binary in shim mode for its shims and exec helpers; here that
 //! binary is this test binary (`harness = false` in Cargo.toml): started as `<test> __shim
-//! <mode> ...` it is a shim, otherwise it runs the tests below one after the other (arguments
-//! that do not start with `-` select the tests whose names contain them). Each test creates its
+//! <mode> ...` it is a shim, otherwise it runs the tests below one after the other (selected as
+//! libtest does: names or parts of names, `--exact`, `--skip`). Each test creates its
 //! own runtime root, sandbox and busybox container (image built by `scripts/busybox-image.sh`)
 //! and removes them afterwards, also when it fails. Waits are on conditions with generous
 //! deadlines; nothing depends on a fixed sleep.
@@ -86,15 +86,32 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let filters: Vec<String> = args[1..]
-        .iter()
-        .filter_map(|a| a.to_str())
-        .filter(|a| !a.starts_with('-'))
-        .map(str::to_owned)
-        .collect();
+    // libtest's command line, as far as selecting tests goes: names (substrings, or whole with
+    // `--exact`), `--skip NAME`; other options (and the values of those that take one) ignored.
+    let (mut filters, mut skips, mut exact) = (Vec::new(), Vec::new(), false);
+    let mut words = args[1..].iter().filter_map(|a| a.to_str());
+    while let Some(word) = words.next() {
+        match word {
+            "--skip" => skips.extend(words.next()),
+            "--exact" => exact = true,
+            "--test-threads" | "--format" | "--color" | "--logfile" | "--shuffle-seed" | "-Z" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w => filters.push(w),
+        }
+    }
+    let matches = |name: &str, pattern: &str| {
+        if exact {
+            name == pattern
+        } else {
+            name.contains(pattern)
+        }
+    };
     let selected: Vec<&Test> = TESTS
         .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| matches(name, f)))
+        .filter(|(name, _)| !skips.iter().any(|s| name.contains(s)))
         .collect();
     if selected.is_empty() {
         return ExitCode::SUCCESS;
