@@ -444,6 +444,26 @@ pub fn timeout_secs(d: Duration) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX)
 }
 
+/// The URL a runtime's `Exec` / `PortForward` answered with, as the node API proxies to it:
+/// an absolute `http(s)://host[:port]/...` URL, returned unchanged.
+///
+/// containerd and CRI-O build it from their streaming server's own address (containerd's
+/// default: `http://127.0.0.1:<random port>/exec/<token>`, the port taken when the server
+/// started listening), which only the runtime knows. kubelet proxies to what it gets
+/// (`url.Parse`, then an upgrade-aware proxy), so a relative or host-less URL fails there too;
+/// here it is refused with the runtime's answer in the message.
+pub fn streaming_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(url.to_string()),
+        _ => Err(format!(
+            "the runtime's streaming server answered with {url:?}, not an absolute http(s) URL"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1067,5 +1087,26 @@ mod tests {
             2,
             "managed + uid"
         );
+    }
+
+    #[test]
+    fn streaming_url_table() {
+        for (url, ok) in [
+            ("http://127.0.0.1:35093/exec/AbCd_12", true),
+            ("https://10.0.0.5:10010/portforward/xyz", true),
+            ("http://[::1]:4000/exec/t", true),
+            ("/exec/AbCd_12", false),
+            ("", false),
+            ("http://", false),
+            ("http:///exec/x", false),
+            ("ftp://host/exec/x", false),
+        ] {
+            let got = streaming_url(url);
+            assert_eq!(got.is_ok(), ok, "{url:?}: {got:?}");
+            match got {
+                Ok(u) => assert_eq!(u, url),
+                Err(e) => assert!(e.contains(&format!("{url:?}")), "{e}"),
+            }
+        }
     }
 }

@@ -16,6 +16,11 @@
 //! - Container events come from `GetContainerEvents` when the runtime implements it
 //!   (containerd 1.7+); otherwise [`ContainerRuntime::subscribe_events`] returns `None` and the
 //!   agent relies on its relist.
+//! - Interactive exec and port forwarding are the runtime's streaming server's, as under kubelet:
+//!   [`ContainerRuntime::exec_url`] and [`ContainerRuntime::port_forward_url`] call CRI `Exec` and
+//!   `PortForward` and return the URL the runtime answers with (containerd's is absolute, e.g.
+//!   `http://127.0.0.1:PORT/exec/TOKEN`, a single-use token), for the node API to proxy the
+//!   client's upgrade request to.
 //!
 //! What CRI does not carry: `ContainerConfig::stop_signal` (the runtime uses the image's
 //! `StopSignal`). The pod's `/etc/hosts` (its IP and hostname, `hostAliases`) is the agent's: it
@@ -67,8 +72,8 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use staticlet_runtime::{
     AuthConfig, ContainerConfig, ContainerEvent, ContainerId, ContainerRuntime, ContainerStats,
-    ContainerStatus, ExecResult, Image, ImageSpec, LabelSelector, Result, RuntimeError,
-    RuntimeStatus, RuntimeVersion, SandboxConfig, SandboxId, SandboxStatus,
+    ContainerStatus, ExecRequest, ExecResult, Image, ImageSpec, LabelSelector, Result,
+    RuntimeError, RuntimeStatus, RuntimeVersion, SandboxConfig, SandboxId, SandboxStatus,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -1069,6 +1074,61 @@ impl ContainerRuntime for CriRuntime {
             stderr: resp.stderr,
             exit_code: resp.exit_code,
         })
+    }
+
+    async fn exec_url(&self, id: &ContainerId, req: &ExecRequest) -> Result<Option<String>> {
+        let t = self.timeout();
+        let resp = self
+            .rt()
+            .call("Exec", |ch| async move {
+                RuntimeServiceClient::new(ch)
+                    .exec(with_timeout(
+                        cri::ExecRequest {
+                            container_id: id.0.clone(),
+                            cmd: req.cmd.clone(),
+                            tty: req.tty,
+                            stdin: req.stdin,
+                            stdout: req.stdout,
+                            // Under a terminal stderr is merged into stdout: CRI rejects both.
+                            stderr: req.stderr && !req.tty,
+                        },
+                        t,
+                    ))
+                    .await
+            })
+            .await
+            .map_err(|e| map_status("Exec", "container", &id.0, e))?;
+        convert::streaming_url(&resp.url)
+            .map(Some)
+            .map_err(|message| RuntimeError::Failed {
+                op: "Exec",
+                message: format!("container {id}: {message}"),
+            })
+    }
+
+    async fn port_forward_url(&self, sandbox: &SandboxId, ports: &[u16]) -> Result<Option<String>> {
+        let t = self.timeout();
+        let resp = self
+            .rt()
+            .call("PortForward", |ch| async move {
+                RuntimeServiceClient::new(ch)
+                    .port_forward(with_timeout(
+                        cri::PortForwardRequest {
+                            pod_sandbox_id: sandbox.0.clone(),
+                            port: ports.iter().map(|&p| i32::from(p)).collect(),
+                        },
+                        t,
+                    ))
+                    .await
+            })
+            .await
+            .map_err(|e| map_status("PortForward", "sandbox", &sandbox.0, e))?;
+        convert::streaming_url(&resp.url)
+            .map(Some)
+            .map_err(|message| RuntimeError::Failed {
+                op: "PortForward",
+                message: format!("sandbox {sandbox}: {message}"),
+            })
     }
 
     fn subscribe_events(&self) -> Option<broadcast::Receiver<ContainerEvent>> {

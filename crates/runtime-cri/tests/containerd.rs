@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use staticlet_runtime::{
-    labels, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ImageSpec,
+    labels, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ExecRequest, ImageSpec,
     LabelSelector, Labels, RuntimeError, SandboxConfig, SandboxId, SandboxState,
 };
 use staticlet_runtime_cri::{CriOptions, CriRuntime};
@@ -564,4 +564,115 @@ async fn connect_refuses_a_socket_that_is_not_cri() {
         .unwrap_err();
     assert!(matches!(err, RuntimeError::Unavailable(_)), "{err:?}");
     server.abort();
+}
+
+/// A plain `GET` of an `http://host:port/path` URL (no upgrade); returns the status code and
+/// the body.
+async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut s = tokio::net::TcpStream::connect(host)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {host}: {e}"));
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut resp))
+        .await
+        .expect("the streaming server answers")
+        .unwrap();
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {resp:?}"));
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    (status, body.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_and_port_forward_urls_lead_to_the_streaming_server() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping exec_and_port_forward_urls_lead_to_the_streaming_server: {why}");
+        return;
+    }
+    let cd = Containerd::start().await;
+    let cri = connect(&cd).await;
+    let sb_cfg = pod("streams", true, &cd.logs_dir());
+    let sb = cri.run_pod_sandbox(&sb_cfg).await.unwrap();
+    let cfg = container(&sb_cfg, "sleeper", &["sleep", "1000"]);
+    let id = cri.create_container(&sb, &cfg, &sb_cfg).await.unwrap();
+    cri.start_container(&id).await.unwrap();
+    wait_state(&cri, &id, ContainerState::Running).await;
+
+    let req = ExecRequest {
+        cmd: vec!["sh".into()],
+        tty: false,
+        stdin: true,
+        stdout: true,
+        stderr: true,
+    };
+    let url = cri
+        .exec_url(&id, &req)
+        .await
+        .unwrap()
+        .expect("containerd serves execs from its streaming server");
+    eprintln!("exec URL: {url}");
+    // Absolute, on the loopback address the harness configures (stream_server_address), with
+    // the port containerd's server took (stream_server_port 0).
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(!url.starts_with("http://127.0.0.1:0/"), "{url}");
+    assert!(url.contains("/exec/"), "{url}");
+    // The streaming server knows the token: a request without an upgrade is refused as such
+    // (400). The token is good for one request (404 after), as is one it never issued.
+    let (status, body) = http_get(&url).await;
+    assert_eq!(status, 400, "{url}: {body}");
+    assert!(body.contains("upgrade"), "{body}");
+    assert_eq!(http_get(&url).await.0, 404);
+    let (prefix, _) = url.rsplit_once('/').unwrap();
+    assert_eq!(http_get(&format!("{prefix}/not-a-token")).await.0, 404);
+
+    // With a terminal, stderr is merged into stdout: CRI would refuse both, so it is not asked.
+    let tty = ExecRequest {
+        tty: true,
+        stderr: true,
+        ..req.clone()
+    };
+    let url = cri.exec_url(&id, &tty).await.unwrap().unwrap();
+    assert!(url.contains("/exec/"), "{url}");
+
+    let url = cri
+        .port_forward_url(&sb, &[8080, 9090])
+        .await
+        .unwrap()
+        .expect("containerd serves port forwarding from its streaming server");
+    eprintln!("port-forward URL: {url}");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/portforward/"),
+        "{url}"
+    );
+    // Known (containerd 1.6 answers a request without an upgrade with an empty 200 here),
+    // then used up.
+    let (status, body) = http_get(&url).await;
+    assert_ne!(status, 404, "{url}: {body}");
+    assert_eq!(http_get(&url).await.0, 404);
+
+    let err = cri
+        .exec_url(&ContainerId("no-such-container".into()), &req)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::NotFound { .. }), "{err:?}");
+    let err = cri
+        .port_forward_url(&SandboxId("no-such-sandbox".into()), &[80])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::NotFound { .. }), "{err:?}");
+
+    cri.stop_pod_sandbox(&sb).await.unwrap();
+    cri.remove_pod_sandbox(&sb).await.unwrap();
 }

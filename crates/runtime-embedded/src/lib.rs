@@ -8,6 +8,10 @@
 //!   per-container shim process (`staticlet-shim`), which owns stdio, writes CRI-format logs and
 //!   records the exit status. Shims outlive the agent; everything the runtime knows is on disk
 //!   under `<root-dir>/runtime`, so a restarted agent finds every sandbox and container again.
+//! - Commands in containers (`exec_sync`, and interactive `exec` with streams and an optional
+//!   terminal, see `interactive`) run under the shim's exec helper as async children of the
+//!   agent; port forwarding connects to the sandbox's loopback from inside its pinned network
+//!   namespace (`portforward`). The runtime serves both itself: no streaming URL.
 //!
 //! **Architecture invariant:** this crate never calls libcontainer; only shim processes do (it
 //! must run in a single-threaded process). It re-executes the agent's binary in shim mode.
@@ -31,14 +35,17 @@ use serde::{Deserialize, Serialize};
 use staticlet_images::ImageStore;
 use staticlet_runtime::{
     AuthConfig, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ContainerStats,
-    ContainerStatus, ExecResult, Image, ImageSpec, LabelSelector, Labels, Result, RuntimeError,
-    RuntimeStatus, RuntimeVersion, SandboxConfig, SandboxId, SandboxState, SandboxStatus,
+    ContainerStatus, ExecIo, ExecRequest, ExecResult, Image, ImageSpec, LabelSelector, Labels,
+    Result, RuntimeError, RuntimeStatus, RuntimeVersion, SandboxConfig, SandboxId, SandboxState,
+    SandboxStatus,
 };
 use staticlet_shim::Reexec;
 use tracing::{debug, info, warn};
 
+mod interactive;
 #[allow(unsafe_code)] // fork + raw system calls in the child; see the module's docs
 pub mod ns;
+mod portforward;
 mod prime;
 mod readers;
 pub mod rootfs;
@@ -1175,6 +1182,47 @@ impl ContainerRuntime for EmbeddedRuntime {
             stderr: out.stderr,
             exit_code: out.exit_code,
         })
+    }
+
+    async fn exec(&self, id: &ContainerId, req: &ExecRequest, io: ExecIo) -> Result<i32> {
+        let failed = |e: std::io::Error| RuntimeError::Failed {
+            op: "exec",
+            message: format!("container {id}: {e}"),
+        };
+        self.inner.load_container(&id.0)?;
+        if req.cmd.is_empty() {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "exec in container {id}: empty command"
+            )));
+        }
+        let dir = self.inner.container_dir(&id.0).join("shim");
+        // As containerd does for a command on a terminal.
+        let env: Vec<String> = if req.tty {
+            vec!["TERM=xterm".into()]
+        } else {
+            Vec::new()
+        };
+        let helper = staticlet_shim::interactive_helper_command(
+            &self.inner.cfg.reexec,
+            staticlet_shim::ExecTarget::StateDir(&dir),
+            &req.cmd,
+            &env,
+            req.tty,
+        )
+        .map_err(failed)?;
+        let code = interactive::run(helper, io).await.map_err(failed)?;
+        debug!(container = %id, cmd = ?req.cmd, tty = req.tty, code, "interactive exec ended");
+        Ok(code)
+    }
+
+    async fn port_forward(&self, sandbox: &SandboxId, port: u16) -> Result<tokio::net::TcpStream> {
+        let rec = self.inner.load_sandbox(&sandbox.0)?;
+        portforward::connect(rec.net_ns.as_deref().map(Path::new), port)
+            .await
+            .map_err(|e| RuntimeError::Failed {
+                op: "port-forward",
+                message: format!("connecting to localhost:{port} in sandbox {sandbox}: {e}"),
+            })
     }
 }
 

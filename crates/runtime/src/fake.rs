@@ -5,8 +5,15 @@
 //! paused time are deterministic. Every call is recorded with its time, faults can be injected
 //! per operation, and one `FakeRuntime` can outlive an agent, which is how adoption after an agent
 //! restart is tested.
+//!
+//! Interactive execs ([`ContainerRuntime::exec`]) answer from the same exec scripts as
+//! `exec_sync` (the reply's stdout is written to the exec's stdout), and without a script echo
+//! their stdin to their stdout until its EOF, then exit 0; terminal sizes they receive are
+//! recorded ([`FakeRuntime::terminal_sizes`]). Port forwarding connects to the address a test
+//! registered for the port ([`FakeRuntime::port_forward_to`]), any other port is refused.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -15,9 +22,9 @@ use tokio::sync::broadcast;
 
 use crate::{
     labels, AuthConfig, Clock, ContainerConfig, ContainerEvent, ContainerId, ContainerRuntime,
-    ContainerState, ContainerStats, ContainerStatus, ExecResult, Image, ImageSpec, LabelSelector,
-    Result, RuntimeError, RuntimeStatus, RuntimeVersion, SandboxConfig, SandboxId, SandboxState,
-    SandboxStatus,
+    ContainerState, ContainerStats, ContainerStatus, ExecIo, ExecRequest, ExecResult, Image,
+    ImageSpec, LabelSelector, Result, RuntimeError, RuntimeStatus, RuntimeVersion, SandboxConfig,
+    SandboxId, SandboxState, SandboxStatus, TerminalSize,
 };
 
 /// What one run of a container does.
@@ -87,7 +94,8 @@ pub enum ExecReply {
     /// The command ran and exited with `code`, printing `stdout`.
     Exit { code: i32, stdout: String },
     /// The command never finishes: the exec fails once its timeout has passed, as the embedded
-    /// runtime's does (`exec failed: command timed out after ...`).
+    /// runtime's does (`exec failed: command timed out after ...`). An interactive exec runs
+    /// until its future is dropped.
     Hang,
     /// The exec itself fails.
     Error(RuntimeError),
@@ -122,6 +130,9 @@ pub enum Op {
     List,
     /// `exec_sync` (a delay here is not bounded by the exec's timeout: a stuck runtime).
     Exec,
+    /// The interactive `exec`.
+    InteractiveExec,
+    PortForward,
 }
 
 /// A recorded call.
@@ -166,6 +177,17 @@ pub enum Call {
         name: String,
         cmd: Vec<String>,
     },
+    /// An interactive exec (`exec`; `Exec` is `exec_sync`).
+    InteractiveExec {
+        uid: String,
+        name: String,
+        cmd: Vec<String>,
+        tty: bool,
+    },
+    PortForward {
+        uid: String,
+        port: u16,
+    },
 }
 
 #[derive(Debug)]
@@ -184,6 +206,10 @@ struct State {
     images: HashMap<String, Image>,
     scripts: HashMap<String, Script>,
     exec_scripts: HashMap<String, ExecScript>,
+    /// Where port forwarding to a port connects (any sandbox).
+    port_forwards: HashMap<u16, SocketAddr>,
+    /// Terminal sizes interactive execs received, in order.
+    terminal_sizes: Vec<(ContainerId, TerminalSize)>,
     pull_errors: HashMap<String, String>,
     /// Per container name: (share of one core it burns while running, working set bytes).
     usage: HashMap<String, (f64, u64)>,
@@ -257,6 +283,17 @@ impl FakeRuntime {
                 then,
             },
         );
+    }
+
+    /// Makes port forwarding to `port` (of any sandbox) connect to `to`, e.g. a listener of
+    /// the test; ports without one are refused.
+    pub fn port_forward_to(&self, port: u16, to: SocketAddr) {
+        self.lock().port_forwards.insert(port, to);
+    }
+
+    /// The terminal sizes interactive execs received so far, in order, with their container.
+    pub fn terminal_sizes(&self) -> Vec<(ContainerId, TerminalSize)> {
+        self.lock().terminal_sizes.clone()
     }
 
     /// Makes every pull of `image` fail with `message` until cleared with `None`.
@@ -785,15 +822,7 @@ impl ContainerRuntime for FakeRuntime {
                 cmd: cmd.to_vec(),
             };
             self.record(&mut s, call);
-            let by_command = command_script_key(&name, cmd.first().map_or("", |c| c.as_str()));
-            let key = if s.exec_scripts.contains_key(&by_command) {
-                by_command
-            } else {
-                name
-            };
-            s.exec_scripts
-                .get_mut(&key)
-                .map(|e| e.replies.pop_front().unwrap_or_else(|| e.then.clone()))
+            next_exec_reply(&mut s, &name, cmd)
         };
         match reply {
             None => Ok(ExecResult {
@@ -832,12 +861,137 @@ impl ContainerRuntime for FakeRuntime {
         }
     }
 
+    async fn exec(&self, id: &ContainerId, req: &ExecRequest, io: ExecIo) -> Result<i32> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.enter(Some(Op::InteractiveExec)).await?;
+        let reply = {
+            let mut s = self.lock();
+            let c = s
+                .containers
+                .get(id)
+                .ok_or_else(|| not_found("container", &id.0))?;
+            if c.status.state != ContainerState::Running {
+                return Err(RuntimeError::Failed {
+                    op: "exec",
+                    message: format!("container {id}: container is not running"),
+                });
+            }
+            let name = c.status.name.clone();
+            let call = Call::InteractiveExec {
+                uid: c.uid.clone(),
+                name: name.clone(),
+                cmd: req.cmd.clone(),
+                tty: req.tty,
+            };
+            self.record(&mut s, call);
+            next_exec_reply(&mut s, &name, &req.cmd)
+        };
+        let ExecIo {
+            stdin,
+            stdout,
+            stderr: _,
+            resize,
+        } = io;
+        let write_failed = |e: std::io::Error| RuntimeError::Failed {
+            op: "exec",
+            message: format!("container {id}: writing the stdout to the client: {e}"),
+        };
+        // Sizes already queued are recorded before the command "runs", later ones as they come.
+        let mut resize = resize;
+        if let Some(rx) = resize.as_mut() {
+            let mut s = self.lock();
+            while let Ok(size) = rx.try_recv() {
+                s.terminal_sizes.push((id.clone(), size));
+            }
+        }
+        let sizes = async {
+            if let Some(mut rx) = resize {
+                while let Some(size) = rx.recv().await {
+                    self.lock().terminal_sizes.push((id.clone(), size));
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let command = async {
+            match reply {
+                None => {
+                    if let (Some(mut from), Some(mut to)) = (stdin, stdout) {
+                        let mut buf = [0u8; 4096];
+                        loop {
+                            let n = from.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 {
+                                break;
+                            }
+                            to.write_all(&buf[..n]).await.map_err(write_failed)?;
+                            to.flush().await.map_err(write_failed)?;
+                        }
+                    }
+                    Ok(0)
+                }
+                Some(ExecReply::Exit { code, stdout: text }) => {
+                    if let Some(mut to) = stdout {
+                        to.write_all(text.as_bytes()).await.map_err(write_failed)?;
+                        to.flush().await.map_err(write_failed)?;
+                    }
+                    Ok(code)
+                }
+                Some(ExecReply::Hang) => std::future::pending().await,
+                Some(ExecReply::Error(e)) => Err(e),
+                Some(ExecReply::Slow { after, code }) => {
+                    tokio::time::sleep(after).await;
+                    Ok(code)
+                }
+            }
+        };
+        tokio::select! {
+            r = command => r,
+            () = sizes => unreachable!("pending"),
+        }
+    }
+
+    async fn port_forward(&self, sandbox: &SandboxId, port: u16) -> Result<tokio::net::TcpStream> {
+        self.enter(Some(Op::PortForward)).await?;
+        let to = {
+            let mut s = self.lock();
+            let uid = s
+                .sandboxes
+                .get(sandbox)
+                .ok_or_else(|| not_found("sandbox", &sandbox.0))?
+                .uid
+                .clone();
+            self.record(&mut s, Call::PortForward { uid, port });
+            s.port_forwards.get(&port).copied()
+        };
+        let failed = |e: std::io::Error| RuntimeError::Failed {
+            op: "port-forward",
+            message: format!("connecting to localhost:{port} in sandbox {sandbox}: {e}"),
+        };
+        match to {
+            Some(addr) => tokio::net::TcpStream::connect(addr).await.map_err(failed),
+            None => Err(failed(std::io::ErrorKind::ConnectionRefused.into())),
+        }
+    }
+
     fn subscribe_events(&self) -> Option<broadcast::Receiver<ContainerEvent>> {
         if self.lock().no_events {
             return None;
         }
         Some(self.events.subscribe())
     }
+}
+
+/// The next reply of the exec script for `cmd` in containers named `name` (a script of the
+/// command comes before the container's), or `None` without a script.
+fn next_exec_reply(s: &mut State, name: &str, cmd: &[String]) -> Option<ExecReply> {
+    let by_command = command_script_key(name, cmd.first().map_or("", |c| c.as_str()));
+    let key = if s.exec_scripts.contains_key(&by_command) {
+        by_command
+    } else {
+        name.to_string()
+    };
+    s.exec_scripts
+        .get_mut(&key)
+        .map(|e| e.replies.pop_front().unwrap_or_else(|| e.then.clone()))
 }
 
 /// The key of an exec script for one command of a container.
@@ -852,4 +1006,181 @@ pub fn container_labels(uid: &str, name: &str, attempt: u32) -> crate::Labels {
     l.insert(labels::CONTAINER_NAME.into(), name.into());
     l.insert(labels::ATTEMPT.into(), attempt.to_string());
     l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A fake with one running container named `name`; returns it, its sandbox and its id.
+    async fn running(name: &str) -> (FakeRuntime, SandboxId, ContainerId) {
+        let fake = FakeRuntime::new(Clock::new());
+        let sb_config = SandboxConfig {
+            name: "pod".into(),
+            uid: "uid-1".into(),
+            labels: LabelSelector::pod("uid-1").0,
+            ..Default::default()
+        };
+        let sb = fake.run_pod_sandbox(&sb_config).await.unwrap();
+        let image = ImageSpec {
+            image: "busybox".into(),
+        };
+        fake.pull_image(&image, None).await.unwrap();
+        let config = ContainerConfig {
+            name: name.into(),
+            image,
+            labels: container_labels("uid-1", name, 0),
+            ..Default::default()
+        };
+        let id = fake
+            .create_container(&sb, &config, &sb_config)
+            .await
+            .unwrap();
+        fake.start_container(&id).await.unwrap();
+        (fake, sb, id)
+    }
+
+    fn request(cmd: &[&str], tty: bool) -> ExecRequest {
+        ExecRequest {
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty,
+            stdin: true,
+            stdout: true,
+            stderr: !tty,
+        }
+    }
+
+    #[tokio::test]
+    async fn interactive_exec_echoes_stdin_and_records_the_call() {
+        let (fake, _, id) = running("app").await;
+        let (out_w, mut out_r) = tokio::io::duplex(4);
+        let io = ExecIo {
+            stdin: Some(Box::new(&b"hello\nworld\n"[..])),
+            stdout: Some(Box::new(out_w)),
+            stderr: None,
+            resize: None,
+        };
+        let req = request(&["sh"], false);
+        let (code, echoed) = tokio::join!(fake.exec(&id, &req, io), async {
+            let mut s = String::new();
+            out_r.read_to_string(&mut s).await.unwrap();
+            s
+        });
+        assert_eq!(code.unwrap(), 0);
+        assert_eq!(echoed, "hello\nworld\n");
+        assert!(fake.calls().iter().any(|(_, c)| *c
+            == Call::InteractiveExec {
+                uid: "uid-1".into(),
+                name: "app".into(),
+                cmd: vec!["sh".into()],
+                tty: false,
+            }));
+        // Not an exec_sync: probe counts stay untouched.
+        assert!(!fake
+            .calls()
+            .iter()
+            .any(|(_, c)| matches!(c, Call::Exec { .. })));
+    }
+
+    #[tokio::test]
+    async fn interactive_exec_follows_exec_scripts_and_records_sizes() {
+        let (fake, _, id) = running("app").await;
+        fake.exec_script_for_command(
+            "app",
+            "date",
+            [ExecReply::Exit {
+                code: 3,
+                stdout: "Thu\n".into(),
+            }],
+            ExecReply::Error(RuntimeError::Failed {
+                op: "exec",
+                message: "scripted".into(),
+            }),
+        );
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(TerminalSize {
+            width: 100,
+            height: 40,
+        })
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        let (out_w, mut out_r) = tokio::io::duplex(64);
+        let io = ExecIo {
+            stdin: None,
+            stdout: Some(Box::new(out_w)),
+            stderr: None,
+            resize: Some(rx),
+        };
+        let code = fake.exec(&id, &request(&["date"], true), io).await.unwrap();
+        out_r.read_to_end(&mut out).await.unwrap();
+        assert_eq!((code, out.as_slice()), (3, &b"Thu\n"[..]));
+        assert_eq!(
+            fake.terminal_sizes(),
+            vec![(
+                id.clone(),
+                TerminalSize {
+                    width: 100,
+                    height: 40
+                }
+            )]
+        );
+        let io = ExecIo {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            resize: None,
+        };
+        let err = fake
+            .exec(&id, &request(&["date"], true), io)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("scripted"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn interactive_exec_needs_a_running_container() {
+        let (fake, _, id) = running("app").await;
+        fake.crash(&id, 1);
+        let io = ExecIo {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            resize: None,
+        };
+        let err = fake
+            .exec(&id, &request(&["sh"], false), io)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not running"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn port_forward_connects_to_the_registered_address_else_refuses() {
+        let (fake, sb, _) = running("app").await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        fake.port_forward_to(8080, listener.local_addr().unwrap());
+        let (stream, accepted) = tokio::join!(fake.port_forward(&sb, 8080), listener.accept());
+        let (mut stream, (mut peer, _)) = (stream.unwrap(), accepted.unwrap());
+        stream.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        let err = fake.port_forward(&sb, 8081).await.unwrap_err();
+        assert!(
+            err.to_string().contains("localhost:8081") && err.to_string().contains("refused"),
+            "{err}"
+        );
+        assert!(fake.calls().iter().any(|(_, c)| *c
+            == Call::PortForward {
+                uid: "uid-1".into(),
+                port: 8081
+            }));
+        let gone = fake.port_forward(&SandboxId("nope".into()), 8080).await;
+        assert!(
+            matches!(gone, Err(RuntimeError::NotFound { .. })),
+            "{gone:?}"
+        );
+    }
 }

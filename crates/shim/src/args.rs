@@ -11,7 +11,9 @@
 //! - `run`: the supervisor itself (creates, starts, logs, reaps and records the container).
 //! - `monitor`: the supervisor after it started the container: it re-execs itself so that only
 //!   the small logging and reaping loop stays resident.
-//! - `exec`: the helper that runs one command inside a running container's namespaces.
+//! - `exec`: the helper that runs one command inside a running container's namespaces
+//!   (`--interactive`: with the caller's stdin, in a session of its own; `--tty`: on the terminal
+//!   that is its stdio).
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
@@ -76,6 +78,13 @@ pub struct ExecArgs {
     /// The container's own cgroup directories as its shim recorded them; empty: find them from
     /// `/proc` (which means reading `mountinfo`, costly with many container mounts).
     pub cgroups: Vec<PathBuf>,
+    /// An interactive command (`kubectl exec`): it reads the helper's stdin (rather than
+    /// `/dev/null`), and the helper first starts a session of its own (`setsid`), so the caller
+    /// can kill the command and its descendants as one session (see [`crate::sys::kill_session`]).
+    pub interactive: bool,
+    /// The helper's stdio is the slave of a pseudo-terminal: with `interactive`, the helper makes
+    /// it the controlling terminal of its new session, which the command inherits.
+    pub tty: bool,
     /// The command and its arguments.
     pub cmd: Vec<OsString>,
 }
@@ -131,11 +140,23 @@ impl ShimArgs {
             "exec" => {
                 let (mut pid, mut start_time, mut env, mut timeout) = (None, 0, Vec::new(), None);
                 let mut cgroups = Vec::new();
+                let (mut interactive, mut tty) = (false, false);
                 let mut cmd = Vec::new();
                 while let Some(flag) = it.next() {
-                    if flag == "--" {
-                        cmd.extend(it.by_ref());
-                        break;
+                    match flag.to_str() {
+                        Some("--") => {
+                            cmd.extend(it.by_ref());
+                            break;
+                        }
+                        Some("--interactive") => {
+                            interactive = true;
+                            continue;
+                        }
+                        Some("--tty") => {
+                            tty = true;
+                            continue;
+                        }
+                        _ => {}
                     }
                     let value = it.next().ok_or_else(|| format!("{flag:?} needs a value"))?;
                     let value = utf8(value)?;
@@ -159,6 +180,8 @@ impl ShimArgs {
                     env,
                     timeout,
                     cgroups,
+                    interactive,
+                    tty,
                     cmd,
                 }))
             }
@@ -220,6 +243,12 @@ impl ShimArgs {
                     push(&"--cgroup");
                     push(c);
                 }
+                if a.interactive {
+                    push(&"--interactive");
+                }
+                if a.tty {
+                    push(&"--tty");
+                }
                 push(&"--");
                 for c in &a.cmd {
                     push(c);
@@ -272,9 +301,24 @@ mod tests {
             env: vec!["A=b".into()],
             timeout: Some(Duration::from_millis(1500)),
             cgroups: vec!["/sys/fs/cgroup/memory/staticlet/pod1/c1".into()],
+            interactive: false,
+            tty: false,
             cmd: vec!["ls".into(), "--".into(), "-l".into()],
         });
         assert_eq!(ShimArgs::parse(a.to_args()).unwrap(), a);
+        let interactive = ShimArgs::Exec(ExecArgs {
+            pid: 7,
+            start_time: 0,
+            env: vec!["TERM=xterm".into()],
+            timeout: None,
+            cgroups: vec![],
+            interactive: true,
+            tty: true,
+            cmd: vec!["sh".into(), "--tty".into()],
+        });
+        let args = interactive.to_args();
+        assert!(!args.contains(&OsString::from("--timeout-ms")), "{args:?}");
+        assert_eq!(ShimArgs::parse(args).unwrap(), interactive);
         assert!(ShimArgs::parse(["exec", "--pid", "1"]).is_err());
         assert!(ShimArgs::parse(["bogus"]).is_err());
     }

@@ -1,4 +1,4 @@
-//! Running a command inside a running container (CRI `ExecSync`).
+//! Running a command inside a running container (CRI `ExecSync`, and the interactive `Exec`).
 //!
 //! Joining a container's mount namespace needs a single-threaded process (`setns(CLONE_NEWNS)`
 //! fails with `EINVAL` otherwise) and joining its pid namespace only affects children, so the
@@ -18,6 +18,16 @@
 //! The command's exit code is the helper's: its own, or 128 + signal. Failures of the helper
 //! itself exit 126 (cannot enter or execute) or 127 (command not found), like `docker exec`,
 //! with a message on stderr prefixed `staticlet-shim exec:`.
+//!
+//! Interactive commands (`kubectl exec`, [`interactive_helper_command`]) use the same helper with
+//! no timeout and the caller's streams as its stdio: the command inherits the helper's stdin,
+//! stdout and stderr (the caller's pipes, or the slave of a pseudo-terminal from the container's
+//! own devpts, [`open_pty`], whose master the caller keeps), so its output flows to the caller as
+//! it is written. The helper first calls `setsid`: the command and
+//! everything it starts form a session named by the helper's pid, which the caller kills as a
+//! whole when its client goes away ([`crate::sys::kill_session`]). On a terminal (`--tty`) the
+//! helper also makes its stdin the session's controlling terminal (`TIOCSCTTY`), so the command
+//! gets job control, `SIGINT` from `^C` and `SIGWINCH` on resizes.
 //!
 //! Limitation: the command runs with the helper's credentials (root, full capabilities, no
 //! seccomp profile, no `no_new_privs`), not the restricted ones of the container's process spec.
@@ -39,7 +49,7 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{chroot, fchdir, getpid, Pid};
+use nix::unistd::{chroot, fchdir, getpid, setsid, Pid};
 
 use crate::args::{ExecArgs, ShimArgs};
 use crate::client::Reexec;
@@ -86,6 +96,114 @@ pub fn helper_command(
     env: &[String],
     timeout: Duration,
 ) -> io::Result<Command> {
+    let args = helper_args(target, cmd, env, Some(timeout))?;
+    let mut command = Command::new(&reexec.exe);
+    command
+        .args(&reexec.prefix)
+        .args(ShimArgs::Exec(args).to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Ok(command)
+}
+
+/// The helper of an interactive command ([`interactive_helper_command`]) and, for a command on
+/// a terminal, the master side of that terminal.
+#[derive(Debug)]
+pub struct InteractiveHelper {
+    /// The helper process. With a terminal its stdin, stdout and stderr are the terminal's
+    /// slave; without, they are left to the caller (pipes or `/dev/null`).
+    pub command: Command,
+    /// The caller's end of the terminal (blocking, close-on-exec), with `tty`.
+    pub pty_master: Option<OwnedFd>,
+}
+
+/// The helper process for an interactive command (`kubectl exec`): no timeout, the command
+/// reads the helper's stdin, and the helper runs in a session of its own whose id is its pid
+/// (kill it with [`crate::sys::kill_session`]). With `tty`, a pseudo-terminal is allocated
+/// here (see [`open_pty`]): its slave is the helper's stdio and becomes the controlling terminal
+/// of that session, its master is returned for the caller to stream.
+pub fn interactive_helper_command(
+    reexec: &Reexec,
+    target: ExecTarget<'_>,
+    cmd: &[String],
+    env: &[String],
+    tty: bool,
+) -> io::Result<InteractiveHelper> {
+    let mut args = helper_args(target, cmd, env, None)?;
+    args.interactive = true;
+    args.tty = tty;
+    let pty = if tty {
+        Some(open_pty(args.pid, args.start_time)?)
+    } else {
+        None
+    };
+    let mut command = Command::new(&reexec.exe);
+    command
+        .args(&reexec.prefix)
+        .args(ShimArgs::Exec(args).to_args());
+    let pty_master = match pty {
+        Some((master, slave)) => {
+            command
+                .stdin(Stdio::from(slave.try_clone()?))
+                .stdout(Stdio::from(slave.try_clone()?))
+                .stderr(Stdio::from(slave));
+            Some(master)
+        }
+        None => None,
+    };
+    Ok(InteractiveHelper {
+        command,
+        pty_master,
+    })
+}
+
+/// A new pseudo-terminal (master, slave) for a command in the container whose init is `pid`.
+///
+/// Taken from the container's own devpts instance (`/dev/pts/ptmx` inside its root, looked up
+/// with `RESOLVE_IN_ROOT`, so the container's symlinks cannot lead out of it), as runc's
+/// console is: the command then finds its terminal as `/dev/pts/N` of its own `/dev/pts`
+/// (`tty`, `ttyname` work). A terminal of the host's devpts would work as a terminal but be
+/// "not a tty" to `ttyname` inside the container, whose `/dev/pts` is a new instance; it is the
+/// fallback for containers without a devpts of their own.
+///
+/// This looks a path up in the container's root from the caller's process: only a privileged
+/// container could put a filesystem there whose lookups block (FUSE), and such a container is
+/// trusted with the whole node anyway.
+pub fn open_pty(pid: i32, start_time: u64) -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+    use rustix::pty::{ioctl_tiocgptpeer, openpt, unlockpt, OpenptFlags};
+    let root = File::open(format!("/proc/{pid}/root"))?;
+    // Opened first and checked after: the root is the container's if its init is still the
+    // process that had `start_time`.
+    if start_time != 0 && !sys::is_same_process(pid, start_time) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("process {pid} is not the container's init any more"),
+        ));
+    }
+    let flags = OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let in_root = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let master = match openat2(&root, "dev/pts/ptmx", flags, Mode::empty(), in_root) {
+        Ok(m) => m,
+        Err(_) => openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?,
+    };
+    drop(root);
+    unlockpt(&master)?;
+    // Fails (ENOTTY) unless `master` really is the master of a pseudo-terminal.
+    let slave = ioctl_tiocgptpeer(
+        &master,
+        OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC,
+    )?;
+    Ok((master, slave))
+}
+
+fn helper_args(
+    target: ExecTarget<'_>,
+    cmd: &[String],
+    env: &[String],
+    timeout: Option<Duration>,
+) -> io::Result<ExecArgs> {
     let (pid, start_time, cgroups) = match target {
         ExecTarget::StateDir(dir) => {
             let st = read_state(dir)?;
@@ -104,22 +222,16 @@ pub fn helper_command(
     if cmd.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     }
-    let args = ShimArgs::Exec(ExecArgs {
+    Ok(ExecArgs {
         pid,
         start_time,
         env: env.to_vec(),
-        timeout: Some(timeout),
+        timeout,
         cgroups,
+        interactive: false,
+        tty: false,
         cmd: cmd.iter().map(OsString::from).collect(),
-    });
-    let mut command = Command::new(&reexec.exe);
-    command
-        .args(&reexec.prefix)
-        .args(args.to_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    Ok(command)
+    })
 }
 
 /// The outcome of a helper that ended with `status` after `elapsed`, given the `timeout` it was
@@ -248,6 +360,43 @@ fn cannot(what: &str) -> impl FnOnce(io::Error) -> HelperError + '_ {
 }
 
 fn helper(args: &ExecArgs) -> Result<i32, HelperError> {
+    // SIGCHLD goes to a signalfd; std resets the child's signal mask before it execs.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    if args.interactive {
+        // The command inherits our process group, so signals from its terminal (^C, ^\, ^Z,
+        // a hangup) reach us too: blocked, they are read from the signalfd and dropped, and we
+        // go on waiting for the command, whatever it makes of them (a shell ignores ^C at its
+        // prompt).
+        for sig in [
+            Signal::SIGINT,
+            Signal::SIGQUIT,
+            Signal::SIGTSTP,
+            Signal::SIGTTIN,
+            Signal::SIGTTOU,
+            Signal::SIGHUP,
+        ] {
+            mask.add(sig);
+        }
+    }
+    mask.thread_block()
+        .map_err(|e| (126, format!("block signals: {e}")))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| (126, format!("signalfd: {e}")))?;
+
+    if args.interactive {
+        // A session of our own (we were forked by the agent, so we lead no process group and
+        // setsid cannot fail with EPERM): the command and its descendants inherit it, and the
+        // caller kills them all by its id, our pid, when its client goes away.
+        setsid().map_err(|e| (126, format!("setsid: {e}")))?;
+        if args.tty {
+            // Our stdio is the slave of the caller's pseudo-terminal: make it the controlling
+            // terminal of the new session (its foreground process group is ours, which the
+            // command inherits).
+            rustix::process::ioctl_tiocsctty(io::stdin())
+                .map_err(|e| (126, format!("set the controlling terminal: {e}")))?;
+        }
+    }
     let pid = args.pid;
     if args.start_time != 0 && !sys::is_same_process(pid, args.start_time) {
         return Err((
@@ -306,19 +455,11 @@ fn helper(args: &ExecArgs) -> Result<i32, HelperError> {
     fchdir(cwd.as_raw_fd()).map_err(|e| (126, format!("chdir: {e}")))?;
     drop((root, cwd, namespaces));
 
-    // SIGCHLD goes to a signalfd; std resets the child's signal mask before it execs.
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    mask.thread_block()
-        .map_err(|e| (126, format!("block SIGCHLD: {e}")))?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| (126, format!("signalfd: {e}")))?;
-
     let mut command = Command::new(&args.cmd[0]);
-    command
-        .args(&args.cmd[1..])
-        .env_clear()
-        .stdin(Stdio::null());
+    command.args(&args.cmd[1..]).env_clear();
+    if !args.interactive {
+        command.stdin(Stdio::null());
+    }
     for (k, v) in &env {
         command.env(
             std::ffi::OsStr::from_bytes(k),

@@ -12,7 +12,9 @@
 //!   its launcher, and the exec helper). A binary re-execs itself into it; it must be called
 //!   before any thread (or tokio runtime) exists.
 //! - [`client`]: used by the agent: [`spawn_shim`], [`read_state`], [`stop`].
-//! - [`exec`]: [`exec_in_container`], a command in a running container through a helper process.
+//! - [`exec`]: [`exec_in_container`], a command in a running container through a helper process;
+//!   [`interactive_helper_command`], the same helper for an interactive command whose stdio the
+//!   caller streams (`kubectl exec`), in a session the caller kills with [`sys::kill_session`].
 //! - [`state`]: the `state.json` record; [`crilog`]: the CRI log format; [`bundle`]: a minimal
 //!   busybox OCI bundle for tests; [`sys`]: `/proc` and cgroup helpers.
 #![allow(clippy::disallowed_types)] // No tokio here: std's Instant is the right clock.
@@ -31,7 +33,8 @@ use std::process::ExitCode;
 pub use args::{ExecArgs, MonitorArgs, ShimArgs, SupervisorArgs};
 pub use client::{spawn_shim, spawn_shim_with, stop, Reexec, ShimConfig, ShimHandle};
 pub use exec::{
-    exec_in_container, exec_result, helper_command, ExecOutput, ExecTarget, MAX_OUTPUT,
+    exec_in_container, exec_result, helper_command, interactive_helper_command, ExecOutput,
+    ExecTarget, InteractiveHelper, MAX_OUTPUT,
 };
 pub use state::{read_state, Reason, ShimState, Status};
 pub use supervisor::START_ERROR_EXIT_CODE;

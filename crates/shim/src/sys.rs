@@ -154,6 +154,56 @@ pub fn signal_process(pid: i32, start_time: u64, signal: Signal) -> io::Result<b
     }
 }
 
+/// Process group and session of a process, from its `/proc/<pid>/stat` (fields 5 and 6).
+fn parse_group_and_session(stat: &str) -> Option<(i32, i32)> {
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    // state, ppid, pgrp, session
+    let pgrp = fields.nth(2)?.parse().ok()?;
+    let session = fields.next()?.parse().ok()?;
+    Some((pgrp, session))
+}
+
+/// SIGKILLs the session `sid` (and the process group of the same id): the session leader
+/// first, so it starts nothing more, then its group, then every other process `/proc` shows
+/// in the session or group (a job-control shell moves its jobs into groups of their own);
+/// twice, for children forked during the first pass. Returns how many processes the passes
+/// signalled. A process that left the session (`setsid` of its own) is not found.
+///
+/// For the interactive exec helper, whose pid names the session it made. The caller must hold
+/// `sid` as its own unreaped child (alive or a zombie), so the number cannot name another
+/// process: the kernel does not reuse a pid while a process, group or session has it.
+pub fn kill_session(sid: i32) -> usize {
+    if sid <= 1 {
+        return 0;
+    }
+    let _ = kill(Pid::from_raw(sid), Signal::SIGKILL);
+    let _ = nix::sys::signal::killpg(Pid::from_raw(sid), Signal::SIGKILL);
+    let mut n = 0;
+    for _ in 0..2 {
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return n;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if parse_group_and_session(&stat).is_some_and(|(g, s)| g == sid || s == sid)
+                && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+            {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 struct CgroupMount {
     /// Controllers of a v1 hierarchy (`memory`, `name=systemd`, ...); `None` for cgroup2.
     controllers: Option<BTreeSet<String>>,
@@ -355,6 +405,56 @@ mod tests {
     fn start_time_skips_odd_command_names() {
         let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 ";
         assert_eq!(parse_start_time(stat), Some(98765));
+    }
+
+    #[test]
+    fn group_and_session_skip_odd_command_names() {
+        let stat = "42 (a) b (c)) S 1 40 39 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 ";
+        assert_eq!(parse_group_and_session(stat), Some((40, 39)));
+        assert_eq!(parse_group_and_session("42 (x"), None);
+    }
+
+    #[test]
+    fn kill_session_kills_a_sessions_processes_in_other_groups() {
+        #![allow(clippy::disallowed_types)]
+        use std::io::BufRead;
+        use std::time::{Duration, Instant};
+        // setsid(1) does not fork here (its caller leads no group): the shell is the session
+        // leader, and its background job moves to a group of its own (as a job-control shell
+        // does), which killpg of the session's id would miss.
+        let mut leader = std::process::Command::new("setsid")
+            .args([
+                "sh",
+                "-c",
+                "perl -e 'setpgrp(0, 0); exec qw(sleep 1000)' & echo $!; wait",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(leader.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let job: i32 = line.trim().parse().unwrap();
+        let sid = leader.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stat = fs::read_to_string(format!("/proc/{job}/stat")).unwrap();
+            if parse_group_and_session(&stat) == Some((job, sid)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the job never moved: {stat}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let started = pid_start_time(job).unwrap();
+        assert!(kill_session(sid) >= 1);
+        leader.wait().unwrap();
+        // The job was re-parented (to init or a subreaper) when the shell died: wait until it
+        // is gone or a zombie.
+        while is_same_process(job, started) {
+            assert!(Instant::now() < deadline, "job {job} survived");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]

@@ -1,0 +1,862 @@
+//! Interactive exec and port forwarding of [`EmbeddedRuntime`] with real containers (needs root,
+//! Debian's `busybox-static` and `containernetworking-plugins`).
+//!
+//! The runtime re-executes a binary in shim mode for its shims and exec helpers; here that
+//! binary is this test binary (`harness = false` in Cargo.toml): started as `<test> __shim
+//! <mode> ...` it is a shim, otherwise it runs the tests below one after the other (selected as
+//! libtest does: names or parts of names, `--exact`, `--skip`). Each test creates its
+//! own runtime root, sandbox and busybox container (image built by `scripts/busybox-image.sh`)
+//! and removes them afterwards, also when it fails. Waits are on conditions with generous
+//! deadlines; nothing depends on a fixed sleep.
+#![allow(clippy::disallowed_types)] // Real processes in real time: std's Instant is right here.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use staticlet_runtime::{
+    labels, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ExecIo, ExecRequest,
+    ImageSpec, LabelSelector, RuntimeError, SandboxConfig, SandboxId, TerminalSize,
+};
+use staticlet_runtime_embedded::{Config, EmbeddedRuntime};
+use staticlet_shim::Reexec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::task::JoinHandle;
+
+/// The argument that makes this binary a shim.
+const SHIM_PREFIX: &str = "__shim";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+type Test = (&'static str, fn());
+
+const TESTS: &[Test] = &[
+    (
+        "exec_streams_stdio_and_returns_the_exit_code",
+        exec_streams_stdio_and_returns_the_exit_code,
+    ),
+    (
+        "exec_output_arrives_while_the_command_runs",
+        exec_output_arrives_while_the_command_runs,
+    ),
+    (
+        "exec_on_a_terminal_of_the_container",
+        exec_on_a_terminal_of_the_container,
+    ),
+    (
+        "exec_of_missing_or_unrunnable_commands",
+        exec_of_missing_or_unrunnable_commands,
+    ),
+    (
+        "dropping_an_exec_kills_its_processes",
+        dropping_an_exec_kills_its_processes,
+    ),
+    (
+        "idle_exec_sessions_hold_no_thread",
+        idle_exec_sessions_hold_no_thread,
+    ),
+    (
+        "port_forward_to_a_pod_network_sandbox",
+        port_forward_to_a_pod_network_sandbox,
+    ),
+    (
+        "port_forward_to_a_host_network_sandbox",
+        port_forward_to_a_host_network_sandbox,
+    ),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == SHIM_PREFIX) {
+        return match staticlet_shim::ShimArgs::parse(args[2..].iter().cloned()) {
+            Ok(a) => staticlet_shim::shim_main(a),
+            Err(e) => {
+                eprintln!("shim: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in TESTS {
+            println!("{name}: test");
+        }
+        return ExitCode::SUCCESS;
+    }
+    // libtest's command line, as far as selecting tests goes: names (substrings, or whole with
+    // `--exact`), `--skip NAME`; other options (and the values of those that take one) ignored.
+    let (mut filters, mut skips, mut exact) = (Vec::new(), Vec::new(), false);
+    let mut words = args[1..].iter().filter_map(|a| a.to_str());
+    while let Some(word) = words.next() {
+        match word {
+            "--skip" => skips.extend(words.next()),
+            "--exact" => exact = true,
+            "--test-threads" | "--format" | "--color" | "--logfile" | "--shuffle-seed" | "-Z" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w => filters.push(w),
+        }
+    }
+    let matches = |name: &str, pattern: &str| {
+        if exact {
+            name == pattern
+        } else {
+            name.contains(pattern)
+        }
+    };
+    let selected: Vec<&Test> = TESTS
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| matches(name, f)))
+        .filter(|(name, _)| !skips.iter().any(|s| name.contains(s)))
+        .collect();
+    if selected.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("skipped {} tests: {why}", selected.len());
+        return ExitCode::SUCCESS;
+    }
+    let mut failed = Vec::new();
+    for (name, test) in &selected {
+        eprintln!("running {name}");
+        let started = Instant::now();
+        match std::panic::catch_unwind(AssertUnwindSafe(test)) {
+            Ok(()) => eprintln!("test {name} ... ok ({:.1?})", started.elapsed()),
+            Err(_) => {
+                eprintln!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    eprintln!(
+        "test result: {}. {} passed; {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        selected.len() - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for name in failed {
+            eprintln!("    {name}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+/// Why the tests cannot run here (not root); a missing package is a broken setup: panics.
+fn missing_prerequisite() -> Option<&'static str> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("real containers need root");
+    }
+    assert!(
+        Path::new("/bin/busybox").exists(),
+        "busybox-static is missing: run scripts/test.sh, which installs it"
+    );
+    assert!(
+        cni_bin_dirs().iter().any(|d| d.join("bridge").exists()),
+        "containernetworking-plugins is missing: run scripts/test.sh, which installs it"
+    );
+    None
+}
+
+fn cni_bin_dirs() -> Vec<PathBuf> {
+    vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()]
+}
+
+/// The busybox image (a docker archive), built once per run.
+fn busybox_tar() -> &'static Path {
+    static TAR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &TAR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("busybox.tar");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/busybox-image.sh"
+        );
+        let out = Command::new("bash").arg(script).arg(&tar).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (dir, tar)
+    })
+    .1
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// One runtime (own root directory) with one sandbox; removes everything when dropped.
+struct Pod {
+    rt: tokio::runtime::Runtime,
+    runtime: EmbeddedRuntime,
+    sandbox: SandboxId,
+    sandbox_config: SandboxConfig,
+    bridge: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Pod {
+    /// A runtime and a ready sandbox named `name`, with a network namespace of its own (a CNI
+    /// bridge of this test) unless `host_network`.
+    fn new(name: &str, host_network: bool) -> Pod {
+        let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+        let n = (std::process::id().wrapping_mul(7) + seq * 13) % 200 + 20;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let conf = dir.path().join("cni");
+        std::fs::create_dir_all(&conf).unwrap();
+        let bridge = (!host_network).then(|| format!("stlstr{n}"));
+        if let Some(bridge) = &bridge {
+            std::fs::write(
+                conf.join("10-test.conflist"),
+                format!(
+                    r#"{{"cniVersion":"1.0.0","name":"streams-{bridge}","plugins":[
+  {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
+    "ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.236.{n}.0/24"}}]],"dataDir":"{}"}}}},
+  {{"type":"loopback"}}]}}"#,
+                    dir.path().join("ipam").display()
+                ),
+            )
+            .unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let runtime = EmbeddedRuntime::new(Config {
+            root_dir: root,
+            reexec: Reexec {
+                exe: std::env::current_exe().unwrap(),
+                prefix: vec![SHIM_PREFIX.into()],
+            },
+            cni_conf_dir: conf,
+            cni_bin_dirs: cni_bin_dirs(),
+            image_credentials: Vec::new(),
+            insecure_registries: Vec::new(),
+        })
+        .unwrap();
+        runtime.images().import(busybox_tar()).unwrap();
+        let uid = format!("streams-{}-{seq}", std::process::id());
+        let mut labels = LabelSelector::pod(&uid).0;
+        labels.insert(labels::POD_NAME.into(), name.into());
+        labels.insert(labels::POD_NAMESPACE.into(), "default".into());
+        let sandbox_config = SandboxConfig {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: uid.clone(),
+            hostname: if host_network {
+                String::new()
+            } else {
+                name.into()
+            },
+            log_directory: dir.path().join("logs"),
+            labels,
+            host_network,
+            cgroup_parent: format!("/staticlet/pod{uid}"),
+            ..Default::default()
+        };
+        let sandbox = rt
+            .block_on(runtime.run_pod_sandbox(&sandbox_config))
+            .unwrap();
+        Pod {
+            rt,
+            runtime,
+            sandbox,
+            sandbox_config,
+            bridge,
+            dir,
+        }
+    }
+
+    /// Creates and starts a busybox container running `command`; waits until it runs.
+    fn container(&self, name: &str, command: &[&str]) -> ContainerId {
+        let mut labels = self.sandbox_config.labels.clone();
+        labels.insert(labels::CONTAINER_NAME.into(), name.into());
+        let config = ContainerConfig {
+            name: name.into(),
+            image: ImageSpec {
+                image: "busybox".into(),
+            },
+            command: command.iter().map(|s| s.to_string()).collect(),
+            labels,
+            log_path: format!("{name}/0.log").into(),
+            ..Default::default()
+        };
+        self.rt.block_on(async {
+            let id = self
+                .runtime
+                .create_container(&self.sandbox, &config, &self.sandbox_config)
+                .await
+                .unwrap();
+            self.runtime.start_container(&id).await.unwrap();
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                let st = self.runtime.container_status(&id).await.unwrap();
+                match st.state {
+                    ContainerState::Running => return id,
+                    ContainerState::Exited => panic!("container {name} exited: {st:?}"),
+                    _ => {}
+                }
+                assert!(Instant::now() < deadline, "container {name} never ran");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    }
+
+    /// Starts an exec of `cmd` in `id` with `io` on the runtime; the handle's result is the
+    /// exec's. Aborting the handle drops the exec's future, as a client going away does.
+    fn exec(
+        &self,
+        id: &ContainerId,
+        cmd: &[&str],
+        tty: bool,
+        io: ExecIo,
+    ) -> JoinHandle<Result<i32, RuntimeError>> {
+        let req = ExecRequest {
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty,
+            stdin: io.stdin.is_some(),
+            stdout: io.stdout.is_some(),
+            stderr: io.stderr.is_some(),
+        };
+        let (runtime, id) = (self.runtime.clone(), id.clone());
+        self.rt
+            .spawn(async move { runtime.exec(&id, &req, io).await })
+    }
+
+    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.rt.block_on(f)
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = self.rt.block_on(async {
+            self.runtime.stop_pod_sandbox(&self.sandbox).await?;
+            self.runtime.remove_pod_sandbox(&self.sandbox).await
+        });
+        // The pod cgroup is the agent's to remove.
+        let mountinfo = Path::new(staticlet_runtime::cgroups::MOUNTINFO);
+        if let Ok(h) = staticlet_runtime::cgroups::hierarchies(mountinfo) {
+            let _ = staticlet_runtime::cgroups::remove(&h, &self.sandbox_config.cgroup_parent);
+        }
+        if let Some(bridge) = &self.bridge {
+            let _ = Command::new("ip").args(["link", "del", bridge]).output();
+        }
+        let _ = staticlet_runtime_embedded::release(&self.dir.path().join("root"));
+    }
+}
+
+/// Streams for an exec: the exec's ends and the test's ends of each one asked for.
+struct Streams {
+    io: ExecIo,
+    stdin: Option<DuplexStream>,
+    stdout: Option<DuplexStream>,
+    stderr: Option<DuplexStream>,
+    resize: Option<tokio::sync::mpsc::Sender<TerminalSize>>,
+}
+
+/// Pipes for the streams asked for (small buffers, so back-pressure is part of every test).
+fn streams(stdin: bool, stdout: bool, stderr: bool, resize: bool) -> Streams {
+    fn pair(wanted: bool) -> (Option<DuplexStream>, Option<DuplexStream>) {
+        if wanted {
+            let (a, b) = tokio::io::duplex(256);
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        }
+    }
+    let (in_exec, in_test) = pair(stdin);
+    let (out_exec, out_test) = pair(stdout);
+    let (err_exec, err_test) = pair(stderr);
+    let (resize_tx, resize_rx) = if resize {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    Streams {
+        io: ExecIo {
+            stdin: in_exec.map(|s| Box::new(s) as _),
+            stdout: out_exec.map(|s| Box::new(s) as _),
+            stderr: err_exec.map(|s| Box::new(s) as _),
+            resize: resize_rx,
+        },
+        stdin: in_test,
+        stdout: out_test,
+        stderr: err_test,
+        resize: resize_tx,
+    }
+}
+
+/// Reads `from` until what was read contains `needle` (panics after [`DEADLINE`] or at EOF);
+/// returns everything read.
+async fn read_until(from: &mut DuplexStream, needle: &str) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let n = tokio::time::timeout_at(deadline, from.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {needle:?} within {DEADLINE:?}: {:?}",
+                    String::from_utf8_lossy(&seen)
+                )
+            })
+            .unwrap();
+        assert!(
+            n > 0,
+            "EOF before {needle:?}: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+async fn read_all(from: Option<DuplexStream>) -> String {
+    let mut s = String::new();
+    if let Some(mut from) = from {
+        tokio::time::timeout(DEADLINE, from.read_to_string(&mut s))
+            .await
+            .expect("the stream ends")
+            .unwrap();
+    }
+    s
+}
+
+async fn finished(task: JoinHandle<Result<i32, RuntimeError>>) -> Result<i32, RuntimeError> {
+    tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("the exec ends")
+        .expect("the exec task does not panic")
+}
+
+/// Pids of the processes whose command line is exactly `cmdline` (words joined by spaces).
+fn processes(cmdline: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let words: Vec<String> = raw
+                .split(|&b| b == 0)
+                .filter(|w| !w.is_empty())
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect();
+            (words.join(" ") == cmdline).then_some(pid)
+        })
+        .collect()
+}
+
+fn wait(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A number for command lines that no other test run uses.
+fn unique() -> u32 {
+    40_000 + std::process::id() % 10_000 * 10 + SEQ.fetch_add(1, Ordering::SeqCst) % 10
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn exec_streams_stdio_and_returns_the_exit_code() {
+    let pod = Pod::new("stdio", true);
+    let id = pod.container("app", &["sleep", "3600"]);
+    let mut s = streams(true, true, true, false);
+    let task = pod.exec(
+        &id,
+        &["sh", "-c", "read x; echo got $x; echo err >&2; exit 42"],
+        false,
+        s.io,
+    );
+    pod.block_on(async {
+        let mut stdin = s.stdin.take().unwrap();
+        stdin.write_all(b"hello\n").await.unwrap();
+        drop(stdin);
+        let (out, err) = tokio::join!(read_all(s.stdout.take()), read_all(s.stderr.take()));
+        assert_eq!(out, "got hello\n");
+        assert_eq!(err, "err\n");
+        assert_eq!(finished(task).await.unwrap(), 42);
+    });
+    // The container's environment and working directory, as exec_sync's commands have them.
+    let mut s = streams(false, true, false, false);
+    let task = pod.exec(&id, &["sh", "-c", "echo $PATH; pwd"], false, s.io);
+    pod.block_on(async {
+        let out = read_all(s.stdout.take()).await;
+        assert!(out.contains("/bin") && out.ends_with("/\n"), "{out:?}");
+        assert_eq!(finished(task).await.unwrap(), 0);
+    });
+}
+
+fn exec_output_arrives_while_the_command_runs() {
+    let pod = Pod::new("flow", true);
+    let id = pod.container("app", &["sleep", "3600"]);
+    let mut s = streams(true, true, true, false);
+    let task = pod.exec(
+        &id,
+        &["sh", "-c", "echo first; read x; echo second $x"],
+        false,
+        s.io,
+    );
+    pod.block_on(async {
+        let mut out = s.stdout.take().unwrap();
+        // The command waits for its stdin: what it printed before comes now, not at its exit.
+        assert_eq!(read_until(&mut out, "first\n").await, "first\n");
+        assert!(!task.is_finished());
+        let mut stdin = s.stdin.take().unwrap();
+        stdin.write_all(b"go\n").await.unwrap();
+        assert_eq!(read_until(&mut out, "second go\n").await, "second go\n");
+        assert_eq!(finished(task).await.unwrap(), 0);
+        drop(stdin);
+    });
+    // The caller's stdin reaching its end closes the command's: cat ends.
+    let mut s = streams(true, true, false, false);
+    let task = pod.exec(&id, &["cat"], false, s.io);
+    pod.block_on(async {
+        let mut stdin = s.stdin.take().unwrap();
+        // More than the duplex buffers and a pipe hold: back-pressure both ways.
+        let data: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+        let (_, out) = tokio::join!(
+            async {
+                stdin.write_all(data.as_bytes()).await.unwrap();
+                drop(stdin);
+            },
+            read_all(s.stdout.take())
+        );
+        assert!(
+            out == data,
+            "cat gave back {} of {} bytes",
+            out.len(),
+            data.len()
+        );
+        assert_eq!(finished(task).await.unwrap(), 0);
+    });
+}
+
+fn exec_on_a_terminal_of_the_container() {
+    let pod = Pod::new("tty", true);
+    let id = pod.container("app", &["sleep", "3600"]);
+    // A size sent before the exec starts is the terminal's from the start.
+    let mut s = streams(false, true, false, true);
+    let resize = s.resize.take().unwrap();
+    pod.block_on(resize.send(TerminalSize {
+        width: 100,
+        height: 40,
+    }))
+    .unwrap();
+    let task = pod.exec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "tty; stty size; echo term=$TERM; echo oops >&2; exit 3",
+        ],
+        true,
+        s.io,
+    );
+    pod.block_on(async {
+        let out = read_all(s.stdout.take()).await;
+        // The container's own devpts: its first terminal.
+        assert_eq!(
+            out, "/dev/pts/0\r\n40 100\r\nterm=xterm\r\noops\r\n",
+            "stdout and stderr merged, with the terminal's line endings"
+        );
+        assert_eq!(finished(task).await.unwrap(), 3);
+    });
+    drop(resize);
+
+    // Sizes sent while it runs reach the command (SIGWINCH and the new size).
+    let mut s = streams(true, true, false, true);
+    let resize = s.resize.take().unwrap();
+    pod.block_on(resize.send(TerminalSize {
+        width: 80,
+        height: 24,
+    }))
+    .unwrap();
+    let task = pod.exec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "stty size; read x; while [ \"$(stty size)\" != '50 120' ]; do sleep 0.05; done; echo resized",
+        ],
+        true,
+        s.io,
+    );
+    pod.block_on(async {
+        let mut out = s.stdout.take().unwrap();
+        read_until(&mut out, "24 80\r\n").await;
+        resize
+            .send(TerminalSize {
+                width: 120,
+                height: 50,
+            })
+            .await
+            .unwrap();
+        let mut stdin = s.stdin.take().unwrap();
+        stdin.write_all(b"x\n").await.unwrap();
+        read_until(&mut out, "resized").await;
+        assert_eq!(finished(task).await.unwrap(), 0);
+    });
+
+    // The end of the caller's stdin is the terminal's EOF character: cat ends, even after a
+    // partial line.
+    let mut s = streams(true, true, false, false);
+    let task = pod.exec(&id, &["cat"], true, s.io);
+    pod.block_on(async {
+        let mut stdin = s.stdin.take().unwrap();
+        stdin.write_all(b"abc\ndef").await.unwrap();
+        drop(stdin);
+        let out = read_all(s.stdout.take()).await;
+        // Echoed by the terminal, and written back by cat.
+        assert!(
+            out.matches("abc").count() == 2 && out.matches("def").count() == 2,
+            "{out:?}"
+        );
+        assert_eq!(finished(task).await.unwrap(), 0);
+    });
+}
+
+fn exec_of_missing_or_unrunnable_commands() {
+    let pod = Pod::new("missing", true);
+    let id = pod.container("app", &["sleep", "3600"]);
+    for (cmd, tty, code) in [
+        (&["no-such-command"][..], false, 127),
+        (&["/etc/passwd"][..], false, 126),
+        (&["no-such-command"][..], true, 127),
+    ] {
+        let mut s = streams(false, true, !tty, false);
+        let task = pod.exec(&id, cmd, tty, s.io);
+        pod.block_on(async {
+            let (out, err) = tokio::join!(read_all(s.stdout.take()), read_all(s.stderr.take()));
+            assert_eq!(finished(task).await.unwrap(), code, "{cmd:?}");
+            // The helper's message: on stderr, or on the terminal.
+            let said = if tty { out } else { err };
+            assert!(said.contains(cmd[0]), "{cmd:?}: {said:?}");
+        });
+    }
+    let s = streams(false, true, true, false);
+    let err = pod
+        .block_on(pod.exec(
+            &ContainerId("no-such-container".into()),
+            &["true"],
+            false,
+            s.io,
+        ))
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::NotFound { .. }), "{err:?}");
+}
+
+fn dropping_an_exec_kills_its_processes() {
+    let pod = Pod::new("drop", true);
+    let id = pod.container("app", &["sleep", "3600"]);
+    // Without a terminal: the command and the child it forked.
+    let (a, b) = (unique(), unique());
+    let s = streams(true, true, true, false);
+    let task = pod.exec(
+        &id,
+        &["sh", "-c", &format!("sleep {a} & sleep {b}; echo never")],
+        false,
+        s.io,
+    );
+    let (sa, sb) = (format!("sleep {a}"), format!("sleep {b}"));
+    wait("both sleeps to run", || {
+        !processes(&sa).is_empty() && !processes(&sb).is_empty()
+    });
+    task.abort();
+    let aborted = pod.block_on(task);
+    assert!(aborted.unwrap_err().is_cancelled());
+    wait("both sleeps to be killed", || {
+        processes(&sa).is_empty() && processes(&sb).is_empty()
+    });
+
+    // On a terminal, with an interactive shell: job control puts the job in a process group
+    // of its own, which only the session still holds.
+    let c = unique();
+    let mut s = streams(true, true, false, false);
+    let task = pod.exec(&id, &["sh", "-i"], true, s.io);
+    let job = format!("sleep {c}");
+    let (stdin, stdout) = (s.stdin.take(), s.stdout.take());
+    pod.block_on(async {
+        let mut stdin = stdin.unwrap();
+        stdin
+            .write_all(format!("{job}\n").as_bytes())
+            .await
+            .unwrap();
+        // Keep the stdin open and read the terminal, as a client does.
+        tokio::spawn(async move {
+            let mut out = stdout.unwrap();
+            let mut buf = [0u8; 1024];
+            while out.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            drop(stdin);
+        });
+    });
+    wait("the job to run", || !processes(&job).is_empty());
+    let pid = processes(&job)[0];
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    assert_ne!(
+        fields[2], fields[3],
+        "the job leads a group of its own: {stat}"
+    );
+    task.abort();
+    assert!(pod.block_on(task).unwrap_err().is_cancelled());
+    wait("the job and its shell to be killed", || {
+        processes(&job).is_empty() && processes("sh -i").is_empty()
+    });
+    // The container itself is untouched.
+    let st = pod.block_on(pod.runtime.container_status(&id)).unwrap();
+    assert_eq!(st.state, ContainerState::Running);
+}
+
+fn idle_exec_sessions_hold_no_thread() {
+    let pod = Pod::new("idle", true);
+    let id = pod.container("app", &["sleep", "3600"]);
+    let threads = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap()
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    };
+    let before = threads();
+    let mut sessions = Vec::new();
+    for i in 0..6 {
+        let tty = i % 2 == 1;
+        let Streams {
+            io,
+            stdin,
+            stdout,
+            stderr,
+            resize,
+        } = streams(true, true, !tty, tty);
+        let task = pod.exec(&id, &["sh", "-c", "echo ready; exec cat"], tty, io);
+        let mut out = stdout.unwrap();
+        pod.block_on(read_until(&mut out, "ready"));
+        // The test's ends of every stream stay open while the session idles.
+        sessions.push((task, stdin.unwrap(), out, (stderr, resize)));
+    }
+    let during = threads();
+    assert!(
+        during <= before,
+        "6 idle sessions: {before} threads before, {during} during"
+    );
+    // Each still works.
+    for (_, stdin, out, _) in &mut sessions {
+        pod.block_on(async {
+            stdin.write_all(b"ping\n").await.unwrap();
+            read_until(out, "ping").await;
+        });
+    }
+    for (task, stdin, out, rest) in sessions {
+        drop(stdin);
+        let code = pod.block_on(finished(task)).unwrap();
+        assert_eq!(code, 0);
+        drop((out, rest));
+    }
+}
+
+fn httpd_command(addr: &str, body: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("echo {body} > /www/index.html; exec httpd -f -p {addr} -h /www"),
+    ]
+}
+
+/// Connects through port forwarding (retried while the server starts) and fetches `/`.
+fn fetch_through_port_forward(pod: &Pod, port: u16) -> String {
+    pod.block_on(async {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut conn = loop {
+            match pod.runtime.port_forward(&pod.sandbox, port).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(tokio::time::Instant::now() < deadline, "{e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut resp = String::new();
+        tokio::time::timeout(DEADLINE, conn.read_to_string(&mut resp))
+            .await
+            .unwrap()
+            .unwrap();
+        resp
+    })
+}
+
+fn assert_refused(pod: &Pod, port: u16) {
+    let err = pod
+        .block_on(pod.runtime.port_forward(&pod.sandbox, port))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("localhost:{port}")) && msg.contains("refused"),
+        "{msg}"
+    );
+}
+
+fn port_forward_to_a_pod_network_sandbox() {
+    let pod = Pod::new("fwd", false);
+    // Listening on the pod's loopback only: reachable from nowhere but the pod's namespace.
+    let cmd = httpd_command("127.0.0.1:18080", "hello-from-the-pod");
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    pod.container("web", &cmd);
+    let resp = fetch_through_port_forward(&pod, 18080);
+    assert!(
+        resp.starts_with("HTTP/1.") && resp.contains("hello-from-the-pod"),
+        "{resp}"
+    );
+    assert_refused(&pod, 18081);
+    // A server on the IPv6 loopback only is found too.
+    let cmd = httpd_command("[::1]:18082", "hello-over-ipv6");
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    pod.container("web6", &cmd);
+    let resp = fetch_through_port_forward(&pod, 18082);
+    assert!(resp.contains("hello-over-ipv6"), "{resp}");
+    let err = pod
+        .block_on(
+            pod.runtime
+                .port_forward(&SandboxId("no-such-sandbox".into()), 80),
+        )
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::NotFound { .. }), "{err:?}");
+}
+
+fn port_forward_to_a_host_network_sandbox() {
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .map(|a: SocketAddr| a.port())
+            .unwrap()
+    };
+    let pod = Pod::new("hostfwd", true);
+    let port = free_port();
+    let cmd = httpd_command(&format!("127.0.0.1:{port}"), "hello-from-the-host-network");
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    pod.container("web", &cmd);
+    let resp = fetch_through_port_forward(&pod, port);
+    assert!(resp.contains("hello-from-the-host-network"), "{resp}");
+    assert_refused(&pod, free_port());
+}
