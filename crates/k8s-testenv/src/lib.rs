@@ -468,7 +468,9 @@ apiServer:
         Ok(cp)
     }
 
-    fn kubectl_command(&self, args: &[&str]) -> Command {
+    /// The kubectl command [`kubectl`](Self::kubectl) runs, to spawn a long-running one
+    /// (`port-forward`, `logs -f`).
+    pub fn kubectl_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(self.bin.join("kubectl"));
         cmd.arg("--kubeconfig")
             .arg(self.admin_kubeconfig())

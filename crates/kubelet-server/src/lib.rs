@@ -34,12 +34,13 @@ pub use routes::NodeApi;
 /// How long a client has for its TLS handshake and for its request headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the node API on `listener` until `shutdown`: TLS with `tls` (client certificates
-/// verified there), one hyper connection per client with upgrades, each request tagged with the
-/// connection's certificate user.
+/// Serves the node API on `listener` until `shutdown`: TLS with `tls`, one hyper connection
+/// per client with upgrades, each request tagged with the user of the connection's client
+/// certificate when it chains to `client_ca` (see [`tls`]).
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    client_ca: Option<tls::ClientCa>,
     api: NodeApi,
     shutdown: CancellationToken,
 ) {
@@ -61,6 +62,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let router = router.clone();
         let shutdown = shutdown.clone();
+        let client_ca = client_ca.clone();
         conns.spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -73,12 +75,16 @@ pub async fn serve(
                     return;
                 }
             };
-            let user = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| auth::user_of_certificate(c));
+            let user = match (tls.get_ref().1.peer_certificates(), &client_ca) {
+                (Some(chain), Some(ca)) if ca.verify(chain) => {
+                    chain.first().and_then(|c| auth::user_of_certificate(c))
+                }
+                (Some(_), _) => {
+                    debug!(%peer, "node API: client certificate not signed by the client CA");
+                    None
+                }
+                (None, _) => None,
+            };
             let peer_user = routes::PeerUser(user);
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {

@@ -1,17 +1,24 @@
 //! The node API's TLS: its serving certificate (`tlsCertFile` / `tlsPrivateKeyFile`, else a
 //! self-signed one made once and kept in the certificate directory as kubelet's
-//! `kubelet.crt` / `kubelet.key`), and the verification of client certificates against
-//! `clientCAFile` (optional per connection: a client without a certificate may still
-//! authenticate with a token, or as anonymous).
+//! `kubelet.crt` / `kubelet.key`), and client certificates. As kubelet (Go's
+//! `RequestClientCert`), the handshake asks for a certificate but accepts any, proving only that
+//! the client holds its key; whether it chains to `clientCAFile` is decided by authentication
+//! ([`ClientCa::verify`]): a certificate from another CA is then `401 Unauthorized`, not a
+//! failed handshake, and a client without one may still use a token, or be anonymous.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 
 /// A TLS set-up problem, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -111,12 +118,99 @@ fn time_from_unix(secs: u64) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
-/// The rustls configuration of the node API: the serving certificate, and client certificates
-/// verified against `client_ca` when given (a client may also present none).
+/// The client CA (`clientCAFile`): verifies a client's certificate chain.
+#[derive(Debug, Clone)]
+pub struct ClientCa {
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCa {
+    /// Reads the CA bundle (PEM).
+    pub fn load(path: &Path) -> Result<ClientCa, TlsError> {
+        let mut roots = RootCertStore::empty();
+        let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| file_err(path, e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| file_err(path, e))?;
+        if cas.is_empty() {
+            return Err(file_err(path, "no certificate in the file"));
+        }
+        for c in cas {
+            roots.add(c).map_err(|e| file_err(path, e))?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .map_err(|e| file_err(path, e))?;
+        Ok(ClientCa { verifier })
+    }
+
+    /// Whether `chain` (leaf first) is a valid client certificate of this CA now.
+    pub fn verify(&self, chain: &[CertificateDer<'_>]) -> bool {
+        let Some((leaf, rest)) = chain.split_first() else {
+            return false;
+        };
+        self.verifier
+            .verify_client_cert(leaf, rest, UnixTime::now())
+            .is_ok()
+    }
+}
+
+/// Asks for a client certificate and accepts any whose key the client proves to hold (the
+/// handshake signature is checked); the chain is verified later by [`ClientCa::verify`].
+#[derive(Debug)]
+struct RequestClientCert {
+    ca: ClientCa,
+}
+
+impl ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.ca.verifier.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.ca.verifier.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.ca.verifier.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.ca.verifier.supported_verify_schemes()
+    }
+}
+
+/// The rustls configuration of the node API: the serving certificate, and a client
+/// certificate asked for when a client CA is given (verified by authentication, see the
+/// module doc).
 pub fn server_config(
     cert: &Path,
     key: &Path,
-    client_ca: Option<&Path>,
+    client_ca: Option<&ClientCa>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| file_err(cert, e))?
@@ -127,27 +221,12 @@ pub fn server_config(
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let builder = match client_ca {
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
-                .map_err(|e| file_err(ca, e))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| file_err(ca, e))?;
-            if cas.is_empty() {
-                return Err(file_err(ca, "no certificate in the file"));
-            }
-            for c in cas {
-                roots.add(c).map_err(|e| file_err(ca, e))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| file_err(ca, e))?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(RequestClientCert { ca: ca.clone() }))
         }
         None => builder.with_no_client_auth(),
     };
@@ -189,6 +268,38 @@ mod tests {
     }
 
     #[test]
+    fn client_certificates_are_verified_against_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test-ca");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let ca_file = dir.path().join("ca.crt");
+        std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        let ca = ClientCa::load(&ca_file).unwrap();
+        let client = |signed_by_ca: bool| {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, "someone");
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            let k = rcgen::KeyPair::generate().unwrap();
+            let c = if signed_by_ca {
+                p.signed_by(&k, &issuer).unwrap()
+            } else {
+                p.self_signed(&k).unwrap()
+            };
+            c.der().clone()
+        };
+        assert!(ca.verify(&[client(true)]));
+        assert!(!ca.verify(&[client(false)]), "another CA's");
+        assert!(!ca.verify(&[]));
+    }
+
+    #[test]
     fn bad_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("c.pem");
@@ -204,9 +315,8 @@ mod tests {
             ips: vec![],
         })
         .unwrap();
-        let e = server_config(&c, &k, Some(&missing))
-            .unwrap_err()
-            .to_string();
+        server_config(&c, &k, None).unwrap();
+        let e = ClientCa::load(&missing).unwrap_err().to_string();
         assert!(e.contains("missing-ca.pem"), "{e}");
     }
 }

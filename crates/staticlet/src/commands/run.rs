@@ -139,12 +139,20 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
                 client.clone(),
             )) as std::sync::Arc<dyn staticlet_kubelet_server::auth::Reviewer>
         });
-        let tls = node_api_tls(&settings.node_api, &node)?;
+        let client_ca = settings
+            .node_api
+            .client_ca_file
+            .as_deref()
+            .map(staticlet_kubelet_server::tls::ClientCa::load)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("node API (--client-ca-file): {e}"))?;
+        let tls = node_api_tls(&settings.node_api, &node, client_ca.as_ref())?;
         let auth = node_api_auth(&settings.node_api, reviewer)?;
         info!(address = %listener.local_addr()?, "serving the node API (kubectl logs, exec, port-forward, top)");
         tokio::spawn(staticlet_kubelet_server::serve(
             listener,
             tls,
+            client_ca,
             staticlet_kubelet_server::NodeApi {
                 api,
                 node: node.clone(),
@@ -214,6 +222,7 @@ async fn serve_healthz(addr: std::net::SocketAddr, shutdown: CancellationToken) 
 fn node_api_tls(
     s: &options::NodeApiSettings,
     node: &staticlet_agent::kuberuntime::NodeContext,
+    client_ca: Option<&staticlet_kubelet_server::tls::ClientCa>,
 ) -> Result<std::sync::Arc<rustls::ServerConfig>> {
     use staticlet_kubelet_server::tls;
     let src = match (&s.tls_cert_file, &s.tls_private_key_file) {
@@ -243,8 +252,7 @@ fn node_api_tls(
     };
     let (cert, key) =
         tls::serving_cert_files(&src).map_err(|e| anyhow::anyhow!("node API: {e}"))?;
-    tls::server_config(&cert, &key, s.client_ca_file.as_deref())
-        .map_err(|e| anyhow::anyhow!("node API: {e}"))
+    tls::server_config(&cert, &key, client_ca).map_err(|e| anyhow::anyhow!("node API: {e}"))
 }
 
 /// The node API's authentication and authorization, kubelet's way.
