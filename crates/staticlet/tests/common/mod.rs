@@ -251,6 +251,11 @@ impl Env {
         )
     }
 
+    /// The node name the agent runs as (`--hostname-override`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// The private containerd (panics on the embedded backend).
     pub fn containerd(&mut self) -> &mut Containerd {
         match &mut self.runtime {
