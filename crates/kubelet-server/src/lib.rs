@@ -42,10 +42,11 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     client_ca: Option<tls::ClientCa>,
     api: NodeApi,
+    auth: Arc<auth::Auth>,
     shutdown: CancellationToken,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let router = routes::router(api);
+    let router = routes::router(api, auth);
     let conns = tokio_util::task::TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {

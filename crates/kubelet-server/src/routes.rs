@@ -30,8 +30,14 @@ pub struct PeerUser(pub Option<User>);
 pub struct NodeApi {
     pub api: ApiState,
     pub node: NodeContext,
-    pub auth: Arc<Auth>,
     pub rates: Arc<Rates>,
+}
+
+/// What the authentication and authorization filter needs.
+#[derive(Clone)]
+struct Gate {
+    auth: Arc<Auth>,
+    node_name: String,
 }
 
 /// kubelet's plain-text error (`WriteErrorString`).
@@ -46,7 +52,7 @@ pub fn text_error(status: u16, body: impl Into<String>) -> Response {
 }
 
 /// The authentication and authorization filter in front of every route.
-async fn authorize(State(s): State<NodeApi>, req: Request, next: Next) -> Response {
+async fn authorize(State(s): State<Gate>, req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<PeerUser>().and_then(|p| p.0.clone());
     let bearer = req
         .headers()
@@ -63,7 +69,7 @@ async fn authorize(State(s): State<NodeApi>, req: Request, next: Next) -> Respon
             return text_error(code, body);
         }
     };
-    let attrs = request_attributes(req.method().as_str(), req.uri().path(), &s.node.node_name);
+    let attrs = request_attributes(req.method().as_str(), req.uri().path(), &s.node_name);
     if let Err(r) = s.auth.authorize(&user, &attrs).await {
         tracing::info!(user = %user.name, path = %req.uri().path(), "node API request refused");
         let (code, body) = r.status_and_body();
@@ -232,8 +238,13 @@ async fn container_logs(
     ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
 }
 
-/// The authenticated routes, exec and port-forward included ([`crate::streaming`]).
-pub fn router(state: NodeApi) -> Router {
+/// The node API's routes behind `auth`, exec and port-forward included
+/// ([`crate::streaming`]).
+pub fn router(state: NodeApi, auth: Arc<Auth>) -> Router {
+    let gate = Gate {
+        auth,
+        node_name: state.node.node_name.clone(),
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/pods", get(pods))
@@ -246,9 +257,18 @@ pub fn router(state: NodeApi) -> Router {
         )
         .merge(crate::streaming::routes())
         .fallback(|| async { text_error(404, "404 page not found") })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authorize,
-        ))
+        .layer(axum::middleware::from_fn_with_state(gate, authorize))
+        .with_state(state)
+}
+
+/// Container logs, exec and port-forward for the agent's local API (the root-only unix socket,
+/// no authentication there): what `staticlet logs` and `staticlet exec` ask for.
+pub fn local_router(state: NodeApi) -> Router {
+    Router::new()
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(container_logs),
+        )
+        .merge(crate::streaming::routes())
         .with_state(state)
 }

@@ -41,6 +41,28 @@ impl Server {
 
     /// GETs `path`; returns the status code and body.
     pub async fn get(&self, path: &str) -> Result<(u16, Vec<u8>)> {
+        let resp = self.request(path).await?;
+        let code = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        Ok((code, body))
+    }
+
+    /// GETs `path`; returns the response with its body still to read (streamed logs).
+    pub async fn request(&self, path: &str) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let (mut sender, host) = self.connect().await?;
+        let req = hyper::Request::get(path)
+            .header("host", host)
+            .body(Empty::<Bytes>::new())?;
+        Ok(sender.send_request(req).await?)
+    }
+
+    /// An HTTP/1.1 connection to the agent (with upgrades, for exec), and the Host header.
+    pub async fn connect(
+        &self,
+    ) -> Result<(
+        hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+        String,
+    )> {
         let (host, io): (String, Box<dyn IoStream>) = match self {
             Server::Unix(p) => {
                 let s = tokio::net::UnixStream::connect(p).await.with_context(|| {
@@ -55,16 +77,22 @@ impl Server {
                 (addr.clone(), Box::new(s))
             }
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-        tokio::spawn(conn);
-        let req = hyper::Request::get(path)
-            .header("host", host)
-            .body(Empty::<Bytes>::new())?;
-        let resp = sender.send_request(req).await?;
-        let code = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes().to_vec();
-        Ok((code, body))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        tokio::spawn(conn.with_upgrades());
+        Ok((sender, host))
     }
+}
+
+/// Whether `e` says the agent could not be reached at all (not running, no socket).
+pub fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            )
+        })
+    })
 }
 
 impl Server {

@@ -125,6 +125,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let agent = matches!(cli.command, Command::Run(_));
     let result = rt.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(*args).await.map(|()| ExitCode::SUCCESS),
@@ -137,6 +138,11 @@ fn main() -> ExitCode {
             Command::Describe(args) => describe::describe(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
+    // A client command is done: do not wait for a blocking read of the terminal (`exec -i`
+    // reading stdin) that nobody needs any more. The agent joins its own work before returning.
+    if !agent {
+        rt.shutdown_background();
+    }
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -1,12 +1,13 @@
-//! `staticlet logs`: reads a container's CRI-format log file
-//! (`<log-dir>/<namespace>_<pod>_<uid>/<container>/<restartCount>.log`, lines
-//! `<RFC3339Nano> <stdout|stderr> <F|P> <text>`) the way `kubectl logs` shows it.
+//! `staticlet logs`: a container's log as `kubectl logs` shows it. Asked of the running agent
+//! (`/containerLogs` on its local API, which knows its `--log-dir`); when the agent is down, read
+//! from the CRI-format files under `--log-dir`
+//! (`<namespace>_<pod>_<uid>/<container>/<restartCount>.log`) with the same reader.
 
-use std::io::{BufRead, Seek, Write};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use staticlet_kubelet_server::logs::LogOptions;
+use tokio::io::AsyncWriteExt;
 
 use crate::client;
 
@@ -20,7 +21,7 @@ pub struct LogsArgs {
     /// Container (required when the pod has several).
     #[arg(short, long)]
     container: Option<String>,
-    /// Follow the log.
+    /// Follow the log (until the container exits).
     #[arg(short, long)]
     follow: bool,
     /// The previous (terminated) instance of the container.
@@ -35,7 +36,7 @@ pub struct LogsArgs {
     /// Root directory of the agent.
     #[arg(long, default_value = "/var/lib/staticlet")]
     root_dir: PathBuf,
-    /// The agent's --log-dir.
+    /// The agent's --log-dir, read only when the agent cannot be reached.
     #[arg(long, default_value = "/var/log/pods")]
     log_dir: PathBuf,
     /// Address of the agent: unix:///path, http://host:port.
@@ -45,72 +46,27 @@ pub struct LogsArgs {
 
 pub async fn logs(args: LogsArgs) -> Result<()> {
     let server = client::Server::resolve(args.server.as_deref(), &args.root_dir)?;
-    let pod = server.existing_pod(&args.namespace, &args.pod).await?;
-    let file = log_file(
-        &args.log_dir,
-        &pod,
-        args.container.as_deref(),
-        args.previous,
-    )?;
-    tokio::task::spawn_blocking(move || print(&file, args.tail, args.timestamps, args.follow))
-        .await?
-}
-
-/// One decoded log line.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Entry<'a> {
-    pub time: &'a str,
-    pub stream: &'a str,
-    /// `false` for a partial (`P`) chunk of a longer line.
-    pub full: bool,
-    pub text: &'a str,
-}
-
-/// Decodes one CRI log line; `None` for a malformed one.
-pub fn parse(line: &str) -> Option<Entry<'_>> {
-    let mut it = line.splitn(4, ' ');
-    let time = it.next()?;
-    let stream = it.next()?;
-    let tag = it.next()?;
-    let text = it.next().unwrap_or("");
-    Some(Entry {
-        time,
-        stream,
-        full: tag.split(':').next() == Some("F"),
-        text,
-    })
-}
-
-/// Renders entries as the container wrote them (partial chunks joined).
-pub fn render(lines: &[String], timestamps: bool, out: &mut impl Write) -> std::io::Result<()> {
-    let mut at_start = true;
-    for l in lines {
-        let Some(e) = parse(l) else { continue };
-        if timestamps && at_start {
-            write!(out, "{} ", e.time)?;
+    match server.pod(&args.namespace, &args.pod).await {
+        Ok(Some(pod)) => from_agent(&server, &pod, &args).await,
+        Ok(None) => bail!(
+            "pods {:?} not found in namespace {:?}",
+            args.pod,
+            args.namespace
+        ),
+        Err(e) if client::unreachable(&e) => {
+            eprintln!(
+                "staticlet logs: the agent is not running ({e:#}); reading {}",
+                args.log_dir.display()
+            );
+            from_files(&args).await
         }
-        out.write_all(e.text.as_bytes())?;
-        if e.full {
-            out.write_all(b"\n")?;
-        }
-        at_start = e.full;
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
-/// The log file of `container` in `pod` (a `v1` Pod from the agent's API).
-pub fn log_file(
-    log_dir: &std::path::Path,
-    pod: &serde_json::Value,
-    container: Option<&str>,
-    previous: bool,
-) -> Result<PathBuf> {
-    let meta = &pod["metadata"];
-    let (ns, name, uid) = (
-        meta["namespace"].as_str().unwrap_or_default(),
-        meta["name"].as_str().unwrap_or_default(),
-        meta["uid"].as_str().unwrap_or_default(),
-    );
+/// The container `container` names in `pod`, or its only container (kubectl's rule).
+pub fn pick_container(pod: &serde_json::Value, container: Option<&str>) -> Result<String> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let names: Vec<&str> = pod["spec"]["containers"]
         .as_array()
         .into_iter()
@@ -123,96 +79,166 @@ pub fn log_file(
         )
         .filter_map(|c| c["name"].as_str())
         .collect();
-    let c = match container {
-        Some(c) => {
-            if !names.contains(&c) {
-                bail!("container {c:?} is not valid for pod {name}: choose one of {names:?}");
-            }
-            c
+    Ok(match container {
+        Some(c) if names.contains(&c) => c.to_string(),
+        Some(c) => bail!("container {c:?} is not valid for pod {name}: choose one of {names:?}"),
+        None if pod["spec"]["containers"].as_array().map_or(0, Vec::len) == 1 => {
+            names[0].to_string()
         }
-        None if pod["spec"]["containers"].as_array().map_or(0, Vec::len) == 1 => names[0],
         None => {
             bail!("a container name must be specified for pod {name}, choose one of: {names:?}")
         }
-    };
-    let statuses = pod["status"]["containerStatuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(
-            pod["status"]["initContainerStatuses"]
-                .as_array()
-                .into_iter()
-                .flatten(),
-        );
-    let restarts = statuses
-        .filter(|s| s["name"] == c)
-        .find_map(|s| s["restartCount"].as_i64())
-        .unwrap_or(0);
-    let attempt = if previous {
-        if restarts == 0 {
-            bail!("previous terminated container {c:?} in pod {name:?} not found");
-        }
-        restarts - 1
-    } else {
-        restarts
-    };
-    Ok(log_dir
-        .join(format!("{ns}_{name}_{uid}"))
-        .join(c)
-        .join(format!("{attempt}.log")))
+    })
 }
 
-/// Prints the file (its last `tail` lines if given) and, with `follow`, what is appended.
-pub fn print(
-    path: &std::path::Path,
-    tail: Option<usize>,
-    timestamps: bool,
-    follow: bool,
+/// kubelet's query parameters for these options.
+fn query(args: &LogsArgs) -> String {
+    let mut q = vec![
+        format!("follow={}", args.follow),
+        format!("previous={}", args.previous),
+        format!("timestamps={}", args.timestamps),
+    ];
+    if let Some(n) = args.tail {
+        q.push(format!("tailLines={n}"));
+    }
+    q.join("&")
+}
+
+async fn from_agent(
+    server: &client::Server,
+    pod: &serde_json::Value,
+    args: &LogsArgs,
 ) -> Result<()> {
-    let f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut reader = std::io::BufReader::new(f);
-    let mut lines: Vec<String> = Vec::new();
-    for l in (&mut reader).lines() {
-        lines.push(l?);
+    let c = pick_container(pod, args.container.as_deref())?;
+    let path = format!(
+        "/containerLogs/{}/{}/{c}?{}",
+        args.namespace,
+        args.pod,
+        query(args)
+    );
+    let resp = server.request(&path).await?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let text = http_body_util::BodyExt::collect(body).await?.to_bytes();
+        bail!("{}", String::from_utf8_lossy(&text).trim());
     }
-    if let Some(n) = tail {
-        let skip = lines.len().saturating_sub(n);
-        lines.drain(..skip);
-    }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    render(&lines, timestamps, &mut out)?;
-    out.flush()?;
-    if !follow {
-        return Ok(());
-    }
-    let mut pos = reader.stream_position()?;
-    loop {
-        std::thread::sleep(Duration::from_millis(250));
-        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        if len < pos {
-            pos = 0; // rotated or truncated
-        }
-        if len == pos {
-            continue;
-        }
-        let mut f = std::fs::File::open(path)?;
-        f.seek(std::io::SeekFrom::Start(pos))?;
-        let mut r = std::io::BufReader::new(f);
-        let mut new = Vec::new();
-        let mut buf = String::new();
-        while r.read_line(&mut buf)? > 0 {
-            if !buf.ends_with('\n') {
-                break; // an incomplete line: read it next time
+    let mut out = tokio::io::stdout();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        if let Ok(chunk) = frame?.into_data() {
+            // A closed stdout (`| head`) ends the command.
+            if write_out(&mut out, chunk).await.is_err() {
+                break;
             }
-            pos += buf.len() as u64;
-            new.push(buf.trim_end_matches('\n').to_string());
-            buf.clear();
         }
-        render(&new, timestamps, &mut out)?;
-        out.flush()?;
     }
+    Ok(())
+}
+
+async fn write_out(out: &mut tokio::io::Stdout, chunk: hyper::body::Bytes) -> std::io::Result<()> {
+    out.write_all(&chunk).await?;
+    out.flush().await
+}
+
+/// The newest log of the pod's container under `--log-dir` (the pod UID is the newest
+/// directory `<namespace>_<pod>_*`; the attempt the highest `N.log`, or the one before it with
+/// `--previous`).
+pub fn newest_log_file(
+    log_dir: &Path,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    previous: bool,
+) -> Result<PathBuf> {
+    let prefix = format!("{namespace}_{pod}_");
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(log_dir)
+        .with_context(|| format!("reading --log-dir {}", log_dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    dirs.sort();
+    let Some((_, dir)) = dirs.pop() else {
+        bail!(
+            "no logs of pod {pod:?} in namespace {namespace:?} under {}",
+            log_dir.display()
+        );
+    };
+    let containers: Vec<String> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    let c = match container {
+        Some(c) if containers.iter().any(|x| x == c) => c.to_string(),
+        Some(c) => bail!(
+            "no logs of container {c:?} in {}: it has {containers:?}",
+            dir.display()
+        ),
+        None if containers.len() == 1 => containers[0].clone(),
+        None => {
+            bail!("a container name must be specified for pod {pod}, choose one of: {containers:?}")
+        }
+    };
+    let mut attempts: Vec<u32> = std::fs::read_dir(dir.join(&c))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    attempts.sort_unstable();
+    let pick = if previous {
+        attempts.iter().rev().nth(1)
+    } else {
+        attempts.last()
+    };
+    let Some(n) = pick else {
+        bail!(
+            "no {}log of container {c:?} in {}",
+            if previous { "previous " } else { "" },
+            dir.display()
+        );
+    };
+    Ok(dir.join(&c).join(format!("{n}.log")))
+}
+
+async fn from_files(args: &LogsArgs) -> Result<()> {
+    let file = newest_log_file(
+        &args.log_dir,
+        &args.namespace,
+        &args.pod,
+        args.container.as_deref(),
+        args.previous,
+    )?;
+    let opts = LogOptions {
+        follow: args.follow,
+        previous: args.previous,
+        timestamps: args.timestamps,
+        tail_lines: args.tail.map(|n| n as u64),
+        ..Default::default()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    // Nobody tells whether the container still runs: follow until interrupted.
+    let reader = tokio::spawn(staticlet_kubelet_server::logs::stream(
+        file.clone(),
+        opts,
+        || true,
+        tx,
+    ));
+    let mut out = tokio::io::stdout();
+    while let Some(chunk) = rx.recv().await {
+        if write_out(&mut out, chunk).await.is_err() {
+            break;
+        }
+    }
+    drop(rx);
+    reader
+        .await?
+        .with_context(|| format!("reading {}", file.display()))
 }
 
 #[cfg(test)]
@@ -220,48 +246,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_full_and_partial_lines() {
-        let lines: Vec<String> = [
-            "2026-01-01T00:00:00.1Z stdout F hello",
-            "2026-01-01T00:00:00.2Z stderr P abc",
-            "2026-01-01T00:00:00.3Z stderr F def",
-            "garbage",
-            "2026-01-01T00:00:00.4Z stdout F ",
-        ]
-        .map(String::from)
-        .to_vec();
-        let mut out = Vec::new();
-        render(&lines, false, &mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "hello\nabcdef\n\n");
-        let mut out = Vec::new();
-        render(&lines[..1], true, &mut out).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "2026-01-01T00:00:00.1Z hello\n"
-        );
+    fn picks_the_container() {
+        let pod = serde_json::json!({
+            "metadata": {"namespace": "default", "name": "web-n", "uid": "u1"},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]},
+        });
+        assert_eq!(pick_container(&pod, Some("b")).unwrap(), "b");
+        assert_eq!(pick_container(&pod, Some("i")).unwrap(), "i");
+        assert!(pick_container(&pod, Some("z")).is_err());
+        assert!(pick_container(&pod, None).is_err());
+        let one = serde_json::json!({"spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(pick_container(&one, None).unwrap(), "a");
     }
 
     #[test]
-    fn picks_the_file_of_the_attempt() {
-        let pod = serde_json::json!({
-            "metadata": {"namespace": "default", "name": "web-n", "uid": "u1"},
-            "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
-            "status": {"containerStatuses": [{"name": "a", "restartCount": 2}, {"name": "b", "restartCount": 0}]}
-        });
-        let d = std::path::Path::new("/logs");
-        assert_eq!(
-            log_file(d, &pod, Some("a"), false).unwrap(),
-            PathBuf::from("/logs/default_web-n_u1/a/2.log")
-        );
-        assert_eq!(
-            log_file(d, &pod, Some("a"), true).unwrap(),
-            PathBuf::from("/logs/default_web-n_u1/a/1.log")
-        );
-        assert!(log_file(d, &pod, Some("b"), true).is_err());
-        assert!(log_file(d, &pod, None, false)
-            .unwrap_err()
-            .to_string()
-            .contains("must be specified"));
-        assert!(log_file(d, &pod, Some("zz"), false).is_err());
+    fn finds_the_newest_file_without_the_agent() {
+        let d = tempfile::tempdir().unwrap();
+        let c = d.path().join("default_web-n_u1/app");
+        std::fs::create_dir_all(&c).unwrap();
+        for n in [0, 1, 2] {
+            std::fs::write(c.join(format!("{n}.log")), "").unwrap();
+        }
+        let f = |prev| newest_log_file(d.path(), "default", "web-n", None, prev).unwrap();
+        assert_eq!(f(false), c.join("2.log"));
+        assert_eq!(f(true), c.join("1.log"));
+        assert!(newest_log_file(d.path(), "default", "other", None, false).is_err());
+        assert!(newest_log_file(d.path(), "default", "web-n", Some("nope"), false).is_err());
     }
 }

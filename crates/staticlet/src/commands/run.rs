@@ -116,24 +116,36 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     let running = agent::start(
         cfg,
         agent_runtime,
-        Listeners {
-            unix: Some(unix),
-            tcp,
-        },
+        // The unix socket is served below, with the node API's logs/exec/port-forward routes.
+        Listeners { unix: None, tcp },
         clock,
         shutdown.clone(),
     );
+    let api = staticlet_agent::server::ApiState {
+        pods: running.pods.clone(),
+        manifests: running.manifests.clone(),
+        readiness: running.readiness.clone(),
+        cluster: running.cluster.subscribe(),
+        runtime: runtime.clone(),
+    };
+    let node_api = staticlet_kubelet_server::NodeApi {
+        api: api.clone(),
+        node: node.clone(),
+        rates: Default::default(),
+    };
+    // The local API (root only) with the node API's logs, exec and port-forward: `staticlet
+    // logs` and `staticlet exec` need no --log-dir and no runtime of their own.
+    let local = tokio::spawn(staticlet_agent::server::serve(
+        unix,
+        staticlet_agent::server::router(api).merge(staticlet_kubelet_server::routes::local_router(
+            node_api.clone(),
+        )),
+        shutdown.clone(),
+    ));
     if let Some(healthz) = settings.node_api.healthz {
         tokio::spawn(serve_healthz(healthz, shutdown.clone()));
     }
     if let Some(listener) = node_api_listener {
-        let api = staticlet_agent::server::ApiState {
-            pods: running.pods.clone(),
-            manifests: running.manifests.clone(),
-            readiness: running.readiness.clone(),
-            cluster: running.cluster.subscribe(),
-            runtime: runtime.clone(),
-        };
         let reviewer = cluster_client.as_ref().map(|(client, _)| {
             std::sync::Arc::new(staticlet_kubelet_server::auth::KubeReviewer::new(
                 client.clone(),
@@ -153,12 +165,8 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
             listener,
             tls,
             client_ca,
-            staticlet_kubelet_server::NodeApi {
-                api,
-                node: node.clone(),
-                auth: std::sync::Arc::new(auth),
-                rates: Default::default(),
-            },
+            node_api,
+            std::sync::Arc::new(auth),
             shutdown.clone(),
         ));
     }
@@ -189,6 +197,7 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         while t.join_next().await.is_some() {}
     }
     running.wait().await;
+    let _ = local.await;
     let _ = std::fs::remove_file(&sock);
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use staticlet_runtime::{ContainerId, ContainerRuntime, LabelSelector};
+use staticlet_runtime::{ContainerRuntime, LabelSelector};
 use staticlet_runtime_cri::testutil::{Containerd, BUSYBOX};
 use staticlet_runtime_cri::{CriOptions, CriRuntime};
 
@@ -453,29 +453,9 @@ impl Env {
             .join(format!("{attempt}.log"))
     }
 
-    /// `staticlet exec` in a running container of the pod (on containerd: CRI `ExecSync`, which
-    /// `staticlet exec` does not speak); panics unless the command exits 0.
+    /// `staticlet exec` in a running container of the pod (through the agent, on either
+    /// runtime); panics unless the command exits 0.
     pub fn exec(&self, name: &str, container: &str, cmd: &[&str]) -> String {
-        if let Runtime::Containerd { cri, rt, .. } = &self.runtime {
-            let pod = self
-                .pod(name)
-                .unwrap_or_else(|| panic!("no pod {name} on {}", self.node));
-            let id = container_state(&pod, container)
-                .and_then(|c| c["containerID"].as_str())
-                .and_then(|id| id.strip_prefix("containerd://"))
-                .unwrap_or_else(|| panic!("no containerd container {container} in {pod}"));
-            let argv: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
-            let out = rt
-                .block_on(cri.exec_sync(&ContainerId(id.into()), &argv, Duration::from_secs(60)))
-                .unwrap_or_else(|e| panic!("ExecSync {cmd:?} in {name}/{container}: {e}"));
-            assert_eq!(
-                out.exit_code,
-                0,
-                "ExecSync {cmd:?} in {name}/{container}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
         let out = bin()
             .args(["exec", &self.full_name(name), "-c", container, "--root-dir"])
             .arg(self.root())
@@ -492,14 +472,12 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `staticlet logs <pod> ARGS` (with this agent's root and log directories): its stdout,
-    /// or its stderr as the error.
+    /// `staticlet logs <pod> ARGS` (with this agent's root directory; asked of the agent, so no
+    /// `--log-dir` unless in `args`): its stdout, or its stderr as the error.
     pub fn logs(&self, name: &str, args: &[&str]) -> Result<String, String> {
         let out = bin()
             .args(["logs", &self.full_name(name), "--root-dir"])
             .arg(self.root())
-            .arg("--log-dir")
-            .arg(self.path("logs"))
             .args(args)
             .output()
             .unwrap();

@@ -16,6 +16,7 @@ on_both_backends!(
     agent_kill_keeps_containers,
     image_pull_failure_is_reported,
     metrics_report_usage,
+    staticlet_exec_through_the_agent,
 );
 
 /// A hostNetwork web server whose content an init container writes into an emptyDir, on a free
@@ -184,6 +185,22 @@ fn logs_of_current_and_previous(env: &mut Env) {
             .split_once(' ')
             .map(|(_, text)| text),
         Some("first\n")
+    );
+    // The agent down: the files under --log-dir, read the same way.
+    env.kill_agent();
+    let logs_dir = env.path("logs");
+    assert_eq!(
+        env.logs("once", &["--log-dir", logs_dir.to_str().unwrap()])
+            .unwrap(),
+        "second\n"
+    );
+    assert_eq!(
+        env.logs(
+            "once",
+            &["--previous", "--log-dir", logs_dir.to_str().unwrap()]
+        )
+        .unwrap(),
+        "first\n"
     );
 }
 
@@ -546,4 +563,74 @@ fn metrics_report_usage(env: &mut Env) {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("container_cpu_usage_seconds_total"));
+}
+
+/// `staticlet exec` goes through the agent's local API (the node API's exec, over SPDY) on
+/// either runtime: exit codes pass through, `-i` feeds stdin, `-t` gives a terminal.
+fn staticlet_exec_through_the_agent(env: &mut Env) {
+    env.manifest(
+        "shell",
+        &env.pod_manifest(
+            "shell",
+            "  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: IMAGE\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n",
+        ),
+    );
+    env.start();
+    env.wait("running", 120, || {
+        status(env, "shell", "app").is_some_and(|c| c["state"]["running"].is_object())
+    });
+    let exec = |args: &[&str]| {
+        crate::common::bin()
+            .args(["exec", &env.full_name("shell"), "--root-dir"])
+            .arg(env.root())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = exec(&["--", "sh", "-c", "echo out; echo err >&2; exit 42"])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(42));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let mut child = exec(&["-i", "--", "sh", "-c", "read x; echo got-$x"]);
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "got-hello\n",
+        "{out:?}"
+    );
+    // A terminal: `script` gives staticlet one.
+    let line = format!(
+        "{} exec {} --root-dir {} -it -- sh -c 'tty; exit 7'",
+        env!("CARGO_BIN_EXE_staticlet"),
+        env.full_name("shell"),
+        env.root().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/dev/pts/"),
+        "{out:?}"
+    );
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    // A container that does not exist: the agent's 404, named.
+    let out = exec(&["-c", "nope", "--", "true"])
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nope"),
+        "{out:?}"
+    );
 }
