@@ -11,6 +11,8 @@ use commands::{describe, exec, get, images, logs, run, validate, wait};
 
 mod client;
 mod commands;
+mod kubeletconfig;
+mod kubeletflags;
 mod options;
 mod runtime;
 
@@ -29,6 +31,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node agent.
+    ///
+    /// Takes kubelet's flags and KubeletConfiguration file (--config). Every other flag kubelet
+    /// v1.34 has is accepted with a value of the right shape and named in a warning at start.
+    #[command(args_override_self = true)]
     Run(Box<options::RunArgs>),
     /// Show pods or manifests of the running agent.
     Get(get::GetArgs),
@@ -99,7 +105,15 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cli = Cli::parse();
+    // `staticlet run`: kubelet's flag names (`--fail_swap_on`) and `--kubeadm-flags-env`.
+    let argv = match kubeletflags::run_argv(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(argv);
     // The agent logs at info; the client commands only print their results.
     let default_level = if matches!(cli.command, Command::Run(_)) {
         "info"

@@ -1,19 +1,25 @@
-//! `staticlet run` options: kubelet-compatible flags, a KubeletConfiguration file, and their
-//! merge (flags override the file, as kubelet).
+//! `staticlet run` options: its flags (kubelet's, where kubelet has them) and the effective
+//! [`Settings`] they and the KubeletConfiguration file (`kubeletconfig.rs`) make; flags
+//! override the file, as in kubelet. Every other kubelet flag is accepted and ignored
+//! (`kubeletflags.rs`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use serde::Deserialize;
 use staticlet_manifest::duration::parse_go_duration;
+
+use crate::kubeletconfig;
+use crate::kubeletflags::{go_bool, IgnoredKubeletFlags};
 
 fn duration(s: &str) -> Result<Duration, String> {
     parse_go_duration(s)
 }
 
-/// Flags of `staticlet run`.
+/// Flags of `staticlet run`. Its command must be built with `args_override_self` (a flag given
+/// twice takes its last value, as kubelet's pflag does); boolean flags are pflag's too
+/// (`--flag`, `--flag=false`).
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     /// Directory of static pod manifests, or one manifest file. Files starting with '.' are ignored.
@@ -43,9 +49,9 @@ pub struct RunArgs {
     /// Directory holding all of staticlet's state.
     #[arg(long, default_value = "/var/lib/staticlet", value_name = "DIR")]
     pub root_dir: PathBuf,
-    /// Directory of container logs.
-    #[arg(long, default_value = "/var/log/pods", value_name = "DIR")]
-    pub log_dir: PathBuf,
+    /// Directory of container logs (kubelet's podLogsDir) [default: /var/log/pods].
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
     /// Container runtime: absent for the embedded runtime; `unix:///path` for a CRI runtime;
     /// `simulate://` for the built-in simulator (containers are simulated, nothing is executed).
     #[arg(long, value_name = "URI")]
@@ -70,12 +76,30 @@ pub struct RunArgs {
     /// Labels to add when registering the Node: key=value[,key=value...] (with --kubeconfig).
     #[arg(long, value_name = "LABELS", value_parser = parse_node_labels, default_value = "")]
     pub node_labels: std::collections::BTreeMap<String, String>,
-    /// Register the Node with the API server (false: wait for someone else to create it).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub register_node: bool,
-    /// A KubeletConfiguration YAML file; flags override it.
+    /// Register the Node with the API server (false: wait for someone else to create it)
+    /// [default: true].
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = go_bool, value_name = "BOOL")]
+    pub register_node: Option<bool>,
+    /// A KubeletConfiguration file (YAML or JSON, as kubeadm writes it); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Read the kubelet flags of a kubeadm-flags.env file (KUBELET_KUBEADM_ARGS, then
+    /// KUBELET_EXTRA_ARGS) before those of the command line, as kubeadm's systemd drop-in does.
+    #[arg(long, value_name = "FILE")]
+    pub kubeadm_flags_env: Option<PathBuf>,
+    /// Bootstrap kubeconfig for a client certificate (read, not used yet).
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Pod sandbox (pause) image for a CRI runtime (read, not used yet).
+    #[arg(long, value_name = "IMAGE")]
+    pub pod_infra_container_image: Option<String>,
+    /// Cluster DNS servers, comma-separated (read, not used yet).
+    #[arg(long, value_name = "IP[,IP]", value_delimiter = ',')]
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    /// Cluster DNS domain (read, not used yet).
+    #[arg(long, value_name = "DOMAIN")]
+    pub cluster_domain: Option<String>,
     /// Also serve the local API on TCP, e.g. tcp://127.0.0.1:10255.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
@@ -100,10 +124,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", help_heading = "Node API")]
     pub client_ca_file: Option<PathBuf>,
     /// Let unauthenticated requests in as system:anonymous [default: false].
-    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, help_heading = "Node API")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = go_bool, value_name = "BOOL", help_heading = "Node API")]
     pub anonymous_auth: Option<bool>,
     /// Authenticate bearer tokens with the API server's TokenReview [default: true].
-    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, help_heading = "Node API")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = go_bool, value_name = "BOOL", help_heading = "Node API")]
     pub authentication_token_webhook: Option<bool>,
     /// How long TokenReview answers are kept [default: 2m].
     #[arg(long, value_parser = duration, value_name = "DURATION", help_heading = "Node API")]
@@ -123,6 +149,10 @@ pub struct RunArgs {
     /// Port of the /healthz endpoint; 0 turns it off [default: 10248].
     #[arg(long, value_name = "PORT", help_heading = "Node API")]
     pub healthz_port: Option<u16>,
+
+    /// Every other kubelet flag: accepted, and named in a warning at start.
+    #[command(flatten)]
+    pub kubelet: IgnoredKubeletFlags,
 }
 
 /// `--node-labels`: `key=value` pairs separated by commas (kubelet's syntax).
@@ -147,73 +177,6 @@ pub fn parse_node_labels(s: &str) -> Result<std::collections::BTreeMap<String, S
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
-}
-
-/// The fields of a KubeletConfiguration that staticlet reads.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct KubeletConfiguration {
-    api_version: Option<String>,
-    kind: Option<String>,
-    static_pod_path: Option<String>,
-    #[serde(rename = "staticPodURL")]
-    static_pod_url: Option<String>,
-    #[serde(rename = "staticPodURLHeader")]
-    static_pod_url_header: Option<std::collections::BTreeMap<String, Vec<String>>>,
-    file_check_frequency: Option<String>,
-    http_check_frequency: Option<String>,
-    sync_frequency: Option<String>,
-    address: Option<String>,
-    port: Option<i64>,
-    tls_cert_file: Option<String>,
-    tls_private_key_file: Option<String>,
-    authentication: Option<KcAuthentication>,
-    authorization: Option<KcAuthorization>,
-    healthz_bind_address: Option<String>,
-    healthz_port: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct KcAuthentication {
-    anonymous: Option<KcEnabled>,
-    webhook: Option<KcAuthnWebhook>,
-    x509: Option<KcX509>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct KcEnabled {
-    enabled: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct KcAuthnWebhook {
-    enabled: Option<bool>,
-    #[serde(rename = "cacheTTL")]
-    cache_ttl: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct KcX509 {
-    client_c_a_file: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct KcAuthorization {
-    mode: Option<String>,
-    webhook: Option<KcAuthzWebhook>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct KcAuthzWebhook {
-    #[serde(rename = "cacheAuthorizedTTL")]
-    cache_authorized_ttl: Option<String>,
-    #[serde(rename = "cacheUnauthorizedTTL")]
-    cache_unauthorized_ttl: Option<String>,
 }
 
 /// How the node API authorizes requests.
@@ -253,18 +216,24 @@ pub struct Settings {
     pub sync_frequency: Duration,
     pub node_name: String,
     pub node_api: NodeApiSettings,
-}
-
-fn file_duration(
-    path: &std::path::Path,
-    field: &str,
-    v: &Option<String>,
-) -> Result<Option<Duration>> {
-    v.as_deref()
-        .map(|s| {
-            parse_go_duration(s).map_err(|e| anyhow::anyhow!("{}: {field}: {e}", path.display()))
-        })
-        .transpose()
+    /// Container log files (`--log-dir`, `podLogsDir`).
+    pub log_dir: PathBuf,
+    /// `--container-runtime-endpoint`, `containerRuntimeEndpoint`; `None`: the embedded runtime.
+    pub container_runtime_endpoint: Option<String>,
+    /// `--register-node`, `registerNode`.
+    pub register_node: bool,
+    /// `--cluster-domain`, `clusterDomain` (carried for a later change, not used yet).
+    pub cluster_domain: Option<String>,
+    /// `--cluster-dns`, `clusterDNS` (carried for a later change, not used yet).
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    /// The CRI sandbox image, `--pod-infra-container-image` (carried, not used yet).
+    pub sandbox_image: Option<String>,
+    /// `--bootstrap-kubeconfig` (carried for a later change, not used yet).
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Fields of the config file that have no effect, for the warning at start.
+    pub ignored_config_fields: Vec<String>,
+    /// Flags given that have no effect (`--name`), for the warning at start.
+    pub ignored_flags: Vec<String>,
 }
 
 /// The OS hostname, lower-cased and trimmed (kubelet's `GetHostname`).
@@ -275,274 +244,44 @@ pub fn default_hostname() -> Result<String> {
 }
 
 impl RunArgs {
-    /// Merges the config file (if any) and the flags; every bad value is an error naming its
-    /// file or flag.
+    /// Reads `--config` (if any) and merges it with the flags (`kubeletconfig::settings`);
+    /// every bad value is an error naming its file or flag.
     pub fn settings(&self) -> Result<Settings> {
-        let mut kc = KubeletConfiguration::default();
-        if let Some(path) = &self.config {
-            let data = std::fs::read_to_string(path)
-                .with_context(|| format!("reading --config {}", path.display()))?;
-            kc = serde_saphyr::from_str(&data).map_err(|e| {
-                anyhow::anyhow!("{}: not a valid KubeletConfiguration: {e}", path.display())
-            })?;
-            if kc
-                .kind
-                .as_deref()
-                .is_some_and(|k| k != "KubeletConfiguration")
-            {
-                bail!("{}: kind: must be KubeletConfiguration", path.display());
-            }
-            if kc
-                .api_version
-                .as_deref()
-                .is_some_and(|v| v != "kubelet.config.k8s.io/v1beta1")
-            {
-                bail!(
-                    "{}: apiVersion: must be kubelet.config.k8s.io/v1beta1",
-                    path.display()
-                );
-            }
-        }
-        let cfg = self.config.clone().unwrap_or_default();
-        let node_api = self.node_api_settings(&cfg, &kc)?;
-        let mut headers = Vec::new();
-        for (k, vs) in kc.static_pod_url_header.iter().flatten() {
-            for v in vs {
-                headers.push((k.clone(), v.clone()));
-            }
-        }
-        if !self.manifest_url_header.is_empty() {
-            headers = staticlet_agent::config::http::parse_headers(&self.manifest_url_header)
-                .map_err(|e| anyhow::anyhow!(e))?;
-        }
-        let node_name = match &self.hostname_override {
-            Some(n) => n.trim().to_lowercase(),
-            None => default_hostname()?,
-        };
-        if node_name.is_empty() {
-            bail!("empty hostname is invalid (set --hostname-override)");
-        }
-        if !staticlet_manifest::validate::is_dns1123_subdomain(&node_name) {
-            bail!("node name {node_name:?} is not a valid DNS-1123 subdomain (set --hostname-override)");
-        }
-        let manifest_url = self
-            .manifest_url
-            .clone()
-            .or(kc.static_pod_url)
-            .filter(|u| !u.is_empty());
-        if let Some(u) = &manifest_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                bail!("--manifest-url {u:?}: must be an http:// or https:// URL");
-            }
-        }
-        let pick = |flag: Option<Duration>, file: Option<Duration>, default: u64| {
-            flag.or(file).unwrap_or(Duration::from_secs(default))
-        };
-        let file_check = pick(
-            self.file_check_frequency,
-            file_duration(&cfg, "fileCheckFrequency", &kc.file_check_frequency)?,
-            20,
-        );
-        let http_check = pick(
-            self.http_check_frequency,
-            file_duration(&cfg, "httpCheckFrequency", &kc.http_check_frequency)?,
-            20,
-        );
-        let sync = pick(
-            self.sync_frequency,
-            file_duration(&cfg, "syncFrequency", &kc.sync_frequency)?,
-            60,
-        );
-        for (name, d) in [
-            ("file-check-frequency", file_check),
-            ("http-check-frequency", http_check),
-        ] {
-            if d.is_zero() {
-                bail!("--{name} must be greater than 0");
-            }
-        }
-        let pod_manifest_path = self
-            .pod_manifest_path
-            .clone()
-            .or(kc
-                .static_pod_path
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from))
-            .map(|p| std::path::absolute(&p).unwrap_or(p));
-        Ok(Settings {
-            node_api,
-            pod_manifest_path,
-            manifest_url,
-            manifest_url_headers: headers,
-            file_check_frequency: file_check,
-            http_check_frequency: http_check,
-            sync_frequency: sync,
-            node_name,
-        })
-    }
-}
-
-/// A port from a config file's integer field.
-fn file_port(path: &std::path::Path, field: &str, v: Option<i64>) -> Result<Option<u16>> {
-    v.map(|p| {
-        u16::try_from(p).map_err(|_| {
-            anyhow::anyhow!("{}: {field}: {p} is not a port (0-65535)", path.display())
-        })
-    })
-    .transpose()
-}
-
-/// An IP address from a config file's field.
-fn file_ip(
-    path: &std::path::Path,
-    field: &str,
-    v: &Option<String>,
-) -> Result<Option<std::net::IpAddr>> {
-    v.as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse().map_err(|_| {
-                anyhow::anyhow!("{}: {field}: {s:?} is not an IP address", path.display())
-            })
-        })
-        .transpose()
-}
-
-impl RunArgs {
-    /// The node API's settings: flags over the config file over kubelet's defaults (a zero
-    /// duration or port in the file means the default, as kubelet's defaulting does).
-    fn node_api_settings(
-        &self,
-        cfg: &std::path::Path,
-        kc: &KubeletConfiguration,
-    ) -> Result<NodeApiSettings> {
-        let authn = kc.authentication.as_ref();
-        let authz = kc.authorization.as_ref();
-        let nonzero = |d: Option<Duration>| d.filter(|d| !d.is_zero());
-        let address = self
-            .address
-            .or(file_ip(cfg, "address", &kc.address)?)
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        let default_port = if self.kubeconfig.is_some() { 10250 } else { 0 };
-        let port = self
-            .port
-            .or(file_port(cfg, "port", kc.port)?.filter(|p| *p != 0))
-            .unwrap_or(default_port);
-        let mode = match self
-            .authorization_mode
-            .clone()
-            .or(authz.and_then(|a| a.mode.clone()))
-            .filter(|m| !m.is_empty())
+        let file = self
+            .config
             .as_deref()
-        {
-            None | Some("Webhook") => AuthzMode::Webhook,
-            Some("AlwaysAllow") => AuthzMode::AlwaysAllow,
-            Some(other) => bail!(
-                "--authorization-mode (authorization.mode): {other:?} is not one of Webhook, AlwaysAllow"
-            ),
-        };
-        let token_webhook = self
-            .authentication_token_webhook
-            .or(authn.and_then(|a| a.webhook.as_ref()?.enabled))
-            .unwrap_or(true);
-        let token_ttl = self
-            .authentication_token_webhook_cache_ttl
-            .or(nonzero(file_duration(
-                cfg,
-                "authentication.webhook.cacheTTL",
-                &authn.and_then(|a| a.webhook.as_ref()?.cache_ttl.clone()),
-            )?));
-        let authz_webhook = authz.and_then(|a| a.webhook.as_ref());
-        let authorized_ttl =
-            self.authorization_webhook_cache_authorized_ttl
-                .or(nonzero(file_duration(
-                    cfg,
-                    "authorization.webhook.cacheAuthorizedTTL",
-                    &authz_webhook.and_then(|w| w.cache_authorized_ttl.clone()),
-                )?));
-        let unauthorized_ttl = self
-            .authorization_webhook_cache_unauthorized_ttl
-            .or(nonzero(file_duration(
-                cfg,
-                "authorization.webhook.cacheUnauthorizedTTL",
-                &authz_webhook.and_then(|w| w.cache_unauthorized_ttl.clone()),
-            )?));
-        let path = |flag: &Option<PathBuf>, file: Option<&String>| {
-            flag.clone()
-                .or(file.filter(|f| !f.is_empty()).map(PathBuf::from))
-        };
-        let tls_cert_file = path(&self.tls_cert_file, kc.tls_cert_file.as_ref());
-        let tls_private_key_file =
-            path(&self.tls_private_key_file, kc.tls_private_key_file.as_ref());
-        if tls_cert_file.is_some() != tls_private_key_file.is_some() {
-            bail!("--tls-cert-file and --tls-private-key-file (tlsCertFile, tlsPrivateKeyFile) go together");
-        }
-        let client_ca_file = path(
-            &self.client_ca_file,
-            authn.and_then(|a| a.x509.as_ref()?.client_c_a_file.as_ref()),
-        );
-        let anonymous = self
-            .anonymous_auth
-            .or(authn.and_then(|a| a.anonymous.as_ref()?.enabled))
-            .unwrap_or(false);
-        if port != 0 && self.kubeconfig.is_none() {
-            if mode == AuthzMode::Webhook {
-                bail!("--port {port}: the node API's Webhook authorization asks the API server, which needs --kubeconfig; without a cluster use --authorization-mode AlwaysAllow with --client-ca-file");
-            }
-            if client_ca_file.is_none() && !anonymous {
-                bail!("--port {port}: without --kubeconfig only client certificates can authenticate: set --client-ca-file");
-            }
-        }
-        let healthz_ip = self
-            .healthz_bind_address
-            .or(file_ip(
-                cfg,
-                "healthzBindAddress",
-                &kc.healthz_bind_address,
-            )?)
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-        let healthz_port = self
-            .healthz_port
-            .or(file_port(cfg, "healthzPort", kc.healthz_port)?.filter(|p| *p != 0))
-            .unwrap_or(10248);
-        Ok(NodeApiSettings {
-            listen: (port != 0).then(|| std::net::SocketAddr::new(address, port)),
-            tls_cert_file,
-            tls_private_key_file,
-            cert_dir: self
-                .cert_dir
-                .clone()
-                .unwrap_or_else(|| self.root_dir.join("pki")),
-            client_ca_file,
-            anonymous,
-            token_webhook: token_webhook.then(|| token_ttl.unwrap_or(Duration::from_secs(120))),
-            authz: mode,
-            authorized_ttl: authorized_ttl.unwrap_or(Duration::from_secs(300)),
-            unauthorized_ttl: unauthorized_ttl.unwrap_or(Duration::from_secs(30)),
-            healthz: (healthz_port != 0)
-                .then(|| std::net::SocketAddr::new(healthz_ip, healthz_port)),
-        })
+            .map(kubeletconfig::read)
+            .transpose()?;
+        kubeletconfig::settings(self, file.as_ref(), default_hostname)
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
+    /// `staticlet run`'s command, as main.rs builds it.
     #[derive(Parser)]
+    #[command(args_override_self = true)]
     struct T {
         #[command(flatten)]
         run: RunArgs,
     }
 
-    fn parse(args: &[&str]) -> Result<Settings> {
-        let mut v = vec!["t", "--hostname-override", "Node-1"];
+    /// Parses `staticlet run` flags.
+    pub(crate) fn parse_args(args: &[&str]) -> Result<RunArgs> {
+        let mut v = vec!["t"];
         v.extend_from_slice(args);
-        T::try_parse_from(v)
+        Ok(T::try_parse_from(v)
             .map_err(|e| anyhow::anyhow!(e.to_string()))?
-            .run
-            .settings()
+            .run)
+    }
+
+    fn parse(args: &[&str]) -> Result<Settings> {
+        let mut v = vec!["--hostname-override", "Node-1"];
+        v.extend_from_slice(args);
+        parse_args(&v)?.settings()
     }
 
     #[test]

@@ -241,3 +241,185 @@ fn run_and_get_pods_over_the_socket() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// What kubeadm v1.34 writes for the kubelet (`testdata/kubeadm/README.md`).
+const KUBEADM_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/kubeadm/config.yaml");
+const KUBEADM_FLAGS_ENV: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/testdata/kubeadm/kubeadm-flags.env"
+);
+
+/// Starts `staticlet run ARGS` on the simulator with its state in `dir` (`--root-dir`,
+/// `--log-dir`, node API and healthz off), waits until `get pods` answers with `pods` pods
+/// Running, stops it, and returns the list and the agent's stderr.
+fn run_until_pods_run(
+    dir: &std::path::Path,
+    args: &[&str],
+    pods: usize,
+) -> (serde_json::Value, String) {
+    let root = dir.join("root");
+    let mut child = bin()
+        .arg("run")
+        .args(args)
+        .args([
+            "--container-runtime-endpoint",
+            "simulate://",
+            "--port",
+            "0",
+            "--healthz-port",
+            "0",
+        ])
+        .arg("--root-dir")
+        .arg(&root)
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let agent = KillOnDrop(child);
+    let deadline = StdInstant::now() + Duration::from_secs(60);
+    let list = loop {
+        let out = bin()
+            .args(["get", "pods", "-o", "json", "--root-dir"])
+            .arg(&root)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let items = v["items"].as_array().unwrap();
+            if items.len() == pods && items.iter().all(|p| p["status"]["phase"] == "Running") {
+                break v;
+            }
+        }
+        assert!(
+            StdInstant::now() < deadline,
+            "agent not serving {pods} Running pods within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    drop(agent);
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+    (list, text)
+}
+
+#[test]
+fn run_takes_kubeadms_config_and_flags_unmodified() {
+    let d = tempfile::tempdir().unwrap();
+    let manifests = d.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    let manifests = manifests.to_str().unwrap();
+    // kubeadm's systemd drop-in: $KUBELET_KUBECONFIG_ARGS (without --kubeconfig: no cluster
+    // here) $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS, then the test's own flags.
+    let config = format!("--config={KUBEADM_CONFIG}");
+    let (list, stderr) = run_until_pods_run(
+        d.path(),
+        &[
+            "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+            &config,
+            "--hostname-override=cp-1",
+            "--pod-infra-container-image=registry.k8s.io/pause:3.10.1",
+            "--pod-manifest-path",
+            manifests,
+        ],
+        0,
+    );
+    assert_eq!(list["kind"], "PodList");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("ignoring")).collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(
+        warnings[0].contains("ignoring KubeletConfiguration fields staticlet does not use: cgroupDriver, clusterDNS, clusterDomain, rotateCertificates")
+            && warnings[0].contains("config.yaml"),
+        "{stderr}"
+    );
+    assert!(
+        warnings[1].contains("ignoring kubelet flags staticlet does not use: --bootstrap-kubeconfig, --pod-infra-container-image"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_reads_a_kubeadm_flags_env_file() {
+    let d = tempfile::tempdir().unwrap();
+    let manifests = d.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(manifests.join("web.yaml"), POD).unwrap();
+    let env = format!("--kubeadm-flags-env={KUBEADM_FLAGS_ENV}");
+    // As in kubelet, `_` in a flag name is `-`, and a boolean flag takes `=false`.
+    let (list, stderr) = run_until_pods_run(
+        d.path(),
+        &[
+            &env,
+            "--config",
+            KUBEADM_CONFIG,
+            "--pod-manifest-path",
+            manifests.to_str().unwrap(),
+            "--fail_swap_on=false",
+            "--cgroup-driver",
+            "systemd",
+        ],
+        1,
+    );
+    // The node name comes from the file's --hostname-override=cp-1.
+    assert_eq!(list["items"][0]["metadata"]["name"], "web-cp-1");
+    assert!(
+        stderr.contains("ignoring kubelet flags staticlet does not use: --cgroup-driver, --fail-swap-on, --pod-infra-container-image"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn kubelet_flags_and_files_fail_clearly() {
+    let d = tempfile::tempdir().unwrap();
+    let fail = |args: &[&str]| {
+        let out = bin().arg("run").args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Flags kubelet does not have (any more) are refused, as kubelet refuses them.
+    for flag in ["--container-runtime=remote", "--no-such-flag"] {
+        let e = fail(&[flag]);
+        assert!(e.contains("unexpected argument"), "{flag}: {e}");
+    }
+    let e = fail(&["--max-pods=many"]);
+    assert!(e.contains("--max-pods") && e.contains("\"many\""), "{e}");
+    let env = d.path().join("kubeadm-flags.env");
+    std::fs::write(&env, "KUBELET_KUBEADM_ARGS=\"--node-ip=10.0.0.5\n").unwrap();
+    let e = fail(&["--kubeadm-flags-env", env.to_str().unwrap()]);
+    assert!(
+        e.contains(&format!("{}:1: ", env.display())) && e.contains("unterminated"),
+        "{e}"
+    );
+    let cfg = d.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "kind: KubeletConfiguration\nauthentication:\n  webhook:\n    cacheTTL: soon\n",
+    )
+    .unwrap();
+    let e = fail(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--hostname-override",
+        "n1",
+    ]);
+    assert!(
+        e.contains(&format!(
+            "{}: authentication.webhook.cacheTTL: invalid duration \"soon\"",
+            cfg.display()
+        )),
+        "{e}"
+    );
+    std::fs::write(&cfg, "kind: KubeletConfiguration\nfooBar: 1\n").unwrap();
+    let e = fail(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--hostname-override",
+        "n1",
+    ]);
+    assert!(
+        e.contains(&format!("{}: unknown field \"fooBar\"", cfg.display())),
+        "{e}"
+    );
+}

@@ -17,6 +17,19 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     tokio::spawn(trim_heap_periodically());
     let settings = args.settings()?;
+    if let (Some(file), false) = (&args.config, settings.ignored_config_fields.is_empty()) {
+        tracing::warn!(
+            file = %file.display(),
+            "ignoring KubeletConfiguration fields staticlet does not use: {}",
+            settings.ignored_config_fields.join(", ")
+        );
+    }
+    if !settings.ignored_flags.is_empty() {
+        tracing::warn!(
+            "ignoring kubelet flags staticlet does not use: {}",
+            settings.ignored_flags.join(", ")
+        );
+    }
     // A bad kubeconfig is refused before anything starts (containers keep running meanwhile).
     let cluster_client = match &args.kubeconfig {
         Some(path) => Some(
@@ -28,11 +41,11 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     };
     let clock = Clock::new();
     let (runtime, runtime_name) =
-        runtime_for(args.container_runtime_endpoint.as_deref(), clock, &args).await?;
+        runtime_for(settings.container_runtime_endpoint.as_deref(), clock, &args).await?;
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating --root-dir {}", args.root_dir.display()))?;
-    std::fs::create_dir_all(&args.log_dir)
-        .with_context(|| format!("creating --log-dir {}", args.log_dir.display()))?;
+    std::fs::create_dir_all(&settings.log_dir)
+        .with_context(|| format!("creating --log-dir {}", settings.log_dir.display()))?;
     let sock = args.root_dir.join("staticlet.sock");
     let _ = std::fs::remove_file(&sock);
     let unix = tokio::net::UnixListener::bind(&sock)
@@ -76,7 +89,7 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         node_name: settings.node_name.clone(),
         host_ip: host_ip.clone(),
         node_labels: args.node_labels.clone(),
-        register_node: args.register_node,
+        register_node: settings.register_node,
         facts: staticlet_cluster::node::HostFacts::read(runtime_version),
         kubelet_port: settings.node_api.listen.map_or(0, |a| a.port()),
     };
@@ -92,13 +105,13 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     let node = staticlet_agent::kuberuntime::NodeContext {
         node_name: settings.node_name.clone(),
         root_dir: args.root_dir.clone(),
-        log_dir: args.log_dir.clone(),
+        log_dir: settings.log_dir.clone(),
         host_ip: host_ip.clone(),
     };
     let cfg = AgentConfig {
         node_name: settings.node_name,
         root_dir: args.root_dir.clone(),
-        log_dir: args.log_dir.clone(),
+        log_dir: settings.log_dir.clone(),
         host_ip,
         pod_manifest_path: settings.pod_manifest_path,
         manifest_url: settings.manifest_url,
