@@ -188,6 +188,14 @@ pub fn sandbox_config_from_cri(
     })
 }
 
+/// A sandbox with a network (UTS) namespace of its own but no hostname gets the node's, as
+/// containerd gives it (kubelet always sends the pod's; `crictl runp` configs may not).
+pub fn default_hostname(config: &mut SandboxConfig, node_hostname: &str) {
+    if config.hostname.is_empty() && !config.host_network {
+        config.hostname = node_hostname.trim().to_string();
+    }
+}
+
 fn mount_from_cri(m: cri::Mount) -> Result<Mount, String> {
     if !Path::new(&m.container_path).is_absolute() {
         return Err(format!(
@@ -983,6 +991,21 @@ mod tests {
             Default::default(),
         );
         assert!(container_config_from_cri(zero).is_ok());
+    }
+
+    #[test]
+    fn an_empty_hostname_is_the_nodes() {
+        for (hostname, host_network, want) in
+            [("", false, "node-1"), ("web", false, "web"), ("", true, "")]
+        {
+            let mut c = SandboxConfig {
+                hostname: hostname.into(),
+                host_network,
+                ..Default::default()
+            };
+            default_hostname(&mut c, "node-1\n");
+            assert_eq!(c.hostname, want, "{hostname:?} {host_network}");
+        }
     }
 
     #[test]

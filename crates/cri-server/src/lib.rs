@@ -23,7 +23,9 @@
 //! acts on objects with that label) never stops, restarts or removes them. Lists show every
 //! object, the agent's and the clients'. A client can stop or remove the agent's objects (as
 //! `kubeadm reset` does with kubelet's through containerd); the agent then recreates what its
-//! manifests still want.
+//! manifests still want. The pod cgroup the embedded runtime puts a client's containers under
+//! (`/staticlet/pod<uid>`, empty once they are gone) is left to the client, as containerd leaves
+//! a sandbox's cgroup parent to kubelet; the agent only removes those of its own pods.
 //!
 //! Not served (`Unimplemented`): the streaming calls `Exec`, `Attach` and `PortForward` (they
 //! need a streaming server for the client to connect to; `ExecSync`, i.e. `crictl exec -s`,
@@ -31,7 +33,8 @@
 //! stats and metrics, checkpoints and `RuntimeConfig`. `UpdateRuntimeConfig` is accepted and
 //! only logged (the pod CIDR is the CNI configuration's business). `Status` has no verbose
 //! `info`; `ImageFsInfo` reports the filesystem of the runtime's image store
-//! ([`ContainerRuntime::image_store_dir`]).
+//! ([`ContainerRuntime::image_store_dir`]), and no filesystem for a runtime without one (an
+//! error would fail kubeadm, whose CRI client checks the image service with this call).
 
 use std::collections::HashMap;
 use std::io;
@@ -277,12 +280,16 @@ impl RuntimeService for CriServer {
         request: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
         let r = request.into_inner();
-        let config = convert::sandbox_config_from_cri(
+        let mut config = convert::sandbox_config_from_cri(
             r.config
                 .ok_or_else(|| Status::invalid_argument("RunPodSandbox: config is required"))?,
             r.runtime_handler,
         )
         .map_err(Status::invalid_argument)?;
+        if config.hostname.is_empty() {
+            let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            convert::default_hostname(&mut config, &node);
+        }
         let id = self
             .runtime
             .run_pod_sandbox(&config)
@@ -752,11 +759,10 @@ impl ImageService for CriServer {
         &self,
         _request: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
+        // Answered even without a store: clients call it to check that the image service is
+        // there (k8s.io/cri-client, so kubeadm, does before anything else).
         let Some(dir) = self.runtime.image_store_dir() else {
-            return Err(unimplemented(
-                "ImageFsInfo",
-                " for this runtime: it keeps no image store on this host",
-            ));
+            return Ok(Response::new(cri::ImageFsInfoResponse::default()));
         };
         let usage = tokio::task::spawn_blocking(move || filesystem_usage(&dir))
             .await
