@@ -168,7 +168,7 @@ async fn objects_without_the_managed_label_are_never_touched() {
     // The view shows the static pod only.
     assert_eq!(
         pods.borrow().keys().cloned().collect::<Vec<_>>(),
-        [web.uid.clone()]
+        std::slice::from_ref(&web.uid)
     );
     stop.cancel();
 }
