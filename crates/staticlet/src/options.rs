@@ -123,6 +123,10 @@ pub struct RunArgs {
     /// Port of the /healthz endpoint; 0 turns it off [default: 10248].
     #[arg(long, value_name = "PORT", help_heading = "Node API")]
     pub healthz_port: Option<u16>,
+    /// Also serve CRI v1 (runtime and image services) for kubeadm and crictl on this socket,
+    /// e.g. unix:///run/staticlet/cri.sock (the embedded runtime only).
+    #[arg(long, value_name = "URI")]
+    pub cri_listen: Option<String>,
 }
 
 /// `--node-labels`: `key=value` pairs separated by commas (kubelet's syntax).

@@ -26,6 +26,7 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         ),
         None => None,
     };
+    let cri_socket = cri_listen_path(&args)?;
     let clock = Clock::new();
     let (runtime, runtime_name) =
         runtime_for(args.container_runtime_endpoint.as_deref(), clock, &args).await?;
@@ -89,6 +90,14 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         ),
         None => None,
     };
+    // The CRI endpoint is bound before anything starts too.
+    let cri_listener = match &cri_socket {
+        Some(path) => Some(
+            staticlet_cri_server::bind(path)
+                .with_context(|| format!("--cri-listen: binding {}", path.display()))?,
+        ),
+        None => None,
+    };
     let node = staticlet_agent::kuberuntime::NodeContext {
         node_name: settings.node_name.clone(),
         root_dir: args.root_dir.clone(),
@@ -123,6 +132,15 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         clock,
         shutdown.clone(),
     );
+    if let (Some(listener), Some(path)) = (cri_listener, &cri_socket) {
+        info!(socket = %path.display(), "serving CRI v1 for kubeadm and crictl");
+        let (runtime, shutdown) = (runtime.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = staticlet_cri_server::serve(listener, runtime, shutdown).await {
+                tracing::error!(error = %e, "the CRI endpoint (--cri-listen) stopped");
+            }
+        });
+    }
     if let Some(healthz) = settings.node_api.healthz {
         tokio::spawn(serve_healthz(healthz, shutdown.clone()));
     }
@@ -190,7 +208,32 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     }
     running.wait().await;
     let _ = std::fs::remove_file(&sock);
+    if let Some(p) = &cri_socket {
+        let _ = std::fs::remove_file(p);
+    }
     Ok(())
+}
+
+/// The socket of `--cri-listen unix:///path`. CRI is served for the embedded runtime (and the
+/// simulator); a CRI runtime has its own endpoint, which kubeadm and crictl should use.
+fn cri_listen_path(args: &options::RunArgs) -> Result<Option<PathBuf>> {
+    let Some(uri) = &args.cri_listen else {
+        return Ok(None);
+    };
+    if let Some(e) = args
+        .container_runtime_endpoint
+        .as_deref()
+        .filter(|e| !e.starts_with("simulate://"))
+    {
+        anyhow::bail!(
+            "--cri-listen serves staticlet's embedded runtime; with --container-runtime-endpoint \
+             {e} point kubeadm and crictl at that runtime's own socket instead"
+        );
+    }
+    match uri.strip_prefix("unix://") {
+        Some(p) if p.starts_with('/') => Ok(Some(PathBuf::from(p))),
+        _ => anyhow::bail!("--cri-listen {uri:?}: expected unix:///absolute/path"),
+    }
 }
 
 /// kubelet's plain-HTTP healthz endpoint. A port in use is retried every 5 s, as kubelet
