@@ -397,7 +397,8 @@ impl Drop for Registry {
 
 /// With real containers: a pod made through CRI (as `crictl runp` / `create` / `start` /
 /// `exec -s` would) runs busybox, writes its CRI-format log, answers ExecSync with output and
-/// exit code, is left alone by the agent beside a static pod, and goes when removed.
+/// exit code, is left alone by the agent beside a static pod, and goes when removed; the
+/// image is listed, and removable once no container uses it (`crictl images` / `rmi`).
 #[test]
 fn a_busybox_pod_made_through_cri_on_the_embedded_runtime() {
     if !can_run() {
@@ -516,6 +517,30 @@ fn a_busybox_pod_made_through_cri_on_the_embedded_runtime() {
             .is_some_and(|p| p["status"]["phase"] == "Running"),
         "the static pod runs on"
     );
+
+    // Images: listed; not removable while a container (the static pod's) uses it, removable
+    // once none does.
+    let busybox = ImageSpec {
+        image: "busybox".into(),
+    };
+    let img = rt.block_on(cri.image_status(&busybox)).unwrap().unwrap();
+    let listed = rt.block_on(cri.list_images()).unwrap();
+    assert!(
+        listed.iter().any(|i| i.id == img.id
+            && i.repo_tags
+                .iter()
+                .any(|t| t == "docker.io/library/busybox:latest")),
+        "{listed:?}"
+    );
+    let err = rt.block_on(cri.remove_image(&busybox)).unwrap_err();
+    assert!(err.to_string().contains("in use"), "{err}");
+    env.remove_manifest("web");
+    env.wait("the static pod's containers removed", 120, || {
+        env.containers().is_empty()
+    });
+    rt.block_on(cri.remove_image(&busybox)).unwrap();
+    assert_eq!(rt.block_on(cri.image_status(&busybox)).unwrap(), None);
+    assert!(rt.block_on(cri.list_images()).unwrap().is_empty());
 }
 
 /// The real kubeadm pulls its control-plane images through CRI into the embedded runtime's
