@@ -833,6 +833,46 @@ impl ContainerRuntime for CriRuntime {
         Ok(resp.image_ref)
     }
 
+    async fn list_images(&self) -> Result<Vec<Image>> {
+        let t = self.timeout();
+        let resp = self
+            .img()
+            .call("ListImages", |ch| async move {
+                ImageServiceClient::new(ch)
+                    .list_images(with_timeout(cri::ListImagesRequest { filter: None }, t))
+                    .await
+            })
+            .await
+            .map_err(|e| map_status("ListImages", "image", "", e))?;
+        Ok(resp
+            .images
+            .into_iter()
+            .map(convert::image_from_cri)
+            .collect())
+    }
+
+    async fn remove_image(&self, image: &ImageSpec) -> Result<()> {
+        let t = self.timeout();
+        let res = self
+            .img()
+            .call("RemoveImage", |ch| async move {
+                ImageServiceClient::new(ch)
+                    .remove_image(with_timeout(
+                        cri::RemoveImageRequest {
+                            image: Some(convert::image_spec(image)),
+                        },
+                        t,
+                    ))
+                    .await
+            })
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(s) if is_gone(&s) => Ok(()),
+            Err(s) => Err(map_status("RemoveImage", "image", &image.image, s)),
+        }
+    }
+
     async fn create_container(
         &self,
         sandbox: &SandboxId,

@@ -128,6 +128,15 @@ async fn host_network_pod_lifecycle() {
         image: "docker.io/library/not-there:1".into(),
     };
     assert_eq!(cri.image_status(&missing).await.unwrap(), None);
+    let listed = cri.list_images().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|i| i.id == img.id && i.repo_tags.iter().any(|t| t == BUSYBOX)),
+        "{listed:?}"
+    );
+    // Removing an image that is not there is success (CRI's RemoveImage is idempotent).
+    cri.remove_image(&missing).await.unwrap();
     let err = cri
         .pull_image(
             &ImageSpec {

@@ -894,6 +894,69 @@ impl ContainerRuntime for EmbeddedRuntime {
         Ok(rec.id().to_string())
     }
 
+    async fn list_images(&self) -> Result<Vec<Image>> {
+        let inner = self.inner.clone();
+        self.inner
+            .readers
+            .run(move || {
+                let failed = |e: staticlet_images::Error| RuntimeError::Failed {
+                    op: "list images",
+                    message: e.to_string(),
+                };
+                let mut ids: Vec<String> = inner
+                    .images
+                    .list()
+                    .map_err(failed)?
+                    .into_iter()
+                    .map(|e| e.image_id)
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    // Gone meanwhile (removed by another caller): not listed.
+                    if let Some(img) = inner.images.image_status(&id).map_err(failed)? {
+                        out.push(img);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn remove_image(&self, image: &ImageSpec) -> Result<()> {
+        let inner = self.inner.clone();
+        let reference = image.image.clone();
+        blocking(move || {
+            let used = images_in_use(&inner.cfg.root_dir);
+            match inner
+                .images
+                .remove(&reference, &|rec| used.iter().any(|u| u == rec.id()))
+            {
+                Ok(removed) => {
+                    for r in removed {
+                        info!(image = %r.reference, "image removed");
+                    }
+                    Ok(())
+                }
+                Err(staticlet_images::Error::NotFound(_)) => Ok(()),
+                Err(e @ staticlet_images::Error::InUse { .. }) => Err(RuntimeError::Failed {
+                    op: "remove image",
+                    message: format!("{e}: remove its containers first"),
+                }),
+                Err(e) => Err(RuntimeError::Failed {
+                    op: "remove image",
+                    message: e.to_string(),
+                }),
+            }
+        })
+        .await
+    }
+
+    fn image_store_dir(&self) -> Option<PathBuf> {
+        Some(self.inner.images.root().to_path_buf())
+    }
+
     async fn create_container(
         &self,
         sandbox: &SandboxId,
@@ -985,7 +1048,12 @@ impl ContainerRuntime for EmbeddedRuntime {
                     image_ref: image_ref.clone(),
                     labels: config.labels.clone(),
                     annotations: config.annotations.clone(),
-                    log_path: log_dir.join(&config.log_path),
+                    // No log path: the container's output is discarded (as containerd does).
+                    log_path: if config.log_path.as_os_str().is_empty() {
+                        PathBuf::new()
+                    } else {
+                        log_dir.join(&config.log_path)
+                    },
                     created_at: SystemTime::now(),
                     stop_signal,
                 };
@@ -1008,7 +1076,12 @@ impl ContainerRuntime for EmbeddedRuntime {
         let id = id.0.clone();
         blocking(move || {
             let rec = inner.load_container(&id)?;
-            if let Some(parent) = rec.log_path.parent() {
+            let log_path = if rec.log_path.as_os_str().is_empty() {
+                PathBuf::from("/dev/null")
+            } else {
+                rec.log_path.clone()
+            };
+            if let Some(parent) = log_path.parent() {
                 std::fs::create_dir_all(parent).map_err(io_err("create log directory"))?;
             }
             let dir = inner.container_dir(&id);
@@ -1017,7 +1090,7 @@ impl ContainerRuntime for EmbeddedRuntime {
                 id: id.clone(),
                 bundle: dir.join("bundle"),
                 state_dir: dir.join("shim"),
-                log_path: rec.log_path.clone(),
+                log_path,
                 root: inner.base.join("libcontainer"),
                 start_timeout: Duration::from_secs(60),
             };

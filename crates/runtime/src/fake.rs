@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -151,6 +152,9 @@ pub enum Call {
     PullImage {
         image: String,
     },
+    RemoveImage {
+        image: String,
+    },
     Create {
         uid: String,
         name: String,
@@ -211,6 +215,8 @@ struct State {
     /// Terminal sizes interactive execs received, in order.
     terminal_sizes: Vec<(ContainerId, TerminalSize)>,
     pull_errors: HashMap<String, String>,
+    /// What `image_store_dir` answers.
+    image_dir: Option<PathBuf>,
     /// Per container name: (share of one core it burns while running, working set bytes).
     usage: HashMap<String, (f64, u64)>,
     faults: HashMap<Op, VecDeque<RuntimeError>>,
@@ -303,6 +309,12 @@ impl FakeRuntime {
             Some(m) => s.pull_errors.insert(image.to_string(), m.to_string()),
             None => s.pull_errors.remove(image),
         };
+    }
+
+    /// Makes `image_store_dir` answer `dir` (a directory of the test), so CRI `ImageFsInfo`
+    /// has a real filesystem to measure.
+    pub fn set_image_store_dir(&self, dir: Option<PathBuf>) {
+        self.lock().image_dir = dir;
     }
 
     /// Like [`exec_script`](Self::exec_script), for the execs of one command (its first word)
@@ -585,7 +597,7 @@ impl ContainerRuntime for FakeRuntime {
                 message: message.clone(),
             });
         }
-        let id = format!("sha256:{:064x}", image.image.len() as u64 * 7919);
+        let id = fake_image_id(&image.image);
         s.images.insert(
             image.image.clone(),
             Image {
@@ -596,6 +608,42 @@ impl ContainerRuntime for FakeRuntime {
             },
         );
         Ok(id)
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>> {
+        self.enter(None).await?;
+        let s = self.lock();
+        let mut by_id: BTreeMap<String, Image> = BTreeMap::new();
+        for img in s.images.values() {
+            let e = by_id.entry(img.id.clone()).or_insert_with(|| Image {
+                repo_tags: Vec::new(),
+                ..img.clone()
+            });
+            e.repo_tags.extend(img.repo_tags.iter().cloned());
+            e.repo_tags.sort();
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    async fn remove_image(&self, image: &ImageSpec) -> Result<()> {
+        self.enter(None).await?;
+        let mut s = self.lock();
+        let before = s.images.len();
+        s.images
+            .retain(|name, img| *name != image.image && img.id != image.image);
+        if s.images.len() != before {
+            self.record(
+                &mut s,
+                Call::RemoveImage {
+                    image: image.image.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn image_store_dir(&self) -> Option<PathBuf> {
+        self.lock().image_dir.clone()
     }
 
     async fn create_container(
@@ -992,6 +1040,15 @@ fn next_exec_reply(s: &mut State, name: &str, cmd: &[String]) -> Option<ExecRepl
     s.exec_scripts
         .get_mut(&key)
         .map(|e| e.replies.pop_front().unwrap_or_else(|| e.then.clone()))
+}
+
+/// The id of a pulled image: a digest-shaped FNV-1a hash of its name, so different names get
+/// different ids.
+fn fake_image_id(name: &str) -> String {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("sha256:{h:064x}")
 }
 
 /// The key of an exec script for one command of a container.

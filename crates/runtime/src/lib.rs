@@ -487,6 +487,16 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn image_status(&self, image: &ImageSpec) -> Result<Option<Image>>;
     /// Pulls an image; returns its content reference.
     async fn pull_image(&self, image: &ImageSpec, auth: Option<&AuthConfig>) -> Result<String>;
+    /// Every image present, one entry per image id (CRI `ListImages`).
+    async fn list_images(&self) -> Result<Vec<Image>>;
+    /// Removes an image, named by reference or id (CRI `RemoveImage`). Idempotent: an image
+    /// that is not present is success.
+    async fn remove_image(&self, image: &ImageSpec) -> Result<()>;
+    /// The directory the runtime keeps its images in, on this host (CRI `ImageFsInfo` reports
+    /// the usage of its filesystem); `None` when the images are not the runtime's own files.
+    fn image_store_dir(&self) -> Option<PathBuf> {
+        None
+    }
 
     /// Creates a container in a sandbox; returns its id.
     async fn create_container(

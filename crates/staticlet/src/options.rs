@@ -153,6 +153,11 @@ pub struct RunArgs {
     /// Every other kubelet flag: accepted, and named in a warning at start.
     #[command(flatten)]
     pub kubelet: IgnoredKubeletFlags,
+
+    /// Also serve CRI v1 (runtime and image services) for kubeadm and crictl on this socket,
+    /// e.g. unix:///run/staticlet/cri.sock (the embedded runtime only).
+    #[arg(long, value_name = "URI")]
+    pub cri_listen: Option<String>,
 }
 
 /// `--node-labels`: `key=value` pairs separated by commas (kubelet's syntax).

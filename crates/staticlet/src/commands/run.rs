@@ -39,9 +39,13 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         ),
         None => None,
     };
+    let endpoint = effective_endpoint(
+        settings.container_runtime_endpoint.as_deref(),
+        args.cri_listen.as_deref(),
+    );
+    let cri_socket = cri_listen_path(args.cri_listen.as_deref(), endpoint)?;
     let clock = Clock::new();
-    let (runtime, runtime_name) =
-        runtime_for(settings.container_runtime_endpoint.as_deref(), clock, &args).await?;
+    let (runtime, runtime_name) = runtime_for(endpoint, clock, &args).await?;
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating --root-dir {}", args.root_dir.display()))?;
     std::fs::create_dir_all(&settings.log_dir)
@@ -102,6 +106,14 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         ),
         None => None,
     };
+    // The CRI endpoint is bound before anything starts too.
+    let cri_listener = match &cri_socket {
+        Some(path) => Some(
+            staticlet_cri_server::bind(path)
+                .with_context(|| format!("--cri-listen: binding {}", path.display()))?,
+        ),
+        None => None,
+    };
     let node = staticlet_agent::kuberuntime::NodeContext {
         node_name: settings.node_name.clone(),
         root_dir: args.root_dir.clone(),
@@ -155,6 +167,15 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         )),
         shutdown.clone(),
     ));
+    if let (Some(listener), Some(path)) = (cri_listener, &cri_socket) {
+        info!(socket = %path.display(), "serving CRI v1 for kubeadm and crictl");
+        let (runtime, shutdown) = (runtime.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = staticlet_cri_server::serve(listener, runtime, shutdown).await {
+                tracing::error!(error = %e, "the CRI endpoint (--cri-listen) stopped");
+            }
+        });
+    }
     if let Some(healthz) = settings.node_api.healthz {
         tokio::spawn(serve_healthz(healthz, shutdown.clone()));
     }
@@ -212,7 +233,43 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     running.wait().await;
     let _ = local.await;
     let _ = std::fs::remove_file(&sock);
+    if let Some(p) = &cri_socket {
+        let _ = std::fs::remove_file(p);
+    }
     Ok(())
+}
+
+/// The socket of `--cri-listen unix:///path`. CRI is served for the embedded runtime (and the
+/// simulator); a CRI runtime has its own endpoint, which kubeadm and crictl should use.
+fn cri_listen_path(cri_listen: Option<&str>, endpoint: Option<&str>) -> Result<Option<PathBuf>> {
+    let Some(uri) = cri_listen else {
+        return Ok(None);
+    };
+    if let Some(e) = endpoint.filter(|e| !e.starts_with("simulate://")) {
+        anyhow::bail!(
+            "--cri-listen serves staticlet's embedded runtime; with --container-runtime-endpoint \
+             {e} point kubeadm and crictl at that runtime's own socket instead"
+        );
+    }
+    match uri.strip_prefix("unix://") {
+        Some(p) if p.starts_with('/') => Ok(Some(PathBuf::from(p))),
+        _ => anyhow::bail!("--cri-listen {uri:?}: expected unix:///absolute/path"),
+    }
+}
+
+/// The runtime to use: a `containerRuntimeEndpoint` naming staticlet's own CRI socket
+/// (`--cri-listen`, as kubeadm writes its `criSocket` into the KubeletConfiguration) means the
+/// embedded runtime behind it; any other names that runtime.
+fn effective_endpoint<'a>(endpoint: Option<&'a str>, cri_listen: Option<&str>) -> Option<&'a str> {
+    let path = |u: &str| {
+        u.trim_start_matches("unix://")
+            .trim_end_matches('/')
+            .to_string()
+    };
+    match (endpoint, cri_listen) {
+        (Some(e), Some(own)) if path(e) == path(own) => None,
+        (e, _) => e,
+    }
 }
 
 /// kubelet's plain-HTTP healthz endpoint. A port in use is retried every 5 s, as kubelet
@@ -326,4 +383,32 @@ fn default_route_ip() -> Option<String> {
     s.connect("192.0.2.254:9").ok()?;
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then(|| ip.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staticlets_own_cri_socket_means_the_embedded_runtime() {
+        let own = Some("unix:///run/staticlet/cri.sock");
+        assert_eq!(
+            effective_endpoint(Some("unix:///run/staticlet/cri.sock"), own),
+            None
+        );
+        assert_eq!(
+            effective_endpoint(Some("/run/staticlet/cri.sock"), own),
+            None
+        );
+        let containerd = Some("unix:///run/containerd/containerd.sock");
+        assert_eq!(effective_endpoint(containerd, own), containerd);
+        assert_eq!(effective_endpoint(containerd, None), containerd);
+        assert_eq!(effective_endpoint(None, own), None);
+        assert!(cri_listen_path(own, containerd).is_err());
+        assert!(cri_listen_path(Some("tcp://x"), None).is_err());
+        assert_eq!(
+            cri_listen_path(own, None).unwrap(),
+            Some(PathBuf::from("/run/staticlet/cri.sock"))
+        );
+    }
 }
