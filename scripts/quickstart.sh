@@ -3,8 +3,18 @@
 # and runs the example static pods in examples/manifests with the embedded runtime. As root.
 # Stop with Ctrl-C: the containers keep running and are adopted by the next start; delete the
 # manifests (or run with an empty --pod-manifest-path) to stop them.
+#
+# `quickstart.sh --check` (what CI runs) does the same in a throwaway root directory, waits until
+# the example pods run and the web pod answers, then stops everything it started and removes
+# it; exit 0 only then.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+check=false
+case "${1:-}" in
+  --check) check=true ;;
+  "") ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
 [ "$(id -u)" = 0 ] || { echo "quickstart.sh runs containers: run it as root" >&2; exit 1; }
 # The Debian packages the build and the embedded runtime need (the list: scripts/deps.sh).
 ./scripts/deps.sh build run
@@ -14,9 +24,51 @@ cargo build --profile shim -p staticlet-shim
 install -m 0755 target/shim/staticlet-shim target/release/staticlet-shim
 root="${STATICLET_ROOT:-/var/lib/staticlet}"
 logs="${STATICLET_LOGS:-/var/log/pods}"
+if $check; then
+  work=$(mktemp -d /tmp/staticlet-quickstart.XXXXXX)
+  root="$work/root" logs="$work/logs"
+fi
 mkdir -p "$root"
 ./scripts/busybox-image.sh "$root/busybox.tar" >/dev/null
 ./target/release/staticlet images import "$root/busybox.tar" --root-dir "$root"
+if $check; then
+  st=./target/release/staticlet
+  cp -r examples/manifests "$work/manifests"
+  "$st" run --pod-manifest-path "$work/manifests" --root-dir "$root" --log-dir "$logs" \
+    --healthz-port 0 2>"$work/agent.log" &
+  agent=$!
+  stop() {
+    rm -f "$work"/manifests/*.yaml
+    for _ in $(seq 120); do
+      [ -z "$("$st" get pods --root-dir "$root" 2>/dev/null | tail -n +2)" ] && break
+      sleep 0.5
+    done
+    kill "$agent" 2>/dev/null; wait "$agent" 2>/dev/null || true
+    umount "$root/runtime/sandboxes" 2>/dev/null || true
+    rm -rf "$work"
+  }
+  trap stop EXIT
+  # GET / on the web pod's port with bash alone (no curl needed).
+  web_answers() {
+    { exec 3<>/dev/tcp/127.0.0.1/8080; } 2>/dev/null || return 1
+    printf 'GET / HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+    local body; body=$(timeout 5 cat <&3); exec 3<&-
+    grep -q 'hello from a static pod' <<<"$body"
+  }
+  for i in $(seq 240); do
+    if "$st" get pods --root-dir "$root" 2>/dev/null | grep -q '^web-.* Running' &&
+      web_answers; then
+      "$st" get pods --root-dir "$root" -o wide
+      echo "quickstart check: the example pods run and the web pod answers"
+      exit 0
+    fi
+    sleep 0.5
+  done
+  echo "quickstart check failed: pods not up within 120 s" >&2
+  "$st" get pods --root-dir "$root" -o wide >&2 || true
+  tail -n 30 "$work/agent.log" >&2
+  exit 1
+fi
 echo "staticlet is starting. In another shell:"
 echo "  ./target/release/staticlet get pods --root-dir $root -o wide"
 echo "  curl http://127.0.0.1:8080/"
