@@ -74,6 +74,25 @@ fn bad_flags_fail_at_start() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing unit"));
     let out = bin().args(["run", "--no-such-flag"]).output().unwrap();
     assert!(!out.status.success());
+    // The unauthenticated local API on TCP: loopback only.
+    let d = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["run", "--container-runtime-endpoint", "simulate://"])
+        .args([
+            "--listen",
+            "tcp://0.0.0.0:0",
+            "--healthz-port",
+            "0",
+            "--root-dir",
+        ])
+        .arg(d.path().join("root"))
+        .arg("--log-dir")
+        .arg(d.path().join("logs"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback"), "{err}");
 }
 
 #[test]

@@ -63,11 +63,20 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         None => None,
         Some(addr) => {
             let a = addr.strip_prefix("tcp://").unwrap_or(addr);
-            Some(
-                tokio::net::TcpListener::bind(a)
-                    .await
-                    .with_context(|| format!("--listen {addr}"))?,
-            )
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("--listen {addr}"))?;
+            // The local API has no authentication: only this machine may reach it (the node
+            // API on --port is the authenticated one).
+            let bound = l.local_addr()?;
+            if !bound.ip().is_loopback() {
+                anyhow::bail!(
+                    "--listen {addr}: the local API has no authentication, so it listens on a \
+                     loopback address only (e.g. tcp://127.0.0.1:10255); use the node API \
+                     (--port, with TLS and client authentication) for remote access"
+                );
+            }
+            Some(l)
         }
     };
     let host_ip = args
