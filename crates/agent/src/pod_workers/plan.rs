@@ -505,11 +505,5 @@ pub fn plan(pod: &StaticPod, obs: &Observed, mem: &Memory, now: SystemTime) -> P
     cx.plan
 }
 
-/// The grace period to stop a container with: the pod's (or an override), at least 2 s as
-/// kubelet's `minimumGracePeriodInSeconds`.
-pub fn stop_timeout(grace_seconds: i64) -> Duration {
-    Duration::from_secs(grace_seconds.max(2) as u64)
-}
-
 #[cfg(test)]
 mod tests;

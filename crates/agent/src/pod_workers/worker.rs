@@ -167,7 +167,7 @@ struct Worker {
 /// How long a postStart hook may run: the pod's grace period, at least 2 s (kubelet gives it
 /// no limit of its own; an endless hook would keep the container from ever counting as started).
 fn hook_timeout(grace: i64) -> Duration {
-    plan::stop_timeout(grace)
+    Duration::from_secs(grace.max(0) as u64).max(super::kill::MINIMUM_GRACE_PERIOD)
 }
 
 /// What interrupted a wait.

@@ -43,8 +43,8 @@
 //!    - [`ProbeEvent::ContainerUnhealthy`]: liveness or startup reached its failure threshold.
 //!      The worker must stop that container (`container_id`) with a grace period of
 //!      `grace_period_seconds` if set (probe-level `terminationGracePeriodSeconds`), else the
-//!      pod's `terminationGracePeriodSeconds`, with kubelet's 2 s floor
-//!      (`plan::stop_timeout`). kubelet logs/records `message` as a `Warning Unhealthy` event
+//!      pod's `terminationGracePeriodSeconds`, through the kill sequence
+//!      (`pod_workers::kill`: preStop hook, 2 s floor). kubelet logs/records `message` as a `Warning Unhealthy` event
 //!      and kills with "Container <name> failed <liveness|startup> probe, will be restarted"
 //!      ([`ProbeEvent::kill_message`]). Whether it is started again is the plan's usual
 //!      restart-policy decision once it has exited (with the usual back-off). This kill must
