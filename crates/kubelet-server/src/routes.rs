@@ -146,7 +146,7 @@ pub fn pod_by_name(s: &NodeApi, ns: &str, name: &str) -> Option<PodView> {
 }
 
 /// The status of `container` in the pod (app, init or sidecar).
-fn container_status<'a>(
+pub(crate) fn container_status<'a>(
     pod: &'a PodView,
     container: &str,
 ) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {

@@ -89,12 +89,7 @@ fn running_container_id(
     pod: &staticlet_agent::pod_workers::PodView,
     name: &str,
 ) -> Option<ContainerId> {
-    pod.status
-        .container_statuses
-        .iter()
-        .flatten()
-        .chain(pod.status.init_container_statuses.iter().flatten())
-        .find(|c| c.name == name)
+    crate::routes::container_status(pod, name)
         .filter(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
         .and_then(|c| c.container_id.as_deref())
         .and_then(|id| {
