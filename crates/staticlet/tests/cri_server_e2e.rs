@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, can_run, free_port, Env};
+use common::{bin, can_run, Env, Registry};
 use staticlet_runtime::{
     labels, ContainerConfig, ContainerRuntime, ContainerState, ImageSpec, LabelSelector,
     SandboxConfig, SandboxState,
@@ -331,67 +331,6 @@ fn kubeadm_pulls_images_through_the_simulator() {
                 .any(|l| l.contains("WARNING") && l.contains(bad)),
             "{bad}: {all}"
         );
-    }
-}
-
-/// A `docker-registry` on a free loopback port, killed on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("storage").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is missing: run scripts/test.sh, which installs it");
-        let reg = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        wait("docker-registry", 30, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        reg
-    }
-
-    /// Pushes the docker archive `tar` as `127.0.0.1:PORT/<name>`.
-    fn push(&self, tar: &Path, name: &str) {
-        let out = Command::new("skopeo")
-            .args(["copy", "--dest-tls-verify=false"])
-            .arg(format!("docker-archive:{}", tar.display()))
-            .arg(format!("docker://127.0.0.1:{}/{name}", self.port))
-            .output()
-            .expect("skopeo is missing: run scripts/test.sh, which installs it");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -9,10 +9,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::{bin, can_run, container_state, free_port, http_get, pod_cgroups, Env};
+use common::{bin, can_run, container_state, free_port, http_get, pod_cgroups, Env, Registry};
 
 fn mounts_under(p: &Path) -> Vec<String> {
     let p = p.to_string_lossy().to_string();
@@ -86,54 +85,6 @@ fn pod_cgroup_limits_and_nothing_left_after_removal() {
     assert_eq!(pod_cgroups(&uid), Vec::<PathBuf>::new());
 }
 
-/// A `docker-registry` on a free loopback port, killed on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("storage").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is missing: run scripts/test.sh, which installs it");
-        let reg = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        reg
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn images_are_pulled_from_a_registry_and_pull_errors_back_off() {
     if !can_run() {
@@ -142,20 +93,7 @@ fn images_are_pulled_from_a_registry_and_pull_errors_back_off() {
     let mut env = Env::new("e2e-c");
     let reg = Registry::start();
     let image = format!("127.0.0.1:{}/test/busybox:1", reg.port);
-    let out = Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!(
-            "docker-archive:{}",
-            env.path("busybox.tar").display()
-        ))
-        .arg(format!("docker://{image}"))
-        .output()
-        .expect("skopeo is missing: run scripts/test.sh, which installs it");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    reg.push(&env.path("busybox.tar"), "test/busybox:1");
     env.manifest(
         "pulled",
         &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: pulled\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: app\n    image: {image}\n    imagePullPolicy: Always\n    command: [sleep, '3600']\n"),
