@@ -1045,20 +1045,27 @@ fn slow_drain(rt: &FakeRuntime, container: &str) {
 
 const DRAIN: &str = "    lifecycle:\n      preStop:\n        exec: {command: [drain]}\n";
 
-#[tokio::test(start_paused = true)]
-async fn liveness_kill_runs_pre_stop_within_the_probe_grace_period() {
+/// A liveness or startup kill (`probe` is `livenessProbe` or `startupProbe`, its `check`
+/// answering `first` then failing): the preStop hook (3 s) runs first, the stop gets the probe's
+/// grace period (`probe_grace`) less the hook's time, and the `Killing` event says which probe.
+async fn probe_kill_runs_pre_stop(
+    probe: &str,
+    first: Vec<staticlet_runtime::fake::ExecReply>,
+    probe_grace: u64,
+    message: &str,
+) {
     use staticlet_runtime::fake::ExecReply;
     let clock = Clock::new();
     let rt = FakeRuntime::new(clock);
-    rt.exec_script_for_command("app", "check", [ExecReply::code(0)], ExecReply::code(1));
+    rt.exec_script_for_command("app", "check", first, ExecReply::code(1));
     slow_drain(&rt, "app");
     let mut h = start(&rt, clock);
     let p = pod(
-        "live",
-        &format!("  terminationGracePeriodSeconds: 20\n  containers:\n  - name: app\n    image: b\n    livenessProbe:\n      exec: {{command: [check]}}\n      periodSeconds: 5\n      failureThreshold: 1\n      terminationGracePeriodSeconds: 8\n{DRAIN}"),
+        "probed",
+        &format!("  terminationGracePeriodSeconds: 20\n  containers:\n  - name: app\n    image: b\n    {probe}:\n      exec: {{command: [check]}}\n      periodSeconds: 5\n      failureThreshold: 1\n      terminationGracePeriodSeconds: {probe_grace}\n{DRAIN}"),
     );
     h.set(vec![p.clone()]).await;
-    h.until_calls("restarted after the liveness failure", |c| {
+    h.until_calls("restarted after the probe failure", |c| {
         starts(c, &p.uid, "app").len() >= 2
     })
     .await;
@@ -1066,51 +1073,36 @@ async fn liveness_kill_runs_pre_stop_within_the_probe_grace_period() {
     assert_eq!(secs(hook, stop), 3.0, "the stop waits for the hook");
     assert_eq!(
         timeout,
-        Duration::from_secs(5),
-        "the probe's 8 s grace period, less the hook's 3 s"
+        Duration::from_secs(probe_grace - 3),
+        "the probe's grace period (not the pod's 20 s), less the hook's 3 s"
     );
     h.until("Killing event with kubelet's message", |v| {
-        has_event(
-            v,
-            &p.uid,
-            "Killing",
-            "Container app failed liveness probe, will be restarted",
-        )
+        has_event(v, &p.uid, "Killing", message)
     })
     .await;
     h.stop.cancel();
 }
 
 #[tokio::test(start_paused = true)]
+async fn liveness_kill_runs_pre_stop_within_the_probe_grace_period() {
+    probe_kill_runs_pre_stop(
+        "livenessProbe",
+        vec![staticlet_runtime::fake::ExecReply::code(0)],
+        8,
+        "Container app failed liveness probe, will be restarted",
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn startup_kill_runs_pre_stop_within_the_probe_grace_period() {
-    use staticlet_runtime::fake::ExecReply;
-    let clock = Clock::new();
-    let rt = FakeRuntime::new(clock);
-    rt.exec_script_for_command("app", "check", [], ExecReply::code(1));
-    slow_drain(&rt, "app");
-    let mut h = start(&rt, clock);
-    let p = pod(
-        "boot",
-        &format!("  containers:\n  - name: app\n    image: b\n    startupProbe:\n      exec: {{command: [check]}}\n      periodSeconds: 5\n      failureThreshold: 1\n      terminationGracePeriodSeconds: 6\n{DRAIN}"),
-    );
-    h.set(vec![p.clone()]).await;
-    h.until_calls("restarted after the startup failure", |c| {
-        starts(c, &p.uid, "app").len() >= 2
-    })
+    probe_kill_runs_pre_stop(
+        "startupProbe",
+        vec![],
+        6,
+        "Container app failed startup probe, will be restarted",
+    )
     .await;
-    let (hook, stop, timeout) = kill_of(&rt.calls(), &p.uid, "app");
-    assert_eq!(secs(hook, stop), 3.0);
-    assert_eq!(timeout, Duration::from_secs(3), "6 s less the hook's 3 s");
-    h.until("Killing event", |v| {
-        has_event(
-            v,
-            &p.uid,
-            "Killing",
-            "Container app failed startup probe, will be restarted",
-        )
-    })
-    .await;
-    h.stop.cancel();
 }
 
 #[tokio::test(start_paused = true)]
