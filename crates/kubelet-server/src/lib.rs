@@ -13,6 +13,7 @@
 
 pub mod attributes;
 pub mod auth;
+pub mod filewatch;
 pub mod logs;
 pub mod routes;
 pub mod stats;

@@ -10,13 +10,12 @@
 //! The reader sends its output into a bounded channel: a slow client slows only the reader,
 //! never the container (which writes to the file), and a client that goes away ends it.
 
-use std::io::SeekFrom;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use k8s_openapi::jiff::Timestamp;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
 /// The log options of a request (`v1.PodLogOptions` as kubelet reads them).
@@ -259,6 +258,8 @@ pub fn tail_start(data: &[u8], n: u64) -> usize {
 
 /// Largest chunk sent at once.
 const CHUNK: usize = 64 * 1024;
+/// How much of the file one read takes.
+const READ: usize = 16 * 1024;
 /// How often a follower checks that the container is still running (and the file the same)
 /// even without an inotify event.
 const FOLLOW_CHECK: Duration = Duration::from_millis(500);
@@ -266,121 +267,154 @@ const FOLLOW_CHECK: Duration = Duration::from_millis(500);
 /// Reads the log file at `path` with `opts` and sends the rendered bytes to `tx` until done:
 /// at end of file, or with `follow`, once `running()` says the container stopped and the rest
 /// is read. Returns when the client (the receiver) is gone, too.
+///
+/// The file is read with plain reads on the calling task, not tokio's blocking pool: log files
+/// are local and what a follower reads was just written (the page cache), so a read costs
+/// microseconds, and a follower woken 1000 times a second must not pay a thread hand-off each
+/// time. Followers share one inotify watcher ([`crate::filewatch`]).
 pub async fn stream(
     path: PathBuf,
     opts: LogOptions,
     running: impl Fn() -> bool + Send + 'static,
     tx: mpsc::Sender<Bytes>,
 ) -> std::io::Result<()> {
-    let mut renderer = Renderer::new(opts.clone());
-    let mut file = tokio::fs::File::open(&path).await?;
-    let mut ino = file_id(&file).await;
-    if let Some(n) = opts.tail_lines {
-        // The tail is found in the whole file (log files are bounded by rotation).
-        let mut all = Vec::new();
-        file.read_to_end(&mut all).await?;
-        let start = tail_start(&all, n);
-        file.seek(SeekFrom::Start(start as u64)).await?;
-    }
-    let mut reader = tokio::io::BufReader::with_capacity(CHUNK, file);
-    // Woken when the file changes; the watcher lives as long as this function.
-    let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
-    let _watcher = if opts.follow {
-        watch(&path, wake_tx)
+    // Subscribed before the first read, so that nothing written after it goes unnoticed.
+    let sub = if opts.follow {
+        crate::filewatch::subscribe(&path)
     } else {
         None
     };
-    let mut line = Vec::new();
-    let mut out = Vec::with_capacity(CHUNK);
+    let mut file = std::fs::File::open(&path)?;
+    if let Some(n) = opts.tail_lines {
+        // The tail is found in the whole file (log files are bounded by rotation).
+        let mut all = Vec::new();
+        file.read_to_end(&mut all)?;
+        let start = tail_start(&all, n);
+        file.seek(SeekFrom::Start(start as u64))?;
+    }
+    let mut reader = LineReader::new(file);
+    let mut renderer = Renderer::new(opts.clone());
+    let mut out = Vec::new();
+    // The file now at the path when it was replaced (rotation): read once the old one is done.
+    let mut next: Option<std::fs::File> = None;
+    // The container stopped: this pass to the end of the file is the last.
+    let mut stopping = false;
     loop {
-        // Read every complete line there is.
+        // Everything there is now, in chunks of at most CHUNK.
         loop {
-            let n = reader.read_until(b'\n', &mut line).await?;
-            if n == 0 || !line.ends_with(b"\n") {
-                break; // end of file, or a line still being written
+            let n = reader.read_lines(&mut renderer, &mut out)?;
+            if (n == 0 || out.len() >= CHUNK || renderer.done())
+                && !out.is_empty()
+                && !send(&tx, &mut out).await
+            {
+                return Ok(());
             }
-            line.pop();
-            renderer.line(&line, &mut out);
-            line.clear();
-            if out.len() >= CHUNK || renderer.done() {
-                if tx
-                    .send(Bytes::from(std::mem::take(&mut out)))
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-                if renderer.done() {
-                    return Ok(());
-                }
+            if renderer.done() || (!opts.follow && n == 0) {
+                return Ok(());
             }
-        }
-        if !out.is_empty()
-            && tx
-                .send(Bytes::from(std::mem::take(&mut out)))
-                .await
-                .is_err()
-        {
-            return Ok(());
-        }
-        if !opts.follow {
-            return Ok(());
+            if n > 0 {
+                continue;
+            }
+            if let Some(f) = next.take() {
+                reader = LineReader::new(f);
+            } else if stopping {
+                // The writer is gone: a last line without its newline is complete too.
+                reader.finish(&mut renderer, &mut out);
+                if !out.is_empty() {
+                    send(&tx, &mut out).await;
+                }
+                return Ok(());
+            } else {
+                break;
+            }
         }
         // Wait for more, the container's exit, or the client leaving.
-        let stopped = !running();
-        if stopped {
-            // One more read picks up what was written before it stopped.
-            let mut rest = Vec::new();
-            reader.read_to_end(&mut rest).await?;
-            line.extend_from_slice(&rest);
-            for l in line.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                renderer.line(l, &mut out);
-            }
-            if !out.is_empty() {
-                let _ = tx.send(Bytes::from(out)).await;
-            }
-            return Ok(());
+        if !running() {
+            stopping = true;
+            continue;
         }
-        tokio::select! {
-            _ = wake_rx.recv() => {}
-            _ = tokio::time::sleep(FOLLOW_CHECK) => {}
+        let woken = async {
+            match &sub {
+                Some(s) => s.signal().changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let maybe_replaced = tokio::select! {
+            _ = woken => sub.as_ref().is_some_and(|s| s.signal().take_replaced()),
+            _ = tokio::time::sleep(FOLLOW_CHECK) => true,
             _ = tx.closed() => return Ok(()),
-        }
-        // Rotated (a new file at the path): finish nothing more of the old one, start the new.
-        if let Ok(f) = tokio::fs::File::open(&path).await {
-            let id = file_id(&f).await;
-            if id.is_some() && id != ino {
-                ino = id;
-                reader = tokio::io::BufReader::with_capacity(CHUNK, f);
-                line.clear();
+        };
+        if maybe_replaced {
+            if let Ok(f) = std::fs::File::open(&path) {
+                if file_id(&f).is_some() && file_id(&f) != file_id(&reader.file) {
+                    next = Some(f);
+                }
             }
+        }
+    }
+}
+
+/// Sends `out` (emptied) to the client; false when it is gone.
+async fn send(tx: &mpsc::Sender<Bytes>, out: &mut Vec<u8>) -> bool {
+    let chunk = Bytes::copy_from_slice(out);
+    out.clear();
+    tx.send(chunk).await.is_ok()
+}
+
+/// A log file read in chunks, split into lines; a line not yet complete is kept for the next
+/// read.
+struct LineReader {
+    file: std::fs::File,
+    chunk: Vec<u8>,
+    partial: Vec<u8>,
+}
+
+impl LineReader {
+    fn new(file: std::fs::File) -> Self {
+        LineReader {
+            file,
+            chunk: vec![0; READ],
+            partial: Vec::new(),
+        }
+    }
+
+    /// Reads once and renders every line completed by it into `out`; the bytes read (0 at the
+    /// end of the file).
+    fn read_lines(&mut self, r: &mut Renderer, out: &mut Vec<u8>) -> std::io::Result<usize> {
+        let n = loop {
+            match self.file.read(&mut self.chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        let mut rest = &self.chunk[..n];
+        while let Some(i) = rest.iter().position(|b| *b == b'\n') {
+            if self.partial.is_empty() {
+                r.line(&rest[..i], out);
+            } else {
+                self.partial.extend_from_slice(&rest[..i]);
+                r.line(&self.partial, out);
+                self.partial.clear();
+            }
+            rest = &rest[i + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(n)
+    }
+
+    /// Renders the last line even without its newline (the writer is gone).
+    fn finish(&mut self, r: &mut Renderer, out: &mut Vec<u8>) {
+        if !self.partial.is_empty() {
+            r.line(&self.partial, out);
+            self.partial.clear();
         }
     }
 }
 
 /// The device and inode of an open file.
-async fn file_id(f: &tokio::fs::File) -> Option<(u64, u64)> {
+fn file_id(f: &std::fs::File) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    f.metadata().await.ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// An inotify watch on the file's directory that wakes the follower on any change of it.
-fn watch(path: &std::path::Path, wake: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let name = path.file_name()?.to_os_string();
-    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            if ev.paths.iter().any(|p| p.file_name() == Some(&name))
-                && !matches!(ev.kind, notify::EventKind::Access(_))
-            {
-                let _ = wake.try_send(());
-            }
-        }
-    })
-    .ok()?;
-    w.watch(path.parent()?, notify::RecursiveMode::NonRecursive)
-        .ok()?;
-    Some(w)
+    f.metadata().ok().map(|m| (m.dev(), m.ino()))
 }
 
 #[cfg(test)]
@@ -549,6 +583,60 @@ mod tests {
         }
         assert_eq!(rest, b"three\n");
         task.await.unwrap().unwrap();
+    }
+
+    /// Receives into `got` until it ends with `want`; all of it so far.
+    async fn until(rx: &mut mpsc::Receiver<Bytes>, got: &mut Vec<u8>, want: &[u8]) -> Vec<u8> {
+        while !got.ends_with(want) {
+            let b = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("more output")
+                .expect("still following");
+            got.extend_from_slice(&b);
+        }
+        got.clone()
+    }
+
+    #[tokio::test]
+    async fn follow_reads_the_old_file_to_its_end_then_the_rotated_one() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let mut old = std::fs::File::create(&path).unwrap();
+        writeln!(old, "2026-01-01T00:00:00Z stdout F one").unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = tokio::spawn(stream(
+            path.clone(),
+            LogOptions {
+                follow: true,
+                ..Default::default()
+            },
+            || true,
+            tx,
+        ));
+        let mut got = Vec::new();
+        until(&mut rx, &mut got, b"one\n").await;
+        // Rotation as the writer does it: the old file moved aside, still written a little,
+        // then a new file at the path.
+        std::fs::rename(&path, dir.path().join("0.log.1")).unwrap();
+        writeln!(old, "2026-01-01T00:00:01Z stdout F two").unwrap();
+        let mut new = std::fs::File::create(&path).unwrap();
+        writeln!(new, "2026-01-01T00:00:02Z stdout F three").unwrap();
+        assert_eq!(
+            until(&mut rx, &mut got, b"three\n").await,
+            b"one\ntwo\nthree\n"
+        );
+        writeln!(new, "2026-01-01T00:00:03Z stdout F four").unwrap();
+        assert_eq!(
+            until(&mut rx, &mut got, b"four\n").await,
+            b"one\ntwo\nthree\nfour\n"
+        );
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("ended")
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]
