@@ -14,6 +14,7 @@
 Usage (root, after a release build as scripts/quickstart.sh does it; STATICLET_BIN overrides
 the binary):
     python3 bench/node_api.py [SECONDS]
+STATICLET_BENCH_PERF=FILE also records a perf profile of the agent during the 50 follows.
 """
 import http.client, os, socket, subprocess, sys, tempfile, threading, time, shutil, json
 from datetime import datetime
@@ -138,7 +139,15 @@ def main():
             t.start()
         time.sleep(2)
         c0 = proc_cpu(agent.pid)
+        perf = None
+        if os.environ.get("STATICLET_BENCH_PERF"):
+            # Profile the agent while the 50 follows run (perf report -i FILE).
+            perf = subprocess.Popen(["perf", "record", "-g", "-o", os.environ["STATICLET_BENCH_PERF"],
+                                     "-p", str(agent.pid), "--", "sleep", str(SECONDS)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(SECONDS)
+        if perf:
+            perf.wait()
         follow_cpu = 100 * (proc_cpu(agent.pid) - c0) / SECONDS
         rss50 = rss_kib(agent.pid) / 1024
         for t in threads:

@@ -12,6 +12,7 @@
 //!   `/metrics` in the Prometheus text format.
 //! - [`server`]: the local HTTP API (unix socket, optional TCP); [`cluster`]: what the
 //!   cluster side (mirror pods, Node, Lease) reports back for it.
+//! - [`startup`]: whether every pod found at start is adopted or started (systemd readiness).
 //! - [`agent`]: wiring of the above.
 
 pub mod agent;
@@ -23,4 +24,5 @@ pub mod metrics;
 pub mod pod_workers;
 pub mod prober;
 pub mod server;
+pub mod startup;
 pub mod status;
