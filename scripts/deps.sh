@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages staticlet needs, by purpose: the one list of them.
 #
-# Usage: scripts/deps.sh GROUP...     (GROUP: build, run, test)
-#   scripts/deps.sh build run         what scripts/quickstart.sh needs
-#   scripts/deps.sh build run test    what scripts/test.sh needs
+# Usage: scripts/deps.sh GROUP...          (GROUP: build, run, examples, test)
+#        scripts/deps.sh --print GROUP...  prints the packages, one per line, installs nothing
+#   scripts/deps.sh build run examples         what scripts/quickstart.sh needs
+#   scripts/deps.sh build run examples test    what scripts/test.sh needs
+#   scripts/deps.sh --print run                the Debian package's run-time Depends
+#                                              (scripts/package-deb.sh; shared libraries added)
 # Installs only the packages that are missing (apt-get update first, then apt-get install
 # --no-install-recommends); needs root only then. Nothing missing: returns at once, silently.
 #
@@ -23,13 +26,15 @@ build=(
   protobuf-compiler # protoc for k8s-cri's generated CRI client (runtime-cri)
   ca-certificates   # cargo downloads crates over HTTPS (as Go does in build-k8s.sh)
 )
-# What the embedded runtime needs at run time (and the quick start's example image).
+# What the embedded runtime needs at run time (the .deb's Depends, with the shared libraries).
 run=(
   util-linux        # unshare: each sandbox's PID-namespace holder
-  busybox-static    # scripts/busybox-image.sh builds the example image (and the tests' images)
-                    # from its /bin/busybox
   containernetworking-plugins # CNI bridge, host-local, loopback, portmap for pods without
                     # hostNetwork (the examples use hostNetwork); pulls iptables
+)
+# The quick start's example image (and the tests' images).
+examples=(
+  busybox-static    # scripts/busybox-image.sh builds the image from its /bin/busybox
 )
 # What the tests need beyond build and run.
 test=(
@@ -41,22 +46,28 @@ test=(
   procps            # pgrep and kill in the tests
   python3           # scripts/build-k8s.sh (module metadata, free ports)
   file              # scripts/build-k8s.sh checks that the binaries are static
+  lintian           # checks the Debian package (scripts/package-deb.sh) in the package test
+  binutils          # strip, for scripts/package-deb.sh
 )
 
 usage() {
-  echo "usage: $0 GROUP...   (GROUP: build, run, test)" >&2
+  echo "usage: $0 [--print] GROUP...   (GROUP: build, run, examples, test)" >&2
   exit 2
 }
+print=false
+if [ "${1:-}" = --print ]; then print=true; shift; fi
 [ $# -gt 0 ] || usage
 pkgs=()
 for g in "$@"; do
   case "$g" in
     build) pkgs+=("${build[@]}") ;;
     run) pkgs+=("${run[@]}") ;;
+    examples) pkgs+=("${examples[@]}") ;;
     test) pkgs+=("${test[@]}") ;;
     *) usage ;;
   esac
 done
+if $print; then printf '%s\n' "${pkgs[@]}"; exit 0; fi
 
 command -v dpkg-query >/dev/null \
   || { echo "$0: not a Debian system (no dpkg-query); install the equivalent of: ${pkgs[*]}" >&2; exit 1; }

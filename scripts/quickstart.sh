@@ -17,7 +17,7 @@ case "${1:-}" in
 esac
 [ "$(id -u)" = 0 ] || { echo "quickstart.sh runs containers: run it as root" >&2; exit 1; }
 # The Debian packages the build and the embedded runtime need (the list: scripts/deps.sh).
-./scripts/deps.sh build run
+./scripts/deps.sh build run examples
 cargo build --release -p staticlet
 # The shim runs once per container: built with the small `shim` profile, installed next to staticlet.
 cargo build --profile shim -p staticlet-shim

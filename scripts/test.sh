@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # The Debian packages the build, the embedded runtime and the tests need (the list:
 # scripts/deps.sh).
-./scripts/deps.sh build run test
+./scripts/deps.sh build run examples test
 
 # End-to-end tests (staticlet-k8s-testenv and the tests built on it) run a real etcd and
 # kube-apiserver from these binaries. build-k8s.sh prints "cached" and returns at once when they

@@ -57,6 +57,8 @@ pub struct RunningAgent {
     pub manifests: watch::Receiver<Arc<Vec<ManifestRecord>>>,
     pub desired: watch::Receiver<Arc<DesiredPods>>,
     pub readiness: watch::Receiver<Readiness>,
+    /// When the pod manager's loop last listed the runtime (see `PodManager::heartbeat`).
+    pub heartbeat: watch::Receiver<tokio::time::Instant>,
     /// Where the cluster side (if any) publishes what the local API shows of it.
     pub cluster: watch::Sender<Arc<ClusterView>>,
     tasks: JoinSet<()>,
@@ -138,7 +140,9 @@ pub fn start(
         cgroup_mountinfo: cfg.cgroup_mountinfo.clone(),
     });
     let (pods_tx, pods_rx) = watch::channel(Arc::new(PodsView::new()));
-    tasks.spawn(PodManager::new(ctx, pods_tx).run(desired_rx.clone(), shutdown.clone()));
+    let manager = PodManager::new(ctx, pods_tx);
+    let heartbeat = manager.heartbeat();
+    tasks.spawn(manager.run(desired_rx.clone(), shutdown.clone()));
 
     let (ready_tx, ready_rx) = watch::channel(Readiness::default());
     tasks.spawn(readiness(
@@ -171,6 +175,7 @@ pub fn start(
         manifests: manifests_rx,
         desired: desired_rx,
         readiness: ready_rx,
+        heartbeat,
         cluster: cluster_tx,
         tasks,
     }

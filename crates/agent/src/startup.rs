@@ -37,7 +37,8 @@ impl StartupProgress {
         if !self.sources_seen {
             return "reading pod sources".to_string();
         }
-        let mut s = format!("{} pods, {} running", self.wanted, self.running);
+        let plural = if self.wanted == 1 { "" } else { "s" };
+        let mut s = format!("{} pod{plural}, {} running", self.wanted, self.running);
         if self.settled < self.wanted {
             s.push_str(&format!(", {} starting", self.wanted - self.settled));
         }
@@ -147,7 +148,11 @@ mod tests {
         let cases: Vec<(&str, PodStatus, bool)> = vec![
             ("no status yet", PodStatus::default(), false),
             ("running", status("Running", vec![], vec![running()]), true),
-            ("completed", status("Succeeded", vec![], vec![terminated()]), true),
+            (
+                "completed",
+                status("Succeeded", vec![], vec![terminated()]),
+                true,
+            ),
             ("failed", status("Failed", vec![], vec![terminated()]), true),
             (
                 "being created",
@@ -216,7 +221,10 @@ mod tests {
         // A pod being removed is not waited for.
         pods.insert(
             "old".into(),
-            view("old", status("Pending", vec![], vec![waiting("ContainerCreating")])),
+            view(
+                "old",
+                status("Pending", vec![], vec![waiting("ContainerCreating")]),
+            ),
         );
         let p = progress(&desired, &pods);
         assert!(!p.done(), "sources not read yet");
@@ -228,7 +236,10 @@ mod tests {
         assert_eq!(p.status_line(), "2 pods, 1 running, 1 starting");
         pods.insert(
             "b".into(),
-            view("b", status("Pending", vec![], vec![waiting("ImagePullBackOff")])),
+            view(
+                "b",
+                status("Pending", vec![], vec![waiting("ImagePullBackOff")]),
+            ),
         );
         let p = progress(&desired, &pods);
         assert!(p.done());
@@ -237,6 +248,11 @@ mod tests {
             pods: Default::default(),
             all_sources_seen: true,
         };
-        assert!(progress(&none, &PodsView::new()).done(), "no pods: ready at once");
+        assert!(
+            progress(&none, &PodsView::new()).done(),
+            "no pods: ready at once"
+        );
+        desired.pods.remove("b");
+        assert_eq!(progress(&desired, &pods).status_line(), "1 pod, 1 running");
     }
 }

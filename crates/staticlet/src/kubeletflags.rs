@@ -140,7 +140,6 @@ const IGNORED: &[(&str, Kind)] = &[
     ("reserved-memory", Kind::Strings),
     ("register-with-taints", Kind::Taints),
     // Logging (component-base).
-    ("logging-format", Kind::Str),
     ("log-flush-frequency", Kind::Duration),
     ("v", Kind::Level),
     ("vmodule", Kind::VModule),

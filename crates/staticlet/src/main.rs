@@ -5,9 +5,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use commands::{describe, exec, get, images, logs, run, validate, wait};
+use commands::{completion, describe, exec, get, images, logs, run, validate, wait};
 
 mod client;
 mod commands;
@@ -15,11 +15,20 @@ mod kubeletconfig;
 mod kubeletflags;
 mod options;
 mod runtime;
+mod systemd;
+
+/// `--version`: the crate's version and the git commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("STATICLET_GIT_COMMIT"),
+    ")"
+);
 
 #[derive(Parser)]
 #[command(
     name = "staticlet",
-    version,
+    version = VERSION,
     about = "Runs Kubernetes static pods",
     propagate_version = true
 )]
@@ -50,6 +59,24 @@ enum Command {
     Wait(wait::WaitArgs),
     /// Describe a pod: containers, probes, conditions, recent events.
     Describe(describe::DescribeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// bash: `staticlet completion bash > /etc/bash_completion.d/staticlet`.
+    Completion(completion::CompletionArgs),
+    /// Write the man pages (for packaging).
+    #[command(hide = true)]
+    Man(completion::ManArgs),
+}
+
+/// Parses this process's command line again, reading the files it names again
+/// (`--kubeadm-flags-env`, `--config`): what a reload would run with, or why it cannot.
+fn reload_check() -> anyhow::Result<()> {
+    let argv = kubeletflags::run_argv(std::env::args_os().collect())?;
+    let cli = Cli::try_parse_from(argv)?;
+    match cli.command {
+        Command::Run(args) => args.settings().map(|_| ()),
+        _ => anyhow::bail!("not the agent"),
+    }
 }
 
 /// The hidden argument that turns this binary into a container shim (see `staticlet-shim`).
@@ -93,6 +120,40 @@ fn trim_heap() {
     }
 }
 
+/// Logs to stderr at `STATICLET_LOG` (else `default_level`): text, or JSON lines. Text on a
+/// terminal has colours; text into the journal (stderr is the `JOURNAL_STREAM` systemd gave
+/// the service) has neither timestamps nor colours, which the journal adds and strips.
+fn init_logging(default_level: &str, format: options::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STATICLET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        options::LogFormat::Json => builder.json().init(),
+        options::LogFormat::Text if stderr_is_journal() => {
+            builder.with_ansi(false).without_time().init()
+        }
+        options::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+/// Whether stderr is the journal stream systemd connected (`JOURNAL_STREAM=<dev>:<inode>`).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    // fstat(2) of stderr, through /proc (no unsafe, no raw descriptor).
+    std::fs::metadata("/proc/self/fd/2")
+        .is_ok_and(|m| m.dev().to_string() == dev && m.ino().to_string() == ino)
+}
+
 fn main() -> ExitCode {
     // Shim modes must start before any thread exists (libcontainer forks with raw clone3).
     let mut argv = std::env::args_os();
@@ -120,14 +181,11 @@ fn main() -> ExitCode {
     } else {
         "off"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STATICLET_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    let format = match &cli.command {
+        Command::Run(args) => args.logging_format,
+        _ => options::LogFormat::Text,
+    };
+    init_logging(default_level, format);
     limit_malloc_arenas();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -150,6 +208,10 @@ fn main() -> ExitCode {
             Command::Exec(args) => exec::exec(args).await,
             Command::Wait(args) => wait::wait(args).await,
             Command::Describe(args) => describe::describe(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Completion(args) => {
+                completion::completion(args, Cli::command()).map(|()| ExitCode::SUCCESS)
+            }
+            Command::Man(args) => completion::man(args, Cli::command()).map(|()| ExitCode::SUCCESS),
         }
     });
     // A client command is done: do not wait for a blocking read of the terminal (`exec -i`

@@ -158,6 +158,19 @@ pub struct RunArgs {
     /// e.g. unix:///run/staticlet/cri.sock (the embedded runtime only).
     #[arg(long, value_name = "URI")]
     pub cri_listen: Option<String>,
+
+    /// The agent's log format (kubelet's --logging-format): text, or json (one object per line,
+    /// for log shippers). Under systemd (JOURNAL_STREAM), text has no timestamps or colours:
+    /// the journal adds its own.
+    #[arg(long = "logging-format", alias = "log-format", value_enum, default_value_t = LogFormat::Text)]
+    pub logging_format: LogFormat,
+}
+
+/// `--logging-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `--node-labels`: `key=value` pairs separated by commas (kubelet's syntax).

@@ -113,6 +113,7 @@ pub struct PodManager {
     done_tx: mpsc::UnboundedSender<Finished>,
     done_rx: mpsc::UnboundedReceiver<Finished>,
     view: watch::Sender<Arc<PodsView>>,
+    heartbeat: watch::Sender<tokio::time::Instant>,
 }
 
 impl PodManager {
@@ -130,7 +131,14 @@ impl PodManager {
             done_tx,
             done_rx,
             view,
+            heartbeat: watch::channel(tokio::time::Instant::now()).0,
         }
+    }
+
+    /// When the manager's loop last listed the runtime (every relist period while it is
+    /// healthy): a service manager's watchdog pings only while this moves.
+    pub fn heartbeat(&self) -> watch::Receiver<tokio::time::Instant> {
+        self.heartbeat.subscribe()
     }
 
     /// Runs until `shutdown`. Workers are left as they are on shutdown: containers keep running
@@ -158,7 +166,10 @@ impl PodManager {
                     self.workers.remove(&f.uid);
                     self.runtime_pods.remove(&f.uid);
                 }
-                _ = tick.tick() => self.relist().await,
+                _ = tick.tick() => {
+                    self.relist().await;
+                    self.heartbeat.send_replace(tokio::time::Instant::now());
+                }
                 Some(()) = futures::StreamExt::next(&mut status_changed) => {}
             }
         }

@@ -229,12 +229,35 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
             shutdown.clone(),
         ));
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    tokio::spawn(crate::systemd::notify(
+        running.desired.clone(),
+        running.pods.clone(),
+        running.heartbeat.clone(),
+        shutdown.clone(),
+    ));
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let reload = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break false,
+            _ = term.recv() => break false,
+            _ = hup.recv() => match crate::reload_check() {
+                Ok(()) => break true,
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    tracing::error!(error = %why, "SIGHUP: the new configuration is refused; running on with the current one");
+                    crate::systemd::reload_refused(&why);
+                }
+            },
+        }
+    };
+    if reload {
+        info!("SIGHUP: reloading (the agent restarts itself with the new configuration; containers keep running and are adopted)");
+        crate::systemd::reloading();
+    } else {
+        info!("shutting down; containers keep running and are adopted by the next start");
     }
-    info!("shutting down; containers keep running and are adopted by the next start");
     shutdown.cancel();
     if let Some(mut t) = cluster_tasks {
         while t.join_next().await.is_some() {}
@@ -245,7 +268,24 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     if let Some(p) = &cri_socket {
         let _ = std::fs::remove_file(p);
     }
+    if reload {
+        return Err(exec_self());
+    }
     Ok(())
+}
+
+/// Replaces this process with the same binary and command line (a reload: the configuration
+/// files are read again). `/proc/self/exe` is the running binary even if its file was replaced
+/// since (a package upgrade restarts the unit instead). Returns only on failure.
+fn exec_self() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let mut argv = std::env::args_os();
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    if let Some(arg0) = argv.next() {
+        cmd.arg0(arg0);
+    }
+    let e = cmd.args(argv).exec();
+    anyhow::anyhow!("reload: cannot execute /proc/self/exe again: {e}")
 }
 
 /// The socket of `--cri-listen unix:///path`. CRI is served for the embedded runtime (and the

@@ -334,7 +334,13 @@ impl Env {
     }
 
     pub fn start_with(&mut self, extra: &[String]) {
+        self.start_with_env(extra, &[]);
+    }
+
+    /// Starts the agent with `extra` flags and `env` added to its environment.
+    pub fn start_with_env(&mut self, extra: &[String], env: &[(&str, &str)]) {
         let mut cmd = bin();
+        cmd.envs(env.iter().copied());
         cmd.args([
             "run",
             "--hostname-override",
@@ -392,6 +398,11 @@ impl Env {
             }
         }
         out
+    }
+
+    /// The agent's process id, while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(|a| a.id())
     }
 
     /// kill -9 the agent (its containers keep running).
