@@ -54,6 +54,7 @@
 //! passed through as the plugins print them), and capabilities other than `portMappings`. On
 //! timeout only the plugin process itself is killed, not processes it started.
 
+pub mod builtin;
 mod cache;
 mod config;
 mod error;
@@ -112,6 +113,8 @@ pub struct Cni {
     bin_dirs: Vec<PathBuf>,
     cache_dir: PathBuf,
     timeout: Duration,
+    /// Used when the configuration directory holds none ([`builtin`]).
+    fallback: Option<NetworkConfig>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -142,7 +145,15 @@ impl Cni {
             bin_dirs,
             cache_dir: cache_dir.into(),
             timeout: DEFAULT_TIMEOUT,
+            fallback: None,
         }
+    }
+
+    /// Uses `network` (e.g. [`builtin::network`]) whenever the configuration directory holds
+    /// no configuration; one there always wins.
+    pub fn with_fallback(mut self, network: NetworkConfig) -> Cni {
+        self.fallback = Some(network);
+        self
     }
 
     /// Sets the per-plugin timeout.
@@ -156,20 +167,35 @@ impl Cni {
         &self.conf_dir
     }
 
-    /// Loads the current configuration; [`Error::NoConfig`] when there is none.
+    /// Loads the current configuration: the directory's, else the fallback;
+    /// [`Error::NoConfig`] when there is neither.
     pub fn load_config(&self) -> Result<NetworkConfig> {
-        NetworkConfig::load(&self.conf_dir)?.ok_or_else(|| Error::NoConfig {
-            dir: self.conf_dir.clone(),
-        })
+        match (NetworkConfig::load(&self.conf_dir)?, &self.fallback) {
+            (Some(c), _) => Ok(c),
+            (None, Some(f)) => Ok(f.clone()),
+            (None, None) => Err(Error::NoConfig {
+                dir: self.conf_dir.clone(),
+            }),
+        }
     }
 
     /// Whether the network is ready: a configuration is present and every plugin binary of it
-    /// is found. The error is the reason, for the node's `NetworkReady` condition.
+    /// is found. The error is the reason, for the node's `NetworkReady` condition; for the
+    /// built-in network, it names the package with the plugins.
     pub async fn status(&self) -> Result<(), String> {
         let config = self.load_config().map_err(|e| e.to_string())?;
         for plugin in &config.plugins {
-            self.find_plugin(&plugin.plugin_type)
-                .map_err(|e| e.to_string())?;
+            self.find_plugin(&plugin.plugin_type).map_err(|e| {
+                if self.fallback.as_ref() == Some(&config) {
+                    format!(
+                        "{e} (the built-in pod network runs the standard CNI plugins: install \
+                         Debian's containernetworking-plugins, or name their directory with \
+                         --cni-bin-dir)"
+                    )
+                } else {
+                    e.to_string()
+                }
+            })?;
         }
         Ok(())
     }
@@ -576,6 +602,38 @@ mod tests {
                 host_ip: String::new(),
             }],
         }
+    }
+
+    #[tokio::test]
+    async fn the_fallback_is_used_only_without_a_configuration_and_names_the_plugins_package() {
+        let conf = tempfile::tempdir().unwrap();
+        let bins = tempfile::tempdir().unwrap();
+        let builtin = builtin::network(&builtin::Subnet::parse("10.87.0.0/16").unwrap());
+        let cni = Cni::new(
+            conf.path(),
+            vec![bins.path().into()],
+            conf.path().join("cache"),
+        )
+        .with_fallback(builtin.clone());
+        assert_eq!(cni.load_config().unwrap(), builtin);
+        let e = cni.status().await.unwrap_err();
+        assert!(
+            e.contains("\"bridge\" not found") && e.contains("containernetworking-plugins"),
+            "{e}"
+        );
+        for p in ["bridge", "portmap"] {
+            std::fs::write(bins.path().join(p), "").unwrap();
+        }
+        cni.status().await.unwrap();
+        // A configuration in the directory wins, and its errors carry no hint.
+        std::fs::write(
+            conf.path().join("10-mine.conflist"),
+            r#"{"name":"mine","cniVersion":"1.0.0","plugins":[{"type":"macvlan"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(cni.load_config().unwrap().name, "mine");
+        let e = cni.status().await.unwrap_err();
+        assert!(!e.contains("containernetworking-plugins"), "{e}");
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// `--cni-bin-dir`: where plugin binaries are looked up, in order.
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// The network for pods without hostNetwork when `cni_conf_dir` holds none
+    /// (`staticlet_cni::builtin`); `None`: such pods wait for a configuration.
+    pub default_network: Option<staticlet_cni::NetworkConfig>,
     /// Docker `config.json` files for registry credentials; the first that exists is used.
     pub image_credentials: Vec<PathBuf>,
     /// `--insecure-registry`: `HOST:PORT`s pulled from over plain HTTP.
@@ -212,11 +215,14 @@ impl EmbeddedRuntime {
         })?;
         let images =
             ImageStore::open(&cfg.root_dir).map_err(|e| format!("opening the image store: {e}"))?;
-        let cni = staticlet_cni::Cni::new(
+        let mut cni = staticlet_cni::Cni::new(
             &cfg.cni_conf_dir,
             cfg.cni_bin_dirs.clone(),
             base.join("cni"),
         );
+        if let Some(n) = &cfg.default_network {
+            cni = cni.with_fallback(n.clone());
+        }
         let images = Arc::new(images);
         let puller = staticlet_images::Puller::new(images.clone());
         Ok(Self {

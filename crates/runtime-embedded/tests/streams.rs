@@ -238,6 +238,7 @@ impl Pod {
             },
             cni_conf_dir: conf,
             cni_bin_dirs: cni_bin_dirs(),
+            default_network: None,
             image_credentials: Vec::new(),
             insecure_registries: Vec::new(),
         })

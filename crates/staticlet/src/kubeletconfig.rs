@@ -211,7 +211,7 @@ pub struct KubeletConfiguration {
     hairpin_mode: Option<String>,
     max_pods: Option<i32>,
     #[serde(rename = "podCIDR")]
-    pod_cidr: Option<String>,
+    pub pod_cidr: Option<String>,
     pod_pids_limit: Option<i64>,
     resolv_conf: Option<String>,
     run_once: Option<bool>,
@@ -447,6 +447,7 @@ const HONOURED: &[&str] = &[
     "healthzPort",
     "containerRuntimeEndpoint",
     "registerNode",
+    "podCIDR",
 ];
 
 /// Fields that are pointers in the Go type: present means set, even at `false` or `0`
@@ -722,6 +723,11 @@ pub fn settings(
         .or_else(|| nonempty(kc.container_runtime_endpoint.as_ref()).map(str::to_string))
         .filter(|e| !e.is_empty());
     let register_node = args.register_node.or(kc.register_node).unwrap_or(true);
+    let pod_cidr = args
+        .pod_cidr
+        .clone()
+        .or_else(|| nonempty(kc.pod_cidr.as_ref()).map(str::to_string))
+        .filter(|c| !c.is_empty());
     let cluster_domain = args
         .cluster_domain
         .clone()
@@ -777,6 +783,7 @@ pub fn settings(
         log_dir,
         container_runtime_endpoint,
         register_node,
+        pod_cidr,
         cluster_domain,
         cluster_dns,
         sandbox_image: args

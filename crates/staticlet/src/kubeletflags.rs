@@ -101,7 +101,6 @@ const IGNORED: &[(&str, Kind)] = &[
     ("runtime-request-timeout", Kind::Duration),
     ("hairpin-mode", Kind::Str),
     ("max-pods", Kind::Int32),
-    ("pod-cidr", Kind::Str),
     ("pod-max-pids", Kind::Int64),
     ("resolv-conf", Kind::Str),
     ("runonce", Kind::Bool),

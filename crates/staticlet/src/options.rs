@@ -94,6 +94,10 @@ pub struct RunArgs {
     /// Pod sandbox (pause) image for a CRI runtime (read, not used yet).
     #[arg(long, value_name = "IMAGE")]
     pub pod_infra_container_image: Option<String>,
+    /// The subnet of the built-in pod network (used when --cni-conf-dir holds no network
+    /// configuration; kubelet's standalone --pod-cidr) [default: 10.87.0.0/16].
+    #[arg(long, value_name = "CIDR")]
+    pub pod_cidr: Option<String>,
     /// Cluster DNS servers, comma-separated (read, not used yet).
     #[arg(long, value_name = "IP[,IP]", value_delimiter = ',')]
     pub cluster_dns: Vec<std::net::IpAddr>,
@@ -240,6 +244,8 @@ pub struct Settings {
     pub container_runtime_endpoint: Option<String>,
     /// `--register-node`, `registerNode`.
     pub register_node: bool,
+    /// `--pod-cidr`, `podCIDR`: the built-in pod network's subnet.
+    pub pod_cidr: Option<String>,
     /// `--cluster-domain`, `clusterDomain` (carried for a later change, not used yet).
     pub cluster_domain: Option<String>,
     /// `--cluster-dns`, `clusterDNS` (carried for a later change, not used yet).

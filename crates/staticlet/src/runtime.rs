@@ -29,10 +29,51 @@ pub fn shim_reexec() -> Result<staticlet_shim::Reexec> {
     })
 }
 
+/// The built-in pod network on `pod_cidr` (else the default subnet), used by the embedded
+/// runtime when the configuration directory holds no network configuration. A subnet that
+/// overlaps a host route is refused when it was asked for, and left out with a warning when
+/// it is the default (pods without hostNetwork then wait for a configuration, as kubelet's).
+pub fn default_network(
+    pod_cidr: Option<&str>,
+    cni_conf_dir: &std::path::Path,
+) -> Result<Option<staticlet_cni::NetworkConfig>> {
+    use staticlet_cni::builtin;
+    let given = pod_cidr.is_some();
+    let subnet = builtin::Subnet::parse(pod_cidr.unwrap_or(builtin::DEFAULT_SUBNET))
+        .map_err(|e| anyhow::anyhow!("--pod-cidr (podCIDR): {e}"))?;
+    let routes = std::fs::read_to_string("/proc/net/route")
+        .map(|t| builtin::parse_routes(&t))
+        .unwrap_or_default();
+    if let Some(r) = builtin::colliding_route(&subnet, &routes) {
+        let why = format!(
+            "the built-in pod network's subnet {subnet} overlaps the host's route to {} on {}",
+            r.dest, r.iface
+        );
+        if given {
+            bail!("--pod-cidr (podCIDR): {why}; choose a free subnet");
+        }
+        tracing::warn!("{why}: the built-in network is off; set --pod-cidr (or podCIDR) to a free subnet, or put a network configuration in {}", cni_conf_dir.display());
+        return Ok(None);
+    }
+    if staticlet_cni::NetworkConfig::load(cni_conf_dir)
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        info!(
+            "no CNI configuration in {}: pods without hostNetwork use the built-in network ({subnet} on bridge {}, host-local, portmap, masquerade); a configuration there takes over",
+            cni_conf_dir.display(),
+            builtin::BRIDGE
+        );
+    }
+    Ok(Some(builtin::network(&subnet)))
+}
+
 pub async fn runtime_for(
     endpoint: Option<&str>,
     clock: Clock,
     args: &options::RunArgs,
+    pod_cidr: Option<&str>,
 ) -> Result<(Arc<dyn ContainerRuntime>, String)> {
     match endpoint {
         Some(e) if e.starts_with("simulate://") => {
@@ -87,6 +128,7 @@ pub async fn runtime_for(
                     reexec: shim_reexec()?,
                     cni_conf_dir: args.cni_conf_dir.clone(),
                     cni_bin_dirs: args.cni_bin_dir.clone(),
+                    default_network: default_network(pod_cidr, &args.cni_conf_dir)?,
                     image_credentials: match &args.image_credentials {
                         Some(f) => vec![f.clone()],
                         None => {

@@ -281,3 +281,90 @@ fn mirror_turns_unready_during_termination() {
         String::from_utf8_lossy(&out.stderr).contains("NotFound")
     });
 }
+
+/// Without any CNI configuration (issue 15: the default pod network), a pod without
+/// hostNetwork gets an address on the built-in network (bridge staticlet0, 10.87.0.0/16): the
+/// host reaches it through its hostPort, another pod reaches it by its IP, and it reaches the
+/// host through its gateway; its address is released when it goes.
+#[test]
+fn built_in_network_without_any_cni_configuration() {
+    if !can_run() {
+        return;
+    }
+    use std::io::{Read, Write};
+    let mut env = Env::new("e2e-net");
+    // Something on the host for the pod to reach, on every address (the gateway included).
+    let host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in host.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\nhost-says-hi");
+        }
+    });
+    let port = free_port();
+    env.manifest(
+        "web",
+        &env.pod_manifest(
+            "web",
+            &format!(
+                "  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: IMAGE\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'mkdir -p /www && echo pod-says-hi > /www/index.html; wget -O - http://10.87.0.1:{host_port}/; echo \" wget-exit=$?\"; exec httpd -f -p 80 -h /www']\n    ports:\n    - containerPort: 80\n      hostPort: {port}\n"
+            ),
+        ),
+    );
+    env.start();
+    let mut ip = String::new();
+    env.wait("web on the built-in network", 120, || {
+        env.pod("web").is_some_and(|p| {
+            ip = p["status"]["podIP"].as_str().unwrap_or_default().into();
+            p["status"]["phase"] == "Running"
+        })
+    });
+    assert!(ip.starts_with("10.87."), "pod IP {ip}");
+    let allocation = Path::new("/var/lib/cni/networks/staticlet").join(&ip);
+    assert!(
+        allocation.exists(),
+        "{} not allocated",
+        allocation.display()
+    );
+    // Pod to host, through the gateway.
+    let log = env.log_file("web", &env.uid("web"), "app", 0);
+    env.wait("the pod reached the host", 60, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("wget-exit="))
+    });
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert!(out.contains("host-says-hi wget-exit=0"), "{out}");
+    // Host to pod, through the hostPort.
+    env.wait("the hostPort answers", 60, || {
+        http_get(port).is_some_and(|b| b.contains("pod-says-hi"))
+    });
+    // Pod to pod, by IP.
+    env.manifest(
+        "client",
+        &env.pod_manifest(
+            "client",
+            &format!(
+                "  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: IMAGE\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'until wget -q -O - http://{ip}/; do sleep 1; done; sleep 3600']\n"
+            ),
+        ),
+    );
+    let client_log = || {
+        env.pod("client")
+            .map(|_| env.log_file("client", &env.uid("client"), "app", 0))
+    };
+    env.wait("the other pod reached web", 120, || {
+        client_log()
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .is_some_and(|l| l.contains("pod-says-hi"))
+    });
+    let agent_log = env.agent_log();
+    assert!(
+        agent_log.contains("use the built-in network (10.87.0.0/16 on bridge staticlet0"),
+        "{agent_log}"
+    );
+    env.remove_manifest("web");
+    env.remove_manifest("client");
+    env.wait("pods removed", 60, || env.sandboxes() == 0);
+    assert!(!allocation.exists(), "the address was released");
+}

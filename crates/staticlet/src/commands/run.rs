@@ -45,7 +45,8 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     );
     let cri_socket = cri_listen_path(args.cri_listen.as_deref(), endpoint)?;
     let clock = Clock::new();
-    let (runtime, runtime_name) = runtime_for(endpoint, clock, &args).await?;
+    let (runtime, runtime_name) =
+        runtime_for(endpoint, clock, &args, settings.pod_cidr.as_deref()).await?;
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating --root-dir {}", args.root_dir.display()))?;
     std::fs::create_dir_all(&settings.log_dir)
