@@ -223,6 +223,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if agent {
+                // `systemctl status` shows why the agent did not start (a broken config file).
+                systemd::failed(&format!("{e:#}"));
+            }
             ExitCode::FAILURE
         }
     }

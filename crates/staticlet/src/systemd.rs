@@ -53,6 +53,13 @@ pub fn reload_refused(why: &str) {
     }
 }
 
+/// Tells systemd why the agent stops with an error (shown by `systemctl status`).
+pub fn failed(why: &str) {
+    if enabled() {
+        send(&[NotifyState::Status(&format!("failed: {why}"))]);
+    }
+}
+
 /// What to tell systemd as the start progresses: `READY=1` once, then `STATUS=` lines when
 /// they change. Pure: the messages for a progress, given what was sent before.
 #[derive(Debug, Default)]

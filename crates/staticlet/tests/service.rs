@@ -373,6 +373,23 @@ fn sd_notify_ready_after_adoption_status_watchdog_and_reload() {
         before,
         "no restart on reload"
     );
+
+    // A broken configuration at start (an upgrade's bad edit): the agent exits, systemd's
+    // status names the field, and the pod runs on (the next good start adopts it).
+    env.kill_agent();
+    std::fs::write(&config, format!("{good}syncFrequency: soon\n")).unwrap();
+    let mut n = Notifications::bind(&env.path(""), "notify-3.sock");
+    let sock = n.path.display().to_string();
+    env.start_with_env(&args, &[("NOTIFY_SOCKET", &sock)]);
+    assert!(!env.agent_exit(60).success());
+    let i = n.until_prefix("STATUS=failed: ", Duration::from_secs(10));
+    assert!(n.got[i].1.contains("syncFrequency"), "{}", n.got[i].1);
+    std::fs::write(&config, &good).unwrap();
+    env.start_with(&args);
+    env.wait("adopted after the bad start", 60, || {
+        env.pod("sleeper")
+            .is_some_and(|_| container_of(&env, "sleeper") == before)
+    });
     env.remove_manifest("sleeper");
     env.wait("sleeper stopped", 60, || env.pod("sleeper").is_none());
 }

@@ -405,6 +405,23 @@ impl Env {
         self.agent.as_ref().map(|a| a.id())
     }
 
+    /// Waits (up to `timeout_s`) for the agent to exit by itself; its exit status.
+    pub fn agent_exit(&mut self, timeout_s: u64) -> std::process::ExitStatus {
+        let a = self.agent.as_mut().expect("the agent was started");
+        let deadline = std::time::Instant::now() + Duration::from_secs(timeout_s);
+        loop {
+            if let Some(status) = a.try_wait().unwrap() {
+                self.agent = None;
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent still runs after {timeout_s} s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// kill -9 the agent (its containers keep running).
     pub fn kill_agent(&mut self) {
         if let Some(mut a) = self.agent.take() {
