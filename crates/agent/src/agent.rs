@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub manifest_url: Option<String>,
     pub manifest_url_headers: Vec<(String, String)>,
     pub file_check_frequency: Duration,
+    /// What to do with a manifest someone other than root could have written.
+    pub manifest_permissions: crate::config::trust::Policy,
     pub http_check_frequency: Duration,
     /// Prefix of container IDs in status (`staticlet`, `containerd`).
     pub runtime_name: String,
@@ -91,7 +93,8 @@ pub fn start(
             cfg.file_check_frequency,
             Some(lastgood.clone()),
             clock,
-        );
+        )
+        .with_permissions(cfg.manifest_permissions);
         tasks.spawn(src.run(src_tx.clone(), shutdown.clone()));
     }
     if let Some(url) = &cfg.manifest_url {

@@ -163,6 +163,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "URI")]
     pub cri_listen: Option<String>,
 
+    /// A manifest (or its directory) writable by someone other than root, or a symlink out of
+    /// the directory: warn (log it once, apply it) or refuse (not applied; the error is shown
+    /// by `get manifests`, and a pod it ran keeps its last good version).
+    #[arg(long, value_name = "warn|refuse", default_value = "warn")]
+    pub manifest_permissions: staticlet_agent::config::trust::Policy,
+
     /// The agent's log format (kubelet's --logging-format): text, or json (one object per line,
     /// for log shippers). Under systemd (JOURNAL_STREAM), text has no timestamps or colours:
     /// the journal adds its own.

@@ -100,6 +100,10 @@ pub struct FileSource {
     entries: BTreeMap<PathBuf, Entry>,
     logged: HashSet<(PathBuf, &'static str)>,
     missing_logged: bool,
+    /// `--manifest-permissions` ([`super::trust`]).
+    policy: super::trust::Policy,
+    /// Trust problems already warned about, per file.
+    trust_warned: HashSet<(PathBuf, String)>,
 }
 
 impl FileSource {
@@ -129,6 +133,42 @@ impl FileSource {
             entries: BTreeMap::new(),
             logged: HashSet::new(),
             missing_logged: false,
+            policy: super::trust::Policy::default(),
+            trust_warned: HashSet::new(),
+        }
+    }
+
+    /// What to do with a manifest someone other than root could have written.
+    pub fn with_permissions(mut self, policy: super::trust::Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The trust problems of `file` (module [`super::trust`]): under `Warn` each is logged
+    /// once and `None` is returned; under `Refuse` the reason not to apply it.
+    fn distrust(&mut self, file: &Path) -> Option<String> {
+        let dir = if self.path.is_dir() {
+            self.path.clone()
+        } else {
+            file.parent().unwrap_or(Path::new("/")).to_path_buf()
+        };
+        let problems = super::trust::problems(&dir, file);
+        if problems.is_empty() {
+            return None;
+        }
+        match self.policy {
+            super::trust::Policy::Warn => {
+                for p in problems {
+                    if self.trust_warned.insert((file.to_path_buf(), p.clone())) {
+                        warn!(file = %file.display(), problem = %p, "manifest could be written by someone other than root (applied; --manifest-permissions=refuse would refuse it)");
+                    }
+                }
+                None
+            }
+            super::trust::Policy::Refuse => Some(format!(
+                "refused (--manifest-permissions=refuse): {}",
+                problems.join("; ")
+            )),
         }
     }
 
@@ -247,15 +287,21 @@ impl FileSource {
         // First pass: (re)parse changed files.
         for p in &files {
             let origin = p.to_string_lossy().to_string();
-            let (digest, parsed) = match Self::read(p) {
-                Ok(data) => {
-                    let digest: [u8; 32] = Sha256::digest(&data).into();
-                    if self.entries.get(p).is_some_and(|e| e.digest == digest) {
-                        continue;
+            // A refused file is an invalid one; its digest is cleared so that it is parsed
+            // again once trusted.
+            let refused = self.distrust(p);
+            let (digest, parsed) = match refused {
+                Some(why) => ([0; 32], Err(why)),
+                None => match Self::read(p) {
+                    Ok(data) => {
+                        let digest: [u8; 32] = Sha256::digest(&data).into();
+                        if self.entries.get(p).is_some_and(|e| e.digest == digest) {
+                            continue;
+                        }
+                        (digest, self.parse(&origin, &data))
                     }
-                    (digest, self.parse(&origin, &data))
-                }
-                Err(e) => ([0; 32], Err(e)),
+                    Err(e) => ([0; 32], Err(e)),
+                },
             };
             if let Some(e) = self.entries.get_mut(p) {
                 e.digest = digest;

@@ -19,6 +19,7 @@ pub mod file;
 pub mod http;
 pub mod lastgood;
 pub mod merge;
+pub mod trust;
 
 /// Which source a snapshot comes from. Ordered: on a name clash the earlier source wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -145,6 +145,7 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
             .then(|| PathBuf::from(staticlet_runtime::cgroups::MOUNTINFO)),
         runtime_name,
         relist_period: Duration::from_secs(1),
+        manifest_permissions: args.manifest_permissions,
     };
     let shutdown = CancellationToken::new();
     let agent_runtime = runtime.clone();

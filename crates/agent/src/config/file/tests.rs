@@ -1,5 +1,6 @@
 //! File source tests: relists on a temporary directory, and the watch loop with real inotify.
 
+use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use super::*;
@@ -305,4 +306,56 @@ fn watch_events_that_trigger_a_relist() {
     assert!(triggers_relist(&Err(notify::Error::generic(
         "queue overflow"
     ))));
+}
+
+#[test]
+fn refused_manifests_are_not_applied_until_trusted_and_the_pod_keeps_its_last_good_version() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let f = d.path().join("a.yaml");
+    std::fs::write(&f, manifest("a", "img:1")).unwrap();
+    let mode = |m: u32| std::fs::set_permissions(&f, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(0o666);
+    // Warn (the default): applied (no last-good record kept, so the next source starts afresh).
+    let warn = FileSource::new(
+        d.path(),
+        "node",
+        Duration::from_secs(20),
+        None,
+        Clock::new(),
+    );
+    assert_eq!(names(&{ warn }.relist()), vec!["a-node"]);
+    // Refuse: not applied, the reason recorded.
+    let mut src = source(d.path()).with_permissions(super::super::trust::Policy::Refuse);
+    let snap = src.relist();
+    assert!(snap.pods.is_empty());
+    let err = snap.manifests[0].error.clone().unwrap();
+    assert!(
+        err.contains("refused (--manifest-permissions=refuse)")
+            && err.contains("writable by everyone"),
+        "{err}"
+    );
+    // Trusted now (the test runs as root in CI; elsewhere ownership stays a problem).
+    mode(0o644);
+    if std::fs::metadata(&f).unwrap().uid() != 0 {
+        return;
+    }
+    let snap = src.relist();
+    assert_eq!(names(&snap), vec!["a-node"]);
+    assert_eq!(snap.manifests[0].error, None);
+    // An edit while untrusted: the pod keeps its last good version, the reason is shown.
+    std::fs::write(&f, manifest("a", "img:2")).unwrap();
+    mode(0o666);
+    let snap = src.relist();
+    assert_eq!(names(&snap), vec!["a-node"]);
+    assert!(snap.manifests[0].stale);
+    let image = |s: &SourceSnapshot| {
+        s.pods[0].pod.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+    };
+    assert_eq!(image(&snap).as_deref(), Some("img:1"));
+    mode(0o644);
+    assert_eq!(image(&src.relist()).as_deref(), Some("img:2"));
 }
