@@ -174,7 +174,20 @@ fn security_context(
         supplemental_groups: s.supplemental_groups.clone(),
         no_new_privs: s.no_new_privs,
         seccomp: Some(seccomp_profile(&s.seccomp)),
+        // kubelet sends its default masked and read-only paths for every container that is not
+        // privileged: without them a CRI runtime applies none (its own defaults are replaced).
+        masked_paths: confined(s.privileged, staticlet_runtime::confinement::MASKED_PATHS),
+        readonly_paths: confined(s.privileged, staticlet_runtime::confinement::READONLY_PATHS),
         ..Default::default()
+    }
+}
+
+/// kubelet's masked or read-only paths for a container: none when it is privileged.
+fn confined(privileged: bool, paths: &[&str]) -> Vec<String> {
+    if privileged {
+        Vec::new()
+    } else {
+        paths.iter().map(|p| p.to_string()).collect()
     }
 }
 
@@ -778,6 +791,8 @@ mod tests {
         );
         let s = linux.security_context.unwrap();
         assert!(s.privileged && s.readonly_rootfs && s.no_new_privs);
+        // Privileged: kubelet sends no masked or read-only paths (see below for the others).
+        assert!(s.masked_paths.is_empty() && s.readonly_paths.is_empty());
         assert_eq!(s.run_as_user.map(|v| v.value), Some(1000));
         assert_eq!(s.run_as_group.map(|v| v.value), Some(2000));
         assert_eq!(s.supplemental_groups, [3000]);
@@ -1108,5 +1123,15 @@ mod tests {
                 Err(e) => assert!(e.contains(&format!("{url:?}")), "{e}"),
             }
         }
+    }
+
+    #[test]
+    fn unprivileged_containers_get_kubelets_masked_and_read_only_paths() {
+        let masked = confined(false, staticlet_runtime::confinement::MASKED_PATHS);
+        assert!(masked.iter().any(|p| p == "/proc/kcore"), "{masked:?}");
+        assert!(masked.iter().any(|p| p == "/sys/firmware"), "{masked:?}");
+        let ro = confined(false, staticlet_runtime::confinement::READONLY_PATHS);
+        assert!(ro.iter().any(|p| p == "/proc/sys"), "{ro:?}");
+        assert!(confined(true, staticlet_runtime::confinement::MASKED_PATHS).is_empty());
     }
 }

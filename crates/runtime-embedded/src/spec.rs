@@ -72,26 +72,6 @@ pub const ALL_CAPS: &[&str] = &[
     "CAP_AUDIT_READ",
 ];
 
-const MASKED_PATHS: &[&str] = &[
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
 
 /// Namespace files of the sandbox a container joins (`None`: the host's, or a new one for pid).
 #[derive(Debug, Clone, Default)]
@@ -480,7 +460,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, String> {
     let (masked, readonly): (Vec<&str>, Vec<&str>) = if cfg.security.privileged {
         (vec![], vec![])
     } else {
-        (MASKED_PATHS.to_vec(), READONLY_PATHS.to_vec())
+        (
+            staticlet_runtime::confinement::MASKED_PATHS.to_vec(),
+            staticlet_runtime::confinement::READONLY_PATHS.to_vec(),
+        )
     };
     let mut process = json!({
         "terminal": false,

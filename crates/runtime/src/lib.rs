@@ -51,6 +51,35 @@ pub mod labels {
     pub const GRACE_PERIOD: &str = "io.staticlet.pod.terminationGracePeriod";
 }
 
+/// kubelet's confinement of a container that is not privileged (`securitycontext`'s
+/// `DefaultProcMount` lists, which kubelet sends to CRI runtimes as `masked_paths` and
+/// `readonly_paths`): every runtime applies them, so that a pod is confined the same on each.
+pub mod confinement {
+    /// Paths hidden from the container (`/dev/null` over files, an empty read-only tmpfs over
+    /// directories).
+    pub const MASKED_PATHS: &[&str] = &[
+        "/proc/asound",
+        "/proc/acpi",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+    ];
+    /// Paths made read-only.
+    pub const READONLY_PATHS: &[&str] = &[
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+    ];
+}
+
 /// A source of wall-clock time that follows tokio's clock.
 ///
 /// All timestamps the agent compares (container start/finish times, back-off windows) come from

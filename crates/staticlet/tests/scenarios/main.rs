@@ -19,3 +19,4 @@ mod common;
 
 mod lifecycle;
 mod probes;
+mod security;
