@@ -72,7 +72,6 @@ pub const ALL_CAPS: &[&str] = &[
     "CAP_AUDIT_READ",
 ];
 
-
 /// Namespace files of the sandbox a container joins (`None`: the host's, or a new one for pid).
 #[derive(Debug, Clone, Default)]
 pub struct SandboxNamespaces {

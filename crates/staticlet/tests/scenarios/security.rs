@@ -91,8 +91,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
 
 /// Devices a container may read and write (device cgroup, v1): the default allow-list.
 const DEVICES_RWM: &[&str] = &[
-    "c 1:3", "c 1:5", "c 1:7", "c 1:8", "c 1:9", "c 5:0", "c 5:1", "c 5:2", "c 10:200",
-    "c 136:*",
+    "c 1:3", "c 1:5", "c 1:7", "c 1:8", "c 1:9", "c 5:0", "c 5:1", "c 5:2", "c 10:200", "c 136:*",
 ];
 
 fn default_confinement(env: &mut Env) {
@@ -122,7 +121,10 @@ fn default_confinement(env: &mut Env) {
                 || DEVICES_RWM
                     .iter()
                     .any(|d| rule == format!("{d} rwm").as_str());
-            assert!(allowed, "device rule {rule:?} is not in the default list: {devices}");
+            assert!(
+                allowed,
+                "device rule {rule:?} is not in the default list: {devices}"
+            );
         }
         assert!(devices.contains("c 1:3 rwm"), "{devices}");
     }
