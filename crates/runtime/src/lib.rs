@@ -575,13 +575,14 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     }
 
     /// Attaches the given streams to the running container's own stdio (containerd's semantics):
-    /// its output from now on is copied to `stdout`/`stderr` (a client too slow to keep up loses
-    /// output, never slows the container); `stdin` is written to the container's stdin when it
-    /// was created with `stdin` (else it is ignored), and its EOF closes the container's stdin
-    /// when it was created with `stdin_once`; `resize` resizes its terminal. Returns when the
-    /// container exits, when the client's output streams are gone, or when its stdin ends
-    /// (the container's stdin staying open unless `stdin_once`). Runtimes whose
-    /// [`Self::attach_url`] gives a URL need not implement it.
+    /// its output from now on is copied to `stdout`/`stderr` (a client too slow to keep up is
+    /// dropped, never slows the container); `stdin` is written to the container's stdin when
+    /// it was created with `stdin` (else it is read and dropped); `resize` resizes its terminal.
+    /// Returns when the container exits, when the client's output is gone, or when the client's
+    /// stdin ends on a container with `stdin`: then, with `stdin_once` and no terminal, the
+    /// container's stdin is closed and the attach goes on to the container's exit; otherwise
+    /// the attach ends there and the container's stdin stays open for the next client.
+    /// Runtimes whose [`Self::attach_url`] gives a URL need not implement it.
     async fn attach(&self, id: &ContainerId, req: &AttachRequest, io: ExecIo) -> Result<()> {
         let _ = (id, req, io);
         Err(RuntimeError::Failed {
