@@ -563,12 +563,12 @@ mod tests {
         };
         assert_eq!(
             env(&c, &image(), "h"),
-            vec!["PATH=/bin", "HOSTNAME=h", "TERM=xterm"]
+            vec!["PATH=/bin", "A=image", "HOSTNAME=h", "TERM=xterm"]
         );
         c.envs = vec![("TERM".into(), "vt100".into())];
         assert_eq!(
             env(&c, &image(), "h"),
-            vec!["PATH=/bin", "HOSTNAME=h", "TERM=vt100"]
+            vec!["PATH=/bin", "A=image", "HOSTNAME=h", "TERM=vt100"]
         );
     }
 
