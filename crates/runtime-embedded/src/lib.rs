@@ -1316,7 +1316,8 @@ impl ContainerRuntime for EmbeddedRuntime {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 RuntimeError::Failed {
                     op: "attach",
-                    message: format!("container {id} is not running"),
+                    // A container whose shim predates attach has no socket either.
+                    message: format!("container {id} is not running (no attach socket)"),
                 }
             }
             _ => failed(e),
