@@ -445,6 +445,7 @@ pub fn container_config(
         annotations: Labels::new(),
         log_path: PathBuf::from(&c.name).join(format!("{attempt}.log")),
         stdin: c.stdin.unwrap_or(false),
+        stdin_once: c.stdin_once.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
         resources: resources(c),
         security,

@@ -351,6 +351,7 @@ pub fn container_config_from_cri(c: cri::ContainerConfig) -> Result<ContainerCon
         annotations: labels(c.annotations),
         log_path: PathBuf::from(c.log_path),
         stdin: c.stdin,
+        stdin_once: c.stdin_once,
         tty: c.tty,
         resources: resources_from_cri(linux.resources.unwrap_or_default())?,
         security: security_from_cri(linux.security_context.unwrap_or_default())?,
@@ -716,6 +717,7 @@ mod tests {
             annotations: l(&[("a", "2")]),
             log_path: "app/3.log".into(),
             stdin: true,
+            stdin_once: true,
             tty: true,
             resources: Resources {
                 cpu_period: 100_000,

@@ -1,17 +1,20 @@
-//! `kubectl exec` and `kubectl port-forward` on the node API (kubelet's `getExec` and
-//! `getPortForward`): the API server upgrades its request to SPDY/3.1 and relays the client's
+//! `kubectl exec`, `kubectl attach` and `kubectl port-forward` on the node API (kubelet's
+//! `getExec`, `getAttach` and `getPortForward`): the API server upgrades its request to SPDY/3.1 and relays the client's
 //! streams.
 //!
 //! Two ways to serve it, chosen by the runtime:
-//! - the runtime has a streaming server of its own (CRI: containerd's `Exec` / `PortForward`
-//!   answer a URL): the request is proxied to that URL, upgrade and all, as kubelet does;
+//! - the runtime has a streaming server of its own (CRI: containerd's `Exec` / `Attach` /
+//!   `PortForward` answer a URL): the request is proxied to that URL, upgrade and all, as kubelet does;
 //! - the runtime runs commands and connects to pods itself (the embedded runtime): the SPDY
 //!   session is served here ([`staticlet_spdy`]) and its streams are handed to
-//!   `ContainerRuntime::exec` / `port_forward`.
+//!   `ContainerRuntime::exec` / `attach` / `port_forward`.
 //!
 //! Errors before the upgrade get kubelet's status codes: 400 for bad options, 404 for a pod or
-//! container that does not exist (`pod does not exist`, `container not found ("c")`), 500 when
-//! the runtime fails.
+//! container that does not exist (`pod does not exist`, `container not found ("c")` for exec,
+//! `container c not found in pod <name>_<namespace>` for attach), 500 when the runtime fails.
+//! An attach that ends (the client detaches, the container exits) reports success on the error
+//! stream; a runtime failure reports `error attaching to container: ...` (kubelet's
+//! `ServeAttach`).
 
 use std::time::Duration;
 
@@ -21,7 +24,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use hyper_util::rt::TokioIo;
-use staticlet_runtime::{ContainerId, ExecIo, ExecRequest, LabelSelector, SandboxState};
+use staticlet_runtime::{
+    AttachRequest, ContainerId, ExecIo, ExecRequest, LabelSelector, SandboxState,
+};
 use staticlet_spdy::portforward::{PortForwardListener, PortForwardRequest};
 use staticlet_spdy::remotecommand::{self, ExitError, Protocol, StreamOptions};
 use staticlet_spdy::{upgrade, Session};
@@ -33,13 +38,21 @@ use crate::routes::{has_container, pod_by_name, text_error, NodeApi};
 /// `streamCreationTimeout`).
 const STREAM_CREATION_TIMEOUT: Duration = remotecommand::DEFAULT_STREAM_CREATION_TIMEOUT;
 
-/// The exec and port-forward routes (GET and POST, with or without the pod UID).
+/// The exec, attach and port-forward routes (GET and POST, with or without the pod UID).
 pub fn routes() -> Router<NodeApi> {
     Router::new()
         .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
         .route(
             "/exec/{namespace}/{pod}/{uid}/{container}",
             get(exec_with_uid).post(exec_with_uid),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(attach).post(attach),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{uid}/{container}",
+            get(attach_with_uid).post(attach_with_uid),
         )
         .route(
             "/portForward/{namespace}/{pod}",
@@ -65,6 +78,22 @@ async fn exec_with_uid(
     req: Request,
 ) -> Response {
     serve_exec(s, ns, pod, Some(uid), container, req).await
+}
+
+async fn attach(
+    State(s): State<NodeApi>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    serve_attach(s, ns, pod, None, container, req).await
+}
+
+async fn attach_with_uid(
+    State(s): State<NodeApi>,
+    Path((ns, pod, uid, container)): Path<(String, String, String, String)>,
+    req: Request,
+) -> Response {
+    serve_attach(s, ns, pod, Some(uid), container, req).await
 }
 
 async fn port_forward(
@@ -142,18 +171,99 @@ async fn serve_exec(
         Ok(None) => {}
         Err(e) => return text_error(500, e.to_string()),
     }
+    info!(%ns, %pod, %container, ?cmd, tty = opts.tty, "exec");
+    let runtime = s.api.runtime.clone();
+    serve_remote_command(req, opts, "exec", move |io| async move {
+        match runtime.exec(&id, &exec_req, io).await {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(ExitError::exit_code(code, &cmd)),
+            Err(e) => Err(ExitError::Internal(e.to_string())),
+        }
+    })
+}
+
+async fn serve_attach(
+    s: NodeApi,
+    ns: String,
+    pod: String,
+    uid: Option<String>,
+    container: String,
+    req: Request,
+) -> Response {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let opts = match StreamOptions::from_query(&query) {
+        Ok(o) => o,
+        Err(e) => return text_error(400, e.to_string()),
+    };
+    let Some(view) = pod_by_name(&s, &ns, &pod) else {
+        return text_error(404, "pod does not exist");
+    };
+    // kubelet names the pod by its full name (`<name>_<namespace>`) here.
+    let full_name = format!("{pod}_{ns}");
+    if uid.as_ref().is_some_and(|u| *u != view.pod.uid) {
+        return text_error(404, format!("pod {full_name} not found"));
+    }
+    let Some(spec) =
+        staticlet_agent::pod_workers::kill::container_spec(view.pod.spec(), &container)
+    else {
+        return text_error(
+            404,
+            format!("container {container} not found in pod {full_name}"),
+        );
+    };
+    let Some(id) = running_container_id(&view, &container) else {
+        return text_error(
+            500,
+            format!("container {container:?} in pod {pod:?} is not running"),
+        );
+    };
+    // Whether the container runs on a terminal is its spec's, not the client's (kubelet's
+    // GetAttach): a running process cannot change it.
+    let tty = spec.tty.unwrap_or(false);
+    let attach_req = AttachRequest {
+        tty,
+        stdin: opts.stdin,
+        stdout: opts.stdout,
+        stderr: opts.stderr && !tty,
+    };
+    match s.api.runtime.attach_url(&id, &attach_req).await {
+        Ok(Some(url)) => return proxy(&url, req).await,
+        Ok(None) => {}
+        Err(e) => return text_error(500, e.to_string()),
+    }
+    info!(%ns, %pod, %container, stdin = opts.stdin, tty, "attach");
+    let runtime = s.api.runtime.clone();
+    serve_remote_command(req, opts, "attach", move |io| async move {
+        runtime
+            .attach(&id, &attach_req, io)
+            .await
+            .map_err(|e| ExitError::Internal(format!("error attaching to container: {e}")))
+    })
+}
+
+/// Upgrades the request to a remote command session (SPDY, kubelet's protocols), accepts the
+/// client's streams and runs `run` with them in a task of its own; its result goes to the
+/// client on the error stream. Answers `101`, or the upgrade's refusal.
+fn serve_remote_command<F, Fut>(
+    req: Request,
+    opts: StreamOptions,
+    what: &'static str,
+    run: F,
+) -> Response
+where
+    F: FnOnce(ExecIo) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), ExitError>> + Send + 'static,
+{
     let up = match upgrade::upgrade(req.headers(), remotecommand::SUPPORTED_PROTOCOLS) {
         Ok(u) => u,
         Err(r) => return (r.status, r.headers(), r.body()).into_response(),
     };
     let protocol = Protocol::from_name(&up.protocol).unwrap_or(Protocol::V4);
-    let runtime = s.api.runtime.clone();
-    info!(%ns, %pod, %container, ?cmd, tty = opts.tty, "exec");
     tokio::spawn(async move {
         let io = match hyper::upgrade::on(req).await {
             Ok(io) => TokioIo::new(io),
             Err(e) => {
-                debug!(error = %e, "exec: upgrade failed");
+                debug!(error = %e, "{what}: upgrade failed");
                 return;
             }
         };
@@ -167,7 +277,7 @@ async fn serve_exec(
         {
             Ok(rc) => rc,
             Err(e) => {
-                debug!(error = %e, "exec: the client's streams did not come");
+                debug!(error = %e, "{what}: the client's streams did not come");
                 return;
             }
         };
@@ -201,13 +311,9 @@ async fn serve_exec(
                 .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>),
             resize,
         };
-        let result = match runtime.exec(&id, &exec_req, io).await {
-            Ok(0) => Ok(()),
-            Ok(code) => Err(ExitError::exit_code(code, &cmd)),
-            Err(e) => Err(ExitError::Internal(e.to_string())),
-        };
+        let result = run(io).await;
         if let Err(e) = rc.finish(result).await {
-            debug!(error = %e, "exec: finishing the session failed");
+            debug!(error = %e, "{what}: finishing the session failed");
         }
     });
     (StatusCode::SWITCHING_PROTOCOLS, up.headers).into_response()

@@ -241,7 +241,7 @@ pub fn container_config(
         annotations: to_map(&c.annotations),
         log_path: c.log_path.to_string_lossy().into_owned(),
         stdin: c.stdin,
-        stdin_once: false,
+        stdin_once: c.stdin_once,
         tty: c.tty,
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(resources(&c.resources)),
@@ -727,6 +727,7 @@ mod tests {
             annotations: labels(&[("a", "2")]),
             log_path: "app/3.log".into(),
             stdin: true,
+            stdin_once: true,
             tty: true,
             resources: Resources {
                 cpu_period: 100_000,
@@ -776,7 +777,7 @@ mod tests {
         assert_eq!(got.labels.get("l").map(String::as_str), Some("1"));
         assert_eq!(got.annotations.get("a").map(String::as_str), Some("2"));
         assert_eq!(got.log_path, "app/3.log");
-        assert!(got.stdin && got.tty && !got.stdin_once);
+        assert!(got.stdin && got.tty && got.stdin_once);
         let linux = got.linux.unwrap();
         let r = linux.resources.unwrap();
         assert_eq!(

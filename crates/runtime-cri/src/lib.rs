@@ -71,9 +71,9 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use staticlet_runtime::{
-    AuthConfig, ContainerConfig, ContainerEvent, ContainerId, ContainerRuntime, ContainerStats,
-    ContainerStatus, ExecRequest, ExecResult, Image, ImageSpec, LabelSelector, Result,
-    RuntimeError, RuntimeStatus, RuntimeVersion, SandboxConfig, SandboxId, SandboxStatus,
+    AttachRequest, AuthConfig, ContainerConfig, ContainerEvent, ContainerId, ContainerRuntime,
+    ContainerStats, ContainerStatus, ExecRequest, ExecResult, Image, ImageSpec, LabelSelector,
+    Result, RuntimeError, RuntimeStatus, RuntimeVersion, SandboxConfig, SandboxId, SandboxStatus,
 };
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -1142,6 +1142,35 @@ impl ContainerRuntime for CriRuntime {
             .map(Some)
             .map_err(|message| RuntimeError::Failed {
                 op: "Exec",
+                message: format!("container {id}: {message}"),
+            })
+    }
+
+    async fn attach_url(&self, id: &ContainerId, req: &AttachRequest) -> Result<Option<String>> {
+        let t = self.timeout();
+        let resp = self
+            .rt()
+            .call("Attach", |ch| async move {
+                RuntimeServiceClient::new(ch)
+                    .attach(with_timeout(
+                        cri::AttachRequest {
+                            container_id: id.0.clone(),
+                            tty: req.tty,
+                            stdin: req.stdin,
+                            stdout: req.stdout,
+                            // As for exec: one stream under a terminal.
+                            stderr: req.stderr && !req.tty,
+                        },
+                        t,
+                    ))
+                    .await
+            })
+            .await
+            .map_err(|e| map_status("Attach", "container", &id.0, e))?;
+        convert::streaming_url(&resp.url)
+            .map(Some)
+            .map_err(|message| RuntimeError::Failed {
+                op: "Attach",
                 message: format!("container {id}: {message}"),
             })
     }

@@ -14,8 +14,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use staticlet_runtime::{
-    labels, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ExecRequest, ImageSpec,
-    LabelSelector, Labels, RuntimeError, SandboxConfig, SandboxId, SandboxState,
+    labels, AttachRequest, ContainerConfig, ContainerId, ContainerRuntime, ContainerState,
+    ExecRequest, ImageSpec, LabelSelector, Labels, RuntimeError, SandboxConfig, SandboxId,
+    SandboxState,
 };
 use staticlet_runtime_cri::{CriOptions, CriRuntime};
 
@@ -605,9 +606,9 @@ async fn http_get(url: &str) -> (u16, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_and_port_forward_urls_lead_to_the_streaming_server() {
+async fn exec_attach_and_port_forward_urls_lead_to_the_streaming_server() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipping exec_and_port_forward_urls_lead_to_the_streaming_server: {why}");
+        eprintln!("skipping exec_attach_and_port_forward_urls_lead_to_the_streaming_server: {why}");
         return;
     }
     let cd = Containerd::start().await;
@@ -654,6 +655,31 @@ async fn exec_and_port_forward_urls_lead_to_the_streaming_server() {
     };
     let url = cri.exec_url(&id, &tty).await.unwrap().unwrap();
     assert!(url.contains("/exec/"), "{url}");
+
+    // Attach: a URL of the same server, single-use as well.
+    let attach = AttachRequest {
+        tty: false,
+        stdin: false,
+        stdout: true,
+        stderr: true,
+    };
+    let url = cri
+        .attach_url(&id, &attach)
+        .await
+        .unwrap()
+        .expect("containerd serves attaches from its streaming server");
+    eprintln!("attach URL: {url}");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/attach/"),
+        "{url}"
+    );
+    assert_eq!(http_get(&url).await.0, 400, "{url}");
+    assert_eq!(http_get(&url).await.0, 404, "{url}");
+    let err = cri
+        .attach_url(&ContainerId("no-such-container".into()), &attach)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::NotFound { .. }), "{err:?}");
 
     let url = cri
         .port_forward_url(&sb, &[8080, 9090])

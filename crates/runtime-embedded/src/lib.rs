@@ -34,14 +34,15 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use staticlet_images::ImageStore;
 use staticlet_runtime::{
-    AuthConfig, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ContainerStats,
-    ContainerStatus, ExecIo, ExecRequest, ExecResult, Image, ImageSpec, LabelSelector, Labels,
-    Result, RuntimeError, RuntimeStatus, RuntimeVersion, SandboxConfig, SandboxId, SandboxState,
-    SandboxStatus,
+    AttachRequest, AuthConfig, ContainerConfig, ContainerId, ContainerRuntime, ContainerState,
+    ContainerStats, ContainerStatus, ExecIo, ExecRequest, ExecResult, Image, ImageSpec,
+    LabelSelector, Labels, Result, RuntimeError, RuntimeStatus, RuntimeVersion, SandboxConfig,
+    SandboxId, SandboxState, SandboxStatus,
 };
 use staticlet_shim::Reexec;
 use tracing::{debug, info, warn};
 
+mod attach;
 mod interactive;
 #[allow(unsafe_code)] // fork + raw system calls in the child; see the module's docs
 pub mod ns;
@@ -140,6 +141,13 @@ struct ContainerRecord {
     log_path: PathBuf,
     created_at: SystemTime,
     stop_signal: String,
+    /// The container's stdio as attach serves it (Kubernetes `stdin`, `stdinOnce`, `tty`).
+    #[serde(default)]
+    stdin: bool,
+    #[serde(default)]
+    stdin_once: bool,
+    #[serde(default)]
+    tty: bool,
 }
 
 fn io_err(op: &'static str) -> impl Fn(io::Error) -> RuntimeError {
@@ -1062,6 +1070,9 @@ impl ContainerRuntime for EmbeddedRuntime {
                     },
                     created_at: SystemTime::now(),
                     stop_signal,
+                    stdin: config.stdin,
+                    stdin_once: config.stdin_once,
+                    tty: config.tty,
                 };
                 write_json(&dir.join("container.json"), &rec).map_err(io_err("write container"))?;
                 Ok(())
@@ -1099,6 +1110,11 @@ impl ContainerRuntime for EmbeddedRuntime {
                 log_path,
                 root: inner.base.join("libcontainer"),
                 start_timeout: Duration::from_secs(60),
+                stdio: staticlet_shim::ContainerStdio {
+                    stdin: rec.stdin,
+                    stdin_once: rec.stdin_once,
+                    tty: rec.tty,
+                },
             };
             // The supervisor is our child: a task waits for it (through a pidfd: a dropped
             // child would join tokio's orphan queue, which is polled with one waitpid per
@@ -1292,6 +1308,34 @@ impl ContainerRuntime for EmbeddedRuntime {
         let code = interactive::run(helper, io).await.map_err(failed)?;
         debug!(container = %id, cmd = ?req.cmd, tty = req.tty, code, "interactive exec ended");
         Ok(code)
+    }
+
+    async fn attach(&self, id: &ContainerId, _req: &AttachRequest, io: ExecIo) -> Result<()> {
+        let failed = |e: std::io::Error| RuntimeError::Failed {
+            op: "attach",
+            message: format!("container {id}: {e}"),
+        };
+        // Whether it has stdin or a terminal is the container's, as it was created.
+        let rec = self.inner.load_container(&id.0)?;
+        let dir = self.inner.container_dir(&id.0).join("shim");
+        let sock = attach::connect(&dir).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                RuntimeError::Failed {
+                    op: "attach",
+                    // A container whose shim predates attach has no socket either.
+                    message: format!("container {id} is not running (no attach socket)"),
+                }
+            }
+            _ => failed(e),
+        })?;
+        let stdio = attach::ContainerStdio {
+            stdin: rec.stdin,
+            stdin_once: rec.stdin_once,
+            tty: rec.tty,
+        };
+        attach::run(sock, stdio, io).await.map_err(failed)?;
+        debug!(container = %id, "attach ended");
+        Ok(())
     }
 
     async fn port_forward(&self, sandbox: &SandboxId, port: u16) -> Result<tokio::net::TcpStream> {

@@ -134,6 +134,10 @@ pub fn env(cfg: &ContainerConfig, image: &ImageConfig, hostname: &str) -> Vec<St
         set(k, v);
     }
     set("HOSTNAME", hostname);
+    // As containerd does for a container on a terminal.
+    if cfg.tty {
+        set("TERM", "xterm");
+    }
     for (k, v) in &cfg.envs {
         set(k, v);
     }
@@ -465,7 +469,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, String> {
         )
     };
     let mut process = json!({
-        "terminal": false,
+        // The container's init makes its terminal in the container's devpts and hands the
+        // master to the shim (console socket).
+        "terminal": cfg.tty,
         "user": {"uid": uid, "gid": gid},
         "args": args,
         "env": env(cfg, input.image, input.hostname),
@@ -529,6 +535,23 @@ mod tests {
         assert_eq!(argv(&c, &image()), vec!["/cmd", "x"]);
         c.args.clear();
         assert_eq!(argv(&c, &image()), vec!["/cmd"]);
+    }
+
+    #[test]
+    fn env_on_a_terminal_has_term_unless_the_pod_sets_it() {
+        let mut c = ContainerConfig {
+            tty: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            env(&c, &image(), "h"),
+            vec!["PATH=/bin", "A=image", "HOSTNAME=h", "TERM=xterm"]
+        );
+        c.envs = vec![("TERM".into(), "vt100".into())];
+        assert_eq!(
+            env(&c, &image(), "h"),
+            vec!["PATH=/bin", "A=image", "HOSTNAME=h", "TERM=vt100"]
+        );
     }
 
     #[test]

@@ -20,8 +20,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use staticlet_runtime::{
-    labels, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ExecIo, ExecRequest,
-    ImageSpec, LabelSelector, RuntimeError, SandboxConfig, SandboxId, TerminalSize,
+    labels, AttachRequest, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ExecIo,
+    ExecRequest, ImageSpec, LabelSelector, RuntimeError, SandboxConfig, SandboxId, TerminalSize,
 };
 use staticlet_runtime_embedded::{Config, EmbeddedRuntime};
 use staticlet_shim::Reexec;
@@ -58,6 +58,18 @@ const TESTS: &[Test] = &[
     (
         "idle_exec_sessions_hold_no_thread",
         idle_exec_sessions_hold_no_thread,
+    ),
+    (
+        "attach_streams_output_and_stdin_and_detaches_at_stdin_end",
+        attach_streams_output_and_stdin_and_detaches_at_stdin_end,
+    ),
+    (
+        "attach_with_stdin_once_closes_stdin_and_follows_to_the_exit",
+        attach_with_stdin_once_closes_stdin_and_follows_to_the_exit,
+    ),
+    (
+        "attach_on_a_terminal_resizes_it",
+        attach_on_a_terminal_resizes_it,
     ),
     (
         "port_forward_to_a_pod_network_sandbox",
@@ -278,6 +290,16 @@ impl Pod {
 
     /// Creates and starts a busybox container running `command`; waits until it runs.
     fn container(&self, name: &str, command: &[&str]) -> ContainerId {
+        self.container_with(name, command, |_| {})
+    }
+
+    /// [`Pod::container`] with its configuration changed by `tweak` (stdin, tty).
+    fn container_with(
+        &self,
+        name: &str,
+        command: &[&str],
+        tweak: impl FnOnce(&mut ContainerConfig),
+    ) -> ContainerId {
         let mut labels = self.sandbox_config.labels.clone();
         labels.insert(labels::CONTAINER_NAME.into(), name.into());
         let config = ContainerConfig {
@@ -290,6 +312,8 @@ impl Pod {
             log_path: format!("{name}/0.log").into(),
             ..Default::default()
         };
+        let mut config = config;
+        tweak(&mut config);
         self.rt.block_on(async {
             let id = self
                 .runtime
@@ -330,6 +354,26 @@ impl Pod {
         let (runtime, id) = (self.runtime.clone(), id.clone());
         self.rt
             .spawn(async move { runtime.exec(&id, &req, io).await })
+    }
+
+    /// Starts an attach to `id` with `io`; the handle's result is the attach's.
+    fn attach(&self, id: &ContainerId, io: ExecIo) -> JoinHandle<Result<(), RuntimeError>> {
+        let req = AttachRequest {
+            tty: false,
+            stdin: io.stdin.is_some(),
+            stdout: io.stdout.is_some(),
+            stderr: io.stderr.is_some(),
+        };
+        let (runtime, id) = (self.runtime.clone(), id.clone());
+        self.rt
+            .spawn(async move { runtime.attach(&id, &req, io).await })
+    }
+
+    fn state(&self, id: &ContainerId) -> ContainerState {
+        self.rt
+            .block_on(self.runtime.container_status(id))
+            .unwrap()
+            .state
     }
 
     fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
@@ -773,6 +817,155 @@ fn idle_exec_sessions_hold_no_thread() {
         assert_eq!(code, 0);
         drop((out, rest));
     }
+}
+
+async fn attach_ended(task: JoinHandle<Result<(), RuntimeError>>) -> Result<(), RuntimeError> {
+    tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("the attach ends")
+        .expect("the attach task does not panic")
+}
+
+fn attach_streams_output_and_stdin_and_detaches_at_stdin_end() {
+    let pod = Pod::new("attach", true);
+    let id = pod.container_with(
+        "app",
+        &[
+            "sh",
+            "-c",
+            "while read l; do echo got:$l; echo err:$l >&2; done; echo closed",
+        ],
+        |c| c.stdin = true,
+    );
+    for word in ["one", "two"] {
+        let mut s = streams(true, true, true, false);
+        let task = pod.attach(&id, s.io);
+        pod.block_on(async {
+            let mut stdin = s.stdin.take().unwrap();
+            let (mut out, mut err) = (s.stdout.take().unwrap(), s.stderr.take().unwrap());
+            stdin
+                .write_all(format!("{word}\n").as_bytes())
+                .await
+                .unwrap();
+            read_until(&mut out, &format!("got:{word}\n")).await;
+            read_until(&mut err, &format!("err:{word}\n")).await;
+            // The caller's stdin ends: the attach ends, the container's stdin stays open.
+            drop(stdin);
+            attach_ended(task).await.unwrap();
+        });
+        assert_eq!(pod.state(&id), ContainerState::Running);
+    }
+    // Output only: what the container writes from now on.
+    let mut s = streams(false, true, false, false);
+    let task = pod.attach(&id, s.io);
+    let mut feeder = streams(true, false, false, false);
+    let feed = pod.attach(&id, feeder.io);
+    pod.block_on(async {
+        let mut out = s.stdout.take().unwrap();
+        let mut stdin = feeder.stdin.take().unwrap();
+        // Fed until heard: the output-only attach may connect after the first lines.
+        let mut seen = String::new();
+        let deadline = Instant::now() + DEADLINE;
+        while !seen.contains("got:three\n") {
+            assert!(Instant::now() < deadline, "nothing heard: {seen:?}");
+            stdin.write_all(b"three\n").await.unwrap();
+            let mut buf = [0u8; 1024];
+            if let Ok(n) = tokio::time::timeout(Duration::from_secs(1), out.read(&mut buf)).await {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n.unwrap()]));
+            }
+        }
+        assert!(!seen.contains("one"), "{seen:?}");
+        drop(stdin);
+        attach_ended(feed).await.unwrap();
+    });
+    // The container stops: the attach ends.
+    pod.block_on(pod.runtime.stop_container(&id, Duration::from_secs(1)))
+        .unwrap();
+    pod.block_on(async { attach_ended(task).await.unwrap() });
+    // A container that is not running cannot be attached to.
+    let s = streams(false, true, false, false);
+    let err = pod
+        .block_on(async { attach_ended(pod.attach(&id, s.io)).await })
+        .unwrap_err();
+    assert!(err.to_string().contains("is not running"), "{err}");
+}
+
+fn attach_with_stdin_once_closes_stdin_and_follows_to_the_exit() {
+    let pod = Pod::new("once", true);
+    let id = pod.container_with(
+        "app",
+        &[
+            "sh",
+            "-c",
+            "while read l; do echo got:$l; done; echo stdin-closed; exit 3",
+        ],
+        |c| {
+            c.stdin = true;
+            c.stdin_once = true;
+        },
+    );
+    let mut s = streams(true, true, true, false);
+    let task = pod.attach(&id, s.io);
+    pod.block_on(async {
+        let mut stdin = s.stdin.take().unwrap();
+        let mut out = s.stdout.take().unwrap();
+        stdin.write_all(b"one\n").await.unwrap();
+        read_until(&mut out, "got:one\n").await;
+        // stdinOnce: the caller's stdin end closes the container's; the attach follows the
+        // container's output to its exit.
+        drop(stdin);
+        read_until(&mut out, "stdin-closed\n").await;
+        attach_ended(task).await.unwrap();
+    });
+}
+
+fn attach_on_a_terminal_resizes_it() {
+    let pod = Pod::new("attty", true);
+    let id = pod.container_with(
+        "app",
+        &["sh", "-c", "while read l; do echo got:$l; stty size; done"],
+        |c| {
+            c.stdin = true;
+            c.tty = true;
+        },
+    );
+    let mut s = streams(true, true, false, true);
+    let resize = s.resize.take().unwrap();
+    let task = pod.attach(&id, s.io);
+    pod.block_on(async {
+        resize
+            .send(TerminalSize {
+                width: 90,
+                height: 21,
+            })
+            .await
+            .unwrap();
+        let mut stdin = s.stdin.take().unwrap();
+        let mut out = s.stdout.take().unwrap();
+        // Sent until answered after the size: the attach may not be connected yet.
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            stdin.write_all(b"x\n").await.unwrap();
+            let mut buf = [0u8; 1024];
+            let mut seen = String::new();
+            let got = tokio::time::timeout(Duration::from_secs(1), async {
+                while !seen.contains("21 90") {
+                    let n = out.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "EOF: {seen:?}");
+                    seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            })
+            .await;
+            if got.is_ok() {
+                assert!(seen.contains("got:x\r\n"), "{seen:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no answer on the terminal");
+        }
+        drop(stdin);
+        attach_ended(task).await.unwrap();
+    });
+    assert_eq!(pod.state(&id), ContainerState::Running);
 }
 
 fn httpd_command(addr: &str, body: &str) -> Vec<String> {

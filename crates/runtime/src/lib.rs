@@ -339,7 +339,13 @@ pub struct ContainerConfig {
     pub annotations: Labels,
     /// Log file, relative to the sandbox's log directory (`<container>/<attempt>.log`).
     pub log_path: PathBuf,
+    /// Keep the container's stdin open for attached clients (Kubernetes `stdin`); without it
+    /// the container reads EOF at once.
     pub stdin: bool,
+    /// Close the container's stdin when the first attached client's stdin ends (Kubernetes
+    /// `stdinOnce`; only with `stdin`).
+    pub stdin_once: bool,
+    /// Run the container on a terminal (Kubernetes `tty`): its stdout and stderr are one stream.
     pub tty: bool,
     pub resources: Resources,
     pub security: SecurityContext,
@@ -449,6 +455,18 @@ pub struct ExecRequest {
     pub stderr: bool,
 }
 
+/// An attach to a running container's own stdio (CRI `AttachRequest`, as `kubectl attach`
+/// asks for it through the node API). Each stream is present in [`ExecIo`] when asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AttachRequest {
+    /// Whether the container runs on a terminal (from its spec: a running process cannot
+    /// change it, so kubelet takes it from the pod, not from the client).
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
 /// A terminal size (columns, rows), as the `resize` stream of `kubectl exec -t` sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TerminalSize {
@@ -456,8 +474,9 @@ pub struct TerminalSize {
     pub height: u16,
 }
 
-/// The streams of an interactive exec. Each is present when the request asked for it.
-/// `stdin` reaching EOF closes the command's stdin; the exec ends when the command exits.
+/// The streams of an interactive exec or an attach. Each is present when the request asked for
+/// it. For an exec, `stdin` reaching EOF closes the command's stdin and the exec ends when the
+/// command exits; for an attach, see [`ContainerRuntime::attach`].
 pub struct ExecIo {
     pub stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
     pub stdout: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>>,
@@ -573,6 +592,31 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         Err(RuntimeError::Failed {
             op: "exec",
             message: "interactive exec is not supported by this runtime".into(),
+        })
+    }
+
+    /// CRI `Attach`: the URL of the runtime's own streaming server that serves this attach (the
+    /// node API proxies to it, as for [`Self::exec_url`]), or `None` when the runtime attaches
+    /// clients itself through [`Self::attach`].
+    async fn attach_url(&self, id: &ContainerId, req: &AttachRequest) -> Result<Option<String>> {
+        let _ = (id, req);
+        Ok(None)
+    }
+
+    /// Attaches the given streams to the running container's own stdio (containerd's semantics):
+    /// its output from now on is copied to `stdout`/`stderr` (a client too slow to keep up is
+    /// dropped, never slows the container); `stdin` is written to the container's stdin when
+    /// it was created with `stdin` (else it is read and dropped); `resize` resizes its terminal.
+    /// Returns when the container exits, when the client's output is gone, or when the client's
+    /// stdin ends on a container with `stdin`: then, with `stdin_once` and no terminal, the
+    /// container's stdin is closed and the attach goes on to the container's exit; otherwise
+    /// the attach ends there and the container's stdin stays open for the next client.
+    /// Runtimes whose [`Self::attach_url`] gives a URL need not implement it.
+    async fn attach(&self, id: &ContainerId, req: &AttachRequest, io: ExecIo) -> Result<()> {
+        let _ = (id, req, io);
+        Err(RuntimeError::Failed {
+            op: "attach",
+            message: "attach is not supported by this runtime".into(),
         })
     }
 

@@ -35,15 +35,19 @@ pub enum ShimArgs {
 }
 
 /// Options of the supervisor's `monitor` phase: its own options plus the inherited descriptors
-/// of the container's stdout and stderr pipes.
+/// of the container's stdio and of the attach socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonitorArgs {
     /// The supervisor's options.
     pub supervisor: SupervisorArgs,
-    /// Read end of the container's stdout pipe.
+    /// Read end of the container's stdout pipe, or the terminal's master with `tty`.
     pub stdout_fd: i32,
-    /// Read end of the container's stderr pipe.
-    pub stderr_fd: i32,
+    /// Read end of the container's stderr pipe (none with `tty`).
+    pub stderr_fd: Option<i32>,
+    /// Write end of the container's stdin pipe (with `stdin`, without `tty`).
+    pub stdin_fd: Option<i32>,
+    /// The listening attach socket.
+    pub attach_fd: i32,
 }
 
 /// Options of the supervisor (`launch` and `run`).
@@ -62,6 +66,13 @@ pub struct SupervisorArgs {
     /// Arguments that come before the mode word when re-executing the binary (`launch` passes
     /// them on to `run`).
     pub prefix: Vec<OsString>,
+    /// Keep the container's stdin open for attached clients (Kubernetes `stdin`).
+    pub stdin: bool,
+    /// Close the container's stdin when the first attached client's stdin ends (`stdinOnce`).
+    pub stdin_once: bool,
+    /// Run the container on a terminal whose master the shim owns (Kubernetes `tty`; the
+    /// bundle's `process.terminal` must say so too).
+    pub tty: bool,
 }
 
 /// Options of the exec helper.
@@ -103,9 +114,26 @@ impl ShimArgs {
             "launch" | "run" | "monitor" => {
                 let (mut id, mut bundle, mut state_dir, mut log_path, mut root) =
                     (None, None, None, None, None);
-                let (mut stdout_fd, mut stderr_fd) = (None, None);
+                let (mut stdout_fd, mut stderr_fd, mut stdin_fd, mut attach_fd) =
+                    (None, None, None, None);
+                let (mut stdin, mut stdin_once, mut tty) = (false, false, false);
                 let mut prefix = Vec::new();
                 while let Some(flag) = it.next() {
+                    match flag.to_str() {
+                        Some("--stdin") => {
+                            stdin = true;
+                            continue;
+                        }
+                        Some("--stdin-once") => {
+                            stdin_once = true;
+                            continue;
+                        }
+                        Some("--tty") => {
+                            tty = true;
+                            continue;
+                        }
+                        _ => {}
+                    }
                     let value = it.next().ok_or_else(|| format!("{flag:?} needs a value"))?;
                     match flag.to_str() {
                         Some("--id") => id = Some(utf8(value)?),
@@ -116,6 +144,8 @@ impl ShimArgs {
                         Some("--prefix") => prefix.push(value),
                         Some("--stdout-fd") => stdout_fd = Some(number(&utf8(value)?)?),
                         Some("--stderr-fd") => stderr_fd = Some(number(&utf8(value)?)?),
+                        Some("--stdin-fd") => stdin_fd = Some(number(&utf8(value)?)?),
+                        Some("--attach-fd") => attach_fd = Some(number(&utf8(value)?)?),
                         _ => return Err(format!("unknown option {flag:?}")),
                     }
                 }
@@ -126,6 +156,9 @@ impl ShimArgs {
                     log_path: log_path.ok_or("--log is required")?,
                     root: root.ok_or("--root is required")?,
                     prefix,
+                    stdin,
+                    stdin_once,
+                    tty,
                 };
                 Ok(match mode.as_str() {
                     "launch" => ShimArgs::Launch(a),
@@ -133,7 +166,9 @@ impl ShimArgs {
                     _ => ShimArgs::Monitor(MonitorArgs {
                         supervisor: a,
                         stdout_fd: stdout_fd.ok_or("--stdout-fd is required")?,
-                        stderr_fd: stderr_fd.ok_or("--stderr-fd is required")?,
+                        stderr_fd,
+                        stdin_fd,
+                        attach_fd: attach_fd.ok_or("--attach-fd is required")?,
                     }),
                 })
             }
@@ -217,11 +252,26 @@ impl ShimArgs {
                     push(&"--prefix");
                     push(p);
                 }
+                for (set, flag) in [
+                    (a.stdin, "--stdin"),
+                    (a.stdin_once, "--stdin-once"),
+                    (a.tty, "--tty"),
+                ] {
+                    if set {
+                        push(&flag);
+                    }
+                }
                 if let ShimArgs::Monitor(m) = self {
                     push(&"--stdout-fd");
                     push(&m.stdout_fd.to_string());
-                    push(&"--stderr-fd");
-                    push(&m.stderr_fd.to_string());
+                    for (fd, flag) in [(m.stderr_fd, "--stderr-fd"), (m.stdin_fd, "--stdin-fd")] {
+                        if let Some(fd) = fd {
+                            push(&flag);
+                            push(&fd.to_string());
+                        }
+                    }
+                    push(&"--attach-fd");
+                    push(&m.attach_fd.to_string());
                 }
             }
             ShimArgs::Pause => push(&"pause"),
@@ -280,6 +330,9 @@ mod tests {
             log_path: "/l".into(),
             root: "/r".into(),
             prefix: vec!["__shim".into()],
+            stdin: true,
+            stdin_once: false,
+            tty: true,
         });
         assert_eq!(ShimArgs::parse(a.to_args()).unwrap(), a);
         let ShimArgs::Launch(sup) = a else {
@@ -288,8 +341,16 @@ mod tests {
         let m = ShimArgs::Monitor(MonitorArgs {
             supervisor: sup,
             stdout_fd: 5,
-            stderr_fd: 6,
+            stderr_fd: Some(6),
+            stdin_fd: None,
+            attach_fd: 8,
         });
+        assert_eq!(ShimArgs::parse(m.to_args()).unwrap(), m);
+        let ShimArgs::Monitor(mut m) = m else {
+            unreachable!()
+        };
+        (m.stderr_fd, m.stdin_fd, m.supervisor.stdin_once) = (None, Some(7), true);
+        let m = ShimArgs::Monitor(m);
         assert_eq!(ShimArgs::parse(m.to_args()).unwrap(), m);
     }
 

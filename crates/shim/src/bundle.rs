@@ -22,7 +22,8 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// Applets linked into the rootfs's `/bin`.
 pub const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "ls", "head", "tr", "kill", "ps", "hostname", "env", "true",
-    "false", "dd", "yes", "wc", "printf", "seq", "pwd", "id", "mkdir", "rm", "touch",
+    "false", "dd", "yes", "wc", "printf", "seq", "pwd", "id", "mkdir", "rm", "touch", "stty",
+    "tty",
 ];
 
 /// What the bundle's container runs.
@@ -42,6 +43,8 @@ pub struct BundleOptions {
     pub cgroups_path: String,
     /// Memory limit in bytes (`linux.resources.memory.limit`).
     pub memory_limit: Option<i64>,
+    /// Run on a terminal (`process.terminal`; the shim's `tty` must be set too).
+    pub terminal: bool,
 }
 
 impl BundleOptions {
@@ -55,6 +58,7 @@ impl BundleOptions {
             network_namespace: false,
             cgroups_path: format!("/staticlet/test-{id}"),
             memory_limit: None,
+            terminal: false,
         }
     }
 }
@@ -91,6 +95,7 @@ fn spec_for(opts: &BundleOptions) -> Result<Spec, oci_spec::OciSpecError> {
         env.extend(opts.env.iter().cloned());
         p.set_env(Some(env));
         p.set_cwd(opts.cwd.clone().into());
+        p.set_terminal(Some(opts.terminal));
     }
     if let Some(root) = spec.root_mut() {
         root.set_path("rootfs".into());

@@ -45,6 +45,19 @@ pub struct ShimConfig {
     pub root: PathBuf,
     /// How long to wait for the container to be running (or to have failed to start).
     pub start_timeout: Duration,
+    /// The container's stdio as attach serves it: Kubernetes `stdin`, `stdinOnce`, `tty`.
+    pub stdio: ContainerStdio,
+}
+
+/// How the shim sets up a container's stdio (see [`crate::attach`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContainerStdio {
+    /// Keep the container's stdin open for attached clients (else it reads EOF at once).
+    pub stdin: bool,
+    /// Close it when the first attached client's stdin ends (not on a terminal, as containerd).
+    pub stdin_once: bool,
+    /// Run the container on a terminal (the bundle's `process.terminal` must be set too).
+    pub tty: bool,
 }
 
 /// A started shim: its state directory and the record seen when the start was confirmed.
@@ -120,6 +133,9 @@ fn start(
         log_path: abs(&cfg.log_path)?,
         root: abs(&cfg.root)?,
         prefix: cfg.reexec.prefix.clone(),
+        stdin: cfg.stdio.stdin,
+        stdin_once: cfg.stdio.stdin_once,
+        tty: cfg.stdio.tty,
     };
     let mut cmd = Command::new(&cfg.reexec.exe);
     cmd.args(&cfg.reexec.prefix)

@@ -158,6 +158,11 @@ impl LineSplitter {
         }
     }
 
+    /// The stream this splitter writes records of.
+    pub fn stream(&self) -> Stream {
+        self.stream
+    }
+
     /// Feeds bytes read from the stream; writes every complete record to `out`.
     ///
     /// `now` gives the timestamp of each record (called once per record). When a write fails,

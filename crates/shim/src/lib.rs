@@ -15,11 +15,14 @@
 //! - [`exec`]: [`exec_in_container`], a command in a running container through a helper process;
 //!   [`interactive_helper_command`], the same helper for an interactive command whose stdio the
 //!   caller streams (`kubectl exec`), in a session the caller kills with [`sys::kill_session`].
+//! - [`attach`]: the attach socket every shim serves (`kubectl attach`: live output, stdin,
+//!   terminal resize) and its frames.
 //! - [`state`]: the `state.json` record; [`crilog`]: the CRI log format; [`bundle`]: a minimal
 //!   busybox OCI bundle for tests; [`sys`]: `/proc` and cgroup helpers.
 #![allow(clippy::disallowed_types)] // No tokio here: std's Instant is the right clock.
 
 pub mod args;
+pub mod attach;
 pub mod bundle;
 pub mod client;
 pub mod crilog;
@@ -31,7 +34,9 @@ pub mod sys;
 use std::process::ExitCode;
 
 pub use args::{ExecArgs, MonitorArgs, ShimArgs, SupervisorArgs};
-pub use client::{spawn_shim, spawn_shim_with, stop, Reexec, ShimConfig, ShimHandle};
+pub use client::{
+    spawn_shim, spawn_shim_with, stop, ContainerStdio, Reexec, ShimConfig, ShimHandle,
+};
 pub use exec::{
     exec_in_container, exec_result, helper_command, interactive_helper_command, ExecOutput,
     ExecTarget, InteractiveHelper, MAX_OUTPUT,

@@ -11,28 +11,36 @@
 //! 1. calls `setsid` (no controlling terminal, not in the agent's process group), becomes a child
 //!    subreaper, and writes a first `state.json`;
 //! 2. creates pipes for the container's stdout and stderr (never `/dev/null`: libcontainer
-//!    reopens a host `/dev/null` stdio read-only inside the container) and an empty pipe as stdin;
+//!    reopens a host `/dev/null` stdio read-only inside the container) and a pipe as stdin, whose
+//!    write end it keeps for attached clients with `stdin` (Kubernetes `stdin`) and closes at
+//!    once otherwise (the container reads EOF); with `tty`, instead, the container's init makes
+//!    a terminal in the container's devpts and sends its master over a console socket
+//!    (libcontainer's `--console-socket`, as runc does for containerd), and the shim keeps the
+//!    master: output is read from it (logged as stdout), stdin written to it. It also binds the
+//!    attach socket ([`crate::attach`]) before the container starts;
 //! 3. creates the container (`ContainerBuilder ... as_init(bundle).with_systemd(false)
 //!    .with_detach(true).build()`), records `created` with the init's pid, its start time and its
 //!    cgroup directories, starts it and records `running`;
 //! 4. re-execs itself in `monitor` mode (so the code and heap libcontainer used are no longer
 //!    resident; the init stays its child across `execve`), sets up everything its loop needs,
 //!    drops the start-up code from its resident set ([`sys::trim_clean_file_mappings`]), then
-//!    loops on `poll(2)` over the two pipes and a `signalfd` (SIGCHLD, SIGUSR1 to reopen the log
-//!    file after rotation; SIGTERM, SIGINT and SIGHUP are swallowed, so only the container's exit
-//!    ends the shim), writing CRI log records. The loop allocates nothing and calls as little
-//!    code as it can: its resident memory is mostly the pages of code it touches, and the kernel
+//!    loops on `poll(2)` over the two pipes (or the terminal), a `signalfd` (SIGCHLD, SIGUSR1 to
+//!    reopen the log file after rotation; SIGTERM, SIGINT and SIGHUP are swallowed, so only the
+//!    container's exit ends the shim) and the attach socket and its clients, writing CRI log
+//!    records and copying output to attached clients, never waiting on one. Without attached
+//!    clients the loop allocates nothing and calls as little code as it can: its resident memory is mostly the pages of code it touches, and the kernel
 //!    maps a file's pages back a whole page-cache folio (up to 128 KiB or more) at a time;
 //! 5. when the init exits (it is the shim's own child: libcontainer clones it with
 //!    `CLONE_PARENT` from its intermediate process, whose parent is the shim), kills whatever is
-//!    left in the container's cgroups, drains the pipes, reads the OOM counter, records
+//!    left in the container's cgroups, drains the pipes, closes the attached clients and removes
+//!    the attach socket, reads the OOM counter, records
 //!    `exited` with the exit code (128 + signal when killed) and reason, deletes the libcontainer
 //!    container (its state directory and cgroups) and exits 0.
 
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -49,6 +57,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, pipe2, setsid, Pid};
 
 use crate::args::{MonitorArgs, ShimArgs, SupervisorArgs};
+use crate::attach::{AttachServer, Interest, ATTACH_SOCKET, MAX_CLIENTS};
 use crate::crilog::{open_log, LineSplitter, Stream, Timestamp};
 use crate::state::{now_rfc3339, write_state, Reason, ShimState, Status, SHIM_LOG_FILE};
 use crate::sys;
@@ -119,6 +128,7 @@ pub(crate) fn run(args: SupervisorArgs) -> ExitCode {
                 let _ = waitpid(Pid::from_raw(state.pid), Some(WaitPidFlag::__WALL));
             }
             delete_container(&args.root, &args.id);
+            let _ = fs::remove_file(args.state_dir.join(ATTACH_SOCKET));
             state.status = Status::Exited;
             state.exit_code = Some(START_ERROR_EXIT_CODE);
             state.reason = Some(Reason::StartError);
@@ -147,15 +157,23 @@ pub(crate) fn run(args: SupervisorArgs) -> ExitCode {
 
 fn exec_monitor(args: &SupervisorArgs, started: &Started) -> io::Error {
     use std::os::unix::process::CommandExt;
-    for fd in [&started.stdout, &started.stderr] {
-        if let Err(e) = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())) {
+    let fds = [
+        Some(started.stdout.as_raw_fd()),
+        started.stderr.as_ref().map(AsRawFd::as_raw_fd),
+        started.stdin.as_ref().map(AsRawFd::as_raw_fd),
+        Some(started.attach.as_raw_fd()),
+    ];
+    for fd in fds.into_iter().flatten() {
+        if let Err(e) = fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())) {
             return e.into();
         }
     }
     let monitor = ShimArgs::Monitor(MonitorArgs {
         supervisor: args.clone(),
         stdout_fd: started.stdout.as_raw_fd(),
-        stderr_fd: started.stderr.as_raw_fd(),
+        stderr_fd: started.stderr.as_ref().map(AsRawFd::as_raw_fd),
+        stdin_fd: started.stdin.as_ref().map(AsRawFd::as_raw_fd),
+        attach_fd: started.attach.as_raw_fd(),
     });
     Command::new(self_exe())
         .args(&args.prefix)
@@ -175,20 +193,34 @@ fn self_exe() -> std::path::PathBuf {
 /// `monitor` mode: the supervisor after its re-exec, given the container's output pipes.
 pub(crate) fn monitor(args: MonitorArgs) -> ExitCode {
     let sup = args.supervisor;
-    let reopen = |fd: i32| -> io::Result<OwnedFd> {
-        // A new descriptor of the same pipe through /proc, then the inherited number is closed:
-        // no raw descriptor has to be adopted.
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc_o_nonblock())
-            .open(format!("/proc/self/fd/{fd}"))?;
-        let _ = nix::unistd::close(fd);
-        Ok(f.into())
+    let adopt_all = || -> io::Result<Started> {
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::getpid(),
+            rustix::process::PidfdFlags::empty(),
+        )?;
+        // A duplicate of our own inherited descriptor, owned, then the inherited number is
+        // closed: no raw descriptor has to be adopted with `unsafe`. (Reopening through
+        // /proc/self/fd would do for pipes, but would open a new terminal for a master.)
+        let adopt = |fd: i32| -> io::Result<OwnedFd> {
+            let owned = rustix::process::pidfd_getfd(
+                &pidfd,
+                fd,
+                rustix::process::PidfdGetfdFlags::empty(),
+            )?;
+            let _ = nix::unistd::close(fd);
+            Ok(owned)
+        };
+        Ok(Started {
+            stdout: adopt(args.stdout_fd)?,
+            stderr: args.stderr_fd.map(adopt).transpose()?,
+            stdin: args.stdin_fd.map(adopt).transpose()?,
+            attach: UnixListener::from(adopt(args.attach_fd)?),
+        })
     };
-    let started = match (reopen(args.stdout_fd), reopen(args.stderr_fd)) {
-        (Ok(stdout), Ok(stderr)) => Started { stdout, stderr },
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("staticlet-shim {}: monitor pipes: {e}", sup.id);
+    let started = match adopt_all() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("staticlet-shim {}: monitor descriptors: {e}", sup.id);
             return ExitCode::FAILURE;
         }
     };
@@ -209,35 +241,103 @@ pub(crate) fn monitor(args: MonitorArgs) -> ExitCode {
     monitor.run()
 }
 
-fn libc_o_nonblock() -> i32 {
-    OFlag::O_NONBLOCK.bits()
+/// The container's stdio as the shim holds it once the container runs.
+struct Started {
+    /// The read end of its stdout pipe, or the terminal's master.
+    stdout: OwnedFd,
+    /// The read end of its stderr pipe (none on a terminal).
+    stderr: Option<OwnedFd>,
+    /// The write end of its stdin pipe (with `stdin`, without a terminal).
+    stdin: Option<OwnedFd>,
+    /// The attach socket.
+    attach: UnixListener,
 }
 
-struct Started {
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+/// The console socket's name in the state directory (only while the container is created).
+const CONSOLE_SOCKET: &str = "console.sock";
+
+/// Receives the terminal master the container's init sends over the console socket.
+fn receive_master(listener: &UnixListener) -> Result<OwnedFd, String> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    use std::mem::MaybeUninit;
+    // The init connected while libcontainer created the container: the connection is waiting.
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(10_000u16)) {
+        Ok(n) if n > 0 => {}
+        Ok(_) => return Err("no connection on the console socket".into()),
+        Err(e) => return Err(format!("console socket: {e}")),
+    }
+    let (conn, _) = listener
+        .accept()
+        .map_err(|e| format!("console socket: {e}"))?;
+    conn.set_nonblocking(false)
+        .map_err(|e| format!("console socket: {e}"))?;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+    let mut name = [0u8; 4096];
+    rustix::net::recvmsg(
+        &conn,
+        &mut [io::IoSliceMut::new(&mut name)],
+        &mut cmsg,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receive the terminal: {e}"))?;
+    let master = cmsg.drain().find_map(|m| match m {
+        RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+        _ => None,
+    });
+    master.ok_or_else(|| "the console socket carried no terminal".to_string())
 }
 
 fn create_and_start(args: &SupervisorArgs, state: &mut ShimState) -> Result<Started, String> {
-    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    // stdin: a pipe whose write end is closed now, so the container reads EOF.
-    let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    drop(in_w);
     fs::create_dir_all(&args.root).map_err(|e| format!("create {:?}: {e}", args.root))?;
-
-    let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+    let attach = crate::attach::bind(&args.state_dir, ATTACH_SOCKET)
+        .map_err(|e| format!("attach socket: {e}"))?;
+    let builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&args.root)
         .and_then(|b| b.validate_id())
-        .map_err(|e| format!("container {}: {e}", args.id))?
-        .with_stdin(in_r)
-        .with_stdout(out_w)
-        .with_stderr(err_w)
+        .map_err(|e| format!("container {}: {e}", args.id))?;
+    let (builder, pipes, console) = if args.tty {
+        let console = crate::attach::bind(&args.state_dir, CONSOLE_SOCKET)
+            .map_err(|e| format!("console socket: {e}"))?;
+        let path = args.state_dir.join(CONSOLE_SOCKET);
+        (builder.with_console_socket(Some(path)), None, Some(console))
+    } else {
+        let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        // Without `stdin` the write end is closed now, so the container reads EOF.
+        let in_w = args.stdin.then_some(in_w);
+        let b = builder
+            .with_stdin(in_r)
+            .with_stdout(out_w)
+            .with_stderr(err_w);
+        (b, Some((out_r, err_r, in_w)), None)
+    };
+    let built = builder
         .as_init(&args.bundle)
         .with_systemd(false)
         .with_detach(true)
         .build()
-        .map_err(|e| format!("create container: {}", error_chain(&e)))?;
+        .map_err(|e| format!("create container: {}", error_chain(&e)));
+    let stdio = match (console, pipes) {
+        (Some(console), _) => {
+            let master = built
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|_| receive_master(&console));
+            let _ = fs::remove_file(args.state_dir.join(CONSOLE_SOCKET));
+            master.map(|m| (m, None, None))
+        }
+        (None, Some((out_r, err_r, in_w))) => Ok((out_r, Some(err_r), in_w)),
+        (None, None) => Err("no stdio for the container".to_string()),
+    };
+    let mut container = built?;
+    // Recorded before a failure to get the terminal, so that the caller kills the init.
+    if let Some(pid) = container.pid() {
+        state.pid = pid.as_raw();
+    }
+    let (stdout, stderr, stdin) = stdio?;
 
     let pid = container
         .pid()
@@ -256,8 +356,10 @@ fn create_and_start(args: &SupervisorArgs, state: &mut ShimState) -> Result<Star
     state.started_at = Some(now_rfc3339());
     write_state(&args.state_dir, state).map_err(|e| format!("write state: {e}"))?;
     Ok(Started {
-        stdout: out_r,
-        stderr: err_r,
+        stdout,
+        stderr,
+        stdin,
+        attach,
     })
 }
 
@@ -287,8 +389,9 @@ impl Pipe {
         })
     }
 
-    /// Reads what is available (all of it when `drain`); closes the pipe at EOF.
-    fn pump(&mut self, log: &mut File, buf: &mut [u8], drain: bool) {
+    /// Reads what is available (all of it when `drain`), logs it and copies it to the attached
+    /// clients; closes the pipe at EOF.
+    fn pump(&mut self, log: &mut File, buf: &mut [u8], drain: bool, attach: &mut AttachServer) {
         let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
             return;
         };
@@ -305,12 +408,19 @@ impl Pipe {
                     if let Err(e) = self.lines.feed(&buf[..n], log, &mut Timestamp::now) {
                         eprintln!("staticlet-shim: write log: {e}");
                     }
+                    attach.broadcast(self.lines.stream(), &buf[..n]);
                     if !drain && n < buf.len() {
                         return;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // A terminal's master reads EIO once no process has the terminal open.
+                Err(e) if e.raw_os_error() == Some(Errno::EIO as i32) => {
+                    let _ = self.lines.finish(log, &mut Timestamp::now);
+                    self.fd = None;
+                    return;
+                }
                 Err(e) => {
                     eprintln!("staticlet-shim: read pipe: {e}");
                     self.fd = None;
@@ -371,11 +481,26 @@ struct Monitor<'a> {
     sfd: SignalFd,
     log: File,
     out: Pipe,
+    /// Closed from the start on a terminal (one stream).
     err: Pipe,
+    attach: AttachServer,
     buf: Box<[u8]>,
     /// The init's exit code, once it has been reaped.
     exit_code: Option<i32>,
 }
+
+/// What one slot of the poll set is.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Signal,
+    Out,
+    Err,
+    Attach(Interest),
+}
+
+/// Slots of the poll set: the signalfd, two output pipes, the attach listener, the container's
+/// stdin and the clients.
+const SLOTS: usize = 5 + MAX_CLIENTS;
 
 impl<'a> Monitor<'a> {
     /// Routes the signals to a `signalfd`, opens the log and prepares the pipes.
@@ -384,7 +509,12 @@ impl<'a> Monitor<'a> {
         state: ShimState,
         started: Started,
     ) -> Result<Self, ExitCode> {
-        let Started { stdout, stderr } = started;
+        let Started {
+            stdout,
+            stderr,
+            stdin,
+            attach,
+        } = started;
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             eprintln!("staticlet-shim {}: {what}: {e}", args.id);
             ExitCode::FAILURE
@@ -403,12 +533,28 @@ impl<'a> Monitor<'a> {
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| fail("signalfd", &e))?;
         let log = open_log(&args.log_path).map_err(|e| fail("open log", &e))?;
-        let (out, err) = match (
-            Pipe::new(stdout, Stream::Stdout),
-            Pipe::new(stderr, Stream::Stderr),
-        ) {
-            (Ok(o), Ok(e)) => (o, e),
-            (Err(e), _) | (_, Err(e)) => return Err(fail("pipe", &e)),
+        // On a terminal the master is the container's stdin too, and what is resized.
+        let (stdin, terminal) = if args.tty {
+            let dup = || rustix::io::fcntl_dupfd_cloexec(&stdout, 0);
+            let terminal = dup().map_err(|e| fail("terminal", &e))?;
+            let stdin = if args.stdin {
+                Some(dup().map_err(|e| fail("terminal", &e))?)
+            } else {
+                None
+            };
+            (stdin, Some(terminal))
+        } else {
+            (stdin, None)
+        };
+        let attach = AttachServer::new(attach, stdin, args.stdin_once, terminal)
+            .map_err(|e| fail("attach socket", &e))?;
+        let out = Pipe::new(stdout, Stream::Stdout).map_err(|e| fail("pipe", &e))?;
+        let err = match stderr {
+            Some(fd) => Pipe::new(fd, Stream::Stderr).map_err(|e| fail("pipe", &e))?,
+            None => Pipe {
+                fd: None,
+                lines: LineSplitter::new(Stream::Stderr),
+            },
         };
         let init = Pid::from_raw(state.pid);
         Ok(Self {
@@ -421,14 +567,16 @@ impl<'a> Monitor<'a> {
             log,
             out,
             err,
+            attach,
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
         })
     }
 
-    /// Logs the container's output until its init exits, then records the exit and cleans up.
+    /// Logs the container's output (and copies it to attached clients) until its init exits,
+    /// then records the exit and cleans up.
     ///
-    /// The loop allocates nothing: a record is timestamped into a stack buffer and written
-    /// straight from the read buffer.
+    /// Without attached clients the loop allocates nothing: a record is timestamped into a
+    /// stack buffer and written straight from the read buffer.
     fn run(self) -> ExitCode {
         let Monitor {
             args,
@@ -438,40 +586,73 @@ impl<'a> Monitor<'a> {
             mut log,
             mut out,
             mut err,
+            mut attach,
             mut buf,
             mut exit_code,
         } = self;
         while exit_code.is_none() {
-            // Slot 0 is the signalfd; then the pipes that are still open.
-            let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN); 3];
-            let mut which = [0usize; 2];
-            let mut n = 1;
-            for (i, p) in [&out, &err].into_iter().enumerate() {
-                if let Some(f) = p.fd.as_ref() {
-                    fds[n] = PollFd::new(f.as_fd(), PollFlags::POLLIN);
-                    which[n - 1] = i;
+            let mut slots = [Slot::Signal; SLOTS];
+            let mut ready = [(false, false); SLOTS];
+            let n = {
+                let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN); SLOTS];
+                let mut n = 1;
+                for (slot, p) in [(Slot::Out, &out), (Slot::Err, &err)] {
+                    if let Some(f) = p.fd.as_ref() {
+                        fds[n] = PollFd::new(f.as_fd(), PollFlags::POLLIN);
+                        slots[n] = slot;
+                        n += 1;
+                    }
+                }
+                attach.interests(|fd, what| {
+                    if n == SLOTS {
+                        return;
+                    }
+                    let flags = match what {
+                        Interest::Listener => PollFlags::POLLIN,
+                        Interest::Stdin => PollFlags::POLLOUT,
+                        Interest::Client { read, write, .. } => {
+                            let mut f = PollFlags::empty();
+                            f.set(PollFlags::POLLIN, read);
+                            f.set(PollFlags::POLLOUT, write);
+                            f
+                        }
+                    };
+                    fds[n] = PollFd::new(fd, flags);
+                    slots[n] = Slot::Attach(what);
                     n += 1;
+                });
+                match poll(&mut fds[..n], PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => {
+                        eprintln!("staticlet-shim {}: poll: {e}", args.id);
+                        return ExitCode::FAILURE;
+                    }
+                }
+                for (r, f) in ready.iter_mut().zip(&fds[..n]) {
+                    let ev = f.revents().unwrap_or(PollFlags::empty());
+                    *r = (
+                        !ev.is_empty(),
+                        ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR),
+                    );
+                }
+                n
+            };
+            let mut signalled = false;
+            for i in 0..n {
+                let (any, hup) = ready[i];
+                if !any {
+                    continue;
+                }
+                match slots[i] {
+                    Slot::Signal => signalled = true,
+                    Slot::Out => out.pump(&mut log, &mut buf, false, &mut attach),
+                    Slot::Err => err.pump(&mut log, &mut buf, false, &mut attach),
+                    Slot::Attach(what) => attach.ready(what, hup),
                 }
             }
-            match poll(&mut fds[..n], PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    eprintln!("staticlet-shim {}: poll: {e}", args.id);
-                    return ExitCode::FAILURE;
-                }
-            }
-            let mut ready = [false; 3];
-            for (r, f) in ready.iter_mut().zip(&fds[..n]) {
-                *r = f.revents().is_some_and(|r| !r.is_empty());
-            }
-            for (slot, &i) in which[..n - 1].iter().enumerate() {
-                if ready[slot + 1] {
-                    let p = if i == 0 { &mut out } else { &mut err };
-                    p.pump(&mut log, &mut buf, false);
-                }
-            }
-            if ready[0] {
+            attach.sweep();
+            if signalled {
                 let mut child_exited = false;
                 while let Ok(Some(info)) = sfd.read_signal() {
                     match Signal::try_from(info.ssi_signo as i32) {
@@ -495,16 +676,17 @@ impl<'a> Monitor<'a> {
         // namespace) dies with it, as with runc's `delete --force`; then the pipes reach EOF.
         let deadline = Instant::now() + Duration::from_secs(10);
         while sys::kill_cgroups(&state.cgroup_dirs) > 0 && Instant::now() < deadline {
-            out.pump(&mut log, &mut buf, true);
-            err.pump(&mut log, &mut buf, true);
+            out.pump(&mut log, &mut buf, true, &mut attach);
+            err.pump(&mut log, &mut buf, true, &mut attach);
             let _ = reap(init);
             std::thread::sleep(Duration::from_millis(5));
         }
         let _ = reap(init);
-        out.pump(&mut log, &mut buf, true);
-        err.pump(&mut log, &mut buf, true);
+        out.pump(&mut log, &mut buf, true, &mut attach);
+        err.pump(&mut log, &mut buf, true, &mut attach);
         out.close(&mut log);
         err.close(&mut log);
+        attach.shutdown(&args.state_dir);
 
         let oom = sys::oom_kill_count(&state.cgroup_dirs).unwrap_or(0) > 0;
         state.status = Status::Exited;

@@ -13,11 +13,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use staticlet_shim::attach::{Frame, ATTACH_SOCKET, CLIENT_QUEUE_LIMIT};
 use staticlet_shim::bundle::{write_busybox_bundle, BundleOptions};
 use staticlet_shim::client::{self, wait_for};
 use staticlet_shim::{
-    exec_in_container, read_state, spawn_shim, stop, ExecTarget, Reason, Reexec, ShimConfig,
-    ShimState, Status,
+    exec_in_container, read_state, spawn_shim, stop, ContainerStdio, ExecTarget, Reason, Reexec,
+    ShimConfig, ShimState, Status,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -54,6 +55,7 @@ fn config_for(dir: &Path, id: &str) -> ShimConfig {
         log_path: dir.join("container.log"),
         root: dir.join("root"),
         start_timeout: DEADLINE,
+        stdio: ContainerStdio::default(),
     }
 }
 
@@ -560,4 +562,289 @@ fn oom_kill_is_reported() {
     assert_eq!(st.reason, Some(Reason::OomKilled), "{st:?}");
     assert_eq!(st.exit_code, Some(137));
     fx.assert_cleaned_up(&st);
+}
+
+/// A client of a shim's attach socket, as the runtime is one.
+struct AttachClient {
+    sock: std::os::unix::net::UnixStream,
+    inbuf: Vec<u8>,
+    /// Output received so far (stdout and stderr), as text.
+    seen: String,
+    eof: bool,
+}
+
+impl AttachClient {
+    fn connect(fx: &Fixture) -> Self {
+        let sock =
+            std::os::unix::net::UnixStream::connect(fx.cfg.state_dir.join(ATTACH_SOCKET)).unwrap();
+        sock.set_read_timeout(Some(DEADLINE)).unwrap();
+        AttachClient {
+            sock,
+            inbuf: Vec::new(),
+            seen: String::new(),
+            eof: false,
+        }
+    }
+
+    fn send(&mut self, f: Frame) {
+        use std::io::Write;
+        let mut b = Vec::new();
+        f.encode(&mut b);
+        self.sock.write_all(&b).unwrap();
+    }
+
+    /// The next frame; `None` at EOF (or when the shim dropped the connection).
+    fn next(&mut self) -> Option<Frame> {
+        use std::io::Read;
+        loop {
+            if let Some((f, n)) = Frame::decode(&self.inbuf).unwrap() {
+                self.inbuf.drain(..n);
+                if let Frame::Stdout(d) | Frame::Stderr(d) = &f {
+                    self.seen.push_str(&String::from_utf8_lossy(d));
+                }
+                return Some(f);
+            }
+            let mut b = [0u8; 65536];
+            match self.sock.read(&mut b) {
+                Ok(0) => {
+                    self.eof = true;
+                    return None;
+                }
+                Ok(n) => self.inbuf.extend_from_slice(&b[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    self.eof = true;
+                    return None;
+                }
+                Err(e) => panic!("attach read: {e} (seen {:?})", self.seen),
+            }
+        }
+    }
+
+    /// Reads until the output so far contains `want`.
+    fn wait_output(&mut self, want: &str) {
+        while !self.seen.contains(want) {
+            assert!(
+                self.next().is_some(),
+                "attach ended without {want:?}: {:?}",
+                self.seen
+            );
+        }
+    }
+}
+
+impl Fixture {
+    fn with_stdio(mut self, stdio: ContainerStdio) -> Self {
+        self.cfg.stdio = stdio;
+        self
+    }
+}
+
+/// Reads `line-<n> ...` lines from a client until `count` whole lines came; returns their
+/// numbers (the first line seen may be partial and is skipped).
+fn read_numbered_lines(mut c: AttachClient, count: usize) -> (AttachClient, Vec<u64>) {
+    let mut partial = String::new();
+    let mut numbers = Vec::new();
+    let mut first = true;
+    while numbers.len() < count {
+        let Some(Frame::Stdout(d)) = c.next() else {
+            panic!("attach ended after {} lines", numbers.len());
+        };
+        partial.push_str(&String::from_utf8_lossy(&d));
+        while let Some(i) = partial.find('\n') {
+            let line: String = partial.drain(..=i).collect();
+            if !std::mem::take(&mut first) {
+                let n = line
+                    .strip_prefix("line-")
+                    .and_then(|l| l.split(' ').next()?.parse().ok());
+                numbers.push(n.unwrap_or_else(|| panic!("not a numbered line: {line:?}")));
+            }
+        }
+    }
+    c.seen.clear();
+    (c, numbers)
+}
+
+#[test]
+fn attach_copies_output_to_every_client_and_drops_one_that_does_not_read() {
+    if !prerequisites() {
+        return;
+    }
+    // About 1 KiB lines, a hundred at a time.
+    let fx = Fixture::new(
+        "fanout",
+        &[
+            "sh",
+            "-c",
+            "p=x; for k in 1 2 3 4 5 6 7 8 9 10; do p=$p$p; done; i=0; while true; do i=$((i+1)); echo \"line-$i $p\"; [ $((i % 20)) -eq 0 ] && sleep 0.01; done",
+        ],
+    );
+    let handle = spawn_shim(&fx.cfg).unwrap();
+    // Never reads: the shim must drop it rather than wait for it.
+    let mut slow = AttachClient::connect(&fx);
+    // Both readers get every line, none missing, well past what the slow client's queue and
+    // socket buffers hold.
+    let wanted = CLIENT_QUEUE_LIMIT / 1024 * 4;
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let c = AttachClient::connect(&fx);
+            std::thread::spawn(move || read_numbered_lines(c, wanted))
+        })
+        .collect();
+    let mut readers: Vec<_> = readers.into_iter().map(|t| t.join().unwrap()).collect();
+    for (_, n) in &readers {
+        assert!(
+            n.windows(2).all(|w| w[1] == w[0] + 1),
+            "a gap in the output"
+        );
+    }
+    // The slow client was dropped (its connection ends) while the container runs on.
+    slow.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    while slow.next().is_some() {}
+    assert!(slow.eof);
+    assert_eq!(fx.state().status, Status::Running);
+    let log_lines = fx.log_lines().len();
+    assert!(log_lines > wanted, "{log_lines}");
+    drop(handle);
+    let st = stop(&fx.cfg.state_dir, Signal::SIGKILL, Duration::ZERO).unwrap();
+    // The readers see the end of the attach when the container exits.
+    let (a, _) = &mut readers[0];
+    while a.next().is_some() {}
+    // The drop is the one thing the shim says.
+    let shim_log = fx.cfg.state_dir.join("shim.log");
+    assert_eq!(
+        fs::read_to_string(&shim_log).unwrap(),
+        "staticlet-shim: attach client too slow, dropped\n"
+    );
+    fs::write(&shim_log, "").unwrap();
+    fx.assert_cleaned_up(&st);
+    assert!(!fx.cfg.state_dir.join(ATTACH_SOCKET).exists());
+}
+
+/// A container echoing its stdin lines, then saying so when its stdin ends.
+const ECHO_STDIN: &str = "while read l; do echo got:$l; done; echo stdin-closed; sleep 1000";
+
+#[test]
+fn attach_stdin_reaches_the_container_and_stdin_once_closes_it() {
+    if !prerequisites() {
+        return;
+    }
+    let fx = Fixture::new("stdin-once", &["sh", "-c", ECHO_STDIN]).with_stdio(ContainerStdio {
+        stdin: true,
+        stdin_once: true,
+        tty: false,
+    });
+    spawn_shim(&fx.cfg).unwrap();
+    let mut first = AttachClient::connect(&fx);
+    let mut watcher = AttachClient::connect(&fx);
+    first.send(Frame::AttachStdin);
+    first.send(Frame::Stdin(b"one\n".to_vec()));
+    first.wait_output("got:one\n");
+    watcher.wait_output("got:one\n");
+    // The first client's stdin ends: the container's is closed (stdinOnce).
+    first.send(Frame::StdinEof);
+    watcher.wait_output("stdin-closed\n");
+    // Stdin of a later client goes nowhere.
+    let mut late = AttachClient::connect(&fx);
+    late.send(Frame::AttachStdin);
+    late.send(Frame::Stdin(b"two\n".to_vec()));
+    late.send(Frame::StdinEof);
+    let st = stop(&fx.cfg.state_dir, Signal::SIGKILL, Duration::ZERO).unwrap();
+    while watcher.next().is_some() {}
+    assert!(!watcher.seen.contains("got:two"), "{:?}", watcher.seen);
+    fx.assert_cleaned_up(&st);
+}
+
+#[test]
+fn attach_stdin_stays_open_across_clients_without_stdin_once() {
+    if !prerequisites() {
+        return;
+    }
+    let fx = Fixture::new("stdin-open", &["sh", "-c", ECHO_STDIN]).with_stdio(ContainerStdio {
+        stdin: true,
+        stdin_once: false,
+        tty: false,
+    });
+    spawn_shim(&fx.cfg).unwrap();
+    for word in ["one", "two"] {
+        let mut c = AttachClient::connect(&fx);
+        c.send(Frame::AttachStdin);
+        c.send(Frame::Stdin(format!("{word}\n").into_bytes()));
+        c.wait_output(&format!("got:{word}\n"));
+        c.send(Frame::StdinEof);
+        // A client that just goes away does not close it either.
+        drop(c);
+    }
+    let mut c = AttachClient::connect(&fx);
+    c.send(Frame::Stdin(b"three\n".to_vec()));
+    c.wait_output("got:three\n");
+    assert!(!c.seen.contains("stdin-closed"));
+    let st = stop(&fx.cfg.state_dir, Signal::SIGKILL, Duration::ZERO).unwrap();
+    fx.assert_cleaned_up(&st);
+    let log = fx.log_lines().join("\n");
+    assert!(!log.contains("stdin-closed"), "{log}");
+}
+
+#[test]
+fn attach_without_stdin_streams_output_and_drops_stdin() {
+    if !prerequisites() {
+        return;
+    }
+    // Without `stdin` the container reads EOF at once; stdin sent by a client is dropped.
+    let fx = Fixture::new(
+        "no-stdin",
+        &[
+            "sh",
+            "-c",
+            "cat; echo cat-done; while true; do echo tick; sleep 0.1; done",
+        ],
+    );
+    spawn_shim(&fx.cfg).unwrap();
+    fx.wait_log("cat-done");
+    let mut c = AttachClient::connect(&fx);
+    c.send(Frame::AttachStdin);
+    c.send(Frame::Stdin(b"ignored\n".to_vec()));
+    c.send(Frame::StdinEof);
+    c.wait_output("tick\ntick\n");
+    let st = stop(&fx.cfg.state_dir, Signal::SIGKILL, Duration::ZERO).unwrap();
+    while c.next().is_some() {}
+    assert!(!c.seen.contains("ignored"), "{:?}", c.seen);
+    fx.assert_cleaned_up(&st);
+}
+
+#[test]
+fn attach_to_a_terminal_writes_stdin_resizes_and_logs_as_stdout() {
+    if !prerequisites() {
+        return;
+    }
+    let fx = Fixture::with(
+        "tty",
+        &[
+            "sh",
+            "-c",
+            "tty; while read l; do echo got:$l; stty size; done",
+        ],
+        |o| o.terminal = true,
+    )
+    .with_stdio(ContainerStdio {
+        stdin: true,
+        stdin_once: false,
+        tty: true,
+    });
+    spawn_shim(&fx.cfg).unwrap();
+    fx.wait_log("/dev/pts/0");
+    let mut c = AttachClient::connect(&fx);
+    c.send(Frame::Resize {
+        width: 101,
+        height: 33,
+    });
+    c.send(Frame::AttachStdin);
+    c.send(Frame::Stdin(b"hi\n".to_vec()));
+    c.wait_output("got:hi\r\n33 101\r\n");
+    // One stream: everything is stdout, in the log too.
+    fx.wait_log("got:hi");
+    let st = stop(&fx.cfg.state_dir, Signal::SIGKILL, Duration::ZERO).unwrap();
+    fx.assert_cleaned_up(&st);
+    for l in fx.log_lines() {
+        assert_eq!(parse_record(&l).1, "stdout", "{l}");
+    }
 }

@@ -3,9 +3,10 @@
 //! runtimes: `kubectl logs` (`-f` ending at the container's exit, `--previous`, `--tail`,
 //! `--timestamps`, `--limit-bytes`), `kubectl exec` (exit codes, stdin, a terminal through
 //! `script`), `kubectl port-forward` carrying an HTTP request, the stats and metrics kubectl top's
-//! metrics-server reads (`get --raw .../proxy/...`), and kubelet's refusals (401 without or
+//! metrics-server reads (`get --raw .../proxy/...`), `kubectl attach` (stdin, live output, a
+//! terminal through `script`), and kubelet's refusals (401 without or
 //! with another CA's certificate, 403 for a user without `nodes/proxy`, 404 for a missing
-//! container, 400/422 for bad log options).
+//! container to exec into or attach to, 400/422 for bad log options).
 //!
 //! Needs root, the Kubernetes binaries of `scripts/build-k8s.sh` and, for the containerd variant,
 //! containerd (`scripts/test.sh` provides all).
@@ -23,7 +24,10 @@ use std::time::{Duration, Instant};
 use common::{free_port, http_get, Env};
 use staticlet_k8s_testenv::ControlPlane;
 
-on_both_backends!(kubectl_logs_exec_port_forward_and_stats_through_the_api_server);
+on_both_backends!(
+    kubectl_logs_exec_port_forward_and_stats_through_the_api_server,
+    kubectl_attach_through_the_api_server,
+);
 
 fn text(out: &std::process::Output) -> String {
     format!(
@@ -365,4 +369,231 @@ fn kubectl_logs_exec_port_forward_and_stats_through_the_api_server(env: &mut Env
         "{}",
         text(&out)
     );
+}
+
+/// A child's output, line by line, from a thread of its own, so the test waits on it with a
+/// deadline.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl Lines {
+    fn new(from: impl std::io::Read + Send + 'static) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).split(b'\n').map_while(Result::ok) {
+                if tx
+                    .send(String::from_utf8_lossy(&line).into_owned())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: String::new(),
+        }
+    }
+
+    /// Waits (up to 60 s) until the output so far contains `want`.
+    fn wait_for(&mut self, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.seen.contains(want) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push_str(&l);
+                    self.seen.push('\n');
+                }
+                Err(e) => panic!("no {want:?} in the output ({e}); got: {:?}", self.seen),
+            }
+        }
+    }
+}
+
+/// Waits (up to 60 s) for a child to exit; kills it and fails if it does not.
+fn wait_exit(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not end");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kubectl_attach_through_the_api_server(env: &mut Env) {
+    use std::io::Write;
+    if let Some(why) = staticlet_k8s_testenv::skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let cp = ControlPlane::start(env.node()).unwrap();
+    let api_port = free_port();
+    let (echo, ticker, term) = (
+        env.full_name("echo"),
+        env.full_name("ticker"),
+        env.full_name("term"),
+    );
+    env.manifest(
+        "echo",
+        &env.pod_manifest(
+            "echo",
+            "  hostNetwork: true\n  containers:\n  - name: app\n    image: IMAGE\n    imagePullPolicy: IfNotPresent\n    stdin: true\n    command: [sh, -c, 'while read l; do echo got:$l; done; echo stdin-closed; sleep 1000']\n",
+        ),
+    );
+    env.manifest(
+        "ticker",
+        &env.pod_manifest(
+            "ticker",
+            "  hostNetwork: true\n  containers:\n  - name: app\n    image: IMAGE\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'i=0; while true; do i=$((i+1)); echo tick-$i; echo tock-$i >&2; sleep 0.2; done']\n",
+        ),
+    );
+    env.manifest(
+        "term",
+        &env.pod_manifest(
+            "term",
+            "  hostNetwork: true\n  containers:\n  - name: app\n    image: IMAGE\n    imagePullPolicy: IfNotPresent\n    stdin: true\n    tty: true\n    command: [sh, -c, 'while read l; do echo got:$l; tty; done']\n",
+        ),
+    );
+    env.start_with(&[
+        "--kubeconfig".into(),
+        cp.node_kubeconfig().display().to_string(),
+        "--port".into(),
+        api_port.to_string(),
+        "--client-ca-file".into(),
+        cp.pki("ca.crt").display().to_string(),
+    ]);
+    for pod in [&echo, &ticker, &term] {
+        env.wait(&format!("{pod} mirror Running"), 180, || {
+            cp.kubectl_json(&["get", "pod", "-n", "default", pod])
+                .is_ok_and(|p| p["status"]["containerStatuses"][0]["state"]["running"].is_object())
+        });
+    }
+
+    // (a) stdin: a line sent through `kubectl attach -i` reaches the container, whose answer
+    // comes back; the client's stdin EOF detaches it without closing the container's stdin
+    // (no stdinOnce), so a second client is heard too.
+    for word in ["first", "second"] {
+        let mut k = cp
+            .kubectl_command(&["attach", "-i", "-q", "-n", "default", &echo])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = Lines::new(k.stdout.take().unwrap());
+        let mut stdin = k.stdin.take().unwrap();
+        // Sent until answered: the attach may not be in place when the first line is written
+        // (a line the container reads before then is answered to nobody).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            stdin.write_all(format!("{word}\n").as_bytes()).unwrap();
+            match lines.rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(l) if l == format!("got:{word}") => break,
+                Ok(l) => lines.seen.push_str(&l),
+                Err(_) if Instant::now() < deadline => {}
+                Err(e) => panic!("no answer to {word} ({e}): {:?}", lines.seen),
+            }
+        }
+        drop(stdin);
+        let st = wait_exit(&mut k, "kubectl attach -i after stdin EOF");
+        assert!(st.success(), "{st:?}");
+    }
+    let p = cp
+        .kubectl_json(&["get", "pod", "-n", "default", &echo])
+        .unwrap();
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{p}"
+    );
+
+    // (b) output only: a live stream of stdout and stderr.
+    let mut k = cp
+        .kubectl_command(&["attach", "-q", "-n", "default", &ticker])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = Lines::new(k.stdout.take().unwrap());
+    let mut err = Lines::new(k.stderr.take().unwrap());
+    out.wait_for("tick-");
+    err.wait_for("tock-");
+    // Live: more comes while attached.
+    let first: u32 = out.seen.lines().next().unwrap()["tick-".len()..]
+        .parse()
+        .unwrap();
+    out.wait_for(&format!("tick-{}\n", first + 3));
+    let _ = k.kill();
+    let _ = k.wait();
+
+    // (c) a terminal: `kubectl attach -it` under `script`, whose pty is kubectl's terminal.
+    let k = cp.kubectl_command(&["attach", "-it", "-q", "-n", "default", &term]);
+    let line = std::iter::once(k.get_program())
+        .chain(k.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut s = Command::new("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::new(s.stdout.take().unwrap());
+    let mut stdin = s.stdin.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lines.seen.contains("got:hello") {
+        stdin.write_all(b"hello\n").unwrap();
+        stdin.flush().unwrap();
+        while let Ok(l) = lines.rx.recv_timeout(Duration::from_secs(1)) {
+            lines.seen.push_str(&l);
+            lines.seen.push('\n');
+        }
+        assert!(Instant::now() < deadline, "no answer: {:?}", lines.seen);
+    }
+    // The container's stdio is a terminal of its own.
+    lines.wait_for("/dev/pts/");
+    let _ = s.kill();
+    let _ = s.wait();
+
+    // (d) a container that does not exist: 404 with kubelet's message.
+    let node_api = format!("https://127.0.0.1:{api_port}");
+    let (ac, ak) = (
+        cp.pki("apiserver-kubelet-client.crt"),
+        cp.pki("apiserver-kubelet-client.key"),
+    );
+    let admin = Some((ac.as_path(), ak.as_path()));
+    let (code, body) = curl(
+        &format!("{node_api}/attach/default/{echo}/nope?output=1"),
+        admin,
+    );
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            404,
+            format!("container nope not found in pod {echo}_default").as_str()
+        )
+    );
+    let (code, body) = curl(
+        &format!("{node_api}/attach/default/no-such-pod/app?output=1"),
+        admin,
+    );
+    assert_eq!((code, body.as_str()), (404, "pod does not exist"));
+    // No stream asked for: kubelet's 400.
+    let (code, body) = curl(&format!("{node_api}/attach/default/{echo}/app"), admin);
+    assert_eq!(
+        (code, body.as_str()),
+        (400, "you must specify at least 1 of stdin, stdout, stderr")
+    );
+    let out = cp.kubectl(&["attach", "-n", "default", &echo, "-c", "nope"]);
+    assert!(!out.status.success(), "{}", text(&out));
 }
