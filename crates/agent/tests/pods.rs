@@ -214,6 +214,37 @@ async fn crash_loop_back_off_sequence() {
     h.stop.cancel();
 }
 
+/// `staticlet.io/backoff-*` annotations replace kubelet's 10 s -> 300 s for that pod only.
+#[tokio::test(start_paused = true)]
+async fn per_pod_back_off_from_annotations() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.script("app", Script::exits(Duration::from_secs(1), 1));
+    rt.script("other", Script::exits(Duration::from_secs(1), 1));
+    let h = start(&rt, clock);
+    let m = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: quick\n  annotations:\n    staticlet.io/backoff-initial: 2s\n    staticlet.io/backoff-max: 8s\nspec:\n  containers:\n  - {name: app, image: busybox}\n";
+    let quick = Arc::new(
+        staticlet_manifest::load(m.as_bytes(), &Origin::File("/m/quick.yaml".into()), "n").unwrap(),
+    );
+    let plain = pod(
+        "plain",
+        "  containers:\n  - {name: other, image: busybox}\n",
+    );
+    h.set(vec![quick.clone(), plain.clone()]).await;
+    h.until_calls("6 starts", |c| starts(c, &quick.uid, "app").len() >= 6)
+        .await;
+    let delays = |uid: &str, name: &str| -> Vec<u64> {
+        starts(&rt.calls(), uid, name)
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]).unwrap().as_secs() - 1)
+            .collect()
+    };
+    assert_eq!(delays(&quick.uid, "app")[..5], [0, 2, 4, 8, 8]);
+    // The other pod keeps kubelet's numbers: after 0 and 10 s, nothing for 20 s.
+    assert_eq!(delays(&plain.uid, "other")[..2], [0, 10]);
+    h.stop.cancel();
+}
+
 #[tokio::test(start_paused = true)]
 async fn init_sidecar_order_and_termination_order() {
     let clock = Clock::new();

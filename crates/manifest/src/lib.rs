@@ -21,6 +21,7 @@ use serde_json::Value;
 
 pub mod defaults;
 pub mod duration;
+pub mod extensions;
 pub mod hash;
 pub mod validate;
 

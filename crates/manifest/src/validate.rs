@@ -223,6 +223,7 @@ impl Validator {
                     format!("Too long: may not be more than {TOTAL_ANNOTATION_SIZE_LIMIT} bytes"),
                 );
             }
+            self.errs.extend(crate::extensions::errors(annotations));
         }
     }
 

@@ -127,12 +127,16 @@ fn start(
         grace: None,
         events: Default::default(),
     });
+    let mem = match &subject {
+        Subject::Pod(pod) => Memory::for_pod(pod),
+        Subject::Orphan { .. } => Memory::default(),
+    };
     let w = Worker {
         ctx,
         subject,
         rx,
         status: status_tx,
-        mem: Memory::default(),
+        mem,
         start_time: None,
         restart_requested: false,
         failures: 0,
