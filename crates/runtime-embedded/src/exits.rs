@@ -48,10 +48,9 @@ impl Exits {
 
     /// Claims the watch of container `id`: true if nobody watched it yet.
     pub(crate) fn claim(&self, id: &str) -> bool {
-        self.watched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string())
+        let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        // Every relist asks for every running container: no allocation for the watched ones.
+        !watched.contains(id) && watched.insert(id.to_string())
     }
 
     /// Ends the watch of `id` (its exit was reported, or it cannot be watched).
