@@ -44,6 +44,8 @@ pub struct AgentConfig {
     /// Where the cgroup hierarchies holding the pods' cgroups are found
     /// (`/proc/self/mountinfo`); `None` when the runtime makes no cgroups (the simulator).
     pub cgroup_mountinfo: Option<PathBuf>,
+    /// Graceful node shutdown (kubelet's `shutdownGracePeriod*`); `None`: off.
+    pub node_shutdown: Option<crate::nodeshutdown::ShutdownPolicy>,
 }
 
 /// Listeners of the local API (either may be absent, e.g. in tests).
@@ -63,6 +65,8 @@ pub struct RunningAgent {
     pub heartbeat: watch::Receiver<tokio::time::Instant>,
     /// Where the cluster side (if any) publishes what the local API shows of it.
     pub cluster: watch::Sender<Arc<ClusterView>>,
+    /// Where the node's shutdown watcher reports, with graceful node shutdown on.
+    pub node_shutdown: Option<mpsc::Sender<crate::nodeshutdown::ShutdownEvent>>,
     tasks: JoinSet<()>,
 }
 
@@ -118,6 +122,7 @@ pub fn start(
     let (desired_tx, desired_rx) = watch::channel(Arc::new(DesiredPods {
         pods: Default::default(),
         all_sources_seen: no_sources,
+        ..Default::default()
     }));
     let (manifests_tx, manifests_rx) = watch::channel(Arc::new(Vec::new()));
     tasks.spawn(merge::run(
@@ -145,7 +150,24 @@ pub fn start(
     let (pods_tx, pods_rx) = watch::channel(Arc::new(PodsView::new()));
     let manager = PodManager::new(ctx, pods_tx);
     let heartbeat = manager.heartbeat();
-    tasks.spawn(manager.run(desired_rx.clone(), shutdown.clone()));
+    // With graceful node shutdown, the manager sees the desired pods through its filter.
+    let (manager_desired, node_shutdown) = match cfg.node_shutdown.clone() {
+        None => (desired_rx.clone(), None),
+        Some(policy) => {
+            let (events_tx, events_rx) = mpsc::channel(4);
+            let (tx, rx) = watch::channel(desired_rx.borrow().clone());
+            tasks.spawn(crate::nodeshutdown::run(
+                policy,
+                events_rx,
+                desired_rx.clone(),
+                tx,
+                pods_rx.clone(),
+                shutdown.clone(),
+            ));
+            (rx, Some(events_tx))
+        }
+    };
+    tasks.spawn(manager.run(manager_desired, shutdown.clone()));
 
     let (ready_tx, ready_rx) = watch::channel(Readiness::default());
     tasks.spawn(readiness(
@@ -180,6 +202,7 @@ pub fn start(
         readiness: ready_rx,
         heartbeat,
         cluster: cluster_tx,
+        node_shutdown,
         tasks,
     }
 }

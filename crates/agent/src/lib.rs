@@ -21,6 +21,7 @@ pub mod config;
 pub mod events;
 pub mod kuberuntime;
 pub mod metrics;
+pub mod nodeshutdown;
 pub mod pod_workers;
 pub mod prober;
 pub mod server;

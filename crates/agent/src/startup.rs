@@ -205,6 +205,7 @@ mod tests {
         let mut desired = DesiredPods {
             pods: ["a", "b"].iter().map(|u| (u.to_string(), pod(u))).collect(),
             all_sources_seen: false,
+            ..Default::default()
         };
         let view = |uid: &str, s: PodStatus| PodView {
             pod: pod(uid),
@@ -247,6 +248,7 @@ mod tests {
         let none = DesiredPods {
             pods: Default::default(),
             all_sources_seen: true,
+            ..Default::default()
         };
         assert!(
             progress(&none, &PodsView::new()).done(),

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use staticlet_agent::config::merge::{self, DesiredPods, Merger};
 use staticlet_agent::config::{SourceKind, SourceSnapshot, SourceUpdate};
 use staticlet_agent::kuberuntime::NodeContext;
+use staticlet_agent::nodeshutdown::{self, Group, ShutdownEvent, ShutdownPolicy};
 use staticlet_agent::pod_workers::worker::WorkerCtx;
 use staticlet_agent::pod_workers::{PodManager, PodsView};
 use staticlet_manifest::{Origin, StaticPod};
@@ -28,6 +29,16 @@ struct Harness {
 }
 
 fn start(rt: &FakeRuntime, clock: Clock) -> Harness {
+    start_with(rt, clock, None).0
+}
+
+/// [`start`], with graceful node shutdown under `policy`: the pod manager sees the desired pods
+/// through the node shutdown filter, whose events go to the returned sender.
+fn start_with(
+    rt: &FakeRuntime,
+    clock: Clock,
+    policy: Option<ShutdownPolicy>,
+) -> (Harness, Option<mpsc::Sender<ShutdownEvent>>) {
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = mpsc::channel(16);
     let (desired_tx, desired_rx) = watch::channel(Arc::new(DesiredPods::default()));
@@ -70,8 +81,24 @@ fn start(rt: &FakeRuntime, clock: Clock) -> Harness {
         cgroup_mountinfo: Some(mountinfo),
     });
     let (pods_tx, pods) = watch::channel(Arc::new(PodsView::new()));
+    let (desired_rx, events) = match policy {
+        None => (desired_rx, None),
+        Some(policy) => {
+            let (events_tx, events_rx) = mpsc::channel(4);
+            let (tx, rx) = watch::channel(desired_rx.borrow().clone());
+            tokio::spawn(nodeshutdown::run(
+                policy,
+                events_rx,
+                desired_rx,
+                tx,
+                pods.clone(),
+                stop.clone(),
+            ));
+            (rx, Some(events_tx))
+        }
+    };
     tokio::spawn(PodManager::new(ctx, pods_tx).run(desired_rx, stop.clone()));
-    Harness {
+    let h = Harness {
         tx,
         pods,
         rt: rt.clone(),
@@ -79,7 +106,8 @@ fn start(rt: &FakeRuntime, clock: Clock) -> Harness {
         root: dir.path().join("root"),
         cgroups,
         _dir: dir,
-    }
+    };
+    (h, events)
 }
 
 fn pod(name: &str, spec: &str) -> Arc<StaticPod> {
@@ -242,6 +270,131 @@ async fn per_pod_back_off_from_annotations() {
     assert_eq!(delays(&quick.uid, "app")[..5], [0, 2, 4, 8, 8]);
     // The other pod keeps kubelet's numbers: after 0 and 10 s, nothing for 20 s.
     assert_eq!(delays(&plain.uid, "other")[..2], [0, 10]);
+    h.stop.cancel();
+}
+
+/// Graceful node shutdown: regular pods stop first within their group's period (or their own
+/// shorter grace), critical pods after them, then the shutdown may proceed; a cancelled
+/// shutdown starts the pods again.
+#[tokio::test(start_paused = true)]
+async fn node_shutdown_stops_pods_by_priority_then_lets_go() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    // Each container takes 3 s to stop after its signal.
+    for c in ["web", "etcd", "quick"] {
+        rt.script(c, Script::forever().on_signal(Some(Duration::from_secs(3))));
+    }
+    let policy = ShutdownPolicy::from_kubelet(
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+        &[] as &[Group],
+    )
+    .unwrap();
+    let (mut h, events) = start_with(&rt, clock, Some(policy));
+    let events = events.unwrap();
+    let web = pod("web", "  containers:\n  - {name: web, image: b}\n");
+    let quick = pod(
+        "quick",
+        "  terminationGracePeriodSeconds: 5\n  containers:\n  - {name: quick, image: b}\n",
+    );
+    let etcd = pod(
+        "etcd",
+        "  priorityClassName: system-node-critical\n  containers:\n  - {name: etcd, image: b}\n",
+    );
+    h.set(vec![web.clone(), quick.clone(), etcd.clone()]).await;
+    h.until("all running", |v| {
+        [&web, &quick, &etcd]
+            .iter()
+            .all(|p| phase(v, &p.uid).as_deref() == Some("Running"))
+    })
+    .await;
+
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let asked = clock.now();
+    events
+        .send(ShutdownEvent::Shutdown { done: done_tx })
+        .await
+        .unwrap();
+    done_rx.await.unwrap();
+    let released = clock.now();
+    let calls = rt.calls();
+    let stop_of = |uid: &str| {
+        calls
+            .iter()
+            .find_map(|(t, c)| match c {
+                Call::Stop {
+                    uid: u, timeout, ..
+                } if u == uid => Some((*t, *timeout)),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{uid} was not stopped"))
+    };
+    let (web_at, web_grace) = stop_of(&web.uid);
+    let (quick_at, quick_grace) = stop_of(&quick.uid);
+    let (etcd_at, etcd_grace) = stop_of(&etcd.uid);
+    // Regular pods: the group's 20 s, or the pod's own 5 s; critical: its group's 10 s.
+    assert_eq!(web_grace, Duration::from_secs(20));
+    assert_eq!(quick_grace, Duration::from_secs(5));
+    assert_eq!(etcd_grace, Duration::from_secs(10));
+    // The critical pod is stopped only once the regular ones are gone (3 s after their signal).
+    assert!(web_at < etcd_at && quick_at < etcd_at, "{calls:#?}");
+    assert!(etcd_at.duration_since(asked).unwrap() >= Duration::from_secs(3));
+    // Everything stopped well before the 30 s the node waits at most.
+    let took = released.duration_since(asked).unwrap();
+    assert!(
+        took >= Duration::from_secs(6) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+    h.until("no pods", |v| v.is_empty()).await;
+
+    // Cancelled: everything runs again.
+    events.send(ShutdownEvent::Cancelled).await.unwrap();
+    h.until("all running again", |v| {
+        [&web, &quick, &etcd]
+            .iter()
+            .all(|p| phase(v, &p.uid).as_deref() == Some("Running"))
+    })
+    .await;
+    h.stop.cancel();
+}
+
+/// A pod that does not stop within its group's period does not hold up the node's shutdown
+/// beyond it.
+#[tokio::test(start_paused = true)]
+async fn node_shutdown_waits_no_longer_than_each_groups_period() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.script("stuck", Script::forever().on_signal(None));
+    let policy = ShutdownPolicy::from_kubelet(
+        Duration::from_secs(20),
+        Duration::from_secs(5),
+        &[] as &[Group],
+    )
+    .unwrap();
+    let (mut h, events) = start_with(&rt, clock, Some(policy));
+    let events = events.unwrap();
+    let stuck = pod(
+        "stuck",
+        "  terminationGracePeriodSeconds: 300\n  containers:\n  - {name: stuck, image: b}\n",
+    );
+    h.set(vec![stuck.clone()]).await;
+    h.until("running", |v| {
+        phase(v, &stuck.uid).as_deref() == Some("Running")
+    })
+    .await;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let asked = clock.now();
+    events
+        .send(ShutdownEvent::Shutdown { done: done_tx })
+        .await
+        .unwrap();
+    done_rx.await.unwrap();
+    let took = clock.now().duration_since(asked).unwrap();
+    // Its group's 15 s (the critical group is empty: no wait for it).
+    assert!(
+        took >= Duration::from_secs(15) && took < Duration::from_secs(17),
+        "{took:?}"
+    );
     h.stop.cancel();
 }
 

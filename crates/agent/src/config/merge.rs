@@ -36,6 +36,9 @@ pub struct DesiredPods {
     pub pods: BTreeMap<String, Arc<StaticPod>>,
     /// True once every configured source has sent its first snapshot.
     pub all_sources_seen: bool,
+    /// Grace periods (seconds) for pods no longer wanted that must not get their own: the
+    /// node shutdown's (see `nodeshutdown`). Empty from the merger.
+    pub grace_overrides: BTreeMap<String, i64>,
 }
 
 /// See the module doc.
@@ -152,6 +155,7 @@ impl Merger {
         DesiredPods {
             pods: self.pods.clone(),
             all_sources_seen: self.all_sources_seen(),
+            grace_overrides: BTreeMap::new(),
         }
     }
 

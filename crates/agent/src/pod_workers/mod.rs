@@ -229,7 +229,8 @@ impl PodManager {
             match desired.pods.get(uid) {
                 None if !e.terminating => {
                     e.terminating = true;
-                    let _ = e.handle.tx.send(WorkerMsg::Terminate { grace: None });
+                    let grace = desired.grace_overrides.get(uid).copied();
+                    let _ = e.handle.tx.send(WorkerMsg::Terminate { grace });
                 }
                 Some(p) if e.terminating && e.pod.is_some() => {
                     e.terminating = false;
