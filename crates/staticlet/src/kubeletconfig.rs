@@ -266,9 +266,9 @@ pub struct KubeletConfiguration {
     logging: Option<LoggingConfiguration>,
     enable_system_log_handler: Option<bool>,
     enable_system_log_query: Option<bool>,
-    shutdown_grace_period: Option<GoDuration>,
-    shutdown_grace_period_critical_pods: Option<GoDuration>,
-    shutdown_grace_period_by_pod_priority: Option<Vec<ShutdownGracePeriodByPodPriority>>,
+    pub shutdown_grace_period: Option<GoDuration>,
+    pub shutdown_grace_period_critical_pods: Option<GoDuration>,
+    pub shutdown_grace_period_by_pod_priority: Option<Vec<ShutdownGracePeriodByPodPriority>>,
     crash_loop_back_off: Option<CrashLoopBackOffConfig>,
     reserved_memory: Option<Vec<MemoryReservation>>,
     enable_profiling_handler: Option<bool>,
@@ -347,10 +347,9 @@ struct CrashLoopBackOffConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[allow(dead_code)] // Type-checked only.
-struct ShutdownGracePeriodByPodPriority {
-    priority: Option<i32>,
-    shutdown_grace_period_seconds: Option<i64>,
+pub struct ShutdownGracePeriodByPodPriority {
+    pub priority: Option<i32>,
+    pub shutdown_grace_period_seconds: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -448,6 +447,9 @@ const HONOURED: &[&str] = &[
     "containerRuntimeEndpoint",
     "registerNode",
     "podCIDR",
+    "shutdownGracePeriod",
+    "shutdownGracePeriodCriticalPods",
+    "shutdownGracePeriodByPodPriority",
 ];
 
 /// Fields that are pointers in the Go type: present means set, even at `false` or `0`
@@ -632,6 +634,50 @@ fn nonempty(s: Option<&String>) -> Option<&str> {
     s.map(String::as_str).filter(|s| !s.is_empty())
 }
 
+/// Graceful node shutdown from the file (kubelet has no flags for it), validated as kubelet
+/// does: no negative period, the critical pods' share within the whole.
+fn node_shutdown(
+    cfg: &Path,
+    kc: &KubeletConfiguration,
+) -> Result<Option<staticlet_agent::nodeshutdown::ShutdownPolicy>> {
+    use staticlet_agent::nodeshutdown::{Group, ShutdownPolicy};
+    let file = cfg.display();
+    let period =
+        file_duration(cfg, "shutdownGracePeriod", kc.shutdown_grace_period)?.unwrap_or_default();
+    let critical = file_duration(
+        cfg,
+        "shutdownGracePeriodCriticalPods",
+        kc.shutdown_grace_period_critical_pods,
+    )?
+    .unwrap_or_default();
+    if critical > period {
+        bail!(
+            "{file}: shutdownGracePeriodCriticalPods ({critical:?}) must not be greater than shutdownGracePeriod ({period:?})"
+        );
+    }
+    let mut groups = Vec::new();
+    for (i, g) in kc
+        .shutdown_grace_period_by_pod_priority
+        .iter()
+        .flatten()
+        .enumerate()
+    {
+        let secs = g.shutdown_grace_period_seconds.unwrap_or(0);
+        if secs < 0 {
+            bail!("{file}: shutdownGracePeriodByPodPriority[{i}].shutdownGracePeriodSeconds: must not be negative");
+        }
+        groups.push(Group {
+            priority: g.priority.unwrap_or(0),
+            grace: Duration::from_secs(secs as u64),
+        });
+    }
+    let any_period = !period.is_zero() || !critical.is_zero();
+    if !groups.is_empty() && any_period {
+        bail!("{file}: shutdownGracePeriodByPodPriority: cannot be set with shutdownGracePeriod or shutdownGracePeriodCriticalPods (as kubelet)");
+    }
+    Ok(ShutdownPolicy::from_kubelet(period, critical, &groups))
+}
+
 /// The effective settings of `staticlet run`: its flags over the config file over kubelet's
 /// defaults. Pure but for `os_hostname`, called only without `--hostname-override`.
 pub fn settings(
@@ -751,6 +797,8 @@ pub fn settings(
         args.cluster_dns.clone()
     };
 
+    let node_shutdown = node_shutdown(cfg, kc)?;
+
     // Flags that are read but not used yet are named in the warning with the ignored ones.
     let mut ignored_flags = args.kubelet.given.clone();
     for (given, flag) in [
@@ -791,6 +839,7 @@ pub fn settings(
             .clone()
             .filter(|i| !i.is_empty()),
         bootstrap_kubeconfig: args.bootstrap_kubeconfig.clone(),
+        node_shutdown,
         ignored_config_fields: file.map(|f| f.ignored_fields.clone()).unwrap_or_default(),
         ignored_flags,
     })
@@ -1217,6 +1266,51 @@ mod tests {
         for (yaml, flags, check) in cases {
             let s = settings_of(yaml, flags).unwrap_or_else(|e| panic!("{yaml:?} {flags:?}: {e}"));
             assert!(check(&s), "{yaml:?} {flags:?}: {s:#?}");
+        }
+    }
+
+    #[test]
+    fn graceful_node_shutdown_settings() {
+        use staticlet_agent::nodeshutdown::SYSTEM_CRITICAL_PRIORITY;
+        let s = |secs| Duration::from_secs(secs);
+        // kubeadm writes 0s for both: off, as kubelet.
+        assert_eq!(settings_of(KUBEADM, &[]).unwrap().node_shutdown, None);
+        let p = settings_of(
+            "shutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\n",
+            &[],
+        )
+        .unwrap()
+        .node_shutdown
+        .unwrap();
+        assert_eq!(p.requested(), s(30));
+        assert_eq!(p.groups()[0].grace, s(20));
+        assert_eq!(p.groups()[1].priority, SYSTEM_CRITICAL_PRIORITY);
+        let p = settings_of(
+            "shutdownGracePeriodByPodPriority:\n- {priority: 100000, shutdownGracePeriodSeconds: 5}\n- {priority: 0, shutdownGracePeriodSeconds: 20}\n",
+            &[],
+        )
+        .unwrap()
+        .node_shutdown
+        .unwrap();
+        assert_eq!(p.requested(), s(25));
+        assert_eq!(p.groups()[0].priority, 0);
+        for (yaml, want) in [
+            (
+                "shutdownGracePeriod: 10s\nshutdownGracePeriodCriticalPods: 20s\n",
+                "shutdownGracePeriodCriticalPods (20s) must not be greater than shutdownGracePeriod (10s)",
+            ),
+            ("shutdownGracePeriod: -1s\n", "shutdownGracePeriod: must not be negative"),
+            (
+                "shutdownGracePeriod: 10s\nshutdownGracePeriodByPodPriority:\n- {priority: 1, shutdownGracePeriodSeconds: 5}\n",
+                "shutdownGracePeriodByPodPriority: cannot be set with shutdownGracePeriod",
+            ),
+            (
+                "shutdownGracePeriodByPodPriority:\n- {priority: 1, shutdownGracePeriodSeconds: -5}\n",
+                "shutdownGracePeriodByPodPriority[0].shutdownGracePeriodSeconds: must not be negative",
+            ),
+        ] {
+            let e = settings_of(yaml, &[]).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains(PATH), "{yaml:?}: {e}");
         }
     }
 }

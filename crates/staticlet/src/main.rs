@@ -13,6 +13,7 @@ mod client;
 mod commands;
 mod kubeletconfig;
 mod kubeletflags;
+mod logind;
 mod options;
 mod runtime;
 mod systemd;

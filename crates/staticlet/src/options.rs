@@ -260,6 +260,9 @@ pub struct Settings {
     pub sandbox_image: Option<String>,
     /// `--bootstrap-kubeconfig` (carried for a later change, not used yet).
     pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Graceful node shutdown (`shutdownGracePeriod`, `shutdownGracePeriodCriticalPods`,
+    /// `shutdownGracePeriodByPodPriority`); `None`: off, kubelet's default.
+    pub node_shutdown: Option<staticlet_agent::nodeshutdown::ShutdownPolicy>,
     /// Fields of the config file that have no effect, for the warning at start.
     pub ignored_config_fields: Vec<String>,
     /// Flags given that have no effect (`--name`), for the warning at start.

@@ -146,6 +146,7 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         runtime_name,
         relist_period: Duration::from_secs(1),
         manifest_permissions: args.manifest_permissions,
+        node_shutdown: settings.node_shutdown.clone(),
     };
     let shutdown = CancellationToken::new();
     let agent_runtime = runtime.clone();
@@ -157,6 +158,13 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         clock,
         shutdown.clone(),
     );
+    if let (Some(policy), Some(events)) = (&settings.node_shutdown, running.node_shutdown.clone()) {
+        tokio::spawn(crate::logind::watch(
+            policy.requested(),
+            events,
+            shutdown.clone(),
+        ));
+    }
     let api = staticlet_agent::server::ApiState {
         pods: running.pods.clone(),
         manifests: running.manifests.clone(),
