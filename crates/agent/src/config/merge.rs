@@ -36,6 +36,9 @@ pub struct DesiredPods {
     pub pods: BTreeMap<String, Arc<StaticPod>>,
     /// True once every configured source has sent its first snapshot.
     pub all_sources_seen: bool,
+    /// Events about a pod that no worker records (its rollouts, [`crate::rollout`]), by full
+    /// name; shown with the events of the pod of that name.
+    pub events: BTreeMap<String, crate::events::EventLog>,
 }
 
 /// See the module doc.
@@ -152,6 +155,7 @@ impl Merger {
         DesiredPods {
             pods: self.pods.clone(),
             all_sources_seen: self.all_sources_seen(),
+            events: BTreeMap::new(),
         }
     }
 
@@ -370,6 +374,11 @@ mod tests {
             error: None,
             last_applied: None,
             stale: false,
+            seen: None,
+            applied: None,
+            ready: None,
+            running: None,
+            rollout: None,
         });
         m.apply(up, t(1));
         assert!(m.all_sources_seen());
