@@ -21,6 +21,8 @@ use crate::config::{ManifestRecord, SourceKind};
 use crate::kuberuntime::NodeContext;
 use crate::pod_workers::worker::WorkerCtx;
 use crate::pod_workers::{PodManager, PodsView};
+use crate::rollout::controller::Controller;
+use crate::rollout::store::Store;
 use crate::server::{self, ApiState, Readiness};
 
 /// Everything `staticlet run` is configured with.
@@ -46,6 +48,9 @@ pub struct AgentConfig {
     pub cgroup_mountinfo: Option<PathBuf>,
     /// Graceful node shutdown (kubelet's `shutdownGracePeriod*`); `None`: off.
     pub node_shutdown: Option<crate::nodeshutdown::ShutdownPolicy>,
+    /// `--rollout-ready-deadline`: how long an updated pod has to become Ready before it is
+    /// rolled back (`None`: no check unless a pod's `staticlet.io/ready-deadline` asks).
+    pub rollout_ready_deadline: Option<Duration>,
 }
 
 /// Listeners of the local API (either may be absent, e.g. in tests).
@@ -120,11 +125,10 @@ pub fn start(
     }
 
     let (desired_tx, desired_rx) = watch::channel(Arc::new(DesiredPods {
-        pods: Default::default(),
         all_sources_seen: no_sources,
         ..Default::default()
     }));
-    let (manifests_tx, manifests_rx) = watch::channel(Arc::new(Vec::new()));
+    let (manifests_tx, merged_manifests_rx) = watch::channel(Arc::new(Vec::new()));
     tasks.spawn(merge::run(
         Merger::new(kinds),
         src_rx,
@@ -133,6 +137,18 @@ pub fn start(
         clock,
         shutdown.clone(),
     ));
+    // The rollout controller turns what the sources want into what runs (a rolled back pod
+    // runs its last Ready version) and adds the rollouts to the manifest records.
+    let (run_tx, run_rx) = watch::channel(desired_rx.borrow().clone());
+    let (manifests_tx, manifests_rx) = watch::channel(Arc::new(Vec::new()));
+    let rollouts = Controller::new(
+        Store::new(cfg.root_dir.join("rollout")),
+        cfg.rollout_ready_deadline,
+        &cfg.node_name,
+        clock,
+    );
+    let desired_rx_merged = desired_rx;
+    let desired_rx = run_rx;
 
     let ctx = Arc::new(WorkerCtx {
         runtime: runtime.clone(),
@@ -148,6 +164,14 @@ pub fn start(
         cgroup_mountinfo: cfg.cgroup_mountinfo.clone(),
     });
     let (pods_tx, pods_rx) = watch::channel(Arc::new(PodsView::new()));
+    tasks.spawn(rollouts.run(
+        desired_rx_merged,
+        merged_manifests_rx,
+        pods_rx.clone(),
+        run_tx,
+        manifests_tx,
+        shutdown.clone(),
+    ));
     let manager = PodManager::new(ctx, pods_tx);
     let heartbeat = manager.heartbeat();
     // With graceful node shutdown, the manager sees the desired pods through its filter.

@@ -204,6 +204,7 @@ fn filtered(
     Arc::new(DesiredPods {
         pods,
         all_sources_seen: desired.all_sources_seen,
+        events: desired.events.clone(),
         grace_overrides,
     })
 }

@@ -200,6 +200,8 @@ mod tests {
                 namespace: "default".into(),
                 origin: staticlet_manifest::Origin::File(format!("/m/{uid}.yaml")),
                 pod: Default::default(),
+                content: "".into(),
+                content_hash: String::new(),
             })
         };
         let mut desired = DesiredPods {
@@ -246,7 +248,6 @@ mod tests {
         assert!(p.done());
         assert_eq!(p.status_line(), "2 pods, 1 running");
         let none = DesiredPods {
-            pods: Default::default(),
             all_sources_seen: true,
             ..Default::default()
         };

@@ -32,6 +32,7 @@ pub const MIRROR_ERROR: &str = "staticlet.io/mirror-error";
 
 /// Every `staticlet.io/` annotation a manifest may carry.
 pub const KNOWN: &[&str] = &[
+    crate::ANNOTATION_READY_DEADLINE,
     BACKOFF_INITIAL,
     BACKOFF_MAX,
     BACKOFF_RESET_AFTER,

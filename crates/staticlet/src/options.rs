@@ -169,6 +169,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "warn|refuse", default_value = "warn")]
     pub manifest_permissions: staticlet_agent::config::trust::Policy,
 
+    /// How long an updated pod has to become Ready (all containers ready, readiness probes
+    /// counted) before staticlet stops it and starts its last Ready version again, e.g. 5m.
+    /// Counted from when the new version is applied, so it includes the old version's
+    /// termination and the image pull. Off by default; a pod's staticlet.io/ready-deadline
+    /// annotation wins (0 turns the check off for that pod).
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub rollout_ready_deadline: Option<Duration>,
+
     /// The agent's log format (kubelet's --logging-format): text, or json (one object per line,
     /// for log shippers). Under systemd (JOURNAL_STREAM), text has no timestamps or colours:
     /// the journal adds its own.

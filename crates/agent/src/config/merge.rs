@@ -39,6 +39,9 @@ pub struct DesiredPods {
     /// Grace periods (seconds) for pods no longer wanted that must not get their own: the
     /// node shutdown's (see `nodeshutdown`). Empty from the merger.
     pub grace_overrides: BTreeMap<String, i64>,
+    /// Events about a pod that no worker records (its rollouts, [`crate::rollout`]), by full
+    /// name; shown with the events of the pod of that name.
+    pub events: BTreeMap<String, crate::events::EventLog>,
 }
 
 /// See the module doc.
@@ -156,6 +159,7 @@ impl Merger {
             pods: self.pods.clone(),
             all_sources_seen: self.all_sources_seen(),
             grace_overrides: BTreeMap::new(),
+            events: BTreeMap::new(),
         }
     }
 
@@ -374,6 +378,11 @@ mod tests {
             error: None,
             last_applied: None,
             stale: false,
+            seen: None,
+            applied: None,
+            ready: None,
+            running: None,
+            rollout: None,
         });
         m.apply(up, t(1));
         assert!(m.all_sources_seen());

@@ -364,7 +364,10 @@ impl PodManager {
         let mut view = PodsView::new();
         for (uid, e) in &self.workers {
             let Some(pod) = &e.pod else { continue };
-            let ws: WorkerStatus = e.handle.status.borrow().clone();
+            let mut ws: WorkerStatus = e.handle.status.borrow().clone();
+            if let Some(extra) = self.desired.events.get(&e.full_name) {
+                ws.events = ws.events.merged(extra);
+            }
             let status = ws.status.unwrap_or_else(|| {
                 crate::status::pending(
                     pod,
@@ -411,7 +414,12 @@ impl PodManager {
                     status,
                     terminating_since: None,
                     grace: None,
-                    events: Default::default(),
+                    events: self
+                        .desired
+                        .events
+                        .get(&pod.full_name())
+                        .cloned()
+                        .unwrap_or_default(),
                 },
             );
         }
