@@ -31,6 +31,8 @@ pub mod unpack;
 pub mod testutil;
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod tests;
 
 pub use blob::{BlobInfo, BlobWriter};
@@ -41,3 +43,4 @@ pub use platform::{select_manifest, Platform};
 pub use pull::{load_docker_config, Credentials, DockerConfig, PullError, PullOptions, Puller};
 pub use reference::{normalize, Reference};
 pub use store::{GcReport, ImageConfig, ImageListEntry, ImageRecord, ImageStore, Lease};
+pub use unpack::UnpackLimits;
