@@ -253,6 +253,8 @@ impl Pod {
             default_network: None,
             image_credentials: Vec::new(),
             insecure_registries: Vec::new(),
+            image_limits: Default::default(),
+            pull_stall_timeout: staticlet_images::DEFAULT_STALL_TIMEOUT,
         })
         .unwrap();
         runtime.images().import(busybox_tar()).unwrap();
