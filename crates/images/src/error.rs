@@ -74,6 +74,24 @@ pub enum Error {
         path: String,
         reason: &'static str,
     },
+    /// A layer exceeds one of the [`UnpackLimits`](crate::unpack::UnpackLimits).
+    #[error("layer {layer} exceeds the {limit} limit of {value} at {path:?}")]
+    LimitExceeded {
+        layer: String,
+        /// The entry being read when the limit was hit.
+        path: String,
+        /// `layer size`, `entry count` or `header size`.
+        limit: &'static str,
+        value: u64,
+    },
+    /// An operation on one image failed: `source` says why. Imports wrap their errors in this
+    /// so that the message names the image.
+    #[error("image {image}: {source}")]
+    Image {
+        image: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// A layer tar is malformed or an entry cannot be applied.
     #[error("cannot unpack layer {layer} at {path:?}: {message}")]
     Unpack {
@@ -84,6 +102,35 @@ pub enum Error {
     /// An archive or layout to import is malformed.
     #[error("invalid archive {path}: {message}")]
     InvalidArchive { path: PathBuf, message: String },
+}
+
+impl Error {
+    /// The error without [`Error::Image`] wrappers.
+    pub fn root(&self) -> &Error {
+        match self {
+            Self::Image { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    /// The error without [`Error::Image`] wrappers, by value.
+    pub fn into_root(self) -> Error {
+        match self {
+            Self::Image { source, .. } => source.into_root(),
+            other => other,
+        }
+    }
+
+    /// Wraps the error as being about `image` (once).
+    pub fn for_image(self, image: &str) -> Self {
+        match self {
+            e @ Self::Image { .. } => e,
+            other => Self::Image {
+                image: image.to_string(),
+                source: Box::new(other),
+            },
+        }
+    }
 }
 
 /// Result alias of the image store.

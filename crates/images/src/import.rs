@@ -86,6 +86,15 @@ impl ImageStore {
     /// As [`import`](Self::import), with options.
     pub fn import_with(&self, path: &Path, opts: &ImportOptions) -> Result<Vec<ImageRecord>> {
         let lease = self.lease()?;
+        let result = self.import_leased(path, opts);
+        drop(lease);
+        if result.is_err() {
+            self.discard_unreferenced();
+        }
+        result
+    }
+
+    fn import_leased(&self, path: &Path, opts: &ImportOptions) -> Result<Vec<ImageRecord>> {
         let meta = fs::metadata(path).map_err(io_err("stat", path))?;
         let records = if meta.is_dir() {
             self.import_dir(path, path, false, opts)?
@@ -101,7 +110,6 @@ impl ImageStore {
         if records.is_empty() {
             return Err(archive_err(path, "no named image found"));
         }
-        drop(lease);
         Ok(records)
     }
 
@@ -141,50 +149,78 @@ impl ImageStore {
         let mut out = Vec::new();
         for entry in entries {
             let tags = entry.repo_tags.clone().unwrap_or_default();
-            if tags.is_empty() {
+            let Some(first) = tags.first() else {
                 tracing::warn!(archive = %origin.display(), config = entry.config, "untagged image in archive skipped");
                 continue;
+            };
+            let records = self
+                .import_docker_entry(origin, dir, owned, opts, &entry, &tags)
+                .map_err(|e| e.for_image(first))?;
+            out.extend(records);
+        }
+        Ok(out)
+    }
+
+    fn import_docker_entry(
+        &self,
+        origin: &Path,
+        dir: &Path,
+        owned: bool,
+        opts: &ImportOptions,
+        entry: &DockerManifestEntry,
+        tags: &[String],
+    ) -> Result<Vec<ImageRecord>> {
+        let mut out = Vec::new();
+        let config_bytes = read_small(&inside(dir, &entry.config, origin)?)?;
+        let config_digest = sha256_digest(&config_bytes);
+        if let Some(named) =
+            blob_name_digest(&entry.config).or_else(|| legacy_config_digest(&entry.config))
+        {
+            if named != config_digest {
+                return Err(Error::DigestMismatch {
+                    what: format!("config {}", entry.config),
+                    expected: named,
+                    actual: config_digest,
+                });
             }
-            let config_bytes = read_small(&inside(dir, &entry.config, origin)?)?;
-            let config_digest = sha256_digest(&config_bytes);
-            let config = parse_config(&config_bytes, &config_digest)?;
-            if config.rootfs().diff_ids().len() != entry.layers.len() {
-                return Err(archive_err(
-                    origin,
-                    format!(
-                        "config {} lists {} diff ids for {} layers",
-                        entry.config,
-                        config.rootfs().diff_ids().len(),
-                        entry.layers.len()
-                    ),
-                ));
-            }
-            let mut layers = Vec::new();
-            for layer in &entry.layers {
-                let file = inside(dir, layer, origin)?;
-                let expected = blob_name_digest(layer);
-                let compression = detect_file(&file)?;
-                let info = self.ingest_file(&file, expected.as_deref(), None, owned)?;
-                layers.push(json!({
-                    "mediaType": compression.oci_media_type(),
-                    "digest": info.digest,
-                    "size": info.size,
-                }));
-            }
-            let manifest = json!({
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {
-                    "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": config_digest,
-                    "size": config_bytes.len(),
-                },
-                "layers": layers,
-            });
-            let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
-            for tag in &tags {
-                out.push(self.commit(tag, None, &manifest_bytes, &config_bytes, opts.unpack)?);
-            }
+        }
+        let config = parse_config(&config_bytes, &config_digest)?;
+        if config.rootfs().diff_ids().len() != entry.layers.len() {
+            return Err(archive_err(
+                origin,
+                format!(
+                    "config {} lists {} diff ids for {} layers",
+                    entry.config,
+                    config.rootfs().diff_ids().len(),
+                    entry.layers.len()
+                ),
+            ));
+        }
+        let mut layers = Vec::new();
+        for layer in &entry.layers {
+            let file = inside(dir, layer, origin)?;
+            let expected = blob_name_digest(layer);
+            let compression = detect_file(&file)?;
+            let info = self.ingest_file(&file, expected.as_deref(), None, owned)?;
+            layers.push(json!({
+                "mediaType": compression.oci_media_type(),
+                "digest": info.digest,
+                "size": info.size,
+            }));
+        }
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config_bytes.len(),
+            },
+            "layers": layers,
+        });
+        let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
+        for tag in tags {
+            out.push(self.commit(tag, None, &manifest_bytes, &config_bytes, opts.unpack)?);
         }
         Ok(out)
     }
@@ -220,26 +256,39 @@ impl ImageStore {
         let mut out = Vec::new();
         for name in order {
             let descs = &groups[&name];
-            let chosen = self.choose_oci_manifest(origin, dir, descs)?;
-            let (index_bytes, manifest_desc) = chosen;
-            let manifest_bytes = read_layout_blob(origin, dir, &manifest_desc)?;
-            let manifest = parse_manifest(&manifest_bytes, manifest_desc.digest().as_ref())?;
-            let config_bytes = read_layout_blob(origin, dir, manifest.config())?;
-            for layer in manifest.layers() {
-                let digest = layer.digest().to_string();
-                let file = dir.join("blobs/sha256").join(parse_sha256(&digest)?);
-                self.ingest_file(&file, Some(&digest), Some(layer.size()), owned)?;
-            }
-            let rec = self.commit(
-                &name,
-                index_bytes.as_deref(),
-                &manifest_bytes,
-                &config_bytes,
-                opts.unpack,
-            )?;
+            let rec = self
+                .import_oci_ref(origin, dir, owned, opts, &name, descs)
+                .map_err(|e| e.for_image(&name))?;
             out.push(rec);
         }
         Ok(out)
+    }
+
+    fn import_oci_ref(
+        &self,
+        origin: &Path,
+        dir: &Path,
+        owned: bool,
+        opts: &ImportOptions,
+        name: &str,
+        descs: &[&Descriptor],
+    ) -> Result<ImageRecord> {
+        let (index_bytes, manifest_desc) = self.choose_oci_manifest(origin, dir, descs)?;
+        let manifest_bytes = read_layout_blob(origin, dir, &manifest_desc)?;
+        let manifest = parse_manifest(&manifest_bytes, manifest_desc.digest().as_ref())?;
+        let config_bytes = read_layout_blob(origin, dir, manifest.config())?;
+        for layer in manifest.layers() {
+            let digest = layer.digest().to_string();
+            let file = dir.join("blobs/sha256").join(parse_sha256(&digest)?);
+            self.ingest_file(&file, Some(&digest), Some(layer.size()), owned)?;
+        }
+        self.commit(
+            name,
+            index_bytes.as_deref(),
+            &manifest_bytes,
+            &config_bytes,
+            opts.unpack,
+        )
     }
 
     /// Picks the platform manifest among the descriptors of one reference; returns the bytes
@@ -392,6 +441,13 @@ fn blob_name_digest(path: &str) -> Option<String> {
     let hex = path
         .trim_start_matches("./")
         .strip_prefix("blobs/sha256/")?;
+    let digest = format!("sha256:{hex}");
+    parse_sha256(&digest).is_ok().then_some(digest)
+}
+
+/// `sha256:<hex>` if a docker archive's config is `<hex>.json` (the legacy layout).
+fn legacy_config_digest(path: &str) -> Option<String> {
+    let hex = path.trim_start_matches("./").strip_suffix(".json")?;
     let digest = format!("sha256:{hex}");
     parse_sha256(&digest).is_ok().then_some(digest)
 }

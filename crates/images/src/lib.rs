@@ -31,6 +31,8 @@ pub mod unpack;
 pub mod testutil;
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod tests;
 
 pub use blob::{BlobInfo, BlobWriter};
@@ -38,6 +40,10 @@ pub use digest::{chain_ids, sha256_digest};
 pub use error::{Error, Result};
 pub use import::ImportOptions;
 pub use platform::{select_manifest, Platform};
-pub use pull::{load_docker_config, Credentials, DockerConfig, PullError, PullOptions, Puller};
+pub use pull::{
+    load_docker_config, Credentials, DockerConfig, PullError, PullOptions, Puller,
+    DEFAULT_STALL_TIMEOUT,
+};
 pub use reference::{normalize, Reference};
 pub use store::{GcReport, ImageConfig, ImageListEntry, ImageRecord, ImageStore, Lease};
+pub use unpack::UnpackLimits;

@@ -30,7 +30,7 @@ use crate::error::{io_err, Error, Result};
 use crate::lock::{self, FileLock};
 use crate::platform::Platform;
 use crate::reference::{as_image_id, Reference};
-use crate::unpack::{apply_layer, LayerSource, Mode};
+use crate::unpack::{apply_layer, LayerSource, Mode, UnpackLimits};
 
 /// Manifests, configs and indexes larger than this are refused (they are JSON documents).
 const MAX_DOCUMENT_SIZE: u64 = 16 << 20;
@@ -157,6 +157,7 @@ struct IndexEntry {
 pub struct ImageStore {
     root: PathBuf,
     platform: Platform,
+    limits: UnpackLimits,
     unpacks: AtomicU64,
 }
 
@@ -172,6 +173,7 @@ impl ImageStore {
         let store = Self {
             root,
             platform,
+            limits: UnpackLimits::default(),
             unpacks: AtomicU64::new(0),
         };
         for dir in [
@@ -183,6 +185,17 @@ impl ImageStore {
             fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         }
         Ok(store)
+    }
+
+    /// The store with other bounds on unpacking layers (default [`UnpackLimits::default`]).
+    pub fn with_limits(mut self, limits: UnpackLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The bounds on unpacking layers.
+    pub fn limits(&self) -> &UnpackLimits {
+        &self.limits
     }
 
     /// `<root-dir>/images`.
@@ -670,7 +683,7 @@ impl ImageStore {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .map_err(io_err("chmod", &staged_rootfs))?;
-        apply_layer(src, &staged_rootfs, Mode::Overlay)?;
+        apply_layer(src, &staged_rootfs, Mode::Overlay, &self.limits)?;
         for (name, value) in [("diffid", src.diff_id), ("layer", src.digest)] {
             let p = staging.path().join(name);
             fs::write(&p, value).map_err(io_err("write", &p))?;
@@ -714,7 +727,7 @@ impl ImageStore {
                 diff_id,
                 media_type: layer.media_type().as_ref(),
             };
-            apply_layer(&src, dest, Mode::Apply)?;
+            apply_layer(&src, dest, Mode::Apply, &self.limits)?;
         }
         Ok(())
     }
@@ -804,6 +817,23 @@ impl ImageStore {
     pub fn gc(&self) -> Result<GcReport> {
         let _lock = lock::exclusive(&self.locks_dir().join("gc.lock"))?;
         self.collect()
+    }
+
+    /// After a failed import or pull: removes what it left that no image references (blobs,
+    /// unpacked layers, temp files), unless another writer holds a lease now (its content is
+    /// then collected later). Failures are logged, not returned: the original error matters.
+    pub fn discard_unreferenced(&self) {
+        match self.try_gc() {
+            Ok(Some(r)) => tracing::debug!(
+                blobs = r.blobs_removed,
+                layers = r.layers_removed,
+                "content of a failed import or pull removed"
+            ),
+            Ok(None) => tracing::debug!(
+                "store busy; content of a failed import or pull is left to the next collection"
+            ),
+            Err(e) => tracing::warn!(error = %e, "removing the content of a failed import or pull"),
+        }
     }
 
     /// As [`gc`](Self::gc) if no writer holds a lease now; `None` otherwise.

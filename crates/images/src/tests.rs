@@ -356,7 +356,7 @@ fn multi_arch_index_resolves_to_the_store_platform() {
     let store =
         ImageStore::open_with_platform(root.path(), Platform::new("linux", "s390x", None)).unwrap();
     assert!(matches!(
-        store.import(&layout),
+        store.import(&layout).map_err(Error::into_root),
         Err(Error::NoMatchingPlatform { .. })
     ));
 }
@@ -370,7 +370,7 @@ fn diff_id_mismatch_is_rejected_and_nothing_unpacked_is_kept() {
     let wrong = crate::sha256_digest(b"something else");
     let image = TestImage::with_diff_ids(&host_arch(), json!({}), vec![wrong.clone()], vec![layer]);
     let archive = docker_archive(work.path(), &["bad:1"], &image, true);
-    match store.import(&archive) {
+    match store.import(&archive).map_err(Error::into_root) {
         Err(Error::DiffIdMismatch { expected, .. }) => assert_eq!(expected, wrong),
         other => panic!("expected a diff id mismatch, got {other:?}"),
     }
@@ -423,7 +423,7 @@ fn corrupted_blobs_are_rejected() {
     let root = tmp();
     let store = ImageStore::open(root.path()).unwrap();
     assert!(matches!(
-        store.import(&layout),
+        store.import(&layout).map_err(Error::into_root),
         Err(Error::DigestMismatch { .. })
     ));
     assert!(!store.blob_path(&image.layers[0].digest()).unwrap().exists());
@@ -533,7 +533,7 @@ fn path_traversal_entries_are_rejected() {
         let store = ImageStore::open(root.path()).unwrap();
         let image = TestImage::new(&host_arch(), json!({}), vec![Layer::plain(tar)]);
         let archive = docker_archive(work.path(), &["evil:1"], &image, true);
-        let err = store.import(&archive).unwrap_err();
+        let err = store.import(&archive).unwrap_err().into_root();
         assert!(matches!(err, Error::UnsafePath { .. }), "case {i}: {err}");
         assert!(!work.path().join("escape").exists());
         assert!(!outside.join("escape").exists(), "case {i}");

@@ -126,6 +126,39 @@ impl LayerBuilder {
         self
     }
 
+    /// A block device.
+    pub fn block_device(mut self, path: &str, major: u32, minor: u32) -> Self {
+        let mut h = Self::header(tar::EntryType::Block, 0o660, 0);
+        h.set_device_major(major).expect("major");
+        h.set_device_minor(minor).expect("minor");
+        self.tar
+            .append_data(&mut h, path, io::empty())
+            .expect("append device");
+        self
+    }
+
+    /// A named pipe.
+    pub fn fifo(mut self, path: &str) -> Self {
+        let mut h = Self::header(tar::EntryType::Fifo, 0o644, 0);
+        self.tar
+            .append_data(&mut h, path, io::empty())
+            .expect("append fifo");
+        self
+    }
+
+    /// A raw entry: a header of `kind` named `name` (at most 100 bytes) with `data`, written
+    /// as is (PAX extension headers, GNU long names, hostile sizes).
+    pub fn raw_entry(mut self, kind: tar::EntryType, name: &[u8], data: &[u8]) -> Self {
+        let mut h = Self::header(kind, 0o644, data.len() as u64);
+        {
+            let gnu = h.as_gnu_mut().expect("gnu header");
+            gnu.name[..name.len()].copy_from_slice(name);
+        }
+        h.set_cksum();
+        self.tar.append(&h, data).expect("append raw entry");
+        self
+    }
+
     /// A whiteout of `path` (`dir/.wh.name`).
     pub fn whiteout(self, path: &str) -> Self {
         let (dir, name) = path.rsplit_once('/').map_or(("", path), |(d, n)| (d, n));

@@ -13,7 +13,14 @@
 //!   deletes `<name>`, `.wh..wh..opq` deletes what lower layers put in its directory.
 //!
 //! Verification happens at the end of the stream: on any error the caller discards the target.
+//!
+//! Layers are untrusted input, so [`UnpackLimits`] bound what one layer may cost: the bytes of
+//! uncompressed tar (decompression bombs), the number of entries, and the bytes of extension
+//! headers (PAX records, GNU long names) before one entry, which the tar reader holds in memory.
+//! Device nodes are created as containerd does: as root they are made, and where `mknod` is not
+//! permitted (a user namespace, no `CAP_MKNOD`) they are skipped with a warning.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -21,6 +28,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use tar::EntryType;
@@ -85,6 +93,90 @@ impl Compression {
     }
 }
 
+/// Bounds on what unpacking one layer may cost; exceeding one fails the layer with
+/// [`Error::LimitExceeded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Bytes of uncompressed tar per layer (decompression bombs).
+    pub max_layer_size: u64,
+    /// Tar entries per layer.
+    pub max_entries: u64,
+    /// Bytes of headers before one entry: its header blocks plus PAX records and GNU long
+    /// names, which are read into memory.
+    pub max_header_size: u64,
+}
+
+impl UnpackLimits {
+    /// 64 GiB of tar per layer.
+    pub const DEFAULT_MAX_LAYER_SIZE: u64 = 64 << 30;
+    /// One million entries per layer.
+    pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+    /// 1 MiB of headers per entry.
+    pub const DEFAULT_MAX_HEADER_SIZE: u64 = 1 << 20;
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        Self {
+            max_layer_size: Self::DEFAULT_MAX_LAYER_SIZE,
+            max_entries: Self::DEFAULT_MAX_ENTRIES,
+            max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
+        }
+    }
+}
+
+/// Which limit a guarded read exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exceeded {
+    LayerSize,
+    HeaderSize,
+}
+
+/// The reader between the decompressor and the tar parser: counts the uncompressed bytes
+/// against the layer size limit, and while a header is being read (between two entries)
+/// against the header budget.
+struct Guard<R> {
+    inner: R,
+    read: u64,
+    max: u64,
+    /// Bytes the tar reader may still read before the next entry is returned; `None` while
+    /// an entry's data is read.
+    header_budget: Rc<Cell<Option<u64>>>,
+    exceeded: Rc<Cell<Option<Exceeded>>>,
+}
+
+impl<R: Read> Read for Guard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut want = buf.len() as u64;
+        if let Some(b) = self.header_budget.get() {
+            if b == 0 {
+                self.exceeded.set(Some(Exceeded::HeaderSize));
+                return Err(io::Error::other("tar header too large"));
+            }
+            want = want.min(b);
+        }
+        let left = self.max - self.read;
+        if left == 0 {
+            // One probe byte: a stream ending exactly at the limit is fine.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => {
+                    self.exceeded.set(Some(Exceeded::LayerSize));
+                    Err(io::Error::other("layer too large"))
+                }
+            };
+        }
+        want = want.min(left);
+        let n = self.inner.read(&mut buf[..want as usize])?;
+        self.read += n as u64;
+        if let Some(b) = self.header_budget.get() {
+            self.header_budget.set(Some(b - n as u64));
+        }
+        Ok(n)
+    }
+}
+
 /// A layer blob to apply and what it must hash to.
 #[derive(Debug, Clone)]
 pub(crate) struct LayerSource<'a> {
@@ -99,7 +191,12 @@ pub(crate) struct LayerSource<'a> {
 
 /// Applies one layer blob to `target` (an existing directory), verifying the blob digest, size
 /// and diff ID. On error `target` is in an unspecified state and must be discarded.
-pub(crate) fn apply_layer(src: &LayerSource<'_>, target: &Path, mode: Mode) -> Result<()> {
+pub(crate) fn apply_layer(
+    src: &LayerSource<'_>,
+    target: &Path,
+    mode: Mode,
+    limits: &UnpackLimits,
+) -> Result<()> {
     let file = File::open(src.path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Error::BlobNotFound {
             digest: src.digest.to_string(),
@@ -134,15 +231,78 @@ pub(crate) fn apply_layer(src: &LayerSource<'_>, target: &Path, mode: Mode) -> R
                 Box::new(zstd::stream::read::Decoder::with_buffer(&mut buf).map_err(unpack_err)?)
             }
         };
-        let mut archive = tar::Archive::new(HashingReader::new(decoder));
+        let header_budget = Rc::new(Cell::new(None));
+        let exceeded = Rc::new(Cell::new(None));
+        let mut archive = tar::Archive::new(Guard {
+            inner: HashingReader::new(decoder),
+            read: 0,
+            max: limits.max_layer_size,
+            header_budget: header_budget.clone(),
+            exceeded: exceeded.clone(),
+        });
         let mut state = State::new(target, src.digest, mode);
-        for entry in archive.entries().map_err(unpack_err)? {
-            let mut entry = entry.map_err(unpack_err)?;
-            state.apply(&mut entry)?;
+        let mut entries = archive.entries().map_err(unpack_err)?;
+        let mut count = 0u64;
+        let mut last = String::new();
+        let limit_err = |what: Exceeded, last: &str| match what {
+            Exceeded::LayerSize => Error::LimitExceeded {
+                layer: src.digest.to_string(),
+                path: last.to_string(),
+                limit: "layer size",
+                value: limits.max_layer_size,
+            },
+            Exceeded::HeaderSize => Error::LimitExceeded {
+                layer: src.digest.to_string(),
+                path: format!("header after {last:?}"),
+                limit: "header size",
+                value: limits.max_header_size,
+            },
+        };
+        loop {
+            header_budget.set(Some(limits.max_header_size));
+            let next = entries.next();
+            header_budget.set(None);
+            let mut entry = match next {
+                None => break,
+                Some(Ok(entry)) => entry,
+                Some(Err(e)) => {
+                    return Err(match exceeded.get() {
+                        Some(what) => limit_err(what, &last),
+                        None => Error::Unpack {
+                            layer: src.digest.to_string(),
+                            path: format!("entry after {last:?}"),
+                            message: e.to_string(),
+                        },
+                    })
+                }
+            };
+            count += 1;
+            last = entry.path_bytes().escape_ascii().to_string();
+            if count > limits.max_entries {
+                return Err(Error::LimitExceeded {
+                    layer: src.digest.to_string(),
+                    path: last,
+                    limit: "entry count",
+                    value: limits.max_entries,
+                });
+            }
+            let applied = state.apply(&mut entry);
+            // What the entry's data did not consume is skipped here, outside the header budget.
+            let drained = io::copy(&mut entry, &mut io::sink());
+            if let Some(what) = exceeded.get() {
+                return Err(limit_err(what, &last));
+            }
+            applied?;
+            drained.map_err(|e| state.err(Path::new(&last), e))?;
         }
         state.finish();
-        let mut tar_stream = archive.into_inner();
-        tar_stream.drain().map_err(unpack_err)?;
+        let mut guard = archive.into_inner();
+        let drained = io::copy(&mut guard, &mut io::sink());
+        if let Some(what) = exceeded.get() {
+            return Err(limit_err(what, &last));
+        }
+        drained.map_err(unpack_err)?;
+        let tar_stream = guard.inner;
         let (diff_id, _) = tar_stream.finish();
         if diff_id != src.diff_id {
             return Err(Error::DiffIdMismatch {
@@ -354,7 +514,7 @@ impl<'a> State<'a> {
                     Ok(None) => return Err(self.unsafe_path(&rel, "hard link to the root")),
                     Err(reason) => return Err(self.unsafe_path(&rel, reason)),
                 };
-                self.check_no_symlink_parents(&target)?;
+                self.check_no_symlink_parents(&rel, &target)?;
                 let target_full = self.root.join(&target);
                 match fs::symlink_metadata(&target_full) {
                     Ok(m) if !is_dir(&m) => {}
@@ -398,14 +558,14 @@ impl<'a> State<'a> {
     }
 
     /// Refuses a path whose ancestors include a symlink (hard link targets: `link()` would
-    /// follow it).
-    fn check_no_symlink_parents(&self, rel: &Path) -> Result<()> {
+    /// follow it); the error names `entry`.
+    fn check_no_symlink_parents(&self, entry: &Path, rel: &Path) -> Result<()> {
         let mut cur = self.root.to_path_buf();
         for comp in rel.parent().unwrap_or(Path::new("")).components() {
             cur.push(comp);
             if let Ok(m) = fs::symlink_metadata(&cur) {
                 if m.file_type().is_symlink() {
-                    return Err(self.unsafe_path(rel, "a parent directory is a symlink"));
+                    return Err(self.unsafe_path(entry, "a parent directory is a symlink"));
                 }
             }
         }
@@ -468,7 +628,7 @@ impl<'a> State<'a> {
     fn whiteout(&mut self, rel: &Path) -> Result<()> {
         if self.mode == Mode::Apply {
             // Nothing to delete under a directory that does not exist; create none.
-            self.check_no_symlink_parents(rel)?;
+            self.check_no_symlink_parents(rel, rel)?;
             let parent = self.root.join(rel.parent().unwrap_or(Path::new("")));
             if !fs::symlink_metadata(&parent).is_ok_and(|m| is_dir(&m)) {
                 return Ok(());
@@ -488,7 +648,10 @@ impl<'a> State<'a> {
     fn opaque(&mut self, dir: &Path, marker: &Path) -> Result<()> {
         if !dir.as_os_str().is_empty() {
             // ensure_parents of a child makes `dir` itself a real directory.
-            self.ensure_parents(&dir.join("x"))?;
+            self.ensure_parents(&dir.join("x")).map_err(|e| match e {
+                Error::UnsafePath { reason, .. } => self.unsafe_path(marker, reason),
+                other => other,
+            })?;
         }
         let full = self.root.join(dir);
         match self.mode {

@@ -72,6 +72,11 @@ pub struct Config {
     pub image_credentials: Vec<PathBuf>,
     /// `--insecure-registry`: `HOST:PORT`s pulled from over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// `--max-layer-size`, `--max-layer-entries`, `--max-layer-header-size`: bounds on
+    /// unpacking one layer of a pulled or imported image.
+    pub image_limits: staticlet_images::UnpackLimits,
+    /// `--image-pull-stall-timeout`: a registry response that sends nothing this long fails.
+    pub pull_stall_timeout: std::time::Duration,
 }
 
 /// The embedded runtime. Cheap to clone.
@@ -226,6 +231,7 @@ impl EmbeddedRuntime {
         })?;
         let images =
             ImageStore::open(&cfg.root_dir).map_err(|e| format!("opening the image store: {e}"))?;
+        let images = images.with_limits(cfg.image_limits);
         let mut cni = staticlet_cni::Cni::new(
             &cfg.cni_conf_dir,
             cfg.cni_bin_dirs.clone(),
@@ -943,6 +949,7 @@ impl ContainerRuntime for EmbeddedRuntime {
         let opts = staticlet_images::PullOptions {
             auth: creds,
             insecure_registries: self.inner.cfg.insecure_registries.clone(),
+            stall_timeout: self.inner.cfg.pull_stall_timeout,
             ..Default::default()
         };
         let rec = self

@@ -220,6 +220,8 @@ fn runtime_config(dir: &Path) -> Config {
         default_network: None,
         image_credentials: Vec::new(),
         insecure_registries: Vec::new(),
+        image_limits: Default::default(),
+        pull_stall_timeout: staticlet_images::DEFAULT_STALL_TIMEOUT,
     }
 }
 

@@ -17,6 +17,47 @@ fn duration(s: &str) -> Result<Duration, String> {
     parse_go_duration(s)
 }
 
+/// A byte count: an integer with an optional binary suffix (`Ki`, `Mi`, `Gi`, `Ti`).
+pub fn byte_size(s: &str) -> Result<u64, String> {
+    let (num, shift) = match s.len().checked_sub(2).map(|i| s.split_at(i)) {
+        Some((n, "Ki")) => (n, 10),
+        Some((n, "Mi")) => (n, 20),
+        Some((n, "Gi")) => (n, 30),
+        Some((n, "Ti")) => (n, 40),
+        _ => (s, 0),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (e.g. 512Mi, 64Gi, 1048576)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Bounds on unpacking one image layer (`staticlet run` and `staticlet images import`).
+#[derive(Debug, Args, Clone)]
+pub struct ImageLimitArgs {
+    /// Most uncompressed bytes one image layer may hold (decompression bombs fail the pull).
+    #[arg(long, value_parser = byte_size, value_name = "BYTES", default_value = "64Gi")]
+    pub max_layer_size: u64,
+    /// Most tar entries one image layer may hold.
+    #[arg(long, value_name = "N", default_value_t = staticlet_images::UnpackLimits::DEFAULT_MAX_ENTRIES)]
+    pub max_layer_entries: u64,
+    /// Most bytes of headers (PAX records, long names) before one entry of a layer.
+    #[arg(long, value_parser = byte_size, value_name = "BYTES", default_value = "1Mi")]
+    pub max_layer_header_size: u64,
+}
+
+impl ImageLimitArgs {
+    /// The limits these flags set.
+    pub fn limits(&self) -> staticlet_images::UnpackLimits {
+        staticlet_images::UnpackLimits {
+            max_layer_size: self.max_layer_size,
+            max_entries: self.max_layer_entries,
+            max_header_size: self.max_layer_header_size,
+        }
+    }
+}
+
 /// Flags of `staticlet run`. Its command must be built with `args_override_self` (a flag given
 /// twice takes its last value, as kubelet's pflag does); boolean flags are pflag's too
 /// (`--flag`, `--flag=false`).
@@ -69,6 +110,11 @@ pub struct RunArgs {
     /// A registry (HOST:PORT) to pull from over plain HTTP (repeatable).
     #[arg(long, value_name = "HOST:PORT")]
     pub insecure_registry: Vec<String>,
+    #[command(flatten)]
+    pub image_limits: ImageLimitArgs,
+    /// A registry response that sends nothing for this long fails the pull (e.g. 2m, 30s).
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "2m")]
+    pub image_pull_stall_timeout: Duration,
     /// kubeconfig of a cluster to join: register the Node, renew its Lease and publish a
     /// read-only mirror pod per static pod (absent: standalone).
     #[arg(long, value_name = "FILE")]
@@ -301,6 +347,34 @@ impl RunArgs {
 pub(crate) mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn byte_sizes() {
+        for (input, want) in [
+            ("0", Ok(0)),
+            ("1048576", Ok(1 << 20)),
+            ("512Ki", Ok(512 << 10)),
+            ("1Mi", Ok(1 << 20)),
+            ("64Gi", Ok(64 << 30)),
+            ("2Ti", Ok(2 << 40)),
+            ("1Ei", Err(())),
+            ("Mi", Err(())),
+            ("-1", Err(())),
+            ("99999999999Ti", Err(())),
+        ] {
+            assert_eq!(byte_size(input).map_err(|_| ()), want, "{input}");
+        }
+        let args = parse_args(&[
+            "--max-layer-size",
+            "8Mi",
+            "--image-pull-stall-timeout",
+            "30s",
+        ])
+        .unwrap();
+        assert_eq!(args.image_limits.limits().max_layer_size, 8 << 20);
+        assert_eq!(args.image_limits.limits().max_entries, 1_000_000);
+        assert_eq!(args.image_pull_stall_timeout, Duration::from_secs(30));
+    }
 
     /// `staticlet run`'s command, as main.rs builds it.
     #[derive(Parser)]

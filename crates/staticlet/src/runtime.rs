@@ -140,6 +140,8 @@ pub async fn runtime_for(
                         }
                     },
                     insecure_registries: args.insecure_registry.clone(),
+                    image_limits: args.image_limits.limits(),
+                    pull_stall_timeout: args.image_pull_stall_timeout,
                 },
             )
             .map_err(|e| anyhow::anyhow!("embedded runtime: {e}"))?;

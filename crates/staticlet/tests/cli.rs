@@ -442,3 +442,50 @@ fn kubelet_flags_and_files_fail_clearly() {
         "{e}"
     );
 }
+
+/// `staticlet images import` refuses a decompression bomb over `--max-layer-size`, naming the
+/// image and the entry, and keeps nothing of it; within the default limits it imports.
+#[test]
+fn images_import_applies_the_layer_limits() {
+    use staticlet_images::testutil::{write_docker_archive, Layer, LayerBuilder, TestImage};
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("bomb.tar");
+    let layer = Layer::gzip(
+        LayerBuilder::new()
+            .file("zeros", &vec![0u8; 4 << 20], 0o644)
+            .build(),
+    );
+    let arch = staticlet_images::Platform::host().architecture;
+    let image = TestImage::new(&arch, serde_json::json!({}), vec![layer]);
+    write_docker_archive(&archive, &[(&["bomb:1"], &image)], false).unwrap();
+    let root = dir.path().join("root");
+    let out = bin()
+        .args(["images", "import", "--max-layer-size", "1Mi", "--root-dir"])
+        .arg(&root)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for s in ["bomb:1", "layer size limit of 1048576", "\"zeros\""] {
+        assert!(stderr.contains(s), "{s:?} not in {stderr}");
+    }
+    assert_eq!(
+        std::fs::read_dir(root.join("images/blobs/sha256"))
+            .unwrap()
+            .count(),
+        0,
+        "nothing of the refused image is kept"
+    );
+    let out = bin()
+        .args(["images", "import", "--root-dir"])
+        .arg(&root)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

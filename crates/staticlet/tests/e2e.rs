@@ -131,6 +131,128 @@ fn images_are_pulled_from_a_registry_and_pull_errors_back_off() {
         .contains(&format!("127.0.0.1:{}/test/busybox", reg.port)));
 }
 
+/// Writes a docker archive of a one-layer image tagged `tag`.
+fn hostile_archive(out: &Path, tag: &str, layer: staticlet_images::testutil::Layer) {
+    use staticlet_images::testutil::{write_docker_archive, TestImage};
+    let arch = staticlet_images::Platform::host().architecture;
+    let image = TestImage::new(&arch, serde_json::json!({"Cmd": ["sh"]}), vec![layer]);
+    write_docker_archive(out, &[(&[tag], &image)], false).unwrap();
+}
+
+/// Issue 16 item 4, at the agent level: pods whose images are hostile (a layer writing through
+/// a symlink to a directory outside the store, and a decompression bomb over
+/// `--max-layer-size`) fail with `ErrImagePull` naming the entry, nothing is written outside the
+/// store, and a healthy pod next to them starts and keeps running.
+#[test]
+fn hostile_images_fail_their_pods_and_others_keep_running() {
+    use staticlet_images::testutil::{Layer, LayerBuilder};
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::new("e2e-h");
+    let reg = Registry::start();
+    let canary = env.path("canary");
+    std::fs::create_dir_all(&canary).unwrap();
+    std::fs::write(canary.join("secret"), b"secret").unwrap();
+    let escape = env.path("escape.tar");
+    hostile_archive(
+        &escape,
+        "hostile/escape:1",
+        Layer::gzip(
+            LayerBuilder::new()
+                .symlink("link", canary.to_str().unwrap())
+                .file("link/pwned", b"x", 0o644)
+                .build(),
+        ),
+    );
+    let bomb = env.path("bomb.tar");
+    hostile_archive(
+        &bomb,
+        "hostile/bomb:1",
+        Layer::gzip(
+            LayerBuilder::new()
+                .file("zeros", &vec![0u8; 32 << 20], 0o644)
+                .build(),
+        ),
+    );
+    reg.push(&escape, "hostile/escape:1");
+    reg.push(&bomb, "hostile/bomb:1");
+    let pod = |name: &str, image: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: app\n    image: {image}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n")
+    };
+    env.manifest("good", &pod("good", "busybox"));
+    env.manifest(
+        "escape",
+        &pod(
+            "escape",
+            &format!("127.0.0.1:{}/hostile/escape:1", reg.port),
+        ),
+    );
+    env.manifest(
+        "bomb",
+        &pod("bomb", &format!("127.0.0.1:{}/hostile/bomb:1", reg.port)),
+    );
+    env.start_with(&[
+        "--insecure-registry".into(),
+        format!("127.0.0.1:{}", reg.port),
+        "--max-layer-size".into(),
+        "8Mi".into(),
+    ]);
+    env.wait("good pod running", 120, || {
+        env.pod("good")
+            .is_some_and(|p| p["status"]["phase"] == "Running")
+    });
+    let pull_failed = |name: &str, shows: &str| {
+        env.events(name).iter().any(|e| {
+            e["reason"] == "Failed"
+                && e["message"].as_str().is_some_and(|m| {
+                    m.contains("ErrImagePull")
+                        && m.contains(&format!("hostile/{name}:1"))
+                        && m.contains(shows)
+                })
+        }) && env.pod(name).is_some_and(|p| {
+            container_state(&p, "app").is_some_and(|c| {
+                let reason = &c["state"]["waiting"]["reason"];
+                reason == "ErrImagePull" || reason == "ImagePullBackOff"
+            })
+        })
+    };
+    env.wait("the escape fails its pull naming the entry", 120, || {
+        pull_failed("escape", "link/pwned")
+    });
+    env.wait("the bomb fails its pull on the size limit", 120, || {
+        pull_failed("bomb", "layer size limit")
+    });
+    let names: Vec<String> = std::fs::read_dir(&canary)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["secret".to_string()],
+        "nothing written outside the store"
+    );
+    let out = bin()
+        .args(["images", "list", "--root-dir"])
+        .arg(env.root())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !listed.contains("hostile"),
+        "no hostile image is kept:\n{listed}"
+    );
+    // The agent stays healthy: the good pod still runs after the failed pulls and back-offs.
+    let good = env.pod("good").unwrap();
+    assert_eq!(good["status"]["phase"], "Running");
+    assert_eq!(
+        container_state(&good, "app").unwrap()["restartCount"],
+        0,
+        "{good}"
+    );
+    assert!(env.agent_pid().is_some(), "the agent is running");
+}
+
 #[test]
 fn security_context_user_seccomp_and_read_only_root() {
     if !can_run() {

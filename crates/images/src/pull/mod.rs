@@ -67,7 +67,13 @@ pub struct PullOptions {
     pub insecure_registries: Vec<String>,
     /// The platform a manifest is chosen for from an image index.
     pub platform: Platform,
+    /// How long a response may send nothing before the pull fails (a registry that never
+    /// finishes a response). Applies to each read, so slow but moving transfers go on.
+    pub stall_timeout: Duration,
 }
+
+/// The default [`PullOptions::stall_timeout`].
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Default for PullOptions {
     fn default() -> Self {
@@ -75,6 +81,7 @@ impl Default for PullOptions {
             auth: None,
             insecure_registries: Vec::new(),
             platform: Platform::host(),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
     }
 }
@@ -360,7 +367,15 @@ impl Puller {
             .or_default()
             .clone();
         let result = cell
-            .get_or_init(|| self.pull_now(&parsed, opts))
+            .get_or_init(|| async {
+                let result = self.pull_now(&parsed, opts).await;
+                if result.is_err() {
+                    // Nothing of a failed pull stays (blobs fetched for it, layers unpacked).
+                    let store = self.store.clone();
+                    let _ = tokio::task::spawn_blocking(move || store.discard_unreferenced()).await;
+                }
+                result
+            })
             .await
             .clone();
         let mut inflight = self.inflight.lock().expect("inflight map poisoned");
@@ -519,6 +534,7 @@ impl Puller {
             .pull_blob_stream(oref, digest.as_str())
             .await
             .map_err(|e| registry_error(r, &what, e))?;
+        check_content_length(r, &what, stream.content_length, size)?;
         let mut bytes = Vec::with_capacity(size as usize);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| stream_error(r, &what, &e))?;
@@ -562,6 +578,7 @@ impl Puller {
             .pull_blob_stream(oref, digest.as_str())
             .await
             .map_err(|e| registry_error(r, &what, e))?;
+        check_content_length(r, &what, stream.content_length, size)?;
 
         // `Some(chunk)` is data, `None` the end of a complete stream; a channel closed without
         // `None` abandons the blob (the writer's temp file is removed on drop).
@@ -612,6 +629,23 @@ impl Puller {
     }
 }
 
+/// Refuses a blob response whose `Content-Length` is not the descriptor's size before any of
+/// it is read.
+fn check_content_length(
+    r: &str,
+    what: &str,
+    content_length: Option<u64>,
+    size: u64,
+) -> Result<(), PullError> {
+    match content_length {
+        Some(len) if len != size => Err(PullError::invalid(
+            r,
+            format!("{what}: the registry sends {len} bytes for a blob of {size} bytes"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A failure while a blob streams: transport errors, or oci-client's digest verification.
 fn stream_error(r: &str, what: &str, e: &std::io::Error) -> PullError {
     let message = format!("{what}: {}", error_chain(e));
@@ -638,7 +672,7 @@ fn make_client(opts: &PullOptions) -> Result<oci_client::Client, String> {
         protocol: ClientProtocol::HttpsExcept(opts.insecure_registries.clone()),
         platform_resolver: None,
         connect_timeout: Some(Duration::from_secs(30)),
-        read_timeout: Some(Duration::from_secs(120)),
+        read_timeout: Some(opts.stall_timeout),
         user_agent: concat!("staticlet/", env!("CARGO_PKG_VERSION")),
         ..Default::default()
     };

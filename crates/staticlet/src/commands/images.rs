@@ -19,7 +19,11 @@ pub struct ImagesArgs {
 #[derive(Subcommand)]
 enum ImagesCommand {
     /// Import a docker-archive tarball (`docker save`), an OCI archive or an OCI layout directory.
-    Import { file: PathBuf },
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        limits: crate::options::ImageLimitArgs,
+    },
     /// List images (REPOSITORY TAG DIGEST SIZE).
     #[command(alias = "ls")]
     List,
@@ -31,8 +35,9 @@ pub fn images(args: ImagesArgs) -> Result<()> {
     let store = staticlet_images::ImageStore::open(&args.root_dir)
         .with_context(|| format!("opening the image store under {}", args.root_dir.display()))?;
     match args.command {
-        ImagesCommand::Import { file } => {
+        ImagesCommand::Import { file, limits } => {
             let recs = store
+                .with_limits(limits.limits())
                 .import(&file)
                 .with_context(|| format!("importing {}", file.display()))?;
             for r in recs {
