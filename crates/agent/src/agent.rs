@@ -46,6 +46,8 @@ pub struct AgentConfig {
     /// Where the cgroup hierarchies holding the pods' cgroups are found
     /// (`/proc/self/mountinfo`); `None` when the runtime makes no cgroups (the simulator).
     pub cgroup_mountinfo: Option<PathBuf>,
+    /// Image garbage collection (kubelet's `imageGC*`).
+    pub image_gc: crate::image_gc::ImageGcPolicy,
     /// Graceful node shutdown (kubelet's `shutdownGracePeriod*`); `None`: off.
     pub node_shutdown: Option<crate::nodeshutdown::ShutdownPolicy>,
     /// `--rollout-ready-deadline`: how long an updated pod has to become Ready before it is
@@ -192,6 +194,13 @@ pub fn start(
         }
     };
     tasks.spawn(manager.run(manager_desired, shutdown.clone()));
+
+    tasks.spawn(crate::image_gc::run(
+        runtime.clone(),
+        cfg.image_gc,
+        clock,
+        shutdown.clone(),
+    ));
 
     let (ready_tx, ready_rx) = watch::channel(Readiness::default());
     tasks.spawn(readiness(

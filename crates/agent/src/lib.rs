@@ -21,6 +21,7 @@ pub mod agent;
 pub mod cluster;
 pub mod config;
 pub mod events;
+pub mod image_gc;
 pub mod kuberuntime;
 pub mod metrics;
 pub mod nodeshutdown;

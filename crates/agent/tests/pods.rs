@@ -398,6 +398,62 @@ async fn node_shutdown_waits_no_longer_than_each_groups_period() {
     h.stop.cancel();
 }
 
+/// Image garbage collection against the runtime: an image a container uses (even an exited
+/// one) stays, an unused one goes when the disk is over the high threshold.
+#[tokio::test(start_paused = true)]
+async fn image_gc_removes_only_unused_images() {
+    use staticlet_agent::image_gc::{DiskUsage, ImageGc, ImageGcPolicy};
+    use staticlet_runtime::{ContainerRuntime, ImageSpec};
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.script("once", Script::exits(Duration::from_secs(1), 0));
+    let mut h = start(&rt, clock);
+    let web = pod("web", "  containers:\n  - {name: web, image: web:1}\n");
+    let job = pod(
+        "job",
+        "  restartPolicy: Never\n  containers:\n  - {name: once, image: job:1}\n",
+    );
+    h.set(vec![web.clone(), job.clone()]).await;
+    h.until("web running, job done", |v| {
+        phase(v, &web.uid).as_deref() == Some("Running")
+            && phase(v, &job.uid).as_deref() == Some("Succeeded")
+    })
+    .await;
+    rt.pull_image(
+        &ImageSpec {
+            image: "old:1".into(),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let full = DiskUsage {
+        capacity: 100_000,
+        available: 1_000,
+    };
+    let policy = ImageGcPolicy {
+        min_age: Duration::ZERO,
+        ..Default::default()
+    };
+    let mut gc = ImageGc::default();
+    let done = gc.collect(&rt, full, &policy, clock.now()).await.unwrap();
+    assert_eq!(done.remove.len(), 1, "{done:?}");
+    let left: Vec<String> = rt
+        .list_images()
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|i| i.repo_tags)
+        .collect();
+    assert!(left.contains(&"web:1".to_string()), "{left:?}");
+    assert!(
+        left.contains(&"job:1".to_string()),
+        "an exited container keeps its image: {left:?}"
+    );
+    assert!(!left.contains(&"old:1".to_string()), "{left:?}");
+    h.stop.cancel();
+}
+
 #[tokio::test(start_paused = true)]
 async fn init_sidecar_order_and_termination_order() {
     let clock = Clock::new();

@@ -180,13 +180,13 @@ pub struct KubeletConfiguration {
     node_status_report_frequency: Option<GoDuration>,
     node_lease_duration_seconds: Option<i32>,
     #[serde(rename = "imageMinimumGCAge")]
-    image_minimum_gc_age: Option<GoDuration>,
+    pub image_minimum_gc_age: Option<GoDuration>,
     #[serde(rename = "imageMaximumGCAge")]
-    image_maximum_gc_age: Option<GoDuration>,
+    pub image_maximum_gc_age: Option<GoDuration>,
     #[serde(rename = "imageGCHighThresholdPercent")]
-    image_gc_high_threshold_percent: Option<i32>,
+    pub image_gc_high_threshold_percent: Option<i32>,
     #[serde(rename = "imageGCLowThresholdPercent")]
-    image_gc_low_threshold_percent: Option<i32>,
+    pub image_gc_low_threshold_percent: Option<i32>,
     volume_stats_agg_period: Option<GoDuration>,
     kubelet_cgroups: Option<String>,
     system_cgroups: Option<String>,
@@ -450,6 +450,10 @@ const HONOURED: &[&str] = &[
     "shutdownGracePeriod",
     "shutdownGracePeriodCriticalPods",
     "shutdownGracePeriodByPodPriority",
+    "imageMinimumGCAge",
+    "imageMaximumGCAge",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
 ];
 
 /// Fields that are pointers in the Go type: present means set, even at `false` or `0`
@@ -634,6 +638,35 @@ fn nonempty(s: Option<&String>) -> Option<&str> {
     s.map(String::as_str).filter(|s| !s.is_empty())
 }
 
+/// Image garbage collection from the file: kubelet's defaults (85 %, 80 %, 2 minutes, no
+/// maximum age) where a field is unset.
+fn image_gc(
+    cfg: &Path,
+    kc: &KubeletConfiguration,
+) -> Result<staticlet_agent::image_gc::ImageGcPolicy> {
+    let file = cfg.display();
+    let mut p = staticlet_agent::image_gc::ImageGcPolicy::default();
+    let percent = |field: &str, v: i32| {
+        u8::try_from(v)
+            .ok()
+            .filter(|v| *v <= 100)
+            .ok_or_else(|| anyhow::anyhow!("{file}: {field}: {v} must be between 0 and 100"))
+    };
+    // Pointers in kubelet's type: present means set, 0 included.
+    if let Some(v) = kc.image_gc_high_threshold_percent {
+        p.high_percent = percent("imageGCHighThresholdPercent", v)?;
+    }
+    if let Some(v) = kc.image_gc_low_threshold_percent {
+        p.low_percent = percent("imageGCLowThresholdPercent", v)?;
+    }
+    if let Some(d) = file_duration(cfg, "imageMinimumGCAge", kc.image_minimum_gc_age)? {
+        p.min_age = d;
+    }
+    p.max_age = file_duration(cfg, "imageMaximumGCAge", kc.image_maximum_gc_age)?;
+    p.validate().map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    Ok(p)
+}
+
 /// Graceful node shutdown from the file (kubelet has no flags for it), validated as kubelet
 /// does: no negative period, the critical pods' share within the whole.
 fn node_shutdown(
@@ -798,6 +831,7 @@ pub fn settings(
     };
 
     let node_shutdown = node_shutdown(cfg, kc)?;
+    let image_gc = image_gc(cfg, kc)?;
 
     // Flags that are read but not used yet are named in the warning with the ignored ones.
     let mut ignored_flags = args.kubelet.given.clone();
@@ -840,6 +874,7 @@ pub fn settings(
             .filter(|i| !i.is_empty()),
         bootstrap_kubeconfig: args.bootstrap_kubeconfig.clone(),
         node_shutdown,
+        image_gc,
         ignored_config_fields: file.map(|f| f.ignored_fields.clone()).unwrap_or_default(),
         ignored_flags,
     })
@@ -1042,7 +1077,7 @@ mod tests {
             .filter(|k| !HONOURED.contains(&k.as_str()))
             .collect();
         assert_eq!(file.ignored_fields.iter().collect::<Vec<_>>(), want);
-        assert!(want.len() > 100, "{}", want.len());
+        assert!(want.len() > 90, "{}", want.len());
         let s = settings_of(EVERY_FIELD, &["--kubeconfig", "/k"]).unwrap();
         // Relative paths are relative to the file's directory, as in kubelet.
         assert_eq!(

@@ -317,6 +317,8 @@ pub struct Settings {
     /// Graceful node shutdown (`shutdownGracePeriod`, `shutdownGracePeriodCriticalPods`,
     /// `shutdownGracePeriodByPodPriority`); `None`: off, kubelet's default.
     pub node_shutdown: Option<staticlet_agent::nodeshutdown::ShutdownPolicy>,
+    /// Image garbage collection (`imageGC*`, `imageMinimumGCAge`, `imageMaximumGCAge`).
+    pub image_gc: staticlet_agent::image_gc::ImageGcPolicy,
     /// Fields of the config file that have no effect, for the warning at start.
     pub ignored_config_fields: Vec<String>,
     /// Flags given that have no effect (`--name`), for the warning at start.

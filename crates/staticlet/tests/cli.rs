@@ -489,3 +489,59 @@ fn images_import_applies_the_layer_limits() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `staticlet images prune` keeps tagged images; `--all` removes every unused one.
+#[test]
+fn images_prune_removes_unused_images() {
+    use staticlet_images::testutil::{write_docker_archive, Layer, LayerBuilder, TestImage};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let arch = staticlet_images::Platform::host().architecture;
+    for name in ["a", "b"] {
+        let archive = dir.path().join(format!("{name}.tar"));
+        let layer = Layer::gzip(
+            LayerBuilder::new()
+                .file(name, name.as_bytes(), 0o644)
+                .build(),
+        );
+        let image = TestImage::new(&arch, serde_json::json!({}), vec![layer]);
+        write_docker_archive(&archive, &[(&[&format!("{name}:1")], &image)], false).unwrap();
+        let out = bin()
+            .args(["images", "import", "--root-dir"])
+            .arg(&root)
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let images = |args: &[&str]| {
+        let out = bin()
+            .arg("images")
+            .args(args)
+            .arg("--root-dir")
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = images(&["prune"]);
+    assert!(out.contains("0 image references removed"), "{out}");
+    let list = images(&["list"]);
+    assert!(list.contains("a ") && list.contains("b "), "{list}");
+    let out = images(&["prune", "--all"]);
+    assert!(out.contains("2 image references removed"), "{out}");
+    assert_eq!(
+        images(&["list"]).lines().count(),
+        1,
+        "only the header is left"
+    );
+}

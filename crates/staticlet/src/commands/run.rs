@@ -147,6 +147,7 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         relist_period: Duration::from_secs(1),
         manifest_permissions: args.manifest_permissions,
         node_shutdown: settings.node_shutdown.clone(),
+        image_gc: settings.image_gc,
         rollout_ready_deadline: args.rollout_ready_deadline.filter(|d| !d.is_zero()),
     };
     let shutdown = CancellationToken::new();
