@@ -197,6 +197,7 @@ pub fn start(
 
     tasks.spawn(crate::image_gc::run(
         runtime.clone(),
+        desired_rx.clone(),
         cfg.image_gc,
         clock,
         shutdown.clone(),

@@ -5,7 +5,9 @@
 //! longer than the maximum age are removed whatever the disk usage.
 //!
 //! An image is in use while any container in the runtime (running or exited, ours or another
-//! client's) was made from it: a container that may restart keeps its image. The runtime
+//! client's) was made from it, or while a wanted static pod names it (unlike kubelet: a node
+//! that imports its images offline must not lose the image of a pod that is not running at
+//! the moment, e.g. backing off). The runtime
 //! refuses to remove an image in use as well, so a container created between the list and the
 //! removal is safe.
 //!
@@ -204,6 +206,7 @@ impl ImageGc {
     pub async fn collect(
         &mut self,
         runtime: &dyn ContainerRuntime,
+        wanted: &HashSet<String>,
         usage: DiskUsage,
         policy: &ImageGcPolicy,
         now: SystemTime,
@@ -216,11 +219,12 @@ impl ImageGc {
             .list_containers(&LabelSelector::default())
             .await
             .map_err(|e| format!("listing containers: {e}"))?;
-        let in_use: HashSet<String> = containers
+        let mut in_use: HashSet<String> = containers
             .iter()
             .flat_map(|c| [c.image_ref.clone(), c.image.image.clone()])
             .filter(|s| !s.is_empty())
             .collect();
+        in_use.extend(wanted.iter().cloned());
         let known = self.observe(&images, &in_use, now);
         let p = plan(&known, usage, policy, now);
         let mut freed = 0;
@@ -258,6 +262,7 @@ impl ImageGc {
 /// on this machine (the embedded runtime; a CRI runtime collects its own images).
 pub async fn run(
     runtime: Arc<dyn ContainerRuntime>,
+    desired: tokio::sync::watch::Receiver<Arc<crate::config::merge::DesiredPods>>,
     policy: ImageGcPolicy,
     clock: Clock,
     stop: CancellationToken,
@@ -284,14 +289,52 @@ pub async fn run(
                 continue;
             }
         };
+        let wanted = wanted_images(&desired.borrow());
         // kubelet's ImageGCFailed.
         if let Err(e) = gc
-            .collect(runtime.as_ref(), usage, &policy, clock.now())
+            .collect(runtime.as_ref(), &wanted, usage, &policy, clock.now())
             .await
         {
             warn!(error = %e, "image garbage collection failed");
         }
     }
+}
+
+/// The images the wanted pods name (every container, init containers included), as written
+/// and in the registry's full form (`busybox` is `docker.io/library/busybox:latest`).
+pub fn wanted_images(desired: &crate::config::merge::DesiredPods) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for pod in desired.pods.values() {
+        let spec = pod.spec();
+        let names = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .filter_map(|c| c.image.clone());
+        for name in names {
+            out.insert(full_reference(&name));
+            out.insert(name);
+        }
+    }
+    out
+}
+
+/// Docker's normalisation of an image reference: the `docker.io` registry and its `library/`
+/// namespace for bare names, and the `latest` tag when neither tag nor digest is given.
+pub fn full_reference(name: &str) -> String {
+    let (first, rest) = name.split_once('/').unwrap_or(("", name));
+    let has_registry =
+        !first.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost");
+    let mut full = match (first.is_empty(), has_registry) {
+        (true, _) => format!("docker.io/library/{rest}"),
+        (false, true) => name.to_string(),
+        (false, false) => format!("docker.io/{name}"),
+    };
+    let last = full.rsplit('/').next().unwrap_or_default();
+    if !last.contains(':') && !full.contains('@') {
+        full.push_str(":latest");
+    }
+    full
 }
 
 #[cfg(test)]
@@ -400,6 +443,23 @@ mod tests {
         ] {
             let e = p.validate().unwrap_err();
             assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn references_in_full() {
+        for (name, want) in [
+            ("busybox", "docker.io/library/busybox:latest"),
+            ("busybox:1.36", "docker.io/library/busybox:1.36"),
+            ("user/app", "docker.io/user/app:latest"),
+            (
+                "registry.k8s.io/etcd:3.6.5-0",
+                "registry.k8s.io/etcd:3.6.5-0",
+            ),
+            ("localhost:5000/x", "localhost:5000/x:latest"),
+            ("localhost/x@sha256:abc", "localhost/x@sha256:abc"),
+        ] {
+            assert_eq!(full_reference(name), want, "{name}");
         }
     }
 

@@ -436,7 +436,17 @@ async fn image_gc_removes_only_unused_images() {
         ..Default::default()
     };
     let mut gc = ImageGc::default();
-    let done = gc.collect(&rt, full, &policy, clock.now()).await.unwrap();
+    // While a wanted pod names it (not running now, e.g. backing off), it stays.
+    let wanted = ["old:1".to_string()].into();
+    let done = gc
+        .collect(&rt, &wanted, full, &policy, clock.now())
+        .await
+        .unwrap();
+    assert!(done.remove.is_empty(), "{done:?}");
+    let done = gc
+        .collect(&rt, &Default::default(), full, &policy, clock.now())
+        .await
+        .unwrap();
     assert_eq!(done.remove.len(), 1, "{done:?}");
     let left: Vec<String> = rt
         .list_images()
