@@ -72,6 +72,8 @@ pub struct RunningAgent {
     pub heartbeat: watch::Receiver<tokio::time::Instant>,
     /// Where the cluster side (if any) publishes what the local API shows of it.
     pub cluster: watch::Sender<Arc<ClusterView>>,
+    /// Where the local API's control verbs go (`staticlet restart|stop|start pod`).
+    pub control: mpsc::Sender<crate::control::ControlRequest>,
     /// Where the node's shutdown watcher reports, with graceful node shutdown on.
     pub node_shutdown: Option<mpsc::Sender<crate::nodeshutdown::ShutdownEvent>>,
     tasks: JoinSet<()>,
@@ -176,6 +178,20 @@ pub fn start(
     ));
     let manager = PodManager::new(ctx, pods_tx);
     let heartbeat = manager.heartbeat();
+    // Every image a wanted pod names, stopped or not, is kept by the image GC.
+    let wanted_rx = desired_rx.clone();
+    // Pods stopped on request (`staticlet stop pod`) are taken out here.
+    let (control_tx, control_rx) = mpsc::channel(16);
+    let (ctl_tx, ctl_rx) = watch::channel(desired_rx.borrow().clone());
+    tasks.spawn(crate::control::run(
+        crate::control::Stopped::open(&cfg.root_dir.join("control")),
+        control_rx,
+        desired_rx.clone(),
+        ctl_tx,
+        manager.requests(),
+        shutdown.clone(),
+    ));
+    let desired_rx = ctl_rx;
     // With graceful node shutdown, the manager sees the desired pods through its filter.
     let (manager_desired, node_shutdown) = match cfg.node_shutdown.clone() {
         None => (desired_rx.clone(), None),
@@ -197,7 +213,7 @@ pub fn start(
 
     tasks.spawn(crate::image_gc::run(
         runtime.clone(),
-        desired_rx.clone(),
+        wanted_rx,
         cfg.image_gc,
         clock,
         shutdown.clone(),
@@ -211,6 +227,7 @@ pub fn start(
         shutdown.clone(),
     ));
 
+    let control = control_tx.clone();
     let (cluster_tx, cluster_rx) = watch::channel(Arc::new(ClusterView::default()));
     let state = ApiState {
         pods: pods_rx.clone(),
@@ -222,7 +239,7 @@ pub fn start(
     if let Some(l) = listeners.unix {
         tasks.spawn(server::serve(
             l,
-            server::router(state.clone()),
+            server::router(state.clone()).merge(server::control_router(control_tx)),
             shutdown.clone(),
         ));
     }
@@ -237,6 +254,7 @@ pub fn start(
         heartbeat,
         cluster: cluster_tx,
         node_shutdown,
+        control,
         tasks,
     }
 }

@@ -20,6 +20,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod events;
 pub mod image_gc;
 pub mod kuberuntime;

@@ -206,6 +206,7 @@ fn filtered(
         all_sources_seen: desired.all_sources_seen,
         events: desired.events.clone(),
         grace_overrides,
+        stopped: desired.stopped.clone(),
     })
 }
 

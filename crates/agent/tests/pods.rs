@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use staticlet_agent::config::merge::{self, DesiredPods, Merger};
 use staticlet_agent::config::{SourceKind, SourceSnapshot, SourceUpdate};
+use staticlet_agent::control::{self, ControlError, ControlRequest, Verb};
 use staticlet_agent::kuberuntime::NodeContext;
 use staticlet_agent::nodeshutdown::{self, Group, ShutdownEvent, ShutdownPolicy};
 use staticlet_agent::pod_workers::worker::WorkerCtx;
@@ -25,6 +26,8 @@ struct Harness {
     root: std::path::PathBuf,
     /// Two cgroup hierarchies (a v1 controller and v2) the agent finds in its mount table.
     cgroups: [std::path::PathBuf; 2],
+    /// The control verbs (the local API's `staticlet restart|stop|start pod`).
+    control: mpsc::Sender<ControlRequest>,
     _dir: tempfile::TempDir,
 }
 
@@ -97,7 +100,18 @@ fn start_with(
             (rx, Some(events_tx))
         }
     };
-    tokio::spawn(PodManager::new(ctx, pods_tx).run(desired_rx, stop.clone()));
+    let manager = PodManager::new(ctx, pods_tx);
+    let (control, control_rx) = mpsc::channel(4);
+    let (ctl_tx, ctl_rx) = watch::channel(desired_rx.borrow().clone());
+    tokio::spawn(control::run(
+        control::Stopped::open(&dir.path().join("root/control")),
+        control_rx,
+        desired_rx,
+        ctl_tx,
+        manager.requests(),
+        stop.clone(),
+    ));
+    tokio::spawn(manager.run(ctl_rx, stop.clone()));
     let h = Harness {
         tx,
         pods,
@@ -105,6 +119,7 @@ fn start_with(
         stop,
         root: dir.path().join("root"),
         cgroups,
+        control,
         _dir: dir,
     };
     (h, events)
@@ -461,6 +476,94 @@ async fn image_gc_removes_only_unused_images() {
         "an exited container keeps its image: {left:?}"
     );
     assert!(!left.contains(&"old:1".to_string()), "{left:?}");
+    h.stop.cancel();
+}
+
+impl Harness {
+    async fn verb(&self, verb: Verb, name: &str) -> Result<String, ControlError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.control
+            .send(ControlRequest {
+                verb,
+                namespace: "default".into(),
+                name: name.into(),
+                reply,
+            })
+            .await
+            .unwrap();
+        rx.await.unwrap()
+    }
+}
+
+fn restarts(v: &PodsView, uid: &str) -> Option<i32> {
+    Some(v.get(uid)?.status.container_statuses.as_ref()?[0].restart_count)
+}
+
+/// `staticlet stop|start|restart pod`: a stopped pod stays shown as Stopped (and stopped for a
+/// later agent, from its record on disk) until started; a restart stops and starts the pod in
+/// place (its restart count goes up); unknown pods and restarting a stopped pod are refused.
+#[tokio::test(start_paused = true)]
+async fn control_verbs_stop_start_and_restart_pods() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    let mut h = start(&rt, clock);
+    let a = pod("a", "  containers:\n  - {name: c, image: b}\n");
+    let b = pod("b", "  containers:\n  - {name: c, image: b}\n");
+    h.set(vec![a.clone(), b.clone()]).await;
+    let running = |v: &PodsView, uid: &str| phase(v, uid).as_deref() == Some("Running");
+    h.until("both running", |v| running(v, &a.uid) && running(v, &b.uid))
+        .await;
+
+    // Stop: by the manifest's name too (the API's is "a-n").
+    assert_eq!(h.verb(Verb::Stop, "a").await.unwrap(), "pod a-n stopped");
+    h.until("a shown as stopped", |v| {
+        v.get(&a.uid).is_some_and(|p| {
+            p.terminating_since.is_none() && p.status.reason.as_deref() == Some("Stopped")
+        }) && running(v, &b.uid)
+    })
+    .await;
+    assert!(
+        rt.calls()
+            .iter()
+            .any(|(_, c)| matches!(c, Call::RemoveSandbox { uid } if *uid == a.uid)),
+        "a's sandbox is gone"
+    );
+    assert!(matches!(
+        h.verb(Verb::Restart, "a-n").await,
+        Err(ControlError::Conflict(m)) if m.contains("is stopped")
+    ));
+    assert!(matches!(
+        h.verb(Verb::Stop, "nope").await,
+        Err(ControlError::NotFound { .. })
+    ));
+    // Recorded on disk for the next agent.
+    let record = control::Stopped::open(&h.root.join("control"));
+    assert!(record.is_stopped(&a) && !record.is_stopped(&b));
+
+    assert_eq!(h.verb(Verb::Start, "a-n").await.unwrap(), "pod a-n started");
+    h.until("a running again", |v| running(v, &a.uid)).await;
+    assert!(!control::Stopped::open(&h.root.join("control")).is_stopped(&a));
+
+    // Restart in place: same UID, restart count 1.
+    assert_eq!(
+        h.verb(Verb::Restart, "b-n").await.unwrap(),
+        "pod b-n restarting"
+    );
+    h.until("b restarted", |v| {
+        running(v, &b.uid) && restarts(v, &b.uid) == Some(1)
+    })
+    .await;
+
+    // A stop ends when the manifest changes (another UID).
+    h.verb(Verb::Stop, "a").await.unwrap();
+    h.until("a stopped", |v| {
+        v.get(&a.uid)
+            .is_some_and(|p| p.status.reason.as_deref() == Some("Stopped"))
+    })
+    .await;
+    let a2 = pod("a", "  containers:\n  - {name: c, image: other}\n");
+    h.set(vec![a2.clone(), b.clone()]).await;
+    h.until("the new a runs", |v| running(v, &a2.uid)).await;
     h.stop.cancel();
 }
 

@@ -39,6 +39,9 @@ pub struct DesiredPods {
     /// Grace periods (seconds) for pods no longer wanted that must not get their own: the
     /// node shutdown's (see `nodeshutdown`). Empty from the merger.
     pub grace_overrides: BTreeMap<String, i64>,
+    /// Pods wanted but stopped on request (`staticlet stop pod`), by UID: not run, shown as
+    /// stopped (see `control`). Empty from the merger.
+    pub stopped: BTreeMap<String, Arc<StaticPod>>,
     /// Events about a pod that no worker records (its rollouts, [`crate::rollout`]), by full
     /// name; shown with the events of the pod of that name.
     pub events: BTreeMap<String, crate::events::EventLog>,
@@ -160,6 +163,7 @@ impl Merger {
             all_sources_seen: self.all_sources_seen(),
             grace_overrides: BTreeMap::new(),
             events: BTreeMap::new(),
+            stopped: BTreeMap::new(),
         }
     }
 

@@ -98,6 +98,19 @@ struct RuntimePod {
     namespace: String,
 }
 
+/// `status.reason` of a pod stopped on request (`staticlet stop pod`).
+pub const STOPPED_REASON: &str = "Stopped";
+
+/// A request to the pod manager from outside its inputs (the local API's control verbs).
+#[derive(Debug)]
+pub enum ManagerRequest {
+    /// Restart the pod with this UID in place; answers whether a worker runs it.
+    RestartPod {
+        uid: String,
+        reply: tokio::sync::oneshot::Sender<bool>,
+    },
+}
+
 /// See the module doc.
 pub struct PodManager {
     ctx: Arc<WorkerCtx>,
@@ -114,12 +127,15 @@ pub struct PodManager {
     done_rx: mpsc::UnboundedReceiver<Finished>,
     view: watch::Sender<Arc<PodsView>>,
     heartbeat: watch::Sender<tokio::time::Instant>,
+    requests_tx: mpsc::Sender<ManagerRequest>,
+    requests: mpsc::Receiver<ManagerRequest>,
 }
 
 impl PodManager {
     /// A manager whose workers use `ctx`; the pods it shows are published on `view`.
     pub fn new(ctx: Arc<WorkerCtx>, view: watch::Sender<Arc<PodsView>>) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (requests_tx, requests) = mpsc::channel(16);
         Self {
             ctx,
             workers: HashMap::new(),
@@ -132,7 +148,14 @@ impl PodManager {
             done_rx,
             view,
             heartbeat: watch::channel(tokio::time::Instant::now()).0,
+            requests_tx,
+            requests,
         }
+    }
+
+    /// Where requests to this manager go ([`ManagerRequest`]).
+    pub fn requests(&self) -> mpsc::Sender<ManagerRequest> {
+        self.requests_tx.clone()
     }
 
     /// When the manager's loop last listed the runtime (every relist period while it is
@@ -170,6 +193,18 @@ impl PodManager {
                     self.relist().await;
                     self.heartbeat.send_replace(tokio::time::Instant::now());
                 }
+                Some(req) = self.requests.recv() => match req {
+                    ManagerRequest::RestartPod { uid, reply } => {
+                        let found = match self.workers.get(&uid) {
+                            Some(e) if !e.terminating && e.pod.is_some() => {
+                                info!(%uid, "restarting the pod on request");
+                                e.handle.tx.send(WorkerMsg::RestartPod).is_ok()
+                            }
+                            _ => false,
+                        };
+                        let _ = reply.send(found);
+                    }
+                },
                 Some(()) = futures::StreamExt::next(&mut status_changed) => {}
             }
         }
@@ -420,6 +455,35 @@ impl PodManager {
                         .get(&pod.full_name())
                         .cloned()
                         .unwrap_or_default(),
+                },
+            );
+        }
+        // Stopped on request: shown (once its worker is gone) until started again.
+        for (uid, pod) in &self.desired.stopped {
+            if view.contains_key(uid) {
+                continue;
+            }
+            let msg = format!(
+                "stopped by `staticlet stop pod`; `staticlet start pod {} -n {}` runs it again",
+                pod.name, pod.namespace
+            );
+            let mut status = crate::status::pending(
+                pod,
+                &self.ctx.node.host_ip,
+                STOPPED_REASON,
+                &msg,
+                self.ctx.clock.now(),
+            );
+            status.reason = Some(STOPPED_REASON.into());
+            status.message = Some(msg);
+            view.insert(
+                uid.clone(),
+                PodView {
+                    pod: pod.clone(),
+                    status,
+                    terminating_since: None,
+                    grace: None,
+                    events: Default::default(),
                 },
             );
         }

@@ -127,6 +127,7 @@ impl Controller {
             all_sources_seen: desired.all_sources_seen,
             events: BTreeMap::new(),
             grace_overrides: desired.grace_overrides.clone(),
+            stopped: desired.stopped.clone(),
         };
         let mut wanted_names = std::collections::HashSet::new();
         for pod in desired.pods.values() {

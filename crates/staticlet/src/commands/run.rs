@@ -183,9 +183,13 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     // logs` and `staticlet exec` need no --log-dir and no runtime of their own.
     let local = tokio::spawn(staticlet_agent::server::serve(
         unix,
-        staticlet_agent::server::router(api).merge(staticlet_kubelet_server::routes::local_router(
-            node_api.clone(),
-        )),
+        staticlet_agent::server::router(api)
+            .merge(staticlet_kubelet_server::routes::local_router(
+                node_api.clone(),
+            ))
+            .merge(staticlet_agent::server::control_router(
+                running.control.clone(),
+            )),
         shutdown.clone(),
     ));
     if let (Some(listener), Some(path)) = (cri_listener, &cri_socket) {
