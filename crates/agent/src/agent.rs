@@ -191,7 +191,15 @@ pub fn start(
         manager.requests(),
         shutdown.clone(),
     ));
-    let desired_rx = ctl_rx;
+    // Pods whose `staticlet.io/after` dependencies are not Ready yet are held back here.
+    let (ord_tx, ord_rx) = watch::channel(ctl_rx.borrow().clone());
+    tasks.spawn(crate::ordering::run(
+        ctl_rx,
+        pods_rx.clone(),
+        ord_tx,
+        shutdown.clone(),
+    ));
+    let desired_rx = ord_rx;
     // With graceful node shutdown, the manager sees the desired pods through its filter.
     let (manager_desired, node_shutdown) = match cfg.node_shutdown.clone() {
         None => (desired_rx.clone(), None),

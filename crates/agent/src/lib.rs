@@ -26,6 +26,7 @@ pub mod image_gc;
 pub mod kuberuntime;
 pub mod metrics;
 pub mod nodeshutdown;
+pub mod ordering;
 pub mod pod_workers;
 pub mod prober;
 pub mod rollout;

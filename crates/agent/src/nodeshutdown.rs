@@ -207,6 +207,7 @@ fn filtered(
         events: desired.events.clone(),
         grace_overrides,
         stopped: desired.stopped.clone(),
+        held: desired.held.clone(),
     })
 }
 

@@ -9,6 +9,7 @@ use staticlet_agent::config::{SourceKind, SourceSnapshot, SourceUpdate};
 use staticlet_agent::control::{self, ControlError, ControlRequest, Verb};
 use staticlet_agent::kuberuntime::NodeContext;
 use staticlet_agent::nodeshutdown::{self, Group, ShutdownEvent, ShutdownPolicy};
+use staticlet_agent::ordering;
 use staticlet_agent::pod_workers::worker::WorkerCtx;
 use staticlet_agent::pod_workers::{PodManager, PodsView};
 use staticlet_manifest::{Origin, StaticPod};
@@ -111,7 +112,9 @@ fn start_with(
         manager.requests(),
         stop.clone(),
     ));
-    tokio::spawn(manager.run(ctl_rx, stop.clone()));
+    let (ord_tx, ord_rx) = watch::channel(ctl_rx.borrow().clone());
+    tokio::spawn(ordering::run(ctl_rx, pods.clone(), ord_tx, stop.clone()));
+    tokio::spawn(manager.run(ord_rx, stop.clone()));
     let h = Harness {
         tx,
         pods,
@@ -564,6 +567,58 @@ async fn control_verbs_stop_start_and_restart_pods() {
     let a2 = pod("a", "  containers:\n  - {name: c, image: other}\n");
     h.set(vec![a2.clone(), b.clone()]).await;
     h.until("the new a runs", |v| running(v, &a2.uid)).await;
+    h.stop.cancel();
+}
+
+/// `staticlet.io/after`: the API server starts only once etcd is Ready; a pod naming an unknown
+/// pod waits and says so.
+#[tokio::test(start_paused = true)]
+async fn after_annotation_orders_starts() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    let mut h = start(&rt, clock);
+    let load = |name: &str, extra: &str| {
+        let m = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n{extra}spec:\n  containers:\n  - name: c\n    image: b\n    readinessProbe:\n      exec: {{command: [ready]}}\n      periodSeconds: 1\n");
+        Arc::new(
+            staticlet_manifest::load(m.as_bytes(), &Origin::File(format!("/m/{name}.yaml")), "n")
+                .unwrap(),
+        )
+    };
+    let etcd = load("etcd", "");
+    let api = load("api", "  annotations:\n    staticlet.io/after: etcd\n");
+    let lost = load("lost", "  annotations:\n    staticlet.io/after: nope\n");
+    // etcd's readiness probe fails until the test lets it pass.
+    rt.exec_script("c", [], staticlet_runtime::fake::ExecReply::code(1));
+    h.set(vec![etcd.clone(), api.clone(), lost.clone()]).await;
+    let waiting = |v: &PodsView, uid: &str| {
+        v.get(uid).and_then(|p| {
+            let w = p.status.container_statuses.as_ref()?[0]
+                .state
+                .as_ref()?
+                .waiting
+                .clone()?;
+            (w.reason.as_deref() == Some("WaitingForDependency"))
+                .then(|| w.message.unwrap_or_default())
+        })
+    };
+    h.until("etcd running, the others waiting", |v| {
+        phase(v, &etcd.uid).as_deref() == Some("Running")
+            && waiting(v, &api.uid).is_some_and(|m| m.contains("waiting for etcd"))
+            && waiting(v, &lost.uid)
+                .is_some_and(|m| m.contains("no static pod") && m.contains("nope"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        starts(&rt.calls(), &api.uid, "c").is_empty(),
+        "api waits while etcd is not Ready"
+    );
+    rt.exec_script("c", [], staticlet_runtime::fake::ExecReply::code(0));
+    h.until("api running once etcd is Ready", |v| {
+        phase(v, &api.uid).as_deref() == Some("Running")
+    })
+    .await;
+    assert!(starts(&rt.calls(), &lost.uid, "c").is_empty());
     h.stop.cancel();
 }
 

@@ -24,6 +24,10 @@ pub const BACKOFF_MAX: &str = "staticlet.io/backoff-max";
 /// initial value (kubelet: 10 minutes, twice its maximum delay).
 pub const BACKOFF_RESET_AFTER: &str = "staticlet.io/backoff-reset-after";
 
+/// `staticlet.io/after: "etcd,other"`: the manifest names of static pods in the same namespace
+/// that must be Ready before this one starts.
+pub const AFTER: &str = "staticlet.io/after";
+
 /// Set by the agent on the pods it serves and on mirror pods; accepted (and ignored) in a
 /// manifest, so that a pod copied from `staticlet get -o yaml` or `kubectl get -o yaml` loads.
 pub const MIRROR_UID: &str = "staticlet.io/mirror-uid";
@@ -33,6 +37,7 @@ pub const MIRROR_ERROR: &str = "staticlet.io/mirror-error";
 /// Every `staticlet.io/` annotation a manifest may carry.
 pub const KNOWN: &[&str] = &[
     crate::ANNOTATION_READY_DEADLINE,
+    AFTER,
     BACKOFF_INITIAL,
     BACKOFF_MAX,
     BACKOFF_RESET_AFTER,
@@ -153,7 +158,34 @@ pub fn errors(ann: &BTreeMap<String, String>) -> Vec<FieldError> {
     if let Err(e) = parse_backoff(ann) {
         errs.extend(e);
     }
+    if let Some(v) = ann.get(AFTER) {
+        let names: Vec<&str> = v.split(',').map(str::trim).collect();
+        for n in &names {
+            if n.is_empty() || !crate::validate::is_dns1123_subdomain(n) {
+                errs.push(FieldError::new(
+                    path(AFTER),
+                    format!("Invalid value: {v:?}: a comma-separated list of pod names (as in their manifests), found {n:?}"),
+                ));
+                break;
+            }
+        }
+    }
     errs
+}
+
+/// The names a pod's `staticlet.io/after` lists (none when absent or invalid).
+pub fn after(ann: Option<&BTreeMap<String, String>>) -> Vec<String> {
+    let Some(v) = ann.and_then(|a| a.get(AFTER)) else {
+        return Vec::new();
+    };
+    let names: Vec<String> = v.split(',').map(|n| n.trim().to_string()).collect();
+    if names
+        .iter()
+        .any(|n| n.is_empty() || !crate::validate::is_dns1123_subdomain(n))
+    {
+        return Vec::new();
+    }
+    names
 }
 
 /// The pod's container restart back-off (kubelet's unless annotated). For a validated pod.
@@ -247,6 +279,15 @@ mod tests {
             (
                 &[("example.com/anything", "x"), (MIRROR_UID, "u")],
                 &[],
+            ),
+            (&[(AFTER, "etcd, kube-apiserver")], &[]),
+            (
+                &[(AFTER, "etcd,,x")],
+                &["metadata.annotations[staticlet.io/after]: Invalid value: \"etcd,,x\": a comma-separated list of pod names (as in their manifests), found \"\""],
+            ),
+            (
+                &[(AFTER, "Etcd")],
+                &["metadata.annotations[staticlet.io/after]: Invalid value: \"Etcd\""],
             ),
         ];
         for (pairs, want) in cases {

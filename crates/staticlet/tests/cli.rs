@@ -545,3 +545,29 @@ fn images_prune_removes_unused_images() {
         "only the header is left"
     );
 }
+
+/// `staticlet validate` refuses `staticlet.io/after` cycles and unknown names across the files.
+#[test]
+fn validate_refuses_after_cycles_and_unknown_names() {
+    let d = tempfile::tempdir().unwrap();
+    let pod = |name: &str, after: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations:\n    staticlet.io/after: \"{after}\"\nspec:\n  containers:\n  - {{name: c, image: busybox}}\n")
+    };
+    std::fs::write(d.path().join("a.yaml"), pod("a", "b")).unwrap();
+    std::fs::write(d.path().join("b.yaml"), pod("b", "a")).unwrap();
+    std::fs::write(d.path().join("c.yaml"), pod("c", "nope")).unwrap();
+    let out = bin()
+        .args(["validate", "--hostname-override", "n1"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "a.yaml: metadata.annotations: staticlet.io/after: dependency cycle a -> b -> a",
+        "b.yaml: metadata.annotations: staticlet.io/after: dependency cycle b -> a -> b",
+        "c.yaml: metadata.annotations: staticlet.io/after names no static pod in namespace \"default\": nope",
+    ] {
+        assert!(stdout.contains(want), "{want:?} not in {stdout}");
+    }
+}

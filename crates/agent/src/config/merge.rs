@@ -42,6 +42,9 @@ pub struct DesiredPods {
     /// Pods wanted but stopped on request (`staticlet stop pod`), by UID: not run, shown as
     /// stopped (see `control`). Empty from the merger.
     pub stopped: BTreeMap<String, Arc<StaticPod>>,
+    /// Pods that must not start yet, by UID, with why (`staticlet.io/after`, see `ordering`):
+    /// the pod manager starts no worker for them unless the runtime has them already.
+    pub held: BTreeMap<String, String>,
     /// Events about a pod that no worker records (its rollouts, [`crate::rollout`]), by full
     /// name; shown with the events of the pod of that name.
     pub events: BTreeMap<String, crate::events::EventLog>,
@@ -164,6 +167,7 @@ impl Merger {
             grace_overrides: BTreeMap::new(),
             events: BTreeMap::new(),
             stopped: BTreeMap::new(),
+            held: BTreeMap::new(),
         }
     }
 

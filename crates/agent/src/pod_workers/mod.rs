@@ -324,6 +324,10 @@ impl PodManager {
             if self.workers.contains_key(uid) {
                 continue;
             }
+            // Waiting for its dependencies; one the runtime runs already is adopted anyway.
+            if desired.held.contains_key(uid) && !self.runtime_pods.contains_key(uid) {
+                continue;
+            }
             let full = pod.full_name();
             let busy = self.workers.values().any(|e| e.full_name == full)
                 || self.runtime_pods.iter().any(|(u, rp)| {
@@ -427,7 +431,9 @@ impl PodManager {
             if view.contains_key(uid) {
                 continue;
             }
-            let (reason, msg) = if self.listed_once {
+            let (reason, msg) = if let Some(why) = self.desired.held.get(uid) {
+                (crate::ordering::WAITING_FOR_DEPENDENCY, why.as_str())
+            } else if self.listed_once {
                 (
                     "ContainerCreating",
                     "waiting for the previous pod of this name to stop",

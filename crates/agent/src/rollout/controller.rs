@@ -128,6 +128,7 @@ impl Controller {
             events: BTreeMap::new(),
             grace_overrides: desired.grace_overrides.clone(),
             stopped: desired.stopped.clone(),
+            held: desired.held.clone(),
         };
         let mut wanted_names = std::collections::HashSet::new();
         for pod in desired.pods.values() {
