@@ -310,7 +310,10 @@ impl Cni {
                 }
             },
         };
-        let netns = if req.netns_path.as_os_str().is_empty() || !req.netns_path.exists() {
+        // A pin file that holds no namespace (its runtime died between creating the file and
+        // pinning the namespace onto it, or after unpinning it) is as good as missing: plugins
+        // refuse it ("unknown FS magic"), and with an empty CNI_NETNS they release IPAM state.
+        let netns = if req.netns_path.as_os_str().is_empty() || !is_namespace(&req.netns_path) {
             String::new()
         } else {
             req.netns_path.to_string_lossy().into_owned()
@@ -685,5 +688,27 @@ mod tests {
             "{err}"
         );
         assert!(cni.find_plugin("../bridge").is_err());
+    }
+}
+
+/// Whether `path` is a namespace file (a `/proc/<pid>/ns/*` file or a bind mount of one: the
+/// `nsfs` filesystem).
+pub fn is_namespace(path: &std::path::Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
+}
+
+#[cfg(test)]
+mod namespace_tests {
+    #[test]
+    fn only_namespace_files_are_namespaces() {
+        assert!(super::is_namespace(std::path::Path::new(
+            "/proc/self/ns/net"
+        )));
+        let f = tempfile::NamedTempFile::new().unwrap();
+        assert!(!super::is_namespace(f.path()));
+        assert!(!super::is_namespace(std::path::Path::new(
+            "/nonexistent/ns/net"
+        )));
     }
 }

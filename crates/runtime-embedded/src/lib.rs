@@ -184,6 +184,41 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<T> {
     })
 }
 
+/// Removes what a runtime that died while creating a sandbox or container left: a directory
+/// without its record (`sandbox.json`, `container.json`, written last but for the namespace
+/// pins), which no list shows and so nobody would ever remove. Its mounts (a container's
+/// rootfs overlay, a sandbox's namespace pins) go first. Runs when the runtime opens, before
+/// anything is created.
+fn sweep_half_created(base: &Path) {
+    for (kind, record) in [
+        ("containers", "container.json"),
+        ("sandboxes", "sandbox.json"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(base.join(kind)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let dir = e.path();
+            if !dir.is_dir() || dir.join(record).exists() {
+                continue;
+            }
+            let unmounted = if kind == "containers" {
+                rootfs::unmount(&dir.join("rootfs"))
+            } else {
+                rootfs::unmount_namespaces(&dir.join("ns"))
+            };
+            match unmounted.and_then(|()| std::fs::remove_dir_all(&dir)) {
+                Ok(()) => {
+                    info!(dir = %dir.display(), "removed a half-created {} left by a runtime that died", &kind[..kind.len() - 1])
+                }
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "cannot remove a half-created runtime object")
+                }
+            }
+        }
+    }
+}
+
 fn new_id() -> String {
     use sha2::Digest;
     let nanos = SystemTime::now()
@@ -240,6 +275,7 @@ impl EmbeddedRuntime {
         if let Some(n) = &cfg.default_network {
             cni = cni.with_fallback(n.clone());
         }
+        sweep_half_created(&base);
         let images = Arc::new(images);
         let puller = staticlet_images::Puller::new(images.clone());
         Ok(Self {
@@ -801,10 +837,14 @@ impl ContainerRuntime for EmbeddedRuntime {
                 }
             }
         }
+        staticlet_runtime::fault::point("sandbox-namespaces-pinned");
         if let Some(netns) = rec.net_ns.clone() {
             let req = attach_request(&rec, &config, &netns);
             match inner.cni.add(&req).await {
-                Ok(res) => rec.ip = res.pod_ip().map(|ip| ip.to_string()).unwrap_or_default(),
+                Ok(res) => {
+                    rec.ip = res.pod_ip().map(|ip| ip.to_string()).unwrap_or_default();
+                    staticlet_runtime::fault::point("sandbox-network-added");
+                }
                 Err(e) => {
                     let _ = rootfs::unmount_namespaces(&dir.join("ns"));
                     let _ = std::fs::remove_dir_all(&dir);
@@ -1453,6 +1493,28 @@ pub fn images_in_use(root_dir: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_created_objects_are_swept_and_complete_ones_kept() {
+        let base = tempfile::tempdir().unwrap();
+        let mk = |p: &str| std::fs::create_dir_all(base.path().join(p)).unwrap();
+        mk("containers/half/bundle");
+        mk("containers/whole/bundle");
+        std::fs::write(base.path().join("containers/whole/container.json"), "{}").unwrap();
+        mk("sandboxes/half/ns");
+        std::fs::write(base.path().join("sandboxes/half/ns/net"), "").unwrap();
+        mk("sandboxes/whole/ns");
+        std::fs::write(base.path().join("sandboxes/whole/sandbox.json"), "{}").unwrap();
+        sweep_half_created(base.path());
+        for (p, kept) in [
+            ("containers/half", false),
+            ("containers/whole", true),
+            ("sandboxes/half", false),
+            ("sandboxes/whole", true),
+        ] {
+            assert_eq!(base.path().join(p).exists(), kept, "{p}");
+        }
+    }
 
     #[test]
     fn signals_parse() {

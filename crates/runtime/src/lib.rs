@@ -21,6 +21,7 @@ use async_trait::async_trait;
 
 pub mod cgroups;
 pub mod fake;
+pub mod fault;
 
 /// Labels and annotations on runtime objects.
 pub type Labels = BTreeMap<String, String>;

@@ -893,6 +893,7 @@ impl Worker {
             .create_container(&sandbox.id, &cfg, &sb_cfg)
             .await
             .map_err(|e| ("CreateContainerError", e.to_string()))?;
+        staticlet_runtime::fault::point("container-created");
         self.event(
             "Normal",
             "Created",
@@ -1134,6 +1135,9 @@ impl Worker {
                     .await?;
             }
             self.ctx.runtime.remove_container(&c.id).await?;
+        }
+        if !obs.containers.is_empty() {
+            staticlet_runtime::fault::point("teardown-containers-removed");
         }
         for sb in &obs.sandboxes {
             self.ctx.runtime.stop_pod_sandbox(&sb.id).await?;
