@@ -27,7 +27,10 @@ fn cni_result() {
             };
             let result = AttachResult::from_raw(raw);
             for (ip, prefix) in &result.ips {
-                assert!(*prefix <= if ip.is_ipv4() { 32 } else { 128 }, "{ip}/{prefix}");
+                assert!(
+                    *prefix <= if ip.is_ipv4() { 32 } else { 128 },
+                    "{ip}/{prefix}"
+                );
             }
             if let Some(ip) = result.pod_ip() {
                 runs.accept();
@@ -50,13 +53,17 @@ fn cni_config() {
             for parsed in [
                 NetworkConfig::from_conflist_bytes(&data, file),
                 NetworkConfig::from_conf_bytes(&data, file),
-            ] {
-                if let Ok(c) = parsed {
-                    runs.accept();
-                    assert!(!c.name.is_empty() && !c.cni_version.is_empty());
-                    assert!(!c.plugins.is_empty());
-                    assert!(c.plugins.iter().all(|p| !p.plugin_type.is_empty()), "{c:?}");
-                }
+            ]
+            .into_iter()
+            .flatten()
+            {
+                runs.accept();
+                assert!(!parsed.name.is_empty() && !parsed.cni_version.is_empty());
+                assert!(!parsed.plugins.is_empty());
+                assert!(
+                    parsed.plugins.iter().all(|p| !p.plugin_type.is_empty()),
+                    "{parsed:?}"
+                );
             }
             if let Ok(text) = std::str::from_utf8(&data) {
                 for word in text.split(['"', ' ', ',']) {

@@ -19,8 +19,7 @@ fn options(pick: u8) -> LogOptions {
     LogOptions {
         timestamps: pick & 1 != 0,
         limit_bytes: (pick & 2 != 0).then_some(u64::from(pick >> 3) + 1),
-        since: (pick & 4 != 0)
-            .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_201)),
+        since: (pick & 4 != 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_201)),
         ..Default::default()
     }
 }

@@ -22,7 +22,9 @@ fn manifest_decode_and_validate() {
             match load(&data, &origin, "node-1") {
                 Ok(pod) => {
                     runs.accept();
-                    assert!(!pod.name.is_empty() && !pod.namespace.is_empty() && !pod.uid.is_empty());
+                    assert!(
+                        !pod.name.is_empty() && !pod.namespace.is_empty() && !pod.uid.is_empty()
+                    );
                     let again = load(&data, &origin, "node-1").expect("decoding is deterministic");
                     assert_eq!(again.uid, pod.uid);
                 }
