@@ -48,6 +48,7 @@ test=(
   file              # scripts/build-k8s.sh checks that the binaries are static
   lintian           # checks the Debian package (scripts/package-deb.sh) in the package test
   binutils          # strip, for scripts/package-deb.sh
+  dbus-daemon       # a private bus with a fake logind for the graceful node shutdown test
 )
 
 usage() {

@@ -21,6 +21,8 @@ use crate::config::{ManifestRecord, SourceKind};
 use crate::kuberuntime::NodeContext;
 use crate::pod_workers::worker::WorkerCtx;
 use crate::pod_workers::{PodManager, PodsView};
+use crate::rollout::controller::Controller;
+use crate::rollout::store::Store;
 use crate::server::{self, ApiState, Readiness};
 
 /// Everything `staticlet run` is configured with.
@@ -44,6 +46,13 @@ pub struct AgentConfig {
     /// Where the cgroup hierarchies holding the pods' cgroups are found
     /// (`/proc/self/mountinfo`); `None` when the runtime makes no cgroups (the simulator).
     pub cgroup_mountinfo: Option<PathBuf>,
+    /// Image garbage collection (kubelet's `imageGC*`).
+    pub image_gc: crate::image_gc::ImageGcPolicy,
+    /// Graceful node shutdown (kubelet's `shutdownGracePeriod*`); `None`: off.
+    pub node_shutdown: Option<crate::nodeshutdown::ShutdownPolicy>,
+    /// `--rollout-ready-deadline`: how long an updated pod has to become Ready before it is
+    /// rolled back (`None`: no check unless a pod's `staticlet.io/ready-deadline` asks).
+    pub rollout_ready_deadline: Option<Duration>,
 }
 
 /// Listeners of the local API (either may be absent, e.g. in tests).
@@ -63,6 +72,10 @@ pub struct RunningAgent {
     pub heartbeat: watch::Receiver<tokio::time::Instant>,
     /// Where the cluster side (if any) publishes what the local API shows of it.
     pub cluster: watch::Sender<Arc<ClusterView>>,
+    /// Where the local API's control verbs go (`staticlet restart|stop|start pod`).
+    pub control: mpsc::Sender<crate::control::ControlRequest>,
+    /// Where the node's shutdown watcher reports, with graceful node shutdown on.
+    pub node_shutdown: Option<mpsc::Sender<crate::nodeshutdown::ShutdownEvent>>,
     tasks: JoinSet<()>,
 }
 
@@ -116,10 +129,10 @@ pub fn start(
     }
 
     let (desired_tx, desired_rx) = watch::channel(Arc::new(DesiredPods {
-        pods: Default::default(),
         all_sources_seen: no_sources,
+        ..Default::default()
     }));
-    let (manifests_tx, manifests_rx) = watch::channel(Arc::new(Vec::new()));
+    let (manifests_tx, merged_manifests_rx) = watch::channel(Arc::new(Vec::new()));
     tasks.spawn(merge::run(
         Merger::new(kinds),
         src_rx,
@@ -128,6 +141,18 @@ pub fn start(
         clock,
         shutdown.clone(),
     ));
+    // The rollout controller turns what the sources want into what runs (a rolled back pod
+    // runs its last Ready version) and adds the rollouts to the manifest records.
+    let (run_tx, run_rx) = watch::channel(desired_rx.borrow().clone());
+    let (manifests_tx, manifests_rx) = watch::channel(Arc::new(Vec::new()));
+    let rollouts = Controller::new(
+        Store::new(cfg.root_dir.join("rollout")),
+        cfg.rollout_ready_deadline,
+        &cfg.node_name,
+        clock,
+    );
+    let desired_rx_merged = desired_rx;
+    let desired_rx = run_rx;
 
     let ctx = Arc::new(WorkerCtx {
         runtime: runtime.clone(),
@@ -143,9 +168,64 @@ pub fn start(
         cgroup_mountinfo: cfg.cgroup_mountinfo.clone(),
     });
     let (pods_tx, pods_rx) = watch::channel(Arc::new(PodsView::new()));
+    tasks.spawn(rollouts.run(
+        desired_rx_merged,
+        merged_manifests_rx,
+        pods_rx.clone(),
+        run_tx,
+        manifests_tx,
+        shutdown.clone(),
+    ));
     let manager = PodManager::new(ctx, pods_tx);
     let heartbeat = manager.heartbeat();
-    tasks.spawn(manager.run(desired_rx.clone(), shutdown.clone()));
+    // Every image a wanted pod names, stopped or not, is kept by the image GC.
+    let wanted_rx = desired_rx.clone();
+    // Pods stopped on request (`staticlet stop pod`) are taken out here.
+    let (control_tx, control_rx) = mpsc::channel(16);
+    let (ctl_tx, ctl_rx) = watch::channel(desired_rx.borrow().clone());
+    tasks.spawn(crate::control::run(
+        crate::control::Stopped::open(&cfg.root_dir.join("control")),
+        control_rx,
+        desired_rx.clone(),
+        ctl_tx,
+        manager.requests(),
+        shutdown.clone(),
+    ));
+    // Pods whose `staticlet.io/after` dependencies are not Ready yet are held back here.
+    let (ord_tx, ord_rx) = watch::channel(ctl_rx.borrow().clone());
+    tasks.spawn(crate::ordering::run(
+        ctl_rx,
+        pods_rx.clone(),
+        ord_tx,
+        shutdown.clone(),
+    ));
+    let desired_rx = ord_rx;
+    // With graceful node shutdown, the manager sees the desired pods through its filter.
+    let (manager_desired, node_shutdown) = match cfg.node_shutdown.clone() {
+        None => (desired_rx.clone(), None),
+        Some(policy) => {
+            let (events_tx, events_rx) = mpsc::channel(4);
+            let (tx, rx) = watch::channel(desired_rx.borrow().clone());
+            tasks.spawn(crate::nodeshutdown::run(
+                policy,
+                events_rx,
+                desired_rx.clone(),
+                tx,
+                pods_rx.clone(),
+                shutdown.clone(),
+            ));
+            (rx, Some(events_tx))
+        }
+    };
+    tasks.spawn(manager.run(manager_desired, shutdown.clone()));
+
+    tasks.spawn(crate::image_gc::run(
+        runtime.clone(),
+        wanted_rx,
+        cfg.image_gc,
+        clock,
+        shutdown.clone(),
+    ));
 
     let (ready_tx, ready_rx) = watch::channel(Readiness::default());
     tasks.spawn(readiness(
@@ -155,6 +235,7 @@ pub fn start(
         shutdown.clone(),
     ));
 
+    let control = control_tx.clone();
     let (cluster_tx, cluster_rx) = watch::channel(Arc::new(ClusterView::default()));
     let state = ApiState {
         pods: pods_rx.clone(),
@@ -166,7 +247,7 @@ pub fn start(
     if let Some(l) = listeners.unix {
         tasks.spawn(server::serve(
             l,
-            server::router(state.clone()),
+            server::router(state.clone()).merge(server::control_router(control_tx)),
             shutdown.clone(),
         ));
     }
@@ -180,6 +261,8 @@ pub fn start(
         readiness: ready_rx,
         heartbeat,
         cluster: cluster_tx,
+        node_shutdown,
+        control,
         tasks,
     }
 }

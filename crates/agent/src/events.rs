@@ -69,6 +69,16 @@ impl EventLog {
         self.events.iter()
     }
 
+    /// This log with `other`'s events, by time (the newest [`CAPACITY`] kept).
+    pub fn merged(&self, other: &EventLog) -> EventLog {
+        let mut all: Vec<Event> = self.events.iter().chain(&other.events).cloned().collect();
+        all.sort_by_key(|e| e.last);
+        let skip = all.len().saturating_sub(CAPACITY);
+        EventLog {
+            events: all.into_iter().skip(skip).collect(),
+        }
+    }
+
     /// Number of distinct entries.
     pub fn len(&self) -> usize {
         self.events.len()

@@ -290,6 +290,63 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// The control verbs (`POST /pods/{ns}/{name}/restart|stop|start`): only for the root-only
+/// unix socket, never a TCP listener (see [`crate::control`]).
+pub fn control_router(
+    control: tokio::sync::mpsc::Sender<crate::control::ControlRequest>,
+) -> Router {
+    use crate::control::Verb;
+    let route = |verb: Verb| {
+        let control = control.clone();
+        axum::routing::post(move |Path((namespace, name)): Path<(String, String)>| {
+            let control = control.clone();
+            async move { control_verb(control, verb, namespace, name).await }
+        })
+    };
+    Router::new()
+        .route("/pods/{namespace}/{name}/restart", route(Verb::Restart))
+        .route("/pods/{namespace}/{name}/stop", route(Verb::Stop))
+        .route("/pods/{namespace}/{name}/start", route(Verb::Start))
+}
+
+async fn control_verb(
+    control: tokio::sync::mpsc::Sender<crate::control::ControlRequest>,
+    verb: crate::control::Verb,
+    namespace: String,
+    name: String,
+) -> Response {
+    use crate::control::{ControlError, ControlRequest};
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let req = ControlRequest {
+        verb,
+        namespace,
+        name,
+        reply,
+    };
+    let gone = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down\n",
+        )
+            .into_response()
+    };
+    if control.send(req).await.is_err() {
+        return gone();
+    }
+    match rx.await {
+        Err(_) => gone(),
+        Ok(Ok(msg)) => (StatusCode::OK, format!("{msg}\n")).into_response(),
+        Ok(Err(e)) => {
+            let code = match e {
+                ControlError::NotFound { .. } => StatusCode::NOT_FOUND,
+                ControlError::Conflict(_) => StatusCode::CONFLICT,
+                ControlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (code, format!("{e}\n")).into_response()
+        }
+    }
+}
+
 /// Serves `router` on `listener` (a unix or TCP listener) until `shutdown`.
 pub async fn serve<L>(listener: L, router: Router, shutdown: CancellationToken)
 where

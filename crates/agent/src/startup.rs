@@ -200,11 +200,14 @@ mod tests {
                 namespace: "default".into(),
                 origin: staticlet_manifest::Origin::File(format!("/m/{uid}.yaml")),
                 pod: Default::default(),
+                content: "".into(),
+                content_hash: String::new(),
             })
         };
         let mut desired = DesiredPods {
             pods: ["a", "b"].iter().map(|u| (u.to_string(), pod(u))).collect(),
             all_sources_seen: false,
+            ..Default::default()
         };
         let view = |uid: &str, s: PodStatus| PodView {
             pod: pod(uid),
@@ -245,8 +248,8 @@ mod tests {
         assert!(p.done());
         assert_eq!(p.status_line(), "2 pods, 1 running");
         let none = DesiredPods {
-            pods: Default::default(),
             all_sources_seen: true,
+            ..Default::default()
         };
         assert!(
             progress(&none, &PodsView::new()).done(),

@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use staticlet_agent::config::merge::{self, DesiredPods, Merger};
 use staticlet_agent::config::{SourceKind, SourceSnapshot, SourceUpdate};
+use staticlet_agent::control::{self, ControlError, ControlRequest, Verb};
 use staticlet_agent::kuberuntime::NodeContext;
+use staticlet_agent::nodeshutdown::{self, Group, ShutdownEvent, ShutdownPolicy};
+use staticlet_agent::ordering;
 use staticlet_agent::pod_workers::worker::WorkerCtx;
 use staticlet_agent::pod_workers::{PodManager, PodsView};
 use staticlet_manifest::{Origin, StaticPod};
@@ -24,10 +27,22 @@ struct Harness {
     root: std::path::PathBuf,
     /// Two cgroup hierarchies (a v1 controller and v2) the agent finds in its mount table.
     cgroups: [std::path::PathBuf; 2],
+    /// The control verbs (the local API's `staticlet restart|stop|start pod`).
+    control: mpsc::Sender<ControlRequest>,
     _dir: tempfile::TempDir,
 }
 
 fn start(rt: &FakeRuntime, clock: Clock) -> Harness {
+    start_with(rt, clock, None).0
+}
+
+/// [`start`], with graceful node shutdown under `policy`: the pod manager sees the desired pods
+/// through the node shutdown filter, whose events go to the returned sender.
+fn start_with(
+    rt: &FakeRuntime,
+    clock: Clock,
+    policy: Option<ShutdownPolicy>,
+) -> (Harness, Option<mpsc::Sender<ShutdownEvent>>) {
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = mpsc::channel(16);
     let (desired_tx, desired_rx) = watch::channel(Arc::new(DesiredPods::default()));
@@ -70,16 +85,47 @@ fn start(rt: &FakeRuntime, clock: Clock) -> Harness {
         cgroup_mountinfo: Some(mountinfo),
     });
     let (pods_tx, pods) = watch::channel(Arc::new(PodsView::new()));
-    tokio::spawn(PodManager::new(ctx, pods_tx).run(desired_rx, stop.clone()));
-    Harness {
+    let (desired_rx, events) = match policy {
+        None => (desired_rx, None),
+        Some(policy) => {
+            let (events_tx, events_rx) = mpsc::channel(4);
+            let (tx, rx) = watch::channel(desired_rx.borrow().clone());
+            tokio::spawn(nodeshutdown::run(
+                policy,
+                events_rx,
+                desired_rx,
+                tx,
+                pods.clone(),
+                stop.clone(),
+            ));
+            (rx, Some(events_tx))
+        }
+    };
+    let manager = PodManager::new(ctx, pods_tx);
+    let (control, control_rx) = mpsc::channel(4);
+    let (ctl_tx, ctl_rx) = watch::channel(desired_rx.borrow().clone());
+    tokio::spawn(control::run(
+        control::Stopped::open(&dir.path().join("root/control")),
+        control_rx,
+        desired_rx,
+        ctl_tx,
+        manager.requests(),
+        stop.clone(),
+    ));
+    let (ord_tx, ord_rx) = watch::channel(ctl_rx.borrow().clone());
+    tokio::spawn(ordering::run(ctl_rx, pods.clone(), ord_tx, stop.clone()));
+    tokio::spawn(manager.run(ord_rx, stop.clone()));
+    let h = Harness {
         tx,
         pods,
         rt: rt.clone(),
         stop,
         root: dir.path().join("root"),
         cgroups,
+        control,
         _dir: dir,
-    }
+    };
+    (h, events)
 }
 
 fn pod(name: &str, spec: &str) -> Arc<StaticPod> {
@@ -211,6 +257,368 @@ async fn crash_loop_back_off_sequence() {
         })
     })
     .await;
+    h.stop.cancel();
+}
+
+/// `staticlet.io/backoff-*` annotations replace kubelet's 10 s -> 300 s for that pod only.
+#[tokio::test(start_paused = true)]
+async fn per_pod_back_off_from_annotations() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.script("app", Script::exits(Duration::from_secs(1), 1));
+    rt.script("other", Script::exits(Duration::from_secs(1), 1));
+    let h = start(&rt, clock);
+    let m = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: quick\n  annotations:\n    staticlet.io/backoff-initial: 2s\n    staticlet.io/backoff-max: 8s\nspec:\n  containers:\n  - {name: app, image: busybox}\n";
+    let quick = Arc::new(
+        staticlet_manifest::load(m.as_bytes(), &Origin::File("/m/quick.yaml".into()), "n").unwrap(),
+    );
+    let plain = pod(
+        "plain",
+        "  containers:\n  - {name: other, image: busybox}\n",
+    );
+    h.set(vec![quick.clone(), plain.clone()]).await;
+    h.until_calls("6 starts", |c| starts(c, &quick.uid, "app").len() >= 6)
+        .await;
+    let delays = |uid: &str, name: &str| -> Vec<u64> {
+        starts(&rt.calls(), uid, name)
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]).unwrap().as_secs() - 1)
+            .collect()
+    };
+    assert_eq!(delays(&quick.uid, "app")[..5], [0, 2, 4, 8, 8]);
+    // The other pod keeps kubelet's numbers: after 0 and 10 s, nothing for 20 s.
+    assert_eq!(delays(&plain.uid, "other")[..2], [0, 10]);
+    h.stop.cancel();
+}
+
+/// Graceful node shutdown: regular pods stop first within their group's period (or their own
+/// shorter grace), critical pods after them, then the shutdown may proceed; a cancelled
+/// shutdown starts the pods again.
+#[tokio::test(start_paused = true)]
+async fn node_shutdown_stops_pods_by_priority_then_lets_go() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    // Each container takes 3 s to stop after its signal.
+    for c in ["web", "etcd", "quick"] {
+        rt.script(c, Script::forever().on_signal(Some(Duration::from_secs(3))));
+    }
+    let policy = ShutdownPolicy::from_kubelet(
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+        &[] as &[Group],
+    )
+    .unwrap();
+    let (mut h, events) = start_with(&rt, clock, Some(policy));
+    let events = events.unwrap();
+    let web = pod("web", "  containers:\n  - {name: web, image: b}\n");
+    let quick = pod(
+        "quick",
+        "  terminationGracePeriodSeconds: 5\n  containers:\n  - {name: quick, image: b}\n",
+    );
+    let etcd = pod(
+        "etcd",
+        "  priorityClassName: system-node-critical\n  containers:\n  - {name: etcd, image: b}\n",
+    );
+    h.set(vec![web.clone(), quick.clone(), etcd.clone()]).await;
+    h.until("all running", |v| {
+        [&web, &quick, &etcd]
+            .iter()
+            .all(|p| phase(v, &p.uid).as_deref() == Some("Running"))
+    })
+    .await;
+
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let asked = clock.now();
+    events
+        .send(ShutdownEvent::Shutdown { done: done_tx })
+        .await
+        .unwrap();
+    done_rx.await.unwrap();
+    let released = clock.now();
+    let calls = rt.calls();
+    let stop_of = |uid: &str| {
+        calls
+            .iter()
+            .find_map(|(t, c)| match c {
+                Call::Stop {
+                    uid: u, timeout, ..
+                } if u == uid => Some((*t, *timeout)),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{uid} was not stopped"))
+    };
+    let (web_at, web_grace) = stop_of(&web.uid);
+    let (quick_at, quick_grace) = stop_of(&quick.uid);
+    let (etcd_at, etcd_grace) = stop_of(&etcd.uid);
+    // Regular pods: the group's 20 s, or the pod's own 5 s; critical: its group's 10 s.
+    assert_eq!(web_grace, Duration::from_secs(20));
+    assert_eq!(quick_grace, Duration::from_secs(5));
+    assert_eq!(etcd_grace, Duration::from_secs(10));
+    // The critical pod is stopped only once the regular ones are gone (3 s after their signal).
+    assert!(web_at < etcd_at && quick_at < etcd_at, "{calls:#?}");
+    assert!(etcd_at.duration_since(asked).unwrap() >= Duration::from_secs(3));
+    // Everything stopped well before the 30 s the node waits at most.
+    let took = released.duration_since(asked).unwrap();
+    assert!(
+        took >= Duration::from_secs(6) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+    h.until("no pods", |v| v.is_empty()).await;
+
+    // Cancelled: everything runs again.
+    events.send(ShutdownEvent::Cancelled).await.unwrap();
+    h.until("all running again", |v| {
+        [&web, &quick, &etcd]
+            .iter()
+            .all(|p| phase(v, &p.uid).as_deref() == Some("Running"))
+    })
+    .await;
+    h.stop.cancel();
+}
+
+/// A pod that does not stop within its group's period does not hold up the node's shutdown
+/// beyond it.
+#[tokio::test(start_paused = true)]
+async fn node_shutdown_waits_no_longer_than_each_groups_period() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.script("stuck", Script::forever().on_signal(None));
+    let policy = ShutdownPolicy::from_kubelet(
+        Duration::from_secs(20),
+        Duration::from_secs(5),
+        &[] as &[Group],
+    )
+    .unwrap();
+    let (mut h, events) = start_with(&rt, clock, Some(policy));
+    let events = events.unwrap();
+    let stuck = pod(
+        "stuck",
+        "  terminationGracePeriodSeconds: 300\n  containers:\n  - {name: stuck, image: b}\n",
+    );
+    h.set(vec![stuck.clone()]).await;
+    h.until("running", |v| {
+        phase(v, &stuck.uid).as_deref() == Some("Running")
+    })
+    .await;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let asked = clock.now();
+    events
+        .send(ShutdownEvent::Shutdown { done: done_tx })
+        .await
+        .unwrap();
+    done_rx.await.unwrap();
+    let took = clock.now().duration_since(asked).unwrap();
+    // Its group's 15 s (the critical group is empty: no wait for it).
+    assert!(
+        took >= Duration::from_secs(15) && took < Duration::from_secs(17),
+        "{took:?}"
+    );
+    h.stop.cancel();
+}
+
+/// Image garbage collection against the runtime: an image a container uses (even an exited
+/// one) stays, an unused one goes when the disk is over the high threshold.
+#[tokio::test(start_paused = true)]
+async fn image_gc_removes_only_unused_images() {
+    use staticlet_agent::image_gc::{DiskUsage, ImageGc, ImageGcPolicy};
+    use staticlet_runtime::{ContainerRuntime, ImageSpec};
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.script("once", Script::exits(Duration::from_secs(1), 0));
+    let mut h = start(&rt, clock);
+    let web = pod("web", "  containers:\n  - {name: web, image: web:1}\n");
+    let job = pod(
+        "job",
+        "  restartPolicy: Never\n  containers:\n  - {name: once, image: job:1}\n",
+    );
+    h.set(vec![web.clone(), job.clone()]).await;
+    h.until("web running, job done", |v| {
+        phase(v, &web.uid).as_deref() == Some("Running")
+            && phase(v, &job.uid).as_deref() == Some("Succeeded")
+    })
+    .await;
+    rt.pull_image(
+        &ImageSpec {
+            image: "old:1".into(),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let full = DiskUsage {
+        capacity: 100_000,
+        available: 1_000,
+    };
+    let policy = ImageGcPolicy {
+        min_age: Duration::ZERO,
+        ..Default::default()
+    };
+    let mut gc = ImageGc::default();
+    // While a wanted pod names it (not running now, e.g. backing off), it stays.
+    let wanted = ["old:1".to_string()].into();
+    let done = gc
+        .collect(&rt, &wanted, full, &policy, clock.now())
+        .await
+        .unwrap();
+    assert!(done.remove.is_empty(), "{done:?}");
+    let done = gc
+        .collect(&rt, &Default::default(), full, &policy, clock.now())
+        .await
+        .unwrap();
+    assert_eq!(done.remove.len(), 1, "{done:?}");
+    let left: Vec<String> = rt
+        .list_images()
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|i| i.repo_tags)
+        .collect();
+    assert!(left.contains(&"web:1".to_string()), "{left:?}");
+    assert!(
+        left.contains(&"job:1".to_string()),
+        "an exited container keeps its image: {left:?}"
+    );
+    assert!(!left.contains(&"old:1".to_string()), "{left:?}");
+    h.stop.cancel();
+}
+
+impl Harness {
+    async fn verb(&self, verb: Verb, name: &str) -> Result<String, ControlError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.control
+            .send(ControlRequest {
+                verb,
+                namespace: "default".into(),
+                name: name.into(),
+                reply,
+            })
+            .await
+            .unwrap();
+        rx.await.unwrap()
+    }
+}
+
+fn restarts(v: &PodsView, uid: &str) -> Option<i32> {
+    Some(v.get(uid)?.status.container_statuses.as_ref()?[0].restart_count)
+}
+
+/// `staticlet stop|start|restart pod`: a stopped pod stays shown as Stopped (and stopped for a
+/// later agent, from its record on disk) until started; a restart stops and starts the pod in
+/// place (its restart count goes up); unknown pods and restarting a stopped pod are refused.
+#[tokio::test(start_paused = true)]
+async fn control_verbs_stop_start_and_restart_pods() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    let mut h = start(&rt, clock);
+    let a = pod("a", "  containers:\n  - {name: c, image: b}\n");
+    let b = pod("b", "  containers:\n  - {name: c, image: b}\n");
+    h.set(vec![a.clone(), b.clone()]).await;
+    let running = |v: &PodsView, uid: &str| phase(v, uid).as_deref() == Some("Running");
+    h.until("both running", |v| running(v, &a.uid) && running(v, &b.uid))
+        .await;
+
+    // Stop: by the manifest's name too (the API's is "a-n").
+    assert_eq!(h.verb(Verb::Stop, "a").await.unwrap(), "pod a-n stopped");
+    h.until("a shown as stopped", |v| {
+        v.get(&a.uid).is_some_and(|p| {
+            p.terminating_since.is_none() && p.status.reason.as_deref() == Some("Stopped")
+        }) && running(v, &b.uid)
+    })
+    .await;
+    assert!(
+        rt.calls()
+            .iter()
+            .any(|(_, c)| matches!(c, Call::RemoveSandbox { uid } if *uid == a.uid)),
+        "a's sandbox is gone"
+    );
+    assert!(matches!(
+        h.verb(Verb::Restart, "a-n").await,
+        Err(ControlError::Conflict(m)) if m.contains("is stopped")
+    ));
+    assert!(matches!(
+        h.verb(Verb::Stop, "nope").await,
+        Err(ControlError::NotFound { .. })
+    ));
+    // Recorded on disk for the next agent.
+    let record = control::Stopped::open(&h.root.join("control"));
+    assert!(record.is_stopped(&a) && !record.is_stopped(&b));
+
+    assert_eq!(h.verb(Verb::Start, "a-n").await.unwrap(), "pod a-n started");
+    h.until("a running again", |v| running(v, &a.uid)).await;
+    assert!(!control::Stopped::open(&h.root.join("control")).is_stopped(&a));
+
+    // Restart in place: same UID, restart count 1.
+    assert_eq!(
+        h.verb(Verb::Restart, "b-n").await.unwrap(),
+        "pod b-n restarting"
+    );
+    h.until("b restarted", |v| {
+        running(v, &b.uid) && restarts(v, &b.uid) == Some(1)
+    })
+    .await;
+
+    // A stop ends when the manifest changes (another UID).
+    h.verb(Verb::Stop, "a").await.unwrap();
+    h.until("a stopped", |v| {
+        v.get(&a.uid)
+            .is_some_and(|p| p.status.reason.as_deref() == Some("Stopped"))
+    })
+    .await;
+    let a2 = pod("a", "  containers:\n  - {name: c, image: other}\n");
+    h.set(vec![a2.clone(), b.clone()]).await;
+    h.until("the new a runs", |v| running(v, &a2.uid)).await;
+    h.stop.cancel();
+}
+
+/// `staticlet.io/after`: the API server starts only once etcd is Ready; a pod naming an unknown
+/// pod waits and says so.
+#[tokio::test(start_paused = true)]
+async fn after_annotation_orders_starts() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    let mut h = start(&rt, clock);
+    let load = |name: &str, extra: &str| {
+        let m = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n{extra}spec:\n  containers:\n  - name: c\n    image: b\n    readinessProbe:\n      exec: {{command: [ready]}}\n      periodSeconds: 1\n");
+        Arc::new(
+            staticlet_manifest::load(m.as_bytes(), &Origin::File(format!("/m/{name}.yaml")), "n")
+                .unwrap(),
+        )
+    };
+    let etcd = load("etcd", "");
+    let api = load("api", "  annotations:\n    staticlet.io/after: etcd\n");
+    let lost = load("lost", "  annotations:\n    staticlet.io/after: nope\n");
+    // etcd's readiness probe fails until the test lets it pass.
+    rt.exec_script("c", [], staticlet_runtime::fake::ExecReply::code(1));
+    h.set(vec![etcd.clone(), api.clone(), lost.clone()]).await;
+    let waiting = |v: &PodsView, uid: &str| {
+        v.get(uid).and_then(|p| {
+            let w = p.status.container_statuses.as_ref()?[0]
+                .state
+                .as_ref()?
+                .waiting
+                .clone()?;
+            (w.reason.as_deref() == Some("WaitingForDependency"))
+                .then(|| w.message.unwrap_or_default())
+        })
+    };
+    h.until("etcd running, the others waiting", |v| {
+        phase(v, &etcd.uid).as_deref() == Some("Running")
+            && waiting(v, &api.uid).is_some_and(|m| m.contains("waiting for etcd"))
+            && waiting(v, &lost.uid)
+                .is_some_and(|m| m.contains("no static pod") && m.contains("nope"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        starts(&rt.calls(), &api.uid, "c").is_empty(),
+        "api waits while etcd is not Ready"
+    );
+    rt.exec_script("c", [], staticlet_runtime::fake::ExecReply::code(0));
+    h.until("api running once etcd is Ready", |v| {
+        phase(v, &api.uid).as_deref() == Some("Running")
+    })
+    .await;
+    assert!(starts(&rt.calls(), &lost.uid, "c").is_empty());
     h.stop.cancel();
 }
 

@@ -15,12 +15,14 @@
 //! 5. validate ([`validate`]): every problem, each with its field path.
 
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Toleration};
 use serde_json::Value;
 
 pub mod defaults;
 pub mod duration;
+pub mod extensions;
 pub mod hash;
 pub mod validate;
 
@@ -37,6 +39,9 @@ pub const ANNOTATION_CONFIG_SOURCE: &str = "kubernetes.io/config.source";
 pub const ANNOTATION_CONFIG_SEEN: &str = "kubernetes.io/config.seen";
 /// `kubernetes.io/config.mirror`: on mirror pods, the hash of their static pod.
 pub const ANNOTATION_CONFIG_MIRROR: &str = "kubernetes.io/config.mirror";
+/// `staticlet.io/ready-deadline`: a Go duration; an update of the pod must be Ready within it or
+/// it is rolled back (it wins over `--rollout-ready-deadline`).
+pub const ANNOTATION_READY_DEADLINE: &str = "staticlet.io/ready-deadline";
 
 /// Where a manifest came from. Part of the pod's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,6 +85,12 @@ pub struct StaticPod {
     pub origin: Origin,
     /// The full object as the agent serves it (status empty).
     pub pod: Pod,
+    /// The manifest's bytes (a URL's `PodList` item: its JSON), UTF-8 since they decoded.
+    /// Kept so that a version can be started again later (a rollback after an agent restart).
+    pub content: Arc<str>,
+    /// The lowercase hex SHA-256 of `content`: the version's identity for rollouts and
+    /// `staticlet wait manifest` (for a file, the hash of the file).
+    pub content_hash: String,
 }
 
 impl StaticPod {
@@ -95,6 +106,26 @@ impl StaticPod {
             .as_ref()
             .expect("StaticPod invariant: spec is set")
     }
+
+    /// The `staticlet.io/ready-deadline` annotation (validated by [`load`]).
+    pub fn ready_deadline(&self) -> Option<std::time::Duration> {
+        let v = self
+            .pod
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(ANNOTATION_READY_DEADLINE)?;
+        duration::parse_go_duration(v).ok()
+    }
+}
+
+/// The lowercase hex SHA-256 of `data` (a manifest's content hash).
+pub fn content_hash(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Why a manifest was not accepted.
@@ -197,11 +228,22 @@ pub fn to_pod(value: Value) -> Result<Pod, ManifestError> {
 /// The whole pipeline: bytes of one manifest → a static pod for `node`.
 pub fn load(data: &[u8], origin: &Origin, node: &str) -> Result<StaticPod, ManifestError> {
     let value = decode_document(data)?;
-    from_value(value, origin, node)
+    let text = std::str::from_utf8(data).expect("decode_document checked UTF-8");
+    from_value_with_content(value, origin, node, text)
 }
 
 /// The pipeline from an already decoded document (used for the items of a URL's `PodList`).
 pub fn from_value(value: Value, origin: &Origin, node: &str) -> Result<StaticPod, ManifestError> {
+    let text = serde_json::to_string(&value).unwrap_or_default();
+    from_value_with_content(value, origin, node, &text)
+}
+
+fn from_value_with_content(
+    value: Value,
+    origin: &Origin,
+    node: &str,
+    content: &str,
+) -> Result<StaticPod, ManifestError> {
     check_kind(&value)?;
     let hash = hash::config_hash(&value, origin, node);
     let mut pod = to_pod(value)?;
@@ -262,6 +304,8 @@ pub fn from_value(value: Value, origin: &Origin, node: &str) -> Result<StaticPod
         namespace,
         origin: origin.clone(),
         pod,
+        content: Arc::from(content),
+        content_hash: content_hash(content.as_bytes()),
     })
 }
 

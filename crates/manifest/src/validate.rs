@@ -216,6 +216,15 @@ impl Validator {
                     qualified_name_errors(&k.to_lowercase()),
                 );
             }
+            if let Some(v) = annotations.get(crate::ANNOTATION_READY_DEADLINE) {
+                if let Err(e) = crate::duration::parse_go_duration(v) {
+                    self.invalid(
+                        format!("metadata.annotations[{}]", crate::ANNOTATION_READY_DEADLINE),
+                        v.as_str(),
+                        &format!("{e}; must be a Go duration such as 5m (0 turns the rollout check off for this pod)"),
+                    );
+                }
+            }
             let size: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
             if size > TOTAL_ANNOTATION_SIZE_LIMIT {
                 self.push(
@@ -223,6 +232,7 @@ impl Validator {
                     format!("Too long: may not be more than {TOTAL_ANNOTATION_SIZE_LIMIT} bytes"),
                 );
             }
+            self.errs.extend(crate::extensions::errors(annotations));
         }
     }
 
@@ -2303,6 +2313,14 @@ mod tests {
             (
                 format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  annotations:\n    big: {big}\nspec:\n{C}"),
                 &["metadata.annotations: Too long: may not be more than 262144 bytes"],
+            ),
+            (
+                format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  annotations:\n    staticlet.io/ready-deadline: soon\nspec:\n{C}"),
+                &["metadata.annotations[staticlet.io/ready-deadline]: Invalid value: \"soon\": invalid duration \"soon\" (expected e.g. 20s, 1m30s, 500ms); must be a Go duration such as 5m (0 turns the rollout check off for this pod)"],
+            ),
+            (
+                format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  annotations:\n    staticlet.io/ready-deadline: 1m30s\nspec:\n{C}"),
+                &[],
             ),
             (
                 // Annotation keys are case-insensitive.

@@ -390,7 +390,7 @@ impl PtyMaster {
 /// Registers an owned descriptor with tokio's reactor (tokio's safe `AsyncFd::new` is deprecated
 /// as unsound for descriptors that are not owned; the unsafe `register` states the contract).
 #[allow(unsafe_code)]
-fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: `register` needs the descriptor to stay open and the same for the AsyncFd's whole
     // life. The AsyncFd owns the OwnedFd, which closes it only when dropped with the AsyncFd,
     // and nothing here replaces it (`get_mut` is never called).

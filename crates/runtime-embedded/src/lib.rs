@@ -34,15 +34,16 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use staticlet_images::ImageStore;
 use staticlet_runtime::{
-    AttachRequest, AuthConfig, ContainerConfig, ContainerId, ContainerRuntime, ContainerState,
-    ContainerStats, ContainerStatus, ExecIo, ExecRequest, ExecResult, Image, ImageSpec,
-    LabelSelector, Labels, Result, RuntimeError, RuntimeStatus, RuntimeVersion, SandboxConfig,
-    SandboxId, SandboxState, SandboxStatus,
+    labels, AttachRequest, AuthConfig, ContainerConfig, ContainerEvent, ContainerId,
+    ContainerRuntime, ContainerState, ContainerStats, ContainerStatus, ExecIo, ExecRequest,
+    ExecResult, Image, ImageSpec, LabelSelector, Labels, Result, RuntimeError, RuntimeStatus,
+    RuntimeVersion, SandboxConfig, SandboxId, SandboxState, SandboxStatus,
 };
 use staticlet_shim::Reexec;
 use tracing::{debug, info, warn};
 
 mod attach;
+mod exits;
 mod interactive;
 #[allow(unsafe_code)] // fork + raw system calls in the child; see the module's docs
 pub mod ns;
@@ -96,6 +97,8 @@ struct Inner {
     readers: readers::Readers,
     /// Starts the cgroup-migration grace period as a container start begins.
     primer: prime::MigrationPrimer,
+    /// Container exits as events.
+    exits: exits::Exits,
 }
 
 /// What never changes about a runtime object once it exists (its labels, a container's
@@ -249,6 +252,7 @@ impl EmbeddedRuntime {
                 index: Default::default(),
                 readers: readers::Readers::new(2),
                 primer: prime::MigrationPrimer::new(),
+                exits: exits::Exits::new(),
             }),
         })
     }
@@ -452,6 +456,49 @@ impl Inner {
             ip: r.ip.clone(),
             labels: r.labels.clone(),
             annotations: r.annotations.clone(),
+        }
+    }
+
+    /// Reports container `id`'s exit to the event subscribers and ends its watch.
+    fn report_exit(&self, id: &str) {
+        self.exits.release(id);
+        let Ok(rec) = self.load_container(id) else {
+            return; // removed meanwhile
+        };
+        let st = self.container_status(&rec);
+        if st.state == ContainerState::Exited {
+            self.exits.send(ContainerEvent {
+                container_id: st.id,
+                pod_uid: rec.labels.get(labels::POD_UID).cloned().unwrap_or_default(),
+                state: ContainerState::Exited,
+            });
+        }
+    }
+
+    /// Watches the exits of running containers that nobody watches yet (containers whose shims
+    /// an earlier agent started), through pidfds. Called with what a list or status read saw.
+    fn watch_exits(self: &Arc<Self>, seen: &[ContainerStatus]) {
+        if !self.exits.has_receivers() {
+            return;
+        }
+        for st in seen {
+            if st.state != ContainerState::Running || !self.exits.claim(&st.id.0) {
+                continue;
+            }
+            let id = st.id.0.clone();
+            let shim = staticlet_shim::read_state(&self.container_dir(&id).join("shim"));
+            let Some(fd) = shim.ok().as_ref().and_then(exits::open_shim) else {
+                // Gone since the read: the next read shows the exit.
+                self.exits.release(&id);
+                continue;
+            };
+            let inner = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = exits::exited(fd).await {
+                    debug!(container = %id, "cannot wait for the shim's exit: {e}");
+                }
+                inner.report_exit(&id);
+            });
         }
     }
 
@@ -1127,12 +1174,18 @@ impl ContainerRuntime for EmbeddedRuntime {
             // child would join tokio's orphan queue, which is polled with one waitpid per
             // orphan on every SIGCHLD, i.e. per container on every exec probe). An agent that
             // dies hands its shims to init.
+            // That task also reports the container's exit (the shim exits right after
+            // recording it).
+            let watcher = inner.clone();
             let spawn = |cmd: std::process::Command| {
                 let mut child = tokio::process::Command::from(cmd)
                     .kill_on_drop(false)
                     .spawn()?;
+                watcher.exits.claim(&id);
+                let id = id.clone();
                 tokio::spawn(async move {
                     let _ = child.wait().await;
+                    watcher.report_exit(&id);
                 });
                 Ok(())
             };
@@ -1159,13 +1212,16 @@ impl ContainerRuntime for EmbeddedRuntime {
 
     async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus> {
         let r = self.inner.load_container(&id.0)?;
-        Ok(self.inner.container_status(&r))
+        let st = self.inner.container_status(&r);
+        self.inner.watch_exits(std::slice::from_ref(&st));
+        Ok(st)
     }
 
     async fn list_containers(&self, selector: &LabelSelector) -> Result<Vec<ContainerStatus>> {
         let inner = self.inner.clone();
         let selector = selector.clone();
-        self.inner
+        let list: Vec<ContainerStatus> = self
+            .inner
             .readers
             .run(move || {
                 Ok(inner
@@ -1175,7 +1231,13 @@ impl ContainerRuntime for EmbeddedRuntime {
                     .map(|r| inner.container_status(&r))
                     .collect())
             })
-            .await
+            .await?;
+        self.inner.watch_exits(&list);
+        Ok(list)
+    }
+
+    fn subscribe_events(&self) -> Option<tokio::sync::broadcast::Receiver<ContainerEvent>> {
+        Some(self.inner.exits.subscribe())
     }
 
     async fn list_container_stats(&self, selector: &LabelSelector) -> Result<Vec<ContainerStats>> {

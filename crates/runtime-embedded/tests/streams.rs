@@ -79,6 +79,10 @@ const TESTS: &[Test] = &[
         "port_forward_to_a_host_network_sandbox",
         port_forward_to_a_host_network_sandbox,
     ),
+    (
+        "exits_are_events_also_for_shims_of_an_earlier_runtime",
+        exits_are_events_also_for_shims_of_an_earlier_runtime,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -203,6 +207,24 @@ fn busybox_tar() -> &'static Path {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// The runtime's configuration for a test directory (root `root/`, CNI configuration `cni/`).
+fn runtime_config(dir: &Path) -> Config {
+    Config {
+        root_dir: dir.join("root"),
+        reexec: Reexec {
+            exe: std::env::current_exe().unwrap(),
+            prefix: vec![SHIM_PREFIX.into()],
+        },
+        cni_conf_dir: dir.join("cni"),
+        cni_bin_dirs: cni_bin_dirs(),
+        default_network: None,
+        image_credentials: Vec::new(),
+        insecure_registries: Vec::new(),
+        image_limits: Default::default(),
+        pull_stall_timeout: staticlet_images::DEFAULT_STALL_TIMEOUT,
+    }
+}
+
 /// One runtime (own root directory) with one sandbox; removes everything when dropped.
 struct Pod {
     rt: tokio::runtime::Runtime,
@@ -220,7 +242,6 @@ impl Pod {
         let seq = SEQ.fetch_add(1, Ordering::SeqCst);
         let n = (std::process::id().wrapping_mul(7) + seq * 13) % 200 + 20;
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
         let conf = dir.path().join("cni");
         std::fs::create_dir_all(&conf).unwrap();
         let bridge = (!host_network).then(|| format!("stlstr{n}"));
@@ -242,21 +263,7 @@ impl Pod {
             .enable_all()
             .build()
             .unwrap();
-        let runtime = EmbeddedRuntime::new(Config {
-            root_dir: root,
-            reexec: Reexec {
-                exe: std::env::current_exe().unwrap(),
-                prefix: vec![SHIM_PREFIX.into()],
-            },
-            cni_conf_dir: conf,
-            cni_bin_dirs: cni_bin_dirs(),
-            default_network: None,
-            image_credentials: Vec::new(),
-            insecure_registries: Vec::new(),
-            image_limits: Default::default(),
-            pull_stall_timeout: staticlet_images::DEFAULT_STALL_TIMEOUT,
-        })
-        .unwrap();
+        let runtime = EmbeddedRuntime::new(runtime_config(dir.path())).unwrap();
         runtime.images().import(busybox_tar()).unwrap();
         let uid = format!("streams-{}-{seq}", std::process::id());
         let mut labels = LabelSelector::pod(&uid).0;
@@ -1055,4 +1062,78 @@ fn port_forward_to_a_host_network_sandbox() {
     let resp = fetch_through_port_forward(&pod, port);
     assert!(resp.contains("hello-from-the-host-network"), "{resp}");
     assert_refused(&pod, free_port());
+}
+
+/// Waits for the exit event of `id` on `events`; panics after the deadline.
+async fn exit_event(
+    events: &mut tokio::sync::broadcast::Receiver<staticlet_runtime::ContainerEvent>,
+    id: &ContainerId,
+) -> staticlet_runtime::ContainerEvent {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match events.recv().await {
+                Ok(ev) if ev.container_id == *id => return ev,
+                Ok(_) => {}
+                Err(e) => panic!("event stream: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no exit event for {id:?}"))
+}
+
+/// A container's exit reaches the runtime's event subscribers as it happens (the agent's
+/// workers then restart it at once instead of at their next relist): for a shim the runtime
+/// started (its own child) and for one an earlier runtime started (an agent restarted since:
+/// the shim is not its child, it is watched once a list has seen it running).
+fn exits_are_events_also_for_shims_of_an_earlier_runtime() {
+    let pod = Pod::new("exits", true);
+    let mut events = pod
+        .runtime
+        .subscribe_events()
+        .expect("the runtime has events");
+    let waits = [
+        "sh",
+        "-c",
+        "while [ ! -e /tmp/go ]; do usleep 10000; done; exit 3",
+    ];
+    let go = |id: &ContainerId| {
+        let r = pod
+            .block_on(pod.runtime.exec_sync(
+                id,
+                &["touch".into(), "/tmp/go".into()],
+                Duration::from_secs(30),
+            ))
+            .unwrap();
+        assert_eq!(r.exit_code, 0, "{r:?}");
+    };
+
+    let first = pod.container("first", &waits);
+    go(&first);
+    let ev = pod.block_on(exit_event(&mut events, &first));
+    assert_eq!(ev.state, ContainerState::Exited);
+    assert_eq!(ev.pod_uid, pod.sandbox_config.uid);
+    let st = pod.block_on(pod.runtime.container_status(&first)).unwrap();
+    assert_eq!((st.state, st.exit_code), (ContainerState::Exited, Some(3)));
+
+    // A second runtime on the same root, as an agent started after the first one.
+    let second = pod.container("second", &waits);
+    let later = pod.block_on(async { EmbeddedRuntime::new(runtime_config(pod.dir.path())) });
+    let later = later.unwrap();
+    let mut later_events = later.subscribe_events().unwrap();
+    let listed = pod
+        .block_on(later.list_containers(&LabelSelector::pod(&pod.sandbox_config.uid)))
+        .unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|c| c.id == second && c.state == ContainerState::Running),
+        "{listed:?}"
+    );
+    go(&second);
+    let ev = pod.block_on(exit_event(&mut later_events, &second));
+    assert_eq!(ev.state, ContainerState::Exited);
+    assert_eq!(ev.pod_uid, pod.sandbox_config.uid);
+    let st = pod.block_on(later.container_status(&second)).unwrap();
+    assert_eq!((st.state, st.exit_code), (ContainerState::Exited, Some(3)));
 }

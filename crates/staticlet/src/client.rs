@@ -47,6 +47,18 @@ impl Server {
         Ok((code, body))
     }
 
+    /// POSTs to `path` with no body; returns the status code and body.
+    pub async fn post(&self, path: &str) -> Result<(u16, Vec<u8>)> {
+        let (mut sender, host) = self.connect().await?;
+        let req = hyper::Request::post(path)
+            .header("host", host)
+            .body(Empty::<Bytes>::new())?;
+        let resp = sender.send_request(req).await?;
+        let code = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        Ok((code, body))
+    }
+
     /// GETs `path`; returns the response with its body still to read (streamed logs).
     pub async fn request(&self, path: &str) -> Result<hyper::Response<hyper::body::Incoming>> {
         let (mut sender, host) = self.connect().await?;

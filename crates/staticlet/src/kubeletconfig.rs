@@ -180,13 +180,13 @@ pub struct KubeletConfiguration {
     node_status_report_frequency: Option<GoDuration>,
     node_lease_duration_seconds: Option<i32>,
     #[serde(rename = "imageMinimumGCAge")]
-    image_minimum_gc_age: Option<GoDuration>,
+    pub image_minimum_gc_age: Option<GoDuration>,
     #[serde(rename = "imageMaximumGCAge")]
-    image_maximum_gc_age: Option<GoDuration>,
+    pub image_maximum_gc_age: Option<GoDuration>,
     #[serde(rename = "imageGCHighThresholdPercent")]
-    image_gc_high_threshold_percent: Option<i32>,
+    pub image_gc_high_threshold_percent: Option<i32>,
     #[serde(rename = "imageGCLowThresholdPercent")]
-    image_gc_low_threshold_percent: Option<i32>,
+    pub image_gc_low_threshold_percent: Option<i32>,
     volume_stats_agg_period: Option<GoDuration>,
     kubelet_cgroups: Option<String>,
     system_cgroups: Option<String>,
@@ -266,9 +266,9 @@ pub struct KubeletConfiguration {
     logging: Option<LoggingConfiguration>,
     enable_system_log_handler: Option<bool>,
     enable_system_log_query: Option<bool>,
-    shutdown_grace_period: Option<GoDuration>,
-    shutdown_grace_period_critical_pods: Option<GoDuration>,
-    shutdown_grace_period_by_pod_priority: Option<Vec<ShutdownGracePeriodByPodPriority>>,
+    pub shutdown_grace_period: Option<GoDuration>,
+    pub shutdown_grace_period_critical_pods: Option<GoDuration>,
+    pub shutdown_grace_period_by_pod_priority: Option<Vec<ShutdownGracePeriodByPodPriority>>,
     crash_loop_back_off: Option<CrashLoopBackOffConfig>,
     reserved_memory: Option<Vec<MemoryReservation>>,
     enable_profiling_handler: Option<bool>,
@@ -347,10 +347,9 @@ struct CrashLoopBackOffConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[allow(dead_code)] // Type-checked only.
-struct ShutdownGracePeriodByPodPriority {
-    priority: Option<i32>,
-    shutdown_grace_period_seconds: Option<i64>,
+pub struct ShutdownGracePeriodByPodPriority {
+    pub priority: Option<i32>,
+    pub shutdown_grace_period_seconds: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -448,6 +447,13 @@ const HONOURED: &[&str] = &[
     "containerRuntimeEndpoint",
     "registerNode",
     "podCIDR",
+    "shutdownGracePeriod",
+    "shutdownGracePeriodCriticalPods",
+    "shutdownGracePeriodByPodPriority",
+    "imageMinimumGCAge",
+    "imageMaximumGCAge",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
 ];
 
 /// Fields that are pointers in the Go type: present means set, even at `false` or `0`
@@ -632,6 +638,79 @@ fn nonempty(s: Option<&String>) -> Option<&str> {
     s.map(String::as_str).filter(|s| !s.is_empty())
 }
 
+/// Image garbage collection from the file: kubelet's defaults (85 %, 80 %, 2 minutes, no
+/// maximum age) where a field is unset.
+fn image_gc(
+    cfg: &Path,
+    kc: &KubeletConfiguration,
+) -> Result<staticlet_agent::image_gc::ImageGcPolicy> {
+    let file = cfg.display();
+    let mut p = staticlet_agent::image_gc::ImageGcPolicy::default();
+    let percent = |field: &str, v: i32| {
+        u8::try_from(v)
+            .ok()
+            .filter(|v| *v <= 100)
+            .ok_or_else(|| anyhow::anyhow!("{file}: {field}: {v} must be between 0 and 100"))
+    };
+    // Pointers in kubelet's type: present means set, 0 included.
+    if let Some(v) = kc.image_gc_high_threshold_percent {
+        p.high_percent = percent("imageGCHighThresholdPercent", v)?;
+    }
+    if let Some(v) = kc.image_gc_low_threshold_percent {
+        p.low_percent = percent("imageGCLowThresholdPercent", v)?;
+    }
+    if let Some(d) = file_duration(cfg, "imageMinimumGCAge", kc.image_minimum_gc_age)? {
+        p.min_age = d;
+    }
+    p.max_age = file_duration(cfg, "imageMaximumGCAge", kc.image_maximum_gc_age)?;
+    p.validate().map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    Ok(p)
+}
+
+/// Graceful node shutdown from the file (kubelet has no flags for it), validated as kubelet
+/// does: no negative period, the critical pods' share within the whole.
+fn node_shutdown(
+    cfg: &Path,
+    kc: &KubeletConfiguration,
+) -> Result<Option<staticlet_agent::nodeshutdown::ShutdownPolicy>> {
+    use staticlet_agent::nodeshutdown::{Group, ShutdownPolicy};
+    let file = cfg.display();
+    let period =
+        file_duration(cfg, "shutdownGracePeriod", kc.shutdown_grace_period)?.unwrap_or_default();
+    let critical = file_duration(
+        cfg,
+        "shutdownGracePeriodCriticalPods",
+        kc.shutdown_grace_period_critical_pods,
+    )?
+    .unwrap_or_default();
+    if critical > period {
+        bail!(
+            "{file}: shutdownGracePeriodCriticalPods ({critical:?}) must not be greater than shutdownGracePeriod ({period:?})"
+        );
+    }
+    let mut groups = Vec::new();
+    for (i, g) in kc
+        .shutdown_grace_period_by_pod_priority
+        .iter()
+        .flatten()
+        .enumerate()
+    {
+        let secs = g.shutdown_grace_period_seconds.unwrap_or(0);
+        if secs < 0 {
+            bail!("{file}: shutdownGracePeriodByPodPriority[{i}].shutdownGracePeriodSeconds: must not be negative");
+        }
+        groups.push(Group {
+            priority: g.priority.unwrap_or(0),
+            grace: Duration::from_secs(secs as u64),
+        });
+    }
+    let any_period = !period.is_zero() || !critical.is_zero();
+    if !groups.is_empty() && any_period {
+        bail!("{file}: shutdownGracePeriodByPodPriority: cannot be set with shutdownGracePeriod or shutdownGracePeriodCriticalPods (as kubelet)");
+    }
+    Ok(ShutdownPolicy::from_kubelet(period, critical, &groups))
+}
+
 /// The effective settings of `staticlet run`: its flags over the config file over kubelet's
 /// defaults. Pure but for `os_hostname`, called only without `--hostname-override`.
 pub fn settings(
@@ -751,6 +830,9 @@ pub fn settings(
         args.cluster_dns.clone()
     };
 
+    let node_shutdown = node_shutdown(cfg, kc)?;
+    let image_gc = image_gc(cfg, kc)?;
+
     // Flags that are read but not used yet are named in the warning with the ignored ones.
     let mut ignored_flags = args.kubelet.given.clone();
     for (given, flag) in [
@@ -791,6 +873,8 @@ pub fn settings(
             .clone()
             .filter(|i| !i.is_empty()),
         bootstrap_kubeconfig: args.bootstrap_kubeconfig.clone(),
+        node_shutdown,
+        image_gc,
         ignored_config_fields: file.map(|f| f.ignored_fields.clone()).unwrap_or_default(),
         ignored_flags,
     })
@@ -993,7 +1077,7 @@ mod tests {
             .filter(|k| !HONOURED.contains(&k.as_str()))
             .collect();
         assert_eq!(file.ignored_fields.iter().collect::<Vec<_>>(), want);
-        assert!(want.len() > 100, "{}", want.len());
+        assert!(want.len() > 90, "{}", want.len());
         let s = settings_of(EVERY_FIELD, &["--kubeconfig", "/k"]).unwrap();
         // Relative paths are relative to the file's directory, as in kubelet.
         assert_eq!(
@@ -1217,6 +1301,51 @@ mod tests {
         for (yaml, flags, check) in cases {
             let s = settings_of(yaml, flags).unwrap_or_else(|e| panic!("{yaml:?} {flags:?}: {e}"));
             assert!(check(&s), "{yaml:?} {flags:?}: {s:#?}");
+        }
+    }
+
+    #[test]
+    fn graceful_node_shutdown_settings() {
+        use staticlet_agent::nodeshutdown::SYSTEM_CRITICAL_PRIORITY;
+        let s = |secs| Duration::from_secs(secs);
+        // kubeadm writes 0s for both: off, as kubelet.
+        assert_eq!(settings_of(KUBEADM, &[]).unwrap().node_shutdown, None);
+        let p = settings_of(
+            "shutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\n",
+            &[],
+        )
+        .unwrap()
+        .node_shutdown
+        .unwrap();
+        assert_eq!(p.requested(), s(30));
+        assert_eq!(p.groups()[0].grace, s(20));
+        assert_eq!(p.groups()[1].priority, SYSTEM_CRITICAL_PRIORITY);
+        let p = settings_of(
+            "shutdownGracePeriodByPodPriority:\n- {priority: 100000, shutdownGracePeriodSeconds: 5}\n- {priority: 0, shutdownGracePeriodSeconds: 20}\n",
+            &[],
+        )
+        .unwrap()
+        .node_shutdown
+        .unwrap();
+        assert_eq!(p.requested(), s(25));
+        assert_eq!(p.groups()[0].priority, 0);
+        for (yaml, want) in [
+            (
+                "shutdownGracePeriod: 10s\nshutdownGracePeriodCriticalPods: 20s\n",
+                "shutdownGracePeriodCriticalPods (20s) must not be greater than shutdownGracePeriod (10s)",
+            ),
+            ("shutdownGracePeriod: -1s\n", "shutdownGracePeriod: must not be negative"),
+            (
+                "shutdownGracePeriod: 10s\nshutdownGracePeriodByPodPriority:\n- {priority: 1, shutdownGracePeriodSeconds: 5}\n",
+                "shutdownGracePeriodByPodPriority: cannot be set with shutdownGracePeriod",
+            ),
+            (
+                "shutdownGracePeriodByPodPriority:\n- {priority: 1, shutdownGracePeriodSeconds: -5}\n",
+                "shutdownGracePeriodByPodPriority[0].shutdownGracePeriodSeconds: must not be negative",
+            ),
+        ] {
+            let e = settings_of(yaml, &[]).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains(PATH), "{yaml:?}: {e}");
         }
     }
 }

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use commands::{completion, describe, exec, get, images, logs, run, validate, wait};
+use commands::{completion, control, describe, exec, get, images, logs, run, validate, wait};
 
 mod client;
 mod commands;
 mod kubeletconfig;
 mod kubeletflags;
+mod logind;
 mod options;
 mod runtime;
 mod systemd;
@@ -59,6 +60,14 @@ enum Command {
     Wait(wait::WaitArgs),
     /// Describe a pod: containers, probes, conditions, recent events.
     Describe(describe::DescribeArgs),
+    /// Restart a pod in place: its containers are stopped (preStop, grace) and started again
+    /// with the same UID; restart counts go up.
+    Restart(control::ControlArgs),
+    /// Stop a pod and keep it stopped, also across agent restarts, until `start` or until its
+    /// manifest changes. `get pods` shows it as Stopped.
+    Stop(control::ControlArgs),
+    /// Start a pod stopped with `stop`.
+    Start(control::ControlArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     ///
     /// bash: `staticlet completion bash > /etc/bash_completion.d/staticlet`.
@@ -208,6 +217,15 @@ fn main() -> ExitCode {
             Command::Exec(args) => exec::exec(args).await,
             Command::Wait(args) => wait::wait(args).await,
             Command::Describe(args) => describe::describe(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Restart(args) => control::control("restart", args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Stop(args) => control::control("stop", args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Start(args) => control::control("start", args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
             Command::Completion(args) => {
                 completion::completion(args, Cli::command()).map(|()| ExitCode::SUCCESS)
             }

@@ -215,6 +215,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "warn|refuse", default_value = "warn")]
     pub manifest_permissions: staticlet_agent::config::trust::Policy,
 
+    /// How long an updated pod has to become Ready (all containers ready, readiness probes
+    /// counted) before staticlet stops it and starts its last Ready version again, e.g. 5m.
+    /// Counted from when the new version is applied, so it includes the old version's
+    /// termination and the image pull. Off by default; a pod's staticlet.io/ready-deadline
+    /// annotation wins (0 turns the check off for that pod).
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub rollout_ready_deadline: Option<Duration>,
+
     /// The agent's log format (kubelet's --logging-format): text, or json (one object per line,
     /// for log shippers). Under systemd (JOURNAL_STREAM), text has no timestamps or colours:
     /// the journal adds its own.
@@ -306,6 +314,11 @@ pub struct Settings {
     pub sandbox_image: Option<String>,
     /// `--bootstrap-kubeconfig` (carried for a later change, not used yet).
     pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Graceful node shutdown (`shutdownGracePeriod`, `shutdownGracePeriodCriticalPods`,
+    /// `shutdownGracePeriodByPodPriority`); `None`: off, kubelet's default.
+    pub node_shutdown: Option<staticlet_agent::nodeshutdown::ShutdownPolicy>,
+    /// Image garbage collection (`imageGC*`, `imageMinimumGCAge`, `imageMaximumGCAge`).
+    pub image_gc: staticlet_agent::image_gc::ImageGcPolicy,
     /// Fields of the config file that have no effect, for the warning at start.
     pub ignored_config_fields: Vec<String>,
     /// Flags given that have no effect (`--name`), for the warning at start.

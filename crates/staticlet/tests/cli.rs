@@ -489,3 +489,85 @@ fn images_import_applies_the_layer_limits() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `staticlet images prune` keeps tagged images; `--all` removes every unused one.
+#[test]
+fn images_prune_removes_unused_images() {
+    use staticlet_images::testutil::{write_docker_archive, Layer, LayerBuilder, TestImage};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let arch = staticlet_images::Platform::host().architecture;
+    for name in ["a", "b"] {
+        let archive = dir.path().join(format!("{name}.tar"));
+        let layer = Layer::gzip(
+            LayerBuilder::new()
+                .file(name, name.as_bytes(), 0o644)
+                .build(),
+        );
+        let image = TestImage::new(&arch, serde_json::json!({}), vec![layer]);
+        write_docker_archive(&archive, &[(&[&format!("{name}:1")], &image)], false).unwrap();
+        let out = bin()
+            .args(["images", "import", "--root-dir"])
+            .arg(&root)
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let images = |args: &[&str]| {
+        let out = bin()
+            .arg("images")
+            .args(args)
+            .arg("--root-dir")
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = images(&["prune"]);
+    assert!(out.contains("0 image references removed"), "{out}");
+    let list = images(&["list"]);
+    assert!(list.contains("a ") && list.contains("b "), "{list}");
+    let out = images(&["prune", "--all"]);
+    assert!(out.contains("2 image references removed"), "{out}");
+    assert_eq!(
+        images(&["list"]).lines().count(),
+        1,
+        "only the header is left"
+    );
+}
+
+/// `staticlet validate` refuses `staticlet.io/after` cycles and unknown names across the files.
+#[test]
+fn validate_refuses_after_cycles_and_unknown_names() {
+    let d = tempfile::tempdir().unwrap();
+    let pod = |name: &str, after: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations:\n    staticlet.io/after: \"{after}\"\nspec:\n  containers:\n  - {{name: c, image: busybox}}\n")
+    };
+    std::fs::write(d.path().join("a.yaml"), pod("a", "b")).unwrap();
+    std::fs::write(d.path().join("b.yaml"), pod("b", "a")).unwrap();
+    std::fs::write(d.path().join("c.yaml"), pod("c", "nope")).unwrap();
+    let out = bin()
+        .args(["validate", "--hostname-override", "n1"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "a.yaml: metadata.annotations: staticlet.io/after: dependency cycle a -> b -> a",
+        "b.yaml: metadata.annotations: staticlet.io/after: dependency cycle b -> a -> b",
+        "c.yaml: metadata.annotations: staticlet.io/after names no static pod in namespace \"default\": nope",
+    ] {
+        assert!(stdout.contains(want), "{want:?} not in {stdout}");
+    }
+}

@@ -393,3 +393,204 @@ fn sd_notify_ready_after_adoption_status_watchdog_and_reload() {
     env.remove_manifest("sleeper");
     env.wait("sleeper stopped", 60, || env.pod("sleeper").is_none());
 }
+
+/// An Inhibit call: what, who, mode, and the read end of the lock's pipe.
+type Lock = (String, String, String, std::io::PipeReader);
+
+/// A stand-in for systemd-logind on a private bus: hands out delay locks (keeping the read end
+/// of each, to see when it is released) and emits `PrepareForShutdown` when told.
+struct FakeLogind {
+    /// (what, who, mode) of each Inhibit call and the read end of its lock.
+    locks: std::sync::Arc<std::sync::Mutex<Vec<Lock>>>,
+}
+
+#[zbus::interface(name = "org.freedesktop.login1.Manager")]
+impl FakeLogind {
+    async fn inhibit(
+        &self,
+        what: &str,
+        who: &str,
+        _why: &str,
+        mode: &str,
+    ) -> zbus::fdo::Result<zbus::zvariant::OwnedFd> {
+        let (r, w) = std::io::pipe().map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
+        self.locks
+            .lock()
+            .unwrap()
+            .push((what.into(), who.into(), mode.into(), r));
+        Ok(std::os::fd::OwnedFd::from(w).into())
+    }
+
+    /// Longer than the test's 20 s, so no logind drop-in is written on this machine.
+    #[zbus(property, name = "InhibitDelayMaxUSec")]
+    fn inhibit_delay_max_usec(&self) -> u64 {
+        60_000_000
+    }
+
+    #[zbus(signal)]
+    async fn prepare_for_shutdown(
+        emitter: &zbus::object_server::SignalEmitter<'_>,
+        start: bool,
+    ) -> zbus::Result<()>;
+}
+
+/// A private D-Bus daemon (killed on drop).
+struct Bus {
+    daemon: std::process::Child,
+    address: String,
+}
+
+impl Bus {
+    fn start(dir: &Path) -> Bus {
+        let socket = dir.join("system_bus_socket");
+        let address = format!("unix:path={}", socket.display());
+        let daemon = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile"])
+            .arg(format!("--address={address}"))
+            .spawn()
+            .expect("dbus-daemon (scripts/deps.sh test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "dbus-daemon made no socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Bus { daemon, address }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// Graceful node shutdown (`shutdownGracePeriod`): the agent holds a logind delay lock; on
+/// `PrepareForShutdown(true)` it stops the regular pod, then the critical one (each got its
+/// SIGTERM, in that order), then releases the lock; `PrepareForShutdown(false)` makes it take
+/// a lock again and run the pods again.
+#[test]
+fn graceful_node_shutdown_through_logind() {
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::new("shutdown");
+    let bus = Bus::start(&env.path(""));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let locks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let conn = rt
+        .block_on(async {
+            zbus::connection::Builder::address(bus.address.as_str())?
+                .name("org.freedesktop.login1")?
+                .serve_at(
+                    "/org/freedesktop/login1",
+                    FakeLogind {
+                        locks: locks.clone(),
+                    },
+                )?
+                .build()
+                .await
+        })
+        .expect("the fake logind on the private bus");
+    let announce = |start: bool| {
+        rt.block_on(async {
+            let iface = conn
+                .object_server()
+                .interface::<_, FakeLogind>("/org/freedesktop/login1")
+                .await?;
+            FakeLogind::prepare_for_shutdown(iface.signal_emitter(), start).await
+        })
+        .unwrap()
+    };
+
+    let order = env.path("order");
+    std::fs::write(&order, "").unwrap();
+    let pod = |name: &str, extra: &str| {
+        env.pod_manifest(
+            name,
+            &format!(
+                "  hostNetwork: true\n{extra}  containers:\n  - name: app\n    image: IMAGE\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'trap \"echo {name} >> /shared/order; exit 0\" TERM; while true; do usleep 50000; done']\n    volumeMounts:\n    - {{name: shared, mountPath: /shared}}\n  volumes:\n  - name: shared\n    hostPath: {{path: {}}}\n",
+                order.parent().unwrap().display()
+            ),
+        )
+    };
+    env.manifest("web", &pod("web", ""));
+    env.manifest(
+        "etcd",
+        &pod("etcd", "  priorityClassName: system-node-critical\n"),
+    );
+    let config = env.path("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: {}\nhealthzPort: 0\nshutdownGracePeriod: 20s\nshutdownGracePeriodCriticalPods: 10s\n",
+            env.path("manifests").display()
+        ),
+    )
+    .unwrap();
+    let args = ["--config".to_string(), config.display().to_string()];
+    env.start_with_env(&args, &[("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)]);
+    let running = |env: &Env, name: &str| {
+        env.pod(name)
+            .is_some_and(|p| p["status"]["phase"] == "Running")
+    };
+    env.wait("both pods running", 180, || {
+        running(&env, "web") && running(&env, "etcd")
+    });
+    env.wait("a delay lock taken", 60, || {
+        !locks.lock().unwrap().is_empty()
+    });
+    {
+        let l = locks.lock().unwrap();
+        assert_eq!(
+            (l[0].0.as_str(), l[0].1.as_str(), l[0].2.as_str()),
+            ("shutdown", "staticlet", "delay")
+        );
+    }
+    // The lock is released when every copy of its write end is closed: the read end sees EOF.
+    let reader = locks.lock().unwrap()[0].3.try_clone().unwrap();
+    let (released_tx, released) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = reader;
+        let mut buf = [0u8; 1];
+        let n = std::io::Read::read(&mut reader, &mut buf);
+        let _ = released_tx.send(n.map_err(|e| e.to_string()));
+    });
+    assert!(
+        released.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the lock is held while the node runs"
+    );
+
+    announce(true);
+    let got = released
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the lock released within the grace period");
+    assert_eq!(got, Ok(0), "EOF: every copy closed");
+    assert_eq!(
+        std::fs::read_to_string(&order).unwrap(),
+        "web\netcd\n",
+        "the regular pod got its SIGTERM first, the critical one after it stopped\n{}",
+        env.agent_log()
+    );
+    env.wait("both pods stopped", 60, || {
+        env.pod("web").is_none() && env.pod("etcd").is_none()
+    });
+
+    // Cancelled: a new lock, and the pods run again.
+    announce(false);
+    env.wait("a second delay lock", 60, || {
+        locks.lock().unwrap().len() >= 2
+    });
+    env.wait("both pods running again", 180, || {
+        running(&env, "web") && running(&env, "etcd")
+    });
+    env.remove_manifest("web");
+    env.remove_manifest("etcd");
+    env.wait("pods removed", 120, || {
+        env.pod("web").is_none() && env.pod("etcd").is_none()
+    });
+}

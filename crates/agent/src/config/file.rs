@@ -83,6 +83,8 @@ const WATCH_RETRY_MAX: Duration = Duration::from_secs(20);
 #[derive(Debug)]
 struct Entry {
     digest: [u8; 32],
+    /// When `digest` was first read.
+    seen_at: SystemTime,
     parsed: Result<Arc<StaticPod>, String>,
     good: Option<Arc<StaticPod>>,
     applied_at: Option<SystemTime>,
@@ -305,6 +307,7 @@ impl FileSource {
             };
             if let Some(e) = self.entries.get_mut(p) {
                 e.digest = digest;
+                e.seen_at = now;
                 e.parsed = parsed;
                 continue;
             }
@@ -322,6 +325,7 @@ impl FileSource {
                 p.clone(),
                 Entry {
                     digest,
+                    seen_at: now,
                     parsed,
                     good,
                     applied_at,
@@ -390,6 +394,14 @@ impl FileSource {
                 error,
                 last_applied: None,
                 stale: false,
+                seen: (entry.digest != [0; 32]).then(|| super::HashTime {
+                    hash: entry.digest.iter().map(|b| format!("{b:02x}")).collect(),
+                    time: entry.seen_at,
+                }),
+                applied: None,
+                ready: None,
+                running: None,
+                rollout: None,
             };
             if let Some(good) = &entry.good {
                 if let std::collections::hash_map::Entry::Vacant(v) =

@@ -36,6 +36,18 @@ pub struct DesiredPods {
     pub pods: BTreeMap<String, Arc<StaticPod>>,
     /// True once every configured source has sent its first snapshot.
     pub all_sources_seen: bool,
+    /// Grace periods (seconds) for pods no longer wanted that must not get their own: the
+    /// node shutdown's (see `nodeshutdown`). Empty from the merger.
+    pub grace_overrides: BTreeMap<String, i64>,
+    /// Pods wanted but stopped on request (`staticlet stop pod`), by UID: not run, shown as
+    /// stopped (see `control`). Empty from the merger.
+    pub stopped: BTreeMap<String, Arc<StaticPod>>,
+    /// Pods that must not start yet, by UID, with why (`staticlet.io/after`, see `ordering`):
+    /// the pod manager starts no worker for them unless the runtime has them already.
+    pub held: BTreeMap<String, String>,
+    /// Events about a pod that no worker records (its rollouts, [`crate::rollout`]), by full
+    /// name; shown with the events of the pod of that name.
+    pub events: BTreeMap<String, crate::events::EventLog>,
 }
 
 /// See the module doc.
@@ -152,6 +164,10 @@ impl Merger {
         DesiredPods {
             pods: self.pods.clone(),
             all_sources_seen: self.all_sources_seen(),
+            grace_overrides: BTreeMap::new(),
+            events: BTreeMap::new(),
+            stopped: BTreeMap::new(),
+            held: BTreeMap::new(),
         }
     }
 
@@ -370,6 +386,11 @@ mod tests {
             error: None,
             last_applied: None,
             stale: false,
+            seen: None,
+            applied: None,
+            ready: None,
+            running: None,
+            rollout: None,
         });
         m.apply(up, t(1));
         assert!(m.all_sources_seen());

@@ -59,6 +59,50 @@ pub struct ManifestRecord {
     /// True when the pods run from a previous good version (the current content is bad, or the
     /// URL is unreachable and the pods come from the on-disk cache).
     pub stale: bool,
+    /// The SHA-256 of the file's current content and when it was first read (files only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen: Option<HashTime>,
+    /// The last version of the file handed to the pod manager, and when (files only; set by
+    /// [`crate::rollout::controller`], as are the fields below).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied: Option<HashTime>,
+    /// The last version of the file whose pod was Ready, and when it first was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<HashTime>,
+    /// The content hash of the version running now (after a rollback: the last Ready one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<String>,
+    /// The state of the pod's health-gated rollout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// A manifest content hash and a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HashTime {
+    pub hash: String,
+    #[serde(with = "rfc3339_ser")]
+    pub time: SystemTime,
+}
+
+/// A rollout as `/manifests` shows it (see [`crate::rollout`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// `steady`, `progressing` or `rolledBack`.
+    pub state: &'static str,
+    /// While progressing: when the version must be Ready.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_rfc3339")]
+    pub deadline: Option<SystemTime>,
+    /// While rolled back: the version that failed (not retried until the file changes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back_from: Option<String>,
+    /// While rolled back: the version running instead (none when it no longer validates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<String>,
+    /// While rolled back: `rolled back from X to Y: reason`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One full snapshot of a source.
@@ -98,6 +142,14 @@ pub fn rfc3339(t: SystemTime) -> String {
     let mo = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if mo <= 2 { y + 1 } else { y };
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+mod rfc3339_ser {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339(*t))
+    }
 }
 
 mod opt_rfc3339 {

@@ -62,6 +62,11 @@ fn renders_pods_containers_manifests_cluster_and_usage() {
         error: Some("spec.containers[0].image: Required value".into()),
         last_applied: None,
         stale: true,
+        seen: None,
+        applied: None,
+        ready: None,
+        running: None,
+        rollout: None,
     }];
     let mut cluster = ClusterView {
         enabled: true,

@@ -2,7 +2,8 @@
 //!
 //! Used for container restarts (10 s doubling to 300 s) and image pulls (same numbers). An entry
 //! expires when the event it is asked about is more than twice the maximum after its last update
-//! (600 s), which is how a container that ran for 10 minutes gets its back-off reset.
+//! (600 s), which is how a container that ran for 10 minutes gets its back-off reset. A pod may
+//! choose its own three numbers ([`staticlet_manifest::extensions::BackoffPolicy`]).
 //! Pure: every method takes the time.
 
 use std::collections::HashMap;
@@ -24,6 +25,8 @@ struct Entry {
 pub struct Backoff {
     initial: Duration,
     max: Duration,
+    /// An entry expires this long after its last update.
+    reset_after: Duration,
     entries: HashMap<String, Entry>,
 }
 
@@ -34,17 +37,30 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// A back-off starting at `initial`, doubling up to `max`.
+    /// A back-off starting at `initial`, doubling up to `max`, reset twice `max` after its last
+    /// update (kubelet's).
     pub fn new(initial: Duration, max: Duration) -> Self {
+        Self::with_reset(initial, max, max * 2)
+    }
+
+    /// A back-off starting at `initial`, doubling up to `max`, reset `reset_after` after its
+    /// last update.
+    pub fn with_reset(initial: Duration, max: Duration, reset_after: Duration) -> Self {
         Self {
             initial: initial.min(max),
             max,
+            reset_after,
             entries: HashMap::new(),
         }
     }
 
+    /// A pod's container restart back-off.
+    pub fn from_policy(p: &staticlet_manifest::extensions::BackoffPolicy) -> Self {
+        Self::with_reset(p.initial, p.max, p.reset_after)
+    }
+
     fn expired(&self, event: SystemTime, e: &Entry) -> bool {
-        event.duration_since(e.last_update).unwrap_or_default() > self.max * 2
+        event.duration_since(e.last_update).unwrap_or_default() > self.reset_after
     }
 
     /// Records one more retry of `key` at `now` for an event at `event`: starts at the initial
@@ -85,11 +101,11 @@ impl Backoff {
         self.entries.get(key).map(|e| e.backoff).unwrap_or_default()
     }
 
-    /// Forgets entries whose last update is older than twice the maximum.
+    /// Forgets entries that have expired (see [`Backoff::with_reset`]).
     pub fn gc(&mut self, now: SystemTime) {
-        let max2 = self.max * 2;
+        let reset = self.reset_after;
         self.entries
-            .retain(|_, e| now.duration_since(e.last_update).unwrap_or_default() <= max2);
+            .retain(|_, e| now.duration_since(e.last_update).unwrap_or_default() <= reset);
     }
 }
 
@@ -145,6 +161,39 @@ mod tests {
         b.gc(t(600));
         assert_eq!(b.get("c"), INITIAL);
         b.gc(t(601));
+        assert_eq!(b.get("c"), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_pod_chosen_policy_sets_all_three_numbers() {
+        use staticlet_manifest::extensions::BackoffPolicy;
+        let s = Duration::from_secs;
+        let mut b = Backoff::from_policy(&BackoffPolicy {
+            initial: s(1),
+            max: s(4),
+            reset_after: s(30),
+        });
+        // Crash 1 s after each start: 0, 1, 2, 4, 4.
+        let mut now = t(1000);
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            let finished = now + s(1);
+            now = finished;
+            let wait = b
+                .in_backoff_since("c", finished, now)
+                .map(|until| until.duration_since(now).unwrap())
+                .unwrap_or_default();
+            now += wait;
+            b.next("c", finished, now);
+            delays.push(wait.as_secs());
+        }
+        assert_eq!(delays, vec![0, 1, 2, 4, 4]);
+        // Running 31 s (not twice the maximum, 8 s) resets it; 29 s does not.
+        assert!(b.in_backoff_since("c", now + s(29), now + s(29)).is_some());
+        assert_eq!(b.in_backoff_since("c", now + s(31), now + s(31)), None);
+        b.gc(now + s(30));
+        assert_eq!(b.get("c"), s(4));
+        b.gc(now + s(31));
         assert_eq!(b.get("c"), Duration::ZERO);
     }
 }

@@ -98,6 +98,19 @@ struct RuntimePod {
     namespace: String,
 }
 
+/// `status.reason` of a pod stopped on request (`staticlet stop pod`).
+pub const STOPPED_REASON: &str = "Stopped";
+
+/// A request to the pod manager from outside its inputs (the local API's control verbs).
+#[derive(Debug)]
+pub enum ManagerRequest {
+    /// Restart the pod with this UID in place; answers whether a worker runs it.
+    RestartPod {
+        uid: String,
+        reply: tokio::sync::oneshot::Sender<bool>,
+    },
+}
+
 /// See the module doc.
 pub struct PodManager {
     ctx: Arc<WorkerCtx>,
@@ -114,12 +127,15 @@ pub struct PodManager {
     done_rx: mpsc::UnboundedReceiver<Finished>,
     view: watch::Sender<Arc<PodsView>>,
     heartbeat: watch::Sender<tokio::time::Instant>,
+    requests_tx: mpsc::Sender<ManagerRequest>,
+    requests: mpsc::Receiver<ManagerRequest>,
 }
 
 impl PodManager {
     /// A manager whose workers use `ctx`; the pods it shows are published on `view`.
     pub fn new(ctx: Arc<WorkerCtx>, view: watch::Sender<Arc<PodsView>>) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (requests_tx, requests) = mpsc::channel(16);
         Self {
             ctx,
             workers: HashMap::new(),
@@ -132,7 +148,14 @@ impl PodManager {
             done_rx,
             view,
             heartbeat: watch::channel(tokio::time::Instant::now()).0,
+            requests_tx,
+            requests,
         }
+    }
+
+    /// Where requests to this manager go ([`ManagerRequest`]).
+    pub fn requests(&self) -> mpsc::Sender<ManagerRequest> {
+        self.requests_tx.clone()
     }
 
     /// When the manager's loop last listed the runtime (every relist period while it is
@@ -170,6 +193,18 @@ impl PodManager {
                     self.relist().await;
                     self.heartbeat.send_replace(tokio::time::Instant::now());
                 }
+                Some(req) = self.requests.recv() => match req {
+                    ManagerRequest::RestartPod { uid, reply } => {
+                        let found = match self.workers.get(&uid) {
+                            Some(e) if !e.terminating && e.pod.is_some() => {
+                                info!(%uid, "restarting the pod on request");
+                                e.handle.tx.send(WorkerMsg::RestartPod).is_ok()
+                            }
+                            _ => false,
+                        };
+                        let _ = reply.send(found);
+                    }
+                },
                 Some(()) = futures::StreamExt::next(&mut status_changed) => {}
             }
         }
@@ -229,7 +264,8 @@ impl PodManager {
             match desired.pods.get(uid) {
                 None if !e.terminating => {
                     e.terminating = true;
-                    let _ = e.handle.tx.send(WorkerMsg::Terminate { grace: None });
+                    let grace = desired.grace_overrides.get(uid).copied();
+                    let _ = e.handle.tx.send(WorkerMsg::Terminate { grace });
                 }
                 Some(p) if e.terminating && e.pod.is_some() => {
                     e.terminating = false;
@@ -286,6 +322,10 @@ impl PodManager {
         }
         for (uid, pod) in &desired.pods {
             if self.workers.contains_key(uid) {
+                continue;
+            }
+            // Waiting for its dependencies; one the runtime runs already is adopted anyway.
+            if desired.held.contains_key(uid) && !self.runtime_pods.contains_key(uid) {
                 continue;
             }
             let full = pod.full_name();
@@ -363,7 +403,10 @@ impl PodManager {
         let mut view = PodsView::new();
         for (uid, e) in &self.workers {
             let Some(pod) = &e.pod else { continue };
-            let ws: WorkerStatus = e.handle.status.borrow().clone();
+            let mut ws: WorkerStatus = e.handle.status.borrow().clone();
+            if let Some(extra) = self.desired.events.get(&e.full_name) {
+                ws.events = ws.events.merged(extra);
+            }
             let status = ws.status.unwrap_or_else(|| {
                 crate::status::pending(
                     pod,
@@ -388,7 +431,9 @@ impl PodManager {
             if view.contains_key(uid) {
                 continue;
             }
-            let (reason, msg) = if self.listed_once {
+            let (reason, msg) = if let Some(why) = self.desired.held.get(uid) {
+                (crate::ordering::WAITING_FOR_DEPENDENCY, why.as_str())
+            } else if self.listed_once {
                 (
                     "ContainerCreating",
                     "waiting for the previous pod of this name to stop",
@@ -403,6 +448,40 @@ impl PodManager {
                 msg,
                 self.ctx.clock.now(),
             );
+            view.insert(
+                uid.clone(),
+                PodView {
+                    pod: pod.clone(),
+                    status,
+                    terminating_since: None,
+                    grace: None,
+                    events: self
+                        .desired
+                        .events
+                        .get(&pod.full_name())
+                        .cloned()
+                        .unwrap_or_default(),
+                },
+            );
+        }
+        // Stopped on request: shown (once its worker is gone) until started again.
+        for (uid, pod) in &self.desired.stopped {
+            if view.contains_key(uid) {
+                continue;
+            }
+            let msg = format!(
+                "stopped by `staticlet stop pod`; `staticlet start pod {} -n {}` runs it again",
+                pod.name, pod.namespace
+            );
+            let mut status = crate::status::pending(
+                pod,
+                &self.ctx.node.host_ip,
+                STOPPED_REASON,
+                &msg,
+                self.ctx.clock.now(),
+            );
+            status.reason = Some(STOPPED_REASON.into());
+            status.message = Some(msg);
             view.insert(
                 uid.clone(),
                 PodView {

@@ -99,6 +99,18 @@ pub struct Memory {
     pub started_at: Option<SystemTime>,
 }
 
+impl Memory {
+    /// A fresh memory for `pod`: its container restart back-off is the pod's own
+    /// (`staticlet.io/backoff-*` annotations), else kubelet's.
+    pub fn for_pod(pod: &StaticPod) -> Self {
+        let policy = staticlet_manifest::extensions::backoff(pod.pod.metadata.annotations.as_ref());
+        Self {
+            backoff: Backoff::from_policy(&policy),
+            ..Default::default()
+        }
+    }
+}
+
 /// Whether the pod has been active longer than its `activeDeadlineSeconds`.
 pub fn deadline_exceeded(pod: &StaticPod, mem: &Memory, now: SystemTime) -> bool {
     match (pod.spec().active_deadline_seconds, mem.started_at) {

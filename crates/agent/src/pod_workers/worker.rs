@@ -44,6 +44,9 @@ pub enum WorkerMsg {
     Terminate { grace: Option<i64> },
     /// The UID is wanted again while terminating: start it again once stopped.
     Restart,
+    /// `staticlet restart pod`: stop the pod (kill sequence, the pod's grace) and start it
+    /// again with the same UID (a new sandbox; restart counts go up).
+    RestartPod,
     /// The manager's relist saw the pod's sandboxes or containers change: observe them now.
     RuntimeChanged,
 }
@@ -127,12 +130,16 @@ fn start(
         grace: None,
         events: Default::default(),
     });
+    let mem = match &subject {
+        Subject::Pod(pod) => Memory::for_pod(pod),
+        Subject::Orphan { .. } => Memory::default(),
+    };
     let w = Worker {
         ctx,
         subject,
         rx,
         status: status_tx,
-        mem: Memory::default(),
+        mem,
         start_time: None,
         restart_requested: false,
         failures: 0,
@@ -509,6 +516,15 @@ impl Worker {
             WorkerMsg::Terminate { grace } => {
                 let g = grace.unwrap_or_else(|| self.grace());
                 Some(g)
+            }
+            WorkerMsg::RestartPod => {
+                self.event(
+                    "Normal",
+                    "Killing",
+                    "Stopping the pod to restart it (staticlet restart pod)",
+                );
+                self.restart_requested = true;
+                Some(self.grace())
             }
             WorkerMsg::Restart | WorkerMsg::RuntimeChanged => None,
         }
@@ -1047,7 +1063,7 @@ impl Worker {
     fn drain_restart(&mut self) {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                WorkerMsg::Restart => self.restart_requested = true,
+                WorkerMsg::Restart | WorkerMsg::RestartPod => self.restart_requested = true,
                 WorkerMsg::Update(p) => self.subject = Subject::Pod(p),
                 WorkerMsg::Terminate { .. } => self.restart_requested = false,
                 WorkerMsg::RuntimeChanged => {}

@@ -29,6 +29,14 @@ enum ImagesCommand {
     List,
     /// Remove an image (refused while a container uses it).
     Rm { reference: String },
+    /// Remove the images no container uses (running or exited): untagged ones, or with `--all`
+    /// every one. The agent also collects images itself when the disk fills up
+    /// (`imageGCHighThresholdPercent`).
+    Prune {
+        /// Every unused image, tagged or not.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 pub fn images(args: ImagesArgs) -> Result<()> {
@@ -66,6 +74,33 @@ pub fn images(args: ImagesArgs) -> Result<()> {
             for r in removed {
                 println!("removed {}", r.reference);
             }
+        }
+        ImagesCommand::Prune { all } => {
+            let used = staticlet_runtime_embedded::images_in_use(&args.root_dir);
+            let in_use = |rec: &staticlet_images::ImageRecord| used.iter().any(|u| u == rec.id());
+            let mut removed = store.prune(&in_use).context("pruning untagged images")?;
+            if all {
+                let mut ids: Vec<String> = store
+                    .records()?
+                    .iter()
+                    .filter(|r| !in_use(r))
+                    .map(|r| r.id().to_string())
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                for id in ids {
+                    match store.remove(&id, &in_use) {
+                        Ok(r) => removed.extend(r),
+                        // Used since the list: kept, as it should be.
+                        Err(staticlet_images::Error::InUse { .. }) => {}
+                        Err(e) => return Err(e).with_context(|| format!("removing {id}")),
+                    }
+                }
+            }
+            for r in &removed {
+                println!("removed {}", r.reference);
+            }
+            println!("{} image references removed", removed.len());
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! flags and config file are in `options.rs`, the runtime it picks in `runtime.rs`.
 
 pub mod completion;
+pub mod control;
 pub mod describe;
 pub mod exec;
 pub mod get;

@@ -146,6 +146,9 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         runtime_name,
         relist_period: Duration::from_secs(1),
         manifest_permissions: args.manifest_permissions,
+        node_shutdown: settings.node_shutdown.clone(),
+        image_gc: settings.image_gc,
+        rollout_ready_deadline: args.rollout_ready_deadline.filter(|d| !d.is_zero()),
     };
     let shutdown = CancellationToken::new();
     let agent_runtime = runtime.clone();
@@ -157,6 +160,13 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         clock,
         shutdown.clone(),
     );
+    if let (Some(policy), Some(events)) = (&settings.node_shutdown, running.node_shutdown.clone()) {
+        tokio::spawn(crate::logind::watch(
+            policy.requested(),
+            events,
+            shutdown.clone(),
+        ));
+    }
     let api = staticlet_agent::server::ApiState {
         pods: running.pods.clone(),
         manifests: running.manifests.clone(),
@@ -173,9 +183,13 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     // logs` and `staticlet exec` need no --log-dir and no runtime of their own.
     let local = tokio::spawn(staticlet_agent::server::serve(
         unix,
-        staticlet_agent::server::router(api).merge(staticlet_kubelet_server::routes::local_router(
-            node_api.clone(),
-        )),
+        staticlet_agent::server::router(api)
+            .merge(staticlet_kubelet_server::routes::local_router(
+                node_api.clone(),
+            ))
+            .merge(staticlet_agent::server::control_router(
+                running.control.clone(),
+            )),
         shutdown.clone(),
     ));
     if let (Some(listener), Some(path)) = (cri_listener, &cri_socket) {

@@ -27,6 +27,7 @@ pub fn validate(args: ValidateArgs) -> Result<ExitCode> {
     };
     let mut bad = false;
     let mut checked = 0;
+    let mut snapshots = Vec::new();
     for path in &args.paths {
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
         if !abs.exists() {
@@ -43,17 +44,32 @@ pub fn validate(args: ValidateArgs) -> Result<ExitCode> {
                 path.display()
             );
         }
-        for m in snap.manifests {
-            checked += 1;
-            match m.error {
-                Some(e) => {
-                    bad = true;
-                    for line in e.lines() {
-                        println!("{}: {line}", m.origin);
-                    }
+        snapshots.push(snap);
+    }
+    // Across every file given: `staticlet.io/after` naming unknown pods, or cycles.
+    let all_pods: Vec<_> = snapshots
+        .iter()
+        .flat_map(|s| s.pods.iter().cloned())
+        .collect();
+    let ordering = staticlet_agent::ordering::problems(all_pods.iter().map(|p| &**p));
+    for m in snapshots.into_iter().flat_map(|s| s.manifests) {
+        checked += 1;
+        let after = all_pods
+            .iter()
+            .filter(|p| p.origin.to_string() == m.origin)
+            .find_map(|p| ordering.get(&p.uid));
+        match (m.error, after) {
+            (Some(e), _) => {
+                bad = true;
+                for line in e.lines() {
+                    println!("{}: {line}", m.origin);
                 }
-                None => println!("{}: ok ({})", m.origin, m.pods.join(", ")),
             }
+            (None, Some(why)) => {
+                bad = true;
+                println!("{}: metadata.annotations: {why}", m.origin);
+            }
+            (None, None) => println!("{}: ok ({})", m.origin, m.pods.join(", ")),
         }
     }
     if checked == 0 {

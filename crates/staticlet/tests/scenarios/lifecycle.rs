@@ -17,6 +17,7 @@ on_both_backends!(
     image_pull_failure_is_reported,
     metrics_report_usage,
     staticlet_exec_through_the_agent,
+    control_verbs_restart_stop_start,
 );
 
 /// A hostNetwork web server whose content an init container writes into an emptyDir, on a free
@@ -633,4 +634,57 @@ fn staticlet_exec_through_the_agent(env: &mut Env) {
         String::from_utf8_lossy(&out.stderr).contains("nope"),
         "{out:?}"
     );
+}
+
+/// `staticlet restart|stop|start pod`: a restart replaces the container in place (restart
+/// count 1); a stopped pod has no container, is shown as Stopped, stays stopped across an agent
+/// restart, and runs again after `start`.
+fn control_verbs_restart_stop_start(env: &mut Env) {
+    env.manifest(
+        "ctl",
+        &env.pod_manifest(
+            "ctl",
+            "  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: IMAGE\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n",
+        ),
+    );
+    env.start();
+    let running =
+        |env: &Env| status(env, "ctl", "app").filter(|c| c["state"]["running"].is_object());
+    env.wait("running", 120, || running(env).is_some());
+    let first = running(env).unwrap()["containerID"].clone();
+    let verb = |env: &Env, verb: &str, name: &str| {
+        let out = crate::common::bin()
+            .args([verb, "pod", name, "--root-dir"])
+            .arg(env.root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let full = env.full_name("ctl");
+    assert!(verb(env, "restart", &full).contains("restarting"));
+    env.wait("restarted in place", 120, || {
+        running(env).is_some_and(|c| c["restartCount"] == 1 && c["containerID"] != first)
+    });
+    let stopped = |env: &Env| {
+        env.pod("ctl")
+            .is_some_and(|p| p["status"]["reason"] == "Stopped")
+    };
+    assert!(verb(env, "stop", "ctl").contains("stopped"));
+    env.wait("shown as stopped", 120, || stopped(env));
+    assert!(env.containers().is_empty(), "{:?}", env.containers());
+    // Stays stopped for the next agent.
+    env.kill_agent();
+    env.start();
+    env.wait("listed again", 120, || env.pod("ctl").is_some());
+    assert!(stopped(env), "{:?}", env.pod("ctl"));
+    assert!(env.containers().is_empty(), "{:?}", env.containers());
+    assert!(verb(env, "start", &full).contains("started"));
+    env.wait("running again", 120, || running(env).is_some());
+    env.remove_manifest("ctl");
+    env.wait("removed", 120, || env.pod("ctl").is_none());
 }

@@ -19,4 +19,5 @@ mod common;
 
 mod lifecycle;
 mod probes;
+mod rollout;
 mod security;
