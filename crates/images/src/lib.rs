@@ -31,6 +31,8 @@ pub mod unpack;
 pub mod testutil;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
 mod tests;

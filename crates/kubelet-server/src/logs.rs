@@ -418,6 +418,10 @@ fn file_id(f: &std::fs::File) -> Option<(u64, u64)> {
 }
 
 #[cfg(test)]
+#[path = "logs_fuzz.rs"]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -262,12 +262,12 @@ async fn blocking<T: Send + 'static>(
 
 /// What a manifest response holds.
 #[derive(Debug, PartialEq, Eq)]
-enum DocumentKind {
+pub(crate) enum DocumentKind {
     Index,
     Manifest,
 }
 
-fn document_kind(bytes: &[u8]) -> Result<DocumentKind, String> {
+pub(crate) fn document_kind(bytes: &[u8]) -> Result<DocumentKind, String> {
     #[derive(Deserialize)]
     struct Probe {
         #[serde(rename = "schemaVersion")]
