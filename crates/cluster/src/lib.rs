@@ -6,6 +6,8 @@
 //! - [`node`]: the Node and Lease objects (pure builders);
 //! - [`mirror`]: mirror pods: wanted vs observed → actions (pure);
 //! - `reconciler.rs`: the mirror loop (a watch of the pods bound to this node + the agent's pods);
+//! - [`scheduled`]: pods the scheduler bound to this node, never run: one `StaticPodsOnly`
+//!   Warning Event each (pure);
 //! - this file: the kubeconfig client, configuration and the Node/Lease loop.
 //!
 //! **Architecture invariant:** nothing here can affect a running static pod: the cluster side
@@ -13,11 +15,13 @@
 //! [`ClusterView`]. An API server that is down, slow, frozen or refusing only delays mirrors.
 //!
 //! **Architecture invariant:** the only API objects written are this Node (and its status), its
-//! Lease, and pods that carry `kubernetes.io/config.mirror` and are bound to this node.
+//! Lease, pods that carry `kubernetes.io/config.mirror` and are bound to this node, and Events
+//! (mirror pods' and one `StaticPodsOnly` per scheduled pod, which is itself never written).
 
 pub mod mirror;
 pub mod node;
 mod reconciler;
+pub mod scheduled;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

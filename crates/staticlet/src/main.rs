@@ -11,6 +11,7 @@ use commands::{completion, describe, exec, get, images, logs, run, validate, wai
 
 mod client;
 mod commands;
+mod kubeadm;
 mod kubeletconfig;
 mod kubeletflags;
 mod options;
