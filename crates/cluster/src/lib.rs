@@ -71,6 +71,9 @@ pub struct ClusterConfig {
     pub node_labels: BTreeMap<String, String>,
     /// `--register-node`: create the Node when it does not exist (else wait for it).
     pub register_node: bool,
+    /// `registerWithTaints`: (key, value, effect) set when the Node is created, never after
+    /// (as kubelet; taints are otherwise others' to set, e.g. kubeadm's control-plane taint).
+    pub register_with_taints: Vec<(String, String, String)>,
     pub facts: HostFacts,
     /// The node API's port (0: off), published in the Node's `daemonEndpoints`.
     pub kubelet_port: u16,
@@ -211,6 +214,7 @@ async fn node_loop(
         node_name: cfg.node_name.clone(),
         host_ip: cfg.host_ip.clone(),
         labels: cfg.node_labels.clone(),
+        taints: cfg.register_with_taints.clone(),
         facts: cfg.facts.clone(),
         kubelet_port: cfg.kubelet_port,
     };

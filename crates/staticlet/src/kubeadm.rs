@@ -217,6 +217,7 @@ mod tests {
     fn cri_is_served_by_default_under_kubeadms_layout_only() {
         let kubeadm = Some(Path::new(CONFIG_FILE));
         let other = Some(Path::new("/etc/staticlet/config.yaml"));
+        #[allow(clippy::type_complexity)]
         let cases: [(Option<&str>, Option<&Path>, Option<&str>, Option<&str>); 8] = [
             // (--cri-listen, --config, containerRuntimeEndpoint) -> served on
             (None, kubeadm, None, Some(CRI_SOCKET)),

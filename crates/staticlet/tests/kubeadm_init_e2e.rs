@@ -16,7 +16,9 @@
 //!    labels and taints the Node, uploads its configuration, makes the bootstrap token and
 //!    installs coredns and kube-proxy, to its final line.
 //! 3. The Node is Ready with kubeadm's control-plane label and taint, the four mirror pods are
-//!    Running and Ready, `kubectl logs` and `kubectl exec` on them work.
+//!    Running and Ready, `kubectl logs` and `kubectl exec` on them work; kube-proxy's pod,
+//!    bound here by the scheduler, is not run and gets one `StaticPodsOnly` Warning Event.
+//! 4. The agent restarted: kubeadm's label and taint, a user's label and annotation remain.
 //!
 //! Isolated like `control_plane_e2e.rs` (fixture: `common/control_plane.rs`). Timings go to
 //! `target/control-plane-timings.txt`.
@@ -282,6 +284,46 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         String::from_utf8_lossy(&out.stdout).contains("exec-works-on-"),
         "{}",
         text(&out)
+    );
+
+    // 4. Node ownership: kubeadm's label and taint, and a user's label and annotation, survive
+    //    an agent restart (staticlet writes only what kubelet owns).
+    let out = node.kubectl(&["label", "node", NODE, "example.com/owner=ops"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = node.kubectl(&["annotate", "node", NODE, "example.com/note=keep"]);
+    assert!(out.status.success(), "{}", text(&out));
+    node.kill_agent();
+    let t_restart = Instant::now();
+    start_agent(&mut node);
+    node.wait("the restarted agent renewing the Lease", 120, || {
+        node.cluster_status()
+            .filter(|s| s["leaseRenewed"].is_string() && s["error"].is_null())
+    });
+    for c in COMPONENTS {
+        node.wait(&format!("mirror {c} Ready after the restart"), 120, || {
+            node.mirror(c).filter(ready)
+        });
+    }
+    timings.push((
+        "agent restart -> 4 mirrors Ready".into(),
+        t_restart.elapsed(),
+    ));
+    let n = node.kubectl_json(&["get", "node", NODE]).unwrap();
+    let labels = &n["metadata"]["labels"];
+    assert!(
+        labels
+            .get("node-role.kubernetes.io/control-plane")
+            .is_some(),
+        "{n}"
+    );
+    assert_eq!(labels["example.com/owner"], "ops", "{n}");
+    assert_eq!(
+        n["metadata"]["annotations"]["example.com/note"], "keep",
+        "{n}"
+    );
+    assert!(
+        has_taint(&n, "node-role.kubernetes.io/control-plane", "NoSchedule"),
+        "{n}"
     );
 
     control_plane::report_timings(

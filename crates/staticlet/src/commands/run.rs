@@ -116,6 +116,7 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         host_ip: host_ip.clone(),
         node_labels: args.node_labels.clone(),
         register_node: settings.register_node,
+        register_with_taints: settings.register_with_taints.clone(),
         facts: staticlet_cluster::node::HostFacts::read(runtime_version),
         kubelet_port: settings.node_api.listen.map_or(0, |a| a.port()),
     };
