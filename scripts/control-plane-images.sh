@@ -7,6 +7,10 @@
 #   BIN_DIR defaults to $STATICLET_K8S_BIN, else the last line printed by scripts/build-k8s.sh.
 #   Writes OUT_DIR/{kube-apiserver,kube-controller-manager,kube-scheduler,etcd}.tar and prints
 #   one "FILE REFERENCE" line per image.
+# With CONTROL_PLANE_PLACEHOLDERS=1, the other images kubeadm pulls (pause, coredns, kube-proxy)
+# are written too, as placeholders: busybox only, whose entrypoint says it is a placeholder and
+# fails. kubeadm's preflight pulls them through CRI; on a staticlet node they are never run
+# (kube-proxy's and coredns' pods are scheduled pods, which staticlet does not run).
 # Each image holds one static binary in /usr/local/bin, /etc/passwd, /etc/group, /tmp, and the
 # busybox-static userland (for `staticlet exec` and debugging; kubeadm's etcd probes need none).
 set -euo pipefail
@@ -24,7 +28,16 @@ mkdir -p "$out"
   name=${ref##*/}; name=${name%%:*}
   case "$name" in
     kube-apiserver|kube-controller-manager|kube-scheduler|etcd) ;;
-    *) continue ;;
+    *)
+      [ "${CONTROL_PLANE_PLACEHOLDERS:-}" = 1 ] || continue
+      work=$(mktemp -d)
+      root="$work/rootfs"; mkdir -p "$root"/{bin,tmp}
+      cp /bin/busybox "$root/bin/busybox"; ln -sf busybox "$root/bin/sh"
+      docker_archive "$root" "$out/$name.tar" "$ref" \
+        "{\"Env\":[\"PATH=/bin\"],\"Entrypoint\":[\"/bin/sh\",\"-c\",\"echo 'placeholder image (scripts/control-plane-images.sh): not runnable' >&2; exit 1\"],\"WorkingDir\":\"/\"}"
+      rm -rf "$work"
+      echo "$out/$name.tar $ref"
+      continue ;;
   esac
   [ -x "$bin/$name" ] || { echo "missing $bin/$name" >&2; exit 1; }
   work=$(mktemp -d)

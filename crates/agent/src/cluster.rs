@@ -1,6 +1,7 @@
 //! What the cluster side (mirror pods, Node, Lease; `staticlet-cluster`) reports back to the
 //! agent, so the local API can show it: whether the API server is reachable, the Node's UID, and
-//! per static pod its mirror's UID, the last error the API server gave for it, and mirror events.
+//! per static pod its mirror's UID, the last error the API server gave for it, and mirror events;
+//! and the pods the scheduler bound to this node, which are not run.
 //!
 //! The cluster side owns the sender; the local API only reads (see the server's invariant).
 
@@ -23,6 +24,17 @@ pub struct ClusterView {
     pub lease_renewed: Option<SystemTime>,
     /// Per static pod UID.
     pub mirrors: BTreeMap<String, MirrorState>,
+    /// Pods the scheduler bound to this node (not mirror pods), never run here, by their UID.
+    pub scheduled: BTreeMap<String, ScheduledPod>,
+}
+
+/// A pod the scheduler bound to this node: staticlet runs static pods only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduledPod {
+    pub namespace: String,
+    pub name: String,
+    /// Whether its `StaticPodsOnly` Warning Event was recorded in the API.
+    pub event_sent: bool,
 }
 
 /// One static pod's mirror.

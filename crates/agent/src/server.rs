@@ -227,6 +227,12 @@ async fn cluster(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "error": c.error,
         "leaseRenewed": c.lease_renewed.map(crate::status::time),
         "mirrors": mirrors,
+        "scheduledPods": c.scheduled.iter().map(|(uid, p)| json!({
+            "namespace": p.namespace,
+            "name": p.name,
+            "uid": uid,
+            "eventSent": p.event_sent,
+        })).collect::<Vec<_>>(),
     }))
 }
 

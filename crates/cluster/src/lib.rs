@@ -6,6 +6,8 @@
 //! - [`node`]: the Node and Lease objects (pure builders);
 //! - [`mirror`]: mirror pods: wanted vs observed → actions (pure);
 //! - `reconciler.rs`: the mirror loop (a watch of the pods bound to this node + the agent's pods);
+//! - [`scheduled`]: pods the scheduler bound to this node, never run: one `StaticPodsOnly`
+//!   Warning Event each (pure);
 //! - this file: the kubeconfig client, configuration and the Node/Lease loop.
 //!
 //! **Architecture invariant:** nothing here can affect a running static pod: the cluster side
@@ -13,11 +15,13 @@
 //! [`ClusterView`]. An API server that is down, slow, frozen or refusing only delays mirrors.
 //!
 //! **Architecture invariant:** the only API objects written are this Node (and its status), its
-//! Lease, and pods that carry `kubernetes.io/config.mirror` and are bound to this node.
+//! Lease, pods that carry `kubernetes.io/config.mirror` and are bound to this node, and Events
+//! (mirror pods' and one `StaticPodsOnly` per scheduled pod, which is itself never written).
 
 pub mod mirror;
 pub mod node;
 mod reconciler;
+pub mod scheduled;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,6 +71,9 @@ pub struct ClusterConfig {
     pub node_labels: BTreeMap<String, String>,
     /// `--register-node`: create the Node when it does not exist (else wait for it).
     pub register_node: bool,
+    /// `registerWithTaints`: (key, value, effect) set when the Node is created, never after
+    /// (as kubelet; taints are otherwise others' to set, e.g. kubeadm's control-plane taint).
+    pub register_with_taints: Vec<(String, String, String)>,
     pub facts: HostFacts,
     /// The node API's port (0: off), published in the Node's `daemonEndpoints`.
     pub kubelet_port: u16,
@@ -207,6 +214,7 @@ async fn node_loop(
         node_name: cfg.node_name.clone(),
         host_ip: cfg.host_ip.clone(),
         labels: cfg.node_labels.clone(),
+        taints: cfg.register_with_taints.clone(),
         facts: cfg.facts.clone(),
         kubelet_port: cfg.kubelet_port,
     };

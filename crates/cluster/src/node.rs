@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
-    NodeSystemInfo,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
@@ -76,6 +76,8 @@ pub struct NodeSpecInput {
     pub host_ip: String,
     /// `--node-labels`, on top of the well-known ones.
     pub labels: BTreeMap<String, String>,
+    /// `registerWithTaints` (key, value, effect): the new Node's taints.
+    pub taints: Vec<(String, String, String)>,
     pub facts: HostFacts,
     /// The node API's port (`status.daemonEndpoints.kubeletEndpoint.Port`, where the API server
     /// reaches `kubectl logs`/`exec`); 0 when it is off.
@@ -198,7 +200,21 @@ pub fn new_node(input: &NodeSpecInput, ready: NodeCondition) -> Node {
             )])),
             ..Default::default()
         },
-        spec: None,
+        spec: (!input.taints.is_empty()).then(|| NodeSpec {
+            taints: Some(
+                input
+                    .taints
+                    .iter()
+                    .map(|(key, value, effect)| Taint {
+                        key: key.clone(),
+                        value: (!value.is_empty()).then(|| value.clone()),
+                        effect: effect.clone(),
+                        time_added: None,
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
         status: Some(status),
     }
 }
@@ -212,6 +228,8 @@ pub fn status_patch(input: &NodeSpecInput, ready: NodeCondition) -> Value {
 }
 
 /// Labels of ours missing or different on an adopted Node, as a merge patch (`None`: in sync).
+/// Only our keys are in it: labels of others (kubeadm's `node-role.kubernetes.io/control-plane`,
+/// a user's) are never removed or changed, nor are taints or annotations (never patched).
 pub fn labels_patch(input: &NodeSpecInput, node: &Node) -> Option<Value> {
     let have = node.metadata.labels.clone().unwrap_or_default();
     let missing: BTreeMap<String, String> = node_labels(input)
@@ -262,6 +280,11 @@ mod tests {
             node_name: "n1".into(),
             host_ip: "10.0.0.5".into(),
             labels: BTreeMap::from([("example.com/role".into(), "edge".into())]),
+            taints: vec![(
+                "example.com/dedicated".into(),
+                "cp".into(),
+                "NoSchedule".into(),
+            )],
             kubelet_port: 10250,
             facts: HostFacts {
                 cpus: 2,
@@ -296,6 +319,10 @@ mod tests {
             "staticlet://0.1.0"
         );
         assert_eq!(v["status"]["conditions"][0]["reason"], "KubeletReady");
+        assert_eq!(
+            v["spec"]["taints"],
+            json!([{"key": "example.com/dedicated", "value": "cp", "effect": "NoSchedule"}])
+        );
     }
 
     #[test]
@@ -320,6 +347,11 @@ mod tests {
             .as_mut()
             .unwrap()
             .remove("example.com/role");
+        // Others' labels (kubeadm's role) are left alone, ours come back.
+        n.metadata.labels.as_mut().unwrap().insert(
+            "node-role.kubernetes.io/control-plane".into(),
+            String::new(),
+        );
         let p = labels_patch(&input(), &n).unwrap();
         assert_eq!(
             p,

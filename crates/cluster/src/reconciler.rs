@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::mirror::{self, Action, Key, Observed};
+use crate::scheduled;
 use crate::{call, NodeRef};
 
 /// Changes arriving within this window are handled in one pass.
@@ -94,6 +95,7 @@ pub(crate) async fn run(
     let mut next_pass: Option<Instant> = None;
     let mut backoff = Duration::from_millis(200);
     let mut watch_error: Option<String> = None;
+    let mut tracker = scheduled::Tracker::default();
     let mut resync = tokio::time::interval(RESYNC);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -142,8 +144,10 @@ pub(crate) async fn run(
                 let wanted = mirror::wanted(&pods.borrow());
                 let node_uid = node.borrow().as_ref().map(|n| n.uid.clone());
                 let actions = mirror::plan(&wanted, &observed, &node_name, node_uid.as_deref());
-                let ok = execute(&api, actions, &observed, &mut overlay, &view, clock).await;
+                let mut ok = execute(&api, actions, &observed, &mut overlay, &view, clock).await;
                 publish_mirrors(&view, &wanted, &observed);
+                let seen = scheduled::bound(&store.state());
+                ok &= report_scheduled(&api, &node_name, &seen, &mut tracker, &view, clock).await;
                 if ok {
                     backoff = Duration::from_millis(200);
                 } else {
@@ -336,6 +340,51 @@ async fn execute(
             }
         }
     }
+    ok
+}
+
+/// Records the `StaticPodsOnly` Event of each scheduled pod seen for the first time and
+/// publishes the list. Returns whether every Event due was recorded.
+async fn report_scheduled(
+    api: &Api<Pod>,
+    node_name: &str,
+    seen: &BTreeMap<String, staticlet_agent::cluster::ScheduledPod>,
+    tracker: &mut scheduled::Tracker,
+    view: &watch::Sender<Arc<ClusterView>>,
+    clock: Clock,
+) -> bool {
+    let mut ok = true;
+    for (uid, p) in tracker.due(seen) {
+        info!(namespace = %p.namespace, pod = %p.name, "a pod bound to this node by the scheduler: not run (static pods only)");
+        let events: Api<Event> = Api::namespaced(api.clone().into_client(), &p.namespace);
+        let ev = scheduled::event(&uid, &p, node_name, clock.now());
+        match call(
+            format!(
+                "record event {} for pod {}/{}",
+                scheduled::REASON,
+                p.namespace,
+                p.name
+            ),
+            events.create(&PostParams::default(), &ev),
+        )
+        .await
+        {
+            // AlreadyExists: an earlier agent recorded it.
+            Ok(_) | Err((_, Some(409))) => tracker.sent(&uid),
+            Err((e, _)) => {
+                ok = false;
+                warn!(error = %e, "cannot record the event; retrying");
+            }
+        }
+    }
+    let list = tracker.view(seen);
+    view.send_if_modified(|v| {
+        if v.scheduled == list {
+            return false;
+        }
+        Arc::make_mut(v).scheduled = list;
+        true
+    });
     ok
 }
 

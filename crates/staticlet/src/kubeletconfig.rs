@@ -275,7 +275,7 @@ pub struct KubeletConfiguration {
     enable_debug_flags_handler: Option<bool>,
     seccomp_default: Option<bool>,
     memory_throttling_factor: Option<f64>,
-    register_with_taints: Option<Vec<Taint>>,
+    pub register_with_taints: Option<Vec<Taint>>,
     pub register_node: Option<bool>,
     tracing: Option<TracingConfiguration>,
     local_storage_capacity_isolation: Option<bool>,
@@ -363,11 +363,11 @@ struct MemoryReservation {
 /// A core `v1` `Taint`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[allow(dead_code)] // Type-checked only.
-struct Taint {
+pub struct Taint {
     key: Option<String>,
     value: Option<String>,
     effect: Option<String>,
+    #[allow(dead_code)] // Type-checked only: set by the API server.
     time_added: Option<String>,
 }
 
@@ -446,6 +446,7 @@ const HONOURED: &[&str] = &[
     "healthzPort",
     "containerRuntimeEndpoint",
     "registerNode",
+    "registerWithTaints",
     "podCIDR",
     "shutdownGracePeriod",
     "shutdownGracePeriodCriticalPods",
@@ -802,6 +803,21 @@ pub fn settings(
         .or_else(|| nonempty(kc.container_runtime_endpoint.as_ref()).map(str::to_string))
         .filter(|e| !e.is_empty());
     let register_node = args.register_node.or(kc.register_node).unwrap_or(true);
+    let register_with_taints = kc
+        .register_with_taints
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, t)| {
+            let key = t.key.clone().filter(|k| !k.is_empty());
+            let effect = t.effect.clone().unwrap_or_default();
+            match (key, effect.as_str()) {
+                (Some(key), "NoSchedule" | "PreferNoSchedule" | "NoExecute") => Ok((key, t.value.clone().unwrap_or_default(), effect)),
+                (None, _) => bail!("{}: registerWithTaints[{i}].key: required", cfg.display()),
+                (_, e) => bail!("{}: registerWithTaints[{i}].effect: {e:?} is not NoSchedule, PreferNoSchedule or NoExecute", cfg.display()),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
     let pod_cidr = args
         .pod_cidr
         .clone()
@@ -865,6 +881,7 @@ pub fn settings(
         log_dir,
         container_runtime_endpoint,
         register_node,
+        register_with_taints,
         pod_cidr,
         cluster_domain,
         cluster_dns,
@@ -1066,6 +1083,44 @@ mod tests {
         }
         blocks.reverse();
         assert_eq!(settings_of(&blocks.concat(), &[]).unwrap(), s);
+    }
+
+    #[test]
+    fn register_with_taints_is_honoured_and_checked() {
+        let s = settings_of(
+            "registerWithTaints:\n- key: example.com/dedicated\n  value: cp\n  effect: NoSchedule\n- key: example.com/drain\n  effect: NoExecute\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            s.register_with_taints,
+            [
+                (
+                    "example.com/dedicated".into(),
+                    "cp".into(),
+                    "NoSchedule".into()
+                ),
+                (
+                    "example.com/drain".into(),
+                    String::new(),
+                    "NoExecute".into()
+                )
+            ]
+        );
+        assert!(!s
+            .ignored_config_fields
+            .contains(&"registerWithTaints".to_string()));
+        let e = settings_of("registerWithTaints:\n- key: a\n  effect: Sometimes\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("registerWithTaints[0].effect") && e.contains("Sometimes"),
+            "{e}"
+        );
+        let e = settings_of("registerWithTaints:\n- effect: NoSchedule\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("registerWithTaints[0].key"), "{e}");
     }
 
     #[test]

@@ -413,8 +413,17 @@ pub fn run_argv(argv: Vec<OsString>) -> Result<Vec<OsString>> {
     }
     if let Some(file) = env_file {
         let path = Path::new(&file);
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {FLAGS_ENV} {}", path.display()))?;
+        let text = match std::fs::read_to_string(path) {
+            // kubeadm's file before `kubeadm init` wrote it: none yet, as systemd's optional
+            // `EnvironmentFile=-` (the agent then waits for kubeadm's config, `kubeadm.rs`).
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && path == Path::new(crate::kubeadm::FLAGS_ENV_FILE) =>
+            {
+                String::new()
+            }
+            r => r.with_context(|| format!("reading {FLAGS_ENV} {}", path.display()))?,
+        };
         let words = flags_from_env_file(path, &text)?;
         if words.iter().any(|w| w.starts_with(FLAGS_ENV)) {
             bail!(

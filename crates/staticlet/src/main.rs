@@ -11,6 +11,7 @@ use commands::{completion, control, describe, exec, get, images, logs, run, vali
 
 mod client;
 mod commands;
+mod kubeadm;
 mod kubeletconfig;
 mod kubeletflags;
 mod logind;

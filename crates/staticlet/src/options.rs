@@ -304,6 +304,8 @@ pub struct Settings {
     pub container_runtime_endpoint: Option<String>,
     /// `--register-node`, `registerNode`.
     pub register_node: bool,
+    /// `registerWithTaints`: (key, value, effect) of the taints the Node is created with.
+    pub register_with_taints: Vec<(String, String, String)>,
     /// `--pod-cidr`, `podCIDR`: the built-in pod network's subnet.
     pub pod_cidr: Option<String>,
     /// `--cluster-domain`, `clusterDomain` (carried for a later change, not used yet).

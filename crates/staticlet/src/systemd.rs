@@ -53,6 +53,14 @@ pub fn reload_refused(why: &str) {
     }
 }
 
+/// Tells systemd the agent is up but waiting for a file (kubeadm's config, see `kubeadm.rs`):
+/// `READY=1`, so that `systemctl start` returns, and the reason as `STATUS=`.
+pub fn waiting(status: &str) {
+    if enabled() {
+        send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+}
+
 /// Tells systemd why the agent stops with an error (shown by `systemctl status`).
 pub fn failed(why: &str) {
     if enabled() {

@@ -85,6 +85,10 @@ impl Env {
     }
 
     fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    fn start_agent_with(&mut self, extra: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -112,6 +116,7 @@ impl Env {
             .arg(self.cp.node_kubeconfig())
             // No node API or healthz port: tests run side by side (node_api_e2e.rs tests them).
             .args(["--port", "0", "--healthz-port", "0"])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -548,4 +553,147 @@ spec:
     assert!(env.mirror("denied").is_none());
     // The other mirrors are unaffected.
     assert!(running(&env.mirror("web").unwrap()));
+}
+
+/// The `StaticPodsOnly` events of pod default/bound.
+fn static_pods_only_events(cp: &ControlPlane) -> Vec<Value> {
+    cp.kubectl_json(&[
+        "get",
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        "involvedObject.name=bound,reason=StaticPodsOnly",
+    ])
+    .ok()
+    .and_then(|e| e["items"].as_array().cloned())
+    .unwrap_or_default()
+}
+
+/// Issue 14, items 5 and 6: `registerWithTaints` at registration; labels, taints and
+/// annotations of others survive an agent restart; a pod bound to the node by someone else is
+/// never run or written, and gets exactly one `StaticPodsOnly` Warning Event, also across a
+/// restart; `/cluster` lists it.
+#[test]
+fn node_ownership_and_scheduled_pods() {
+    let Some(mut env) = Env::new() else { return };
+    let cfg = env.dir.path().join("kubelet.yaml");
+    std::fs::write(
+        &cfg,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nregisterWithTaints:\n- key: example.com/dedicated\n  value: cp\n  effect: NoSchedule\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap().to_string();
+    env.start_agent_with(&["--config", &cfg]);
+    let node = env.wait("Node registered", 60, || env.node());
+    // (The API server's TaintNodesByCondition admission adds node.kubernetes.io/not-ready too.)
+    assert!(
+        node["spec"]["taints"].as_array().is_some_and(|ts| ts.contains(
+            &serde_json::json!({"key": "example.com/dedicated", "value": "cp", "effect": "NoSchedule"})
+        )),
+        "{node}"
+    );
+
+    // Someone else's label, annotation and taint, and a pod bound here (no scheduler runs).
+    kubectl_ok(
+        &env.cp,
+        &[
+            "label",
+            "node",
+            NODE,
+            "node-role.kubernetes.io/control-plane=",
+        ],
+    );
+    kubectl_ok(
+        &env.cp,
+        &["annotate", "node", NODE, "example.com/note=keep"],
+    );
+    kubectl_ok(
+        &env.cp,
+        &[
+            "taint",
+            "node",
+            NODE,
+            "example.com/other=x:PreferNoSchedule",
+        ],
+    );
+    let pod = env.dir.path().join("bound.yaml");
+    std::fs::write(
+        &pod,
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: bound\n  namespace: default\nspec:\n  nodeName: {NODE}\n  containers:\n  - name: c\n    image: busybox:1\n"),
+    )
+    .unwrap();
+    kubectl_ok(&env.cp, &["apply", "-f", pod.to_str().unwrap()]);
+    let ev = env.wait("the StaticPodsOnly event", 60, || {
+        let e = static_pods_only_events(&env.cp);
+        (!e.is_empty()).then_some(e)
+    });
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["type"], "Warning");
+    assert_eq!(ev[0]["involvedObject"]["kind"], "Pod");
+    let root = env.root();
+    let status = || -> Value {
+        let out = bin()
+            .args(["get", "--raw", "/cluster", "--root-dir"])
+            .arg(&root)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    env.wait("/cluster listing the pod", 30, || {
+        status()["scheduledPods"]
+            .as_array()?
+            .iter()
+            .any(|p| p["name"] == "bound" && p["eventSent"] == true)
+            .then_some(())
+    });
+    let before = env
+        .cp
+        .kubectl_json(&["get", "pod", "bound", "-n", "default"])
+        .unwrap();
+
+    // An agent restart: nothing of the others' is lost, the event is not repeated.
+    env.agent = None;
+    env.start_agent_with(&["--config", &cfg]);
+    let renewed = status()["leaseRenewed"].clone();
+    env.wait("the new agent renewing the Lease", 60, || {
+        let s = status();
+        (s["leaseRenewed"].is_string() && s["leaseRenewed"] != renewed).then_some(())
+    });
+    env.wait("/cluster listing the pod again", 30, || {
+        status()["scheduledPods"]
+            .as_array()?
+            .iter()
+            .any(|p| p["name"] == "bound" && p["eventSent"] == true)
+            .then_some(())
+    });
+    let node = env.node().unwrap();
+    assert!(
+        node["metadata"]["labels"]
+            .get("node-role.kubernetes.io/control-plane")
+            .is_some(),
+        "{node}"
+    );
+    assert_eq!(
+        node["metadata"]["annotations"]["example.com/note"], "keep",
+        "{node}"
+    );
+    let taints = node["spec"]["taints"].as_array().unwrap();
+    for key in ["example.com/dedicated", "example.com/other"] {
+        assert!(taints.iter().any(|t| t["key"] == key), "{key}: {node}");
+    }
+    assert_eq!(
+        static_pods_only_events(&env.cp).len(),
+        1,
+        "the event was repeated"
+    );
+    let after = env
+        .cp
+        .kubectl_json(&["get", "pod", "bound", "-n", "default"])
+        .unwrap();
+    assert_eq!(
+        before["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"],
+        "the scheduled pod was written to"
+    );
+    assert_eq!(after["status"]["phase"], "Pending", "{after}");
 }

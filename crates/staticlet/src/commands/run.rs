@@ -11,11 +11,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::runtime::runtime_for;
-use crate::{options, trim_heap_periodically};
+use crate::{kubeadm, options, trim_heap_periodically};
 
 pub async fn run(args: options::RunArgs) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     tokio::spawn(trim_heap_periodically());
+    // Under kubeadm's layout, before `kubeadm init` wrote the config file: wait for it.
+    if let Some(config) = kubeadm::awaited_config(args.config.as_deref()) {
+        return match kubeadm::wait_for_config(&args, config).await? {
+            kubeadm::Waited::Start => Err(exec_self()),
+            kubeadm::Waited::Stopped => Ok(()),
+        };
+    }
     let settings = args.settings()?;
     if let (Some(file), false) = (&args.config, settings.ignored_config_fields.is_empty()) {
         tracing::warn!(
@@ -39,11 +46,16 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         ),
         None => None,
     };
+    let cri_listen = kubeadm::cri_listen(
+        args.cri_listen.as_deref(),
+        args.config.as_deref(),
+        settings.container_runtime_endpoint.as_deref(),
+    );
     let endpoint = effective_endpoint(
         settings.container_runtime_endpoint.as_deref(),
-        args.cri_listen.as_deref(),
+        cri_listen.as_deref(),
     );
-    let cri_socket = cri_listen_path(args.cri_listen.as_deref(), endpoint)?;
+    let cri_socket = cri_listen_path(cri_listen.as_deref(), endpoint)?;
     let clock = Clock::new();
     let (runtime, runtime_name) =
         runtime_for(endpoint, clock, &args, settings.pod_cidr.as_deref()).await?;
@@ -104,6 +116,7 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         host_ip: host_ip.clone(),
         node_labels: args.node_labels.clone(),
         register_node: settings.register_node,
+        register_with_taints: settings.register_with_taints.clone(),
         facts: staticlet_cluster::node::HostFacts::read(runtime_version),
         kubelet_port: settings.node_api.listen.map_or(0, |a| a.port()),
     };
@@ -292,8 +305,9 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
 
 /// Replaces this process with the same binary and command line (a reload: the configuration
 /// files are read again). `/proc/self/exe` is the running binary even if its file was replaced
-/// since (a package upgrade restarts the unit instead). Returns only on failure.
-fn exec_self() -> anyhow::Error {
+/// since (a package upgrade restarts the unit instead). Also how the agent starts with the
+/// files kubeadm wrote (`kubeadm.rs`). Returns only on failure.
+pub(crate) fn exec_self() -> anyhow::Error {
     use std::os::unix::process::CommandExt;
     let mut argv = std::env::args_os();
     let mut cmd = std::process::Command::new("/proc/self/exe");
@@ -301,7 +315,7 @@ fn exec_self() -> anyhow::Error {
         cmd.arg0(arg0);
     }
     let e = cmd.args(argv).exec();
-    anyhow::anyhow!("reload: cannot execute /proc/self/exe again: {e}")
+    anyhow::anyhow!("cannot execute /proc/self/exe again: {e}")
 }
 
 /// The socket of `--cri-listen unix:///path`. CRI is served for the embedded runtime (and the
@@ -326,13 +340,8 @@ fn cri_listen_path(cri_listen: Option<&str>, endpoint: Option<&str>) -> Result<O
 /// (`--cri-listen`, as kubeadm writes its `criSocket` into the KubeletConfiguration) means the
 /// embedded runtime behind it; any other names that runtime.
 fn effective_endpoint<'a>(endpoint: Option<&'a str>, cri_listen: Option<&str>) -> Option<&'a str> {
-    let path = |u: &str| {
-        u.trim_start_matches("unix://")
-            .trim_end_matches('/')
-            .to_string()
-    };
     match (endpoint, cri_listen) {
-        (Some(e), Some(own)) if path(e) == path(own) => None,
+        (Some(e), Some(own)) if kubeadm::socket_path(e) == kubeadm::socket_path(own) => None,
         (e, _) => e,
     }
 }

@@ -1,0 +1,445 @@
+//! The fixture shared by the self-hosted control-plane tests (`control_plane_e2e.rs`,
+//! `kubeadm_init_e2e.rs`): a node in a private mount namespace whose `/etc` and `/var/lib` are
+//! overlays (kubeadm writes `/etc/kubernetes` and `/var/lib/kubelet` there, never on the
+//! machine) and whose `/run/staticlet` is a private tmpfs (the CRI socket); the control-plane
+//! images imported into staticlet's store; the agent run in that namespace; kubectl as the
+//! cluster's super-admin; readers of the local and mirror pods; cleanup that leaves nothing
+//! running; and the timings report. Included with `#[path]` by each test.
+// Each test uses a subset of these.
+#![allow(dead_code)]
+// Real processes in real time: std::time::Instant is right here.
+#![allow(clippy::disallowed_types)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The four control-plane components, in kubeadm's manifest names.
+pub const COMPONENTS: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+pub fn staticlet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_staticlet"))
+}
+
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(name)
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{} {}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}
+
+/// Why these tests cannot run here (not root, no Kubernetes binaries), printed as the skip.
+pub fn skip_reason() -> Option<String> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        return Some("the embedded runtime needs root".into());
+    }
+    staticlet_k8s_testenv::skip_reason()
+}
+
+/// A free TCP port on all addresses (the API server binds 0.0.0.0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The source address of the default route (kubeadm refuses loopback advertise addresses).
+pub fn host_ip() -> String {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.connect("192.0.2.254:9").unwrap();
+    s.local_addr().unwrap().ip().to_string()
+}
+
+pub struct Node {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+    pub bin: PathBuf,
+    /// A process holding the private mount namespace (`sleep infinity` under `unshare`).
+    pub holder: Child,
+    pub agent: Option<Child>,
+    pub log_n: usize,
+    host_had_kubernetes: bool,
+}
+
+impl Node {
+    /// A node named `name` in a fresh private mount namespace (see the module doc).
+    pub fn new(name: &str) -> Node {
+        let bin = staticlet_k8s_testenv::bin_dir();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in [
+            "etc-upper",
+            "etc-work",
+            "varlib-upper",
+            "varlib-work",
+            "etcd-data",
+            "root",
+            "logs",
+            "images",
+        ] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::create_dir_all("/run/staticlet").unwrap();
+        let holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t overlay overlay -o lowerdir=/etc,upperdir={0}/etc-upper,workdir={0}/etc-work /etc \
+                 && mount -t overlay overlay -o lowerdir=/var/lib,upperdir={0}/varlib-upper,workdir={0}/varlib-work /var/lib \
+                 && mount -t tmpfs -o mode=0711 tmpfs /run/staticlet && exec sleep infinity",
+                d.display()
+            ))
+            .spawn()
+            .unwrap();
+        let node = Node {
+            name: name.to_string(),
+            dir,
+            bin,
+            holder,
+            agent: None,
+            log_n: 0,
+            host_had_kubernetes: Path::new("/etc/kubernetes").exists(),
+        };
+        let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        node.wait("the private mount namespace", 30, || {
+            let theirs = std::fs::read_link(format!("/proc/{}/ns/mnt", node.holder.id())).ok()?;
+            let mounts =
+                std::fs::read_to_string(format!("/proc/{}/mounts", node.holder.id())).ok()?;
+            let all = mounts
+                .lines()
+                .any(|l| l.starts_with("tmpfs /run/staticlet "));
+            (theirs != ours && all).then_some(())
+        });
+        node
+    }
+
+    /// The images kubeadm's manifests name (`scripts/control-plane-images.sh`), imported into
+    /// staticlet's store; with `placeholders`, also the other images kubeadm pulls (pause,
+    /// coredns, kube-proxy) as placeholders that are never run on this node.
+    pub fn import_images(&self, placeholders: bool) {
+        let mut cmd = Command::new("bash");
+        cmd.arg(script("control-plane-images.sh"))
+            .arg(self.path("images"))
+            .arg(&self.bin);
+        if placeholders {
+            cmd.env("CONTROL_PLANE_PLACEHOLDERS", "1");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "control-plane-images.sh: {}",
+            text(&out)
+        );
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some((tar, _)) = line.split_once(' ') else {
+                continue;
+            };
+            let out = staticlet()
+                .args(["images", "import", tar, "--root-dir"])
+                .arg(self.root())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "import {tar}: {}", text(&out));
+        }
+    }
+
+    /// `kubeadm version -o short`.
+    pub fn kubernetes_version(&self) -> String {
+        String::from_utf8_lossy(
+            &Command::new(self.bin.join("kubeadm"))
+                .args(["version", "-o", "short"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// Asserts that kubeadm wrote nothing into the machine's own /etc.
+    pub fn assert_host_untouched(&self) {
+        if !self.host_had_kubernetes {
+            assert!(
+                !Path::new("/etc/kubernetes").exists(),
+                "kubeadm wrote into the machine's /etc"
+            );
+        }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.path("root")
+    }
+
+    /// A file the node wrote under its /etc (the overlay's upper directory).
+    pub fn etc(&self, p: &str) -> PathBuf {
+        self.path("etc-upper").join(p)
+    }
+
+    /// A command run inside the node's mount namespace.
+    pub fn ns(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--mount=/proc/{}/ns/mnt", self.holder.id()))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    pub fn ns_sh(&self, cmd: &str) {
+        let out = self.ns("sh").args(["-c", cmd]).output().unwrap();
+        assert!(out.status.success(), "{cmd}: {}", text(&out));
+    }
+
+    /// kubectl as the cluster's super-admin (the kubeconfig kubeadm wrote under /etc/kubernetes).
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(self.bin.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.etc("kubernetes/super-admin.conf"))
+            .arg("--request-timeout=5s")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn kubectl_json(&self, args: &[&str]) -> Option<Value> {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.kubectl(&a);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())?
+    }
+
+    /// Starts `staticlet run` in the namespace with `args` and the test's own root, log and
+    /// (empty) CNI directories.
+    pub fn start_agent(&mut self, args: &[&str]) {
+        self.log_n += 1;
+        let log = std::fs::File::create(self.path(&format!("agent-{}.log", self.log_n))).unwrap();
+        let child = self
+            .ns(env!("CARGO_BIN_EXE_staticlet"))
+            .arg("run")
+            .args(args)
+            .arg("--root-dir")
+            .arg(self.root())
+            .arg("--log-dir")
+            .arg(self.path("logs"))
+            .arg("--cni-conf-dir")
+            .arg(self.path("no-cni"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+    }
+
+    pub fn kill_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+    }
+
+    /// The current agent's log.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.path(&format!("agent-{}.log", self.log_n))).unwrap_or_default()
+    }
+
+    pub fn tail(&self) -> String {
+        let log = self.agent_log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn wait<T>(&self, what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let pods = staticlet()
+                    .args(["get", "pods", "-A", "--root-dir"])
+                    .arg(self.root())
+                    .output()
+                    .map(|o| text(&o))
+                    .unwrap_or_default();
+                panic!(
+                    "timed out after {secs} s waiting for {what}\n--- pods:\n{pods}\n--- agent log tail:\n{}",
+                    self.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The pod as staticlet serves it locally.
+    pub fn local(&self, component: &str) -> Option<Value> {
+        let out = staticlet()
+            .args([
+                "get",
+                "pod",
+                &format!("{component}-{}", self.name),
+                "-n",
+                "kube-system",
+            ])
+            .args(["-o", "json", "--root-dir"])
+            .arg(self.root())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())?
+    }
+
+    /// The agent's `/cluster` status.
+    pub fn cluster_status(&self) -> Option<Value> {
+        let out = staticlet()
+            .args(["get", "--raw", "/cluster", "--root-dir"])
+            .arg(self.root())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())?
+    }
+
+    pub fn mirror(&self, component: &str) -> Option<Value> {
+        self.kubectl_json(&[
+            "get",
+            "pod",
+            "-n",
+            "kube-system",
+            &format!("{component}-{}", self.name),
+        ])
+    }
+
+    pub fn api_ready(&self) -> bool {
+        let out = self.kubectl(&["get", "--raw", "/readyz"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok"
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Stop whatever is left (a failed test): an agent with no manifests stops every pod.
+        self.kill_agent();
+        let empty = self.path("empty");
+        let _ = std::fs::create_dir_all(&empty);
+        if let Ok(mut a) = self
+            .ns(env!("CARGO_BIN_EXE_staticlet"))
+            .args([
+                "run",
+                "--hostname-override",
+                &self.name,
+                "--pod-manifest-path",
+            ])
+            .arg(&empty)
+            .arg("--root-dir")
+            .arg(self.root())
+            .arg("--log-dir")
+            .arg(self.path("logs"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            // Until containers and sandboxes (with the pods' cgroups) are gone.
+            let deadline = Instant::now() + Duration::from_secs(90);
+            let entries = |d: &str| {
+                std::fs::read_dir(self.root().join(d))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+            };
+            while (entries("runtime/containers") > 0 || entries("runtime/sandboxes") > 0)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+pub fn ready(p: &Value) -> bool {
+    p["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+pub fn container_id(p: &Value) -> String {
+    p["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub fn restarts(p: &Value) -> i64 {
+    p["status"]["containerStatuses"][0]["restartCount"]
+        .as_i64()
+        .unwrap_or(-1)
+}
+
+pub fn annotation<'a>(p: &'a Value, key: &str) -> &'a str {
+    p["metadata"]["annotations"][key]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// PIDs of processes in the cgroups of static pod `uid`.
+pub fn pod_pids(uid: &str) -> Vec<u32> {
+    let needle = format!("/staticlet/pod{uid}/");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|c| c.contains(&needle))
+        })
+        .collect()
+}
+
+/// Prints the timings and writes them as a section of `target/control-plane-timings.txt`
+/// (scripts/test.sh shows the file), replacing an earlier section with the same title.
+pub fn report_timings(title: &str, timings: &[(String, Duration)]) {
+    let body: String = timings
+        .iter()
+        .map(|(what, t)| format!("{what:<48} {:>6.1} s\n", t.as_secs_f64()))
+        .collect();
+    let section = format!("{title}\n{body}");
+    eprintln!("{section}");
+    let target =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/control-plane-timings.txt");
+    let old = std::fs::read_to_string(&target).unwrap_or_default();
+    let mut sections: Vec<String> = old
+        .split("\n\n")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && s.lines().next() != Some(title))
+        .collect();
+    sections.push(section.trim().to_string());
+    let _ = std::fs::write(target, sections.join("\n\n") + "\n");
+}

@@ -1,0 +1,338 @@
+//! `kubeadm init`, unmodified and with all its phases, on a node whose "kubelet" is staticlet
+//! with its embedded runtime (issue 14, item 7):
+//!
+//! 1. The agent is started before kubeadm, as kubeadm's systemd drop-in starts it
+//!    (`packaging/systemd/10-kubeadm.conf`: `--kubeconfig`, `--config
+//!    /var/lib/kubelet/config.yaml`; the flags file, which systemd would read, through
+//!    `--kubeadm-flags-env`). Neither file exists yet: the agent serves CRI on
+//!    `/run/staticlet/cri.sock` and waits for kubeadm's config.
+//! 2. `kubeadm init --config` with `criSocket: unix:///run/staticlet/cri.sock`: its preflight
+//!    checks the runtime and pulls the images through staticlet's CRI server (imported
+//!    beforehand: the control-plane images of `scripts/control-plane-images.sh` and
+//!    placeholders for those never run here). kubeadm writes the kubelet's files and restarts
+//!    "the kubelet" through systemd, which this sandbox does not run (kubeadm warns): the agent
+//!    plays that part itself, starting again with the files kubeadm wrote (same PID). kubeadm
+//!    then waits on its healthz, the control plane comes up from the manifests, and kubeadm
+//!    labels and taints the Node, uploads its configuration, makes the bootstrap token and
+//!    installs coredns and kube-proxy, to its final line.
+//! 3. The Node is Ready with kubeadm's control-plane label and taint, the four mirror pods are
+//!    Running and Ready, `kubectl logs` and `kubectl exec` on them work; kube-proxy's pod,
+//!    bound here by the scheduler, is not run and gets one `StaticPodsOnly` Warning Event.
+//! 4. The agent restarted: kubeadm's label and taint, a user's label and annotation remain.
+//!
+//! Isolated like `control_plane_e2e.rs` (fixture: `common/control_plane.rs`). Timings go to
+//! `target/control-plane-timings.txt`.
+// Real processes in real time: std::time::Instant is right here.
+#![allow(clippy::disallowed_types)]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[path = "common/control_plane.rs"]
+mod control_plane;
+
+use control_plane::{host_ip, ready, text, Node, COMPONENTS};
+
+const NODE: &str = "kubeadm-e2e";
+
+/// Preflight checks that cannot pass in this test's sandbox, each with the reason.
+const IGNORED_PREFLIGHT: [(&str, &str); 1] = [(
+    "KubeletVersion",
+    "kubeadm runs a `kubelet` binary to read its version; the node agent here is staticlet",
+)];
+
+/// The agent as kubeadm's systemd drop-in runs it.
+fn start_agent(node: &mut Node) {
+    node.start_agent(&[
+        "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+        "--kubeconfig=/etc/kubernetes/kubelet.conf",
+        "--config=/var/lib/kubelet/config.yaml",
+        // systemd's `EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env`.
+        "--kubeadm-flags-env=/var/lib/kubelet/kubeadm-flags.env",
+    ]);
+}
+
+fn has_taint(n: &Value, key: &str, effect: &str) -> bool {
+    n["spec"]["taints"]
+        .as_array()
+        .is_some_and(|ts| ts.iter().any(|t| t["key"] == key && t["effect"] == effect))
+}
+
+fn node_ready(n: &Value) -> bool {
+    n["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+#[test]
+fn kubeadm_init_runs_to_the_end_on_staticlet() {
+    if let Some(why) = control_plane::skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut timings: Vec<(String, Duration)> = Vec::new();
+    let t_setup = Instant::now();
+    let mut node = Node::new(NODE);
+    node.import_images(true);
+    timings.push(("images imported".into(), t_setup.elapsed()));
+    let version = node.kubernetes_version();
+    let config = format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nlocalAPIEndpoint:\n  advertiseAddress: {ip}\n  bindPort: {port}\nnodeRegistration:\n  name: {NODE}\n  criSocket: unix:///run/staticlet/cri.sock\n---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: {version}\nclusterName: staticlet-kubeadm-e2e\netcd:\n  local:\n    dataDir: {data}\n",
+        ip = host_ip(),
+        port = control_plane::free_port(),
+        data = node.path("etcd-data").display(),
+    );
+    std::fs::write(node.path("kubeadm.yaml"), config).unwrap();
+
+    // 1. The agent first, as systemd would start it: it waits for kubeadm's config, serving CRI.
+    start_agent(&mut node);
+    let agent_pid = node.agent.as_ref().unwrap().id();
+    let sock = format!("/proc/{}/root/run/staticlet/cri.sock", node.holder.id());
+    node.wait(
+        "the agent waiting for kubeadm's config, serving CRI",
+        60,
+        || {
+            (node
+                .agent_log()
+                .contains("waiting for /var/lib/kubelet/config.yaml")
+                && std::path::Path::new(&sock).exists())
+            .then_some(())
+        },
+    );
+
+    // 2. kubeadm init, all phases.
+    let ignore = IGNORED_PREFLIGHT
+        .iter()
+        .map(|(check, _)| *check)
+        .collect::<Vec<_>>()
+        .join(",");
+    let kubeadm_log = node.path("kubeadm-init.log");
+    let t0 = Instant::now();
+    let mut kubeadm = node
+        .ns(node.bin.join("kubeadm"))
+        .args(["init", "--config"])
+        .arg(node.path("kubeadm.yaml"))
+        .arg(format!("--ignore-preflight-errors={ignore}"))
+        .stdout(std::fs::File::create(&kubeadm_log).unwrap())
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&kubeadm_log)
+                .unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let manifests = node.etc("kubernetes/manifests");
+    let (mut t_manifests, mut t_api, mut t_mirrors) = (None, None, None);
+    let status = loop {
+        if let Some(status) = kubeadm.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "kubeadm init did not finish in 300 s:\n{}\n--- agent log tail:\n{}",
+            std::fs::read_to_string(&kubeadm_log).unwrap_or_default(),
+            node.tail()
+        );
+        if t_manifests.is_none()
+            && COMPONENTS
+                .iter()
+                .all(|c| manifests.join(format!("{c}.yaml")).exists())
+        {
+            t_manifests = Some(t0.elapsed());
+        }
+        if t_manifests.is_some() && t_api.is_none() && node.api_ready() {
+            t_api = Some(t0.elapsed());
+        }
+        if t_api.is_some()
+            && t_mirrors.is_none()
+            && COMPONENTS
+                .iter()
+                .all(|c| node.mirror(c).is_some_and(|m| ready(&m)))
+        {
+            t_mirrors = Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let t_init = t0.elapsed();
+    let out = std::fs::read_to_string(&kubeadm_log).unwrap_or_default();
+    assert!(
+        status.success()
+            && out.contains("Your Kubernetes control-plane has initialized successfully!"),
+        "kubeadm init failed ({status}):\n{out}\n--- agent log tail:\n{}",
+        node.tail()
+    );
+    node.assert_host_untouched();
+    // kubeadm named the node through its flags file; the agent started again with it in place.
+    let flags = std::fs::read_to_string(node.path("varlib-upper/kubelet/kubeadm-flags.env"))
+        .unwrap_or_default();
+    assert!(
+        flags.contains(&format!("--hostname-override={NODE}")),
+        "{flags}"
+    );
+    assert!(
+        node.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the agent exited:\n{}",
+        node.tail()
+    );
+    assert_eq!(node.agent.as_ref().unwrap().id(), agent_pid);
+    assert!(
+        node.agent_log().contains("starting with kubeadm's files"),
+        "{}",
+        node.tail()
+    );
+    let t_manifests = t_manifests.expect("kubeadm wrote the four manifests");
+    timings.push(("kubeadm init -> manifests written".into(), t_manifests));
+    if let Some(t) = t_api {
+        timings.push(("kubeadm init -> API ready".into(), t));
+    }
+    if let Some(t) = t_mirrors {
+        timings.push(("kubeadm init -> 4 mirror pods Ready".into(), t));
+    }
+    timings.push(("kubeadm init, all phases".into(), t_init));
+
+    // 3. The Node as kubeadm left it, the mirrors, logs and exec.
+    let n = node.wait("Node Ready with kubeadm's label and taint", 120, || {
+        node.kubectl_json(&["get", "node", NODE]).filter(|n| {
+            node_ready(n)
+                && n["metadata"]["labels"]
+                    .get("node-role.kubernetes.io/control-plane")
+                    .is_some()
+                && has_taint(n, "node-role.kubernetes.io/control-plane", "NoSchedule")
+        })
+    });
+    assert!(
+        n["status"]["nodeInfo"]["kubeletVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("staticlet/"),
+        "{n}"
+    );
+    for c in COMPONENTS {
+        node.wait(&format!("mirror {c} Running and Ready"), 120, || {
+            node.mirror(c)
+                .filter(|m| ready(m) && m["status"]["phase"] == "Running")
+        });
+    }
+    // kube-proxy's DaemonSet pod is bound here by the scheduler: never run, one Warning Event.
+    let proxy = node.wait("kube-proxy's pod bound to the node", 120, || {
+        let pods = node.kubectl_json(&[
+            "get",
+            "pods",
+            "-n",
+            "kube-system",
+            "-l",
+            "k8s-app=kube-proxy",
+        ])?;
+        pods["items"].as_array()?.first().cloned()
+    });
+    let proxy_name = proxy["metadata"]["name"].as_str().unwrap().to_string();
+    let events = node.wait("the StaticPodsOnly event of kube-proxy's pod", 120, || {
+        let evs = node.kubectl_json(&[
+            "get",
+            "events",
+            "-n",
+            "kube-system",
+            "--field-selector",
+            &format!("involvedObject.name={proxy_name},reason=StaticPodsOnly"),
+        ])?;
+        let items = evs["items"].as_array()?.clone();
+        (!items.is_empty()).then_some(items)
+    });
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "Warning");
+    let status = node.cluster_status().unwrap();
+    assert!(
+        status["scheduledPods"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["name"] == proxy_name.as_str())),
+        "{status}"
+    );
+    let proxy = node
+        .kubectl_json(&["get", "pod", "-n", "kube-system", &proxy_name])
+        .unwrap();
+    assert_ne!(proxy["status"]["phase"], "Running", "{proxy}");
+    // coredns tolerates the control-plane taint: Pending, or bound here and never run.
+    let dns = node
+        .kubectl_json(&["get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-dns"])
+        .unwrap();
+    for p in dns["items"].as_array().unwrap() {
+        assert_eq!(p["status"]["phase"], "Pending", "{p}");
+    }
+    if t_mirrors.is_none() {
+        timings.push(("kubeadm init -> 4 mirror pods Ready".into(), t0.elapsed()));
+    }
+    let etcd = format!("etcd-{NODE}");
+    let logs = node.wait("kubectl logs on the etcd mirror", 60, || {
+        let out = node.kubectl(&["logs", "-n", "kube-system", &etcd, "--tail", "5"]);
+        (out.status.success() && !out.stdout.is_empty())
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    });
+    assert!(logs.lines().count() <= 5, "{logs}");
+    let out = node.kubectl(&[
+        "exec",
+        "-n",
+        "kube-system",
+        &etcd,
+        "--",
+        "sh",
+        "-c",
+        "echo exec-works-on-$(hostname)",
+    ]);
+    assert!(out.status.success(), "kubectl exec: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("exec-works-on-"),
+        "{}",
+        text(&out)
+    );
+
+    // 4. Node ownership: kubeadm's label and taint, and a user's label and annotation, survive
+    //    an agent restart (staticlet writes only what kubelet owns).
+    let out = node.kubectl(&["label", "node", NODE, "example.com/owner=ops"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = node.kubectl(&["annotate", "node", NODE, "example.com/note=keep"]);
+    assert!(out.status.success(), "{}", text(&out));
+    node.kill_agent();
+    let t_restart = Instant::now();
+    start_agent(&mut node);
+    node.wait("the restarted agent renewing the Lease", 120, || {
+        node.cluster_status()
+            .filter(|s| s["leaseRenewed"].is_string() && s["error"].is_null())
+    });
+    for c in COMPONENTS {
+        node.wait(&format!("mirror {c} Ready after the restart"), 120, || {
+            node.mirror(c).filter(ready)
+        });
+    }
+    timings.push((
+        "agent restart -> 4 mirrors Ready".into(),
+        t_restart.elapsed(),
+    ));
+    let n = node.kubectl_json(&["get", "node", NODE]).unwrap();
+    let labels = &n["metadata"]["labels"];
+    assert!(
+        labels
+            .get("node-role.kubernetes.io/control-plane")
+            .is_some(),
+        "{n}"
+    );
+    assert_eq!(labels["example.com/owner"], "ops", "{n}");
+    assert_eq!(
+        n["metadata"]["annotations"]["example.com/note"], "keep",
+        "{n}"
+    );
+    assert!(
+        has_taint(&n, "node-role.kubernetes.io/control-plane", "NoSchedule"),
+        "{n}"
+    );
+
+    control_plane::report_timings(
+        &format!(
+            "kubeadm init on staticlet (Kubernetes {version}, embedded runtime, this machine):"
+        ),
+        &timings,
+    );
+}
