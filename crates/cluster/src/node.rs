@@ -175,7 +175,7 @@ pub fn node_status(input: &NodeSpecInput) -> NodeStatus {
             container_runtime_version: f.container_runtime_version.clone(),
             kernel_version: f.kernel_version.clone(),
             kube_proxy_version: String::new(),
-            kubelet_version: format!("staticlet/{}", env!("CARGO_PKG_VERSION")),
+            kubelet_version: KUBELET_VERSION.into(),
             machine_id: f.machine_id.clone(),
             operating_system: "linux".into(),
             os_image: f.os_image.clone(),
@@ -185,6 +185,12 @@ pub fn node_status(input: &NodeSpecInput) -> NodeStatus {
         ..Default::default()
     }
 }
+
+/// `status.nodeInfo.kubeletVersion`: the Kubernetes release whose kubelet API staticlet
+/// implements (its `k8s-openapi` feature, `v1_34`), with staticlet's own version as semver build
+/// metadata. Tools parse this as a Kubernetes version (kubeadm's upgrade preflight refuses
+/// anything else, e.g. the `staticlet/0.1.0` of earlier releases); `kubectl get nodes` shows both.
+pub const KUBELET_VERSION: &str = concat!("v1.34.0+staticlet.", env!("CARGO_PKG_VERSION"));
 
 /// The Node to create when none exists.
 pub fn new_node(input: &NodeSpecInput, ready: NodeCondition) -> Node {

@@ -208,7 +208,7 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         n["status"]["nodeInfo"]["kubeletVersion"]
             .as_str()
             .unwrap_or_default()
-            .starts_with("staticlet/"),
+            .starts_with("v1.34.0+staticlet."),
         "{n}"
     );
     for c in COMPONENTS {

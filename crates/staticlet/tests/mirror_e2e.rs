@@ -265,7 +265,7 @@ fn node_lease_and_mirror_lifecycle() {
     assert!(node["status"]["nodeInfo"]["kubeletVersion"]
         .as_str()
         .unwrap()
-        .starts_with("staticlet/"));
+        .starts_with("v1.34.0+staticlet."));
     assert_eq!(node["status"]["capacity"]["pods"], "110");
     let node_uid = uid(&node);
 
