@@ -319,7 +319,10 @@ mod tests {
         assert_eq!(v["status"]["capacity"]["cpu"], "2");
         assert_eq!(v["status"]["capacity"]["memory"], "1024Ki");
         assert_eq!(v["status"]["allocatable"]["pods"], "110");
-        assert_eq!(v["status"]["nodeInfo"]["kubeletVersion"], "v1.34.0+staticlet.0.1.0");
+        assert_eq!(
+            v["status"]["nodeInfo"]["kubeletVersion"],
+            "v1.34.0+staticlet.0.1.0"
+        );
         assert_eq!(
             v["status"]["nodeInfo"]["containerRuntimeVersion"],
             "staticlet://0.1.0"
