@@ -442,3 +442,134 @@ fn kubelet_flags_and_files_fail_clearly() {
         "{e}"
     );
 }
+
+/// `staticlet wait manifest` on the simulator: a version is waited for by its content hash until
+/// Ready; a version whose container exits is rolled back, which a wait for Ready reports (exit
+/// 2, with the reason) and a wait for the rollback sees; a wait that times out names what was
+/// last seen (exit 1); content that does not validate is reported as not applied (exit 2).
+#[test]
+fn wait_manifest_by_content_hash() {
+    let d = tempfile::tempdir().unwrap();
+    let manifests = d.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    let file = manifests.join("web.yaml");
+    let version = |container: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: {container}\n    image: busybox:1\n")
+    };
+    let write = |content: &str| {
+        let tmp = manifests.join(".web.tmp");
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        staticlet_manifest::content_hash(content.as_bytes())
+    };
+    let root = d.path().join("root");
+    let h1 = write(&version("app"));
+    let agent = bin()
+        .args([
+            "run",
+            "--hostname-override",
+            "n1",
+            "--container-runtime-endpoint",
+            "simulate://?exit-1=bad",
+            "--rollout-ready-deadline",
+            "15s",
+            "--file-check-frequency",
+            "1s",
+            "--port",
+            "0",
+            "--healthz-port",
+            "0",
+        ])
+        .arg("--pod-manifest-path")
+        .arg(&manifests)
+        .arg("--root-dir")
+        .arg(&root)
+        .arg("--log-dir")
+        .arg(d.path().join("logs"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = KillOnDrop(agent);
+    let wait = |args: &[&str]| {
+        let out = bin()
+            .args(["wait", "manifest"])
+            .arg(&file)
+            .args(args)
+            .arg("--root-dir")
+            .arg(&root)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // The agent's socket may not be up yet: retry until it answers.
+    let deadline = StdInstant::now() + Duration::from_secs(60);
+    let (code, out, err) = loop {
+        let r = wait(&["--for=ready", "--timeout", "60s"]);
+        if r.0 != Some(1) || !r.2.contains("connect") || StdInstant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        out,
+        format!("manifest {}: version {} ready\n", file.display(), &h1[..12])
+    );
+
+    // A version whose container exits 1.
+    let h2 = write(&version("bad"));
+    let (code, _, err) = wait(&["--for=ready", "--timeout", "120s"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "version {} will not be Ready: rolled back from {} to {}: not Ready within 15s: container bad",
+            &h2[..12],
+            &h2[..12],
+            &h1[..12]
+        )) && err.contains("exited with code 1"),
+        "{err}"
+    );
+    let (code, out, err) = wait(&["--for=rolledback", "--hash", &h2, "--timeout", "10s"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("rolled back"), "{out}");
+    // The last Ready version is Ready again.
+    let (code, _, err) = wait(&["--for=ready", "--hash", &h1, "--timeout", "60s"]);
+    assert_eq!(code, Some(0), "{err}");
+
+    // A version nobody wrote: a timeout naming what was last seen.
+    let other = "0".repeat(64);
+    let (code, _, err) = wait(&["--for=applied", "--hash", &other, "--timeout", "1s"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.starts_with(&format!(
+            "error: timed out waiting for manifest {} version 000000000000 to be applied; last seen: seen {}, applied {}, ready {}, rollout rolledBack",
+            file.display(),
+            &h2[..12],
+            &h2[..12],
+            &h1[..12]
+        )),
+        "{err}"
+    );
+
+    // Content that does not validate is not applied.
+    let h3 = write(&version("app").replace("image: busybox:1", "image: \"\""));
+    let (code, _, err) = wait(&["--for=applied", "--timeout", "60s"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("version {} is not applied: ", &h3[..12])) && err.contains("image"),
+        "{err}"
+    );
+    // A good edit is applied and Ready.
+    let h4 = write(&version("app2"));
+    let (code, out, err) = wait(&["--for=ready", "--hash", &h4, "--timeout", "90s"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&h4[..12]), "{out}");
+    let (code, _, err) = wait(&["--for=ready", "--hash", "xyz"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("expected a SHA-256"), "{err}");
+}
