@@ -506,11 +506,13 @@ fn wait_manifest_by_content_hash() {
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    // The agent's socket may not be up yet: retry until it answers.
+    // The agent's socket may not be up yet: retry while the agent cannot be reached (any
+    // failure other than the wait's own verdicts).
     let deadline = StdInstant::now() + Duration::from_secs(60);
     let (code, out, err) = loop {
         let r = wait(&["--for=ready", "--timeout", "60s"]);
-        if r.0 != Some(1) || !r.2.contains("connect") || StdInstant::now() > deadline {
+        let unreachable = r.0 == Some(1) && !r.2.contains("timed out waiting");
+        if !unreachable || StdInstant::now() > deadline {
             break r;
         }
         std::thread::sleep(Duration::from_millis(200));
