@@ -57,7 +57,8 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Run a command in a running container (embedded runtime; not interactive).
     Exec(exec::ExecArgs),
-    /// Wait for a pod's condition or deletion (kubectl's syntax).
+    /// Wait for a pod's condition or deletion (kubectl's syntax), or for a manifest's version
+    /// to be applied, Ready or rolled back.
     Wait(wait::WaitArgs),
     /// Describe a pod: containers, probes, conditions, recent events.
     Describe(describe::DescribeArgs),

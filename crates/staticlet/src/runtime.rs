@@ -92,9 +92,22 @@ pub async fn runtime_for(
                             );
                         }
                     }
+                    // `exit-1=a,b`: containers named a or b exit 1 a second after every
+                    // start (demos and tests of crash loops and rollbacks).
+                    Some(("exit-1", names)) => {
+                        for n in names.split(',').filter(|n| !n.is_empty()) {
+                            rt.script(
+                                n,
+                                staticlet_runtime::fake::Script::exits(
+                                    std::time::Duration::from_secs(1),
+                                    1,
+                                ),
+                            );
+                        }
+                    }
                     _ => bail!(
                         "--container-runtime-endpoint {e:?}: unknown simulator option {kv:?} \
-                         (known: ignore-stop-signal=NAME[,NAME])"
+                         (known: ignore-stop-signal=NAME[,NAME], exit-1=NAME[,NAME])"
                     ),
                 }
             }

@@ -443,51 +443,137 @@ fn kubelet_flags_and_files_fail_clearly() {
     );
 }
 
-/// `staticlet images import` refuses a decompression bomb over `--max-layer-size`, naming the
-/// image and the entry, and keeps nothing of it; within the default limits it imports.
+/// `staticlet wait manifest` on the simulator: a version is waited for by its content hash until
+/// Ready; a version whose container exits is rolled back, which a wait for Ready reports (exit
+/// 2, with the reason) and a wait for the rollback sees; a wait that times out names what was
+/// last seen (exit 1); content that does not validate is reported as not applied (exit 2).
 #[test]
-fn images_import_applies_the_layer_limits() {
-    use staticlet_images::testutil::{write_docker_archive, Layer, LayerBuilder, TestImage};
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("bomb.tar");
-    let layer = Layer::gzip(
-        LayerBuilder::new()
-            .file("zeros", &vec![0u8; 4 << 20], 0o644)
-            .build(),
-    );
-    let arch = staticlet_images::Platform::host().architecture;
-    let image = TestImage::new(&arch, serde_json::json!({}), vec![layer]);
-    write_docker_archive(&archive, &[(&["bomb:1"], &image)], false).unwrap();
-    let root = dir.path().join("root");
-    let out = bin()
-        .args(["images", "import", "--max-layer-size", "1Mi", "--root-dir"])
+fn wait_manifest_by_content_hash() {
+    let d = tempfile::tempdir().unwrap();
+    let manifests = d.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    let file = manifests.join("web.yaml");
+    let version = |container: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: {container}\n    image: busybox:1\n")
+    };
+    let write = |content: &str| {
+        let tmp = manifests.join(".web.tmp");
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        staticlet_manifest::content_hash(content.as_bytes())
+    };
+    let root = d.path().join("root");
+    let h1 = write(&version("app"));
+    let agent = bin()
+        .args([
+            "run",
+            "--hostname-override",
+            "n1",
+            "--container-runtime-endpoint",
+            "simulate://?exit-1=bad",
+            "--rollout-ready-deadline",
+            "15s",
+            "--file-check-frequency",
+            "1s",
+            "--port",
+            "0",
+            "--healthz-port",
+            "0",
+        ])
+        .arg("--pod-manifest-path")
+        .arg(&manifests)
+        .arg("--root-dir")
         .arg(&root)
-        .arg(&archive)
-        .output()
+        .arg("--log-dir")
+        .arg(d.path().join("logs"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    for s in ["bomb:1", "layer size limit of 1048576", "\"zeros\""] {
-        assert!(stderr.contains(s), "{s:?} not in {stderr}");
-    }
+    let _agent = KillOnDrop(agent);
+    let wait = |args: &[&str]| {
+        let out = bin()
+            .args(["wait", "manifest"])
+            .arg(&file)
+            .args(args)
+            .arg("--root-dir")
+            .arg(&root)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // The agent's socket may not be up yet: retry while the agent cannot be reached (any
+    // failure other than the wait's own verdicts).
+    let deadline = StdInstant::now() + Duration::from_secs(60);
+    let (code, out, err) = loop {
+        let r = wait(&["--for=ready", "--timeout", "60s"]);
+        let unreachable = r.0 == Some(1) && !r.2.contains("timed out waiting");
+        if !unreachable || StdInstant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(
-        std::fs::read_dir(root.join("images/blobs/sha256"))
-            .unwrap()
-            .count(),
-        0,
-        "nothing of the refused image is kept"
+        out,
+        format!("manifest {}: version {} ready\n", file.display(), &h1[..12])
     );
-    let out = bin()
-        .args(["images", "import", "--root-dir"])
-        .arg(&root)
-        .arg(&archive)
-        .output()
-        .unwrap();
+
+    // A version whose container exits 1.
+    let h2 = write(&version("bad"));
+    let (code, _, err) = wait(&["--for=ready", "--timeout", "120s"]);
+    assert_eq!(code, Some(2), "{err}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains(&format!(
+            "version {} will not be Ready: rolled back from {} to {}: not Ready within 15s: container bad",
+            &h2[..12],
+            &h2[..12],
+            &h1[..12]
+        )) && err.contains("exited with code 1"),
+        "{err}"
     );
+    let (code, out, err) = wait(&["--for=rolledback", "--hash", &h2, "--timeout", "10s"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("rolled back"), "{out}");
+    // The last Ready version is Ready again.
+    let (code, _, err) = wait(&["--for=ready", "--hash", &h1, "--timeout", "60s"]);
+    assert_eq!(code, Some(0), "{err}");
+
+    // A version nobody wrote: a timeout naming what was last seen.
+    let other = "0".repeat(64);
+    let (code, _, err) = wait(&["--for=applied", "--hash", &other, "--timeout", "1s"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.starts_with(&format!(
+            "error: timed out waiting for manifest {} version 000000000000 to be applied; last seen: seen {}, applied {}, ready {}, rollout rolledBack",
+            file.display(),
+            &h2[..12],
+            &h2[..12],
+            &h1[..12]
+        )),
+        "{err}"
+    );
+
+    // Content that does not validate is not applied.
+    let h3 = write(&version("app").replace("image: busybox:1", "image: \"\""));
+    let (code, _, err) = wait(&["--for=applied", "--timeout", "60s"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("version {} is not applied: ", &h3[..12])) && err.contains("image"),
+        "{err}"
+    );
+    // A good edit is applied and Ready.
+    let h4 = write(&version("app2"));
+    let (code, out, err) = wait(&["--for=ready", "--hash", &h4, "--timeout", "90s"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&h4[..12]), "{out}");
+    let (code, _, err) = wait(&["--for=ready", "--hash", "xyz"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("expected a SHA-256"), "{err}");
 }
 
 /// `staticlet images prune` keeps tagged images; `--all` removes every unused one.
@@ -570,4 +656,51 @@ fn validate_refuses_after_cycles_and_unknown_names() {
     ] {
         assert!(stdout.contains(want), "{want:?} not in {stdout}");
     }
+}
+
+/// `staticlet images import` refuses a decompression bomb over `--max-layer-size`, naming the
+/// image and the entry, and keeps nothing of it; within the default limits it imports.
+#[test]
+fn images_import_applies_the_layer_limits() {
+    use staticlet_images::testutil::{write_docker_archive, Layer, LayerBuilder, TestImage};
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("bomb.tar");
+    let layer = Layer::gzip(
+        LayerBuilder::new()
+            .file("zeros", &vec![0u8; 4 << 20], 0o644)
+            .build(),
+    );
+    let arch = staticlet_images::Platform::host().architecture;
+    let image = TestImage::new(&arch, serde_json::json!({}), vec![layer]);
+    write_docker_archive(&archive, &[(&["bomb:1"], &image)], false).unwrap();
+    let root = dir.path().join("root");
+    let out = bin()
+        .args(["images", "import", "--max-layer-size", "1Mi", "--root-dir"])
+        .arg(&root)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for s in ["bomb:1", "layer size limit of 1048576", "\"zeros\""] {
+        assert!(stderr.contains(s), "{s:?} not in {stderr}");
+    }
+    assert_eq!(
+        std::fs::read_dir(root.join("images/blobs/sha256"))
+            .unwrap()
+            .count(),
+        0,
+        "nothing of the refused image is kept"
+    );
+    let out = bin()
+        .args(["images", "import", "--root-dir"])
+        .arg(&root)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

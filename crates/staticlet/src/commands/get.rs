@@ -148,6 +148,15 @@ fn manifests_table(v: &serde_json::Value, now: std::time::SystemTime) -> String 
             (None, true) => "Cached".into(),
             (None, false) => "Applied".into(),
         };
+        // A rollout in progress or rolled back says more than "Applied".
+        let status = match m["rollout"]["state"].as_str() {
+            Some("rolledBack") if m["error"].is_null() => format!(
+                "RolledBack: {}",
+                m["rollout"]["message"].as_str().unwrap_or_default()
+            ),
+            Some("progressing") if m["error"].is_null() => "Progressing".into(),
+            _ => status,
+        };
         let applied = m["lastApplied"]
             .as_str()
             .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
@@ -172,4 +181,29 @@ fn manifests_table(v: &serde_json::Value, now: std::time::SystemTime) -> String 
         ]);
     }
     client::format_table(&rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_table_shows_rollouts() {
+        let v = serde_json::json!({"items": [
+            {"source": "file", "origin": "/m/a.yaml", "pods": ["default/a-n"], "stale": false,
+             "rollout": {"state": "rolledBack", "message": "rolled back from b to a: not Ready within 5m0s: container app exited with code 1 (Error)"}},
+            {"source": "file", "origin": "/m/b.yaml", "pods": ["default/b-n"], "stale": false,
+             "rollout": {"state": "progressing"}},
+            {"source": "file", "origin": "/m/c.yaml", "pods": ["default/c-n"], "stale": false,
+             "rollout": {"state": "steady"}},
+        ]});
+        let t = manifests_table(&v, std::time::SystemTime::UNIX_EPOCH);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[1].contains("RolledBack: rolled back from b to a: not Ready within 5m0s"),
+            "{t}"
+        );
+        assert!(lines[2].contains("Progressing"), "{t}");
+        assert!(lines[3].contains("Applied"), "{t}");
+    }
 }

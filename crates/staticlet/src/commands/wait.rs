@@ -1,5 +1,9 @@
 //! `staticlet wait`: polls the agent until a pod's condition, phase or deletion (kubectl's
-//! syntax).
+//! syntax), or until a manifest's version (by content hash) is applied, Ready or rolled back.
+//!
+//! Exit codes: 0 when the wait is over, 1 on a timeout (naming what was last seen), 2 when what
+//! is waited for can no longer happen (the version was rolled back while waiting for it to be
+//! Ready, it does not validate, or it became Ready while waiting for a rollback).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,17 +15,22 @@ use crate::client;
 
 #[derive(clap::Args)]
 pub struct WaitArgs {
-    /// `pod` (or `pods`).
+    /// `pod` (or `pods`), or `manifest`.
     resource: String,
-    /// The pod's name (`<name>-<node>`).
+    /// The pod's name (`<name>-<node>`), or the manifest file.
     name: String,
     /// Namespace of the pod.
     #[arg(short, long, default_value = "default")]
     namespace: String,
-    /// `condition=Ready` (any condition type, `=false` for False), `delete`, or
-    /// `jsonpath={.status.phase}=Running`.
+    /// Pods: `condition=Ready` (any condition type, `=false` for False), `delete`, or
+    /// `jsonpath={.status.phase}=Running`. Manifests: `applied` (handed to the pod manager),
+    /// `ready` (its pod Ready), or `rolledback`.
     #[arg(long = "for")]
     for_: String,
+    /// Manifests: the SHA-256 of the version to wait for (`sha256sum FILE`); by default the
+    /// file's content now.
+    #[arg(long, value_name = "SHA256")]
+    hash: Option<String>,
     /// Give up after this long (Go duration syntax); exit code 1 then.
     #[arg(long, default_value = "30s", value_parser = staticlet_manifest::duration::parse_go_duration)]
     timeout: Duration,
@@ -85,12 +94,190 @@ fn wait_satisfied(pod: Option<&serde_json::Value>, want: &WaitFor) -> bool {
     }
 }
 
+/// What `staticlet wait manifest` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ManifestWait {
+    Applied,
+    Ready,
+    RolledBack,
+}
+
+impl ManifestWait {
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "applied" => Self::Applied,
+            "ready" => Self::Ready,
+            "rolledback" | "rolled-back" => Self::RolledBack,
+            _ => bail!("--for={s}: expected applied, ready or rolledback for a manifest"),
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Ready => "ready",
+            Self::RolledBack => "rolled back",
+        }
+    }
+}
+
+/// Where a manifest wait stands.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Done; the line to print.
+    Done(String),
+    /// It can no longer happen; why.
+    Failed(String),
+    /// Not yet; what the record shows now.
+    Pending(String),
+}
+
+fn short(h: &str) -> &str {
+    &h[..h.len().min(12)]
+}
+
+/// What a manifest record (`/manifests` item, `None`: the agent has none for the file) says
+/// about the version `hash`.
+fn manifest_verdict(rec: Option<&serde_json::Value>, want: ManifestWait, hash: &str) -> Verdict {
+    let Some(r) = rec else {
+        return Verdict::Pending("the agent has no record of the file".into());
+    };
+    let h = |k: &str| r[k]["hash"].as_str();
+    let rollout = &r["rollout"];
+    let rolled_back = rollout["state"] == "rolledBack" && rollout["rolledBackFrom"] == hash;
+    let reason = rollout["message"].as_str().unwrap_or("rolled back");
+    let v = short(hash);
+    if rolled_back {
+        return match want {
+            ManifestWait::RolledBack => Verdict::Done(format!("version {v} rolled back: {reason}")),
+            ManifestWait::Applied => Verdict::Done(format!("version {v} applied (since {reason})")),
+            ManifestWait::Ready => {
+                Verdict::Failed(format!("version {v} will not be Ready: {reason}"))
+            }
+        };
+    }
+    if h("ready") == Some(hash) {
+        return match want {
+            ManifestWait::RolledBack => {
+                Verdict::Failed(format!("version {v} is Ready: it is not rolled back"))
+            }
+            _ => Verdict::Done(format!("version {v} {}", want.as_str())),
+        };
+    }
+    if h("applied") == Some(hash) && want == ManifestWait::Applied {
+        return Verdict::Done(format!("version {v} applied"));
+    }
+    if h("seen") == Some(hash) && h("applied") != Some(hash) {
+        if let Some(e) = r["error"].as_str() {
+            return Verdict::Failed(format!("version {v} is not applied: {e}"));
+        }
+    }
+    let mut seen = Vec::new();
+    for k in ["seen", "applied", "ready"] {
+        if let Some(x) = h(k) {
+            seen.push(format!("{k} {}", short(x)));
+        }
+    }
+    if let Some(s) = rollout["state"].as_str() {
+        seen.push(format!("rollout {s}"));
+    }
+    if let Some(e) = r["error"].as_str() {
+        seen.push(format!("error: {}", e.lines().next().unwrap_or_default()));
+    }
+    Verdict::Pending(if seen.is_empty() {
+        "nothing yet".into()
+    } else {
+        seen.join(", ")
+    })
+}
+
+/// The `/manifests` item of `file` (its path as the agent names it: absolute, symlinks not
+/// resolved; else the same file).
+fn find_record<'a>(
+    items: &'a serde_json::Value,
+    file: &std::path::Path,
+) -> Option<&'a serde_json::Value> {
+    let items = items["items"].as_array()?;
+    let abs = std::path::absolute(file).ok()?;
+    items
+        .iter()
+        .find(|r| r["source"] == "file" && r["origin"].as_str() == abs.to_str())
+        .or_else(|| {
+            let canon = std::fs::canonicalize(file).ok()?;
+            items.iter().find(|r| {
+                r["source"] == "file"
+                    && r["origin"]
+                        .as_str()
+                        .and_then(|o| std::fs::canonicalize(o).ok())
+                        .is_some_and(|c| c == canon)
+            })
+        })
+}
+
+async fn wait_manifest(args: WaitArgs) -> Result<ExitCode> {
+    let want = ManifestWait::parse(&args.for_)?;
+    let file = PathBuf::from(&args.name);
+    let hash = match &args.hash {
+        Some(h) => {
+            let h = h.trim().to_ascii_lowercase();
+            if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                bail!("--hash {h:?}: expected a SHA-256 in hex (64 digits, as sha256sum prints)");
+            }
+            h
+        }
+        None => {
+            let data = std::fs::read(&file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            staticlet_manifest::content_hash(&data)
+        }
+    };
+    let server = client::Server::resolve(args.server.as_deref(), &args.root_dir)?;
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    let what = format!("manifest {} version {}", file.display(), short(&hash));
+    loop {
+        let (code, body) = server.get("/manifests").await?;
+        if code != 200 {
+            bail!(
+                "the agent answered {code}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let items: serde_json::Value = serde_json::from_slice(&body)?;
+        match manifest_verdict(find_record(&items, &file), want, &hash) {
+            Verdict::Done(msg) => {
+                println!("manifest {}: {msg}", file.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            Verdict::Failed(msg) => {
+                eprintln!("error: manifest {}: {msg}", file.display());
+                return Ok(ExitCode::from(2));
+            }
+            Verdict::Pending(last) => {
+                if tokio::time::Instant::now() >= deadline {
+                    eprintln!(
+                        "error: timed out waiting for {what} to be {}; last seen: {last}",
+                        want.as_str()
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub async fn wait(args: WaitArgs) -> Result<ExitCode> {
+    if matches!(args.resource.as_str(), "manifest" | "manifests") {
+        return wait_manifest(args).await;
+    }
     if !matches!(args.resource.as_str(), "pod" | "pods" | "po") {
         bail!(
-            "unknown resource {:?}: only pods can be waited for",
+            "unknown resource {:?}: only pods and manifests can be waited for",
             args.resource
         );
+    }
+    if args.hash.is_some() {
+        bail!("--hash is for manifests");
     }
     let want = parse_wait_for(&args.for_)?;
     let server = client::Server::resolve(args.server.as_deref(), &args.root_dir)?;
@@ -118,6 +305,68 @@ pub async fn wait(args: WaitArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifest_verdicts() {
+        use serde_json::json;
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let steady_ready_a = json!({"seen": {"hash": a}, "applied": {"hash": a}, "ready": {"hash": a},
+            "running": a, "rollout": {"state": "steady"}});
+        let progressing_b = json!({"seen": {"hash": b}, "applied": {"hash": b}, "ready": {"hash": a},
+            "running": b, "rollout": {"state": "progressing"}});
+        let rolled_back_b = json!({"seen": {"hash": b}, "applied": {"hash": b}, "ready": {"hash": a},
+            "running": a, "rollout": {"state": "rolledBack", "rolledBackFrom": b, "rolledBackTo": a,
+            "message": "rolled back from bbbbbbbbbbbb to aaaaaaaaaaaa: not Ready within 1m0s: container app exited with code 1 (Error)"}});
+        let invalid_b = json!({"seen": {"hash": b}, "applied": {"hash": a}, "ready": {"hash": a},
+            "running": a, "error": "spec.containers[0].image: Required value", "stale": true,
+            "rollout": {"state": "steady"}});
+        use ManifestWait::*;
+        use Verdict::*;
+        let cases: Vec<(&str, Option<&serde_json::Value>, ManifestWait, &str, Verdict)> = vec![
+            ("no record", None, Ready, &a, Pending("the agent has no record of the file".into())),
+            ("ready", Some(&steady_ready_a), Ready, &a, Done("version aaaaaaaaaaaa ready".into())),
+            ("ready is applied", Some(&steady_ready_a), Applied, &a, Done("version aaaaaaaaaaaa applied".into())),
+            ("ready is not rolled back", Some(&steady_ready_a), RolledBack, &a,
+                Failed("version aaaaaaaaaaaa is Ready: it is not rolled back".into())),
+            ("progressing: applied", Some(&progressing_b), Applied, &b, Done("version bbbbbbbbbbbb applied".into())),
+            ("progressing: not ready yet", Some(&progressing_b), Ready, &b,
+                Pending("seen bbbbbbbbbbbb, applied bbbbbbbbbbbb, ready aaaaaaaaaaaa, rollout progressing".into())),
+            ("rolled back while waiting for ready", Some(&rolled_back_b), Ready, &b,
+                Failed("version bbbbbbbbbbbb will not be Ready: rolled back from bbbbbbbbbbbb to aaaaaaaaaaaa: not Ready within 1m0s: container app exited with code 1 (Error)".into())),
+            ("rolled back", Some(&rolled_back_b), RolledBack, &b,
+                Done("version bbbbbbbbbbbb rolled back: rolled back from bbbbbbbbbbbb to aaaaaaaaaaaa: not Ready within 1m0s: container app exited with code 1 (Error)".into())),
+            ("the good version after a rollback is still Ready", Some(&rolled_back_b), Ready, &a,
+                Done("version aaaaaaaaaaaa ready".into())),
+            ("invalid content", Some(&invalid_b), Applied, &b,
+                Failed("version bbbbbbbbbbbb is not applied: spec.containers[0].image: Required value".into())),
+            ("another version", Some(&steady_ready_a), Applied, &b,
+                Pending("seen aaaaaaaaaaaa, applied aaaaaaaaaaaa, ready aaaaaaaaaaaa, rollout steady".into())),
+        ];
+        for (name, rec, want, hash, verdict) in cases {
+            assert_eq!(manifest_verdict(rec, want, hash), verdict, "{name}");
+        }
+        assert!(ManifestWait::parse("Ready").is_ok());
+        assert!(ManifestWait::parse("rolled-back").is_ok());
+        assert!(ManifestWait::parse("condition=Ready").is_err());
+    }
+
+    #[test]
+    fn records_are_found_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("web.yaml");
+        std::fs::write(&file, "x").unwrap();
+        let items = serde_json::json!({"items": [
+            {"source": "http", "origin": "http://h/pods"},
+            {"source": "file", "origin": file.to_str().unwrap(), "seen": {"hash": "h"}},
+        ]});
+        assert_eq!(find_record(&items, &file).unwrap()["seen"]["hash"], "h");
+        // Through a symlinked directory.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        assert!(find_record(&items, &link.join("web.yaml")).is_some());
+        assert!(find_record(&items, &dir.path().join("other.yaml")).is_none());
+    }
 
     #[test]
     fn wait_for_syntax() {

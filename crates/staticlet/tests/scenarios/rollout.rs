@@ -2,7 +2,7 @@
 //! never passes is rolled back to the last Ready version, also across an agent restart; a good
 //! edit is applied. The versions are told apart by their content hash in `/manifests`.
 
-use crate::common::{condition, Env};
+use crate::common::{bin, condition, Env};
 
 on_both_backends!(
     failing_updates_are_rolled_back,
@@ -155,8 +155,29 @@ fn failing_updates_are_rolled_back(env: &mut Env) {
     wait_pod_ready(env, &uid1);
 }
 
+/// `staticlet wait manifest web.yaml ARGS`: its exit code and output.
+fn wait_manifest(env: &Env, args: &[&str]) -> (Option<i32>, String) {
+    let out = bin()
+        .args(["wait", "manifest"])
+        .arg(env.path("manifests").join("web.yaml"))
+        .args(args)
+        .arg("--root-dir")
+        .arg(env.root())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// A rollout in progress when the agent is killed, whose deadline passes while it is down, is
-/// rolled back as soon as the agent is back; then a good edit is applied and recorded Ready.
+/// rolled back as soon as the agent is back; then a good edit is applied and recorded Ready,
+/// which `staticlet wait manifest` acknowledges by content hash.
 fn rollback_survives_an_agent_restart_and_a_good_edit_applies(env: &mut Env) {
     let flags = ["--rollout-ready-deadline".to_string(), "20s".to_string()];
     let v1 = web(env, "", RUNS, "");
@@ -188,11 +209,26 @@ fn rollback_survives_an_agent_restart_and_a_good_edit_applies(env: &mut Env) {
     );
     assert!(msg.contains("not Ready within 20s"), "{msg}");
     wait_pod_ready(env, &uid1);
+    let (code, out) = wait_manifest(
+        env,
+        &["--for=rolledback", "--hash", &h2, "--timeout", "10s"],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = wait_manifest(env, &["--for=ready", "--hash", &h2, "--timeout", "10s"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("will not be Ready: rolled back from"), "{out}");
 
     // A good edit is applied and becomes the version recorded as Ready.
     let v3 = web(env, "", "echo v3; while true; do sleep 1; done", "");
     let h3 = write(env, &v3);
-    wait_ready_hash(env, "v3 Ready", &h3, 120);
+    // Without --hash: the file's content now, i.e. v3.
+    let (code, out) = wait_manifest(env, &["--for=ready", "--timeout", "120s"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("version {} ready", &h3[..12])),
+        "{out}"
+    );
+    wait_ready_hash(env, "v3 Ready", &h3, 10);
     let r = record(env).unwrap();
     assert_eq!(r["rollout"]["state"], "steady");
     assert_eq!(r["applied"]["hash"], h3.as_str());
