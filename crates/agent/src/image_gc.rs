@@ -275,12 +275,17 @@ pub async fn run(
         return;
     }
     let mut gc = ImageGc::default();
-    let mut tick = tokio::time::interval(GC_PERIOD);
+    // The first collection one period after start, and only once every pod source has been
+    // read: before that, the images of wanted pods are not known yet.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + GC_PERIOD, GC_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if !desired.borrow().all_sources_seen {
+            continue;
         }
         let usage = match DiskUsage::of(&dir) {
             Ok(u) => u,
