@@ -137,17 +137,7 @@ fn find<'a>(desired: &'a DesiredPods, namespace: &str, name: &str) -> Option<&'a
             .values()
             .find(|p| p.namespace == namespace && f(p))
     };
-    by(&|p| p.name == name)
-        .or_else(|| by(&|p| p.name.strip_suffix(&format!("-{}", node_of(p))) == Some(name)))
-}
-
-/// The node suffix of a static pod's name (`<name>-<node>`), from its manifest name.
-fn node_of(p: &StaticPod) -> String {
-    p.pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .unwrap_or_default()
+    by(&|p| p.name == name).or_else(|| by(&|p| crate::ordering::manifest_name(p) == name))
 }
 
 /// Runs the filter until `stop`; see the module documentation.
