@@ -129,7 +129,17 @@ fn start_with(
 }
 
 fn pod(name: &str, spec: &str) -> Arc<StaticPod> {
-    let m = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{spec}");
+    annotated_pod(name, "", spec)
+}
+
+/// [`pod`] with `annotations` (YAML lines under `metadata.annotations`, indented by four).
+fn annotated_pod(name: &str, annotations: &str, spec: &str) -> Arc<StaticPod> {
+    let meta = if annotations.is_empty() {
+        String::new()
+    } else {
+        format!("  annotations:\n{annotations}")
+    };
+    let m = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n{meta}spec:\n{spec}");
     Arc::new(
         staticlet_manifest::load(m.as_bytes(), &Origin::File(format!("/m/{name}.yaml")), "n")
             .unwrap(),
@@ -268,9 +278,10 @@ async fn per_pod_back_off_from_annotations() {
     rt.script("app", Script::exits(Duration::from_secs(1), 1));
     rt.script("other", Script::exits(Duration::from_secs(1), 1));
     let h = start(&rt, clock);
-    let m = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: quick\n  annotations:\n    staticlet.io/backoff-initial: 2s\n    staticlet.io/backoff-max: 8s\nspec:\n  containers:\n  - {name: app, image: busybox}\n";
-    let quick = Arc::new(
-        staticlet_manifest::load(m.as_bytes(), &Origin::File("/m/quick.yaml".into()), "n").unwrap(),
+    let quick = annotated_pod(
+        "quick",
+        "    staticlet.io/backoff-initial: 2s\n    staticlet.io/backoff-max: 8s\n",
+        "  containers:\n  - {name: app, image: busybox}\n",
     );
     let plain = pod(
         "plain",
@@ -577,16 +588,10 @@ async fn after_annotation_orders_starts() {
     let clock = Clock::new();
     let rt = FakeRuntime::new(clock);
     let mut h = start(&rt, clock);
-    let load = |name: &str, extra: &str| {
-        let m = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n{extra}spec:\n  containers:\n  - name: c\n    image: b\n    readinessProbe:\n      exec: {{command: [ready]}}\n      periodSeconds: 1\n");
-        Arc::new(
-            staticlet_manifest::load(m.as_bytes(), &Origin::File(format!("/m/{name}.yaml")), "n")
-                .unwrap(),
-        )
-    };
-    let etcd = load("etcd", "");
-    let api = load("api", "  annotations:\n    staticlet.io/after: etcd\n");
-    let lost = load("lost", "  annotations:\n    staticlet.io/after: nope\n");
+    let spec = "  containers:\n  - name: c\n    image: b\n    readinessProbe:\n      exec: {command: [ready]}\n      periodSeconds: 1\n";
+    let etcd = annotated_pod("etcd", "", spec);
+    let api = annotated_pod("api", "    staticlet.io/after: etcd\n", spec);
+    let lost = annotated_pod("lost", "    staticlet.io/after: nope\n", spec);
     // etcd's readiness probe fails until the test lets it pass.
     rt.exec_script("c", [], staticlet_runtime::fake::ExecReply::code(1));
     h.set(vec![etcd.clone(), api.clone(), lost.clone()]).await;
