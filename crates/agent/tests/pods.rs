@@ -411,6 +411,11 @@ async fn node_shutdown_waits_no_longer_than_each_groups_period() {
         phase(v, &stuck.uid).as_deref() == Some("Running")
     })
     .await;
+    // The runtime takes 10 minutes to stop it: only the group's period ends the wait.
+    rt.delay(
+        staticlet_runtime::fake::Op::StopContainer,
+        Duration::from_secs(600),
+    );
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let asked = clock.now();
     events
