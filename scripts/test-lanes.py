@@ -9,8 +9,8 @@ lanes are fixed so that tests that cannot share the machine never overlap:
 - lane "cluster": the tests that run a real control plane or the agent's fixed ports (kubeadm's
   etcd on 2379-2381, the kubelet ports 10248/10250), one after the other;
 - lane "node": everything else (each of those binaries uses only its own temporary directories,
-  free ports and names), longest first; once the cluster lane is done it takes the shortest of
-  these that are left, so both lanes end together.
+  free ports and names), longest first (the scenarios as two items, one per runtime); once the
+  cluster lane is done it takes the next of these too, so both lanes end together.
 
 Each binary runs from its package's directory, as cargo runs it; its output goes to
 target/test-logs/<package>.<target>.log and is printed in full when it fails. Prints a timing
@@ -37,6 +37,9 @@ CLUSTER = [
 ]
 # Known long binaries of the "node" lane, run first so the lanes end together.
 NODE_FIRST = ["scenarios", "crash", "cli", "e2e"]
+# Binaries run as several items, one per test name filter (the scenarios binary runs every
+# scenario on both runtimes: one item per runtime).
+SPLIT = {"scenarios": ["::embedded::", "::containerd::"]}
 
 
 def binaries(stream):
@@ -72,22 +75,25 @@ def binaries(stream):
 
 
 def run_lane(name, items, shared, args, logdir, results, lock):
-    """Runs `items` in order, then takes from `shared` (the node lane's queue, safe beside
-    anything): the node lane from its front (longest first), the cluster lane from its back."""
+    """Runs `items` in order, then takes from `shared` (the node lane's queue, longest first,
+    safe beside anything) until it is empty."""
     items = list(items)
     while True:
         with lock:
             if items:
                 b = items.pop(0)
             elif shared:
-                b = shared.pop(0) if name == "node" else shared.pop()
+                b = shared.pop(0)
             else:
                 return
-        label = f"{b['package']} {b['kind']} {b['target']}"
-        log = os.path.join(logdir, f"{b['package']}.{b['target']}.log")
+        flt = b.get("filter")
+        label = f"{b['package']} {b['kind']} {b['target']}" + (f" {flt}" if flt else "")
+        part = f".{flt.strip(':')}" if flt else ""
+        log = os.path.join(logdir, f"{b['package']}.{b['target']}{part}.log")
         t0 = time.monotonic()
+        cmd = [b["exe"], *args, *([flt] if flt else [])]
         with open(log, "wb") as f:
-            rc = subprocess.call([b["exe"], *args], cwd=b["cwd"], stdout=f, stderr=subprocess.STDOUT)
+            rc = subprocess.call(cmd, cwd=b["cwd"], stdout=f, stderr=subprocess.STDOUT)
         dt = time.monotonic() - t0
         with lock:
             results.append((label, name, dt, rc, log))
@@ -113,7 +119,12 @@ def main():
     cluster = sorted(
         (b for b in bins if b["target"] in CLUSTER), key=lambda b: CLUSTER.index(b["target"])
     )
-    rest = [b for b in bins if b["target"] not in CLUSTER]
+    rest = []
+    for b in bins:
+        if b["target"] in CLUSTER:
+            continue
+        filters = SPLIT.get(b["target"]) if b["kind"] == "test" else None
+        rest.extend([dict(b, filter=f) for f in filters] if filters else [b])
     first = [b for t in NODE_FIRST for b in rest if b["target"] == t and b["kind"] == "test"]
     node = first + [b for b in rest if b not in first]
 
