@@ -12,6 +12,9 @@
 //!   not applied), `staticlet_manifests_stale` (running a previous good version);
 //! - with `--kubeconfig`: `staticlet_cluster_reachable` 0/1, `staticlet_mirror_pods`,
 //!   `staticlet_mirror_errors`;
+//! - `staticlet_relist_found_exits_total`: container exits the pod workers found only through
+//!   the periodic relist, for which the runtime sent no event in time (0 when the runtime's
+//!   events work: each such exit waited up to a relist period, 1 s, to be restarted);
 //! - `container_cpu_usage_seconds_total{namespace,pod,container}` and
 //!   `container_memory_working_set_bytes{...}`: kubelet's resource metrics names, from the
 //!   runtime's container stats.
@@ -54,6 +57,7 @@ pub struct Input<'a> {
     pub cluster: &'a ClusterView,
     /// The runtime's stats of staticlet's containers (empty if it could not be asked).
     pub stats: &'a [ContainerStats],
+    pub counters: &'a crate::pod_workers::WorkerCounters,
 }
 
 /// The Prometheus text exposition of `input`.
@@ -172,6 +176,19 @@ pub fn render(input: &Input<'_>) -> String {
         "staticlet_manifests_stale",
         "Manifests whose pods run a previous good version",
         input.manifests.iter().filter(|m| m.stale).count() as i64,
+    );
+
+    let found: Counter = Counter::default();
+    found.inc_by(
+        input
+            .counters
+            .relist_found_exits
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    reg.register(
+        "staticlet_relist_found_exits",
+        "Container exits found by the periodic relist because the runtime sent no event in time",
+        found,
     );
 
     let c = input.cluster;

@@ -111,6 +111,9 @@ fn renders_pods_containers_manifests_cluster_and_usage() {
         },
         cluster: &cluster,
         stats: &stats,
+        counters: &crate::pod_workers::WorkerCounters {
+            relist_found_exits: 2.into(),
+        },
     });
     for want in [
         "staticlet_build_info{version=\"0.1.0\"} 1",
@@ -124,6 +127,7 @@ fn renders_pods_containers_manifests_cluster_and_usage() {
         "staticlet_manifests_stale 1",
         "staticlet_cluster_reachable 1",
         "staticlet_mirror_pods 1",
+        "staticlet_relist_found_exits_total 2",
         "container_cpu_usage_seconds_total{namespace=\"edge\",pod=\"web-n1\",container=\"app\"} 1.5",
         "container_memory_working_set_bytes{namespace=\"edge\",pod=\"web-n1\",container=\"app\"} 4096",
         "# EOF",
@@ -142,6 +146,7 @@ fn no_cluster_metrics_when_standalone() {
         readiness: &Readiness::default(),
         cluster: &ClusterView::default(),
         stats: &[],
+        counters: &Default::default(),
     });
     assert!(!text.contains("staticlet_mirror_pods"), "{text}");
     assert!(text.contains("staticlet_sources_seen 0"), "{text}");
