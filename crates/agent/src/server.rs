@@ -261,6 +261,7 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
         cluster: &s.cluster.borrow().clone(),
         stats: &stats,
         counters: &s.counters,
+        process: crate::metrics::ProcessStats::read(),
     });
     (
         [(
