@@ -135,8 +135,31 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
 }
 
 /// The cgroup hierarchies mounted in this process's mount namespace, from `mountinfo` (normally
-/// [`MOUNTINFO`]).
+/// [`MOUNTINFO`]), read once per file and process: they do not change while the agent runs, and
+/// reading `/proc/self/mountinfo` costs a lot on a node with many container mounts (and holds the
+/// kernel's namespace lock every mount and unmount needs). Nothing is kept while none is mounted.
 pub fn hierarchies(mountinfo: &Path) -> io::Result<Vec<Hierarchy>> {
+    type Cache = std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Vec<Hierarchy>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(h) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(mountinfo)
+    {
+        return Ok(h.clone());
+    }
+    let h = read_hierarchies(mountinfo)?;
+    if !h.is_empty() {
+        cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(mountinfo.to_path_buf(), h.clone());
+    }
+    Ok(h)
+}
+
+fn read_hierarchies(mountinfo: &Path) -> io::Result<Vec<Hierarchy>> {
     let text = std::fs::read_to_string(mountinfo)
         .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", mountinfo.display())))?;
     Ok(parse_mountinfo(&text))

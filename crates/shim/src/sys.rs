@@ -204,6 +204,7 @@ pub fn kill_session(sid: i32) -> usize {
     n
 }
 
+#[derive(Clone)]
 struct CgroupMount {
     /// Controllers of a v1 hierarchy (`memory`, `name=systemd`, ...); `None` for cgroup2.
     controllers: Option<BTreeSet<String>>,
@@ -211,7 +212,23 @@ struct CgroupMount {
     mount_point: PathBuf,
 }
 
+/// The cgroup hierarchies mounted here, read once per process: they do not change while the
+/// agent runs, and reading `mountinfo` costs a lot on a node with many container mounts (and
+/// holds the kernel's namespace lock that every mount and unmount needs). Nothing is kept
+/// while none is mounted.
 fn cgroup_mounts() -> io::Result<Vec<CgroupMount>> {
+    static MOUNTS: std::sync::OnceLock<Vec<CgroupMount>> = std::sync::OnceLock::new();
+    if let Some(m) = MOUNTS.get() {
+        return Ok(m.clone());
+    }
+    let m = read_cgroup_mounts()?;
+    if !m.is_empty() {
+        let _ = MOUNTS.set(m.clone());
+    }
+    Ok(m)
+}
+
+fn read_cgroup_mounts() -> io::Result<Vec<CgroupMount>> {
     let info = fs::read_to_string("/proc/self/mountinfo")?;
     let mut mounts = Vec::new();
     for line in info.lines() {
