@@ -33,7 +33,7 @@ use serde_json::Value;
 #[path = "common/control_plane.rs"]
 mod control_plane;
 
-use control_plane::{host_ip, ready, text, Node, COMPONENTS};
+use control_plane::{annotation, container_id, host_ip, ready, text, Node, COMPONENTS};
 
 const NODE: &str = "kubeadm-e2e";
 
@@ -42,6 +42,32 @@ const IGNORED_PREFLIGHT: [(&str, &str); 1] = [(
     "KubeletVersion",
     "kubeadm runs a `kubelet` binary to read its version; the node agent here is staticlet",
 )];
+
+/// The health checks of `kubeadm upgrade plan` and `apply` (`phases/upgrade/health.go`) that
+/// cannot pass on a staticlet node, each with the reason. kubeadm still runs an ignored check
+/// (it only turns its error into a warning): CreateJob waits its full 15 s for the Job.
+const IGNORED_UPGRADE_PREFLIGHT: [(&str, &str); 1] = [(
+    "CreateJob",
+    "it runs a Job and waits for its pod to complete on a schedulable node; the only node is \
+     staticlet's, which runs static pods only (the pod, bound here, gets a StaticPodsOnly event)",
+)];
+
+/// The argument the upgrade adds to the scheduler (`scheduler.extraArgs`).
+const UPGRADE_ARG: (&str, &str) = ("profiling", "false");
+
+/// `cluster` (the ClusterConfiguration kubeadm uploaded, v1beta4 YAML) with `--name=value`
+/// in the scheduler's `extraArgs` (a list of `{name, value}` in v1beta4).
+fn with_scheduler_arg(cluster: &str, name: &str, value: &str) -> String {
+    let empty = "\nscheduler: {}\n";
+    assert!(
+        cluster.contains(empty),
+        "no empty scheduler section in the ClusterConfiguration:\n{cluster}"
+    );
+    cluster.replace(
+        empty,
+        &format!("\nscheduler:\n  extraArgs:\n  - name: {name}\n    value: \"{value}\"\n"),
+    )
+}
 
 /// The agent as kubeadm's systemd drop-in runs it.
 fn start_agent(node: &mut Node) {
@@ -52,6 +78,43 @@ fn start_agent(node: &mut Node) {
         // systemd's `EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env`.
         "--kubeadm-flags-env=/var/lib/kubelet/kubeadm-flags.env",
     ]);
+}
+
+/// Runs `kubeadm args...` in the node's namespace to its end (at most `secs`), its output in
+/// the node's file `log`: its status and output.
+fn run_kubeadm(
+    node: &Node,
+    log: &str,
+    args: &[&str],
+    secs: u64,
+) -> (std::process::ExitStatus, String) {
+    let log = node.path(log);
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = node
+        .ns(node.bin.join("kubeadm"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t0.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kubeadm {args:?} did not finish in {secs} s:\n{}\n--- agent log tail:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                node.tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
 fn has_taint(n: &Value, key: &str, effect: &str) -> bool {
@@ -328,6 +391,187 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         has_taint(&n, "node-role.kubernetes.io/control-plane", "NoSchedule"),
         "{n}"
     );
+
+    // 5. `kubeadm upgrade apply` to the same release after a change of the cluster's
+    //    configuration (kubeadm's documented reconfiguration path): the scheduler gets an extra
+    //    argument in the ClusterConfiguration of the `kubeadm-config` ConfigMap, kubeadm
+    //    regenerates the four manifests, and replaces only the one that differs. What kubeadm
+    //    does, per component (`phases/upgrade/staticpods.go`, `upgradeComponent`): a manifest
+    //    equal to the running one is skipped before anything else (no certificate renewal, no
+    //    move; etcd is moved only when the API server's manifest changes too), so under kubelet
+    //    as here etcd, the API server and the controller-manager are not restarted; the
+    //    scheduler's kubeconfig certificate is renewed, its manifest moved to the backup
+    //    directory and the new one moved in, and kubeadm waits for its mirror's
+    //    `kubernetes.io/config.hash` to change and for its pod to be Running. admin.conf and
+    //    super-admin.conf are renewed at the end (no pod reads them).
+    let out = node.kubectl(&[
+        "create",
+        "configmap",
+        "upgrade-survivor",
+        "-n",
+        "default",
+        "--from-literal=written=before-upgrade",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before: Vec<(String, String)> = COMPONENTS
+        .iter()
+        .map(|c| {
+            let m = node.mirror(c).unwrap();
+            let local = node.local(c).unwrap();
+            (
+                annotation(&m, "kubernetes.io/config.hash").to_string(),
+                container_id(&local),
+            )
+        })
+        .collect();
+    let kubelet_config = node.path("varlib-upper/kubelet/config.yaml");
+    let kubelet_config_before = std::fs::read(&kubelet_config).unwrap();
+    let cm = node
+        .kubectl_json(&["get", "configmap", "kubeadm-config", "-n", "kube-system"])
+        .unwrap();
+    let cluster_config = cm["data"]["ClusterConfiguration"].as_str().unwrap();
+    let changed = with_scheduler_arg(cluster_config, UPGRADE_ARG.0, UPGRADE_ARG.1);
+    let patch = serde_json::json!({ "data": { "ClusterConfiguration": changed } }).to_string();
+    let out = node.kubectl(&[
+        "patch",
+        "configmap",
+        "kubeadm-config",
+        "-n",
+        "kube-system",
+        "--type",
+        "merge",
+        "-p",
+        &patch,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ignore = IGNORED_UPGRADE_PREFLIGHT
+        .iter()
+        .map(|(check, _)| *check)
+        .collect::<Vec<_>>()
+        .join(",");
+    let ignore = format!("--ignore-preflight-errors={ignore}");
+    let t_plan = Instant::now();
+    let plan = run_kubeadm(
+        &node,
+        "kubeadm-upgrade-plan.log",
+        &["upgrade", "plan", &version, &ignore],
+        300,
+    );
+    timings.push(("kubeadm upgrade plan".into(), t_plan.elapsed()));
+    assert!(
+        plan.0.success(),
+        "kubeadm upgrade plan failed ({}):\n{}\n--- agent log tail:\n{}",
+        plan.0,
+        plan.1,
+        node.tail()
+    );
+    let t_apply = Instant::now();
+    let (status, out) = run_kubeadm(
+        &node,
+        "kubeadm-upgrade-apply.log",
+        &["upgrade", "apply", &version, "--yes", &ignore],
+        600,
+    );
+    let t_apply = t_apply.elapsed();
+    assert!(
+        status.success()
+            && out.contains(&format!(
+                "[upgrade] SUCCESS! A control plane node of your cluster was upgraded to \"{version}\"."
+            )),
+        "kubeadm upgrade apply failed ({status}):\n{out}\n--- agent log tail:\n{}",
+        node.tail()
+    );
+    timings.push(("kubeadm upgrade apply (scheduler changed)".into(), t_apply));
+    node.assert_host_untouched();
+    let flag = format!("--{}={}", UPGRADE_ARG.0, UPGRADE_ARG.1);
+    // The new manifest, the old one in kubeadm's backup directory.
+    let manifest =
+        std::fs::read_to_string(node.etc("kubernetes/manifests/kube-scheduler.yaml")).unwrap();
+    assert!(manifest.contains(&flag), "{manifest}");
+    let backups: Vec<_> = std::fs::read_dir(node.etc("kubernetes/tmp"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("kubeadm-backup-manifests-"))
+        })
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    let old = std::fs::read_to_string(backups[0].join("kube-scheduler.yaml")).unwrap();
+    assert!(!old.contains(&flag), "{old}");
+    // The scheduler runs the new manifest: a new UID, its mirror carries it and is Ready, and
+    // the process in the pod's cgroup has the flag.
+    let sched = COMPONENTS
+        .iter()
+        .position(|c| *c == "kube-scheduler")
+        .unwrap();
+    let local = node.wait("the new scheduler pod Ready", 120, || {
+        node.local("kube-scheduler")
+            .filter(|p| ready(p) && container_id(p) != before[sched].1)
+    });
+    let uid = local["metadata"]["uid"].as_str().unwrap().to_string();
+    assert_ne!(uid, before[sched].0);
+    node.wait(
+        "the scheduler's mirror with the new hash, Ready",
+        120,
+        || {
+            node.mirror("kube-scheduler")
+                .filter(|m| ready(m) && annotation(m, "kubernetes.io/config.hash") == uid)
+        },
+    );
+    let cmdlines: Vec<String> = control_plane::pod_pids(&uid)
+        .iter()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .collect();
+    assert!(
+        cmdlines
+            .iter()
+            .any(|c| c.contains("kube-scheduler") && c.contains(&flag)),
+        "{cmdlines:?}"
+    );
+    // The others were not touched: same hash, same container.
+    for (i, c) in COMPONENTS.iter().enumerate() {
+        if i == sched {
+            continue;
+        }
+        let m = node.mirror(c).unwrap();
+        assert_eq!(
+            annotation(&m, "kubernetes.io/config.hash"),
+            before[i].0,
+            "{c}"
+        );
+        assert!(ready(&m), "{c}: {m}");
+        let local = node.local(c).unwrap();
+        assert_eq!(container_id(&local), before[i].1, "{c} was restarted");
+    }
+    // kubeadm's kubelet-config phase wrote the KubeletConfiguration again (from the
+    // kubelet-config ConfigMap, unchanged here); kubelet does not watch its config file and
+    // kubeadm does not restart it (the upgrade guide restarts it by hand after upgrading its
+    // package), so the agent goes on as it is.
+    assert_eq!(
+        std::fs::read(&kubelet_config).unwrap(),
+        kubelet_config_before
+    );
+    assert!(
+        node.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the agent exited:\n{}",
+        node.tail()
+    );
+    // The Node, the API and the data are intact.
+    let n = node.kubectl_json(&["get", "node", NODE]).unwrap();
+    assert!(node_ready(&n), "{n}");
+    assert!(
+        has_taint(&n, "node-role.kubernetes.io/control-plane", "NoSchedule"),
+        "{n}"
+    );
+    assert_eq!(n["metadata"]["labels"]["example.com/owner"], "ops", "{n}");
+    assert!(node.api_ready());
+    let cm = node
+        .kubectl_json(&["get", "configmap", "upgrade-survivor", "-n", "default"])
+        .unwrap();
+    assert_eq!(cm["data"]["written"], "before-upgrade", "{cm}");
 
     control_plane::report_timings(
         &format!(
