@@ -19,6 +19,12 @@
 //!    Running and Ready, `kubectl logs` and `kubectl exec` on them work; kube-proxy's pod,
 //!    bound here by the scheduler, is not run and gets one `StaticPodsOnly` Warning Event.
 //! 4. The agent restarted: kubeadm's label and taint, a user's label and annotation remain.
+//! 5. `kubeadm upgrade plan` and `kubeadm upgrade apply` to the same release after a change of
+//!    the ClusterConfiguration (extra arguments for the scheduler and the controller-manager):
+//!    kubeadm replaces those two manifests, staticlet stops each old pod and starts the new
+//!    one, kubeadm sees each mirror's new `kubernetes.io/config.hash` and the pods Running and
+//!    succeeds; etcd and the API server are not restarted, the agent keeps running with the
+//!    KubeletConfiguration kubeadm wrote again, and the cluster's data is intact.
 //!
 //! Isolated like `control_plane_e2e.rs` (fixture: `common/control_plane.rs`). Timings go to
 //! `target/control-plane-timings.txt`.
@@ -52,20 +58,30 @@ const IGNORED_UPGRADE_PREFLIGHT: [(&str, &str); 1] = [(
      staticlet's, which runs static pods only (the pod, bound here, gets a StaticPodsOnly event)",
 )];
 
-/// The argument the upgrade adds to the scheduler (`scheduler.extraArgs`).
-const UPGRADE_ARG: (&str, &str) = ("profiling", "false");
+/// What the upgrade changes: an argument added to the `extraArgs` of these sections of the
+/// ClusterConfiguration, with the component whose manifest it changes.
+const UPGRADE_ARGS: [(&str, &str, &str, &str); 2] = [
+    ("scheduler", "kube-scheduler", "profiling", "false"),
+    (
+        "controllerManager",
+        "kube-controller-manager",
+        "profiling",
+        "false",
+    ),
+];
 
-/// `cluster` (the ClusterConfiguration kubeadm uploaded, v1beta4 YAML) with `--name=value`
-/// in the scheduler's `extraArgs` (a list of `{name, value}` in v1beta4).
-fn with_scheduler_arg(cluster: &str, name: &str, value: &str) -> String {
-    let empty = "\nscheduler: {}\n";
+/// `cluster` (the ClusterConfiguration kubeadm uploaded, v1beta4 YAML, where an unset section
+/// is `{}`) with `--name=value` in the `extraArgs` (a list of `{name, value}` in v1beta4) of
+/// `section`.
+fn with_extra_arg(cluster: &str, section: &str, name: &str, value: &str) -> String {
+    let empty = format!("\n{section}: {{}}\n");
     assert!(
-        cluster.contains(empty),
-        "no empty scheduler section in the ClusterConfiguration:\n{cluster}"
+        cluster.contains(&empty),
+        "no empty {section} section in the ClusterConfiguration:\n{cluster}"
     );
     cluster.replace(
-        empty,
-        &format!("\nscheduler:\n  extraArgs:\n  - name: {name}\n    value: \"{value}\"\n"),
+        &empty,
+        &format!("\n{section}:\n  extraArgs:\n  - name: {name}\n    value: \"{value}\"\n"),
     )
 }
 
@@ -392,18 +408,18 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         "{n}"
     );
 
-    // 5. `kubeadm upgrade apply` to the same release after a change of the cluster's
-    //    configuration (kubeadm's documented reconfiguration path): the scheduler gets an extra
-    //    argument in the ClusterConfiguration of the `kubeadm-config` ConfigMap, kubeadm
-    //    regenerates the four manifests, and replaces only the one that differs. What kubeadm
-    //    does, per component (`phases/upgrade/staticpods.go`, `upgradeComponent`): a manifest
-    //    equal to the running one is skipped before anything else (no certificate renewal, no
-    //    move; etcd is moved only when the API server's manifest changes too), so under kubelet
-    //    as here etcd, the API server and the controller-manager are not restarted; the
-    //    scheduler's kubeconfig certificate is renewed, its manifest moved to the backup
-    //    directory and the new one moved in, and kubeadm waits for its mirror's
-    //    `kubernetes.io/config.hash` to change and for its pod to be Running. admin.conf and
-    //    super-admin.conf are renewed at the end (no pod reads them).
+    // 5. `kubeadm upgrade plan` and `kubeadm upgrade apply` to the same release after a change
+    //    of the cluster's configuration (kubeadm's documented reconfiguration path): the
+    //    scheduler and the controller-manager get an extra argument in the ClusterConfiguration
+    //    of the `kubeadm-config` ConfigMap; kubeadm regenerates the four manifests and replaces
+    //    those that differ. Per component (`phases/upgrade/staticpods.go`, `upgradeComponent`):
+    //    a manifest equal to the running one is skipped before anything else (no certificate
+    //    renewal, no move), so under kubelet as here etcd and the API server are not restarted
+    //    (etcd's manifest would be moved out and back in only if the API server's changed);
+    //    for a changed one kubeadm renews the component's certificate (its kubeconfig), moves
+    //    the manifest to its backup directory and the new one into place, then waits for the
+    //    mirror's `kubernetes.io/config.hash` to change and for the pod to be Running.
+    //    admin.conf and super-admin.conf are renewed at the end (no pod reads them).
     let out = node.kubectl(&[
         "create",
         "configmap",
@@ -429,8 +445,13 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
     let cm = node
         .kubectl_json(&["get", "configmap", "kubeadm-config", "-n", "kube-system"])
         .unwrap();
-    let cluster_config = cm["data"]["ClusterConfiguration"].as_str().unwrap();
-    let changed = with_scheduler_arg(cluster_config, UPGRADE_ARG.0, UPGRADE_ARG.1);
+    let changed = UPGRADE_ARGS.iter().fold(
+        cm["data"]["ClusterConfiguration"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        |cluster, (section, _, name, value)| with_extra_arg(&cluster, section, name, value),
+    );
     let patch = serde_json::json!({ "data": { "ClusterConfiguration": changed } }).to_string();
     let out = node.kubectl(&[
         "patch",
@@ -481,13 +502,11 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         "kubeadm upgrade apply failed ({status}):\n{out}\n--- agent log tail:\n{}",
         node.tail()
     );
-    timings.push(("kubeadm upgrade apply (scheduler changed)".into(), t_apply));
+    timings.push((
+        "kubeadm upgrade apply (2 manifests changed)".into(),
+        t_apply,
+    ));
     node.assert_host_untouched();
-    let flag = format!("--{}={}", UPGRADE_ARG.0, UPGRADE_ARG.1);
-    // The new manifest, the old one in kubeadm's backup directory.
-    let manifest =
-        std::fs::read_to_string(node.etc("kubernetes/manifests/kube-scheduler.yaml")).unwrap();
-    assert!(manifest.contains(&flag), "{manifest}");
     let backups: Vec<_> = std::fs::read_dir(node.etc("kubernetes/tmp"))
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -498,42 +517,44 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         })
         .collect();
     assert_eq!(backups.len(), 1, "{backups:?}");
-    let old = std::fs::read_to_string(backups[0].join("kube-scheduler.yaml")).unwrap();
-    assert!(!old.contains(&flag), "{old}");
-    // The scheduler runs the new manifest: a new UID, its mirror carries it and is Ready, and
-    // the process in the pod's cgroup has the flag.
-    let sched = COMPONENTS
-        .iter()
-        .position(|c| *c == "kube-scheduler")
-        .unwrap();
-    let local = node.wait("the new scheduler pod Ready", 120, || {
-        node.local("kube-scheduler")
-            .filter(|p| ready(p) && container_id(p) != before[sched].1)
-    });
-    let uid = local["metadata"]["uid"].as_str().unwrap().to_string();
-    assert_ne!(uid, before[sched].0);
-    node.wait(
-        "the scheduler's mirror with the new hash, Ready",
-        120,
-        || {
-            node.mirror("kube-scheduler")
-                .filter(|m| ready(m) && annotation(m, "kubernetes.io/config.hash") == uid)
-        },
-    );
-    let cmdlines: Vec<String> = control_plane::pod_pids(&uid)
-        .iter()
-        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .collect();
-    assert!(
-        cmdlines
+    for (_, c, name, value) in UPGRADE_ARGS {
+        let flag = format!("--{name}={value}");
+        // The new manifest in place, the old one in kubeadm's backup directory.
+        let manifest =
+            std::fs::read_to_string(node.etc(&format!("kubernetes/manifests/{c}.yaml"))).unwrap();
+        assert!(manifest.contains(&flag), "{c}: {manifest}");
+        let old = std::fs::read_to_string(backups[0].join(format!("{c}.yaml"))).unwrap();
+        assert!(!old.contains(&flag), "{c}: {old}");
+        // The component runs the new manifest: a new UID, which its mirror carries, Ready;
+        // the process in the pod's cgroup has the flag.
+        let i = COMPONENTS.iter().position(|x| *x == c).unwrap();
+        let local = node.wait(&format!("the new {c} pod Ready"), 120, || {
+            node.local(c)
+                .filter(|p| ready(p) && container_id(p) != before[i].1)
+        });
+        let uid = local["metadata"]["uid"].as_str().unwrap().to_string();
+        assert_ne!(uid, before[i].0, "{c}");
+        node.wait(
+            &format!("{c}'s mirror with the new hash, Ready"),
+            120,
+            || {
+                node.mirror(c)
+                    .filter(|m| ready(m) && annotation(m, "kubernetes.io/config.hash") == uid)
+            },
+        );
+        let cmdlines: Vec<String> = control_plane::pod_pids(&uid)
             .iter()
-            .any(|c| c.contains("kube-scheduler") && c.contains(&flag)),
-        "{cmdlines:?}"
-    );
+            .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .collect();
+        assert!(
+            cmdlines.iter().any(|l| l.contains(c) && l.contains(&flag)),
+            "{c}: {cmdlines:?}"
+        );
+    }
     // The others were not touched: same hash, same container.
     for (i, c) in COMPONENTS.iter().enumerate() {
-        if i == sched {
+        if UPGRADE_ARGS.iter().any(|(_, changed, _, _)| changed == c) {
             continue;
         }
         let m = node.mirror(c).unwrap();
