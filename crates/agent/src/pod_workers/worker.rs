@@ -44,9 +44,10 @@ pub enum WorkerMsg {
     Terminate { grace: Option<i64> },
     /// The UID is wanted again while terminating: start it again once stopped.
     Restart,
-    /// `staticlet restart pod`: stop the pod (kill sequence, the pod's grace) and start it
-    /// again with the same UID (a new sandbox; restart counts go up).
-    RestartPod,
+    /// Stop the pod (kill sequence, the pod's grace) and start it again with the same UID (a
+    /// new sandbox; restart counts go up), because of `why` (shown in the `Killing` event):
+    /// `staticlet restart pod`, or its manifest removed and added again.
+    RestartPod { why: &'static str },
     /// The manager's relist saw the pod's sandboxes or containers change: observe them now.
     RuntimeChanged,
 }
@@ -517,11 +518,11 @@ impl Worker {
                 let g = grace.unwrap_or_else(|| self.grace());
                 Some(g)
             }
-            WorkerMsg::RestartPod => {
+            WorkerMsg::RestartPod { why } => {
                 self.event(
                     "Normal",
                     "Killing",
-                    "Stopping the pod to restart it (staticlet restart pod)",
+                    &format!("Stopping the pod to restart it ({why})"),
                 );
                 self.restart_requested = true;
                 Some(self.grace())
@@ -1064,7 +1065,7 @@ impl Worker {
     fn drain_restart(&mut self) {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                WorkerMsg::Restart | WorkerMsg::RestartPod => self.restart_requested = true,
+                WorkerMsg::Restart | WorkerMsg::RestartPod { .. } => self.restart_requested = true,
                 WorkerMsg::Update(p) => self.subject = Subject::Pod(p),
                 WorkerMsg::Terminate { .. } => self.restart_requested = false,
                 WorkerMsg::RuntimeChanged => {}
