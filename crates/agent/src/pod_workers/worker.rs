@@ -329,9 +329,18 @@ impl Worker {
             if !full {
                 let obs = last.as_ref().expect("observed before");
                 let ip = self.probe_ip(&pod, obs);
-                let probe_events = match self.probes.as_mut() {
+                let probe_events = match self.probes.as_ref() {
                     Some(p) if p.next_due(now).is_some_and(|d| d <= now) => {
-                        p.run_due(now, &ip).await
+                        match self.run_probes(now, &ip).await {
+                            Ok(events) => events,
+                            Err(m) => {
+                                if let Some(g) = self.interrupted(m).await {
+                                    return Some(g);
+                                }
+                                sync_due = tokio::time::Instant::now();
+                                continue;
+                            }
+                        }
                     }
                     _ => Vec::new(),
                 };
@@ -380,8 +389,16 @@ impl Worker {
                     let mut probe_events = probes.observe_runtime(&obs.containers, now);
                     if probes.next_due(now).is_some_and(|d| d <= now) {
                         let ip = self.probe_ip(&pod, &obs);
-                        if let Some(p) = self.probes.as_mut() {
-                            probe_events.extend(p.run_due(now, &ip).await);
+                        match self.run_probes(now, &ip).await {
+                            Ok(events) => probe_events.extend(events),
+                            Err(m) => {
+                                self.handle_probe_events(probe_events).await;
+                                if let Some(g) = self.interrupted(m).await {
+                                    return Some(g);
+                                }
+                                sync_due = tokio::time::Instant::now();
+                                continue;
+                            }
                         }
                     }
                     self.handle_probe_events(probe_events).await;
@@ -496,6 +513,43 @@ impl Worker {
                 Wake::Timer => {}
             }
         }
+    }
+
+    /// Runs the probes due at `now`. A probe may take up to its timeout (kube-apiserver's
+    /// readiness probe: 15 s); a message (a termination, an update) arriving meanwhile is
+    /// returned at once and the attempts are thrown away, as kubelet's probe workers never
+    /// hold up its pod worker.
+    async fn run_probes(
+        &mut self,
+        now: SystemTime,
+        ip: &str,
+    ) -> Result<Vec<crate::prober::ProbeEvent>, Option<WorkerMsg>> {
+        let Some(p) = self.probes.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let jobs = p.take_due(now, ip);
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<_> = jobs.iter().map(|j| (j.container.clone(), j.kind)).collect();
+        let run = futures::future::join_all(jobs.into_iter().map(crate::prober::ProbeJob::run));
+        tokio::select! {
+            done = run => Ok(done.into_iter().flat_map(|d| p.apply(d)).collect()),
+            m = self.rx.recv() => {
+                p.abandon(&keys);
+                Err(m)
+            }
+        }
+    }
+
+    /// Acts on a message that interrupted the probes; returns the grace override when it
+    /// means "terminate".
+    async fn interrupted(&mut self, m: Option<WorkerMsg>) -> Option<i64> {
+        if m.is_none() {
+            // The manager is gone (agent shutting down): leave the pod running.
+            std::future::pending::<()>().await;
+        }
+        self.handle(m)
     }
 
     /// When to wake up at the latest: the plan's wake-up or the next due probe, whichever first.
