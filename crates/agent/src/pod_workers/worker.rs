@@ -329,10 +329,14 @@ impl Worker {
             if !full {
                 let obs = last.as_ref().expect("observed before");
                 let ip = self.probe_ip(&pod, obs);
+                let mut runtime_changed = false;
                 let probe_events = match self.probes.as_ref() {
                     Some(p) if p.next_due(now).is_some_and(|d| d <= now) => {
                         match self.run_probes(now, &ip).await {
-                            Ok(events) => events,
+                            Ok((events, rc)) => {
+                                runtime_changed = rc;
+                                events
+                            }
                             Err(m) => {
                                 if let Some(g) = self.interrupted(m).await {
                                     return Some(g);
@@ -348,8 +352,9 @@ impl Worker {
                     .iter()
                     .any(|e| !matches!(e, crate::prober::ProbeEvent::AttemptFailed { .. }));
                 self.handle_probe_events(probe_events).await;
-                if changed {
-                    // Readiness, startup or liveness changed: sync now.
+                if changed || runtime_changed {
+                    // Readiness, startup or liveness changed (or the runtime did while the
+                    // probes ran): sync now.
                     sync_due = tokio::time::Instant::now();
                     continue;
                 }
@@ -390,7 +395,12 @@ impl Worker {
                     if probes.next_due(now).is_some_and(|d| d <= now) {
                         let ip = self.probe_ip(&pod, &obs);
                         match self.run_probes(now, &ip).await {
-                            Ok(events) => probe_events.extend(events),
+                            Ok((events, runtime_changed)) => {
+                                probe_events.extend(events);
+                                if runtime_changed {
+                                    sync_due = tokio::time::Instant::now();
+                                }
+                            }
                             Err(m) => {
                                 self.handle_probe_events(probe_events).await;
                                 if let Some(g) = self.interrupted(m).await {
@@ -515,29 +525,40 @@ impl Worker {
         }
     }
 
-    /// Runs the probes due at `now`. A probe may take up to its timeout (kube-apiserver's
-    /// readiness probe: 15 s); a message (a termination, an update) arriving meanwhile is
-    /// returned at once and the attempts are thrown away, as kubelet's probe workers never
-    /// hold up its pod worker.
+    /// Runs the probes due at `now`, and says whether the manager saw the pod's runtime state
+    /// change meanwhile ([`WorkerMsg::RuntimeChanged`]: observe again). A probe may take up to
+    /// its timeout (kube-apiserver's readiness probe: 15 s); any other message (a termination,
+    /// an update, a restart) arriving meanwhile is returned at once and the attempts are
+    /// thrown away, as kubelet's probe workers never hold up its pod worker.
     async fn run_probes(
         &mut self,
         now: SystemTime,
         ip: &str,
-    ) -> Result<Vec<crate::prober::ProbeEvent>, Option<WorkerMsg>> {
+    ) -> Result<(Vec<crate::prober::ProbeEvent>, bool), Option<WorkerMsg>> {
         let Some(p) = self.probes.as_mut() else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         };
         let jobs = p.take_due(now, ip);
         if jobs.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let keys: Vec<_> = jobs.iter().map(|j| (j.container.clone(), j.kind)).collect();
         let run = futures::future::join_all(jobs.into_iter().map(crate::prober::ProbeJob::run));
-        tokio::select! {
-            done = run => Ok(done.into_iter().flat_map(|d| p.apply(d)).collect()),
-            m = self.rx.recv() => {
-                p.abandon(&keys);
-                Err(m)
+        tokio::pin!(run);
+        let mut runtime_changed = false;
+        loop {
+            tokio::select! {
+                done = &mut run => {
+                    let events = done.into_iter().flat_map(|d| p.apply(d)).collect();
+                    return Ok((events, runtime_changed));
+                }
+                m = self.rx.recv() => match m {
+                    Some(WorkerMsg::RuntimeChanged) => runtime_changed = true,
+                    m => {
+                        p.abandon(&keys);
+                        return Err(m);
+                    }
+                }
             }
         }
     }

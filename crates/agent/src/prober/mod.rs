@@ -34,8 +34,9 @@
 //!    host IP under `hostNetwork` (the same value `try_start` passes as the pod IP). That runs
 //!    every due probe concurrently and returns within the longest probe timeout (+1 s).
 //!    The pod worker uses the two halves, `take_due` then [`ProbeManager::apply`], and races
-//!    the jobs against its messages: a message (a termination, an update) wins at once and
-//!    the jobs go back with [`ProbeManager::abandon`], their attempts thrown away. Another
+//!    the jobs against its messages: a message (a termination, an update; not the manager's
+//!    "the runtime changed", which only asks for a sync afterwards) wins at once and the jobs
+//!    go back with [`ProbeManager::abandon`], their attempts thrown away. Another
 //!    way is to spawn the jobs:
 //!    `take_due(now, pod_ip)` returns `'static` [`ProbeJob`]s to `tokio::spawn` (`job.run()`),
 //!    whose [`ProbeDone`] results go back through a channel into the worker's `select!` and
