@@ -23,7 +23,13 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 rm -f target/control-plane-timings.txt
-cargo test --workspace --all-features
+# Every test binary is built first (compile errors show as usual), then run two at a time in the
+# lanes of scripts/test-lanes.py (which tests may overlap, and why; logs in target/test-logs),
+# then the doc tests.
+cargo test --workspace --all-features --no-run
+cargo test --workspace --all-features --no-run --message-format=json 2>/dev/null \
+  | python3 scripts/test-lanes.py
+cargo test --workspace --all-features --doc
 
 # Timings of the self-hosted control plane test (crates/staticlet/tests/control_plane_e2e.rs).
 if [ -f target/control-plane-timings.txt ]; then cat target/control-plane-timings.txt; fi

@@ -76,6 +76,8 @@ pub struct RunningAgent {
     pub control: mpsc::Sender<crate::control::ControlRequest>,
     /// Where the node's shutdown watcher reports, with graceful node shutdown on.
     pub node_shutdown: Option<mpsc::Sender<crate::nodeshutdown::ShutdownEvent>>,
+    /// The pod workers' counters (`/metrics`).
+    pub counters: Arc<crate::pod_workers::WorkerCounters>,
     tasks: JoinSet<()>,
 }
 
@@ -154,6 +156,7 @@ pub fn start(
     let desired_rx_merged = desired_rx;
     let desired_rx = run_rx;
 
+    let counters = Arc::new(crate::pod_workers::WorkerCounters::default());
     let ctx = Arc::new(WorkerCtx {
         runtime: runtime.clone(),
         node: NodeContext {
@@ -166,6 +169,7 @@ pub fn start(
         runtime_name: cfg.runtime_name.clone(),
         relist_period: cfg.relist_period,
         cgroup_mountinfo: cfg.cgroup_mountinfo.clone(),
+        counters: counters.clone(),
     });
     let (pods_tx, pods_rx) = watch::channel(Arc::new(PodsView::new()));
     tasks.spawn(rollouts.run(
@@ -243,6 +247,7 @@ pub fn start(
         readiness: ready_rx.clone(),
         cluster: cluster_rx,
         runtime: runtime.clone(),
+        counters: counters.clone(),
     };
     if let Some(l) = listeners.unix {
         tasks.spawn(server::serve(
@@ -263,6 +268,7 @@ pub fn start(
         cluster: cluster_tx,
         node_shutdown,
         control,
+        counters,
         tasks,
     }
 }

@@ -12,6 +12,12 @@
 //!   not applied), `staticlet_manifests_stale` (running a previous good version);
 //! - with `--kubeconfig`: `staticlet_cluster_reachable` 0/1, `staticlet_mirror_pods`,
 //!   `staticlet_mirror_errors`;
+//! - `staticlet_relist_found_exits_total`: container exits the pod workers found only through
+//!   the periodic relist, for which the runtime sent no event in time (0 when the runtime's
+//!   events work: each such exit waited up to a relist period, 1 s, to be restarted);
+//! - the agent process: `process_resident_memory_bytes`, `process_open_fds`, `process_threads`,
+//!   `process_cpu_seconds_total` (Prometheus' standard names) and `staticlet_tasks` (live tokio
+//!   tasks), which `bench/soak.sh` and the soak test follow for leaks;
 //! - `container_cpu_usage_seconds_total{namespace,pod,container}` and
 //!   `container_memory_working_set_bytes{...}`: kubelet's resource metrics names, from the
 //!   runtime's container stats.
@@ -54,6 +60,49 @@ pub struct Input<'a> {
     pub cluster: &'a ClusterView,
     /// The runtime's stats of staticlet's containers (empty if it could not be asked).
     pub stats: &'a [ContainerStats],
+    pub counters: &'a crate::pod_workers::WorkerCounters,
+    /// The agent process itself (None where /proc cannot be read).
+    pub process: Option<ProcessStats>,
+}
+
+/// The agent process's own resources, read at each scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessStats {
+    pub resident_bytes: u64,
+    pub open_fds: u64,
+    pub threads: u64,
+    pub cpu_seconds: f64,
+    /// Live tokio tasks.
+    pub tasks: u64,
+}
+
+impl ProcessStats {
+    /// This process's figures from /proc/self and the current tokio runtime.
+    pub fn read() -> Option<ProcessStats> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces): utime and stime are the 12th
+        // and 13th of them, in clock ticks (USER_HZ, 100 on Linux).
+        let after = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some(ProcessStats {
+            resident_bytes: field("VmRSS:")? * 1024,
+            open_fds: std::fs::read_dir("/proc/self/fd").ok()?.count() as u64,
+            threads: field("Threads:")?,
+            cpu_seconds: ticks as f64 / 100.0,
+            tasks: tokio::runtime::Handle::try_current()
+                .map(|h| h.metrics().num_alive_tasks() as u64)
+                .unwrap_or(0),
+        })
+    }
 }
 
 /// The Prometheus text exposition of `input`.
@@ -173,6 +222,53 @@ pub fn render(input: &Input<'_>) -> String {
         "Manifests whose pods run a previous good version",
         input.manifests.iter().filter(|m| m.stale).count() as i64,
     );
+
+    let found: Counter = Counter::default();
+    found.inc_by(
+        input
+            .counters
+            .relist_found_exits
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    reg.register(
+        "staticlet_relist_found_exits",
+        "Container exits found by the periodic relist because the runtime sent no event in time",
+        found,
+    );
+
+    if let Some(p) = input.process {
+        gauge(
+            &mut reg,
+            "process_resident_memory_bytes",
+            "Resident memory of the agent process",
+            p.resident_bytes as i64,
+        );
+        gauge(
+            &mut reg,
+            "process_open_fds",
+            "Open file descriptors of the agent process",
+            p.open_fds as i64,
+        );
+        gauge(
+            &mut reg,
+            "process_threads",
+            "Threads of the agent process",
+            p.threads as i64,
+        );
+        let cpu: Counter<f64, AtomicU64> = Counter::default();
+        cpu.inc_by(p.cpu_seconds);
+        reg.register(
+            "process_cpu_seconds",
+            "CPU time of the agent process (user and system), in seconds",
+            cpu,
+        );
+        gauge(
+            &mut reg,
+            "staticlet_tasks",
+            "Live tasks of the agent's async runtime",
+            p.tasks as i64,
+        );
+    }
 
     let c = input.cluster;
     if c.enabled {

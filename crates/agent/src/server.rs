@@ -49,6 +49,8 @@ pub struct ApiState {
     pub cluster: watch::Receiver<Arc<ClusterView>>,
     /// Asked for container stats when `/metrics` is scraped.
     pub runtime: Arc<dyn staticlet_runtime::ContainerRuntime>,
+    /// The pod workers' counters (`/metrics`).
+    pub counters: Arc<crate::pod_workers::WorkerCounters>,
 }
 
 /// The API object of a pod: its manifest-derived object with the live status.
@@ -258,6 +260,8 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
         readiness: &s.readiness.borrow().clone(),
         cluster: &s.cluster.borrow().clone(),
         stats: &stats,
+        counters: &s.counters,
+        process: crate::metrics::ProcessStats::read(),
     });
     (
         [(

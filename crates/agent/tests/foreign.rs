@@ -100,6 +100,7 @@ async fn objects_without_the_managed_label_are_never_touched() {
         runtime_name: "fake".into(),
         relist_period: Duration::from_secs(1),
         cgroup_mountinfo: None,
+        counters: Default::default(),
     });
     let (pods_tx, mut pods) = watch::channel(Arc::new(PodsView::new()));
     tokio::spawn(PodManager::new(ctx, pods_tx).run(desired_rx, stop.clone()));

@@ -73,6 +73,7 @@ fn local_api_requests() {
         readiness,
         cluster,
         runtime: Arc::new(FakeRuntime::new(Clock::new())),
+        counters: Default::default(),
     };
     let app = std::panic::AssertUnwindSafe(router(state));
     let rt = std::panic::AssertUnwindSafe(rt);

@@ -11,7 +11,7 @@ use staticlet_agent::kuberuntime::NodeContext;
 use staticlet_agent::nodeshutdown::{self, Group, ShutdownEvent, ShutdownPolicy};
 use staticlet_agent::ordering;
 use staticlet_agent::pod_workers::worker::WorkerCtx;
-use staticlet_agent::pod_workers::{PodManager, PodsView};
+use staticlet_agent::pod_workers::{PodManager, PodsView, WorkerCounters};
 use staticlet_manifest::{Origin, StaticPod};
 use staticlet_runtime::fake::{Call, FakeRuntime, Run, Script};
 use staticlet_runtime::Clock;
@@ -29,6 +29,8 @@ struct Harness {
     cgroups: [std::path::PathBuf; 2],
     /// The control verbs (the local API's `staticlet restart|stop|start pod`).
     control: mpsc::Sender<ControlRequest>,
+    /// What the workers count for `/metrics`.
+    counters: Arc<WorkerCounters>,
     _dir: tempfile::TempDir,
 }
 
@@ -71,6 +73,7 @@ fn start_with(
         ),
     )
     .unwrap();
+    let counters = Arc::new(WorkerCounters::default());
     let ctx = Arc::new(WorkerCtx {
         runtime: Arc::new(rt.clone()),
         node: NodeContext {
@@ -83,6 +86,7 @@ fn start_with(
         runtime_name: "fake".into(),
         relist_period: Duration::from_secs(1),
         cgroup_mountinfo: Some(mountinfo),
+        counters: counters.clone(),
     });
     let (pods_tx, pods) = watch::channel(Arc::new(PodsView::new()));
     let (desired_rx, events) = match policy {
@@ -123,6 +127,7 @@ fn start_with(
         root: dir.path().join("root"),
         cgroups,
         control,
+        counters,
         _dir: dir,
     };
     (h, events)
@@ -1383,6 +1388,40 @@ async fn exit_without_runtime_events_is_noticed_by_the_relist() {
         gap >= Duration::from_secs(5) && gap <= Duration::from_millis(6500),
         "restart {gap:?} after the start"
     );
+    // Counted for /metrics: one exit the runtime reported no event for.
+    assert_eq!(exits_found_by_relist(&h), 1);
+    h.stop.cancel();
+}
+
+fn exits_found_by_relist(h: &Harness) -> u64 {
+    h.counters
+        .relist_found_exits
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// With runtime events, the exit wakes the worker at once (restarted at the exit, not at the
+/// next relist), and the relist that follows finds nothing new: no exit is counted as found by
+/// it.
+#[tokio::test(start_paused = true)]
+async fn exit_with_runtime_events_is_restarted_at_once_and_not_counted() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    // Exits between two relists (they tick on whole seconds).
+    rt.script("app", Script::exits(Duration::from_millis(5500), 1));
+    let h = start(&rt, clock);
+    let p = pod("loud", "  containers:\n  - {name: app, image: busybox}\n");
+    h.set(vec![p.clone()]).await;
+    h.until_calls("restarted once", |c| starts(c, &p.uid, "app").len() >= 2)
+        .await;
+    let s = starts(&rt.calls(), &p.uid, "app");
+    let gap = s[1].duration_since(s[0]).unwrap();
+    assert!(
+        gap >= Duration::from_millis(5500) && gap < Duration::from_millis(5600),
+        "restart {gap:?} after the start"
+    );
+    // Past the next relists.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(exits_found_by_relist(&h), 0);
     h.stop.cancel();
 }
 

@@ -60,6 +60,7 @@ fn start(
         runtime_name: "fake".into(),
         relist_period: Duration::from_secs(1),
         cgroup_mountinfo: None,
+        counters: Default::default(),
     });
     let (pods_tx, pods) = watch::channel(Arc::new(PodsView::new()));
     let controller = Controller::new(Store::new(root.join("rollout")), node_deadline, "n", clock);

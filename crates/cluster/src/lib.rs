@@ -8,6 +8,8 @@
 //! - `reconciler.rs`: the mirror loop (a watch of the pods bound to this node + the agent's pods);
 //! - [`scheduled`]: pods the scheduler bound to this node, never run: one `StaticPodsOnly`
 //!   Warning Event each (pure);
+//! - [`recorder`]: the static pods' events (the agent's per-pod logs) as API Events, which
+//!   `kubectl describe` shows on their mirror pods (planner pure, plus its loop);
 //! - this file: the kubeconfig client, configuration and the Node/Lease loop.
 //!
 //! **Architecture invariant:** nothing here can affect a running static pod: the cluster side
@@ -16,11 +18,13 @@
 //!
 //! **Architecture invariant:** the only API objects written are this Node (and its status), its
 //! Lease, pods that carry `kubernetes.io/config.mirror` and are bound to this node, and Events
-//! (mirror pods' and one `StaticPodsOnly` per scheduled pod, which is itself never written).
+//! (static pods' events, and one `StaticPodsOnly` per scheduled pod,
+//! which is itself never written).
 
 pub mod mirror;
 pub mod node;
 mod reconciler;
+pub mod recorder;
 pub mod scheduled;
 
 use std::collections::BTreeMap;
@@ -177,6 +181,12 @@ pub fn start(
         node_tx,
         link.view.clone(),
         clock,
+        shutdown.clone(),
+    ));
+    tasks.spawn(recorder::run(
+        client.clone(),
+        cfg.node_name.clone(),
+        link.pods.clone(),
         shutdown.clone(),
     ));
     tasks.spawn(reconciler::run(

@@ -223,6 +223,12 @@ pub struct RunArgs {
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     pub rollout_ready_deadline: Option<Duration>,
 
+    /// How often the pod workers list the runtime to catch what its events missed (kubelet's
+    /// PLEG period, 1 s; kubelet has no flag for it). For tests and benchmarks that prove a
+    /// restart came from a runtime event: with a long period, only an event can make it fast.
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "1s", hide = true)]
+    pub relist_period: Duration,
+
     /// The agent's log format (kubelet's --logging-format): text, or json (one object per line,
     /// for log shippers). Under systemd (JOURNAL_STREAM), text has no timestamps or colours:
     /// the journal adds its own.

@@ -490,3 +490,57 @@ fn built_in_network_without_any_cni_configuration() {
     env.wait("pods removed", 60, || env.sandboxes() == 0);
     assert!(!allocation.exists(), "the address was released");
 }
+
+/// A container's exit reaches its pod worker as the runtime's event, every time (issue 18,
+/// item 4): 100 pods whose container crashes once are all restarted while the relist, the only
+/// other way the agent learns of an exit, runs once an hour (`--relist-period`, hidden); and no
+/// exit is counted as found by a relist.
+#[test]
+fn every_crash_is_restarted_on_the_runtime_event() {
+    if !can_run() {
+        return;
+    }
+    const PODS: usize = 100;
+    let mut env = Env::new("e2e-exits");
+    for i in 0..PODS {
+        env.manifest(
+            &format!("crash{i}"),
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: crash{i}\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'if [ -e /d/crashed ]; then exec sleep 3600; fi; touch /d/crashed; exit 1']\n    volumeMounts: [{{name: d, mountPath: /d}}]\n  volumes:\n  - {{name: d, emptyDir: {{}}}}\n"
+            ),
+        );
+    }
+    env.start_with(&["--relist-period".into(), "1h".into()]);
+    // Each pod: restarted once after its crash (the first restart has no back-off), running.
+    let restarted = |pods: &serde_json::Value| {
+        pods["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|p| {
+                        let c = &p["status"]["containerStatuses"][0];
+                        c["restartCount"] == 1 && c["state"]["running"].is_object()
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let mut seen = 0;
+    env.wait("every crashed container restarted", 300, || {
+        let Some(body) = env.api_get("/pods") else {
+            return false;
+        };
+        let pods: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        seen = restarted(&pods);
+        seen == PODS
+    });
+    assert_eq!(seen, PODS);
+    let metrics = env.api_get("/metrics").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "staticlet_relist_found_exits_total 0"),
+        "{metrics}"
+    );
+}

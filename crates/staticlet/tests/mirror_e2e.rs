@@ -280,6 +280,44 @@ fn node_lease_and_mirror_lifecycle() {
     );
     assert_ne!(local["metadata"]["uid"], m["metadata"]["uid"]);
 
+    // The pod's events are in the API, about the static pod (its UID is the mirror's
+    // config.mirror annotation, where `kubectl describe pod` looks): describe lists them.
+    let ev = env.wait("the pod's Started event in the API", 60, || {
+        let evs = env
+            .cp
+            .kubectl_json(&[
+                "get",
+                "events",
+                "-n",
+                "default",
+                "--field-selector",
+                &format!("involvedObject.name=web-{NODE},reason=Started"),
+            ])
+            .ok()?;
+        evs["items"].as_array()?.first().cloned()
+    });
+    assert_eq!(
+        ev["involvedObject"]["uid"], m["metadata"]["annotations"]["kubernetes.io/config.mirror"],
+        "{ev}"
+    );
+    assert_eq!(ev["involvedObject"]["kind"], "Pod", "{ev}");
+    assert_eq!(ev["source"]["component"], "staticlet", "{ev}");
+    assert_eq!(ev["source"]["host"], NODE, "{ev}");
+    let dbg = env.cp.kubectl(&["get", "events", "-n", "default", "-o", "json", "--field-selector", &format!("involvedObject.name=web-node-a,involvedObject.namespace=default,involvedObject.kind=Pod,involvedObject.uid={}", uid(&m))]);
+    eprintln!("DEBUG {}", String::from_utf8_lossy(&dbg.stdout));
+    let out = env
+        .cp
+        .kubectl(&["describe", "pod", "-n", "default", "web-node-a", "-v=8"]);
+    eprintln!("DEBUG2 {}", String::from_utf8_lossy(&out.stderr));
+    let describe = String::from_utf8_lossy(&out.stdout);
+    let events = describe.split("Events:").nth(1).unwrap_or_default();
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("Started") && l.contains("staticlet")),
+        "{describe}"
+    );
+
     // The Lease: held by the node, 40 s, renewed.
     let lease = env.wait("Lease", 30, || {
         env.cp

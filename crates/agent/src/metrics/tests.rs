@@ -111,6 +111,16 @@ fn renders_pods_containers_manifests_cluster_and_usage() {
         },
         cluster: &cluster,
         stats: &stats,
+        counters: &crate::pod_workers::WorkerCounters {
+            relist_found_exits: 2.into(),
+        },
+        process: Some(ProcessStats {
+            resident_bytes: 12 << 20,
+            open_fds: 40,
+            threads: 5,
+            cpu_seconds: 1.25,
+            tasks: 77,
+        }),
     });
     for want in [
         "staticlet_build_info{version=\"0.1.0\"} 1",
@@ -124,6 +134,12 @@ fn renders_pods_containers_manifests_cluster_and_usage() {
         "staticlet_manifests_stale 1",
         "staticlet_cluster_reachable 1",
         "staticlet_mirror_pods 1",
+        "staticlet_relist_found_exits_total 2",
+        "process_resident_memory_bytes 12582912",
+        "process_open_fds 40",
+        "process_threads 5",
+        "process_cpu_seconds_total 1.25",
+        "staticlet_tasks 77",
         "container_cpu_usage_seconds_total{namespace=\"edge\",pod=\"web-n1\",container=\"app\"} 1.5",
         "container_memory_working_set_bytes{namespace=\"edge\",pod=\"web-n1\",container=\"app\"} 4096",
         "# EOF",
@@ -142,7 +158,24 @@ fn no_cluster_metrics_when_standalone() {
         readiness: &Readiness::default(),
         cluster: &ClusterView::default(),
         stats: &[],
+        counters: &Default::default(),
+        process: None,
     });
+    assert!(!text.contains("process_"), "{text}");
     assert!(!text.contains("staticlet_mirror_pods"), "{text}");
     assert!(text.contains("staticlet_sources_seen 0"), "{text}");
+}
+
+/// The agent's own figures as /proc shows them for this test process.
+#[tokio::test]
+async fn process_stats_are_read_from_proc() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(rx);
+    let p = ProcessStats::read().unwrap();
+    drop(tx);
+    let _ = task.await;
+    assert!(p.resident_bytes > 1 << 20, "{p:?}");
+    assert!(p.open_fds >= 3, "{p:?}");
+    assert!(p.threads >= 1, "{p:?}");
+    assert!(p.tasks >= 1, "a task is spawned: {p:?}");
 }

@@ -73,6 +73,14 @@ fn fingerprints(
     out
 }
 
+/// What the pod workers count, for `/metrics` (shared by all workers; atomics, no lock).
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Container exits a worker found only because the manager's relist woke it: the runtime
+    /// reported no event for them (or reported it later than the relist came).
+    pub relist_found_exits: std::sync::atomic::AtomicU64,
+}
+
 /// One pod as the local API shows it.
 #[derive(Debug, Clone)]
 pub struct PodView {

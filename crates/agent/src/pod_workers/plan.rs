@@ -44,6 +44,21 @@ impl Observed {
         self.attempts(name).into_iter().next()
     }
 
+    /// How many containers have exited in this observation that `before` showed created or
+    /// running (by container id).
+    pub fn exits_since(&self, before: &Observed) -> usize {
+        self.containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Exited)
+            .filter(|c| {
+                before.containers.iter().any(|b| {
+                    b.id == c.id
+                        && matches!(b.state, ContainerState::Created | ContainerState::Running)
+                })
+            })
+            .count()
+    }
+
     /// Whether this observation already shows what `ev` reports (the object in that state or a
     /// later one), as for the runtime's echo of the worker's own create and start, which the
     /// worker read back by id: such an event needs no new sync.

@@ -33,6 +33,8 @@ pub struct WorkerCtx {
     /// (`/proc/self/mountinfo`), to remove a pod's cgroup once its sandboxes are gone; `None`
     /// when the runtime makes no cgroups (the fake and simulated runtimes).
     pub cgroup_mountinfo: Option<std::path::PathBuf>,
+    /// Counted for `/metrics`.
+    pub counters: Arc<super::WorkerCounters>,
 }
 
 /// Messages from the pod manager.
@@ -314,6 +316,8 @@ impl Worker {
         let mut read_backs = 0;
         let mut plan_wake: Option<SystemTime> = None;
         let mut sync_due = tokio::time::Instant::now();
+        // Whether only the manager's relist woke this worker since its last observation.
+        let mut relist_woke = false;
         loop {
             let Subject::Pod(pod) = &self.subject else {
                 return Some(1);
@@ -366,7 +370,22 @@ impl Worker {
                 Some(obs) => Some(Ok(obs)),
                 None if full => {
                     read_backs = 0;
-                    Some(self.observe().await)
+                    let obs = self.observe().await;
+                    if let (Ok(now), Some(before), true) = (&obs, &last, relist_woke) {
+                        let missed = now.exits_since(before);
+                        if missed > 0 {
+                            info!(
+                                exits = missed,
+                                "container exit found by the relist: the runtime sent no event for it"
+                            );
+                            self.ctx
+                                .counters
+                                .relist_found_exits
+                                .fetch_add(missed as u64, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    relist_woke = false;
+                    Some(obs)
                 }
                 None => None,
             };
@@ -506,6 +525,9 @@ impl Worker {
             };
             match wake {
                 Wake::Msg(m) => {
+                    if matches!(m, Some(WorkerMsg::RuntimeChanged)) {
+                        relist_woke = true;
+                    }
                     if m.is_none() {
                         // The manager is gone (agent shutting down): leave the pod running.
                         std::future::pending::<()>().await;
@@ -518,7 +540,10 @@ impl Worker {
                 // The echo of what this worker did and already read back changes nothing.
                 Wake::RuntimeEvent(Some(ev))
                     if last.as_ref().is_some_and(|o| o.already_shows(&ev)) => {}
-                Wake::RuntimeEvent(_) => sync_due = tokio::time::Instant::now(),
+                Wake::RuntimeEvent(_) => {
+                    relist_woke = false;
+                    sync_due = tokio::time::Instant::now();
+                }
                 // A due probe, a plan wake-up or the resync: the loop's head tells which.
                 Wake::Timer => {}
             }

@@ -157,7 +157,7 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         cgroup_mountinfo: (runtime_name != "simulate")
             .then(|| PathBuf::from(staticlet_runtime::cgroups::MOUNTINFO)),
         runtime_name,
-        relist_period: Duration::from_secs(1),
+        relist_period: args.relist_period.max(Duration::from_millis(100)),
         manifest_permissions: args.manifest_permissions,
         node_shutdown: settings.node_shutdown.clone(),
         image_gc: settings.image_gc,
@@ -186,6 +186,7 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         readiness: running.readiness.clone(),
         cluster: running.cluster.subscribe(),
         runtime: runtime.clone(),
+        counters: running.counters.clone(),
     };
     let node_api = staticlet_kubelet_server::NodeApi {
         api: api.clone(),
