@@ -208,6 +208,7 @@ fn filtered(
         grace_overrides,
         stopped: desired.stopped.clone(),
         held: desired.held.clone(),
+        added: desired.added.clone(),
     })
 }
 

@@ -845,6 +845,113 @@ async fn same_uid_back_while_terminating_restarts_with_restart_count_one() {
     h.stop.cancel();
 }
 
+/// A manifest moved out of the directory and back at once (`kubeadm upgrade` backs up a
+/// manifest and puts it back this way): the file source sends the pod's removal and its
+/// return back to back, which the pod manager may only see as "still wanted"; the pod is
+/// restarted all the same, as kubelet restarts a static pod on a REMOVE then ADD of its UID.
+#[tokio::test(start_paused = true)]
+async fn same_uid_removed_and_added_back_at_once_restarts_like_kubelet() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.script("app", Script::forever());
+    let mut h = start(&rt, clock);
+    let p = pod("m5", "  containers:\n  - {name: app, image: b}\n");
+    let other = pod("m6", "  containers:\n  - {name: app, image: b}\n");
+    h.set(vec![p.clone(), other.clone()]).await;
+    h.until("running", |v| {
+        phase(v, &p.uid).as_deref() == Some("Running")
+            && phase(v, &other.uid).as_deref() == Some("Running")
+    })
+    .await;
+    // Both snapshots are queued before the merger runs (a send to a channel with room does
+    // not yield), so the filters after it and the manager see only the second state.
+    h.set(vec![other.clone()]).await;
+    h.set(vec![p.clone(), other.clone()]).await;
+    h.until("running again with restartCount 1", |v| {
+        v.get(&p.uid).is_some_and(|pv| {
+            pv.terminating_since.is_none()
+                && pv.status.container_statuses.as_ref().is_some_and(|cs| {
+                    cs[0].restart_count == 1
+                        && cs[0].state.as_ref().is_some_and(|s| s.running.is_some())
+                })
+        })
+    })
+    .await;
+    let v = h.pods.borrow().clone();
+    assert!(
+        has_event(
+            &v,
+            &p.uid,
+            "Killing",
+            "Stopping the pod to restart it (its manifest was removed and added again)"
+        ),
+        "{:?}",
+        v[&p.uid].events
+    );
+    // The pod that stayed was not touched.
+    let st = &v[&other.uid].status;
+    assert_eq!(st.container_statuses.as_ref().unwrap()[0].restart_count, 0);
+    h.stop.cancel();
+}
+
+/// A probe attempt in flight (up to its timeout: kube-apiserver's readiness probe has 15 s)
+/// does not hold up the pod's termination: kubelet's probe workers never block its pod
+/// worker. Here the attempt would take 20 s; the pod starts terminating at once.
+#[tokio::test(start_paused = true)]
+async fn a_slow_probe_does_not_delay_termination() {
+    use staticlet_runtime::fake::ExecReply;
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    rt.script("app", Script::forever());
+    rt.exec_script_for_command(
+        "app",
+        "check",
+        [ExecReply::Exit {
+            code: 0,
+            stdout: String::new(),
+        }],
+        ExecReply::Slow {
+            after: Duration::from_secs(20),
+            code: 0,
+        },
+    );
+    let mut h = start(&rt, clock);
+    let p = pod(
+        "slowprobe",
+        "  containers:\n  - name: app\n    image: b\n    readinessProbe:\n      exec: {command: [check]}\n      periodSeconds: 1\n      timeoutSeconds: 30\n",
+    );
+    h.set(vec![p.clone()]).await;
+    h.until("Ready", |v| {
+        v.get(&p.uid).is_some_and(|pv| {
+            pv.status
+                .container_statuses
+                .as_ref()
+                .is_some_and(|cs| cs[0].ready)
+        })
+    })
+    .await;
+    // The next attempt starts a second later and would answer 20 s after that.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let asked = clock.now();
+    h.set(vec![]).await;
+    h.until_calls("the container stopped", |c| {
+        c.iter().any(|(_, c)| matches!(c, Call::Stop { .. }))
+    })
+    .await;
+    let stopped = rt
+        .calls()
+        .into_iter()
+        .find(|(_, c)| matches!(c, Call::Stop { .. }))
+        .map(|(t, _)| t)
+        .unwrap();
+    let after = stopped.duration_since(asked).unwrap();
+    assert!(
+        after < Duration::from_secs(2),
+        "the container was stopped {after:?} after the pod was removed"
+    );
+    h.stop.cancel();
+}
+
 #[tokio::test(start_paused = true)]
 async fn image_pull_errors_back_off() {
     let clock = Clock::new();

@@ -19,6 +19,14 @@
 //!    Running and Ready, `kubectl logs` and `kubectl exec` on them work; kube-proxy's pod,
 //!    bound here by the scheduler, is not run and gets one `StaticPodsOnly` Warning Event.
 //! 4. The agent restarted: kubeadm's label and taint, a user's label and annotation remain.
+//! 5. `kubeadm upgrade plan` and `kubeadm upgrade apply` to the same release after a change of
+//!    the ClusterConfiguration (extra arguments for the scheduler and the controller-manager):
+//!    kubeadm replaces those two manifests, staticlet stops each old pod and starts the new
+//!    one, kubeadm sees each mirror's new `kubernetes.io/config.hash` and the pods Running and
+//!    succeeds; etcd and the API server are not touched (with the API server changed too,
+//!    etcd, whose manifest kubeadm then moves out and back in, is restarted as kubelet
+//!    restarts it), the agent keeps running with the KubeletConfiguration kubeadm wrote
+//!    again, and the cluster's data is intact.
 //!
 //! Isolated like `control_plane_e2e.rs` (fixture: `common/control_plane.rs`). Timings go to
 //! `target/control-plane-timings.txt`.
@@ -33,7 +41,7 @@ use serde_json::Value;
 #[path = "common/control_plane.rs"]
 mod control_plane;
 
-use control_plane::{host_ip, ready, text, Node, COMPONENTS};
+use control_plane::{annotation, container_id, host_ip, ready, text, Node, COMPONENTS};
 
 const NODE: &str = "kubeadm-e2e";
 
@@ -42,6 +50,52 @@ const IGNORED_PREFLIGHT: [(&str, &str); 1] = [(
     "KubeletVersion",
     "kubeadm runs a `kubelet` binary to read its version; the node agent here is staticlet",
 )];
+
+/// The health checks of `kubeadm upgrade plan` and `apply` (`phases/upgrade/health.go`) that
+/// cannot pass on a staticlet node, each with the reason. kubeadm still runs an ignored check
+/// (it only turns its error into a warning): CreateJob waits its full 15 s for the Job.
+const IGNORED_UPGRADE_PREFLIGHT: [(&str, &str); 1] = [(
+    "CreateJob",
+    "it runs a Job and waits for its pod to complete on a schedulable node; the only node is \
+     staticlet's, which runs static pods only (the pod, bound here, gets a StaticPodsOnly event)",
+)];
+
+/// What the upgrade changes: an argument added to the `extraArgs` of these sections of the
+/// ClusterConfiguration, with the component whose manifest it changes.
+///
+/// Not the API server, for CI's time: a changed API server manifest also makes kubeadm restart
+/// etcd (see step 5), and the old API server, stopped while etcd restarts, used its whole 30 s
+/// grace period here, which made `kubeadm upgrade apply` take about 64 s instead of about 21 s.
+/// With `("apiServer", "kube-apiserver", "profiling", "false")` added, the test checks that path
+/// instead (etcd restarted in place, as kubelet does).
+const UPGRADE_ARGS: &[(&str, &str, &str, &str)] = &[
+    ("scheduler", "kube-scheduler", "profiling", "false"),
+    (
+        "controllerManager",
+        "kube-controller-manager",
+        "profiling",
+        "false",
+    ),
+];
+
+/// `cluster` (the ClusterConfiguration kubeadm uploaded, v1beta4 YAML, where an unset section
+/// is `{}`) with `--name=value` in the `extraArgs` (a list of `{name, value}` in v1beta4) of
+/// `section`.
+fn with_extra_arg(cluster: &str, section: &str, name: &str, value: &str) -> String {
+    // Sections are top-level keys: at the start of a line (the first one too).
+    let text = format!("\n{cluster}");
+    let empty = format!("\n{section}: {{}}\n");
+    assert!(
+        text.contains(&empty),
+        "no empty {section} section in the ClusterConfiguration:\n{cluster}"
+    );
+    text.replacen(
+        &empty,
+        &format!("\n{section}:\n  extraArgs:\n  - name: {name}\n    value: \"{value}\"\n"),
+        1,
+    )[1..]
+        .to_string()
+}
 
 /// The agent as kubeadm's systemd drop-in runs it.
 fn start_agent(node: &mut Node) {
@@ -52,6 +106,60 @@ fn start_agent(node: &mut Node) {
         // systemd's `EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env`.
         "--kubeadm-flags-env=/var/lib/kubelet/kubeadm-flags.env",
     ]);
+}
+
+/// The events of `component`'s pod as the agent serves them (`/pods/{ns}/{name}/events`).
+fn local_events(node: &Node, component: &str) -> Vec<Value> {
+    let out = control_plane::staticlet()
+        .args([
+            "get",
+            "--raw",
+            &format!("/pods/kube-system/{component}-{}/events", node.name),
+            "--root-dir",
+        ])
+        .arg(node.root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Runs `kubeadm args...` in the node's namespace to its end (at most `secs`), its output in
+/// the node's file `log`: its status and output.
+fn run_kubeadm(
+    node: &Node,
+    log: &str,
+    args: &[&str],
+    secs: u64,
+) -> (std::process::ExitStatus, String) {
+    let log = node.path(log);
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = node
+        .ns(node.bin.join("kubeadm"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t0.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kubeadm {args:?} did not finish in {secs} s:\n{}\n--- agent log tail:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                node.tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
 fn has_taint(n: &Value, key: &str, effect: &str) -> bool {
@@ -328,6 +436,234 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         has_taint(&n, "node-role.kubernetes.io/control-plane", "NoSchedule"),
         "{n}"
     );
+
+    // 5. `kubeadm upgrade plan` and `kubeadm upgrade apply` to the same release after a change
+    //    of the cluster's configuration (kubeadm's documented reconfiguration path): some
+    //    components get an extra argument in the ClusterConfiguration of the `kubeadm-config`
+    //    ConfigMap (`UPGRADE_ARGS`); kubeadm regenerates the four manifests. What it does with
+    //    each (`phases/upgrade/staticpods.go`, `upgradeComponent`), and what kubelet does:
+    //    - a changed manifest: the component's certificates are renewed, the manifest moved to
+    //      the backup directory and the new one moved in; kubeadm waits for the mirror's
+    //      `kubernetes.io/config.hash` to change and the pod to be Running;
+    //    - etcd's manifest, equal, when the API server's changed: its certificates are renewed
+    //      and the same manifest is moved out and back in ("Restarting the etcd static pod"):
+    //      kubelet sees the file removed and created (REMOVE then ADD of the same UID) and
+    //      restarts etcd, so it runs with the renewed certificates; staticlet does the same
+    //      (same hash, new container);
+    //    - any other equal manifest is skipped before anything else: no renewal, no move, no
+    //      restart.
+    //    admin.conf and super-admin.conf are renewed at the end (no pod reads them).
+    let out = node.kubectl(&[
+        "create",
+        "configmap",
+        "upgrade-survivor",
+        "-n",
+        "default",
+        "--from-literal=written=before-upgrade",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before: Vec<(String, String)> = COMPONENTS
+        .iter()
+        .map(|c| {
+            let m = node.mirror(c).unwrap();
+            let local = node.local(c).unwrap();
+            (
+                annotation(&m, "kubernetes.io/config.hash").to_string(),
+                container_id(&local),
+            )
+        })
+        .collect();
+    let kubelet_config = node.path("varlib-upper/kubelet/config.yaml");
+    let kubelet_config_before = std::fs::read(&kubelet_config).unwrap();
+    let cm = node
+        .kubectl_json(&["get", "configmap", "kubeadm-config", "-n", "kube-system"])
+        .unwrap();
+    let changed = UPGRADE_ARGS.iter().fold(
+        cm["data"]["ClusterConfiguration"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        |cluster, (section, _, name, value)| with_extra_arg(&cluster, section, name, value),
+    );
+    let patch = serde_json::json!({ "data": { "ClusterConfiguration": changed } }).to_string();
+    let out = node.kubectl(&[
+        "patch",
+        "configmap",
+        "kubeadm-config",
+        "-n",
+        "kube-system",
+        "--type",
+        "merge",
+        "-p",
+        &patch,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ignore = IGNORED_UPGRADE_PREFLIGHT
+        .iter()
+        .map(|(check, _)| *check)
+        .collect::<Vec<_>>()
+        .join(",");
+    let ignore = format!("--ignore-preflight-errors={ignore}");
+    let t_plan = Instant::now();
+    let plan = run_kubeadm(
+        &node,
+        "kubeadm-upgrade-plan.log",
+        &["upgrade", "plan", &version, &ignore],
+        300,
+    );
+    timings.push(("kubeadm upgrade plan".into(), t_plan.elapsed()));
+    assert!(
+        plan.0.success(),
+        "kubeadm upgrade plan failed ({}):\n{}\n--- agent log tail:\n{}",
+        plan.0,
+        plan.1,
+        node.tail()
+    );
+    let t_apply = Instant::now();
+    let (status, out) = run_kubeadm(
+        &node,
+        "kubeadm-upgrade-apply.log",
+        &["upgrade", "apply", &version, "--yes", &ignore],
+        600,
+    );
+    let t_apply = t_apply.elapsed();
+    assert!(
+        status.success()
+            && out.contains(&format!(
+                "[upgrade] SUCCESS! A control plane node of your cluster was upgraded to \"{version}\"."
+            )),
+        "kubeadm upgrade apply failed ({status}):\n{out}\n--- agent log tail:\n{}",
+        node.tail()
+    );
+    timings.push((
+        format!(
+            "kubeadm upgrade apply ({} manifests changed)",
+            UPGRADE_ARGS.len()
+        ),
+        t_apply,
+    ));
+    node.assert_host_untouched();
+    let backups: Vec<_> = std::fs::read_dir(node.etc("kubernetes/tmp"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("kubeadm-backup-manifests-"))
+        })
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    for &(_, c, name, value) in UPGRADE_ARGS {
+        let flag = format!("--{name}={value}");
+        // The new manifest in place, the old one in kubeadm's backup directory.
+        let manifest =
+            std::fs::read_to_string(node.etc(&format!("kubernetes/manifests/{c}.yaml"))).unwrap();
+        assert!(manifest.contains(&flag), "{c}: {manifest}");
+        let old = std::fs::read_to_string(backups[0].join(format!("{c}.yaml"))).unwrap();
+        assert!(!old.contains(&flag), "{c}: {old}");
+        // The component runs the new manifest: a new UID, which its mirror carries, Ready;
+        // the process in the pod's cgroup has the flag.
+        let i = COMPONENTS.iter().position(|x| *x == c).unwrap();
+        let local = node.wait(&format!("the new {c} pod Ready"), 120, || {
+            node.local(c)
+                .filter(|p| ready(p) && container_id(p) != before[i].1)
+        });
+        let uid = local["metadata"]["uid"].as_str().unwrap().to_string();
+        assert_ne!(uid, before[i].0, "{c}");
+        node.wait(
+            &format!("{c}'s mirror with the new hash, Ready"),
+            120,
+            || {
+                node.mirror(c)
+                    .filter(|m| ready(m) && annotation(m, "kubernetes.io/config.hash") == uid)
+            },
+        );
+        let cmdlines: Vec<String> = control_plane::pod_pids(&uid)
+            .iter()
+            .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .collect();
+        assert!(
+            cmdlines.iter().any(|l| l.contains(c) && l.contains(&flag)),
+            "{c}: {cmdlines:?}"
+        );
+    }
+    let killing = |c: &str| -> Vec<String> {
+        local_events(&node, c)
+            .into_iter()
+            .filter(|e| e["reason"] == "Killing")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let changed = |c: &str| UPGRADE_ARGS.iter().any(|(_, x, _, _)| *x == c);
+    let api_changed = changed("kube-apiserver");
+    for (i, c) in COMPONENTS.iter().enumerate() {
+        if changed(c) {
+            continue;
+        }
+        if *c == "etcd" && api_changed {
+            // Restarted in place: same hash, a new container, and the agent says why.
+            let local = node.wait("etcd restarted and Ready", 120, || {
+                node.local("etcd")
+                    .filter(|p| ready(p) && container_id(p) != before[i].1)
+            });
+            assert_eq!(local["metadata"]["uid"], before[i].0.as_str());
+            node.wait("etcd's mirror Ready, same hash", 120, || {
+                node.mirror("etcd").filter(|m| {
+                    ready(m) && annotation(m, "kubernetes.io/config.hash") == before[i].0
+                })
+            });
+            assert!(
+                killing("etcd").iter().any(|m| m
+                    == "Stopping the pod to restart it (its manifest was removed and added again)"),
+                "{:?}",
+                local_events(&node, "etcd")
+            );
+            continue;
+        }
+        // Not touched: same hash, Ready, nothing stopped by the agent.
+        node.wait(&format!("{c}'s mirror Ready, same hash"), 120, || {
+            node.mirror(c)
+                .filter(|m| ready(m) && annotation(m, "kubernetes.io/config.hash") == before[i].0)
+        });
+        assert_eq!(killing(c), Vec::<String>::new(), "the agent stopped {c}");
+        if !api_changed {
+            assert_eq!(
+                container_id(&node.local(c).unwrap()),
+                before[i].1,
+                "{c} was restarted"
+            );
+        }
+        // Else its container may have restarted on its own: the controller-manager and the
+        // scheduler exit when they cannot renew their leader lease while the API server
+        // restarts, and are restarted under `restartPolicy: Always`, as under kubelet.
+    }
+    // kubeadm's kubelet-config phase wrote the KubeletConfiguration again (from the
+    // kubelet-config ConfigMap, unchanged here); kubelet does not watch its config file and
+    // kubeadm does not restart it (the upgrade guide restarts it by hand after upgrading its
+    // package), so the agent goes on as it is.
+    assert_eq!(
+        std::fs::read(&kubelet_config).unwrap(),
+        kubelet_config_before
+    );
+    assert!(
+        node.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the agent exited:\n{}",
+        node.tail()
+    );
+    // The Node, the API and the data are intact.
+    let n = node.kubectl_json(&["get", "node", NODE]).unwrap();
+    assert!(node_ready(&n), "{n}");
+    assert!(
+        has_taint(&n, "node-role.kubernetes.io/control-plane", "NoSchedule"),
+        "{n}"
+    );
+    assert_eq!(n["metadata"]["labels"]["example.com/owner"], "ops", "{n}");
+    assert!(node.api_ready());
+    let cm = node
+        .kubectl_json(&["get", "configmap", "upgrade-survivor", "-n", "default"])
+        .unwrap();
+    assert_eq!(cm["data"]["written"], "before-upgrade", "{cm}");
 
     control_plane::report_timings(
         &format!(

@@ -7,6 +7,14 @@
 //! deltas makes renames, symlinked files, editors that replace files and partial writes all
 //! converge to what is on disk.
 //!
+//! One thing a relist alone cannot see is a file removed (or renamed away) and put back between
+//! two relists, as `kubeadm upgrade` does with a manifest it backs up and restores: kubelet,
+//! which applies each inotify event, removes the pod and adds it again, and so restarts it. The
+//! watch therefore notes the paths that left the directory; a relist that finds such a file
+//! back, with the pod of the previous snapshot, first sends the snapshot without that pod
+//! ([`removal_gap`]), so the merger sees the removal and the return (and numbers the return,
+//! see [`super::merge::DesiredPods::added`]) as kubelet would.
+//!
 //! Differences from kubelet, on purpose: only `*.yaml`, `*.yml` and `*.json` are read (editor
 //! backups never become pods; every skipped file is logged once); a manifest that stops parsing
 //! keeps its pod at the last good version instead of killing it; two files defining the same pod
@@ -37,6 +45,59 @@ pub const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
 struct Complete {
     seen: std::sync::atomic::AtomicBool,
     notify: tokio::sync::Notify,
+    /// Paths that left the directory (removed, renamed away) since the last relist.
+    removed: std::sync::Mutex<HashSet<PathBuf>>,
+}
+
+/// The paths a watch event says left the directory: removed, or renamed away (inotify's
+/// `IN_MOVED_FROM`; a rename within the directory is also reported as both names, the first
+/// being the old one).
+fn removed_paths(ev: &notify::Event) -> &[PathBuf] {
+    use notify::event::{ModifyKind, RenameMode};
+    use notify::EventKind;
+    match ev.kind {
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => &ev.paths,
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => &ev.paths[..ev.paths.len().min(1)],
+        _ => &[],
+    }
+}
+
+/// The snapshot to send before `snap`, if a pod of the previous snapshot (`last`, its UIDs)
+/// comes from a file that was removed or renamed away (`removed`) and is back: `snap` without
+/// those pods and their manifests' records, so that the merger sees the pod go and come back,
+/// as kubelet's event-by-event file source does. `None` if there is no such pod.
+fn removal_gap(
+    snap: &SourceSnapshot,
+    removed: &HashSet<PathBuf>,
+    last: &[String],
+) -> Option<SourceSnapshot> {
+    let back = |origin: &Origin| match origin {
+        Origin::File(f) => removed.contains(Path::new(f)),
+        Origin::Url(_) => false,
+    };
+    let gone: HashSet<&str> = snap
+        .pods
+        .iter()
+        .filter(|p| back(&p.origin) && last.contains(&p.uid))
+        .map(|p| p.uid.as_str())
+        .collect();
+    if gone.is_empty() {
+        return None;
+    }
+    Some(SourceSnapshot {
+        pods: snap
+            .pods
+            .iter()
+            .filter(|p| !gone.contains(p.uid.as_str()))
+            .cloned()
+            .collect(),
+        manifests: snap
+            .manifests
+            .iter()
+            .filter(|m| !removed.contains(Path::new(&m.origin)))
+            .cloned()
+            .collect(),
+    })
 }
 
 /// Events after which a file is whole: written and closed, renamed into place, removed. Other
@@ -443,6 +504,16 @@ impl FileSource {
                 }
             })?;
         let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = &res {
+                let gone = removed_paths(ev);
+                if !gone.is_empty() {
+                    complete
+                        .removed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .extend(gone.iter().cloned());
+                }
+            }
             if triggers_relist(&res) {
                 if res.as_ref().is_ok_and(|ev| is_complete(&ev.kind)) {
                     complete
@@ -483,7 +554,31 @@ impl FileSource {
                     }
                 }
             }
+            let removed = std::mem::take(
+                &mut *complete
+                    .removed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
             let snap = self.relist();
+            let last_uids = last
+                .as_ref()
+                .map(|(uids, _)| uids.as_slice())
+                .unwrap_or(&[]);
+            if let Some(gap) = removal_gap(&snap, &removed, last_uids) {
+                debug!(path = %self.path.display(), "manifests removed and put back: sending their removal first");
+                if tx
+                    .send(SourceUpdate {
+                        kind: SourceKind::File,
+                        snapshot: gap,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                last = None;
+            }
             let key = (
                 snap.pods.iter().map(|p| p.uid.clone()).collect::<Vec<_>>(),
                 snap.manifests.clone(),

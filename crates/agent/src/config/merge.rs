@@ -3,8 +3,11 @@
 //! Sources send full snapshots; [`Merger::apply`] diffs a snapshot against that source's
 //! previous one into [`PodChange`]s, stamps `kubernetes.io/config.seen` on new UIDs (kept on
 //! updates), marks the source as seen, and resolves a pod name claimed by two sources (the file
-//! source wins; the URL's record gets the error). It is pure and synchronous; [`run`] is its
-//! thin async shell that publishes the results on `watch` channels.
+//! source wins; the URL's record gets the error). Each addition of a UID is numbered
+//! ([`DesiredPods::added`]), so a pod removed and added again (a manifest moved out of the
+//! directory and back, as `kubeadm upgrade` does) is told apart from one that stayed even when a
+//! consumer of the `watch` channel sees only the state after both. It is pure and synchronous;
+//! [`run`] is its thin async shell that publishes the results on `watch` channels.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -48,6 +51,11 @@ pub struct DesiredPods {
     /// Events about a pod that no worker records (its rollouts, [`crate::rollout`]), by full
     /// name; shown with the events of the pod of that name.
     pub events: BTreeMap<String, crate::events::EventLog>,
+    /// When each wanted UID was last added, as the merger's count of additions: it grows when
+    /// a UID is removed and added again, which the pod manager answers with a restart of the
+    /// pod, as kubelet restarts a static pod whose manifest was removed and put back (its
+    /// REMOVE then ADD of the same UID). Filters pass it on unchanged.
+    pub added: BTreeMap<String, u64>,
 }
 
 /// See the module doc.
@@ -59,6 +67,9 @@ pub struct Merger {
     pods: BTreeMap<String, Arc<StaticPod>>,
     /// Name clashes between sources found by the last merge: (source, origin, message).
     clashes: Vec<(SourceKind, String, String)>,
+    /// [`DesiredPods::added`] of the merged pods, and the count it is taken from.
+    added: BTreeMap<String, u64>,
+    additions: u64,
 }
 
 impl Merger {
@@ -69,6 +80,8 @@ impl Merger {
             snapshots: BTreeMap::new(),
             pods: BTreeMap::new(),
             clashes: Vec::new(),
+            added: BTreeMap::new(),
+            additions: 0,
         }
     }
 
@@ -150,11 +163,14 @@ impl Merger {
                         uid: uid.clone(),
                         name: pod.name.clone(),
                     });
+                    self.additions += 1;
+                    self.added.insert(uid.clone(), self.additions);
                     stamp(&pod, &rfc3339_nanos(now), Some(now))
                 }
             };
             next.insert(uid, stamped);
         }
+        self.added.retain(|uid, _| next.contains_key(uid));
         self.pods = next;
         changes
     }
@@ -168,6 +184,7 @@ impl Merger {
             events: BTreeMap::new(),
             stopped: BTreeMap::new(),
             held: BTreeMap::new(),
+            added: self.added.clone(),
         }
     }
 
@@ -329,6 +346,39 @@ mod tests {
         let ch = m.apply(snap(SourceKind::File, vec![]), t(3));
         assert_eq!(ch.len(), 2);
         assert!(m.desired().pods.is_empty());
+    }
+
+    #[test]
+    fn each_addition_is_numbered_so_a_removal_and_readdition_shows() {
+        let mut m = Merger::new([SourceKind::File]);
+        let a = file("a", "img:1");
+        let b = file("b", "img:1");
+        let added = |m: &Merger| m.desired().added.into_iter().collect::<Vec<_>>();
+        type Step = (Vec<Arc<StaticPod>>, Vec<(String, u64)>);
+        let steps: Vec<Step> = vec![
+            (
+                vec![a.clone(), b.clone()],
+                vec![(a.uid.clone(), 1), (b.uid.clone(), 2)],
+            ),
+            // Unchanged: same numbers.
+            (
+                vec![a.clone(), b.clone()],
+                vec![(a.uid.clone(), 1), (b.uid.clone(), 2)],
+            ),
+            // a's manifest moved away: forgotten ...
+            (vec![b.clone()], vec![(b.uid.clone(), 2)]),
+            // ... and back: a later number, b's unchanged.
+            (
+                vec![a.clone(), b.clone()],
+                vec![(a.uid.clone(), 3), (b.uid.clone(), 2)],
+            ),
+        ];
+        for (i, (pods, want)) in steps.into_iter().enumerate() {
+            m.apply(snap(SourceKind::File, pods), t(i as u64));
+            let mut want = want;
+            want.sort();
+            assert_eq!(added(&m), want, "step {i}");
+        }
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //!   only after the old one has completely stopped, and versions that never started are skipped
 //!   because only the *current* desired UID is ever started;
 //! - tells workers of unwanted UIDs to terminate, and a terminating worker whose UID is wanted
-//!   again to start again when stopped (restart counts continue, as kubelet);
+//!   again to start again when stopped (restart counts continue, as kubelet); a running pod
+//!   whose UID was removed and added again meanwhile ([`DesiredPods::added`] grew: its
+//!   manifest moved away and back faster than this manager looked) is restarted the same way,
+//!   as kubelet restarts it on the REMOVE then ADD of its UID;
 //! - once every source has been seen, stops runtime pods that no source wants (orphans, e.g. a
 //!   manifest deleted while the agent was down) with a 1 s grace period, and, once after
 //!   starting, finishes the cleanup of pods that left only their directory
@@ -97,6 +100,8 @@ struct Entry {
     full_name: String,
     pod: Option<Arc<StaticPod>>,
     terminating: bool,
+    /// The pod's [`DesiredPods::added`] the worker runs (0: an orphan's).
+    added: u64,
 }
 
 /// A pod found in the runtime by its labels.
@@ -206,7 +211,12 @@ impl PodManager {
                         let found = match self.workers.get(&uid) {
                             Some(e) if !e.terminating && e.pod.is_some() => {
                                 info!(%uid, "restarting the pod on request");
-                                e.handle.tx.send(WorkerMsg::RestartPod).is_ok()
+                                e.handle
+                                    .tx
+                                    .send(WorkerMsg::RestartPod {
+                                        why: "staticlet restart pod",
+                                    })
+                                    .is_ok()
                             }
                             _ => false,
                         };
@@ -268,7 +278,12 @@ impl PodManager {
     fn reconcile(&mut self) {
         let desired = self.desired.clone();
         // Workers of unwanted UIDs terminate; wanted-again ones restart; changed specs update.
+        // A UID removed and added again since its worker last heard of it (a manifest moved
+        // away and back, even when this manager never saw the removal) is restarted, as
+        // kubelet restarts a static pod on a REMOVE then ADD of its UID.
         for (uid, e) in self.workers.iter_mut() {
+            let added = desired.added.get(uid).copied();
+            let again = added.is_some_and(|a| a > e.added);
             match desired.pods.get(uid) {
                 None if !e.terminating => {
                     e.terminating = true;
@@ -278,7 +293,19 @@ impl PodManager {
                 Some(p) if e.terminating && e.pod.is_some() => {
                     e.terminating = false;
                     e.pod = Some(p.clone());
+                    e.added = added.unwrap_or(e.added);
                     let _ = e.handle.tx.send(WorkerMsg::Restart);
+                }
+                Some(p) if again && e.pod.is_some() => {
+                    e.added = added.unwrap_or(e.added);
+                    if e.pod.as_ref().is_some_and(|old| **old != **p) {
+                        let _ = e.handle.tx.send(WorkerMsg::Update(p.clone()));
+                    }
+                    e.pod = Some(p.clone());
+                    info!(%uid, "restarting the pod: its manifest was removed and added again");
+                    let _ = e.handle.tx.send(WorkerMsg::RestartPod {
+                        why: "its manifest was removed and added again",
+                    });
                 }
                 Some(p)
                     if e.pod
@@ -320,6 +347,7 @@ impl PodManager {
                         full_name: format!("{}_{}", rp.name, rp.namespace),
                         pod: None,
                         terminating: true,
+                        added: 0,
                     },
                 );
             }
@@ -354,6 +382,7 @@ impl PodManager {
                     full_name: full,
                     pod: Some(pod.clone()),
                     terminating: false,
+                    added: desired.added.get(uid).copied().unwrap_or(0),
                 },
             );
         }
@@ -402,6 +431,7 @@ impl PodManager {
                     full_name: String::new(),
                     pod: None,
                     terminating: true,
+                    added: 0,
                 },
             );
         }

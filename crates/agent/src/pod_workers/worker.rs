@@ -46,9 +46,10 @@ pub enum WorkerMsg {
     Terminate { grace: Option<i64> },
     /// The UID is wanted again while terminating: start it again once stopped.
     Restart,
-    /// `staticlet restart pod`: stop the pod (kill sequence, the pod's grace) and start it
-    /// again with the same UID (a new sandbox; restart counts go up).
-    RestartPod,
+    /// Stop the pod (kill sequence, the pod's grace) and start it again with the same UID (a
+    /// new sandbox; restart counts go up), because of `why` (shown in the `Killing` event):
+    /// `staticlet restart pod`, or its manifest removed and added again.
+    RestartPod { why: &'static str },
     /// The manager's relist saw the pod's sandboxes or containers change: observe them now.
     RuntimeChanged,
 }
@@ -332,9 +333,22 @@ impl Worker {
             if !full {
                 let obs = last.as_ref().expect("observed before");
                 let ip = self.probe_ip(&pod, obs);
-                let probe_events = match self.probes.as_mut() {
+                let mut runtime_changed = false;
+                let probe_events = match self.probes.as_ref() {
                     Some(p) if p.next_due(now).is_some_and(|d| d <= now) => {
-                        p.run_due(now, &ip).await
+                        match self.run_probes(now, &ip).await {
+                            Ok((events, rc)) => {
+                                runtime_changed = rc;
+                                events
+                            }
+                            Err(m) => {
+                                if let Some(g) = self.interrupted(m).await {
+                                    return Some(g);
+                                }
+                                sync_due = tokio::time::Instant::now();
+                                continue;
+                            }
+                        }
                     }
                     _ => Vec::new(),
                 };
@@ -342,8 +356,9 @@ impl Worker {
                     .iter()
                     .any(|e| !matches!(e, crate::prober::ProbeEvent::AttemptFailed { .. }));
                 self.handle_probe_events(probe_events).await;
-                if changed {
-                    // Readiness, startup or liveness changed: sync now.
+                if changed || runtime_changed {
+                    // Readiness, startup or liveness changed (or the runtime did while the
+                    // probes ran): sync now.
                     sync_due = tokio::time::Instant::now();
                     continue;
                 }
@@ -398,8 +413,21 @@ impl Worker {
                     let mut probe_events = probes.observe_runtime(&obs.containers, now);
                     if probes.next_due(now).is_some_and(|d| d <= now) {
                         let ip = self.probe_ip(&pod, &obs);
-                        if let Some(p) = self.probes.as_mut() {
-                            probe_events.extend(p.run_due(now, &ip).await);
+                        match self.run_probes(now, &ip).await {
+                            Ok((events, runtime_changed)) => {
+                                probe_events.extend(events);
+                                if runtime_changed {
+                                    sync_due = tokio::time::Instant::now();
+                                }
+                            }
+                            Err(m) => {
+                                self.handle_probe_events(probe_events).await;
+                                if let Some(g) = self.interrupted(m).await {
+                                    return Some(g);
+                                }
+                                sync_due = tokio::time::Instant::now();
+                                continue;
+                            }
                         }
                     }
                     self.handle_probe_events(probe_events).await;
@@ -522,6 +550,54 @@ impl Worker {
         }
     }
 
+    /// Runs the probes due at `now`, and says whether the manager saw the pod's runtime state
+    /// change meanwhile ([`WorkerMsg::RuntimeChanged`]: observe again). A probe may take up to
+    /// its timeout (kube-apiserver's readiness probe: 15 s); any other message (a termination,
+    /// an update, a restart) arriving meanwhile is returned at once and the attempts are
+    /// thrown away, as kubelet's probe workers never hold up its pod worker.
+    async fn run_probes(
+        &mut self,
+        now: SystemTime,
+        ip: &str,
+    ) -> Result<(Vec<crate::prober::ProbeEvent>, bool), Option<WorkerMsg>> {
+        let Some(p) = self.probes.as_mut() else {
+            return Ok((Vec::new(), false));
+        };
+        let jobs = p.take_due(now, ip);
+        if jobs.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let keys: Vec<_> = jobs.iter().map(|j| (j.container.clone(), j.kind)).collect();
+        let run = futures::future::join_all(jobs.into_iter().map(crate::prober::ProbeJob::run));
+        tokio::pin!(run);
+        let mut runtime_changed = false;
+        loop {
+            tokio::select! {
+                done = &mut run => {
+                    let events = done.into_iter().flat_map(|d| p.apply(d)).collect();
+                    return Ok((events, runtime_changed));
+                }
+                m = self.rx.recv() => match m {
+                    Some(WorkerMsg::RuntimeChanged) => runtime_changed = true,
+                    m => {
+                        p.abandon(&keys);
+                        return Err(m);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acts on a message that interrupted the probes; returns the grace override when it
+    /// means "terminate".
+    async fn interrupted(&mut self, m: Option<WorkerMsg>) -> Option<i64> {
+        if m.is_none() {
+            // The manager is gone (agent shutting down): leave the pod running.
+            std::future::pending::<()>().await;
+        }
+        self.handle(m)
+    }
+
     /// When to wake up at the latest: the plan's wake-up or the next due probe, whichever first.
     fn next_wake(&self, plan: Option<SystemTime>, now: SystemTime) -> Option<SystemTime> {
         match (plan, self.probes.as_ref().and_then(|p| p.next_due(now))) {
@@ -542,11 +618,11 @@ impl Worker {
                 let g = grace.unwrap_or_else(|| self.grace());
                 Some(g)
             }
-            WorkerMsg::RestartPod => {
+            WorkerMsg::RestartPod { why } => {
                 self.event(
                     "Normal",
                     "Killing",
-                    "Stopping the pod to restart it (staticlet restart pod)",
+                    &format!("Stopping the pod to restart it ({why})"),
                 );
                 self.restart_requested = true;
                 Some(self.grace())
@@ -1089,7 +1165,7 @@ impl Worker {
     fn drain_restart(&mut self) {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                WorkerMsg::Restart | WorkerMsg::RestartPod => self.restart_requested = true,
+                WorkerMsg::Restart | WorkerMsg::RestartPod { .. } => self.restart_requested = true,
                 WorkerMsg::Update(p) => self.subject = Subject::Pod(p),
                 WorkerMsg::Terminate { .. } => self.restart_requested = false,
                 WorkerMsg::RuntimeChanged => {}

@@ -33,7 +33,11 @@
 //!    `probes.run_due(clock.now(), pod_ip).await`, where `pod_ip` is the sandbox IP, or the
 //!    host IP under `hostNetwork` (the same value `try_start` passes as the pod IP). That runs
 //!    every due probe concurrently and returns within the longest probe timeout (+1 s).
-//!    If blocking the sync loop for that long is unwelcome, use the two halves instead:
+//!    The pod worker uses the two halves, `take_due` then [`ProbeManager::apply`], and races
+//!    the jobs against its messages: a message (a termination, an update; not the manager's
+//!    "the runtime changed", which only asks for a sync afterwards) wins at once and the jobs
+//!    go back with [`ProbeManager::abandon`], their attempts thrown away. Another
+//!    way is to spawn the jobs:
 //!    `take_due(now, pod_ip)` returns `'static` [`ProbeJob`]s to `tokio::spawn` (`job.run()`),
 //!    whose [`ProbeDone`] results go back through a channel into the worker's `select!` and
 //!    into [`ProbeManager::apply`]. Results for a container instance that has been replaced
@@ -562,6 +566,21 @@ impl ProbeManager {
         }
         let done = futures::future::join_all(jobs.into_iter().map(ProbeJob::run)).await;
         done.into_iter().flat_map(|d| self.apply(d)).collect()
+    }
+
+    /// Gives back jobs of [`take_due`](Self::take_due) (by container and kind) whose attempts
+    /// were not run to the end because the worker had a message to act on first: their
+    /// attempts are thrown away (nothing is recorded) and they are due again at once.
+    pub fn abandon(&mut self, jobs: &[(String, ProbeKind)]) {
+        for (container, kind) in jobs {
+            if let Some(s) = self
+                .containers
+                .get_mut(container)
+                .and_then(|t| t.slots.get_mut(kind))
+            {
+                s.in_flight = false;
+            }
+        }
     }
 
     /// Pod termination: liveness and startup stop for good (left at `Success`, as kubelet

@@ -129,6 +129,7 @@ impl Controller {
             grace_overrides: desired.grace_overrides.clone(),
             stopped: desired.stopped.clone(),
             held: desired.held.clone(),
+            added: desired.added.clone(),
         };
         let mut wanted_names = std::collections::HashSet::new();
         for pod in desired.pods.values() {

@@ -359,3 +359,99 @@ fn refused_manifests_are_not_applied_until_trusted_and_the_pod_keeps_its_last_go
     mode(0o644);
     assert_eq!(image(&src.relist()).as_deref(), Some("img:2"));
 }
+
+#[test]
+fn removal_gap_drops_the_pods_whose_file_left_and_came_back() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_path_buf();
+    std::fs::write(dir.join("a.yaml"), manifest("a", "img:1")).unwrap();
+    std::fs::write(dir.join("b.yaml"), manifest("b", "img:1")).unwrap();
+    let mut src = source(&dir);
+    let snap = src.relist();
+    let uid = |n: &str| {
+        snap.pods
+            .iter()
+            .find(|p| p.name == format!("{n}-node"))
+            .unwrap()
+            .uid
+            .clone()
+    };
+    let both = vec![uid("a"), uid("b")];
+    let a = dir.join("a.yaml");
+    let set = |ps: &[&PathBuf]| ps.iter().map(|p| p.to_path_buf()).collect::<HashSet<_>>();
+    // (what, paths removed, UIDs of the previous snapshot) -> the gap's pods
+    type Case = (
+        &'static str,
+        HashSet<PathBuf>,
+        Vec<String>,
+        Option<Vec<String>>,
+    );
+    let cases: Vec<Case> = vec![
+        ("nothing removed", set(&[]), both.clone(), None),
+        (
+            "a left and is back: the snapshot without it first",
+            set(&[&a]),
+            both.clone(),
+            Some(vec!["b-node".into()]),
+        ),
+        (
+            "a is new (not in the previous snapshot): no gap to show",
+            set(&[&a]),
+            vec![uid("b")],
+            None,
+        ),
+        (
+            "another file left (a dotfile renamed into place, a file still gone)",
+            set(&[&dir.join(".a.yaml.tmp"), &dir.join("c.yaml")]),
+            both.clone(),
+            None,
+        ),
+    ];
+    for (what, removed, last, want) in cases {
+        let gap = removal_gap(&snap, &removed, &last);
+        assert_eq!(gap.as_ref().map(names), want, "{what}");
+        if let Some(g) = gap {
+            assert!(
+                g.manifests.iter().all(|m| Path::new(&m.origin) != a),
+                "{what}: a's record goes with its pod"
+            );
+            assert_eq!(g.manifests.len(), 1, "{what}");
+        }
+    }
+}
+
+/// `kubeadm upgrade` moves a manifest to its backup directory and moves it (or its
+/// replacement) back at once: the source shows the pod gone and then back, as kubelet's
+/// event-by-event source does, however quickly it happened.
+#[tokio::test]
+async fn a_manifest_moved_away_and_back_is_seen_going_and_coming_back() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("manifests");
+    let backup = d.path().join("backup");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&backup).unwrap();
+    std::fs::write(dir.join("a.yaml"), manifest("a", "img:1")).unwrap();
+    std::fs::write(dir.join("b.yaml"), manifest("b", "img:1")).unwrap();
+    let src = FileSource::new(&dir, "node", Duration::from_secs(3600), None, Clock::new());
+    let (tx, mut rx) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(src.run(tx, stop.clone()));
+    next_with(&mut rx, |s| s.pods.len() == 2).await;
+    for _ in 0..3 {
+        std::fs::rename(dir.join("a.yaml"), backup.join("a.yaml")).unwrap();
+        std::fs::rename(backup.join("a.yaml"), dir.join("a.yaml")).unwrap();
+        next_with(&mut rx, |s| names(s) == vec!["b-node"]).await;
+        next_with(&mut rx, |s| s.pods.len() == 2).await;
+    }
+    // Rewritten in place (no removal): an update, never a gap.
+    std::fs::write(dir.join("a.yaml"), manifest("a", "img:2")).unwrap();
+    let s = next_with(&mut rx, |s| {
+        s.pods
+            .iter()
+            .any(|p| p.spec().containers[0].image.as_deref() == Some("img:2"))
+    })
+    .await;
+    assert_eq!(s.pods.len(), 2);
+    stop.cancel();
+    task.await.unwrap();
+}
