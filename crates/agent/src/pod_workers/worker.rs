@@ -339,6 +339,9 @@ impl Worker {
                         match self.run_probes(now, &ip).await {
                             Ok((events, rc)) => {
                                 runtime_changed = rc;
+                                // The relist's notice: what the next observation finds new
+                                // was not reported by an event (see `relist_woke`).
+                                relist_woke |= rc;
                                 events
                             }
                             Err(m) => {
