@@ -10,6 +10,10 @@
 //!   Warning Event each (pure);
 //! - [`recorder`]: the static pods' events (the agent's per-pod logs) as API Events, which
 //!   `kubectl describe` shows on their mirror pods (planner pure, plus its loop);
+//! - [`certificate`]: the node's client certificate: CSR contents, the cert dir's file store,
+//!   when to renew, the swappable TLS identity (pure, or the cert dir only);
+//! - [`identity`]: TLS bootstrap (`--bootstrap-kubeconfig`) and client-certificate rotation
+//!   (`rotateCertificates`): it runs the loops below with the node's current identity;
 //! - this file: the kubeconfig client, configuration and the Node/Lease loop.
 //!
 //! **Architecture invariant:** nothing here can affect a running static pod: the cluster side
@@ -21,6 +25,8 @@
 //! (static pods' events, and one `StaticPodsOnly` per scheduled pod,
 //! which is itself never written).
 
+pub mod certificate;
+pub mod identity;
 pub mod mirror;
 pub mod node;
 mod reconciler;
@@ -151,6 +157,7 @@ pub(crate) async fn call<T>(
 }
 
 /// What the cluster side reads from the agent and writes back for its local API.
+#[derive(Clone)]
 pub struct AgentLink {
     pub pods: watch::Receiver<Arc<PodsView>>,
     pub readiness: watch::Receiver<Readiness>,

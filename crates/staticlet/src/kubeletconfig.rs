@@ -455,6 +455,7 @@ const HONOURED: &[&str] = &[
     "imageMaximumGCAge",
     "imageGCHighThresholdPercent",
     "imageGCLowThresholdPercent",
+    "rotateCertificates",
 ];
 
 /// Fields that are pointers in the Go type: present means set, even at `false` or `0`
@@ -852,8 +853,9 @@ pub fn settings(
     // Flags that are read but not used yet are named in the warning with the ignored ones.
     let mut ignored_flags = args.kubelet.given.clone();
     for (given, flag) in [
+        // Without --kubeconfig there is no cluster side to bootstrap credentials for.
         (
-            args.bootstrap_kubeconfig.is_some(),
+            args.bootstrap_kubeconfig.is_some() && args.kubeconfig.is_none(),
             "--bootstrap-kubeconfig",
         ),
         (
@@ -890,6 +892,7 @@ pub fn settings(
             .clone()
             .filter(|i| !i.is_empty()),
         bootstrap_kubeconfig: args.bootstrap_kubeconfig.clone(),
+        rotate_certificates: kc.rotate_certificates.unwrap_or(false),
         node_shutdown,
         image_gc,
         ignored_config_fields: file.map(|f| f.ignored_fields.clone()).unwrap_or_default(),
@@ -1061,13 +1064,9 @@ mod tests {
         // Only fields set to something other than their zero value are named.
         assert_eq!(
             s.ignored_config_fields,
-            [
-                "cgroupDriver",
-                "clusterDNS",
-                "clusterDomain",
-                "rotateCertificates"
-            ]
+            ["cgroupDriver", "clusterDNS", "clusterDomain"]
         );
+        assert!(s.rotate_certificates);
         assert!(s.ignored_flags.is_empty());
         // The same file in JSON, and YAML in another key order without apiVersion and kind.
         let v: Value = serde_saphyr::from_str(KUBEADM).unwrap();
