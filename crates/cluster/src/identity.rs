@@ -346,7 +346,16 @@ async fn bootstrap_csr(
     let name = certificate::bootstrap_csr_name(&public_key, &user, &[certificate::NODES_GROUP]);
     let api: Api<CertificateSigningRequest> = Api::all(client);
     let uid = create_csr(&api, Some(&name), &csr, bootstrap, "the bootstrap token").await?;
-    let cert = wait_issued(&api, &name, &uid, BOOTSTRAP_WAIT, view, shutdown).await?;
+    let cert = match wait_issued(&api, &name, &uid, BOOTSTRAP_WAIT, view, shutdown).await {
+        Ok(c) => c,
+        Err(WaitError::Final(e)) => {
+            // Denied (or gone): the next attempt sends a new CSR, with a new key.
+            let _ = std::fs::remove_file(&key_path);
+            return Err(e);
+        }
+        Err(WaitError::Retry(e)) => return Err(e),
+    };
+    check_issued(node_name, &cert, &key)?;
     let file = store
         .update(&cert, &key, SystemTime::now())
         .map_err(|e| format!("storing the client certificate: {e}"))?;
@@ -403,12 +412,33 @@ async fn create_csr(
             info!(csr = %name, "the CSR exists already (sent before a restart): waiting on it");
             Ok(existing.metadata.uid.unwrap_or_default())
         }
-        Err((e, Some(code @ (401 | 403)))) => Err(format!(
-            "{} (kubeconfig {}): the API server refused {creds} ({code}): {e}",
-            what,
-            kubeconfig.display()
-        )),
+        Err((e, Some(code @ (401 | 403)))) => {
+            let message = match e {
+                ClusterError::Api { message, .. } => message,
+                other => other.to_string(),
+            };
+            Err(format!(
+                "{what} (kubeconfig {}): the API server refused {creds} ({code}): {message}",
+                kubeconfig.display()
+            ))
+        }
         Err((e, _)) => Err(format!("{e} (kubeconfig {})", kubeconfig.display())),
+    }
+}
+
+/// Why a CSR gave no certificate; `Final`: it never will (denied, failed, deleted, replaced),
+/// so the next attempt sends a new one with a new key.
+#[derive(Debug)]
+enum WaitError {
+    Final(String),
+    Retry(String),
+}
+
+impl WaitError {
+    fn message(self) -> String {
+        match self {
+            WaitError::Final(m) | WaitError::Retry(m) => m,
+        }
     }
 }
 
@@ -421,7 +451,7 @@ async fn wait_issued(
     timeout: Duration,
     view: &watch::Sender<Arc<ClusterView>>,
     shutdown: &CancellationToken,
-) -> Result<String, String> {
+) -> Result<String, WaitError> {
     let start = tokio::time::Instant::now();
     let mut logged = false;
     loop {
@@ -432,26 +462,26 @@ async fn wait_issued(
         .await
         {
             Ok(None) => {
-                return Err(format!(
+                return Err(WaitError::Final(format!(
                     "CertificateSigningRequest {name} was deleted before it was issued"
-                ))
+                )))
             }
             Ok(Some(csr)) => {
                 if !uid.is_empty() && csr.metadata.uid.as_deref() != Some(uid) {
-                    return Err(format!(
+                    return Err(WaitError::Final(format!(
                         "CertificateSigningRequest {name} was replaced by another one"
-                    ));
+                    )));
                 }
                 let status = csr.status.unwrap_or_default();
                 let conds = status.conditions.unwrap_or_default();
                 for c in &conds {
                     if (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True" {
-                        return Err(format!(
+                        return Err(WaitError::Final(format!(
                             "CertificateSigningRequest {name} was {}: {} {}",
                             c.type_.to_lowercase(),
                             c.reason.clone().unwrap_or_default(),
                             c.message.clone().unwrap_or_default()
-                        ));
+                        )));
                     }
                 }
                 let approved = conds
@@ -460,7 +490,9 @@ async fn wait_issued(
                 if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
                     if approved {
                         return String::from_utf8(cert.0).map_err(|_| {
-                            format!("CertificateSigningRequest {name}: the certificate is not PEM")
+                            WaitError::Final(format!(
+                                "CertificateSigningRequest {name}: the certificate is not PEM"
+                            ))
                         });
                     }
                 }
@@ -487,13 +519,13 @@ async fn wait_issued(
             }
         }
         if start.elapsed() >= timeout {
-            return Err(format!(
+            return Err(WaitError::Retry(format!(
                 "CertificateSigningRequest {name} was not issued within {}s (is it approved? `kubectl certificate approve {name}`)",
                 timeout.as_secs()
-            ));
+            )));
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return Err("shutting down".into()),
+            _ = shutdown.cancelled() => return Err(WaitError::Retry("shutting down".into())),
             _ = tokio::time::sleep(CSR_POLL) => {}
         }
     }
@@ -565,11 +597,32 @@ async fn renew_once(
     let (csr, _) = certificate::node_csr(node_name, &key)?;
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let created = api_create_generated(&api, &csr).await?;
-    let cert = wait_issued(&api, &created.0, &created.1, RENEWAL_WAIT, view, shutdown).await?;
+    let cert = wait_issued(&api, &created.0, &created.1, RENEWAL_WAIT, view, shutdown)
+        .await
+        .map_err(WaitError::message)?;
+    check_issued(node_name, &cert, &key)?;
     store
         .update(&cert, &key, SystemTime::now())
         .map_err(|e| format!("storing the client certificate: {e}"))?;
     Identity::read(&store.current_path()).map_err(|e| e.to_string())
+}
+
+/// The issued certificate goes with the key and is for this node, before it replaces anything.
+fn check_issued(node_name: &str, cert: &str, key: &str) -> Result<(), String> {
+    let id = Identity::parse(
+        Path::new("the issued certificate"),
+        cert.as_bytes(),
+        key.as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let want = certificate::node_user(node_name);
+    if id.common_name != want {
+        return Err(format!(
+            "the issued certificate is for {:?}, not {want:?}",
+            id.common_name
+        ));
+    }
+    Ok(())
 }
 
 async fn api_create_generated(

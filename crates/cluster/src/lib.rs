@@ -116,7 +116,21 @@ pub(crate) fn api_message(e: &kube::Error) -> String {
                 s.message.clone()
             }
         }
-        other => other.to_string(),
+        // A transport error: its causes say what went wrong (e.g. the server's certificate
+        // is not signed by the kubeconfig's CA).
+        other => {
+            let mut msg = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(e) = source {
+                let s = e.to_string();
+                if !msg.contains(&s) {
+                    msg.push_str(": ");
+                    msg.push_str(&s);
+                }
+                source = e.source();
+            }
+            msg
+        }
     }
 }
 

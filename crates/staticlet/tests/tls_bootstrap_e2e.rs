@@ -182,48 +182,17 @@ fn parse_time(s: &str) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-fn approved(csr: &Value) -> bool {
-    csr["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Approved"))
-        && csr["status"]["certificate"].is_string()
-}
+const WEB: &str =
+    "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n    image: nginx\n";
 
-#[test]
-fn tls_bootstrap_then_rotation() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
-        return;
-    }
-    let started = Instant::now();
-    let cp = ControlPlane::start(NODE).unwrap_or_else(|e| panic!("control plane: {e}"));
-    let env = Env {
-        cp,
-        dir: tempfile::tempdir().unwrap(),
-    };
-    env.cp
-        .apply(&bootstrap_objects())
-        .unwrap_or_else(|e| panic!("bootstrap token and RBAC: {e}"));
-    std::fs::create_dir(env.p("manifests")).unwrap();
-    std::fs::write(
-        env.p("manifests/web.yaml"),
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n    image: nginx\n",
-    )
-    .unwrap();
-    std::fs::write(
-        env.p("bootstrap-kubelet.conf"),
-        bootstrap_kubeconfig(&env.cp, &format!("{TOKEN_ID}.{TOKEN_SECRET}")),
-    )
-    .unwrap();
-    std::fs::write(
-        env.p("config.yaml"),
-        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nrotateCertificates: true\n",
-    )
-    .unwrap();
-    let kubeconfig = env.p("kubelet.conf");
-    let cert_dir = env.p("pki");
+/// The tests run one at a time: each has its own control plane, and both wait in real time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The agent with --kubeconfig (absent at first), --bootstrap-kubeconfig and --cert-dir in the
+/// test's directory, simulated containers, no node API port.
+fn start_agent(env: &Env, extra: &[&str]) -> KillOnDrop {
     let log = std::fs::File::create(env.p("agent.log")).unwrap();
-    let agent = bin()
+    let child = bin()
         .args([
             "run",
             "--hostname-override",
@@ -237,8 +206,6 @@ fn tls_bootstrap_then_rotation() {
             "--healthz-port",
             "0",
         ])
-        .arg("--config")
-        .arg(env.p("config.yaml"))
         .arg("--pod-manifest-path")
         .arg(env.p("manifests"))
         .arg("--root-dir")
@@ -246,17 +213,79 @@ fn tls_bootstrap_then_rotation() {
         .arg("--log-dir")
         .arg(env.p("logs"))
         .arg("--kubeconfig")
-        .arg(&kubeconfig)
+        .arg(env.p("kubelet.conf"))
         .arg("--bootstrap-kubeconfig")
         .arg(env.p("bootstrap-kubelet.conf"))
         .arg("--cert-dir")
-        .arg(&cert_dir)
+        .arg(env.p("pki"))
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
-    let agent = KillOnDrop(agent);
+    KillOnDrop(child)
+}
+
+/// The static pod runs, whatever the cluster side is doing.
+fn wait_web_running(env: &Env) {
+    env.wait("the static pod running", 60, || {
+        let out = bin()
+            .args([
+                "get",
+                "pod",
+                &format!("web-{NODE}"),
+                "-o",
+                "json",
+                "--root-dir",
+            ])
+            .arg(env.p("root"))
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["status"]["phase"] == "Running").then_some(())
+    });
+}
+
+fn approved(csr: &Value) -> bool {
+    csr["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Approved"))
+        && csr["status"]["certificate"].is_string()
+}
+
+#[test]
+fn tls_bootstrap_then_rotation() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let cp = ControlPlane::start(NODE).unwrap_or_else(|e| panic!("control plane: {e}"));
+    let env = Env {
+        cp,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    env.cp
+        .apply(&bootstrap_objects())
+        .unwrap_or_else(|e| panic!("bootstrap token and RBAC: {e}"));
+    std::fs::create_dir(env.p("manifests")).unwrap();
+    std::fs::write(env.p("manifests/web.yaml"), WEB).unwrap();
+    std::fs::write(
+        env.p("bootstrap-kubelet.conf"),
+        bootstrap_kubeconfig(&env.cp, &format!("{TOKEN_ID}.{TOKEN_SECRET}")),
+    )
+    .unwrap();
+    std::fs::write(
+        env.p("config.yaml"),
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nrotateCertificates: true\n",
+    )
+    .unwrap();
+    let kubeconfig = env.p("kubelet.conf");
+    let cert_dir = env.p("pki");
+    let config = env.p("config.yaml");
+    let agent = start_agent(&env, &["--config", config.to_str().unwrap()]);
     let agent_pid = agent.0.id();
 
     // 1. No controller-manager yet: the CSR (made with the bootstrap token) waits, /cluster
@@ -271,26 +300,7 @@ fn tls_bootstrap_then_rotation() {
         },
     );
     assert!(pending.contains("node-csr-"), "{pending}");
-    env.wait(
-        "the static pod running before the node has credentials",
-        60,
-        || {
-            let out = bin()
-                .args([
-                    "get",
-                    "pod",
-                    &format!("web-{NODE}"),
-                    "-o",
-                    "json",
-                    "--root-dir",
-                ])
-                .arg(env.p("root"))
-                .output()
-                .unwrap();
-            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-            (v["status"]["phase"] == "Running").then_some(())
-        },
-    );
+    wait_web_running(&env);
     let csrs = env.csrs();
     assert_eq!(csrs.len(), 1, "{csrs:?}");
     let boot = &csrs[0];
@@ -428,4 +438,99 @@ fn tls_bootstrap_then_rotation() {
     let log = std::fs::read_to_string(env.p("agent.log")).unwrap();
     assert!(log.contains("client certificate rotated"), "{log}");
     eprintln!("total: {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// Bad input, each a reported, retried wait while the static pod runs (the issue's "Bad
+/// input"): a bootstrap kubeconfig whose CA does not match, a bootstrap token the API server
+/// rejects, a CSR an admin denies (then a new CSR with a new key), a CSR approved with no signer
+/// running. The agent picks up each fix of the bootstrap kubeconfig at its next attempt. About
+/// a minute.
+#[test]
+fn tls_bootstrap_bad_input_is_reported_and_retried() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cp = ControlPlane::start(NODE).unwrap_or_else(|e| panic!("control plane: {e}"));
+    let env = Env {
+        cp,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    env.cp
+        .apply(&bootstrap_objects())
+        .unwrap_or_else(|e| panic!("bootstrap token and RBAC: {e}"));
+    std::fs::create_dir(env.p("manifests")).unwrap();
+    std::fs::write(env.p("manifests/web.yaml"), WEB).unwrap();
+    let bootstrap = env.p("bootstrap-kubelet.conf");
+    // The front-proxy CA is kubeadm's too, but not the API server's.
+    let wrong_ca = bootstrap_kubeconfig(&env.cp, &format!("{TOKEN_ID}.{TOKEN_SECRET}")).replace(
+        &env.cp.pki("ca.crt").display().to_string(),
+        &env.cp.pki("front-proxy-ca.crt").display().to_string(),
+    );
+    std::fs::write(&bootstrap, wrong_ca).unwrap();
+    let _agent = start_agent(&env, &[]);
+    let status = |what: &str, needle: &'static [&'static str]| {
+        env.wait(what, 90, || {
+            let s = env.cluster_status();
+            let st = s["clientCertificate"]["status"].as_str()?.to_string();
+            needle.iter().all(|n| st.contains(n)).then_some(st)
+        })
+    };
+    let st = status(
+        "the CA mismatch reported",
+        &["bootstrap-kubelet.conf", "certificate"],
+    );
+    eprintln!("wrong CA: {st}");
+    wait_web_running(&env);
+
+    std::fs::write(
+        &bootstrap,
+        bootstrap_kubeconfig(&env.cp, &format!("{TOKEN_ID}.ffffffffffffffff")),
+    )
+    .unwrap();
+    let st = status(
+        "the rejected bootstrap token reported",
+        &[
+            "bootstrap-kubelet.conf",
+            "refused the bootstrap token (401)",
+        ],
+    );
+    eprintln!("wrong token: {st}");
+
+    std::fs::write(
+        &bootstrap,
+        bootstrap_kubeconfig(&env.cp, &format!("{TOKEN_ID}.{TOKEN_SECRET}")),
+    )
+    .unwrap();
+    status("the CSR waiting for approval", &["waiting for approval"]);
+    let first = env.csrs()[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = env.cp.kubectl(&["certificate", "deny", &first]);
+    assert!(out.status.success(), "{out:?}");
+    let st = status("the denial reported", &["was denied"]);
+    eprintln!("denied: {st}");
+    // A new CSR, with a new key (so a new name), is sent and waits.
+    let second = env.wait("a new CSR after the denial", 90, || {
+        env.csrs()
+            .into_iter()
+            .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string))
+            .find(|n| *n != first)
+    });
+    assert!(second.starts_with("node-csr-"), "{second}");
+    let out = env.cp.kubectl(&["certificate", "approve", &second]);
+    assert!(out.status.success(), "{out:?}");
+    status(
+        "the approved CSR waiting for a signer",
+        &["approved, waiting for the signer"],
+    );
+    assert!(!env.p("kubelet.conf").exists());
+    wait_web_running(&env);
+    let log = std::fs::read_to_string(env.p("agent.log")).unwrap();
+    assert!(
+        log.contains("no client certificate for the cluster side yet; static pods run meanwhile"),
+        "{log}"
+    );
 }
