@@ -21,9 +21,9 @@
 //! [`ClusterView`]. An API server that is down, slow, frozen or refusing only delays mirrors.
 //!
 //! **Architecture invariant:** the only API objects written are this Node (and its status), its
-//! Lease, pods that carry `kubernetes.io/config.mirror` and are bound to this node, and Events
+//! Lease, pods that carry `kubernetes.io/config.mirror` and are bound to this node, Events
 //! (static pods' events, and one `StaticPodsOnly` per scheduled pod,
-//! which is itself never written).
+//! which is itself never written), and this node's CertificateSigningRequests ([`identity`]).
 
 pub mod certificate;
 pub mod identity;
