@@ -391,8 +391,32 @@ impl rustls::client::ResolvesClientCert for SwappableIdentity {
     }
 }
 
+/// Certificates for tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A certificate for `cn` valid over [nb, na] (Unix seconds) signed by a throwaway CA, and
+    /// its key (PEM).
+    pub fn issued(cn: &str, nb: u64, na: u64) -> (String, String) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = new_key_pem().unwrap();
+        let kp = rcgen::KeyPair::from_pem(&key).unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.not_before = time::OffsetDateTime::from_unix_timestamp(nb as i64).unwrap();
+        p.not_after = time::OffsetDateTime::from_unix_timestamp(na as i64).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+        let cert = p.signed_by(&kp, &issuer).unwrap();
+        (cert.pem(), key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::issued;
     use super::*;
 
     fn at(secs: u64) -> SystemTime {
@@ -495,22 +519,6 @@ mod tests {
             name,
             bootstrap_csr_name(&pubkey, "system:node:cp-2", &[NODES_GROUP])
         );
-    }
-
-    /// A certificate for `cn` valid over [nb, na] signed by a throwaway CA, and its key.
-    fn issued(cn: &str, nb: u64, na: u64) -> (String, String) {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = new_key_pem().unwrap();
-        let kp = rcgen::KeyPair::from_pem(&key).unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        p.not_before = time::OffsetDateTime::from_unix_timestamp(nb as i64).unwrap();
-        p.not_after = time::OffsetDateTime::from_unix_timestamp(na as i64).unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, &ca_key);
-        let cert = p.signed_by(&kp, &issuer).unwrap();
-        (cert.pem(), key)
     }
 
     #[test]

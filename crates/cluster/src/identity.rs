@@ -719,3 +719,164 @@ pub async fn client_with_identity(
         .service(http_client);
     Ok((Client::new(service, config.default_namespace), server))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certificate::testing::issued;
+    use base64::Engine as _;
+
+    const NODE: &str = "node-a";
+
+    fn now_secs() -> u64 {
+        SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// A kubeconfig whose user has `cert` and `key` embedded.
+    fn embedded_kubeconfig(cert: &str, key: &str) -> String {
+        let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            b(cert),
+            b(key)
+        )
+    }
+
+    struct Case {
+        dir: tempfile::TempDir,
+        cert: CertConfig,
+        store: Store,
+        view: watch::Sender<Arc<ClusterView>>,
+    }
+
+    impl Case {
+        fn new(bootstrap: bool) -> Case {
+            let dir = tempfile::tempdir().unwrap();
+            let cert = CertConfig {
+                kubeconfig: dir.path().join("kubelet.conf"),
+                bootstrap_kubeconfig: bootstrap.then(|| dir.path().join("bootstrap.conf")),
+                cert_dir: dir.path().join("pki"),
+                rotate: true,
+            };
+            let store = Store::new(&cert.cert_dir);
+            Case {
+                dir,
+                cert,
+                store,
+                view: watch::channel(Arc::new(ClusterView::default())).0,
+            }
+        }
+
+        async fn obtain(&self) -> Result<(Identity, bool), String> {
+            obtain(
+                &self.cert,
+                &self.store,
+                NODE,
+                &self.view,
+                &CancellationToken::new(),
+            )
+            .await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_embedded_certificate_is_used_and_rotated_at_once() {
+        let c = Case::new(false);
+        let now = now_secs();
+        let (cert, key) = issued("system:node:node-a", now - 60, now + 3600);
+        std::fs::write(&c.cert.kubeconfig, embedded_kubeconfig(&cert, &key)).unwrap();
+        let (id, force) = c.obtain().await.unwrap();
+        assert!(force, "not in the store: renewed at once, as kubelet does");
+        assert_eq!(id.common_name, "system:node:node-a");
+        assert_eq!(id.file, None);
+        let shown = c.view.borrow().client_certificate.clone().unwrap();
+        assert_eq!(shown.subject, "system:node:node-a");
+        // Once the store has one, it wins and nothing is forced.
+        let (cert2, key2) = issued("system:node:node-a", now - 30, now + 7200);
+        c.store.update(&cert2, &key2, SystemTime::now()).unwrap();
+        let (id, force) = c.obtain().await.unwrap();
+        assert!(!force);
+        assert_eq!(id.file.as_deref(), Some(&*c.store.current_path()));
+        assert!(id.not_after > SystemTime::now() + Duration::from_secs(3600));
+    }
+
+    #[tokio::test]
+    async fn a_missing_kubeconfig_is_written_for_the_stored_certificate() {
+        let c = Case::new(true);
+        let now = now_secs();
+        let (cert, key) = issued("system:node:node-a", now - 60, now + 3600);
+        c.store.update(&cert, &key, SystemTime::now()).unwrap();
+        let ca = c.dir.path().join("ca.crt");
+        std::fs::write(
+            c.cert.bootstrap_kubeconfig.as_ref().unwrap(),
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster:\n    server: https://10.0.0.1:6443\n    certificate-authority: ca.crt\ncontexts:\n- name: b\n  context:\n    cluster: k\n    user: t\ncurrent-context: b\nusers:\n- name: t\n  user:\n    token: abcdef.0123456789abcdef\n",
+        )
+        .unwrap();
+        let (id, force) = c.obtain().await.unwrap();
+        assert!(!force);
+        assert_eq!(id.common_name, "system:node:node-a");
+        // The written kubeconfig: the bootstrap one's server and CA (made absolute), the
+        // store's current file as certificate and key.
+        let kc = Kubeconfig::read_from(&c.cert.kubeconfig).unwrap();
+        let cluster = kc.clusters[0].cluster.as_ref().unwrap();
+        assert_eq!(cluster.server.as_deref(), Some("https://10.0.0.1:6443"));
+        assert_eq!(
+            cluster.certificate_authority.as_deref(),
+            Some(&*ca.to_string_lossy())
+        );
+        let read = kubeconfig_identity(&c.cert.kubeconfig).unwrap();
+        assert_eq!(read.file.as_deref(), Some(&*c.store.current_path()));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&c.cert.kubeconfig)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[tokio::test]
+    async fn unusable_credentials_are_errors_naming_the_file() {
+        let now = now_secs();
+        // Expired, and no bootstrap kubeconfig to get another.
+        let c = Case::new(false);
+        let (cert, key) = issued("system:node:node-a", now - 7200, now - 3600);
+        std::fs::write(&c.cert.kubeconfig, embedded_kubeconfig(&cert, &key)).unwrap();
+        let e = c.obtain().await.unwrap_err();
+        let kc = c.cert.kubeconfig.display().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "kubeconfig {kc}: the client certificate expired at "
+            )) && e.ends_with("and there is no --bootstrap-kubeconfig to get a new one"),
+            "{e}"
+        );
+        // Missing, and the bootstrap kubeconfig missing too.
+        let c = Case::new(true);
+        let e = c.obtain().await.unwrap_err();
+        let boot = c
+            .cert
+            .bootstrap_kubeconfig
+            .as_ref()
+            .unwrap()
+            .display()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("bootstrap kubeconfig {boot}: ")),
+            "{e}"
+        );
+        // A certificate file the kubeconfig names but that is not there.
+        let c = Case::new(false);
+        std::fs::write(
+            &c.cert.kubeconfig,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user:\n    client-certificate: pki/gone.pem\n    client-key: pki/gone.pem\n",
+        )
+        .unwrap();
+        let e = c.obtain().await.unwrap_err();
+        assert!(
+            e.contains("pki/gone.pem (client-certificate of kubeconfig"),
+            "{e}"
+        );
+    }
+}
