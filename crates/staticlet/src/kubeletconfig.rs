@@ -892,7 +892,10 @@ pub fn settings(
             .clone()
             .filter(|i| !i.is_empty()),
         bootstrap_kubeconfig: args.bootstrap_kubeconfig.clone(),
-        rotate_certificates: kc.rotate_certificates.unwrap_or(false),
+        rotate_certificates: args
+            .rotate_certificates
+            .or(kc.rotate_certificates)
+            .unwrap_or(false),
         node_shutdown,
         image_gc,
         ignored_config_fields: file.map(|f| f.ignored_fields.clone()).unwrap_or_default(),
@@ -1342,14 +1345,20 @@ mod tests {
                     s.sandbox_image.as_deref() == Some("registry.k8s.io/pause:3.10.1")
                         && s.bootstrap_kubeconfig.as_deref()
                             == Some(Path::new("/etc/kubernetes/bootstrap-kubelet.conf"))
+                        && s.rotate_certificates
                         && s.ignored_flags
                             == [
                                 "--bootstrap-kubeconfig",
                                 "--cgroup-driver",
                                 "--pod-infra-container-image",
-                                "--rotate-certificates",
                             ]
                 },
+            ),
+            // The flag wins over the file.
+            (
+                "rotateCertificates: true\n",
+                &["--rotate-certificates=false"],
+                |s| !s.rotate_certificates && s.ignored_flags.is_empty(),
             ),
         ];
         for (yaml, flags, check) in cases {

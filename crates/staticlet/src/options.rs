@@ -139,6 +139,11 @@ pub struct RunArgs {
     /// --cert-dir and --kubeconfig written for it (kubelet's TLS bootstrap).
     #[arg(long, value_name = "FILE")]
     pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Renew the node's client certificate at 70-90 % of its lifetime through a CSR
+    /// (rotateCertificates) [default: false].
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = go_bool, value_name = "BOOL")]
+    pub rotate_certificates: Option<bool>,
     /// Pod sandbox (pause) image for a CRI runtime (read, not used yet).
     #[arg(long, value_name = "IMAGE")]
     pub pod_infra_container_image: Option<String>,
