@@ -10,7 +10,8 @@
 //! 2. **Rotation** (client-go's certificate manager): at a random point between 70 % and 90 %
 //!    of the certificate's lifetime a new key and CSR (authenticated with the current
 //!    certificate) are sent; the issued certificate is stored, the symlink swapped, and the
-//!    cluster side goes on with the new identity without a restart of the agent: the TLS
+//!    cluster side goes on with the new identity without a restart of the agent (once the
+//!    certificate has expired, the CSR is sent with the bootstrap credentials, if any): the TLS
 //!    identity is swapped in place and the clients are rebuilt, so no pooled connection keeps
 //!    the old one (kubelet closes its connections likewise). With no certificate in the store yet
 //!    (a kubeconfig with an embedded certificate, as `kubeadm init` writes before its
@@ -125,6 +126,7 @@ pub async fn run(
                 &current,
                 force,
                 &client,
+                cert.bootstrap_kubeconfig.as_deref(),
                 &cfg.node_name,
                 &link.view,
                 &shutdown,
@@ -533,11 +535,13 @@ async fn wait_issued(
 
 /// Waits for the rotation deadline, then renews (with back-off) until it works. `None`: shut
 /// down.
+#[allow(clippy::too_many_arguments)]
 async fn renew(
     store: &Store,
     current: &Identity,
     force: bool,
     client: &Client,
+    bootstrap: Option<&Path>,
     node_name: &str,
     view: &watch::Sender<Arc<ClusterView>>,
     shutdown: &CancellationToken,
@@ -558,7 +562,7 @@ async fn renew(
     }
     let mut attempt = 0;
     loop {
-        match renew_once(store, client, node_name, view, shutdown).await {
+        match renew_once(store, current, client, bootstrap, node_name, view, shutdown).await {
             Ok(id) => {
                 info!(file = ?id.file, expires = %certificate::rfc3339(id.not_after), "client certificate rotated");
                 show(view, &id, None);
@@ -586,16 +590,31 @@ async fn renew(
     }
 }
 
+/// One renewal: a new key and CSR, sent with the current certificate, or, once it has expired,
+/// with the bootstrap kubeconfig's credentials if there are some (as kubelet's certificate
+/// manager falls back to them).
 async fn renew_once(
     store: &Store,
+    current: &Identity,
     client: &Client,
+    bootstrap: Option<&Path>,
     node_name: &str,
     view: &watch::Sender<Arc<ClusterView>>,
     shutdown: &CancellationToken,
 ) -> Result<Identity, String> {
     let key = certificate::new_key_pem()?;
     let (csr, _) = certificate::node_csr(node_name, &key)?;
-    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let client = match bootstrap {
+        Some(b) if current.check_valid(SystemTime::now()).is_err() => {
+            info!(bootstrap = %b.display(), "the client certificate expired: renewing with the bootstrap credentials");
+            crate::client_from_kubeconfig(b)
+                .await
+                .map_err(|e| format!("bootstrap {e}"))?
+                .0
+        }
+        _ => client.clone(),
+    };
+    let api: Api<CertificateSigningRequest> = Api::all(client);
     let created = api_create_generated(&api, &csr).await?;
     let cert = wait_issued(&api, &created.0, &created.1, RENEWAL_WAIT, view, shutdown)
         .await
