@@ -26,6 +26,22 @@ pub struct ClusterView {
     pub mirrors: BTreeMap<String, MirrorState>,
     /// Pods the scheduler bound to this node (not mirror pods), never run here, by their UID.
     pub scheduled: BTreeMap<String, ScheduledPod>,
+    /// The node's client certificate, when TLS bootstrap or rotation manages it.
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// The node's client certificate (`--bootstrap-kubeconfig`, `rotateCertificates`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The file it is read from (`None`: embedded in the kubeconfig, or none yet).
+    pub file: Option<String>,
+    /// Its subject's common name (`system:node:<node>`).
+    pub subject: String,
+    pub not_after: Option<SystemTime>,
+    /// When it is renewed (`None`: rotation is off, or a renewal is under way).
+    pub renew_at: Option<SystemTime>,
+    /// A bootstrap or renewal under way, or why the last attempt failed (it is retried).
+    pub status: Option<String>,
 }
 
 /// A pod the scheduler bound to this node: staticlet runs static pods only.

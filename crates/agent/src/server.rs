@@ -228,6 +228,13 @@ async fn cluster(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "nodeUID": c.node_uid,
         "error": c.error,
         "leaseRenewed": c.lease_renewed.map(crate::status::time),
+        "clientCertificate": c.client_certificate.as_ref().map(|cc| json!({
+            "file": cc.file,
+            "subject": cc.subject,
+            "notAfter": cc.not_after.map(crate::status::time),
+            "renewAt": cc.renew_at.map(crate::status::time),
+            "status": cc.status,
+        })),
         "mirrors": mirrors,
         "scheduledPods": c.scheduled.iter().map(|(uid, p)| json!({
             "namespace": p.namespace,

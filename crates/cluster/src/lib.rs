@@ -10,6 +10,10 @@
 //!   Warning Event each (pure);
 //! - [`recorder`]: the static pods' events (the agent's per-pod logs) as API Events, which
 //!   `kubectl describe` shows on their mirror pods (planner pure, plus its loop);
+//! - [`certificate`]: the node's client certificate: CSR contents, the cert dir's file store,
+//!   when to renew, the swappable TLS identity (pure, or the cert dir only);
+//! - [`identity`]: TLS bootstrap (`--bootstrap-kubeconfig`) and client-certificate rotation
+//!   (`rotateCertificates`): it runs the loops below with the node's current identity;
 //! - this file: the kubeconfig client, configuration and the Node/Lease loop.
 //!
 //! **Architecture invariant:** nothing here can affect a running static pod: the cluster side
@@ -17,10 +21,12 @@
 //! [`ClusterView`]. An API server that is down, slow, frozen or refusing only delays mirrors.
 //!
 //! **Architecture invariant:** the only API objects written are this Node (and its status), its
-//! Lease, pods that carry `kubernetes.io/config.mirror` and are bound to this node, and Events
+//! Lease, pods that carry `kubernetes.io/config.mirror` and are bound to this node, Events
 //! (static pods' events, and one `StaticPodsOnly` per scheduled pod,
-//! which is itself never written).
+//! which is itself never written), and this node's CertificateSigningRequests ([`identity`]).
 
+pub mod certificate;
+pub mod identity;
 pub mod mirror;
 pub mod node;
 mod reconciler;
@@ -110,7 +116,21 @@ pub(crate) fn api_message(e: &kube::Error) -> String {
                 s.message.clone()
             }
         }
-        other => other.to_string(),
+        // A transport error: its causes say what went wrong (e.g. the server's certificate
+        // is not signed by the kubeconfig's CA).
+        other => {
+            let mut msg = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(e) = source {
+                let s = e.to_string();
+                if !msg.contains(&s) {
+                    msg.push_str(": ");
+                    msg.push_str(&s);
+                }
+                source = e.source();
+            }
+            msg
+        }
     }
 }
 
@@ -151,6 +171,7 @@ pub(crate) async fn call<T>(
 }
 
 /// What the cluster side reads from the agent and writes back for its local API.
+#[derive(Clone)]
 pub struct AgentLink {
     pub pods: watch::Receiver<Arc<PodsView>>,
     pub readiness: watch::Receiver<Readiness>,

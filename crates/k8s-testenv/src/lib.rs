@@ -121,7 +121,8 @@ impl ControlPlane {
     /// and `init phase kubeconfig kubelet` with `nodeRegistration.name = node_name`, so
     /// `kubelet.conf` authenticates as `CN=system:node:<node_name>, O=system:nodes`), starts etcd
     /// and kube-apiserver on free loopback ports (`--authorization-mode=Node,RBAC`,
-    /// `--enable-admission-plugins=NodeRestriction`, `--allow-privileged`), polls `/readyz` until
+    /// `--enable-admission-plugins=NodeRestriction`, `--allow-privileged`,
+    /// `--enable-bootstrap-token-auth`), polls `/readyz` until
     /// ready (up to 180 s, see `STATICLET_K8S_READY_TIMEOUT`), then creates the ServiceAccount
     /// `default/default` (kube-controller-manager, which would, does not run; without it the
     /// ServiceAccount admission plugin refuses every non-mirror pod in `default`).
@@ -450,6 +451,8 @@ apiServer:
         flag("enable-admission-plugins", s("NodeRestriction"));
         flag("allow-privileged", s("true"));
         flag("profiling", s("false"));
+        // As kubeadm: bootstrap tokens (Secrets in kube-system) authenticate, for TLS bootstrap.
+        flag("enable-bootstrap-token-auth", s("true"));
 
         let mut cp = ControlPlane {
             dir,

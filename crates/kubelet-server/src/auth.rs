@@ -273,12 +273,28 @@ pub fn user_of_certificate(der: &[u8]) -> Option<User> {
 
 /// The API server's reviews through a client with the node's credentials.
 pub struct KubeReviewer {
-    client: kube::Client,
+    client: tokio::sync::watch::Receiver<Option<kube::Client>>,
 }
 
 impl KubeReviewer {
     pub fn new(client: kube::Client) -> Self {
+        KubeReviewer {
+            client: tokio::sync::watch::channel(Some(client)).1,
+        }
+    }
+
+    /// Reviews through whichever client `client` holds: none until TLS bootstrap has given the
+    /// node its credentials (every review fails meanwhile), then the one with the current
+    /// client certificate.
+    pub fn following(client: tokio::sync::watch::Receiver<Option<kube::Client>>) -> Self {
         KubeReviewer { client }
+    }
+
+    fn client(&self) -> Result<kube::Client, String> {
+        self.client
+            .borrow()
+            .clone()
+            .ok_or_else(|| "the node has no cluster credentials yet (TLS bootstrap)".to_string())
     }
 }
 
@@ -286,7 +302,7 @@ impl KubeReviewer {
 impl Reviewer for KubeReviewer {
     async fn review_token(&self, token: &str) -> Result<Option<User>, String> {
         use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-        let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
+        let api: kube::Api<TokenReview> = kube::Api::all(self.client()?);
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_string()),
@@ -320,7 +336,7 @@ impl Reviewer for KubeReviewer {
         use k8s_openapi::api::authorization::v1::{
             ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
         };
-        let api: kube::Api<SubjectAccessReview> = kube::Api::all(self.client.clone());
+        let api: kube::Api<SubjectAccessReview> = kube::Api::all(self.client()?);
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(user.name.clone()),

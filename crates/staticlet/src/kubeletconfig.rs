@@ -455,6 +455,7 @@ const HONOURED: &[&str] = &[
     "imageMaximumGCAge",
     "imageGCHighThresholdPercent",
     "imageGCLowThresholdPercent",
+    "rotateCertificates",
 ];
 
 /// Fields that are pointers in the Go type: present means set, even at `false` or `0`
@@ -852,8 +853,9 @@ pub fn settings(
     // Flags that are read but not used yet are named in the warning with the ignored ones.
     let mut ignored_flags = args.kubelet.given.clone();
     for (given, flag) in [
+        // Without --kubeconfig there is no cluster side to bootstrap credentials for.
         (
-            args.bootstrap_kubeconfig.is_some(),
+            args.bootstrap_kubeconfig.is_some() && args.kubeconfig.is_none(),
             "--bootstrap-kubeconfig",
         ),
         (
@@ -890,6 +892,10 @@ pub fn settings(
             .clone()
             .filter(|i| !i.is_empty()),
         bootstrap_kubeconfig: args.bootstrap_kubeconfig.clone(),
+        rotate_certificates: args
+            .rotate_certificates
+            .or(kc.rotate_certificates)
+            .unwrap_or(false),
         node_shutdown,
         image_gc,
         ignored_config_fields: file.map(|f| f.ignored_fields.clone()).unwrap_or_default(),
@@ -1061,13 +1067,9 @@ mod tests {
         // Only fields set to something other than their zero value are named.
         assert_eq!(
             s.ignored_config_fields,
-            [
-                "cgroupDriver",
-                "clusterDNS",
-                "clusterDomain",
-                "rotateCertificates"
-            ]
+            ["cgroupDriver", "clusterDNS", "clusterDomain"]
         );
+        assert!(s.rotate_certificates);
         assert!(s.ignored_flags.is_empty());
         // The same file in JSON, and YAML in another key order without apiVersion and kind.
         let v: Value = serde_saphyr::from_str(KUBEADM).unwrap();
@@ -1343,14 +1345,20 @@ mod tests {
                     s.sandbox_image.as_deref() == Some("registry.k8s.io/pause:3.10.1")
                         && s.bootstrap_kubeconfig.as_deref()
                             == Some(Path::new("/etc/kubernetes/bootstrap-kubelet.conf"))
+                        && s.rotate_certificates
                         && s.ignored_flags
                             == [
                                 "--bootstrap-kubeconfig",
                                 "--cgroup-driver",
                                 "--pod-infra-container-image",
-                                "--rotate-certificates",
                             ]
                 },
+            ),
+            // The flag wins over the file.
+            (
+                "rotateCertificates: true\n",
+                &["--rotate-certificates=false"],
+                |s| !s.rotate_certificates && s.ignored_flags.is_empty(),
             ),
         ];
         for (yaml, flags, check) in cases {

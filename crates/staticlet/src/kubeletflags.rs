@@ -71,7 +71,6 @@ const IGNORED: &[(&str, Kind)] = &[
     ("rotate-server-certificates", Kind::Bool),
     ("tls-cipher-suites", Kind::Strings),
     ("tls-min-version", Kind::Str),
-    ("rotate-certificates", Kind::Bool),
     ("registry-qps", Kind::Int32),
     ("registry-burst", Kind::Int32),
     ("event-qps", Kind::Int32),

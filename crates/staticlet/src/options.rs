@@ -134,9 +134,16 @@ pub struct RunArgs {
     /// KUBELET_EXTRA_ARGS) before those of the command line, as kubeadm's systemd drop-in does.
     #[arg(long, value_name = "FILE")]
     pub kubeadm_flags_env: Option<PathBuf>,
-    /// Bootstrap kubeconfig for a client certificate (read, not used yet).
+    /// Bootstrap kubeconfig (a bootstrap token) to get the node's client certificate through a
+    /// CSR when --kubeconfig is missing or its certificate expired; the certificate is kept in
+    /// --cert-dir and --kubeconfig written for it (kubelet's TLS bootstrap).
     #[arg(long, value_name = "FILE")]
     pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Renew the node's client certificate at 70-90 % of its lifetime through a CSR
+    /// (rotateCertificates) [default: false].
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = go_bool, value_name = "BOOL")]
+    pub rotate_certificates: Option<bool>,
     /// Pod sandbox (pause) image for a CRI runtime (read, not used yet).
     #[arg(long, value_name = "IMAGE")]
     pub pod_infra_container_image: Option<String>,
@@ -167,7 +174,9 @@ pub struct RunArgs {
     /// The key of --tls-cert-file (PEM).
     #[arg(long, value_name = "FILE", help_heading = "Node API")]
     pub tls_private_key_file: Option<PathBuf>,
-    /// Where the self-signed serving certificate is kept [default: <root-dir>/pki].
+    /// Where the self-signed serving certificate and the node's client certificates
+    /// (kubelet-client-*.pem, with --bootstrap-kubeconfig or rotateCertificates) are kept
+    /// [default: <root-dir>/pki].
     #[arg(long, value_name = "DIR", help_heading = "Node API")]
     pub cert_dir: Option<PathBuf>,
     /// CA bundle that client certificates of the node API must chain to.
@@ -320,8 +329,11 @@ pub struct Settings {
     pub cluster_dns: Vec<std::net::IpAddr>,
     /// The CRI sandbox image, `--pod-infra-container-image` (carried, not used yet).
     pub sandbox_image: Option<String>,
-    /// `--bootstrap-kubeconfig` (carried for a later change, not used yet).
+    /// `--bootstrap-kubeconfig`: with `--kubeconfig`, TLS bootstrap of the node's client
+    /// certificate when the kubeconfig is missing or its certificate unusable.
     pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// `rotateCertificates`: renew the node's client certificate at 70-90 % of its lifetime.
+    pub rotate_certificates: bool,
     /// Graceful node shutdown (`shutdownGracePeriod`, `shutdownGracePeriodCriticalPods`,
     /// `shutdownGracePeriodByPodPriority`); `None`: off, kubelet's default.
     pub node_shutdown: Option<staticlet_agent::nodeshutdown::ShutdownPolicy>,

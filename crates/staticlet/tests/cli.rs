@@ -349,7 +349,7 @@ fn run_takes_kubeadms_config_and_flags_unmodified() {
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("ignoring")).collect();
     assert_eq!(warnings.len(), 2, "{stderr}");
     assert!(
-        warnings[0].contains("ignoring KubeletConfiguration fields staticlet does not use: cgroupDriver, clusterDNS, clusterDomain, rotateCertificates")
+        warnings[0].contains("ignoring KubeletConfiguration fields staticlet does not use: cgroupDriver, clusterDNS, clusterDomain")
             && warnings[0].contains("config.yaml"),
         "{stderr}"
     );

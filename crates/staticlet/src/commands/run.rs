@@ -37,8 +37,13 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
             settings.ignored_flags.join(", ")
         );
     }
-    // A bad kubeconfig is refused before anything starts (containers keep running meanwhile).
+    // The node's client certificate is bootstrapped and/or rotated (kubelet's
+    // --bootstrap-kubeconfig, rotateCertificates) by the cluster side, in the background.
+    let cert_config = managed_identity(&args, &settings);
+    // A bad kubeconfig is refused before anything starts (containers keep running meanwhile);
+    // one that TLS bootstrap may replace is not.
     let cluster_client = match &args.kubeconfig {
+        Some(_) if cert_config.is_some() => None,
         Some(path) => Some(
             staticlet_cluster::client_from_kubeconfig(path)
                 .await
@@ -46,6 +51,7 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         ),
         None => None,
     };
+    let (reviewer_tx, reviewer_rx) = tokio::sync::watch::channel(None);
     let cri_listen = kubeadm::cri_listen(
         args.cri_listen.as_deref(),
         args.config.as_deref(),
@@ -219,10 +225,17 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         tokio::spawn(serve_healthz(healthz, shutdown.clone()));
     }
     if let Some(listener) = node_api_listener {
-        let reviewer = cluster_client.as_ref().map(|(client, _)| {
-            std::sync::Arc::new(staticlet_kubelet_server::auth::KubeReviewer::new(
+        let reviewer = match (&cluster_client, &cert_config) {
+            (Some((client, _)), _) => Some(staticlet_kubelet_server::auth::KubeReviewer::new(
                 client.clone(),
-            )) as std::sync::Arc<dyn staticlet_kubelet_server::auth::Reviewer>
+            )),
+            (None, Some(_)) => Some(staticlet_kubelet_server::auth::KubeReviewer::following(
+                reviewer_rx.clone(),
+            )),
+            (None, None) => None,
+        }
+        .map(|r| {
+            std::sync::Arc::new(r) as std::sync::Arc<dyn staticlet_kubelet_server::auth::Reviewer>
         });
         let client_ca = settings
             .node_api
@@ -244,17 +257,30 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         ));
     }
     let mut cluster_tasks = None;
-    if let Some((client, server)) = cluster_client {
+    let link = staticlet_cluster::AgentLink {
+        pods: running.pods.clone(),
+        readiness: running.readiness.clone(),
+        view: running.cluster.clone(),
+    };
+    if let Some(cert) = cert_config {
+        info!(kubeconfig = %cert.kubeconfig.display(), bootstrap = ?cert.bootstrap_kubeconfig, cert_dir = %cert.cert_dir.display(), rotate = cert.rotate, node = %cluster_cfg.node_name, "joining the cluster with a managed client certificate (TLS bootstrap, rotation)");
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(staticlet_cluster::identity::run(
+            cert,
+            cluster_cfg.clone(),
+            link.clone(),
+            reviewer_tx,
+            clock,
+            shutdown.clone(),
+        ));
+        cluster_tasks = Some(tasks);
+    } else if let Some((client, server)) = cluster_client {
         info!(%server, node = %cluster_cfg.node_name, "joining the cluster: Node, Lease and mirror pods");
         cluster_tasks = Some(staticlet_cluster::start(
             cluster_cfg,
             client,
             server,
-            staticlet_cluster::AgentLink {
-                pods: running.pods.clone(),
-                readiness: running.readiness.clone(),
-                view: running.cluster.clone(),
-            },
+            link,
             clock,
             shutdown.clone(),
         ));
@@ -458,6 +484,31 @@ fn default_route_ip() -> Option<String> {
     s.connect("192.0.2.254:9").ok()?;
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then(|| ip.to_string())
+}
+
+/// Whether the cluster side manages the node's client certificate: with --kubeconfig and
+/// --bootstrap-kubeconfig (TLS bootstrap, and rotation if on), or with rotateCertificates and a
+/// kubeconfig whose user has a client certificate (a token or exec kubeconfig is used as is).
+fn managed_identity(
+    args: &options::RunArgs,
+    settings: &options::Settings,
+) -> Option<staticlet_cluster::identity::CertConfig> {
+    let kubeconfig = args.kubeconfig.clone()?;
+    if args.bootstrap_kubeconfig.is_none() {
+        if !settings.rotate_certificates {
+            return None;
+        }
+        if let Err(e) = staticlet_cluster::identity::kubeconfig_identity(&kubeconfig) {
+            tracing::warn!(error = %e, "rotateCertificates: the kubeconfig has no usable client certificate to rotate; using it as is");
+            return None;
+        }
+    }
+    Some(staticlet_cluster::identity::CertConfig {
+        kubeconfig,
+        bootstrap_kubeconfig: settings.bootstrap_kubeconfig.clone(),
+        cert_dir: settings.node_api.cert_dir.clone(),
+        rotate: settings.rotate_certificates,
+    })
 }
 
 #[cfg(test)]
