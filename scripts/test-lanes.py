@@ -34,6 +34,7 @@ CLUSTER = [
     "node_api_e2e",
     "control_plane",  # staticlet-k8s-testenv's own test
     "service",
+    "tls_bootstrap_e2e",  # a real API server and controller-manager (free ports; CPU-heavy)
 ]
 # Known long binaries of the "node" lane, run first so the lanes end together.
 NODE_FIRST = ["scenarios", "crash", "cli", "e2e"]
