@@ -3,7 +3,7 @@
 # and added back, crash-looping, probed, some on a pod network) with a release build; prints the
 # agent's resident memory, open fds, threads, live tasks and CPU time every 10 s (the curve),
 # then checks that every pod converges, that the agent did not grow, and that nothing is left
-# once every manifest is removed. CI runs the same test for 5 minutes with 100 pods
+# once every manifest is removed. CI runs the same test for 3 minutes with 100 pods
 # (crates/staticlet/tests/soak.rs). As root, with the test packages (scripts/deps.sh test).
 #
 #   bench/soak.sh [SECS (1800)] [PODS (200)] [SEED]

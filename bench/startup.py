@@ -2,6 +2,10 @@
 """Start-up latency and memory of staticlet's embedded runtime, side by side with the floor
 (runc / crun running the same bundle) and a peer (podman kube play), on one machine in one go.
 
+Also the crash -> first restart latency (ROUNDS pods, one after the other: the time between the
+crashing container's line and its restarted copy's), with the number of exits the agent found
+only through its relist.
+
 Measures, for 1 pod (ROUNDS times, default 20, one after the other) and for N pods at once
 (default 50): the time from writing a manifest to the container's process running (it writes its
 name into a FIFO the benchmark reads: no polling) and to the agent's API reporting it Running
@@ -167,6 +171,72 @@ def staticlet_run(work, n, rounds=1):
         subprocess.run(["umount", os.path.join(root, "runtime/sandboxes")], capture_output=True)
 
 
+CRASH_MANIFEST = """apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: docker.io/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "echo {name} > /bench/fifo; [ -e /bench/{name}.done ] && exec sleep 3600; touch /bench/{name}.done; exit 1"]
+    volumeMounts:
+    - {{name: bench, mountPath: /bench}}
+  volumes:
+  - {{name: bench, hostPath: {{path: {fifo_dir}}}}}
+"""
+
+
+def crash_restart(work, rounds):
+    """`rounds` pods, one after the other, whose container exits 1 right after it writes its line
+    and runs (sleeps) when started again: the time between its two lines is the crash -> first
+    restart latency (plus the ~1 ms the first run takes to exit). Also returns how many of those
+    exits the agent found only through its 1 s relist (staticlet_relist_found_exits_total)."""
+    root, mdir = os.path.join(work, "root-crash"), os.path.join(work, "m-crash")
+    os.makedirs(mdir)
+    fifo = Fifo(os.path.join(work, "fifo-crash"))
+    sh(BIN, "images", "import", os.path.join(work, "busybox.tar"), "--root-dir", root)
+    agent = subprocess.Popen([BIN, "run", "--hostname-override", "bench", "--pod-manifest-path", mdir,
+                              "--root-dir", root, "--log-dir", os.path.join(work, "logs-crash")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lat, found = [], None
+    try:
+        deadline = time.time() + 30
+        while subprocess.run([BIN, "get", "pods", "--root-dir", root], capture_output=True).returncode != 0:
+            assert time.time() < deadline, "agent did not start"
+            time.sleep(0.05)
+        for r in range(rounds):
+            name = f"c{r}"
+            with open(os.path.join(mdir, f".{name}"), "w") as f:
+                f.write(CRASH_MANIFEST.format(name=name, fifo_dir=fifo.dir))
+            os.rename(os.path.join(mdir, f".{name}"), os.path.join(mdir, f"{name}.yaml"))
+            times = []
+            deadline = time.time() + 60
+            while len(times) < 2:
+                assert time.time() < deadline, f"{name} was not restarted"
+                times += [t for line, t in fifo.lines(1) if line == name]
+            lat.append(times[1] - times[0])
+            os.remove(os.path.join(mdir, f"{name}.yaml"))
+        out = subprocess.run([BIN, "get", "--raw", "/metrics", "--root-dir", root],
+                             capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("staticlet_relist_found_exits_total "):
+                found = int(float(line.split()[1]))
+        return lat, found
+    finally:
+        for f in os.listdir(mdir):
+            os.remove(os.path.join(mdir, f))
+        deadline = time.time() + 120
+        while os.listdir(os.path.join(root, "runtime/containers")) and time.time() < deadline:
+            time.sleep(0.1)
+        agent.terminate()
+        agent.wait()
+        subprocess.run(["umount", os.path.join(root, "runtime/sandboxes")], capture_output=True)
+
+
 def oci_floor(work, runtime, n):
     """`<runtime> run -d` of the same busybox rootfs, sequentially: the runtime's own floor."""
     if not shutil.which(runtime):
@@ -247,6 +317,9 @@ def main():
                f"shim {shim_kib / 1024:.2f} MiB each")
         rows.append((f"staticlet, {what}: process runs", started, mem))
         rows.append((f"staticlet, {what}: API says Running", reported, "(API polled every 20 ms)"))
+    lat, found = crash_restart(work, ROUNDS)
+    rows.append((f"staticlet, crash -> first restart, {ROUNDS} pods", lat,
+                 f"max {max(lat) * 1000:.0f} ms; {found} of {ROUNDS} exits found by the relist"))
     for rt in ("runc", "crun"):
         lat = oci_floor(work, rt, N)
         if lat:

@@ -28,16 +28,16 @@ import time
 
 # Binaries (cargo target names) of the "cluster" lane, in the order they run.
 CLUSTER = [
+    "tls_bootstrap_e2e",  # a real API server and controller-manager (free ports; CPU-heavy)
     "control_plane_e2e",
     "kubeadm_init_e2e",
     "mirror_e2e",
     "node_api_e2e",
     "control_plane",  # staticlet-k8s-testenv's own test
     "service",
-    "tls_bootstrap_e2e",  # a real API server and controller-manager (free ports; CPU-heavy)
 ]
 # Known long binaries of the "node" lane, run first so the lanes end together.
-NODE_FIRST = ["scenarios", "crash", "cli", "e2e"]
+NODE_FIRST = ["soak", "scenarios", "crash", "cli", "e2e"]
 # Binaries run as several items, one per test name filter (the scenarios binary runs every
 # scenario on both runtimes: one item per runtime).
 SPLIT = {"scenarios": ["::embedded::", "::containerd::"]}

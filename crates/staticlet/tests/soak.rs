@@ -7,7 +7,7 @@
 //! manifest is removed and nothing may be left (shim processes, sandboxes, containers, pod
 //! directories, mounts).
 //!
-//! `STATICLET_SOAK_SECS` (default 300: CI's 5 minutes), `STATICLET_SOAK_PODS` (default 100) and
+//! `STATICLET_SOAK_SECS` (default 180: CI's 3 minutes), `STATICLET_SOAK_PODS` (default 100) and
 //! `STATICLET_SOAK_SEED` (printed); `bench/soak.sh` runs it for 30 minutes.
 // Real processes in real time: std::time::Instant is right here.
 #![allow(clippy::disallowed_types)]
@@ -189,7 +189,7 @@ fn churned_pods_converge_and_the_agent_does_not_grow() {
     if !can_run() {
         return;
     }
-    let secs = env_or("STATICLET_SOAK_SECS", 300);
+    let secs = env_or("STATICLET_SOAK_SECS", 180);
     let pods = env_or("STATICLET_SOAK_PODS", 100) as usize;
     let seed = env_or(
         "STATICLET_SOAK_SEED",
