@@ -242,13 +242,13 @@ mod tests {
             }]);
             PodsView::from([(
                 etcd.uid.clone(),
-                PodView {
+                std::sync::Arc::new(PodView {
                     pod: etcd.clone(),
                     status,
                     terminating_since: None,
                     grace: None,
                     events: Default::default(),
-                },
+                }),
             )])
         };
         let h = holds(&desired, &PodsView::new());

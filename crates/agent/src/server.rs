@@ -66,7 +66,7 @@ pub fn pod_object(view: &PodView) -> Pod {
 
 /// All pods as a `PodList`, sorted by namespace then name.
 pub fn pod_list(view: &PodsView) -> List<Pod> {
-    let mut items: Vec<Pod> = view.values().map(pod_object).collect();
+    let mut items: Vec<Pod> = view.values().map(|v| pod_object(v)).collect();
     items.sort_by(|a, b| {
         (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
     });
@@ -125,6 +125,7 @@ pub fn find<'a>(view: &'a PodsView, ns: &str, name: &str) -> Option<&'a PodView>
     let mut found: Vec<&PodView> = view
         .values()
         .filter(|v| v.pod.namespace == ns && v.pod.name == name)
+        .map(|v| &**v)
         .collect();
     found.sort_by_key(|v| v.terminating_since.is_some());
     found.first().copied()

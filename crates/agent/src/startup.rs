@@ -209,12 +209,14 @@ mod tests {
             all_sources_seen: false,
             ..Default::default()
         };
-        let view = |uid: &str, s: PodStatus| PodView {
-            pod: pod(uid),
-            status: s,
-            terminating_since: None,
-            grace: None,
-            events: Default::default(),
+        let view = |uid: &str, s: PodStatus| {
+            std::sync::Arc::new(PodView {
+                pod: pod(uid),
+                status: s,
+                terminating_since: None,
+                grace: None,
+                events: Default::default(),
+            })
         };
         let mut pods = PodsView::new();
         pods.insert(

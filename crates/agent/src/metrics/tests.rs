@@ -40,13 +40,13 @@ fn view() -> (PodsView, String) {
     let mut v = PodsView::new();
     v.insert(
         uid.clone(),
-        PodView {
+        Arc::new(PodView {
             pod: Arc::new(pod),
             status,
             terminating_since: None,
             grace: None,
             events: Default::default(),
-        },
+        }),
     );
     (v, uid)
 }

@@ -92,8 +92,10 @@ pub struct PodView {
     pub events: crate::events::EventLog,
 }
 
-/// Every pod the agent knows, keyed by UID.
-pub type PodsView = BTreeMap<String, PodView>;
+/// Every pod the agent knows, keyed by UID. Entries are shared between the views published
+/// one after the other: an entry that did not change is the same `Arc`, so building, comparing
+/// and reading a view costs what changed, not the number of pods.
+pub type PodsView = BTreeMap<String, Arc<PodView>>;
 
 struct Entry {
     handle: WorkerHandle,
@@ -139,6 +141,10 @@ pub struct PodManager {
     done_tx: mpsc::UnboundedSender<Finished>,
     done_rx: mpsc::UnboundedReceiver<Finished>,
     view: watch::Sender<Arc<PodsView>>,
+    /// The workers' entries of the last view built, and the desired pods it was built from:
+    /// an entry is built again only when its worker's status or the desired pods changed.
+    built: BTreeMap<String, Arc<PodView>>,
+    built_from: Option<Arc<DesiredPods>>,
     heartbeat: watch::Sender<tokio::time::Instant>,
     requests_tx: mpsc::Sender<ManagerRequest>,
     requests: mpsc::Receiver<ManagerRequest>,
@@ -160,6 +166,8 @@ impl PodManager {
             done_tx,
             done_rx,
             view,
+            built: BTreeMap::new(),
+            built_from: None,
             heartbeat: watch::channel(tokio::time::Instant::now()).0,
             requests_tx,
             requests,
@@ -437,11 +445,26 @@ impl PodManager {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let mut view = PodsView::new();
-        for (uid, e) in &self.workers {
+        let same_desired = self
+            .built_from
+            .as_ref()
+            .is_some_and(|d| Arc::ptr_eq(d, &self.desired));
+        let mut built = BTreeMap::new();
+        for (uid, e) in &mut self.workers {
             let Some(pod) = &e.pod else { continue };
-            let mut ws: WorkerStatus = e.handle.status.borrow().clone();
+            let unchanged = same_desired && !e.handle.status.has_changed().unwrap_or(true);
+            if let Some(v) = self
+                .built
+                .get(uid)
+                .filter(|v| unchanged && Arc::ptr_eq(&v.pod, pod))
+            {
+                view.insert(uid.clone(), v.clone());
+                built.insert(uid.clone(), v.clone());
+                continue;
+            }
+            let mut ws: WorkerStatus = e.handle.status.borrow_and_update().clone();
             if let Some(extra) = self.desired.events.get(&e.full_name) {
                 ws.events = ws.events.merged(extra);
             }
@@ -454,17 +477,18 @@ impl PodManager {
                     self.ctx.clock.now(),
                 )
             });
-            view.insert(
-                uid.clone(),
-                PodView {
-                    pod: pod.clone(),
-                    status,
-                    terminating_since: ws.terminating_since,
-                    grace: ws.grace,
-                    events: ws.events,
-                },
-            );
+            let v = Arc::new(PodView {
+                pod: pod.clone(),
+                status,
+                terminating_since: ws.terminating_since,
+                grace: ws.grace,
+                events: ws.events,
+            });
+            view.insert(uid.clone(), v.clone());
+            built.insert(uid.clone(), v);
         }
+        self.built = built;
+        self.built_from = Some(self.desired.clone());
         for (uid, pod) in &self.desired.pods {
             if view.contains_key(uid) {
                 continue;
@@ -488,7 +512,7 @@ impl PodManager {
             );
             view.insert(
                 uid.clone(),
-                PodView {
+                Arc::new(PodView {
                     pod: pod.clone(),
                     status,
                     terminating_since: None,
@@ -499,7 +523,7 @@ impl PodManager {
                         .get(&pod.full_name())
                         .cloned()
                         .unwrap_or_default(),
-                },
+                }),
             );
         }
         // Stopped on request: shown (once its worker is gone) until started again.
@@ -522,23 +546,24 @@ impl PodManager {
             status.message = Some(msg);
             view.insert(
                 uid.clone(),
-                PodView {
+                Arc::new(PodView {
                     pod: pod.clone(),
                     status,
                     terminating_since: None,
                     grace: None,
                     events: Default::default(),
-                },
+                }),
             );
         }
         self.view.send_if_modified(|old| {
             let same = old.len() == view.len()
                 && old.iter().zip(view.iter()).all(|((ua, a), (ub, b))| {
                     ua == ub
-                        && Arc::ptr_eq(&a.pod, &b.pod)
-                        && a.status == b.status
-                        && a.terminating_since == b.terminating_since
-                        && a.events == b.events
+                        && (Arc::ptr_eq(a, b)
+                            || Arc::ptr_eq(&a.pod, &b.pod)
+                                && a.status == b.status
+                                && a.terminating_since == b.terminating_since
+                                && a.events == b.events)
                 });
             if !same {
                 *old = Arc::new(view);

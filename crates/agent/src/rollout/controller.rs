@@ -132,6 +132,7 @@ impl Controller {
             added: desired.added.clone(),
         };
         let mut wanted_names = std::collections::HashSet::new();
+        let live = live_by_name(view);
         for pod in desired.pods.values() {
             let full = pod.full_name();
             wanted_names.insert(full.clone());
@@ -156,7 +157,7 @@ impl Controller {
                 deadline,
                 now,
             });
-            match live(view, &full).filter(|v| is_ready(&v.status)) {
+            match live.get(&full).copied().filter(|v| is_ready(&v.status)) {
                 Some(v) => {
                     let since = match self.ready_since.get(&full) {
                         Some((hash, since)) if *hash == v.pod.content_hash => *since,
@@ -179,7 +180,7 @@ impl Controller {
                 }
             }
             if r.due(now) {
-                let failure = describe(live(view, &full).filter(|v| v.pod.uid == pod.uid));
+                let failure = describe(live.get(&full).copied().filter(|v| v.pod.uid == pod.uid));
                 let target = self.good_pod(&r);
                 let target = match &target {
                     Some(Ok(_)) | None => Ok(()),
@@ -361,10 +362,15 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// The pod of `full_name` that is not terminating, if any.
-fn live<'a>(view: &'a PodsView, full_name: &str) -> Option<&'a PodView> {
-    view.values()
-        .find(|v| v.terminating_since.is_none() && v.pod.full_name() == full_name)
+/// The pods that are not terminating, by full name (the first by UID where two share one),
+/// built once per pass: a lookup per wanted pod in the whole view would make a pass cost the
+/// square of the number of pods.
+fn live_by_name(view: &PodsView) -> std::collections::HashMap<String, &PodView> {
+    let mut out = std::collections::HashMap::new();
+    for v in view.values().filter(|v| v.terminating_since.is_none()) {
+        out.entry(v.pod.full_name()).or_insert(&**v);
+    }
+    out
 }
 
 /// Whether the pod's `Ready` condition is true (all containers ready; readiness probes count).

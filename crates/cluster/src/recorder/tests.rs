@@ -17,7 +17,7 @@ fn t(secs: u64) -> SystemTime {
 }
 
 /// A pod `name` whose log holds `events` (reason, message, times recorded).
-fn pod(name: &str, events: &[(&str, &str, u32)]) -> (String, PodView) {
+fn pod(name: &str, events: &[(&str, &str, u32)]) -> (String, Arc<PodView>) {
     let yaml = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: kube-system\nspec:\n  containers:\n  - name: c\n    image: busybox\n"
     );
@@ -35,13 +35,13 @@ fn pod(name: &str, events: &[(&str, &str, u32)]) -> (String, PodView) {
     }
     (
         sp.uid.clone(),
-        PodView {
+        Arc::new(PodView {
             pod: Arc::new(sp),
             status: Default::default(),
             terminating_since: None,
             grace: None,
             events: log,
-        },
+        }),
     )
 }
 
