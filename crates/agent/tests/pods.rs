@@ -1369,28 +1369,20 @@ async fn steady_probed_pods_share_one_relist() {
     h.stop.cancel();
 }
 
-/// Without runtime events, a container's exit is seen by the manager's relist within about a
-/// relist period (not only at the worker's 10 s resync), and the container restarted.
-#[tokio::test(start_paused = true)]
-async fn exit_without_runtime_events_is_noticed_by_the_relist() {
-    let clock = Clock::new();
-    let rt = FakeRuntime::new(clock).without_events();
-    rt.script("app", Script::exits(Duration::from_secs(5), 1));
+/// A pod whose container `app` exits 1 after `runs` on `rt`: the time from its start to its
+/// first restart (which has no back-off), and the harness (still running) to look at after.
+async fn first_restart_gap(rt: FakeRuntime, clock: Clock, runs: Duration) -> (Duration, Harness) {
+    rt.script("app", Script::exits(runs, 1));
     let h = start(&rt, clock);
-    let p = pod("quiet", "  containers:\n  - {name: app, image: busybox}\n");
+    let p = pod(
+        "crashes",
+        "  containers:\n  - {name: app, image: busybox}\n",
+    );
     h.set(vec![p.clone()]).await;
     h.until_calls("restarted once", |c| starts(c, &p.uid, "app").len() >= 2)
         .await;
     let s = starts(&rt.calls(), &p.uid, "app");
-    let gap = s[1].duration_since(s[0]).unwrap();
-    // Runs 5 s; the first restart has no back-off; the exit is seen within one 1 s relist.
-    assert!(
-        gap >= Duration::from_secs(5) && gap <= Duration::from_millis(6500),
-        "restart {gap:?} after the start"
-    );
-    // Counted for /metrics: one exit the runtime reported no event for.
-    assert_eq!(exits_found_by_relist(&h), 1);
-    h.stop.cancel();
+    (s[1].duration_since(s[0]).unwrap(), h)
 }
 
 fn exits_found_by_relist(h: &Harness) -> u64 {
@@ -1399,22 +1391,31 @@ fn exits_found_by_relist(h: &Harness) -> u64 {
         .load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Without runtime events, a container's exit is seen by the manager's relist within about a
+/// relist period (not only at the worker's 10 s resync), and the container restarted; the exit
+/// is counted as found by the relist (`/metrics`).
+#[tokio::test(start_paused = true)]
+async fn exit_without_runtime_events_is_noticed_by_the_relist() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock).without_events();
+    let (gap, h) = first_restart_gap(rt, clock, Duration::from_secs(5)).await;
+    assert!(
+        gap >= Duration::from_secs(5) && gap <= Duration::from_millis(6500),
+        "restart {gap:?} after the start"
+    );
+    assert_eq!(exits_found_by_relist(&h), 1);
+    h.stop.cancel();
+}
+
 /// With runtime events, the exit wakes the worker at once (restarted at the exit, not at the
 /// next relist), and the relist that follows finds nothing new: no exit is counted as found by
 /// it.
 #[tokio::test(start_paused = true)]
 async fn exit_with_runtime_events_is_restarted_at_once_and_not_counted() {
     let clock = Clock::new();
-    let rt = FakeRuntime::new(clock);
     // Exits between two relists (they tick on whole seconds).
-    rt.script("app", Script::exits(Duration::from_millis(5500), 1));
-    let h = start(&rt, clock);
-    let p = pod("loud", "  containers:\n  - {name: app, image: busybox}\n");
-    h.set(vec![p.clone()]).await;
-    h.until_calls("restarted once", |c| starts(c, &p.uid, "app").len() >= 2)
-        .await;
-    let s = starts(&rt.calls(), &p.uid, "app");
-    let gap = s[1].duration_since(s[0]).unwrap();
+    let (gap, h) =
+        first_restart_gap(FakeRuntime::new(clock), clock, Duration::from_millis(5500)).await;
     assert!(
         gap >= Duration::from_millis(5500) && gap < Duration::from_millis(5600),
         "restart {gap:?} after the start"

@@ -308,24 +308,12 @@ fn sigkill_at_random_moments_and_at_every_fault_point() {
         (0..PODS).all(|i| env.pod(&format!("p{i}")).is_none())
     });
     let root = env.root().display().to_string();
-    let leftovers = |env: &Env| -> Vec<String> {
-        ["runtime/sandboxes", "runtime/containers", "pods"]
-            .iter()
-            .flat_map(|d| {
-                std::fs::read_dir(env.root().join(d))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(move |e| format!("{d}/{}", e.file_name().to_string_lossy()))
-            })
-            .collect()
-    };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !leftovers(&env).is_empty() {
+    while !env.leftovers().is_empty() {
         assert!(
             Instant::now() < deadline,
             "left under the root directory: {:#?}\nagent log:\n{}",
-            leftovers(&env),
+            env.leftovers(),
             env.agent_log()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -336,14 +324,7 @@ fn sigkill_at_random_moments_and_at_every_fault_point() {
     for i in 0..PODS {
         assert_eq!(sleepers(&marker(i)), 0, "p{i} still runs");
     }
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let left: Vec<&str> = mounts
-        .lines()
-        .filter(|l| {
-            l.contains(&format!("{root}/runtime/sandboxes/"))
-                || l.contains(&format!("{root}/runtime/containers/"))
-        })
-        .collect();
+    let left = env.mounts_left();
     assert!(left.is_empty(), "mounts left: {left:#?}");
     for ip in &ips_seen {
         assert!(!env.ip_allocated(ip), "IP {ip} still allocated");

@@ -306,30 +306,10 @@ fn churned_pods_converge_and_the_agent_does_not_grow() {
     }
     let none = vec![None; pods];
     converge(&env, &none, "after removing every manifest");
-    let leftovers = |env: &Env| -> Vec<String> {
-        ["runtime/sandboxes", "runtime/containers", "pods"]
-            .iter()
-            .flat_map(|d| {
-                std::fs::read_dir(env.root().join(d))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(move |e| format!("{d}/{}", e.file_name().to_string_lossy()))
-            })
-            .collect()
-    };
     env.wait("nothing left under the root directory", 180, || {
-        leftovers(&env).is_empty()
+        env.leftovers().is_empty()
     });
-    let root = env.root().display().to_string();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let left: Vec<&str> = mounts
-        .lines()
-        .filter(|l| {
-            l.contains(&format!("{root}/runtime/sandboxes/"))
-                || l.contains(&format!("{root}/runtime/containers/"))
-        })
-        .collect();
+    let left = env.mounts_left();
     assert!(left.is_empty(), "mounts left: {left:#?}");
     let end = sample(&env).unwrap();
     eprintln!(

@@ -542,6 +542,34 @@ impl Env {
     }
 
     /// The body of a local API path (over the unix socket) when it answers 200.
+    /// What is left of pods under the root directory: sandbox, container and pod directories.
+    pub fn leftovers(&self) -> Vec<String> {
+        ["runtime/sandboxes", "runtime/containers", "pods"]
+            .iter()
+            .flat_map(|d| {
+                std::fs::read_dir(self.root().join(d))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(move |e| format!("{d}/{}", e.file_name().to_string_lossy()))
+            })
+            .collect()
+    }
+
+    /// Mounts of sandboxes and containers still under the root directory.
+    pub fn mounts_left(&self) -> Vec<String> {
+        let root = self.root().display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("{root}/runtime/sandboxes/"))
+                    || l.contains(&format!("{root}/runtime/containers/"))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
     pub fn api_get(&self, path: &str) -> Option<String> {
         let mut s =
             std::os::unix::net::UnixStream::connect(self.root().join("staticlet.sock")).ok()?;
