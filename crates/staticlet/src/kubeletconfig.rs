@@ -804,21 +804,10 @@ pub fn settings(
         .or_else(|| nonempty(kc.container_runtime_endpoint.as_ref()).map(str::to_string))
         .filter(|e| !e.is_empty());
     let register_node = args.register_node.or(kc.register_node).unwrap_or(true);
-    let register_with_taints = kc
-        .register_with_taints
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, t)| {
-            let key = t.key.clone().filter(|k| !k.is_empty());
-            let effect = t.effect.clone().unwrap_or_default();
-            match (key, effect.as_str()) {
-                (Some(key), "NoSchedule" | "PreferNoSchedule" | "NoExecute") => Ok((key, t.value.clone().unwrap_or_default(), effect)),
-                (None, _) => bail!("{}: registerWithTaints[{i}].key: required", cfg.display()),
-                (_, e) => bail!("{}: registerWithTaints[{i}].effect: {e:?} is not NoSchedule, PreferNoSchedule or NoExecute", cfg.display()),
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let register_with_taints = match &args.register_with_taints {
+        Some(t) => t.0.clone(),
+        None => config_taints(kc, cfg)?,
+    };
     let pod_cidr = args
         .pod_cidr
         .clone()
@@ -906,6 +895,24 @@ pub fn settings(
 /// The node API's settings: flags over the config file over kubelet's defaults (a zero
 /// duration or port in the file means the default, as kubelet's defaulting does; but
 /// `healthzPort: 0` turns the endpoint off, as in kubelet, where only an absent one defaults).
+/// `registerWithTaints` of the config file at `cfg`, checked: (key, value, effect).
+fn config_taints(kc: &KubeletConfiguration, cfg: &Path) -> Result<Vec<(String, String, String)>> {
+    kc.register_with_taints
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, t)| {
+            let key = t.key.clone().filter(|k| !k.is_empty());
+            let effect = t.effect.clone().unwrap_or_default();
+            match (key, effect.as_str()) {
+                (Some(key), "NoSchedule" | "PreferNoSchedule" | "NoExecute") => Ok((key, t.value.clone().unwrap_or_default(), effect)),
+                (None, _) => bail!("{}: registerWithTaints[{i}].key: required", cfg.display()),
+                (_, e) => bail!("{}: registerWithTaints[{i}].effect: {e:?} is not NoSchedule, PreferNoSchedule or NoExecute", cfg.display()),
+            }
+        })
+        .collect()
+}
+
 fn node_api_settings(
     args: &RunArgs,
     cfg: &Path,
@@ -1123,6 +1130,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("registerWithTaints[0].key"), "{e}");
+        // The flag wins over the file, as kubelet's flags do.
+        let s = settings_of(
+            "registerWithTaints:\n- key: a\n  effect: NoSchedule\n",
+            &["--register-with-taints=b=1:NoExecute"],
+        )
+        .unwrap();
+        assert_eq!(
+            s.register_with_taints,
+            [("b".into(), "1".into(), "NoExecute".into())]
+        );
     }
 
     #[test]

@@ -39,8 +39,6 @@ enum Kind {
     VModule,
     /// A resource quantity (`512`, `1Ki`, `2M`).
     Quantity,
-    /// `key[=value]:effect[,...]` (`--register-with-taints`).
-    Taints,
 }
 
 /// Every kubelet v1.34 flag with no meaning for `staticlet run` (from kubelet's
@@ -136,7 +134,6 @@ const IGNORED: &[(&str, Kind)] = &[
     ("kube-reserved-cgroup", Kind::Str),
     ("memory-manager-policy", Kind::Str),
     ("reserved-memory", Kind::Strings),
-    ("register-with-taints", Kind::Taints),
     // Logging (component-base).
     ("log-flush-frequency", Kind::Duration),
     ("v", Kind::Level),
@@ -230,11 +227,10 @@ fn ignored_arg(name: &'static str, kind: Kind) -> Arg {
         Kind::BoolMap => |s| pairs(s, '=', |v| go_bool(v).map(|_| ())).map(|()| s.to_string()),
         Kind::VModule => |s| pairs(s, '=', |v| verbosity(v).map(|_| ())).map(|()| s.to_string()),
         Kind::Quantity => |s| quantity(s).map(|()| s.to_string()),
-        Kind::Taints => |s| taints(s).map(|()| s.to_string()),
     };
     let repeatable = matches!(
         kind,
-        Kind::Strings | Kind::Map | Kind::LangleMap | Kind::BoolMap | Kind::VModule | Kind::Taints
+        Kind::Strings | Kind::Map | Kind::LangleMap | Kind::BoolMap | Kind::VModule
     );
     arg.num_args(1)
         .allow_hyphen_values(true)
@@ -360,8 +356,14 @@ pub fn quantity(s: &str) -> Result<(), String> {
     }
 }
 
-/// `--register-with-taints`: `key[=value]:effect` items separated by commas.
-fn taints(s: &str) -> Result<(), String> {
+/// `--register-with-taints`: the taints, as (key, value, effect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taints(pub Vec<(String, String, String)>);
+
+/// Parses `--register-with-taints`: `key[=value]:effect` items separated by commas (kubelet's
+/// syntax).
+pub fn parse_taints(s: &str) -> Result<Taints, String> {
+    let mut out = Vec::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (kv, effect) = item
             .rsplit_once(':')
@@ -371,11 +373,13 @@ fn taints(s: &str) -> Result<(), String> {
                 "{item:?}: effect {effect:?} is not NoSchedule, PreferNoSchedule or NoExecute"
             ));
         }
-        if kv.split('=').next().unwrap_or_default().is_empty() {
+        let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+        if key.is_empty() {
             return Err(format!("{item:?}: empty key"));
         }
+        out.push((key.to_string(), value.to_string(), effect.to_string()));
     }
-    Ok(())
+    Ok(Taints(out))
 }
 
 /// The flag that names a kubeadm-flags.env file to read.
@@ -578,11 +582,6 @@ mod tests {
                 &["0", "512", "1Ki", "2M", "1.5", "1e3", "100m"],
                 &["1KB", "x", ""],
             ),
-            (
-                Kind::Taints,
-                &["a=b:NoSchedule,c:NoExecute"],
-                &["a=b", "a:Nope", "=b:NoSchedule"],
-            ),
         ] {
             let parse = |s: &str| -> Result<(), String> {
                 let cmd = Command::new("t").arg(ignored_arg("x", kind));
@@ -612,7 +611,6 @@ mod tests {
                 Kind::Map | Kind::BoolMap | Kind::VModule => "a=1",
                 Kind::LangleMap => "a<1",
                 Kind::Quantity => "1Ki",
-                Kind::Taints => "a=b:NoSchedule",
             };
             let eq = format!("--{name}={value}");
             let a = parse_args(&[&eq]).unwrap_or_else(|e| panic!("{eq}: {e}"));
@@ -807,6 +805,20 @@ mod tests {
                     && e.contains(what),
                 "{text:?}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn register_with_taints_parses_kubelets_syntax() {
+        assert_eq!(
+            parse_taints("a=b:NoSchedule, c:NoExecute").unwrap().0,
+            vec![
+                ("a".into(), "b".into(), "NoSchedule".into()),
+                ("c".into(), String::new(), "NoExecute".into())
+            ]
+        );
+        for bad in ["a=b", "a:Nope", "=b:NoSchedule"] {
+            assert!(parse_taints(bad).is_err(), "{bad} accepted");
         }
     }
 }

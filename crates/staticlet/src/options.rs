@@ -224,6 +224,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "warn|refuse", default_value = "warn")]
     pub manifest_permissions: staticlet_agent::config::trust::Policy,
 
+    /// Taints the Node is registered with (kubelet's flag): `key[=value]:effect` items
+    /// separated by commas; wins over registerWithTaints in the --config file. Applied only when
+    /// staticlet creates the Node, as kubelet does.
+    #[arg(long, value_parser = crate::kubeletflags::parse_taints, value_name = "TAINTS")]
+    pub register_with_taints: Option<crate::kubeletflags::Taints>,
+
     /// How long an updated pod has to become Ready (all containers ready, readiness probes
     /// counted) before staticlet stops it and starts its last Ready version again, e.g. 5m.
     /// Counted from when the new version is applied, so it includes the old version's
