@@ -104,31 +104,61 @@ class Fifo:
         return out
 
 
+class Agent:
+    """`staticlet run` on a manifest dir of its own (`tag` names its dirs), with busybox
+    imported; waits until it answers. On exit: every manifest removed, its containers gone,
+    the agent stopped and its sandboxes mount released."""
+
+    def __init__(self, work, tag):
+        self.root, self.mdir = os.path.join(work, f"root{tag}"), os.path.join(work, f"m{tag}")
+        self.logs = os.path.join(work, f"logs{tag}")
+        os.makedirs(self.mdir)
+        sh(BIN, "images", "import", os.path.join(work, "busybox.tar"), "--root-dir", self.root)
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([BIN, "run", "--hostname-override", "bench", "--pod-manifest-path",
+                                      self.mdir, "--root-dir", self.root, "--log-dir", self.logs],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while subprocess.run([BIN, "get", "pods", "--root-dir", self.root], capture_output=True).returncode != 0:
+            assert time.time() < deadline, "agent did not start"
+            time.sleep(0.05)
+        return self
+
+    def write(self, name, text):
+        """Writes manifest `name` whole (renamed into place)."""
+        with open(os.path.join(self.mdir, f".{name}"), "w") as f:
+            f.write(text)
+        os.rename(os.path.join(self.mdir, f".{name}"), os.path.join(self.mdir, f"{name}.yaml"))
+
+    def clear(self, timeout=120):
+        """Removes every manifest and waits until the containers are gone."""
+        for f in os.listdir(self.mdir):
+            os.remove(os.path.join(self.mdir, f))
+        deadline = time.time() + timeout
+        while os.listdir(os.path.join(self.root, "runtime/containers")) and time.time() < deadline:
+            time.sleep(0.05)
+
+    def __exit__(self, *exc):
+        self.clear()
+        self.proc.terminate()
+        self.proc.wait()
+        subprocess.run(["umount", os.path.join(self.root, "runtime/sandboxes")], capture_output=True)
+
+
 def staticlet_run(work, n, rounds=1):
     """`rounds` times: write n manifests at once, then wait until every container runs (its
     line in the FIFO) and until the agent reports it Running (polled through its API every
     20 ms); then remove them and wait until they are gone. Returns both latency lists and the
     memory of the agent and shims while the last round's pods ran."""
-    root, mdir = os.path.join(work, f"root{n}"), os.path.join(work, f"m{n}")
-    os.makedirs(mdir)
     fifo = Fifo(os.path.join(work, f"fifo{n}"))
-    sh(BIN, "images", "import", os.path.join(work, "busybox.tar"), "--root-dir", root)
-    agent = subprocess.Popen([BIN, "run", "--hostname-override", "bench", "--pod-manifest-path", mdir,
-                              "--root-dir", root, "--log-dir", os.path.join(work, f"logs{n}")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started, reported, mem = [], [], (0, 0, 0)
-    try:
-        deadline = time.time() + 30
-        while subprocess.run([BIN, "get", "pods", "--root-dir", root], capture_output=True).returncode != 0:
-            assert time.time() < deadline, "agent did not start"
-            time.sleep(0.05)
+    with Agent(work, n) as agent:
         for r in range(rounds):
             written = {}
             for i in range(n):
                 name = f"p{r}x{i}"
-                with open(os.path.join(mdir, f".{name}"), "w") as f:
-                    f.write(MANIFEST.format(name=name, fifo_dir=fifo.dir))
-                os.rename(os.path.join(mdir, f".{name}"), os.path.join(mdir, f"{name}.yaml"))
+                agent.write(name, MANIFEST.format(name=name, fifo_dir=fifo.dir))
                 written[name] = time.monotonic()
             running, seen = {}, {}
             deadline = time.time() + 300
@@ -137,7 +167,7 @@ def staticlet_run(work, n, rounds=1):
                 for name, t in fifo.lines(0.02 if len(seen) < n else 0):
                     seen.setdefault(name, t - written[name])
                 if len(running) < n:
-                    out = subprocess.run([BIN, "get", "pods", "-o", "json", "--root-dir", root],
+                    out = subprocess.run([BIN, "get", "pods", "-o", "json", "--root-dir", agent.root],
                                          capture_output=True, text=True).stdout
                     now = time.monotonic()
                     for item in json.loads(out or '{"items": []}')["items"]:
@@ -149,26 +179,13 @@ def staticlet_run(work, n, rounds=1):
             started += seen.values()
             reported += running.values()
             shims = pids_of("staticlet-shim")
-            mem = (rss_kib(agent.pid), sum(rss_kib(p) for p in shims) / max(1, len(shims)))
+            mem = (rss_kib(agent.proc.pid), sum(rss_kib(p) for p in shims) / max(1, len(shims)))
             if r == rounds - 1:
-                # Again once the start-up burst is over (idle blocking threads exit after 10 s).
+                # Again once the start-up burst is over (idle blocking threads exit after 2 s).
                 time.sleep(STEADY_AFTER)
-                mem += (rss_kib(agent.pid),)
-            for f in os.listdir(mdir):
-                os.remove(os.path.join(mdir, f))
-            deadline = time.time() + 120
-            while os.listdir(os.path.join(root, "runtime/containers")) and time.time() < deadline:
-                time.sleep(0.05)
-        return started, reported, mem
-    finally:
-        for f in os.listdir(mdir):
-            os.remove(os.path.join(mdir, f))
-        deadline = time.time() + 120
-        while os.listdir(os.path.join(root, "runtime/containers")) and time.time() < deadline:
-            time.sleep(0.1)
-        agent.terminate()
-        agent.wait()
-        subprocess.run(["umount", os.path.join(root, "runtime/sandboxes")], capture_output=True)
+                mem += (rss_kib(agent.proc.pid),)
+            agent.clear()
+    return started, reported, mem
 
 
 CRASH_MANIFEST = """apiVersion: v1
@@ -195,46 +212,25 @@ def crash_restart(work, rounds):
     and runs (sleeps) when started again: the time between its two lines is the crash -> first
     restart latency (plus the ~1 ms the first run takes to exit). Also returns how many of those
     exits the agent found only through its 1 s relist (staticlet_relist_found_exits_total)."""
-    root, mdir = os.path.join(work, "root-crash"), os.path.join(work, "m-crash")
-    os.makedirs(mdir)
     fifo = Fifo(os.path.join(work, "fifo-crash"))
-    sh(BIN, "images", "import", os.path.join(work, "busybox.tar"), "--root-dir", root)
-    agent = subprocess.Popen([BIN, "run", "--hostname-override", "bench", "--pod-manifest-path", mdir,
-                              "--root-dir", root, "--log-dir", os.path.join(work, "logs-crash")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lat, found = [], None
-    try:
-        deadline = time.time() + 30
-        while subprocess.run([BIN, "get", "pods", "--root-dir", root], capture_output=True).returncode != 0:
-            assert time.time() < deadline, "agent did not start"
-            time.sleep(0.05)
+    with Agent(work, "-crash") as agent:
         for r in range(rounds):
             name = f"c{r}"
-            with open(os.path.join(mdir, f".{name}"), "w") as f:
-                f.write(CRASH_MANIFEST.format(name=name, fifo_dir=fifo.dir))
-            os.rename(os.path.join(mdir, f".{name}"), os.path.join(mdir, f"{name}.yaml"))
+            agent.write(name, CRASH_MANIFEST.format(name=name, fifo_dir=fifo.dir))
             times = []
             deadline = time.time() + 60
             while len(times) < 2:
                 assert time.time() < deadline, f"{name} was not restarted"
                 times += [t for line, t in fifo.lines(1) if line == name]
             lat.append(times[1] - times[0])
-            os.remove(os.path.join(mdir, f"{name}.yaml"))
-        out = subprocess.run([BIN, "get", "--raw", "/metrics", "--root-dir", root],
+            agent.clear()
+        out = subprocess.run([BIN, "get", "--raw", "/metrics", "--root-dir", agent.root],
                              capture_output=True, text=True).stdout
         for line in out.splitlines():
             if line.startswith("staticlet_relist_found_exits_total "):
                 found = int(float(line.split()[1]))
-        return lat, found
-    finally:
-        for f in os.listdir(mdir):
-            os.remove(os.path.join(mdir, f))
-        deadline = time.time() + 120
-        while os.listdir(os.path.join(root, "runtime/containers")) and time.time() < deadline:
-            time.sleep(0.1)
-        agent.terminate()
-        agent.wait()
-        subprocess.run(["umount", os.path.join(root, "runtime/sandboxes")], capture_output=True)
+    return lat, found
 
 
 def oci_floor(work, runtime, n):
