@@ -58,7 +58,7 @@ spec:
   - name: app
     image: docker.io/library/busybox:latest
     imagePullPolicy: IfNotPresent
-    command: [sh, -c, "echo {name} > /bench/fifo; exec sleep 3600"]
+    command: [sh, -c, "echo {name} > /bench/fifo; {then}"]
     volumeMounts:
     - {{name: bench, mountPath: /bench}}
   volumes:
@@ -158,7 +158,7 @@ def staticlet_run(work, n, rounds=1):
             written = {}
             for i in range(n):
                 name = f"p{r}x{i}"
-                agent.write(name, MANIFEST.format(name=name, fifo_dir=fifo.dir))
+                agent.write(name, MANIFEST.format(name=name, fifo_dir=fifo.dir, then=RUN))
                 written[name] = time.monotonic()
             running, seen = {}, {}
             deadline = time.time() + 300
@@ -188,23 +188,10 @@ def staticlet_run(work, n, rounds=1):
     return started, reported, mem
 
 
-CRASH_MANIFEST = """apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  hostNetwork: true
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: app
-    image: docker.io/library/busybox:latest
-    imagePullPolicy: IfNotPresent
-    command: [sh, -c, "echo {name} > /bench/fifo; [ -e /bench/{name}.done ] && exec sleep 3600; touch /bench/{name}.done; exit 1"]
-    volumeMounts:
-    - {{name: bench, mountPath: /bench}}
-  volumes:
-  - {{name: bench, hostPath: {{path: {fifo_dir}}}}}
-"""
+# What the benchmark containers do after writing their line: run on, or (the crash benchmark)
+# exit 1 the first time and run on when restarted.
+RUN = "exec sleep 3600"
+CRASH_ONCE = "[ -e /bench/{name}.done ] && exec sleep 3600; touch /bench/{name}.done; exit 1"
 
 
 def crash_restart(work, rounds):
@@ -217,7 +204,8 @@ def crash_restart(work, rounds):
     with Agent(work, "-crash") as agent:
         for r in range(rounds):
             name = f"c{r}"
-            agent.write(name, CRASH_MANIFEST.format(name=name, fifo_dir=fifo.dir))
+            agent.write(name, MANIFEST.format(name=name, fifo_dir=fifo.dir,
+                                              then=CRASH_ONCE.format(name=name)))
             times = []
             deadline = time.time() + 60
             while len(times) < 2:
@@ -282,7 +270,7 @@ def podman_play(work, n):
     lat = []
     for i in range(n):
         f = os.path.join(work, f"podman-{i}.yaml")
-        open(f, "w").write(MANIFEST.format(name=f"pm{i}", fifo_dir=fifo_dir))
+        open(f, "w").write(MANIFEST.format(name=f"pm{i}", fifo_dir=fifo_dir, then=RUN))
         t = time.monotonic()
         r = subprocess.run(["podman", "kube", "play", "--network", "host", f], capture_output=True, text=True)
         if r.returncode != 0:
