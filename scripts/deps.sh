@@ -44,7 +44,8 @@ test=(
   skopeo            # copies test images into that registry
   containerd runc   # the CRI runtime the runtime-cri and e2e tests start privately (and ctr)
   procps            # pgrep and kill in the tests
-  python3           # scripts/build-k8s.sh (module metadata, free ports)
+  python3           # scripts/test-lanes.py (runs the tests); scripts/build-k8s.sh (module
+                    # metadata, free ports)
   file              # scripts/build-k8s.sh checks that the binaries are static
   lintian           # checks the Debian package (scripts/package-deb.sh) in the package test
   binutils          # strip, for scripts/package-deb.sh
