@@ -6,7 +6,6 @@
 //! the loop live in [`crate::identity`].
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -300,21 +299,7 @@ impl Store {
 
 /// Writes `data` to `path` with mode 0600 (a temporary file renamed into place).
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), CertError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| cert_err(dir, e))?;
-    }
-    let tmp = path.with_extension("tmp-write");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| cert_err(&tmp, e))?;
-    f.write_all(data).map_err(|e| cert_err(&tmp, e))?;
-    f.sync_all().map_err(|e| cert_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| cert_err(path, e))
+    staticlet_runtime::write_private(path, data).map_err(|(p, e)| cert_err(&p, e))
 }
 
 /// Where the written kubeconfig's cluster comes from (the bootstrap kubeconfig's).

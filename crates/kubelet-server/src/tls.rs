@@ -72,19 +72,7 @@ pub fn serving_cert_files(src: &ServingCert) -> Result<(PathBuf, PathBuf), TlsEr
 
 /// Writes a file readable by root only, atomically.
 fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| file_err(&tmp, e))?;
-    f.write_all(data).map_err(|e| file_err(&tmp, e))?;
-    f.sync_all().map_err(|e| file_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| file_err(path, e))
+    staticlet_runtime::write_private(path, data).map_err(|(p, e)| file_err(&p, e))
 }
 
 /// A self-signed serving certificate (PEM cert, PEM key) valid for a year, for `names` (the

@@ -23,6 +23,37 @@ pub mod cgroups;
 pub mod fake;
 pub mod fault;
 
+/// Writes `data` to `path` readable by root only (mode 0600), atomically: a temporary file next
+/// to it, synced, then renamed into place (parent directories are made). Keys, certificates.
+/// On failure, the path the failing step worked on and its error.
+pub fn write_private(
+    path: &std::path::Path,
+    data: &[u8],
+) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    fn at(
+        p: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> (std::path::PathBuf, std::io::Error) {
+        let p = p.to_path_buf();
+        move |e| (p, e)
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(at(dir))?;
+    }
+    let tmp = path.with_extension("tmp-write");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(at(&tmp))?;
+    f.write_all(data).map_err(at(&tmp))?;
+    f.sync_all().map_err(at(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(at(path))
+}
+
 /// Labels and annotations on runtime objects.
 pub type Labels = BTreeMap<String, String>;
 
