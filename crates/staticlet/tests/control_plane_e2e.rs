@@ -402,15 +402,9 @@ fn kubeadm_control_plane_runs_on_staticlet() {
         t_bad.elapsed(),
     ));
     let event = node.wait("the RolledBack event in the API", 60, || {
-        let evs = node.kubectl_json(&[
-            "get",
-            "events",
-            "-n",
-            "kube-system",
-            "--field-selector",
-            &format!("involvedObject.name=kube-scheduler-{NODE},reason=RolledBack"),
-        ])?;
-        evs["items"].as_array()?.last().cloned()
+        node.events(&format!("kube-scheduler-{NODE}"), "RolledBack")?
+            .last()
+            .cloned()
     });
     assert_eq!(event["type"], "Warning", "{event}");
     assert!(

@@ -339,15 +339,7 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
     });
     let proxy_name = proxy["metadata"]["name"].as_str().unwrap().to_string();
     let events = node.wait("the StaticPodsOnly event of kube-proxy's pod", 120, || {
-        let evs = node.kubectl_json(&[
-            "get",
-            "events",
-            "-n",
-            "kube-system",
-            "--field-selector",
-            &format!("involvedObject.name={proxy_name},reason=StaticPodsOnly"),
-        ])?;
-        let items = evs["items"].as_array()?.clone();
+        let items = node.events(&proxy_name, "StaticPodsOnly")?;
         (!items.is_empty()).then_some(items)
     });
     assert_eq!(events.len(), 1, "{events:?}");

@@ -335,6 +335,19 @@ impl Node {
         ])
     }
 
+    /// The API's Events in kube-system about `object` with `reason` (None: kubectl failed).
+    pub fn events(&self, object: &str, reason: &str) -> Option<Vec<Value>> {
+        let evs = self.kubectl_json(&[
+            "get",
+            "events",
+            "-n",
+            "kube-system",
+            "--field-selector",
+            &format!("involvedObject.name={object},reason={reason}"),
+        ])?;
+        evs["items"].as_array().cloned()
+    }
+
     pub fn api_ready(&self) -> bool {
         let out = self.kubectl(&["get", "--raw", "/readyz"]);
         out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok"
