@@ -477,10 +477,93 @@ pub fn streaming_url(url: &str) -> Result<String, String> {
     }
 }
 
+/// The runtime's cgroup driver, from its answer to CRI `RuntimeConfig` (kubelet's
+/// `getCgroupDriverFromCRI`, v1.34).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportedCgroupDriver {
+    /// `RuntimeConfig` is not implemented (containerd before 1.7), or the answer has no Linux
+    /// part: the runtime does not say, and kubelet uses its configured `cgroupDriver`.
+    NotReported,
+    Systemd,
+    Cgroupfs,
+}
+
+/// Reads a `RuntimeConfig` answer as kubelet does: `Unimplemented` or an answer without its
+/// Linux part is [`ReportedCgroupDriver::NotReported`] (CRI's enum makes a missing driver read
+/// as `SYSTEMD`, its zero value, so the part's absence must be checked first); a driver number
+/// CRI does not define is an error, as is any other failure (the caller retries those).
+pub fn cgroup_driver_from_cri(
+    answer: Result<cri::RuntimeConfigResponse, tonic::Status>,
+) -> Result<ReportedCgroupDriver, RuntimeError> {
+    let resp = match answer {
+        Ok(r) => r,
+        Err(s) if s.code() == tonic::Code::Unimplemented => {
+            return Ok(ReportedCgroupDriver::NotReported)
+        }
+        Err(s) => return Err(crate::map_status("RuntimeConfig", "runtime", "", s)),
+    };
+    let Some(linux) = resp.linux else {
+        return Ok(ReportedCgroupDriver::NotReported);
+    };
+    match cri::CgroupDriver::try_from(linux.cgroup_driver) {
+        Ok(cri::CgroupDriver::Systemd) => Ok(ReportedCgroupDriver::Systemd),
+        Ok(cri::CgroupDriver::Cgroupfs) => Ok(ReportedCgroupDriver::Cgroupfs),
+        Err(_) => Err(RuntimeError::Failed {
+            op: "RuntimeConfig",
+            message: format!(
+                "the runtime returned an unknown cgroup driver {}",
+                linux.cgroup_driver
+            ),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use cri::security_profile::ProfileType;
+
+    #[test]
+    fn cgroup_driver_from_runtime_config() {
+        use tonic::{Code, Status};
+        let linux = |d: i32| {
+            Ok(cri::RuntimeConfigResponse {
+                linux: Some(cri::LinuxRuntimeConfiguration { cgroup_driver: d }),
+            })
+        };
+        type Answer = Result<cri::RuntimeConfigResponse, Status>;
+        let cases: Vec<(Answer, Result<ReportedCgroupDriver, &str>)> = vec![
+            (linux(0), Ok(ReportedCgroupDriver::Systemd)),
+            (linux(1), Ok(ReportedCgroupDriver::Cgroupfs)),
+            // No Linux part: CRI's zero value would read as SYSTEMD; kubelet ignores the answer.
+            (
+                Ok(cri::RuntimeConfigResponse { linux: None }),
+                Ok(ReportedCgroupDriver::NotReported),
+            ),
+            // containerd 1.6.
+            (
+                Err(Status::new(
+                    Code::Unimplemented,
+                    "unknown method RuntimeConfig",
+                )),
+                Ok(ReportedCgroupDriver::NotReported),
+            ),
+            (linux(7), Err("unknown cgroup driver 7")),
+            (Err(Status::new(Code::Internal, "boom")), Err("boom")),
+        ];
+        for (answer, want) in cases {
+            let shown = format!("{answer:?}");
+            match (cgroup_driver_from_cri(answer), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{shown}"),
+                (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{shown}: {e}"),
+                (got, want) => panic!("{shown}: got {got:?}, want {want:?}"),
+            }
+        }
+        assert!(matches!(
+            cgroup_driver_from_cri(Err(Status::new(Code::Unavailable, "gone"))),
+            Err(RuntimeError::Unavailable(_))
+        ));
+    }
 
     #[test]
     fn container_stats_keep_what_the_runtime_measured() {

@@ -412,6 +412,33 @@ impl CriRuntime {
         &self.inner.version
     }
 
+    /// The runtime's cgroup driver as CRI `RuntimeConfig` reports it, asked as kubelet does at
+    /// start: up to 3 attempts 2 s apart while the call fails with anything but
+    /// `Unimplemented` (a runtime still starting); see [`convert::cgroup_driver_from_cri`].
+    pub async fn cgroup_driver(&self) -> Result<convert::ReportedCgroupDriver> {
+        let t = self.timeout();
+        let mut attempt = 1;
+        let answer = loop {
+            let answer = self
+                .rt()
+                .call("RuntimeConfig", |ch| async move {
+                    RuntimeServiceClient::new(ch)
+                        .runtime_config(with_timeout(cri::RuntimeConfigRequest {}, t))
+                        .await
+                })
+                .await;
+            match &answer {
+                Err(s) if s.code() != Code::Unimplemented && attempt < 3 => {
+                    debug!(attempt, "CRI RuntimeConfig failed: {s}; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                _ => break answer,
+            }
+        };
+        convert::cgroup_driver_from_cri(answer)
+    }
+
     fn rt(&self) -> &Conn {
         &self.inner.runtime
     }

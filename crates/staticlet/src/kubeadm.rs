@@ -140,8 +140,15 @@ pub async fn wait_for_config(args: &RunArgs, config: &Path) -> Result<Waited> {
         let path = std::path::PathBuf::from(path);
         std::fs::create_dir_all(&args.root_dir)
             .with_context(|| format!("creating --root-dir {}", args.root_dir.display()))?;
-        let (runtime, _) =
-            crate::runtime::runtime_for(None, Clock::new(), args, args.pod_cidr.as_deref()).await?;
+        let (runtime, _) = crate::runtime::runtime_for(
+            None,
+            Clock::new(),
+            args,
+            args.pod_cidr.as_deref(),
+            // No configuration yet: nothing to say about cgroups.
+            &Default::default(),
+        )
+        .await?;
         let listener = staticlet_cri_server::bind(&path)
             .with_context(|| format!("CRI endpoint: binding {}", path.display()))?;
         tokio::spawn(serve_cri(listener, runtime, shutdown.clone()));

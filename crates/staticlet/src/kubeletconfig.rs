@@ -8,7 +8,8 @@
 //! - honoured: `staticPodPath`, `staticPodURL`, `staticPodURLHeader`, `fileCheckFrequency`,
 //!   `httpCheckFrequency`, `syncFrequency`, `podLogsDir`, `address`, `port`, `tlsCertFile`,
 //!   `tlsPrivateKeyFile`, `authentication.*`, `authorization.*`, `healthzBindAddress`,
-//!   `healthzPort`, `containerRuntimeEndpoint`, `registerNode`;
+//!   `healthzPort`, `containerRuntimeEndpoint`, `registerNode`, `cgroupDriver` (checked
+//!   against the runtime at start: `cgroupdriver`);
 //! - carried in [`Settings`] for a later change, without effect yet: `clusterDomain`,
 //!   `clusterDNS`;
 //! - every other field is accepted and, when set to anything but its zero value, named in the
@@ -193,7 +194,7 @@ pub struct KubeletConfiguration {
     cgroup_root: Option<String>,
     #[serde(rename = "cgroupsPerQOS")]
     cgroups_per_qos: Option<bool>,
-    cgroup_driver: Option<String>,
+    pub cgroup_driver: Option<String>,
     #[serde(rename = "cpuManagerPolicy")]
     cpu_manager_policy: Option<String>,
     #[serde(rename = "singleProcessOOMKill")]
@@ -456,6 +457,7 @@ const HONOURED: &[&str] = &[
     "imageGCHighThresholdPercent",
     "imageGCLowThresholdPercent",
     "rotateCertificates",
+    "cgroupDriver",
 ];
 
 /// Fields that are pointers in the Go type: present means set, even at `false` or `0`
@@ -838,6 +840,10 @@ pub fn settings(
 
     let node_shutdown = node_shutdown(cfg, kc)?;
     let image_gc = image_gc(cfg, kc)?;
+    let cgroup_driver = crate::cgroupdriver::configured(
+        args.cgroup_driver.as_deref(),
+        file.and(kc.cgroup_driver.as_deref()).map(|v| (cfg, v)),
+    )?;
 
     // Flags that are read but not used yet are named in the warning with the ignored ones.
     let mut ignored_flags = args.kubelet.given.clone();
@@ -887,6 +893,7 @@ pub fn settings(
             .unwrap_or(false),
         node_shutdown,
         image_gc,
+        cgroup_driver,
         ignored_config_fields: file.map(|f| f.ignored_fields.clone()).unwrap_or_default(),
         ignored_flags,
     })
@@ -1026,6 +1033,7 @@ fn node_api_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroupdriver::{CgroupDriver, Configured, Origin};
     use crate::options::tests::parse_args;
 
     /// `/var/lib/kubelet/config.yaml` as kubeadm v1.34.4 writes it (testdata/kubeadm/README.md).
@@ -1072,9 +1080,14 @@ mod tests {
         assert_eq!(api.unauthorized_ttl, Duration::from_secs(30));
         assert_eq!(api.healthz, Some("127.0.0.1:10248".parse().unwrap()));
         // Only fields set to something other than their zero value are named.
+        assert_eq!(s.ignored_config_fields, ["clusterDNS", "clusterDomain"]);
+        // kubeadm's default driver, checked against the runtime at start.
         assert_eq!(
-            s.ignored_config_fields,
-            ["cgroupDriver", "clusterDNS", "clusterDomain"]
+            s.cgroup_driver,
+            Configured {
+                driver: CgroupDriver::Systemd,
+                origin: Origin::File(PathBuf::from(PATH)),
+            }
         );
         assert!(s.rotate_certificates);
         assert!(s.ignored_flags.is_empty());
@@ -1282,6 +1295,10 @@ mod tests {
             ("staticPodURL: ftp://x/\n", "staticPodURL"),
             ("authorization:\n  mode: RBAC\n", "authorization.mode"),
             ("tlsCertFile: /a.crt\n", "tlsPrivateKeyFile"),
+            (
+                "cgroupDriver: Systemd\n",
+                "cgroupDriver: \"Systemd\" must be cgroupfs or systemd",
+            ),
         ] {
             let e = settings_of(yaml, &[]).unwrap_err().to_string();
             assert!(e.contains(want), "{yaml:?}: {e}");
@@ -1363,14 +1380,27 @@ mod tests {
                         && s.bootstrap_kubeconfig.as_deref()
                             == Some(Path::new("/etc/kubernetes/bootstrap-kubelet.conf"))
                         && s.rotate_certificates
+                        && s.cgroup_driver.origin == Origin::Flag
                         && s.ignored_flags
-                            == [
-                                "--bootstrap-kubeconfig",
-                                "--cgroup-driver",
-                                "--pod-infra-container-image",
-                            ]
+                            == ["--bootstrap-kubeconfig", "--pod-infra-container-image"]
                 },
             ),
+            // --cgroup-driver over cgroupDriver over kubelet's default.
+            (
+                "cgroupDriver: systemd\n",
+                &["--cgroup-driver=cgroupfs"],
+                |s| {
+                    s.cgroup_driver
+                        == Configured {
+                            driver: CgroupDriver::Cgroupfs,
+                            origin: Origin::Flag,
+                        }
+                },
+            ),
+            ("cgroupDriver: \"\"\n", &[], |s| {
+                s.cgroup_driver == Configured::default()
+                    && s.cgroup_driver.driver == CgroupDriver::Cgroupfs
+            }),
             // The flag wins over the file.
             (
                 "rotateCertificates: true\n",

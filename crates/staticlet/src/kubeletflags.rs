@@ -88,7 +88,6 @@ const IGNORED: &[(&str, Kind)] = &[
     ("system-cgroups", Kind::Str),
     ("provider-id", Kind::Str),
     ("cgroups-per-qos", Kind::Bool),
-    ("cgroup-driver", Kind::Str),
     ("cgroup-root", Kind::Str),
     ("cpu-manager-policy", Kind::Str),
     ("cpu-manager-policy-options", Kind::Map),

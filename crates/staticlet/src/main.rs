@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use commands::{completion, control, describe, exec, get, images, logs, run, validate, wait};
 
+mod cgroupdriver;
 mod client;
 mod commands;
 mod kubeadm;

@@ -151,6 +151,11 @@ pub struct RunArgs {
     /// configuration; kubelet's standalone --pod-cidr) [default: 10.87.0.0/16].
     #[arg(long, value_name = "CIDR")]
     pub pod_cidr: Option<String>,
+    /// kubelet's cgroup driver, cgroupfs or systemd (cgroupDriver): pod cgroups are
+    /// /staticlet/pod<uid> (kubelet's cgroupfs layout) with either; a CRI runtime on the
+    /// systemd driver is refused [default: cgroupfs].
+    #[arg(long, value_name = "DRIVER")]
+    pub cgroup_driver: Option<String>,
     /// Cluster DNS servers, comma-separated (read, not used yet).
     #[arg(long, value_name = "IP[,IP]", value_delimiter = ',')]
     pub cluster_dns: Vec<std::net::IpAddr>,
@@ -345,6 +350,9 @@ pub struct Settings {
     pub node_shutdown: Option<staticlet_agent::nodeshutdown::ShutdownPolicy>,
     /// Image garbage collection (`imageGC*`, `imageMinimumGCAge`, `imageMaximumGCAge`).
     pub image_gc: staticlet_agent::image_gc::ImageGcPolicy,
+    /// `--cgroup-driver`, `cgroupDriver`: checked against the runtime at start
+    /// (`cgroupdriver::decide`).
+    pub cgroup_driver: crate::cgroupdriver::Configured,
     /// Fields of the config file that have no effect, for the warning at start.
     pub ignored_config_fields: Vec<String>,
     /// Flags given that have no effect (`--name`), for the warning at start.

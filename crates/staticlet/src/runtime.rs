@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use staticlet_runtime::{Clock, ContainerRuntime};
 use tracing::info;
 
+use crate::cgroupdriver::{self, RuntimeKind};
 use crate::{options, SHIM_PREFIX};
 
 /// How the embedded runtime starts shims: the small `staticlet-shim` binary installed next to
@@ -69,11 +70,15 @@ pub fn default_network(
     Ok(Some(builtin::network(&subnet)))
 }
 
+/// The runtime at `endpoint` (`None`: the embedded one), once its cgroup driver and the
+/// configured one agree (`cgroupdriver::decide`; a refusal is an error before any pod is
+/// touched).
 pub async fn runtime_for(
     endpoint: Option<&str>,
     clock: Clock,
     args: &options::RunArgs,
     pod_cidr: Option<&str>,
+    cgroup_driver: &cgroupdriver::Configured,
 ) -> Result<(Arc<dyn ContainerRuntime>, String)> {
     match endpoint {
         Some(e) if e.starts_with("simulate://") => {
@@ -128,6 +133,14 @@ pub async fn runtime_for(
                 }
             };
             let name = rt.connected_version().runtime_name.clone();
+            let reported = rt
+                .cgroup_driver()
+                .await
+                .map_err(|err| anyhow::anyhow!("--container-runtime-endpoint {e}: {err}"))?;
+            if let Some(line) = cgroupdriver::decide(cgroup_driver, RuntimeKind::Cri(reported), e)?
+            {
+                info!("{line}");
+            }
             info!(endpoint = e, runtime = %name, "using the CRI runtime");
             Ok((Arc::new(rt), name))
         }
@@ -135,6 +148,9 @@ pub async fn runtime_for(
             bail!("--container-runtime-endpoint {e:?}: expected unix:///path or simulate://")
         }
         None => {
+            if let Some(line) = cgroupdriver::decide(cgroup_driver, RuntimeKind::Embedded, "")? {
+                info!("{line}");
+            }
             let rt = staticlet_runtime_embedded::EmbeddedRuntime::new(
                 staticlet_runtime_embedded::Config {
                     root_dir: args.root_dir.clone(),

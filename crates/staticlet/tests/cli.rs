@@ -349,7 +349,7 @@ fn run_takes_kubeadms_config_and_flags_unmodified() {
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("ignoring")).collect();
     assert_eq!(warnings.len(), 2, "{stderr}");
     assert!(
-        warnings[0].contains("ignoring KubeletConfiguration fields staticlet does not use: cgroupDriver, clusterDNS, clusterDomain")
+        warnings[0].contains("ignoring KubeletConfiguration fields staticlet does not use: clusterDNS, clusterDomain")
             && warnings[0].contains("config.yaml"),
         "{stderr}"
     );
@@ -384,9 +384,141 @@ fn run_reads_a_kubeadm_flags_env_file() {
     // The node name comes from the file's --hostname-override=cp-1.
     assert_eq!(list["items"][0]["metadata"]["name"], "web-cp-1");
     assert!(
-        stderr.contains("ignoring kubelet flags staticlet does not use: --cgroup-driver, --fail-swap-on, --pod-infra-container-image"),
+        stderr.contains("ignoring kubelet flags staticlet does not use: --fail-swap-on, --pod-infra-container-image"),
         "{stderr}"
     );
+}
+
+/// `cgroupDriver` with a CRI runtime, checked before any pod is touched: a runtime that does not
+/// report its own driver (CRI `RuntimeConfig` unimplemented, as staticlet's own CRI endpoint and
+/// containerd 1.6) with `cgroupDriver: systemd` is refused with the fix, and the pod already
+/// running on that runtime is left alone; with `--cgroup-driver=cgroupfs` the same runtime is
+/// used.
+#[test]
+fn cri_runtime_with_the_systemd_cgroup_driver_is_refused_at_start() {
+    let d = tempfile::tempdir().unwrap();
+    let manifests = d.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(manifests.join("web.yaml"), POD).unwrap();
+    let sock = d.path().join("cri.sock");
+    let endpoint = format!("unix://{}", sock.display());
+    // The runtime: a simulator agent serving CRI, running one pod.
+    let root = d.path().join("runtime");
+    let runtime = bin()
+        .args(["run", "--hostname-override", "n1"])
+        .args(["--container-runtime-endpoint", "simulate://"])
+        .args([
+            "--cri-listen",
+            &endpoint,
+            "--port",
+            "0",
+            "--healthz-port",
+            "0",
+        ])
+        .arg("--pod-manifest-path")
+        .arg(&manifests)
+        .arg("--root-dir")
+        .arg(&root)
+        .arg("--log-dir")
+        .arg(d.path().join("runtime-logs"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _runtime = KillOnDrop(runtime);
+    let web = || {
+        let out = bin()
+            .args(["get", "pods", "-o", "json", "--root-dir"])
+            .arg(&root)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let c = &v["items"][0]["status"]["containerStatuses"][0];
+        (v["items"][0]["status"]["phase"] == "Running" && sock.exists())
+            .then(|| (c["containerID"].clone(), c["restartCount"].clone()))
+    };
+    let deadline = StdInstant::now() + Duration::from_secs(60);
+    let before = loop {
+        if let Some(w) = web() {
+            break w;
+        }
+        assert!(
+            StdInstant::now() < deadline,
+            "runtime's pod not Running within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    // The agent on that runtime, run to its end: its stderr.
+    let agent = |args: &[&str], until: &str| {
+        let log = d.path().join("agent.log");
+        let child = bin()
+            .args([
+                "run",
+                "--hostname-override",
+                "n2",
+                "--port",
+                "0",
+                "--healthz-port",
+                "0",
+            ])
+            .args(["--container-runtime-endpoint", &endpoint])
+            .args(args)
+            .arg("--root-dir")
+            .arg(d.path().join("agent"))
+            .arg("--log-dir")
+            .arg(d.path().join("agent-logs"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut child = KillOnDrop(child);
+        let deadline = StdInstant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(status) = child.0.try_wait().unwrap() {
+                return (Some(status), text);
+            }
+            if text.contains(until) {
+                return (None, text);
+            }
+            assert!(
+                StdInstant::now() < deadline,
+                "agent neither exited nor said {until:?}: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let cfg = d.path().join("config.yaml");
+    std::fs::write(&cfg, "kind: KubeletConfiguration\ncgroupDriver: systemd\n").unwrap();
+    let (status, stderr) = agent(
+        &["--config", cfg.to_str().unwrap()],
+        "using the CRI runtime",
+    );
+    assert!(status.is_some_and(|s| !s.success()), "{stderr}");
+    for part in [
+        &format!("cgroupDriver: systemd ({})", cfg.display()),
+        "staticlet supports only the cgroupfs driver with a CRI runtime",
+        &format!("the runtime at {endpoint} does not report its own driver"),
+        "SystemdCgroup = false",
+        "set cgroupDriver: cgroupfs (--cgroup-driver=cgroupfs)",
+    ] {
+        assert!(stderr.contains(part), "missing {part:?}: {stderr}");
+    }
+    assert!(!d.path().join("agent/staticlet.sock").exists(), "{stderr}");
+    assert_eq!(web(), Some(before), "the running pod was touched");
+
+    // The flag wins over the file: cgroupfs is what this runtime (cgroupfs paths) needs.
+    let (status, stderr) = agent(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--cgroup-driver=cgroupfs",
+        ],
+        "using the CRI runtime",
+    );
+    assert!(status.is_none(), "{stderr}");
+    assert!(!stderr.contains("cgroup driver"), "{stderr}");
 }
 
 #[test]
@@ -428,6 +560,25 @@ fn kubelet_flags_and_files_fail_clearly() {
             "{}: authentication.webhook.cacheTTL: invalid duration \"soon\"",
             cfg.display()
         )),
+        "{e}"
+    );
+    std::fs::write(&cfg, "kind: KubeletConfiguration\ncgroupDriver: cgroup\n").unwrap();
+    let e = fail(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--hostname-override",
+        "n1",
+    ]);
+    assert!(
+        e.contains(&format!(
+            "{}: cgroupDriver: \"cgroup\" must be cgroupfs or systemd",
+            cfg.display()
+        )),
+        "{e}"
+    );
+    let e = fail(&["--cgroup-driver=Systemd", "--hostname-override", "n1"]);
+    assert!(
+        e.contains("--cgroup-driver \"Systemd\": must be cgroupfs or systemd"),
         "{e}"
     );
     std::fs::write(&cfg, "kind: KubeletConfiguration\nfooBar: 1\n").unwrap();

@@ -132,3 +132,69 @@ fn containerd_restart_and_foreign_containers() {
         "another client's container is left alone"
     );
 }
+
+/// `cgroupDriver: systemd` (kubeadm's default) with containerd 1.6, which does not report its
+/// own driver (CRI `RuntimeConfig` unimplemented): the agent refuses to start, saying how to fix
+/// it, before it touches anything; the pod of the previous run keeps running in its cgroup and
+/// is adopted, not restarted, once the agent starts with cgroupfs.
+#[test]
+fn systemd_cgroup_driver_is_refused_before_any_pod_is_touched() {
+    if !Backend::Containerd.can_run() {
+        return;
+    }
+    let mut env = Env::with_backend(Backend::Containerd, "cgdrv");
+    env.manifest(
+        "web",
+        &env.pod_manifest(
+            "web",
+            "  hostNetwork: true\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: app\n    image: IMAGE\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n",
+        ),
+    );
+    env.start();
+    env.wait("web running", 180, || {
+        status(&env, "web", "app").is_some_and(|c| c["state"]["running"].is_object())
+    });
+    let before = status(&env, "web", "app").unwrap();
+    let uid = env.uid("web");
+    let containers = env.containers();
+    env.kill_agent();
+
+    let cfg = env.path("config.yaml");
+    std::fs::write(&cfg, "kind: KubeletConfiguration\ncgroupDriver: systemd\n").unwrap();
+    env.start_with(&["--config".into(), cfg.display().to_string()]);
+    let exit = env.agent_exit(60);
+    let log = env.agent_log();
+    assert!(!exit.success(), "{log}");
+    for part in [
+        format!("cgroupDriver: systemd ({})", cfg.display()),
+        "staticlet supports only the cgroupfs driver with a CRI runtime".into(),
+        "does not report its own driver (no CRI RuntimeConfig".into(),
+        "SystemdCgroup = false".into(),
+        "set cgroupDriver: cgroupfs (--cgroup-driver=cgroupfs)".into(),
+    ] {
+        assert!(log.contains(&part), "missing {part:?}: {log}");
+    }
+    assert_eq!(env.containers(), containers, "{log}");
+    let (cri, rt) = env.cri();
+    let id = staticlet_runtime::ContainerId(containers[0].clone());
+    let st = rt.block_on(cri.container_status(&id)).unwrap();
+    assert_eq!(st.state, ContainerState::Running, "{log}");
+    assert!(
+        !common::pod_cgroups(&uid).is_empty(),
+        "the pod's cgroup is still there"
+    );
+
+    // The flag wins over the file: the pod is adopted as it runs.
+    env.start_with(&[
+        "--config".into(),
+        cfg.display().to_string(),
+        "--cgroup-driver=cgroupfs".into(),
+    ]);
+    env.wait("web adopted", 120, || {
+        status(&env, "web", "app").is_some_and(|c| {
+            c["ready"] == true
+                && c["containerID"] == before["containerID"]
+                && c["restartCount"] == before["restartCount"]
+        })
+    });
+}

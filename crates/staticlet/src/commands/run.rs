@@ -63,8 +63,14 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     );
     let cri_socket = cri_listen_path(cri_listen.as_deref(), endpoint)?;
     let clock = Clock::new();
-    let (runtime, runtime_name) =
-        runtime_for(endpoint, clock, &args, settings.pod_cidr.as_deref()).await?;
+    let (runtime, runtime_name) = runtime_for(
+        endpoint,
+        clock,
+        &args,
+        settings.pod_cidr.as_deref(),
+        &settings.cgroup_driver,
+    )
+    .await?;
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating --root-dir {}", args.root_dir.display()))?;
     std::fs::create_dir_all(&settings.log_dir)
