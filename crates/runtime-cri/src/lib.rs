@@ -7,6 +7,9 @@
 //!   is down every call fails fast with [`RuntimeError::Unavailable`], and reconnect attempts back
 //!   off exponentially up to [`CriOptions::max_backoff`].
 //! - [`CriRuntime::connect`] refuses runtimes that do not serve CRI `v1`.
+//! - [`CriRuntime::cgroup_driver`] asks the runtime for its cgroup driver (CRI `RuntimeConfig`,
+//!   as kubelet does at start); the binary refuses a runtime on the systemd driver, since the
+//!   agent's pod cgroups are cgroupfs paths.
 //! - The conversions between staticlet's types and CRI messages are pure functions in
 //!   [`convert`].
 //! - Statuses are cached (the `cache` module says why an entry is never stale): listing a steady
