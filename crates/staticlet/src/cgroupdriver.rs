@@ -7,8 +7,8 @@
 //! the runtime means ([`decide`], a pure function with table tests):
 //!
 //! - embedded runtime: `cgroupfs` as configured; `systemd` (kubeadm's default) is accepted and
-//!   said once at start, since the embedded runtime is the only cgroup writer for its pods and
-//!   needs no systemd;
+//!   said once at start, since staticlet and its embedded runtime are the only writers of their
+//!   pods' cgroups and need no systemd for them;
 //! - CRI runtime: its own driver comes first, as in kubelet v1.34 (`getCgroupDriverFromCRI`:
 //!   the runtime's answer to `RuntimeConfig` replaces the configured one). A runtime on the
 //!   systemd driver (containerd's `SystemdCgroup = true`) would need systemd slices as cgroup
@@ -146,9 +146,9 @@ pub fn decide(
     match (runtime, configured.driver) {
         (RuntimeKind::Embedded, CgroupDriver::Cgroupfs) => Ok(None),
         (RuntimeKind::Embedded, CgroupDriver::Systemd) => Ok(Some(format!(
-            "{set}: pod cgroups are {LAYOUT}, not systemd slices: the embedded runtime \
-             creates and removes them itself without systemd, outside the staticlet unit's \
-             cgroup, so restarting the unit leaves the pods running"
+            "{set}: pod cgroups are {LAYOUT}, not systemd slices: staticlet and its \
+             embedded runtime create and remove them without systemd, outside the staticlet \
+             unit's cgroup, so restarting the unit leaves the pods running"
         ))),
         (RuntimeKind::Cri(ReportedCgroupDriver::Systemd), _) => bail!(
             "the container runtime at {endpoint} reports the systemd cgroup driver (CRI \

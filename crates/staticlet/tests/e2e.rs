@@ -25,7 +25,9 @@ fn mounts_under(p: &Path) -> Vec<String> {
 
 /// What only the embedded runtime shows (what every runtime does is in `scenarios/`): the memory
 /// limit is in the container's own cgroup under the pod's, and once the manifest is removed no
-/// mount under the root directory and no pod cgroup (in any hierarchy) is left.
+/// mount under the root directory and no pod cgroup (in any hierarchy) is left. The agent runs
+/// with kubeadm's `cgroupDriver: systemd`: accepted, said once at start, and the pod's cgroup is
+/// where that line says (`/staticlet/pod<uid>`, kubelet's cgroupfs layout).
 #[test]
 fn pod_cgroup_limits_and_nothing_left_after_removal() {
     if !can_run() {
@@ -39,11 +41,23 @@ fn pod_cgroup_limits_and_nothing_left_after_removal() {
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 5\n  initContainers:\n  - name: content\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo served-by-staticlet > /www/index.html']\n    volumeMounts: [{{name: www, mountPath: /www}}]\n  containers:\n  - name: httpd\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [httpd, -f, -p, '{port}', -h, /www]\n    volumeMounts: [{{name: www, mountPath: /www, readOnly: true}}]\n    resources:\n      limits: {{memory: 64Mi, cpu: 500m}}\n  volumes:\n  - {{name: www, emptyDir: {{}}}}\n"
         ),
     );
-    env.start();
+    let cfg = env.path("config.yaml");
+    std::fs::write(&cfg, "kind: KubeletConfiguration\ncgroupDriver: systemd\n").unwrap();
+    env.start_with(&["--config".into(), cfg.display().to_string()]);
     env.wait("web serving", 120, || {
         http_get(port).is_some_and(|b| b.contains("served-by-staticlet"))
     });
     let uid = env.uid("web");
+    let log = env.agent_log();
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("cgroupDriver")).collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(
+        said[0].contains(&format!(
+            "cgroupDriver: systemd ({}): pod cgroups are /staticlet/pod<uid>",
+            cfg.display()
+        )) && said[0].contains("not systemd slices"),
+        "{log}"
+    );
     // The memory limit is in the container's cgroup (cgroup v1 here, v2 elsewhere).
     let memory_cgroups: Vec<PathBuf> = [
         "/sys/fs/cgroup/memory/staticlet",
