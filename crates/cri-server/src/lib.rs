@@ -30,7 +30,9 @@
 //! Not served (`Unimplemented`): the streaming calls `Exec`, `Attach` and `PortForward` (they
 //! need a streaming server for the client to connect to; `ExecSync`, i.e. `crictl exec -s`,
 //! works), `GetContainerEvents`, `UpdateContainerResources`, `ReopenContainerLog`, sandbox
-//! stats and metrics, checkpoints and `RuntimeConfig`. `UpdateRuntimeConfig` is accepted and
+//! stats and metrics, and checkpoints. `RuntimeConfig` answers the `cgroupfs` driver (a sandbox's
+//! cgroup parent is a path, as the agent's `/staticlet/pod<uid>`; kubelet v1.34 follows the
+//! runtime's answer over its own `cgroupDriver`). `UpdateRuntimeConfig` is accepted and
 //! only logged (the pod CIDR is the CNI configuration's business). `Status` has no verbose
 //! `info`; `ImageFsInfo` reports the filesystem of the runtime's image store
 //! ([`ContainerRuntime::image_store_dir`]), and no filesystem for a runtime without one (an
@@ -682,7 +684,13 @@ impl RuntimeService for CriServer {
         &self,
         _request: Request<cri::RuntimeConfigRequest>,
     ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
-        Err(unimplemented("RuntimeConfig", ""))
+        // Every runtime behind this server takes a cgroup parent as a path (cgroupfs); none
+        // makes systemd units.
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
     }
 }
 
