@@ -27,6 +27,13 @@
 //!    etcd, whose manifest kubeadm then moves out and back in, is restarted as kubelet
 //!    restarts it), the agent keeps running with the KubeletConfiguration kubeadm wrote
 //!    again, and the cluster's data is intact.
+//! 6. A failing `kubeadm upgrade apply`: etcd's image tag changed to one that exists nowhere
+//!    (the node is offline), `timeouts.upgradeManifests` 30 s. staticlet stops the old etcd
+//!    and cannot pull the new image; kubeadm, which cannot read the mirror's hash from an API
+//!    server without its store, times out and rolls back: it moves the old manifest back,
+//!    sees the old etcd answer again and exits with its rollback error. staticlet runs the old
+//!    pod again (same UID), its mirror is Ready with the old hash, nothing is lost, and the
+//!    events recorded while the API server was down (the failing pull, the stop) reach it.
 //!
 //! Isolated like `control_plane_e2e.rs` (fixture: `common/control_plane.rs`). Timings go to
 //! `target/control-plane-timings.txt`.
