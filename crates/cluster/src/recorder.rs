@@ -13,7 +13,14 @@
 //!
 //! One choice differs from kubelet, on purpose: events over the rate limit are delayed, not
 //! dropped. client-go's spam filter (a bucket of 25 per object, one more every 5 minutes) drops
-//! them; here the next token sends the entry with the count it has reached by then.
+//! them; here the next token sends the entry with the count it has reached by then. As in
+//! client-go, the filter is passed once per entry: a write that fails gives its token back.
+//!
+//! An entry the API server has not received when it leaves the agent's log (its pod stopped, or
+//! the pod's UID started again with a fresh log, while the API server was down: the old etcd
+//! stopped and the new one failing to pull during a `kubeadm upgrade apply` that kubeadm rolls
+//! back) is still sent for [`LINGER`], as client-go's broadcaster keeps retrying an event it
+//! holds whatever became of the pod; after that it is dropped.
 //!
 //! [`Recorder::plan`] is pure (snapshot in, actions out); `run` executes the actions.
 
@@ -42,6 +49,9 @@ pub const REFILL: Duration = Duration::from_secs(300);
 pub const MESSAGE_LIMIT: usize = 1024;
 /// The component named in `source` and `reportingComponent`.
 pub const COMPONENT: &str = "staticlet";
+/// How long an entry not yet in the API server is still sent after it left the agent's log
+/// (client-go's broadcaster: 12 tries, 10 s apart).
+pub const LINGER: Duration = Duration::from_secs(120);
 
 /// One entry of a pod's event log.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,6 +69,17 @@ struct Sent {
     namespace: String,
     name: String,
     count: u32,
+}
+
+/// An entry that was due (not in the API server, or with a lower count) at the last pass.
+#[derive(Debug, Clone)]
+struct Unsent {
+    namespace: String,
+    name: String,
+    count: u32,
+    last: SystemTime,
+    /// Set once the entry has left the agent's log: sent until then, dropped after.
+    until: Option<Instant>,
 }
 
 /// A token bucket per pod.
@@ -123,15 +144,18 @@ pub struct Plan {
 pub struct Recorder {
     sent: HashMap<Key, Sent>,
     buckets: HashMap<String, Bucket>,
+    unsent: HashMap<Key, Unsent>,
 }
 
 impl Recorder {
     /// The writes that bring the API server's Events up to the agent's logs. Entries no longer
-    /// in any log (the pod is gone, or the entry rotated out) are forgotten. Each returned action
-    /// has taken a token; report its outcome with [`Recorder::done`].
+    /// in any log (the pod is gone, or the entry rotated out) are forgotten once the API server
+    /// has them, or [`LINGER`] after they left. Each returned action has taken a token; report
+    /// its outcome with [`Recorder::done`].
     pub fn plan(&mut self, pods: &PodsView, node: &str, now: Instant) -> Plan {
         let mut plan = Plan::default();
         let mut live: HashMap<Key, u32> = HashMap::new();
+        let mut unsent: HashMap<Key, Unsent> = HashMap::new();
         for (uid, view) in pods {
             let bucket = self
                 .buckets
@@ -147,36 +171,56 @@ impl Recorder {
                     Some(_) => None,
                 };
                 let Some(sent) = due else { continue };
-                if bucket.tokens == 0 {
-                    let at = bucket.refilled + REFILL;
-                    plan.retry_at = Some(plan.retry_at.map_or(at, |r| r.min(at)));
-                    continue;
+                let u = Unsent {
+                    namespace: view.pod.namespace.clone(),
+                    name: view.pod.name.clone(),
+                    count: e.count,
+                    last: e.last,
+                    until: None,
+                };
+                if let Some(a) = take(bucket, &mut plan, &k, &u, sent, node) {
+                    plan.actions.push(a);
                 }
-                bucket.tokens -= 1;
-                plan.actions.push(match sent {
-                    None => Action::Create {
-                        event: Box::new(event(&k, e.count, e.last, view, node)),
-                        key: k,
-                    },
-                    Some(s) => Action::Update {
-                        namespace: s.namespace.clone(),
-                        name: s.name.clone(),
-                        count: e.count,
-                        last: e.last,
-                        key: k,
-                    },
-                });
+                unsent.insert(k, u);
             }
         }
-        self.sent.retain(|k, _| live.contains_key(k));
-        self.buckets.retain(|uid, _| pods.contains_key(uid));
+        // Entries that left the logs before the API server had them all.
+        for (k, mut u) in std::mem::take(&mut self.unsent) {
+            if live.contains_key(&k) || self.sent.get(&k).is_some_and(|s| s.count >= u.count) {
+                continue;
+            }
+            let until = *u.until.get_or_insert(now + LINGER);
+            if now >= until {
+                continue;
+            }
+            let bucket = self
+                .buckets
+                .entry(k.pod_uid.clone())
+                .or_insert_with(|| Bucket::new(now));
+            bucket.refill(now);
+            if let Some(a) = take(bucket, &mut plan, &k, &u, self.sent.get(&k), node) {
+                plan.actions.push(a);
+            }
+            unsent.insert(k, u);
+        }
+        self.sent
+            .retain(|k, _| live.contains_key(k) || unsent.contains_key(k));
+        self.buckets
+            .retain(|uid, _| pods.contains_key(uid) || unsent.keys().any(|k| &k.pod_uid == uid));
+        self.unsent = unsent;
         plan
     }
 
     /// The outcome of an action: `Ok` records it as sent; `Err(gone)` forgets the entry when the
     /// Event no longer exists in the API (expired: the next pass creates it anew), or leaves it
-    /// to be retried. The token is spent either way.
+    /// to be retried. A failed write gives its token back (the spam filter is passed once per
+    /// entry, as in client-go, not once per try).
     pub fn done(&mut self, action: &Action, outcome: Result<(), bool>) {
+        if outcome.is_err() {
+            if let Some(b) = self.buckets.get_mut(&action.key().pod_uid) {
+                b.tokens = (b.tokens + 1).min(BURST);
+            }
+        }
         match (action, outcome) {
             (Action::Create { key, event }, Ok(())) => {
                 self.sent.insert(
@@ -199,6 +243,37 @@ impl Recorder {
             (_, Err(_)) => {}
         }
     }
+}
+
+/// The write that sends entry `k` (`u`), given what the API server has of it (`sent`), taking
+/// a token; none when the bucket is empty (the plan is told when to try again).
+fn take(
+    bucket: &mut Bucket,
+    plan: &mut Plan,
+    k: &Key,
+    u: &Unsent,
+    sent: Option<&Sent>,
+    node: &str,
+) -> Option<Action> {
+    if bucket.tokens == 0 {
+        let at = bucket.refilled + REFILL;
+        plan.retry_at = Some(plan.retry_at.map_or(at, |r| r.min(at)));
+        return None;
+    }
+    bucket.tokens -= 1;
+    Some(match sent {
+        None => Action::Create {
+            event: Box::new(event(k, u, node)),
+            key: k.clone(),
+        },
+        Some(s) => Action::Update {
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+            count: u.count,
+            last: u.last,
+            key: k.clone(),
+        },
+    })
 }
 
 fn key(uid: &str, e: &staticlet_agent::events::Event) -> Key {
@@ -248,14 +323,8 @@ fn event_name(pod: &str, k: &Key) -> String {
     format!("{}{suffix}", prefix.trim_end_matches(['.', '-']))
 }
 
-fn event(
-    k: &Key,
-    count: u32,
-    last: SystemTime,
-    view: &staticlet_agent::pod_workers::PodView,
-    node: &str,
-) -> Event {
-    let (name, namespace) = (&view.pod.name, &view.pod.namespace);
+fn event(k: &Key, u: &Unsent, node: &str) -> Event {
+    let (name, namespace, count, last) = (&u.name, &u.namespace, u.count, u.last);
     Event {
         metadata: ObjectMeta {
             name: Some(event_name(name, k)),
@@ -289,9 +358,10 @@ fn event(
 /// Changes arriving within this window are sent in one pass.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
-/// Sends the agent's pod events to the API server until `shutdown`. A failed write is retried
-/// with back-off (1 s to 30 s); an API server that is down only delays events (the agent's logs
-/// keep the newest 100 per pod).
+/// Sends the agent's pod events to the API server until `shutdown`. A failed write ends the
+/// pass and is retried with back-off (1 s to 30 s); an API server that is down only delays
+/// events (the agent's logs keep the newest 100 per pod, and entries that left them are kept
+/// for [`LINGER`]).
 pub(crate) async fn run(
     client: Client,
     node_name: String,
@@ -320,7 +390,13 @@ pub(crate) async fn run(
                 let plan = recorder.plan(&p, &node_name, Instant::now());
                 let mut failed = false;
                 for action in &plan.actions {
-                    let outcome = send(&client, &mut apis, action).await;
+                    // After a failure, the rest wait for the next pass (each write would wait
+                    // its own timeout on an API server that does not answer).
+                    let outcome = if failed {
+                        Err(false)
+                    } else {
+                        send(&client, &mut apis, action).await
+                    };
                     if outcome.is_err() {
                         failed = true;
                     }

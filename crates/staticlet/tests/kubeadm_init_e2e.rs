@@ -27,6 +27,13 @@
 //!    etcd, whose manifest kubeadm then moves out and back in, is restarted as kubelet
 //!    restarts it), the agent keeps running with the KubeletConfiguration kubeadm wrote
 //!    again, and the cluster's data is intact.
+//! 6. A failing `kubeadm upgrade apply`: etcd's image tag changed to one that exists nowhere
+//!    (the node is offline), `timeouts.upgradeManifests` 30 s. staticlet stops the old etcd
+//!    and cannot pull the new image; kubeadm, which cannot read the mirror's hash from an API
+//!    server without its store, times out and rolls back: it moves the old manifest back,
+//!    sees the old etcd answer again and exits with its rollback error. staticlet runs the old
+//!    pod again (same UID), its mirror is Ready with the old hash, nothing is lost, and the
+//!    events recorded while the API server was down (the failing pull, the stop) reach it.
 //!
 //! Isolated like `control_plane_e2e.rs` (fixture: `common/control_plane.rs`). Timings go to
 //! `target/control-plane-timings.txt`.
@@ -59,6 +66,18 @@ const IGNORED_UPGRADE_PREFLIGHT: [(&str, &str); 1] = [(
     "it runs a Job and waits for its pod to complete on a schedulable node; the only node is \
      staticlet's, which runs static pods only (the pod, bound here, gets a StaticPodsOnly event)",
 )];
+
+/// The preflight check of the failing upgrade (step 6) that fails by construction, with the
+/// reason.
+const IGNORED_FAILING_UPGRADE_PREFLIGHT: [(&str, &str); 1] = [(
+    "ImagePull",
+    "the new etcd image is deliberately one that exists nowhere (and the node is offline): \
+     kubeadm's pull of it must fail, as staticlet's does after",
+)];
+
+/// kubeadm's `timeouts.upgradeManifests` for the failing upgrade (default 5 min): how long it
+/// waits for etcd's mirror to change before it rolls back.
+const FAILING_UPGRADE_TIMEOUT_S: u64 = 30;
 
 /// What the upgrade changes: an argument added to the `extraArgs` of these sections of the
 /// ClusterConfiguration, with the component whose manifest it changes.
@@ -97,6 +116,17 @@ fn with_extra_arg(cluster: &str, section: &str, name: &str, value: &str) -> Stri
         .to_string()
 }
 
+/// `cluster` (as in `with_extra_arg`) with `etcd.local.imageTag: tag`.
+fn with_etcd_image_tag(cluster: &str, tag: &str) -> String {
+    let local = "\netcd:\n  local:\n";
+    let text = format!("\n{cluster}");
+    assert!(
+        text.contains(local),
+        "no etcd.local section in the ClusterConfiguration:\n{cluster}"
+    );
+    text.replacen(local, &format!("{local}    imageTag: \"{tag}\"\n"), 1)[1..].to_string()
+}
+
 /// The agent as kubeadm's systemd drop-in runs it.
 fn start_agent(node: &mut Node) {
     node.start_agent(&[
@@ -133,6 +163,17 @@ fn run_kubeadm(
     args: &[&str],
     secs: u64,
 ) -> (std::process::ExitStatus, String) {
+    run_kubeadm_watching(node, log, args, secs, || {})
+}
+
+/// `run_kubeadm`, calling `watch` about every 250 ms while kubeadm runs.
+fn run_kubeadm_watching(
+    node: &Node,
+    log: &str,
+    args: &[&str],
+    secs: u64,
+    mut watch: impl FnMut(),
+) -> (std::process::ExitStatus, String) {
     let log = node.path(log);
     let file = std::fs::File::create(&log).unwrap();
     let mut child = node
@@ -157,6 +198,7 @@ fn run_kubeadm(
                 node.tail()
             );
         }
+        watch();
         std::thread::sleep(Duration::from_millis(250));
     };
     (status, std::fs::read_to_string(&log).unwrap_or_default())
@@ -656,6 +698,275 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         .kubectl_json(&["get", "configmap", "upgrade-survivor", "-n", "default"])
         .unwrap();
     assert_eq!(cm["data"]["written"], "before-upgrade", "{cm}");
+
+    // 6. A failing upgrade and kubeadm's own rollback (`phases/upgrade/staticpods.go`): etcd's
+    //    image tag is set in the ClusterConfiguration to one that exists nowhere (this node is
+    //    offline; the tag keeps the current version, with build metadata, so that kubeadm's
+    //    version check lets the "upgrade" go ahead). kubeadm backs etcd's data up, moves the
+    //    new manifest in and waits `timeouts.upgradeManifests` (short here) for the mirror's
+    //    hash to change; staticlet stops the old etcd and cannot pull the new image, so the API
+    //    server loses its store and the wait fails. kubeadm moves the old manifest back,
+    //    waits for the old etcd to answer (through etcd's client port, not the API) and exits
+    //    with its rollback error; staticlet runs the old pod again, the API server reconnects
+    //    and the mirror is the old one, Ready. The cluster's data is intact (kubeadm did not
+    //    need its data backup: the old etcd came back with its own).
+    let manifests_before: Vec<Vec<u8>> = COMPONENTS
+        .iter()
+        .map(|c| std::fs::read(node.etc(&format!("kubernetes/manifests/{c}.yaml"))).unwrap())
+        .collect();
+    let etcd_path = node.etc("kubernetes/manifests/etcd.yaml");
+    let etcd_i = COMPONENTS.iter().position(|c| *c == "etcd").unwrap();
+    let etcd_old = node.wait("etcd Ready before the failing upgrade", 120, || {
+        node.local("etcd").filter(ready)
+    });
+    let etcd_uid = etcd_old["metadata"]["uid"].as_str().unwrap().to_string();
+    let etcd_container = container_id(&etcd_old);
+    let image = etcd_old["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, tag) = image.rsplit_once(':').unwrap();
+    let missing_tag = format!("{tag}_staticlet-e2e-missing");
+    let out = node.kubectl(&[
+        "create",
+        "configmap",
+        "rollback-survivor",
+        "-n",
+        "default",
+        "--from-literal=written=before-failing-upgrade",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let cm = node
+        .kubectl_json(&["get", "configmap", "kubeadm-config", "-n", "kube-system"])
+        .unwrap();
+    let cluster_before = cm["data"]["ClusterConfiguration"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let set_cluster = |cluster: &str| {
+        let patch = serde_json::json!({ "data": { "ClusterConfiguration": cluster } }).to_string();
+        let out = node.kubectl(&[
+            "patch",
+            "configmap",
+            "kubeadm-config",
+            "-n",
+            "kube-system",
+            "--type",
+            "merge",
+            "-p",
+            &patch,
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    set_cluster(&with_etcd_image_tag(&cluster_before, &missing_tag));
+    std::fs::write(
+        node.path("kubeadm-upgrade-failing.yaml"),
+        format!(
+            "apiVersion: kubeadm.k8s.io/v1beta4\nkind: UpgradeConfiguration\ntimeouts:\n  upgradeManifests: {FAILING_UPGRADE_TIMEOUT_S}s\n"
+        ),
+    )
+    .unwrap();
+    let ignore = IGNORED_UPGRADE_PREFLIGHT
+        .iter()
+        .chain(&IGNORED_FAILING_UPGRADE_PREFLIGHT)
+        .map(|(check, _)| *check)
+        .collect::<Vec<_>>()
+        .join(",");
+    let config = node.path("kubeadm-upgrade-failing.yaml");
+    let t_fail = Instant::now();
+    let (mut t_new_in, mut t_restored, mut t_api_back) = (None, None, None);
+    let mut pull_failure: Option<String> = None;
+    let (status, out) = run_kubeadm_watching(
+        &node,
+        "kubeadm-upgrade-apply-failing.log",
+        &[
+            "upgrade",
+            "apply",
+            &version,
+            "--yes",
+            "--config",
+            config.to_str().unwrap(),
+            &format!("--ignore-preflight-errors={ignore}"),
+        ],
+        600,
+        || {
+            let on_disk = std::fs::read(&etcd_path).unwrap_or_default();
+            if t_new_in.is_none() {
+                if String::from_utf8_lossy(&on_disk).contains(&missing_tag) {
+                    t_new_in = Some(t_fail.elapsed());
+                }
+                return;
+            }
+            if pull_failure.is_none() {
+                // What staticlet does with the new version: the image cannot be pulled.
+                pull_failure = node
+                    .local("etcd")
+                    .filter(|p| p["metadata"]["uid"] != etcd_uid.as_str())
+                    .and_then(|p| {
+                        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                            .as_str()
+                            .filter(|r| matches!(*r, "ErrImagePull" | "ImagePullBackOff"))
+                            .map(String::from)
+                    });
+            }
+            if t_restored.is_none() && on_disk == manifests_before[etcd_i] {
+                t_restored = Some(t_fail.elapsed());
+            }
+            if t_restored.is_some() && t_api_back.is_none() && node.api_ready() {
+                t_api_back = Some(t_fail.elapsed());
+            }
+        },
+    );
+    let t_failing = t_fail.elapsed();
+    let failed = |why: &str| {
+        format!(
+            "{why} ({status}):\n{out}\n--- agent log tail:\n{}",
+            node.tail()
+        )
+    };
+    assert!(!status.success(), "{}", failed("kubeadm succeeded"));
+    for line in [
+        "[upgrade/staticpods] Moving new manifest to",
+        // The wait's error: the API server's (it lost etcd) or, had it answered, "did not
+        // change after 30s".
+        "static Pod hash for component etcd on Node",
+        "couldn't upgrade control plane. kubeadm has tried to recover everything into the earlier state",
+        "[upgrade/etcd] Etcd was rolled back and is now available",
+        "fatal error when trying to upgrade the etcd cluster, rolled the state back to pre-upgrade state",
+    ] {
+        assert!(out.contains(line), "{}", failed(&format!("no {line:?}")));
+    }
+    assert!(
+        !out.contains("Rolling back etcd data"),
+        "{}",
+        failed("kubeadm had to restore etcd's data")
+    );
+    let t_new_in = t_new_in.unwrap_or_else(|| panic!("{}", failed("no new etcd manifest seen")));
+    let pull_failure = pull_failure.unwrap_or_else(|| {
+        panic!(
+            "{}",
+            failed("the new etcd pod was never seen waiting on its image")
+        )
+    });
+    node.assert_host_untouched();
+    // Every manifest is the one before: etcd's moved back, the others never touched.
+    for (i, c) in COMPONENTS.iter().enumerate() {
+        assert_eq!(
+            std::fs::read(node.etc(&format!("kubernetes/manifests/{c}.yaml"))).unwrap(),
+            manifests_before[i],
+            "{c}'s manifest"
+        );
+    }
+    // staticlet runs the old etcd again (same UID, new containers), its mirror the old one.
+    let local = node.wait("the old etcd pod Ready again", 180, || {
+        node.local("etcd")
+            .filter(|p| ready(p) && container_id(p) != etcd_container)
+    });
+    assert_eq!(local["metadata"]["uid"], etcd_uid.as_str(), "{local}");
+    node.wait("etcd's mirror with the old hash, Ready", 180, || {
+        node.mirror("etcd")
+            .filter(|m| ready(m) && annotation(m, "kubernetes.io/config.hash") == etcd_uid)
+    });
+    let t_api_back = t_api_back.unwrap_or_else(|| {
+        node.wait("the API server ready again", 180, || {
+            node.api_ready().then_some(())
+        });
+        t_fail.elapsed()
+    });
+    for c in COMPONENTS {
+        node.wait(&format!("mirror {c} Ready after the rollback"), 180, || {
+            node.mirror(c).filter(ready)
+        });
+    }
+    // What the agent tells: the new version's pull failure and the stops, recorded while the
+    // API server had no store, reach it once it answers again (`kubectl get events`, `kubectl
+    // describe pod`), about the pod each happened to: the failing version (the new UID) and the
+    // old etcd stopped for it.
+    let etcd_name = format!("etcd-{NODE}");
+    let api_events = node.wait("the failing upgrade's events in the API", 180, || {
+        let items = node
+            .kubectl_json(&[
+                "get",
+                "events",
+                "-n",
+                "kube-system",
+                "--field-selector",
+                &format!("involvedObject.name={etcd_name}"),
+            ])?
+            .get("items")?
+            .as_array()?
+            .clone();
+        let about = |reason: &str, new: bool, needle: &str| {
+            items.iter().any(|e| {
+                e["reason"] == reason
+                    && (e["involvedObject"]["uid"] != etcd_uid.as_str()) == new
+                    && e["message"].as_str().unwrap_or_default().contains(needle)
+            })
+        };
+        (about("Failed", true, &missing_tag) && about("Killing", false, "")).then_some(items)
+    });
+    let shown: Vec<String> = api_events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} x{}: {}",
+                e["involvedObject"]["uid"].as_str().unwrap_or_default(),
+                e["reason"].as_str().unwrap_or_default(),
+                e["count"],
+                e["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    eprintln!("etcd's events after the rollback:\n{}", shown.join("\n"));
+    let manifests = control_plane::staticlet()
+        .args(["get", "manifests", "-o", "json", "--root-dir"])
+        .arg(node.root())
+        .output()
+        .unwrap();
+    assert!(manifests.status.success(), "{}", text(&manifests));
+    let manifests: Value = serde_json::from_slice(&manifests.stdout).unwrap();
+    let etcd_source = manifests["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["origin"]
+                .as_str()
+                .is_some_and(|o| o.ends_with("/etcd.yaml"))
+        })
+        .unwrap_or_else(|| panic!("no etcd.yaml in {manifests:#}"));
+    assert!(etcd_source["error"].is_null(), "{etcd_source}");
+    // Nothing lost, the cluster usable: both ConfigMaps read, a write works.
+    for (name, value) in [
+        ("upgrade-survivor", "before-upgrade"),
+        ("rollback-survivor", "before-failing-upgrade"),
+    ] {
+        let cm = node
+            .kubectl_json(&["get", "configmap", name, "-n", "default"])
+            .unwrap();
+        assert_eq!(cm["data"]["written"], value, "{cm}");
+    }
+    // Back to the configuration that runs (kubeadm uploads it only after a successful
+    // upgrade; the operator undoes the edit).
+    set_cluster(&cluster_before);
+    assert!(
+        node.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the agent exited:\n{}",
+        node.tail()
+    );
+    eprintln!("the failing etcd pod waited with {pull_failure}");
+    timings.push((
+        "failing apply -> new etcd manifest in place".into(),
+        t_new_in,
+    ));
+    if let Some(t) = t_restored {
+        timings.push(("failing apply -> old manifest back".into(), t));
+    }
+    timings.push(("failing apply -> API ready again".into(), t_api_back));
+    timings.push((
+        format!("failing kubeadm upgrade apply ({FAILING_UPGRADE_TIMEOUT_S} s timeout)"),
+        t_failing,
+    ));
 
     control_plane::report_timings(
         &format!(

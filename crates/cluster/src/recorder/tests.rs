@@ -214,3 +214,99 @@ fn names_are_distinct_bounded_and_messages_cut() {
         c.len()
     );
 }
+
+#[test]
+fn entries_not_yet_sent_are_sent_for_a_while_after_their_pod_stopped() {
+    // The API server is down while a pod fails and stops (a `kubeadm upgrade apply` that
+    // kubeadm rolls back): its entries still reach the API server once it answers again.
+    let now = Instant::now();
+    let mut r = Recorder::default();
+    let (uid, view) = pod("etcd", &[("Failed", "pull failed", 2)]);
+    let plan = r.plan(&PodsView::from([(uid.clone(), view)]), NODE, now);
+    assert_eq!(show(&plan), [format!("create Failed x2 uid={uid}")]);
+    r.done(&plan.actions[0], Err(false));
+    // The pod is gone from the view: the entry is still sent, while the API server fails...
+    for after in [0, 30, 119] {
+        let plan = r.plan(&PodsView::new(), NODE, now + Duration::from_secs(after));
+        assert_eq!(
+            show(&plan),
+            [format!("create Failed x2 uid={uid}")],
+            "{after} s"
+        );
+        let Action::Create { event, .. } = &plan.actions[0] else {
+            unreachable!()
+        };
+        assert_eq!(event.involved_object.name.as_deref(), Some("etcd-n1"));
+        r.done(&plan.actions[0], Err(false));
+    }
+    // ...and once it has it, forgotten.
+    let plan = r.plan(&PodsView::new(), NODE, now + Duration::from_secs(119));
+    ok_all(&mut r, &plan);
+    assert!(show(&r.plan(&PodsView::new(), NODE, now + Duration::from_secs(119))).is_empty());
+    assert!(r.sent.is_empty() && r.unsent.is_empty() && r.buckets.is_empty());
+
+    // Not received within LINGER of leaving the log: dropped.
+    let mut r = Recorder::default();
+    let (uid, view) = pod("etcd", &[("Failed", "pull failed", 1)]);
+    let plan = r.plan(&PodsView::from([(uid.clone(), view)]), NODE, now);
+    r.done(&plan.actions[0], Err(false));
+    let plan = r.plan(&PodsView::new(), NODE, now + Duration::from_secs(1));
+    r.done(&plan.actions[0], Err(false));
+    let plan = r.plan(
+        &PodsView::new(),
+        NODE,
+        now + Duration::from_secs(1) + LINGER,
+    );
+    assert!(plan.actions.is_empty());
+    assert!(r.unsent.is_empty() && r.buckets.is_empty());
+}
+
+#[test]
+fn a_uid_started_again_keeps_the_entries_of_its_previous_run() {
+    // Same UID, a fresh log (the old etcd restarted after a rollback): the previous run's
+    // entries not yet sent are still sent, about that UID, beside the new ones; the update of
+    // a repeat the API server already had is sent too.
+    let now = Instant::now();
+    let mut r = Recorder::default();
+    let (uid, view) = pod("etcd", &[("Started", "s", 1), ("Killing", "stopping", 1)]);
+    let plan = r.plan(&PodsView::from([(uid.clone(), view)]), NODE, now);
+    assert_eq!(plan.actions.len(), 2);
+    r.done(&plan.actions[0], Ok(()));
+    r.done(&plan.actions[1], Err(false));
+    let (_, view) = pod("etcd", &[("Pulled", "present", 1)]);
+    let pods = PodsView::from([(uid.clone(), view)]);
+    let plan = r.plan(&pods, NODE, now);
+    let mut got = show(&plan);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            format!("create Killing x1 uid={uid}"),
+            format!("create Pulled x1 uid={uid}")
+        ]
+    );
+    ok_all(&mut r, &plan);
+    assert!(show(&r.plan(&pods, NODE, now)).is_empty());
+}
+
+#[test]
+fn failed_writes_give_their_token_back() {
+    let now = Instant::now();
+    let mut r = Recorder::default();
+    let reasons: Vec<String> = (0..30).map(|i| format!("R{i}")).collect();
+    let events: Vec<(&str, &str, u32)> = reasons.iter().map(|s| (s.as_str(), "m", 1)).collect();
+    let (uid, view) = pod("web", &events);
+    let pods = PodsView::from([(uid.clone(), view)]);
+    // An API server down for many passes does not use the burst up.
+    for _ in 0..5 {
+        let plan = r.plan(&pods, NODE, now);
+        assert_eq!(plan.actions.len(), BURST as usize);
+        for a in &plan.actions {
+            r.done(a, Err(false));
+        }
+    }
+    let plan = r.plan(&pods, NODE, now);
+    assert_eq!(plan.actions.len(), BURST as usize);
+    ok_all(&mut r, &plan);
+    assert!(r.plan(&pods, NODE, now).actions.is_empty());
+}
