@@ -195,20 +195,12 @@ pub fn serving_sans<'a>(addresses: impl IntoIterator<Item = (&'a str, &'a str)>)
         if address.is_empty() {
             continue;
         }
-        let ip = address.parse::<IpAddr>().ok();
-        match (kind, ip) {
-            ("Hostname" | "ExternalDNS" | "InternalDNS", None) => {
-                if !sans.dns.iter().any(|d| d == address) {
-                    sans.dns.push(address.to_string());
-                }
-            }
-            (
-                "Hostname" | "ExternalDNS" | "InternalDNS" | "InternalIP" | "ExternalIP",
-                Some(ip),
-            ) => {
-                if !sans.ips.contains(&ip) {
-                    sans.ips.push(ip);
-                }
+        let dns_type = matches!(kind, "Hostname" | "ExternalDNS" | "InternalDNS");
+        let ip_type = matches!(kind, "InternalIP" | "ExternalIP");
+        match address.parse::<IpAddr>() {
+            Ok(ip) if (dns_type || ip_type) && !sans.ips.contains(&ip) => sans.ips.push(ip),
+            Err(_) if dns_type && !sans.dns.iter().any(|d| d == address) => {
+                sans.dns.push(address.to_string())
             }
             _ => {}
         }

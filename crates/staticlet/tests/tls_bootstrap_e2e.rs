@@ -484,6 +484,7 @@ fn tls_bootstrap_then_rotation() {
                 )
         })
     };
+    let t_serving = Instant::now();
     let first_serving = env.wait("the serving CSR", 60, || serving_csr(&[]));
     let first_serving_name = first_serving["metadata"]["name"]
         .as_str()
@@ -575,7 +576,11 @@ fn tls_bootstrap_then_rotation() {
         sans.contains(&format!("DNS:{NODE}")) && sans.contains(&format!("IP:{node_ip}")),
         "{s}"
     );
-    assert!(sc["renewAt"].is_string() && sc["status"].is_null(), "{s}");
+    // (Its renewal may be under way already on a slow machine: the status is not checked.)
+    assert!(
+        sc["renewAt"].is_string() && sc["notAfter"].is_string(),
+        "{s}"
+    );
     // The API server reaches the node API and verifies it with the cluster CA: the node proxy,
     // and kubectl logs (the simulator writes no logs: the test writes the container's log).
     let out = env
@@ -617,6 +622,10 @@ fn tls_bootstrap_then_rotation() {
             .then_some(text)
     });
     assert_eq!(logs, "hello-through-a-verified-node-api\n");
+    eprintln!(
+        "serverTLSBootstrap: CSR to kubectl logs in {:.1}s",
+        t_serving.elapsed().as_secs_f64()
+    );
 
     // 3. Rotation at 70-90 % of the lifetime, by the node itself, without a restart.
     let t_rotation = Instant::now();
