@@ -509,7 +509,7 @@ async fn wait_issued(
                     start.elapsed().as_secs()
                 );
                 if !logged {
-                    info!(csr = %name, "{state}");
+                    info!(csr = %name, "{} certificate: {state} (`kubectl certificate approve {name}`)", kind.what);
                     logged = true;
                 }
                 report(view, kind, |c| c.status = Some(msg.clone()));

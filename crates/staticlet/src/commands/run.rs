@@ -255,10 +255,11 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     }
     // The current cluster client (renewed with the client certificate), for the serving
     // certificate's CSRs.
+    let (_fixed_client, fixed) =
+        tokio::sync::watch::channel(cluster_client.as_ref().map(|(c, _)| c.clone()));
     let clients = match (&cluster_client, &cert_config) {
-        (Some((client, _)), _) => tokio::sync::watch::channel(Some(client.clone())).1,
         (None, Some(_)) => reviewer_rx.clone(),
-        (None, None) => tokio::sync::watch::channel(None).1,
+        _ => fixed,
     };
     if let Some(listener) = node_api_listener {
         let reviewer = match (&cluster_client, &cert_config) {
