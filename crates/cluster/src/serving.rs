@@ -340,6 +340,191 @@ mod tests {
         assert!(load(&store, at(1500)).is_none(), "broken");
     }
 
+    /// A fake API server for CSRs: records each one created, answers "pending" until
+    /// `approved`, then with a certificate of its CA for the CSR's key.
+    #[derive(Default)]
+    struct FakeCsrApi {
+        /// (name, the object as created).
+        created: Vec<(String, serde_json::Value)>,
+        approved: bool,
+    }
+
+    /// The P-256 public key of a CSR, for rcgen to sign.
+    struct CsrKey(Vec<u8>);
+
+    impl rcgen::PublicKeyData for CsrKey {
+        fn der_bytes(&self) -> &[u8] {
+            &self.0
+        }
+        fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+            &rcgen::PKCS_ECDSA_P256_SHA256
+        }
+    }
+
+    fn sign(csr_pem: &str) -> String {
+        use rustls::pki_types::pem::PemObject as _;
+        use x509_parser::prelude::FromDer as _;
+        let der =
+            rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+                .unwrap();
+        let (_, req) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();
+        let key = CsrKey(
+            req.certification_request_info
+                .subject_pki
+                .subject_public_key
+                .data
+                .to_vec(),
+        );
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let mut p = rcgen::CertificateParams::new(vec!["node-a".to_string()]).unwrap();
+        p.subject_alt_names
+            .push(rcgen::SanType::IpAddress("10.0.0.5".parse().unwrap()));
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:node-a");
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::minutes(1);
+        p.not_after = now + time::Duration::hours(1);
+        p.signed_by(&key, &rcgen::Issuer::new(ca, &ca_key))
+            .unwrap()
+            .pem()
+    }
+
+    fn fake_client(api: Arc<std::sync::Mutex<FakeCsrApi>>) -> Client {
+        use base64::Engine as _;
+        use http_body_util::BodyExt as _;
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let api = api.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await.unwrap().to_bytes();
+                let path = parts.uri.path().to_string();
+                let mut api = api.lock().unwrap();
+                const BASE: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+                let (code, v) = if parts.method == http::Method::POST && path == BASE {
+                    let mut obj: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let name = format!("csr-{}", api.created.len() + 1);
+                    obj["metadata"]["name"] = name.clone().into();
+                    obj["metadata"]["uid"] = format!("uid-{name}").into();
+                    api.created.push((name, obj.clone()));
+                    (201, obj)
+                } else if let Some((_, obj)) = api
+                    .created
+                    .iter()
+                    .find(|(n, _)| path == format!("{BASE}/{n}"))
+                {
+                    let mut obj = obj.clone();
+                    if api.approved {
+                        let b64 = obj["spec"]["request"].as_str().unwrap().to_string();
+                        let pem = base64::engine::general_purpose::STANDARD
+                            .decode(b64)
+                            .unwrap();
+                        let cert = sign(std::str::from_utf8(&pem).unwrap());
+                        obj["status"] = serde_json::json!({
+                            "conditions": [{"type": "Approved", "status": "True"}],
+                            "certificate": base64::engine::general_purpose::STANDARD.encode(cert),
+                        });
+                    }
+                    (200, obj)
+                } else {
+                    (
+                        404,
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                    )
+                };
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .status(code)
+                        .header("content-type", "application/json")
+                        .body(v.to_string())
+                        .unwrap(),
+                )
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    /// Polls `f` every 50 ms for up to 20 s.
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..400 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn a_serving_csr_waits_for_approval_then_the_certificate_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServingConfig {
+            cert_dir: dir.path().join("pki"),
+            node_name: "node-a".into(),
+            host_ip: "10.0.0.5".into(),
+        };
+        let api = Arc::new(std::sync::Mutex::new(FakeCsrApi::default()));
+        let (_clients_tx, clients) = watch::channel(Some(fake_client(api.clone())));
+        let view = watch::channel(Arc::new(ClusterView::default())).0;
+        let resolver = SwappableIdentity::empty();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            cfg.clone(),
+            resolver.clone(),
+            None,
+            clients,
+            view.clone(),
+            shutdown.clone(),
+        ));
+        // The CSR: the node's subject and addresses, kubelet-serving, kubelet's usages.
+        until("the CSR waiting for approval", || {
+            view.borrow()
+                .serving_certificate
+                .as_ref()
+                .and_then(|c| c.status.clone())
+                .is_some_and(|s| s.contains("csr-1 waiting for approval"))
+        })
+        .await;
+        let obj = api.lock().unwrap().created[0].1.clone();
+        assert_eq!(obj["spec"]["signerName"], "kubernetes.io/kubelet-serving");
+        assert_eq!(
+            obj["spec"]["usages"],
+            serde_json::json!(["digital signature", "server auth"])
+        );
+        assert!(obj["metadata"]["generateName"] == "csr-", "{obj}");
+        // Nothing to serve meanwhile: handshakes fail.
+        assert!(resolver.get_valid(SystemTime::now()).is_none());
+        assert!(!cfg.store().current_path().exists());
+        // Approved and issued: stored, served, shown with its renewal time.
+        api.lock().unwrap().approved = true;
+        until("the certificate served", || {
+            resolver.get_valid(SystemTime::now()).is_some()
+        })
+        .await;
+        let stored = cfg.store().current().unwrap().unwrap();
+        assert_eq!(stored.common_name, "system:node:node-a");
+        assert_eq!(stored.sans, cfg.sans().unwrap());
+        until("the certificate shown", || {
+            view.borrow()
+                .serving_certificate
+                .as_ref()
+                .is_some_and(|c| c.renew_at.is_some() && c.status.is_none())
+        })
+        .await;
+        let shown = view.borrow().serving_certificate.clone().unwrap();
+        assert_eq!(shown.sans, "DNS:node-a, IP:10.0.0.5");
+        assert_eq!(
+            shown.file.as_deref(),
+            Some(&*cfg.store().current_path().to_string_lossy())
+        );
+        // One CSR; renewal is 70-90 % into an hour-long certificate, not now.
+        assert_eq!(api.lock().unwrap().created.len(), 1);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn the_resolver_offers_a_certificate_only_while_valid() {
         let id = serving("system:node:a", &["a"], &["10.0.0.5"], 1000, 2000);
