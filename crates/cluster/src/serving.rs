@@ -347,6 +347,8 @@ mod tests {
         /// (name, the object as created).
         created: Vec<(String, serde_json::Value)>,
         approved: bool,
+        /// The CSRs an admin denied, by name.
+        denied: Vec<String>,
     }
 
     /// The P-256 public key of a CSR, for rcgen to sign.
@@ -416,7 +418,12 @@ mod tests {
                     .find(|(n, _)| path == format!("{BASE}/{n}"))
                 {
                     let mut obj = obj.clone();
-                    if api.approved {
+                    let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+                    if api.denied.contains(&name) {
+                        obj["status"] = serde_json::json!({
+                            "conditions": [{"type": "Denied", "status": "True", "reason": "AdminDenied", "message": "not this one"}],
+                        });
+                    } else if api.approved {
                         let b64 = obj["spec"]["request"].as_str().unwrap().to_string();
                         let pem = base64::engine::general_purpose::STANDARD
                             .decode(b64)
@@ -521,6 +528,56 @@ mod tests {
         );
         // One CSR; renewal is 70-90 % into an hour-long certificate, not now.
         assert_eq!(api.lock().unwrap().created.len(), 1);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_denied_serving_csr_is_reported_and_a_new_one_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServingConfig {
+            cert_dir: dir.path().join("pki"),
+            node_name: "node-a".into(),
+            host_ip: "10.0.0.5".into(),
+        };
+        let api = Arc::new(std::sync::Mutex::new(FakeCsrApi::default()));
+        api.lock().unwrap().denied.push("csr-1".into());
+        let (_clients_tx, clients) = watch::channel(Some(fake_client(api.clone())));
+        let view = watch::channel(Arc::new(ClusterView::default())).0;
+        let resolver = SwappableIdentity::empty();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            cfg,
+            resolver.clone(),
+            None,
+            clients,
+            view.clone(),
+            shutdown.clone(),
+        ));
+        let status = || {
+            view.borrow()
+                .serving_certificate
+                .as_ref()
+                .and_then(|c| c.status.clone())
+                .unwrap_or_default()
+        };
+        until("the denial reported", || {
+            let s = status();
+            s.contains("csr-1 was denied: AdminDenied not this one") && s.contains("retrying in")
+        })
+        .await;
+        // After the back-off a new CSR (a new key) is sent and waits.
+        until("a second CSR", || {
+            api.lock().unwrap().created.len() == 2
+                && status().contains("csr-2 waiting for approval")
+        })
+        .await;
+        let created = api.lock().unwrap().created.clone();
+        assert_ne!(
+            created[0].1["spec"]["request"], created[1].1["spec"]["request"],
+            "a new key"
+        );
+        assert!(resolver.get_valid(SystemTime::now()).is_none());
         shutdown.cancel();
         task.await.unwrap();
     }
