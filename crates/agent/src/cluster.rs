@@ -27,16 +27,21 @@ pub struct ClusterView {
     /// Pods the scheduler bound to this node (not mirror pods), never run here, by their UID.
     pub scheduled: BTreeMap<String, ScheduledPod>,
     /// The node's client certificate, when TLS bootstrap or rotation manages it.
-    pub client_certificate: Option<ClientCertificate>,
+    pub client_certificate: Option<ManagedCertificate>,
+    /// The node API's serving certificate, when `serverTLSBootstrap` has it issued by the cluster.
+    pub serving_certificate: Option<ManagedCertificate>,
 }
 
-/// The node's client certificate (`--bootstrap-kubeconfig`, `rotateCertificates`).
+/// A certificate of the node that the cluster issues and staticlet renews: the client one
+/// (`--bootstrap-kubeconfig`, `rotateCertificates`) or the serving one (`serverTLSBootstrap`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientCertificate {
+pub struct ManagedCertificate {
     /// The file it is read from (`None`: embedded in the kubeconfig, or none yet).
     pub file: Option<String>,
     /// Its subject's common name (`system:node:<node>`).
     pub subject: String,
+    /// Its subject alternative names (`DNS:node-1, IP:10.0.0.5`; empty for a client one).
+    pub sans: String,
     pub not_after: Option<SystemTime>,
     /// When it is renewed (`None`: rotation is off, or a renewal is under way).
     pub renew_at: Option<SystemTime>,

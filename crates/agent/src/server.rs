@@ -229,13 +229,8 @@ async fn cluster(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "nodeUID": c.node_uid,
         "error": c.error,
         "leaseRenewed": c.lease_renewed.map(crate::status::time),
-        "clientCertificate": c.client_certificate.as_ref().map(|cc| json!({
-            "file": cc.file,
-            "subject": cc.subject,
-            "notAfter": cc.not_after.map(crate::status::time),
-            "renewAt": cc.renew_at.map(crate::status::time),
-            "status": cc.status,
-        })),
+        "clientCertificate": c.client_certificate.as_ref().map(managed_certificate),
+        "servingCertificate": c.serving_certificate.as_ref().map(managed_certificate),
         "mirrors": mirrors,
         "scheduledPods": c.scheduled.iter().map(|(uid, p)| json!({
             "namespace": p.namespace,
@@ -244,6 +239,21 @@ async fn cluster(State(s): State<ApiState>) -> Json<serde_json::Value> {
             "eventSent": p.event_sent,
         })).collect::<Vec<_>>(),
     }))
+}
+
+/// A managed certificate in `/cluster` (`sans` only for the serving one).
+fn managed_certificate(cc: &crate::cluster::ManagedCertificate) -> serde_json::Value {
+    let mut v = json!({
+        "file": cc.file,
+        "subject": cc.subject,
+        "notAfter": cc.not_after.map(crate::status::time),
+        "renewAt": cc.renew_at.map(crate::status::time),
+        "status": cc.status,
+    });
+    if !cc.sans.is_empty() {
+        v["sans"] = json!(cc.sans);
+    }
+    v
 }
 
 /// `/metrics`: the agent's metrics (also served by the node API).

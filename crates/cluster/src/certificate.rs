@@ -1,11 +1,14 @@
-//! The node's client certificate, as kubelet keeps it (`--bootstrap-kubeconfig`, `--cert-dir`,
-//! `rotateCertificates`): the CSR it sends, the file store in the cert dir, when to renew, and
-//! the identity the API client presents, which can be swapped without rebuilding the client.
+//! The node's certificates as kubelet keeps them: its client certificate (`--bootstrap-kubeconfig`,
+//! `--cert-dir`, `rotateCertificates`) and its serving certificate (`serverTLSBootstrap`). Each
+//! is a [`Kind`] (signer, usages, file prefix): the CSR it sends (with SANs for the serving one),
+//! the file store in the cert dir, when to renew, and the identity presented, which can be
+//! swapped without rebuilding the client or restarting the listener.
 //!
 //! Everything here is pure or touches only the cert dir; the API side (CSR create and wait) and
-//! the loop live in [`crate::identity`].
+//! the loops live in [`crate::identity`] and [`crate::serving`].
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,14 +17,40 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
-/// The signer of kubelet client certificates (kube-controller-manager's csrsigning).
-pub const SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
-/// The usages kubelet asks for with an ECDSA key (RSA would add "key encipherment").
-pub const USAGES: [&str; 2] = ["digital signature", "client auth"];
+/// What a managed certificate is for: the signer and usages of its CSRs, and its files in the
+/// cert dir (`<prefix>-<timestamp>.pem`, `<prefix>-current.pem`). One certificate manager
+/// (store, CSR, rotation) serves both kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    pub signer: &'static str,
+    /// The usages kubelet asks for with its ECDSA P-256 key (client-go's
+    /// `DefaultKubelet*GetUsages`: "key encipherment" only for an RSA key).
+    pub usages: &'static [&'static str],
+    pub prefix: &'static str,
+    /// "client" or "serving", for messages.
+    pub what: &'static str,
+}
+
+/// The node's client certificate (kube-controller-manager's csrsigning signs it; its
+/// csrapproving approves it for bootstrap tokens and for the node itself).
+pub const CLIENT: Kind = Kind {
+    signer: "kubernetes.io/kube-apiserver-client-kubelet",
+    usages: &["digital signature", "client auth"],
+    prefix: "kubelet-client",
+    what: "client",
+};
+
+/// The node API's serving certificate (`serverTLSBootstrap`): signed by csrsigning, but never
+/// approved automatically (an admin runs `kubectl certificate approve`).
+pub const SERVING: Kind = Kind {
+    signer: "kubernetes.io/kubelet-serving",
+    usages: &["digital signature", "server auth"],
+    prefix: "kubelet-server",
+    what: "serving",
+};
+
 /// The group every node is in.
 pub const NODES_GROUP: &str = "system:nodes";
-/// The file store's prefix: `kubelet-client-<timestamp>.pem`, `kubelet-client-current.pem`.
-pub const PREFIX: &str = "kubelet-client";
 /// The private key of a bootstrap CSR in flight: reused after a restart, so the CSR (whose name
 /// is a digest of the key) is the same object and an approval is not lost.
 pub const BOOTSTRAP_KEY: &str = "kubelet-client.key.tmp";
@@ -75,14 +104,14 @@ pub fn bootstrap_backoff(attempt: u32) -> Duration {
     Duration::from_secs(2u64 << attempt.min(4))
 }
 
-/// `kubelet-client-2026-12-06-20-41-07.pem` (client-go's file store names each certificate by
-/// the time it was written; in UTC here).
-pub fn pem_file_name(at: SystemTime) -> String {
+/// `kubelet-client-2026-12-06-20-41-07.pem` for `prefix` `kubelet-client` (client-go's file
+/// store names each certificate by the time it was written; in UTC here).
+pub fn pem_file_name(prefix: &str, at: SystemTime) -> String {
     let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let t = time::OffsetDateTime::from_unix_timestamp(secs as i64)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
-        "{PREFIX}-{:04}-{:02}-{:02}-{:02}-{:02}-{:02}.pem",
+        "{prefix}-{:04}-{:02}-{:02}-{:02}-{:02}-{:02}.pem",
         t.year(),
         u8::from(t.month()),
         t.day(),
@@ -107,7 +136,7 @@ pub fn bootstrap_csr_name(public_key_der: &[u8], common_name: &str, orgs: &[&str
     for o in orgs {
         field(o.as_bytes());
     }
-    for u in USAGES {
+    for u in CLIENT.usages {
         field(u.as_bytes());
     }
     format!(
@@ -123,12 +152,74 @@ pub fn new_key_pem() -> Result<String, String> {
         .map_err(|e| format!("generating a P-256 key: {e}"))
 }
 
-/// A PKCS#10 request (PEM) for `system:node:<node_name>` in `system:nodes`, signed with
-/// `key_pem`, and the key's SubjectPublicKeyInfo (DER) for the CSR's name.
-pub fn node_csr(node_name: &str, key_pem: &str) -> Result<(String, Vec<u8>), String> {
+/// The subject alternative names of a serving certificate: DNS names and IP addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sans {
+    pub dns: Vec<String>,
+    pub ips: Vec<IpAddr>,
+}
+
+impl Sans {
+    /// The same names and addresses, in any order.
+    pub fn same_as(&self, other: &Sans) -> bool {
+        let mut a = (self.dns.clone(), self.ips.clone());
+        let mut b = (other.dns.clone(), other.ips.clone());
+        a.0.sort();
+        a.1.sort();
+        b.0.sort();
+        b.1.sort();
+        a == b
+    }
+}
+
+impl fmt::Display for Sans {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all: Vec<String> = self
+            .dns
+            .iter()
+            .map(|d| format!("DNS:{d}"))
+            .chain(self.ips.iter().map(|i| format!("IP:{i}")))
+            .collect();
+        f.write_str(&all.join(", "))
+    }
+}
+
+/// The SANs kubelet requests for its serving certificate from the node's addresses (`(type,
+/// address)` as in the Node's status; kubelet's `addressesToHostnamesAndIPs`): Hostname and
+/// the DNS types are DNS names (or IPs when they parse as one), InternalIP and ExternalIP are
+/// IPs (invalid ones dropped), empty values skipped, duplicates removed, order kept. `None`
+/// without any IP address: kubelet requests no serving certificate then (its `getTemplate`).
+pub fn serving_sans<'a>(addresses: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Sans> {
+    let mut sans = Sans::default();
+    for (kind, address) in addresses {
+        if address.is_empty() {
+            continue;
+        }
+        let dns_type = matches!(kind, "Hostname" | "ExternalDNS" | "InternalDNS");
+        let ip_type = matches!(kind, "InternalIP" | "ExternalIP");
+        match address.parse::<IpAddr>() {
+            Ok(ip) if (dns_type || ip_type) && !sans.ips.contains(&ip) => sans.ips.push(ip),
+            Err(_) if dns_type && !sans.dns.iter().any(|d| d == address) => {
+                sans.dns.push(address.to_string())
+            }
+            _ => {}
+        }
+    }
+    (!sans.ips.is_empty()).then_some(sans)
+}
+
+/// A PKCS#10 request (PEM) for `system:node:<node_name>` in `system:nodes` with `sans` (none
+/// for a client certificate), signed with `key_pem`, and the key's SubjectPublicKeyInfo (DER)
+/// for the CSR's name.
+pub fn node_csr(node_name: &str, key_pem: &str, sans: &Sans) -> Result<(String, Vec<u8>), String> {
     let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| format!("the key: {e}"))?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+    let mut params = rcgen::CertificateParams::new(sans.dns.clone())
         .map_err(|e| format!("CSR parameters: {e}"))?;
+    for ip in &sans.ips {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(*ip));
+    }
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
@@ -152,6 +243,8 @@ pub struct Identity {
     pub not_after: SystemTime,
     /// The leaf's subject common name.
     pub common_name: String,
+    /// The leaf's subject alternative names (DNS and IP).
+    pub sans: Sans,
     /// The file it was read from (`None`: embedded in the kubeconfig).
     pub file: Option<PathBuf>,
 }
@@ -160,6 +253,7 @@ impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Identity")
             .field("common_name", &self.common_name)
+            .field("sans", &self.sans)
             .field("not_before", &self.not_before)
             .field("not_after", &self.not_after)
             .field("file", &self.file)
@@ -191,6 +285,25 @@ impl Identity {
             .and_then(|cn| cn.as_str().ok())
             .unwrap_or_default()
             .to_string();
+        let mut sans = Sans::default();
+        if let Ok(Some(ext)) = x.subject_alternative_name() {
+            use x509_parser::extensions::GeneralName;
+            for name in &ext.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) => sans.dns.push(d.to_string()),
+                    GeneralName::IPAddress(b) => match b.len() {
+                        4 => sans
+                            .ips
+                            .push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())),
+                        16 => sans
+                            .ips
+                            .push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
         let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|e| cert_err(path, format!("no usable private key: {e}")))?;
         let signer = rustls::crypto::ring::sign::any_supported_type(&key)
@@ -204,6 +317,7 @@ impl Identity {
             not_before,
             not_after,
             common_name,
+            sans,
             file: Some(path.to_path_buf()),
         })
     }
@@ -214,18 +328,24 @@ impl Identity {
         Identity::parse(path, &data, &data)
     }
 
-    /// Whether it is usable at `now` (kubelet only checks expiry; a not-yet-valid one is
-    /// refused too, as the API server would refuse it).
+    /// Whether it is usable at `now` as a client certificate (kubelet only checks expiry; a
+    /// not-yet-valid one is refused too, as the API server would refuse it).
     pub fn check_valid(&self, now: SystemTime) -> Result<(), String> {
+        self.check_valid_as(&CLIENT, now)
+    }
+
+    /// Whether it is usable at `now`, with `kind` named in the message.
+    pub fn check_valid_as(&self, kind: &Kind, now: SystemTime) -> Result<(), String> {
+        let what = kind.what;
         if now >= self.not_after {
             return Err(format!(
-                "the client certificate expired at {}",
+                "the {what} certificate expired at {}",
                 rfc3339(self.not_after)
             ));
         }
         if now < self.not_before {
             return Err(format!(
-                "the client certificate is not valid before {}",
+                "the {what} certificate is not valid before {}",
                 rfc3339(self.not_before)
             ));
         }
@@ -246,21 +366,25 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 /// client-go's file store in the cert dir: each certificate (and its key, in one file, mode
-/// 0600) as `kubelet-client-<timestamp>.pem`, the one in use behind the
-/// `kubelet-client-current.pem` symlink, swapped atomically.
+/// 0600) as `<prefix>-<timestamp>.pem` (`kubelet-client-…`, `kubelet-server-…`), the one in use
+/// behind the `<prefix>-current.pem` symlink, swapped atomically.
 #[derive(Debug, Clone)]
 pub struct Store {
     pub dir: PathBuf,
+    pub kind: Kind,
 }
 
 impl Store {
-    pub fn new(dir: impl Into<PathBuf>) -> Store {
-        Store { dir: dir.into() }
+    pub fn new(dir: impl Into<PathBuf>, kind: Kind) -> Store {
+        Store {
+            dir: dir.into(),
+            kind,
+        }
     }
 
-    /// `<dir>/kubelet-client-current.pem`: what the written kubeconfig points at.
+    /// `<dir>/<prefix>-current.pem`: what the written kubeconfig points at (client).
     pub fn current_path(&self) -> PathBuf {
-        self.dir.join(format!("{PREFIX}-current.pem"))
+        self.dir.join(format!("{}-current.pem", self.kind.prefix))
     }
 
     /// The current certificate, `None` if there is none yet.
@@ -273,7 +397,7 @@ impl Store {
         }
     }
 
-    /// Writes a new certificate and key as `kubelet-client-<timestamp>.pem` and points the
+    /// Writes a new certificate and key as `<prefix>-<timestamp>.pem` and points the
     /// symlink at it (a new symlink renamed over the old one). Returns the file written.
     pub fn update(
         &self,
@@ -282,13 +406,13 @@ impl Store {
         now: SystemTime,
     ) -> Result<PathBuf, CertError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| cert_err(&self.dir, e))?;
-        let file = self.dir.join(pem_file_name(now));
+        let file = self.dir.join(pem_file_name(self.kind.prefix, now));
         let mut data = cert_pem.trim_end().to_string();
         data.push('\n');
         data.push_str(key_pem.trim_end());
         data.push('\n');
         write_private(&file, data.as_bytes())?;
-        let updated = self.dir.join(format!("{PREFIX}-updated.pem"));
+        let updated = self.dir.join(format!("{}-updated.pem", self.kind.prefix));
         let _ = std::fs::remove_file(&updated);
         std::os::unix::fs::symlink(&file, &updated).map_err(|e| cert_err(&updated, e))?;
         let current = self.current_path();
@@ -335,30 +459,54 @@ pub fn kubeconfig_yaml(cluster: &ClusterEntry, pem: &Path) -> String {
     )
 }
 
-/// The client identity a TLS connection presents, swapped in place when the certificate is
-/// renewed: new connections use the new one (the loop also rebuilds its clients so pooled
-/// connections, authenticated with the old one, are dropped, as kubelet closes them).
+/// The identity a TLS connection presents, swapped in place when the certificate is renewed:
+/// new connections (client) or handshakes (the node API's listener) use the new one. For the
+/// client the loop also rebuilds its clients so pooled connections, authenticated with the old
+/// one, are dropped, as kubelet closes them. As a server certificate it is offered only while
+/// valid (client-go's `Current` returns none for an expired one): without one the handshake
+/// fails, as kubelet's `GetCertificate` fails "no serving certificate available".
 #[derive(Debug, Default)]
 pub struct SwappableIdentity {
-    current: RwLock<Option<Arc<CertifiedKey>>>,
+    current: RwLock<Option<(Arc<CertifiedKey>, Option<SystemTime>)>>,
 }
 
 impl SwappableIdentity {
     pub fn new(key: Arc<CertifiedKey>) -> Arc<SwappableIdentity> {
         Arc::new(SwappableIdentity {
-            current: RwLock::new(Some(key)),
+            current: RwLock::new(Some((key, None))),
         })
     }
 
+    /// One with no certificate yet (a serving certificate not issued yet).
+    pub fn empty() -> Arc<SwappableIdentity> {
+        Arc::new(SwappableIdentity::default())
+    }
+
     pub fn set(&self, key: Arc<CertifiedKey>) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some((key, None));
+    }
+
+    /// Sets a certificate that is not offered as a server certificate from `not_after` on.
+    pub fn set_until(&self, key: Arc<CertifiedKey>, not_after: SystemTime) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some((key, Some(not_after)));
     }
 
     pub fn get(&self) -> Option<Arc<CertifiedKey>> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_ref()
+            .map(|(k, _)| k.clone())
+    }
+
+    /// The certificate if it is still valid at `now`.
+    pub fn get_valid(&self, now: SystemTime) -> Option<Arc<CertifiedKey>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(_, until)| until.is_none_or(|t| now < t))
+            .map(|(k, _)| k.clone())
     }
 }
 
@@ -373,6 +521,12 @@ impl rustls::client::ResolvesClientCert for SwappableIdentity {
 
     fn has_certs(&self) -> bool {
         self.get().is_some()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for SwappableIdentity {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.get_valid(SystemTime::now())
     }
 }
 
@@ -443,12 +597,12 @@ mod tests {
     #[test]
     fn pem_file_names() {
         assert_eq!(
-            pem_file_name(at(0)),
+            pem_file_name(CLIENT.prefix, at(0)),
             "kubelet-client-1970-01-01-00-00-00.pem"
         );
         // 2026-12-06T20:41:07Z
         assert_eq!(
-            pem_file_name(at(1_796_589_667)),
+            pem_file_name(CLIENT.prefix, at(1_796_589_667)),
             "kubelet-client-2026-12-06-20-41-07.pem"
         );
     }
@@ -456,7 +610,7 @@ mod tests {
     #[test]
     fn csr_contents_and_name() {
         let key = new_key_pem().unwrap();
-        let (pem, pubkey) = node_csr("cp-1", &key).unwrap();
+        let (pem, pubkey) = node_csr("cp-1", &key, &Sans::default()).unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
         let der = rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
             .unwrap();
@@ -490,12 +644,14 @@ mod tests {
         assert_eq!(
             name,
             bootstrap_csr_name(
-                &node_csr("cp-1", &key).unwrap().1,
+                &node_csr("cp-1", &key, &Sans::default()).unwrap().1,
                 "system:node:cp-1",
                 &[NODES_GROUP]
             )
         );
-        let other = node_csr("cp-1", &new_key_pem().unwrap()).unwrap().1;
+        let other = node_csr("cp-1", &new_key_pem().unwrap(), &Sans::default())
+            .unwrap()
+            .1;
         assert_ne!(
             name,
             bootstrap_csr_name(&other, "system:node:cp-1", &[NODES_GROUP])
@@ -504,6 +660,121 @@ mod tests {
             name,
             bootstrap_csr_name(&pubkey, "system:node:cp-2", &[NODES_GROUP])
         );
+    }
+
+    #[test]
+    fn serving_sans_from_node_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // (addresses, DNS names, IPs); no IP → None (kubelet requests no certificate).
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            Option<(Vec<&'a str>, Vec<IpAddr>)>,
+        );
+        let table: Vec<Case> = vec![
+            (&[], None),
+            (&[("Hostname", "")], None),
+            (&[("InternalIP", "1.2"), ("ExternalIP", "3.4")], None),
+            // A DNS name alone is not enough.
+            (&[("Hostname", "node-a")], None),
+            (
+                &[("InternalIP", "10.0.0.5"), ("Hostname", "node-a")],
+                Some((vec!["node-a"], vec![ip("10.0.0.5")])),
+            ),
+            // Duplicates go; a hostname that is an IP is an IP SAN; unknown types are skipped.
+            (
+                &[
+                    ("Hostname", "h"),
+                    ("ExternalDNS", "h"),
+                    ("InternalDNS", "h.example"),
+                    ("InternalIP", "1.1.1.1"),
+                    ("ExternalIP", "1.1.1.1"),
+                    ("Hostname", "2.2.2.2"),
+                    ("InternalIP", "fd00::1"),
+                    ("Other", "x"),
+                ],
+                Some((
+                    vec!["h", "h.example"],
+                    vec![ip("1.1.1.1"), ip("2.2.2.2"), ip("fd00::1")],
+                )),
+            ),
+        ];
+        for (addresses, want) in table {
+            let got = serving_sans(addresses.iter().copied());
+            let want = want.map(|(dns, ips)| Sans {
+                dns: dns.into_iter().map(str::to_string).collect(),
+                ips,
+            });
+            assert_eq!(got, want, "{addresses:?}");
+        }
+        assert_eq!(
+            Sans {
+                dns: vec!["a".into()],
+                ips: vec![ip("10.0.0.1")]
+            }
+            .to_string(),
+            "DNS:a, IP:10.0.0.1"
+        );
+    }
+
+    #[test]
+    fn serving_csr_contents() {
+        assert_eq!(SERVING.signer, "kubernetes.io/kubelet-serving");
+        // kubelet's usages for its ECDSA key: no "key encipherment" (RSA only).
+        assert_eq!(SERVING.usages, ["digital signature", "server auth"]);
+        assert_eq!(SERVING.prefix, "kubelet-server");
+        let sans = Sans {
+            dns: vec!["node-a".into()],
+            ips: vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()],
+        };
+        let key = new_key_pem().unwrap();
+        let (pem, _) = node_csr("node-a", &key, &sans).unwrap();
+        let der = rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
+            .unwrap();
+        let (_, req) =
+            <x509_parser::certification_request::X509CertificationRequest as x509_parser::prelude::FromDer<_>>::from_der(&der).unwrap();
+        let info = &req.certification_request_info;
+        let cn: Vec<_> = info
+            .subject
+            .iter_common_name()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        let o: Vec<_> = info
+            .subject
+            .iter_organization()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(cn, ["system:node:node-a"]);
+        assert_eq!(o, ["system:nodes"]);
+        // The only requested extension is the SANs (the DNS name and both IPs).
+        use x509_parser::extensions::{GeneralName, ParsedExtension};
+        let exts: Vec<_> = req.requested_extensions().unwrap().collect();
+        assert_eq!(exts.len(), 1, "{exts:?}");
+        let ParsedExtension::SubjectAlternativeName(san) = exts[0] else {
+            panic!("{exts:?}")
+        };
+        let names: Vec<String> = san
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DNSName(d) => format!("DNS:{d}"),
+                GeneralName::IPAddress(b) => format!("IP:{}", b.len()),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(names, ["DNS:node-a", "IP:4", "IP:16"]);
+        // The SANs read back from an issued certificate.
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let kp = rcgen::KeyPair::from_pem(&key).unwrap();
+        let mut p = rcgen::CertificateParams::new(sans.dns.clone()).unwrap();
+        for ip in &sans.ips {
+            p.subject_alt_names.push(rcgen::SanType::IpAddress(*ip));
+        }
+        let cert = p.signed_by(&kp, &rcgen::Issuer::new(ca, &ca_key)).unwrap();
+        let id =
+            Identity::parse(Path::new("/s.pem"), cert.pem().as_bytes(), key.as_bytes()).unwrap();
+        assert_eq!(id.sans, sans);
     }
 
     #[test]
@@ -534,7 +805,7 @@ mod tests {
     #[test]
     fn store_writes_files_and_swaps_the_symlink() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path().join("pki"));
+        let store = Store::new(dir.path().join("pki"), CLIENT);
         assert!(store.current().unwrap().is_none());
         let (c1, k1) = issued("system:node:a", 1000, 2000);
         let f1 = store.update(&c1, &k1, at(1000)).unwrap();

@@ -27,13 +27,13 @@ use k8s_openapi::api::certificates::v1::{
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
-use staticlet_agent::cluster::{ClientCertificate, ClusterView};
+use staticlet_agent::cluster::{ClusterView, ManagedCertificate};
 use staticlet_runtime::Clock;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::certificate::{self, ClusterEntry, Identity, Store, SwappableIdentity};
+use crate::certificate::{self, ClusterEntry, Identity, Kind, Store, SwappableIdentity, CLIENT};
 use crate::{call, AgentLink, ClusterConfig, ClusterError};
 
 /// How long a bootstrap CSR is waited on before it is sent again (kubelet: an hour, then it
@@ -68,7 +68,7 @@ pub async fn run(
     clock: Clock,
     shutdown: CancellationToken,
 ) {
-    let store = Store::new(&cert.cert_dir);
+    let store = Store::new(&cert.cert_dir, CLIENT);
     let mut attempt = 0;
     let (mut current, rotate_now) = loop {
         match obtain(&cert, &store, &cfg.node_name, &link.view, &shutdown).await {
@@ -77,7 +77,7 @@ pub async fn run(
                 let wait = certificate::bootstrap_backoff(attempt);
                 attempt += 1;
                 warn!(error = %e, retry_in = ?wait, "no client certificate for the cluster side yet; static pods run meanwhile");
-                report(&link.view, |c| {
+                report(&link.view, &CLIENT, |c| {
                     c.status = Some(format!("{e} (retrying in {}s)", wait.as_secs()))
                 });
                 link.view.send_modify(|v| {
@@ -133,7 +133,7 @@ pub async fn run(
             )
             .await
         } else {
-            report(&link.view, |c| c.renew_at = None);
+            report(&link.view, &CLIENT, |c| c.renew_at = None);
             shutdown.cancelled().await;
             None
         };
@@ -185,7 +185,7 @@ async fn obtain(
                     (id, embedded)
                 }
             };
-            show(view, &id, None);
+            show(view, &CLIENT, &id, None);
             info!(kubeconfig = %kubeconfig.display(), subject = %id.common_name, expires = %certificate::rfc3339(id.not_after), "using the client certificate of the kubeconfig");
             Ok((id, embedded))
         }
@@ -200,13 +200,13 @@ async fn obtain(
             if let Ok(Some(id)) = stored {
                 write_kubeconfig(kubeconfig, &cluster, store)?;
                 info!(kubeconfig = %kubeconfig.display(), "TLS bootstrap: wrote the kubeconfig for the stored client certificate");
-                show(view, &id, None);
+                show(view, &CLIENT, &id, None);
                 return Ok((id, false));
             }
             let id = bootstrap_csr(bootstrap, store, node_name, view, shutdown).await?;
             write_kubeconfig(kubeconfig, &cluster, store)?;
             info!(kubeconfig = %kubeconfig.display(), file = %store.current_path().display(), expires = %certificate::rfc3339(id.not_after), "TLS bootstrap: client certificate issued; kubeconfig written");
-            show(view, &id, None);
+            show(view, &CLIENT, &id, None);
             Ok((id, false))
         }
     }
@@ -343,12 +343,12 @@ async fn bootstrap_csr(
             k
         }
     };
-    let (csr, public_key) = certificate::node_csr(node_name, &key)?;
+    let (csr, public_key) = certificate::node_csr(node_name, &key, &Default::default())?;
     let user = certificate::node_user(node_name);
     let name = certificate::bootstrap_csr_name(&public_key, &user, &[certificate::NODES_GROUP]);
     let api: Api<CertificateSigningRequest> = Api::all(client);
     let uid = create_csr(&api, Some(&name), &csr, bootstrap, "the bootstrap token").await?;
-    let cert = match wait_issued(&api, &name, &uid, BOOTSTRAP_WAIT, view, shutdown).await {
+    let cert = match wait_issued(&api, &name, &uid, BOOTSTRAP_WAIT, &CLIENT, view, shutdown).await {
         Ok(c) => c,
         Err(WaitError::Final(e)) => {
             // Denied (or gone): the next attempt sends a new CSR, with a new key.
@@ -357,7 +357,7 @@ async fn bootstrap_csr(
         }
         Err(WaitError::Retry(e)) => return Err(e),
     };
-    check_issued(node_name, &cert, &key)?;
+    check_issued(node_name, &cert, &key, &CLIENT)?;
     let file = store
         .update(&cert, &key, SystemTime::now())
         .map_err(|e| format!("storing the client certificate: {e}"))?;
@@ -385,8 +385,8 @@ async fn create_csr(
         },
         spec: CertificateSigningRequestSpec {
             request: k8s_openapi::ByteString(csr_pem.as_bytes().to_vec()),
-            signer_name: certificate::SIGNER.to_string(),
-            usages: Some(certificate::USAGES.iter().map(|u| u.to_string()).collect()),
+            signer_name: CLIENT.signer.to_string(),
+            usages: Some(CLIENT.usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         status: None,
@@ -405,7 +405,7 @@ async fn create_csr(
             )
             .await
             .map_err(|e| e.0.to_string())?;
-            if existing.spec.signer_name != certificate::SIGNER {
+            if existing.spec.signer_name != CLIENT.signer {
                 return Err(format!(
                     "CertificateSigningRequest {name} exists with signer {:?}",
                     existing.spec.signer_name
@@ -451,6 +451,7 @@ async fn wait_issued(
     name: &str,
     uid: &str,
     timeout: Duration,
+    kind: &Kind,
     view: &watch::Sender<Arc<ClusterView>>,
     shutdown: &CancellationToken,
 ) -> Result<String, WaitError> {
@@ -508,14 +509,14 @@ async fn wait_issued(
                     start.elapsed().as_secs()
                 );
                 if !logged {
-                    info!(csr = %name, "{state}");
+                    info!(csr = %name, "{} certificate: {state} (`kubectl certificate approve {name}`)", kind.what);
                     logged = true;
                 }
-                report(view, |c| c.status = Some(msg.clone()));
+                report(view, kind, |c| c.status = Some(msg.clone()));
             }
             Err((e, _)) => {
                 // The API server may be restarting: keep waiting until the timeout.
-                report(view, |c| {
+                report(view, kind, |c| {
                     c.status = Some(format!("waiting for CertificateSigningRequest {name}: {e}"))
                 });
             }
@@ -551,7 +552,7 @@ async fn renew(
     } else {
         certificate::rotation_deadline(current.not_before, current.not_after, rand::random::<f64>())
     };
-    show(view, current, Some(deadline));
+    show(view, &CLIENT, current, Some(deadline));
     info!(expires = %certificate::rfc3339(current.not_after), renew_at = %certificate::rfc3339(deadline), "client certificate rotation scheduled");
     let wait = deadline
         .duration_since(SystemTime::now())
@@ -565,7 +566,7 @@ async fn renew(
         match renew_once(store, current, client, bootstrap, node_name, view, shutdown).await {
             Ok(id) => {
                 info!(file = ?id.file, expires = %certificate::rfc3339(id.not_after), "client certificate rotated");
-                show(view, &id, None);
+                show(view, &CLIENT, &id, None);
                 return Some(id);
             }
             Err(e) => {
@@ -575,7 +576,7 @@ async fn renew(
                 let wait = certificate::renewal_backoff(attempt, rand::random::<f64>());
                 attempt += 1;
                 warn!(error = %e, retry_in = ?wait, "cannot renew the client certificate");
-                report(view, |c| {
+                report(view, &CLIENT, |c| {
                     c.status = Some(format!(
                         "renewal failed: {e} (retrying in {}s)",
                         wait.as_secs()
@@ -602,8 +603,6 @@ async fn renew_once(
     view: &watch::Sender<Arc<ClusterView>>,
     shutdown: &CancellationToken,
 ) -> Result<Identity, String> {
-    let key = certificate::new_key_pem()?;
-    let (csr, _) = certificate::node_csr(node_name, &key)?;
     let client = match bootstrap {
         Some(b) if current.check_valid(SystemTime::now()).is_err() => {
             info!(bootstrap = %b.display(), "the client certificate expired: renewing with the bootstrap credentials");
@@ -614,20 +613,55 @@ async fn renew_once(
         }
         _ => client.clone(),
     };
+    request(
+        store,
+        &Default::default(),
+        client,
+        node_name,
+        view,
+        shutdown,
+    )
+    .await
+}
+
+/// One certificate of `store`'s kind (client-go's certificate manager's `rotateCerts`): a new
+/// P-256 key, a CSR for `system:node:<node>` with `sans` sent with `client` (a generated
+/// `csr-…` name), its certificate once approved and issued (waited on for [`RENEWAL_WAIT`]),
+/// checked against the key and the node, stored as the store's current one.
+pub(crate) async fn request(
+    store: &Store,
+    sans: &certificate::Sans,
+    client: Client,
+    node_name: &str,
+    view: &watch::Sender<Arc<ClusterView>>,
+    shutdown: &CancellationToken,
+) -> Result<Identity, String> {
+    let kind = &store.kind;
+    let key = certificate::new_key_pem()?;
+    let (csr, _) = certificate::node_csr(node_name, &key, sans)?;
     let api: Api<CertificateSigningRequest> = Api::all(client);
-    let created = api_create_generated(&api, &csr).await?;
-    let cert = wait_issued(&api, &created.0, &created.1, RENEWAL_WAIT, view, shutdown)
-        .await
-        .map_err(WaitError::message)?;
-    check_issued(node_name, &cert, &key)?;
+    let created = api_create_generated(&api, &csr, kind).await?;
+    info!(csr = %created.0, signer = kind.signer, "sent a CertificateSigningRequest for the {} certificate", kind.what);
+    let cert = wait_issued(
+        &api,
+        &created.0,
+        &created.1,
+        RENEWAL_WAIT,
+        kind,
+        view,
+        shutdown,
+    )
+    .await
+    .map_err(WaitError::message)?;
+    check_issued(node_name, &cert, &key, kind)?;
     store
         .update(&cert, &key, SystemTime::now())
-        .map_err(|e| format!("storing the client certificate: {e}"))?;
+        .map_err(|e| format!("storing the {} certificate: {e}", kind.what))?;
     Identity::read(&store.current_path()).map_err(|e| e.to_string())
 }
 
 /// The issued certificate goes with the key and is for this node, before it replaces anything.
-fn check_issued(node_name: &str, cert: &str, key: &str) -> Result<(), String> {
+fn check_issued(node_name: &str, cert: &str, key: &str, kind: &Kind) -> Result<(), String> {
     let id = Identity::parse(
         Path::new("the issued certificate"),
         cert.as_bytes(),
@@ -637,8 +671,8 @@ fn check_issued(node_name: &str, cert: &str, key: &str) -> Result<(), String> {
     let want = certificate::node_user(node_name);
     if id.common_name != want {
         return Err(format!(
-            "the issued certificate is for {:?}, not {want:?}",
-            id.common_name
+            "the issued {} certificate is for {:?}, not {want:?}",
+            kind.what, id.common_name
         ));
     }
     Ok(())
@@ -647,6 +681,7 @@ fn check_issued(node_name: &str, cert: &str, key: &str) -> Result<(), String> {
 async fn api_create_generated(
     api: &Api<CertificateSigningRequest>,
     csr: &str,
+    kind: &Kind,
 ) -> Result<(String, String), String> {
     let obj = CertificateSigningRequest {
         metadata: ObjectMeta {
@@ -655,14 +690,17 @@ async fn api_create_generated(
         },
         spec: CertificateSigningRequestSpec {
             request: k8s_openapi::ByteString(csr.as_bytes().to_vec()),
-            signer_name: certificate::SIGNER.to_string(),
-            usages: Some(certificate::USAGES.iter().map(|u| u.to_string()).collect()),
+            signer_name: kind.signer.to_string(),
+            usages: Some(kind.usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         status: None,
     };
     let c = call(
-        "create CertificateSigningRequest (renewal)",
+        format!(
+            "create CertificateSigningRequest ({} certificate)",
+            kind.what
+        ),
         api.create(&PostParams::default(), &obj),
     )
     .await
@@ -673,18 +711,34 @@ async fn api_create_generated(
     ))
 }
 
-fn report(view: &watch::Sender<Arc<ClusterView>>, f: impl FnOnce(&mut ClientCertificate)) {
+/// Updates what `/cluster` shows of the certificate of `kind`.
+pub(crate) fn report(
+    view: &watch::Sender<Arc<ClusterView>>,
+    kind: &Kind,
+    f: impl FnOnce(&mut ManagedCertificate),
+) {
     view.send_modify(|v| {
         let v = Arc::make_mut(v);
-        f(v.client_certificate.get_or_insert_with(Default::default));
+        let slot = if *kind == CLIENT {
+            &mut v.client_certificate
+        } else {
+            &mut v.serving_certificate
+        };
+        f(slot.get_or_insert_with(Default::default));
     });
 }
 
-fn show(view: &watch::Sender<Arc<ClusterView>>, id: &Identity, renew_at: Option<SystemTime>) {
-    report(view, |c| {
-        *c = ClientCertificate {
+pub(crate) fn show(
+    view: &watch::Sender<Arc<ClusterView>>,
+    kind: &Kind,
+    id: &Identity,
+    renew_at: Option<SystemTime>,
+) {
+    report(view, kind, |c| {
+        *c = ManagedCertificate {
             file: id.file.as_ref().map(|f| f.display().to_string()),
             subject: id.common_name.clone(),
+            sans: id.sans.to_string(),
             not_after: Some(id.not_after),
             renew_at,
             status: None,
@@ -780,7 +834,7 @@ mod tests {
                 cert_dir: dir.path().join("pki"),
                 rotate: true,
             };
-            let store = Store::new(&cert.cert_dir);
+            let store = Store::new(&cert.cert_dir, CLIENT);
             Case {
                 dir,
                 cert,

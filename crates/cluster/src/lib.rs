@@ -32,6 +32,7 @@ pub mod node;
 mod reconciler;
 pub mod recorder;
 pub mod scheduled;
+pub mod serving;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -138,6 +138,17 @@ pub fn ready_condition(
     }
 }
 
+/// The Node's addresses, `(type, address)`: its InternalIP (the host IP, if any) and Hostname
+/// (the node name). The serving certificate's SANs are made from them, as kubelet's are.
+pub fn node_addresses(host_ip: &str, node_name: &str) -> Vec<(&'static str, String)> {
+    let mut addresses = Vec::new();
+    if !host_ip.is_empty() {
+        addresses.push(("InternalIP", host_ip.to_string()));
+    }
+    addresses.push(("Hostname", node_name.to_string()));
+    addresses
+}
+
 /// The Node's status (without conditions).
 pub fn node_status(input: &NodeSpecInput) -> NodeStatus {
     let f = &input.facts;
@@ -149,17 +160,13 @@ pub fn node_status(input: &NodeSpecInput) -> NodeStatus {
         ),
         ("pods".to_string(), Quantity(MAX_PODS.into())),
     ]);
-    let mut addresses = Vec::new();
-    if !input.host_ip.is_empty() {
-        addresses.push(NodeAddress {
-            type_: "InternalIP".into(),
-            address: input.host_ip.clone(),
-        });
-    }
-    addresses.push(NodeAddress {
-        type_: "Hostname".into(),
-        address: input.node_name.clone(),
-    });
+    let addresses = node_addresses(&input.host_ip, &input.node_name)
+        .into_iter()
+        .map(|(type_, address)| NodeAddress {
+            type_: type_.into(),
+            address,
+        })
+        .collect();
     NodeStatus {
         addresses: Some(addresses),
         allocatable: Some(resources.clone()),

@@ -130,6 +130,18 @@ impl ControlPlane {
     /// Errors name the step that failed and carry the tail of the component's log. A start that
     /// fails because a port was taken in the meantime is retried with other ports.
     pub fn start(node_name: &str) -> Result<ControlPlane, String> {
+        Self::start_opts(node_name, false)
+    }
+
+    /// As [`start`](Self::start), and the API server verifies node agents' serving
+    /// certificates against the cluster CA (`--kubelet-certificate-authority=pki/ca.crt`), as a
+    /// cluster whose kubelets use `serverTLSBootstrap` can: `kubectl logs` and the node proxy
+    /// then fail against a self-signed serving certificate.
+    pub fn start_verifying_kubelets(node_name: &str) -> Result<ControlPlane, String> {
+        Self::start_opts(node_name, true)
+    }
+
+    fn start_opts(node_name: &str, verify_kubelets: bool) -> Result<ControlPlane, String> {
         validate_node_name(node_name)?;
         if let Some(why) = skip_reason() {
             return Err(why);
@@ -137,7 +149,7 @@ impl ControlPlane {
         const ATTEMPTS: u32 = 3;
         let mut attempt = 1;
         loop {
-            match Self::start_once(node_name) {
+            match Self::start_once(node_name, verify_kubelets) {
                 Ok(cp) => return Ok(cp),
                 Err(Failure {
                     port_taken: true,
@@ -279,7 +291,7 @@ impl ControlPlane {
 
     // ------------------------------------------------------------------------------ internals
 
-    fn start_once(node_name: &str) -> Result<ControlPlane, Failure> {
+    fn start_once(node_name: &str, verify_kubelets: bool) -> Result<ControlPlane, Failure> {
         let keep = env_flag("STATICLET_KEEP_TESTENV");
         let mut dir = tempfile::Builder::new()
             .prefix("staticlet-k8s-testenv.")
@@ -434,6 +446,9 @@ apiServer:
             p("apiserver-kubelet-client.crt"),
         );
         flag("kubelet-client-key", p("apiserver-kubelet-client.key"));
+        if verify_kubelets {
+            flag("kubelet-certificate-authority", p("ca.crt"));
+        }
         // As kubeadm: reach a node agent at its InternalIP (its Hostname need not resolve).
         flag(
             "kubelet-preferred-address-types",

@@ -15,7 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
@@ -208,22 +208,40 @@ pub fn server_config(
         return Err(file_err(cert, "no certificate in the file"));
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = match client_ca {
-        Some(ca) => {
-            builder.with_client_cert_verifier(Arc::new(RequestClientCert { ca: ca.clone() }))
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
+    let mut config = builder(client_ca)?
         .with_single_cert(chain, key_der)
         .map_err(|e| file_err(cert, e))?;
     // HTTP/1.1 only: exec, attach and port-forward upgrade the connection.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The node API's rustls configuration with a serving certificate that `resolver` picks at
+/// each handshake (`serverTLSBootstrap`: the certificate the cluster issued, swapped in place
+/// when it is renewed). When it has none the handshake fails, as kubelet's `GetCertificate`
+/// does before its serving certificate is issued.
+pub fn server_config_with_resolver(
+    resolver: Arc<dyn ResolvesServerCert>,
+    client_ca: Option<&ClientCa>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = builder(client_ca)?.with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn builder(
+    client_ca: Option<&ClientCa>,
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok(match client_ca {
+        Some(ca) => {
+            builder.with_client_cert_verifier(Arc::new(RequestClientCert { ca: ca.clone() }))
+        }
+        None => builder.with_no_client_auth(),
+    })
 }
 
 #[cfg(test)]
@@ -285,6 +303,79 @@ mod tests {
         assert!(ca.verify(&[client(true)]));
         assert!(!ca.verify(&[client(false)]), "another CA's");
         assert!(!ca.verify(&[]));
+    }
+
+    /// A resolver whose certificate the test swaps.
+    #[derive(Debug, Default)]
+    struct Slot(std::sync::RwLock<Option<Arc<rustls::sign::CertifiedKey>>>);
+
+    impl ResolvesServerCert for Slot {
+        fn resolve(
+            &self,
+            _hello: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            self.0.read().unwrap().clone()
+        }
+    }
+
+    /// A TLS handshake against `server` trusting `root` for "node-1": the serial number of the
+    /// certificate presented, or the error.
+    async fn handshake(
+        server: Arc<ServerConfig>,
+        root: &CertificateDer<'static>,
+    ) -> Result<Vec<u8>, String> {
+        let mut roots = RootCertStore::empty();
+        roots.add(root.clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let srv = tokio::spawn(async move { acceptor.accept(b).await.map(|_| ()) });
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let name = rustls::pki_types::ServerName::try_from("node-1").unwrap();
+        let r = connector.connect(name, a).await;
+        let _ = srv.await;
+        let tls = r.map_err(|e| e.to_string())?;
+        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        let (_, x) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+        Ok(x.raw_serial().to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_resolved_certificate_is_swapped_without_a_new_config() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let issue = |serial: u64| {
+            let mut p = rcgen::CertificateParams::new(vec!["node-1".to_string()]).unwrap();
+            p.serial_number = Some(serial.into());
+            let k = rcgen::KeyPair::generate().unwrap();
+            let c = p.signed_by(&k, &issuer).unwrap();
+            let key = PrivateKeyDer::from_pem_slice(k.serialize_pem().as_bytes()).unwrap();
+            let signer = rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
+            Arc::new(rustls::sign::CertifiedKey::new(
+                vec![c.der().clone()],
+                signer,
+            ))
+        };
+        let slot = Arc::new(Slot::default());
+        let config = server_config_with_resolver(slot.clone(), None).unwrap();
+        assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+        let root = ca.der().clone();
+        // No certificate yet: the handshake fails.
+        assert!(handshake(config.clone(), &root).await.is_err());
+        *slot.0.write().unwrap() = Some(issue(7));
+        assert_eq!(handshake(config.clone(), &root).await.unwrap(), [7]);
+        // Renewed: the same configuration presents the new one.
+        *slot.0.write().unwrap() = Some(issue(9));
+        assert_eq!(handshake(config, &root).await.unwrap(), [9]);
     }
 
     #[test]

@@ -457,6 +457,7 @@ const HONOURED: &[&str] = &[
     "imageGCHighThresholdPercent",
     "imageGCLowThresholdPercent",
     "rotateCertificates",
+    "serverTLSBootstrap",
     "cgroupDriver",
 ];
 
@@ -865,6 +866,13 @@ pub fn settings(
         }
     }
     ignored_flags.sort();
+    let mut ignored_config_fields = file.map(|f| f.ignored_fields.clone()).unwrap_or_default();
+    // Without --kubeconfig there is no cluster to issue the serving certificate.
+    let server_tls_bootstrap = kc.server_tls_bootstrap.unwrap_or(false);
+    if server_tls_bootstrap && args.kubeconfig.is_none() {
+        ignored_config_fields.push("serverTLSBootstrap".into());
+        ignored_config_fields.sort();
+    }
 
     Ok(Settings {
         node_api,
@@ -894,7 +902,8 @@ pub fn settings(
         node_shutdown,
         image_gc,
         cgroup_driver,
-        ignored_config_fields: file.map(|f| f.ignored_fields.clone()).unwrap_or_default(),
+        server_tls_bootstrap,
+        ignored_config_fields,
         ignored_flags,
     })
 }
@@ -1400,6 +1409,16 @@ mod tests {
             ("cgroupDriver: \"\"\n", &[], |s| {
                 s.cgroup_driver == Configured::default()
                     && s.cgroup_driver.driver == CgroupDriver::Cgroupfs
+            }),
+            // serverTLSBootstrap needs a cluster: without --kubeconfig it is named as ignored.
+            ("serverTLSBootstrap: true\n", &["--kubeconfig=/k"], |s| {
+                s.server_tls_bootstrap && s.ignored_config_fields.is_empty()
+            }),
+            ("serverTLSBootstrap: true\n", &[], |s| {
+                s.ignored_config_fields == ["serverTLSBootstrap"]
+            }),
+            ("serverTLSBootstrap: false\n", &["--kubeconfig=/k"], |s| {
+                !s.server_tls_bootstrap && s.ignored_config_fields.is_empty()
             }),
             // The flag wins over the file.
             (

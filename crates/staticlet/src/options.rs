@@ -345,6 +345,10 @@ pub struct Settings {
     pub bootstrap_kubeconfig: Option<PathBuf>,
     /// `rotateCertificates`: renew the node's client certificate at 70-90 % of its lifetime.
     pub rotate_certificates: bool,
+    /// `serverTLSBootstrap`: with `--kubeconfig`, the node API's serving certificate is requested
+    /// from the cluster with a CSR (signer `kubernetes.io/kubelet-serving`) and renewed, instead
+    /// of `tlsCertFile` or a self-signed one.
+    pub server_tls_bootstrap: bool,
     /// Graceful node shutdown (`shutdownGracePeriod`, `shutdownGracePeriodCriticalPods`,
     /// `shutdownGracePeriodByPodPriority`); `None`: off, kubelet's default.
     pub node_shutdown: Option<staticlet_agent::nodeshutdown::ShutdownPolicy>,

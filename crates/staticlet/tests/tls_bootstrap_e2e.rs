@@ -11,6 +11,15 @@
 //! made by `system:node:<node>` itself follows at 70-90 % of the lifetime, the symlink is
 //! swapped, and the Lease is still renewed after the first certificate expired: the agent
 //! switched identity without a restart. Takes about 4 minutes.
+//!
+//! The same run checks `serverTLSBootstrap: true` (the API server verifying node agents with
+//! `--kubelet-certificate-authority`): handshakes with the node API fail until its serving
+//! certificate is issued; once the client certificate is there, a `kubernetes.io/kubelet-serving`
+//! CSR with the node's names and addresses waits for an admin; approved, the node API presents
+//! a certificate of the cluster CA (checked with curl trusting only that CA, by IP and by name),
+//! and `kubectl logs` through the API server works. Its renewal (another CSR, approved by the
+//! test) is presented without a restart of the listener; after a restart of the agent the
+//! stored one is presented at once.
 // Real processes in real time: std::time::Instant is right here.
 #![allow(clippy::disallowed_types)]
 
@@ -182,6 +191,65 @@ fn parse_time(s: &str) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// curl's exit code (0: the handshake verified with `ca` only, whatever the HTTP status; 60: a
+/// certificate it does not trust; 35: the handshake failed) and its output.
+fn curl(ca: &Path, url: &str, resolve: Option<&str>) -> (i32, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "10",
+    ])
+    .args(["--noproxy", "*", "--cacert"])
+    .arg(ca);
+    if let Some(r) = resolve {
+        cmd.args(["--resolve", r]);
+    }
+    let out = cmd.arg(url).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The serial number of the certificate the node API on `port` presents (empty if none).
+fn presented_serial(port: u16) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The serial number of a certificate file.
+fn file_serial(path: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 const WEB: &str =
     "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n    image: nginx\n";
 
@@ -189,8 +257,8 @@ const WEB: &str =
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The agent with --kubeconfig (absent at first), --bootstrap-kubeconfig and --cert-dir in the
-/// test's directory, simulated containers, no node API port.
-fn start_agent(env: &Env, extra: &[&str]) -> KillOnDrop {
+/// test's directory, simulated containers, the node API on `port` (0: none).
+fn start_agent(env: &Env, port: u16, extra: &[&str]) -> KillOnDrop {
     let log = std::fs::File::create(env.p("agent.log")).unwrap();
     let child = bin()
         .args([
@@ -201,11 +269,11 @@ fn start_agent(env: &Env, extra: &[&str]) -> KillOnDrop {
             "simulate://",
             "--file-check-frequency",
             "1s",
-            "--port",
-            "0",
             "--healthz-port",
             "0",
         ])
+        .arg("--port")
+        .arg(port.to_string())
         .arg("--pod-manifest-path")
         .arg(env.p("manifests"))
         .arg("--root-dir")
@@ -262,7 +330,8 @@ fn tls_bootstrap_then_rotation() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let cp = ControlPlane::start(NODE).unwrap_or_else(|e| panic!("control plane: {e}"));
+    let cp = ControlPlane::start_verifying_kubelets(NODE)
+        .unwrap_or_else(|e| panic!("control plane: {e}"));
     let env = Env {
         cp,
         dir: tempfile::tempdir().unwrap(),
@@ -279,13 +348,24 @@ fn tls_bootstrap_then_rotation() {
     .unwrap();
     std::fs::write(
         env.p("config.yaml"),
-        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nrotateCertificates: true\n",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nrotateCertificates: true\nserverTLSBootstrap: true\n",
     )
     .unwrap();
     let kubeconfig = env.p("kubelet.conf");
     let cert_dir = env.p("pki");
     let config = env.p("config.yaml");
-    let agent = start_agent(&env, &["--config", config.to_str().unwrap()]);
+    let port = free_port();
+    let ca = env.cp.pki("ca.crt");
+    let agent = start_agent(
+        &env,
+        port,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--client-ca-file",
+            ca.to_str().unwrap(),
+        ],
+    );
     let agent_pid = agent.0.id();
 
     // 1. No controller-manager yet: the CSR (made with the bootstrap token) waits, /cluster
@@ -317,6 +397,15 @@ fn tls_bootstrap_then_rotation() {
         serde_json::json!(["digital signature", "client auth"])
     );
     assert!(!kubeconfig.exists(), "no kubeconfig before the certificate");
+    // No serving certificate either: the node API's handshakes fail (kubelet's too), and
+    // /cluster says why.
+    let s = env.cluster_status();
+    let st = s["servingCertificate"]["status"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(st.contains("no serving certificate yet"), "{s}");
+    let (code, out) = curl(&ca, &format!("https://127.0.0.1:{port}/healthz"), None);
+    assert!(code != 0 && code != 60, "the handshake fails: {code} {out}");
 
     // 2. The controller-manager approves and signs it: files, kubeconfig, Node.
     let _kcm = start_controller_manager(&env.cp, &env.p("kcm.log"));
@@ -383,6 +472,162 @@ fn tls_bootstrap_then_rotation() {
     let renew_at = parse_time(cc["renewAt"].as_str().unwrap());
     assert!(renew_at < first_not_after, "{s}");
 
+    // 2b. serverTLSBootstrap: a kubelet-serving CSR by the node itself, which no controller
+    //     approves; the admin does, and the node API presents the issued certificate.
+    let serving_csr = |known: &[String]| {
+        env.csrs().into_iter().find(|c| {
+            c["spec"]["signerName"] == "kubernetes.io/kubelet-serving"
+                && !known.contains(
+                    &c["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+        })
+    };
+    let t_serving = Instant::now();
+    let first_serving = env.wait("the serving CSR", 60, || serving_csr(&[]));
+    let first_serving_name = first_serving["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        first_serving["spec"]["username"],
+        format!("system:node:{NODE}"),
+        "{first_serving}"
+    );
+    assert_eq!(
+        first_serving["spec"]["usages"],
+        serde_json::json!(["digital signature", "server auth"])
+    );
+    assert!(
+        !approved(&first_serving),
+        "not auto-approved: {first_serving}"
+    );
+    let st = env.wait("the serving CSR waiting in /cluster", 30, || {
+        let s = env.cluster_status();
+        let st = s["servingCertificate"]["status"].as_str()?.to_string();
+        st.contains("waiting for approval").then_some(st)
+    });
+    assert!(st.contains(&first_serving_name), "{st}");
+    let node_ip = env
+        .cp
+        .kubectl_json(&["get", "node", NODE])
+        .ok()
+        .and_then(|n| {
+            n["status"]["addresses"]
+                .as_array()?
+                .iter()
+                .find(|a| a["type"] == "InternalIP")
+                .and_then(|a| a["address"].as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| panic!("the Node's InternalIP\n{}", env.tail()));
+    let t_approve = Instant::now();
+    let out = env
+        .cp
+        .kubectl(&["certificate", "approve", &first_serving_name]);
+    assert!(out.status.success(), "{out:?}");
+    let serving_current = cert_dir.join("kubelet-server-current.pem");
+    let presented = |what: &str| {
+        env.wait(what, 60, || {
+            let (code, _) = curl(&ca, &format!("https://{node_ip}:{port}/healthz"), None);
+            (code == 0).then_some(())
+        })
+    };
+    presented("the node API presenting the issued serving certificate");
+    eprintln!(
+        "serving certificate: presented {:.1}s after the approval",
+        t_approve.elapsed().as_secs_f64()
+    );
+    let first_serving_file = std::fs::read_link(&serving_current).unwrap();
+    let fname = first_serving_file
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    assert!(
+        fname.starts_with("kubelet-server-20") && fname.len() == 38,
+        "{fname}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&first_serving_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // By name too (the DNS SAN), trusting only the cluster CA.
+    let (code, out) = curl(
+        &ca,
+        &format!("https://{NODE}:{port}/healthz"),
+        Some(&format!("{NODE}:{port}:127.0.0.1")),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        presented_serial(port),
+        file_serial(&serving_current),
+        "the node API presents the stored certificate"
+    );
+    let s = env.cluster_status();
+    let sc = &s["servingCertificate"];
+    assert_eq!(sc["subject"], format!("system:node:{NODE}"), "{s}");
+    let sans = sc["sans"].as_str().unwrap_or_default();
+    assert!(
+        sans.contains(&format!("DNS:{NODE}")) && sans.contains(&format!("IP:{node_ip}")),
+        "{s}"
+    );
+    // (Its renewal may be under way already on a slow machine: the status is not checked.)
+    assert!(
+        sc["renewAt"].is_string() && sc["notAfter"].is_string(),
+        "{s}"
+    );
+    // The API server reaches the node API and verifies it with the cluster CA: the node proxy,
+    // and kubectl logs (the simulator writes no logs: the test writes the container's log).
+    let out = env
+        .cp
+        .kubectl(&["get", "--raw", &format!("/api/v1/nodes/{NODE}/proxy/pods")]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("web-"),
+        "node proxy: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        env.tail()
+    );
+    let web = format!("web-{NODE}");
+    let pod_logs = env.wait("the static pod's log directory", 60, || {
+        std::fs::read_dir(env.p("logs"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("default_{web}_")))
+            })
+    });
+    std::fs::create_dir_all(pod_logs.join("c")).unwrap();
+    std::fs::write(
+        pod_logs.join("c/0.log"),
+        "2026-12-06T00:00:00.000000000Z stdout F hello-through-a-verified-node-api\n",
+    )
+    .unwrap();
+    let logs = env.wait("kubectl logs through the API server", 60, || {
+        let out = env.cp.kubectl(&["logs", "-n", "default", &web]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() {
+            eprintln!(
+                "kubectl logs: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        text.contains("hello-through-a-verified-node-api")
+            .then_some(text)
+    });
+    assert_eq!(logs, "hello-through-a-verified-node-api\n");
+    eprintln!(
+        "serverTLSBootstrap: CSR to kubectl logs in {:.1}s",
+        t_serving.elapsed().as_secs_f64()
+    );
+
     // 3. Rotation at 70-90 % of the lifetime, by the node itself, without a restart.
     let t_rotation = Instant::now();
     let rotated = env.wait("the client certificate rotated", 240, || {
@@ -403,7 +648,10 @@ fn tls_bootstrap_then_rotation() {
     let renewal = env
         .csrs()
         .into_iter()
-        .find(|c| c["spec"]["username"] == format!("system:node:{NODE}"))
+        .find(|c| {
+            c["spec"]["username"] == format!("system:node:{NODE}")
+                && c["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
+        })
         .unwrap_or_else(|| panic!("no renewal CSR by the node\n{}", env.tail()));
     assert!(approved(&renewal), "{renewal}");
     assert!(
@@ -414,6 +662,22 @@ fn tls_bootstrap_then_rotation() {
         "{renewal}"
     );
     assert!(first.exists(), "the old certificate file is kept");
+    // The serving certificate is renewed too (at 70-90 % of its lifetime): the admin approves
+    // the new CSR and the listener presents the new certificate, without a restart.
+    let renewal = env.wait("the serving certificate's renewal CSR", 240, || {
+        serving_csr(std::slice::from_ref(&first_serving_name))
+    });
+    let renewal_name = renewal["metadata"]["name"].as_str().unwrap().to_string();
+    let out = env.cp.kubectl(&["certificate", "approve", &renewal_name]);
+    assert!(out.status.success(), "{out:?}");
+    let old_serial = file_serial(&first_serving_file);
+    env.wait("the renewed serving certificate presented", 60, || {
+        let target = std::fs::read_link(&serving_current).ok()?;
+        let serial = presented_serial(port);
+        (target != first_serving_file && serial != old_serial && serial == file_serial(&target))
+            .then_some(())
+    });
+    presented("the renewed serving certificate verified with the cluster CA");
     // The first certificate expires: the Lease is still renewed, with the new identity.
     let wait_expiry = first_not_after
         .duration_since(SystemTime::now())
@@ -437,6 +701,38 @@ fn tls_bootstrap_then_rotation() {
     assert_eq!(agent.0.id(), agent_pid);
     let log = std::fs::read_to_string(env.p("agent.log")).unwrap();
     assert!(log.contains("client certificate rotated"), "{log}");
+    assert!(log.contains("serving certificate issued"), "{log}");
+
+    // 4. A restart serves the stored serving certificate at once (no CSR, no approval).
+    drop(agent);
+    let t_restart = Instant::now();
+    let _agent = start_agent(
+        &env,
+        port,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--client-ca-file",
+            ca.to_str().unwrap(),
+        ],
+    );
+    env.wait(
+        "the stored serving certificate presented after a restart",
+        60,
+        || {
+            let (code, _) = curl(&ca, &format!("https://{node_ip}:{port}/healthz"), None);
+            (code == 0 && presented_serial(port) == file_serial(&serving_current)).then_some(())
+        },
+    );
+    let log = std::fs::read_to_string(env.p("agent.log")).unwrap();
+    assert!(
+        log.contains("the node API serves the stored serving certificate"),
+        "{log}"
+    );
+    eprintln!(
+        "restart: the stored serving certificate presented {:.1}s after the start",
+        t_restart.elapsed().as_secs_f64()
+    );
     eprintln!("total: {:.1}s", started.elapsed().as_secs_f64());
 }
 
@@ -469,7 +765,7 @@ fn tls_bootstrap_bad_input_is_reported_and_retried() {
         &env.cp.pki("front-proxy-ca.crt").display().to_string(),
     );
     std::fs::write(&bootstrap, wrong_ca).unwrap();
-    let _agent = start_agent(&env, &[]);
+    let _agent = start_agent(&env, 0, &[]);
     let status = |what: &str, needle: &'static [&'static str]| {
         env.wait(what, 90, || {
             let s = env.cluster_status();

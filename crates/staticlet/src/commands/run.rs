@@ -141,6 +141,29 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
         ),
         None => None,
     };
+    // serverTLSBootstrap (with a cluster): the node API's serving certificate is the one the
+    // cluster issues (a valid one in the cert dir is used at once); tlsCertFile and
+    // tlsPrivateKeyFile are not used then, as in kubelet.
+    let serving = match (&node_api_listener, &args.kubeconfig) {
+        (Some(_), Some(_)) if settings.server_tls_bootstrap => {
+            let cfg = staticlet_cluster::serving::ServingConfig {
+                cert_dir: settings.node_api.cert_dir.clone(),
+                node_name: settings.node_name.clone(),
+                host_ip: host_ip.clone(),
+            };
+            let initial =
+                staticlet_cluster::serving::load(&cfg.store(), std::time::SystemTime::now());
+            let resolver = staticlet_cluster::certificate::SwappableIdentity::empty();
+            if let Some(id) = &initial {
+                resolver.set_until(id.key.clone(), id.not_after);
+            }
+            if settings.node_api.tls_cert_file.is_some() {
+                tracing::warn!("serverTLSBootstrap: the node API serves the certificate the cluster issues; tlsCertFile and tlsPrivateKeyFile are not used");
+            }
+            Some((cfg, resolver, initial))
+        }
+        _ => None,
+    };
     // The CRI endpoint is bound before anything starts too.
     let cri_listener = match &cri_socket {
         Some(path) => Some(
@@ -230,6 +253,14 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     if let Some(healthz) = settings.node_api.healthz {
         tokio::spawn(serve_healthz(healthz, shutdown.clone()));
     }
+    // The current cluster client (renewed with the client certificate), for the serving
+    // certificate's CSRs.
+    let (_fixed_client, fixed) =
+        tokio::sync::watch::channel(cluster_client.as_ref().map(|(c, _)| c.clone()));
+    let clients = match (&cluster_client, &cert_config) {
+        (None, Some(_)) => reviewer_rx.clone(),
+        _ => fixed,
+    };
     if let Some(listener) = node_api_listener {
         let reviewer = match (&cluster_client, &cert_config) {
             (Some((client, _)), _) => Some(staticlet_kubelet_server::auth::KubeReviewer::new(
@@ -250,7 +281,14 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
             .map(staticlet_kubelet_server::tls::ClientCa::load)
             .transpose()
             .map_err(|e| anyhow::anyhow!("node API (--client-ca-file): {e}"))?;
-        let tls = node_api_tls(&settings.node_api, &node, client_ca.as_ref())?;
+        let tls = match &serving {
+            Some((_, resolver, _)) => staticlet_kubelet_server::tls::server_config_with_resolver(
+                resolver.clone(),
+                client_ca.as_ref(),
+            )
+            .map_err(|e| anyhow::anyhow!("node API: {e}"))?,
+            None => node_api_tls(&settings.node_api, &node, client_ca.as_ref())?,
+        };
         let auth = node_api_auth(&settings.node_api, reviewer)?;
         info!(address = %listener.local_addr()?, "serving the node API (kubectl logs, exec, port-forward, top)");
         tokio::spawn(staticlet_kubelet_server::serve(
@@ -291,6 +329,17 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
             shutdown.clone(),
         ));
     }
+    let serving_task = serving.map(|(cfg, resolver, initial)| {
+        info!(cert_dir = %cfg.cert_dir.display(), "serverTLSBootstrap: the node API's serving certificate is requested from the cluster (kubernetes.io/kubelet-serving) and renewed");
+        tokio::spawn(staticlet_cluster::serving::run(
+            cfg,
+            resolver,
+            initial,
+            clients,
+            running.cluster.clone(),
+            shutdown.clone(),
+        ))
+    });
     tokio::spawn(crate::systemd::notify(
         running.desired.clone(),
         running.pods.clone(),
@@ -323,6 +372,9 @@ pub async fn run(args: options::RunArgs) -> Result<()> {
     shutdown.cancel();
     if let Some(mut t) = cluster_tasks {
         while t.join_next().await.is_some() {}
+    }
+    if let Some(t) = serving_task {
+        let _ = t.await;
     }
     running.wait().await;
     let _ = local.await;
