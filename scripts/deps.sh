@@ -50,6 +50,9 @@ test=(
   lintian           # checks the Debian package (scripts/package-deb.sh) in the package test
   binutils          # strip, for scripts/package-deb.sh
   dbus-daemon       # a private bus with a fake logind for the graceful node shutdown test
+  curl              # HTTPS requests to the node API in its e2e tests (node_api_e2e,
+                    # tls_bootstrap_e2e: a handshake verified with one CA only)
+  openssl           # s_client + x509: the serial of the certificate the node API presents
 )
 
 usage() {
