@@ -533,6 +533,43 @@ fn shim_records(env: &Env, name: &str) -> Vec<(String, serde_json::Value)> {
         .collect()
 }
 
+/// Pod `name`'s container `app` as the agent reports it running, its id, and its shim record
+/// (also running, the shim and the init alive), once they are (waits up to 180 s).
+fn wait_running(
+    env: &Env,
+    name: &str,
+    when: &str,
+) -> (serde_json::Value, String, serde_json::Value) {
+    let running = || {
+        let c = status(env, name, "app")?;
+        let id = c["containerID"]
+            .as_str()?
+            .strip_prefix(env.container_id_prefix())?
+            .to_string();
+        if !c["state"]["running"].is_object() {
+            return None;
+        }
+        let (_, st) = shim_records(env, name)
+            .into_iter()
+            .find(|(cid, _)| *cid == id)?;
+        // Both alive: an earlier kill of any moment may have left a record whose shim is gone
+        // (until the next relist kills its container).
+        let alive = |pid: &str, start: &str| {
+            st[pid]
+                .as_i64()
+                .is_some_and(|p| start_time(p) == st[start].as_u64())
+        };
+        (st["status"] == "running"
+            && alive("shim_pid", "shim_start_time")
+            && alive("pid", "pid_start_time"))
+        .then_some((c, id, st))
+    };
+    env.wait(&format!("{name} running ({when})"), 180, || {
+        running().is_some()
+    });
+    running().unwrap()
+}
+
 /// SIGKILL to `victim` of a container from its shim record; whether one was sent.
 fn kill_victim(st: &serde_json::Value, victim: Victim) -> bool {
     let (pid, start) = match victim {
@@ -568,7 +605,9 @@ fn sigkill_of_shims_and_of_containers() {
     let mut h = Harness::new(Backend::Embedded, "crashp", 3608, rng);
     h.env.start();
     h.check("start");
+    restart_policies(&mut h);
     let mut measured = [0usize; 2];
+    let mut measured_down = 0;
     for k in 0..2 * kills {
         let victim = if k % 2 == 0 {
             Victim::Shim
@@ -595,27 +634,20 @@ fn sigkill_of_shims_and_of_containers() {
             let i = candidates[h.rng.below(candidates.len() as u64) as usize];
             let name = format!("p{i}");
             let when = format!("kill {k} ({victim:?} of {name})");
-            let env = &h.env;
-            let running = || {
-                let c = status(env, &name, "app")?;
-                let id = c["containerID"]
-                    .as_str()?
-                    .strip_prefix(env.container_id_prefix())?
-                    .to_string();
-                if !c["state"]["running"].is_object() {
-                    return None;
-                }
-                let (_, st) = shim_records(env, &name)
-                    .into_iter()
-                    .find(|(cid, _)| *cid == id)?;
-                (st["status"] == "running").then_some((c, id, st))
-            };
-            env.wait(&format!("{name} running ({when})"), 180, || {
-                running().is_some()
-            });
-            let (before, id, st) = running().unwrap();
+            let (before, id, st) = wait_running(&h.env, &name, &when);
             let restarts = before["restartCount"].as_i64().unwrap();
+            // One in four while the agent is down: the next one finds the exit (or the
+            // orphan) when it adopts the pod.
+            let agent_down = h.rng.below(4) == 0;
+            if agent_down {
+                h.env.kill_agent();
+            }
             assert!(kill_victim(&st, victim), "{when}: nothing to kill: {st}");
+            if agent_down {
+                h.env.start();
+            }
+            measured_down += usize::from(agent_down);
+            let env = &h.env;
             let restarted = || {
                 status(env, &name, "app").filter(|c| {
                     c["restartCount"].as_i64() > Some(restarts)
@@ -648,9 +680,70 @@ fn sigkill_of_shims_and_of_containers() {
         }
     }
     h.finish(&format!(
-        "crash consistency (shims, containers): {kills} kills of each, measured: {} shims, {} containers",
+        "crash consistency (shims, containers): {kills} kills of each, measured: {} shims, {} containers ({measured_down} with the agent down)",
         measured[0], measured[1]
     ));
+}
+
+/// A killed shim or container and the pod's restartPolicy: under `Never` a killed shim leaves
+/// the container terminated (255, the orphan killed) and the pod `Failed`, never restarted;
+/// under `OnFailure` a killed container (137) and a killed shim (255) are failures: restarted.
+fn restart_policies(h: &mut Harness) {
+    let pod = |name: &str, policy: &str, marker: u32| {
+        h.env.pod_manifest(
+            name,
+            &format!(
+                "  hostNetwork: true\n  restartPolicy: {policy}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: IMAGE\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '{}0{marker}']\n",
+                h.marks
+            ),
+        )
+        .replace("spec:\n", "  annotations:\n    staticlet.io/backoff-initial: 200ms\n    staticlet.io/backoff-max: 1s\nspec:\n")
+    };
+    h.env.manifest("never", &pod("never", "Never", 90));
+    h.env
+        .manifest("onfailure", &pod("onfailure", "OnFailure", 91));
+    let env = &h.env;
+
+    let (_, _, st) = wait_running(env, "never", "restartPolicy Never");
+    assert!(kill_victim(&st, Victim::Shim));
+    env.wait("never: terminated, Failed", 120, || {
+        env.pod("never").is_some_and(|p| {
+            p["status"]["phase"] == "Failed"
+                && container_state(&p, "app").is_some_and(|c| {
+                    c["state"]["terminated"]["exitCode"] == 255 && c["restartCount"] == 0
+                })
+        })
+    });
+    env.wait("never's orphaned container killed", 60, || {
+        sleepers(&format!("{}090", h.marks)) == 0
+    });
+
+    let mut restarts = 0;
+    for (victim, code) in [(Victim::Container, 137), (Victim::Shim, 255)] {
+        let (_, _, st) = wait_running(env, "onfailure", &format!("OnFailure, {victim:?}"));
+        assert!(kill_victim(&st, victim));
+        restarts += 1;
+        env.wait(
+            &format!("onfailure restarted after {victim:?} kill"),
+            120,
+            || {
+                status(env, "onfailure", "app").is_some_and(|c| {
+                    c["restartCount"] == restarts
+                        && c["state"]["running"].is_object()
+                        && c["lastState"]["terminated"]["exitCode"] == code
+                })
+            },
+        );
+    }
+    for name in ["never", "onfailure"] {
+        let uid = env.uid(name);
+        h.uids_seen.insert(uid);
+        h.env.remove_manifest(name);
+    }
+    let env = &h.env;
+    env.wait("never and onfailure gone", 120, || {
+        env.pod("never").is_none() && env.pod("onfailure").is_none()
+    });
 }
 
 /// containerd (CRI backend) SIGKILLed at a random moment after a random change, and restarted
