@@ -718,11 +718,9 @@ fn restart_policies(h: &mut Harness) {
         sleepers(&format!("{}090", h.marks)) == 0
     });
 
-    let mut restarts = 0;
-    for (victim, code) in [(Victim::Container, 137), (Victim::Shim, 255)] {
+    for (restarts, (victim, code)) in [(1, (Victim::Container, 137)), (2, (Victim::Shim, 255))] {
         let (_, _, st) = wait_running(env, "onfailure", &format!("OnFailure, {victim:?}"));
         assert!(kill_victim(&st, victim));
-        restarts += 1;
         env.wait(
             &format!("onfailure restarted after {victim:?} kill"),
             120,
