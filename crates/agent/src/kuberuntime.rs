@@ -131,9 +131,12 @@ pub fn pod_cgroup_parent(uid: &str) -> String {
 }
 
 /// Removes the pod's cgroup ([`pod_cgroup_parent`]) in every cgroup hierarchy listed in
-/// `mountinfo` (normally `/proc/self/mountinfo`), with `rmdir` only (≈ kubelet's pod container
-/// manager `Destroy`, after the pod's sandboxes were removed). Blocking (a busy cgroup is
-/// retried for a moment). Idempotent; returns the directories left, with why.
+/// `mountinfo` (normally `/proc/self/mountinfo`), as kubelet's pod container manager `Destroy`
+/// does after the pod's sandboxes were removed: every process still in it or below it is killed
+/// (a leak: e.g. a container a runtime lost when it was killed in the middle of creating it),
+/// then the cgroups below it and itself are removed, deepest first, with `rmdir` only. Blocking
+/// (a busy cgroup is retried for a moment). Idempotent; returns how many processes were killed
+/// and the directories left, with why.
 ///
 /// It is the agent's job, not the runtime's: the agent chose the pod's cgroup parent; the
 /// runtimes create it implicitly (containerd through runc when the sandbox starts, the embedded
@@ -143,13 +146,13 @@ pub fn pod_cgroup_parent(uid: &str) -> String {
 pub fn remove_pod_cgroup(
     uid: &str,
     mountinfo: &Path,
-) -> Result<Vec<(PathBuf, std::io::Error)>, String> {
+) -> Result<(usize, Vec<(PathBuf, std::io::Error)>), String> {
     if uid.is_empty() || uid.contains('/') || uid.contains("..") {
         return Err(format!("refusing to remove the cgroup of pod UID {uid:?}"));
     }
     let hierarchies = staticlet_runtime::cgroups::hierarchies(mountinfo)
         .map_err(|e| format!("finding cgroup hierarchies: {e}"))?;
-    Ok(staticlet_runtime::cgroups::remove(
+    Ok(staticlet_runtime::cgroups::kill_and_remove_tree(
         &hierarchies,
         &pod_cgroup_parent(uid),
     ))
@@ -1144,13 +1147,13 @@ mod tests {
             std::fs::create_dir_all(h.join("staticlet/podu1")).unwrap();
             std::fs::create_dir_all(h.join("staticlet/podu2")).unwrap();
         }
-        assert!(remove_pod_cgroup("u1", &mountinfo).unwrap().is_empty());
+        assert!(remove_pod_cgroup("u1", &mountinfo).unwrap().1.is_empty());
         for h in [&cpu, &unified] {
             assert!(!h.join("staticlet/podu1").exists());
             assert!(h.join("staticlet/podu2").exists(), "another pod's is left");
         }
         assert!(
-            remove_pod_cgroup("u1", &mountinfo).unwrap().is_empty(),
+            remove_pod_cgroup("u1", &mountinfo).unwrap().1.is_empty(),
             "idempotent"
         );
         for bad in ["", "../x", "a/b"] {

@@ -155,6 +155,32 @@ fn kill_9(pid: i64, start: u64) -> bool {
             .is_ok_and(|s| s.success())
 }
 
+/// What is in pod `uid`'s cgroup (every hierarchy): each directory below it and the command
+/// lines of its processes (for a failure's message).
+fn cgroup_tree(uid: &str) -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        let procs: Vec<String> = std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .map(|pid| {
+                let c = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                format!("{pid}: {}", String::from_utf8_lossy(&c).replace('\0', " "))
+            })
+            .collect();
+        out.push(format!("{}: {procs:?}", dir.display()));
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for d in pod_cgroups(uid) {
+        walk(&d, &mut out);
+    }
+    out
+}
+
 /// The pods (`p0`..`p7`), what they should be, and what was seen of them across kills.
 struct Harness {
     env: Env,
@@ -393,8 +419,12 @@ impl Harness {
         while !left().is_empty() {
             assert!(
                 Instant::now() < deadline,
-                "left: {:#?}\nagent log:\n{}",
+                "left: {:#?}\npod cgroups: {:#?}\nagent log:\n{}",
                 left(),
+                self.uids_seen
+                    .iter()
+                    .flat_map(|u| cgroup_tree(u))
+                    .collect::<Vec<_>>(),
                 env.agent_log()
             );
             std::thread::sleep(Duration::from_millis(200));

@@ -1204,7 +1204,13 @@ impl Worker {
                     .map_err(|e| e.to_string())
                     .and_then(|r| r);
             match removed {
-                Ok(left) => {
+                Ok((killed, left)) => {
+                    if killed > 0 {
+                        warn!(
+                            processes = killed,
+                            "killed processes left in the pod's cgroup after its sandboxes were removed"
+                        );
+                    }
                     for (dir, e) in &left {
                         warn!(cgroup = %dir.display(), error = %e, "cannot remove the pod's cgroup");
                     }
