@@ -451,7 +451,8 @@ impl Harness {
         // never got back from RunPodSandbox (containerd killed in the middle of it) is
         // containerd's own leak: after its restart containerd no longer knows the sandbox, so no
         // CRI client can see or remove it (containerd/containerd#6860). Those are reported,
-        // not failed; a shim of any sandbox the agent created must be gone.
+        // not failed; a shim of any sandbox the agent created must be gone. (The agent's log is
+        // its current run's: the containerd test never restarts the agent.)
         let log = self.env.agent_log();
         let created: BTreeSet<&str> = log
             .split("pod sandbox created sandbox=")
@@ -480,11 +481,14 @@ impl Harness {
                 "{what}: containerd's own leak (shims of sandboxes it forgot, never returned to the agent): {containerds_own:#?}"
             );
         }
+        let sandboxes = match self.env.backend() {
+            Backend::Embedded => String::new(),
+            Backend::Containerd => format!(", {} sandboxes created", created.len()),
+        };
         eprintln!(
-            "{what}: {} pod UIDs, {} pod IPs, {} sandboxes created: no duplicate, no lost restart, nothing left{}",
+            "{what}: {} pod UIDs, {} pod IPs{sandboxes}: no duplicate, no lost restart, nothing left{}",
             self.uids_seen.len(),
             self.ips_seen.len(),
-            created.len(),
             if containerds_own.is_empty() {
                 String::new()
             } else {
