@@ -123,13 +123,19 @@ fn sleepers(marker: &str) -> usize {
 
 /// Processes whose command line contains `s` (shims, helpers).
 fn processes_with(s: &str) -> Vec<String> {
+    pids_with(s).into_iter().map(|(_, c)| c).collect()
+}
+
+/// Pids and command lines of the processes whose command line contains `s`.
+fn pids_with(s: &str) -> Vec<(i64, String)> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse().ok()?;
             let c = std::fs::read(e.path().join("cmdline")).ok()?;
             let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            c.contains(s).then_some(c)
+            c.contains(s).then_some((pid, c))
         })
         .collect()
 }
@@ -804,28 +810,54 @@ fn restart_policies(h: &mut Harness) {
 }
 
 /// containerd (CRI backend) SIGKILLed at a random moment after a random change, and restarted
-/// after a random pause, while the agent runs: every wanted pod converges, no pod gets a second
-/// ready sandbox or running container, and nothing is left once every manifest is removed.
+/// after a random pause, or one of its shims (a random sandbox's) SIGKILLed, while the agent
+/// runs: every wanted pod converges, no pod gets a second ready sandbox or running container,
+/// and nothing is left once every manifest is removed.
 #[test]
 fn sigkill_of_containerd() {
     if !Backend::Containerd.can_run() {
         return;
     }
     let kills = count("STATICLET_CRASH_CONTAINERD_KILLS", 10);
-    let rng = Rng::from_env(&format!("crash consistency (containerd): {kills} kills"));
+    let shim_kills = count("STATICLET_CRASH_CONTAINERD_SHIM_KILLS", 6);
+    let rng = Rng::from_env(&format!(
+        "crash consistency (containerd): {kills} kills, {shim_kills} shim kills"
+    ));
     let mut h = Harness::new(Backend::Containerd, "crashc", 3609, rng);
     h.env.start();
     h.check("start");
-    for k in 0..kills {
+    let sock = h.env.containerd().sock().display().to_string();
+    let (mut left, mut shims_left) = (kills, shim_kills);
+    let mut shims_killed = 0;
+    for k in 0..kills + shim_kills {
         h.random_change();
         std::thread::sleep(Duration::from_millis(h.rng.below(1500)));
-        h.env.containerd().kill();
-        h.no_duplicate_now(&format!("right after kill {k}"));
-        std::thread::sleep(Duration::from_millis(h.rng.below(1000)));
-        h.env.containerd().spawn();
-        if k % 3 == 2 || k + 1 == kills {
+        // containerd or one of its shims (one per sandbox), in a random order.
+        if h.rng.below((left + shims_left) as u64) < left as u64 {
+            left -= 1;
+            h.env.containerd().kill();
+            h.no_duplicate_now(&format!("right after kill {k} (containerd)"));
+            std::thread::sleep(Duration::from_millis(h.rng.below(1000)));
+            h.env.containerd().spawn();
+        } else {
+            shims_left -= 1;
+            let shims: Vec<(i64, String)> = pids_with(&sock)
+                .into_iter()
+                .filter(|(_, c)| c.contains("containerd-shim"))
+                .collect();
+            if !shims.is_empty() {
+                let (pid, _) = &shims[h.rng.below(shims.len() as u64) as usize];
+                if let Some(start) = start_time(*pid) {
+                    shims_killed += usize::from(kill_9(*pid, start));
+                }
+            }
+            h.no_duplicate_now(&format!("right after kill {k} (a shim)"));
+        }
+        if k % 3 == 2 || k + 1 == kills + shim_kills {
             h.check(&format!("kill {k}"));
         }
     }
-    h.finish(&format!("crash consistency (containerd): {kills} kills"));
+    h.finish(&format!(
+        "crash consistency (containerd): {kills} kills, {shims_killed} shims killed"
+    ));
 }
