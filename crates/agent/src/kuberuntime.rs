@@ -45,6 +45,38 @@ impl NodeContext {
     }
 }
 
+/// The attempt after the highest one whose log file is named in `names` (the entries of a
+/// container's log directory): one more than the highest `N` of `N.log` or a rotated
+/// `N.log.<suffix>`; 0 when there is none. kubelet's `calcRestartCountByLogDir`, which gives a
+/// container's restart count when the runtime no longer holds any container of that name.
+pub fn next_attempt_from_log_names<'a>(names: impl IntoIterator<Item = &'a str>) -> u32 {
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let (num, rest) = n.split_once(".log")?;
+            let valid = !num.is_empty()
+                && num.bytes().all(|b| b.is_ascii_digit())
+                && (rest.is_empty() || rest.starts_with('.'));
+            valid.then(|| num.parse::<u32>().ok()).flatten()
+        })
+        .map(|n| n.saturating_add(1))
+        .max()
+        .unwrap_or(0)
+}
+
+/// [`next_attempt_from_log_names`] of the files in `dir` (a container's log directory, e.g.
+/// `<log-dir>/<ns>_<pod>_<uid>/<container>`); 0 when it cannot be read.
+pub fn next_attempt_from_logs(dir: &Path) -> u32 {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    next_attempt_from_log_names(names.iter().map(String::as_str))
+}
+
 /// The role of a container in its pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ContainerKind {
@@ -1125,6 +1157,34 @@ mod tests {
         assert_eq!(
             text,
             format!("# Kubernetes-managed hosts file (host network).\n{node}\n# Entries added by HostAliases.\n10.1.1.1\ta\n")
+        );
+    }
+
+    #[test]
+    fn next_attempt_from_log_names_table() {
+        let cases: &[(&[&str], u32)] = &[
+            (&[], 0),
+            (&["0.log"], 1),
+            (&["0.log", "3.log", "1.log"], 4),
+            (&["2.log.20261206-230000", "1.log"], 3),
+            (&["x.log", "1x.log", ".log", "5.logs", "7.txt", "-1.log"], 0),
+            (&["4294967295.log"], u32::MAX),
+        ];
+        for (names, want) in cases {
+            assert_eq!(
+                next_attempt_from_log_names(names.iter().copied()),
+                *want,
+                "{names:?}"
+            );
+        }
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(next_attempt_from_logs(&d.path().join("missing")), 0);
+        std::fs::write(d.path().join("2.log"), "").unwrap();
+        std::fs::create_dir(d.path().join("9.log")).unwrap();
+        assert_eq!(
+            next_attempt_from_logs(d.path()),
+            3,
+            "directories do not count"
         );
     }
 
