@@ -453,12 +453,15 @@ impl Harness {
             Backend::Embedded => self.env.root().display().to_string(),
             Backend::Containerd => self.env.containerd().sock().display().to_string(),
         };
-        // containerd's shims are per sandbox (`-id <sandbox id>`). A shim of a sandbox the agent
-        // never got back from RunPodSandbox (containerd killed in the middle of it) is
-        // containerd's own leak: after its restart containerd no longer knows the sandbox, so no
-        // CRI client can see or remove it (containerd/containerd#6860). Those are reported,
-        // not failed; a shim of any sandbox the agent created must be gone. (The agent's log is
-        // its current run's: the containerd test never restarts the agent.)
+        // containerd's shims are per sandbox (`-id <sandbox id>`). Once CRI lists none of the
+        // agent's sandboxes (checked above), a shim still running is containerd's own leak: no
+        // CRI client can see or remove it. Two kinds were seen, both reported (with what the
+        // agent's and containerd's logs say of the sandbox), not failed:
+        // - a sandbox the agent never got back from RunPodSandbox (containerd killed in the
+        //   middle of it forgets the sandbox, not its shim: containerd/containerd#6860);
+        // - a sandbox the agent created, stopped and removed through CRI while containerd was
+        //   being killed and restarted (containerd/containerd#10421 is the same symptom).
+        // The embedded runtime's shims are the agent's own: any one left fails.
         let log = self.env.agent_log();
         let created: BTreeSet<&str> = log
             .split("pod sandbox created sandbox=")
@@ -472,19 +475,35 @@ impl Harness {
                 .filter(|c| {
                     !c.contains(" run --hostname-override") && !c.starts_with("containerd ")
                 })
-                .partition(|c| {
-                    let id = c.split(" -id ").nth(1).and_then(|s| s.split(' ').next());
-                    id.is_none_or(|id| created.contains(id))
-                });
-            if ours.is_empty() {
+                .partition(|c| !c.contains("containerd-shim"));
+            if ours.is_empty() && (theirs.is_empty() || Instant::now() >= deadline) {
                 break theirs;
             }
             assert!(Instant::now() < deadline, "processes left: {ours:#?}");
             std::thread::sleep(Duration::from_millis(200));
         };
-        if !containerds_own.is_empty() {
+        for shim in &containerds_own {
+            let id = shim
+                .split(" -id ")
+                .nth(1)
+                .and_then(|s| s.split(' ').next())
+                .unwrap_or_default();
+            let mentions = |log: &str| -> Vec<String> {
+                log.lines()
+                    .filter(|l| !id.is_empty() && l.contains(id))
+                    .map(|l| l.chars().take(300).collect())
+                    .collect()
+            };
+            let containerd_log = self.env.containerd().log();
             eprintln!(
-                "{what}: containerd's own leak (shims of sandboxes it forgot, never returned to the agent): {containerds_own:#?}"
+                "{what}: containerd left the shim of sandbox {id} ({}): {shim}\nagent log:\n{}\ncontainerd log:\n{}",
+                if created.contains(id) {
+                    "created by the agent, removed through CRI"
+                } else {
+                    "never returned to the agent"
+                },
+                mentions(&log).join("\n"),
+                mentions(&containerd_log).join("\n")
             );
         }
         let sandboxes = match self.env.backend() {
@@ -498,7 +517,7 @@ impl Harness {
             if containerds_own.is_empty() {
                 String::new()
             } else {
-                format!(" (but {} shims containerd forgot)", containerds_own.len())
+                format!(" (but {} shims containerd left)", containerds_own.len())
             }
         );
     }
