@@ -2,19 +2,21 @@
 //! something is killed with SIGKILL at random moments:
 //! - the agent (embedded runtime), and the agent made to die at each fault point
 //!   (`staticlet_runtime::fault`), the moments random kills rarely hit;
-//! - shims and containers' processes (embedded runtime), the agent running;
-//! - containerd (CRI backend), the agent running.
+//! - shims and containers' processes (embedded runtime), the agent running (or down);
+//! - containerd and its shims (CRI backend), the agent running.
 //!
 //! After every kill round ([`Harness::check`]): every wanted pod converges, no container runs
 //! twice, restart counts never go backwards (with containerd: no pod has two ready sandboxes or
 //! two running containers of one name). At the end ([`Harness::finish`]), with every manifest
 //! removed: nothing is left — sandboxes, containers, shim and container processes, mounts, pod
-//! cgroups, pod directories, IP allocations.
+//! cgroups, pod directories, IP allocations (containerd's own shim leaks are reported).
 //!
 //! Sizes: `STATICLET_CRASH_KILLS` random agent kills (default 30, CI's size; the soak is 200),
 //! `STATICLET_CRASH_PROCESS_KILLS` kills of each kind of process (shims, containers; default 12),
-//! `STATICLET_CRASH_CONTAINERD_KILLS` containerd kills (default 10). `STATICLET_CRASH_SEED`
-//! replays a run's order (the seed is printed; timing still varies).
+//! `STATICLET_CRASH_CONTAINERD_KILLS` containerd kills (default 10),
+//! `STATICLET_CRASH_CONTAINERD_SHIM_KILLS` containerd shim kills (default 6).
+//! `STATICLET_CRASH_SEED` replays a run's order (the seed is printed; timing still varies). The
+//! tests can run side by side (each has its own node name and process markers).
 // Real processes in real time: std::time::Instant is right here.
 #![allow(clippy::disallowed_types)]
 
