@@ -656,6 +656,24 @@ fn wait_running(
     running().unwrap()
 }
 
+/// The files of a shim's state directory and their contents (for a failure's message).
+fn shim_dir_contents(dir: &std::path::Path) -> String {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let text = std::fs::read(e.path()).unwrap_or_default();
+            format!(
+                "{}:\n{}",
+                e.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&text)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// SIGKILL to `victim` of a container from its shim record; whether one was sent.
 fn kill_victim(st: &serde_json::Value, victim: Victim) -> bool {
     let (pid, start) = match victim {
@@ -755,8 +773,10 @@ fn sigkill_of_shims_and_of_containers() {
                     && exit["exitCode"] == want
                     && exit["reason"] == "Error"
                     && exit["containerID"] == before["containerID"],
-                "{when}: want restart count {} and exit {want} of {id}, got {after}",
-                restarts + 1
+                "{when} (agent down: {agent_down}): want restart count {} and exit {want} of {id}, got {after}\nshim record before the kill: {st}\nshim directory now: {}\nagent log:\n{}",
+                restarts + 1,
+                shim_dir_contents(&env.root().join("runtime/containers").join(&id).join("shim")),
+                env.agent_log()
             );
             assert_eq!(sleepers(&h.marker(i)), 1, "{when}: {name} runs once");
             measured[victim as usize] += 1;
