@@ -155,14 +155,15 @@ fn pids_with(s: &str) -> Vec<(i64, String)> {
 }
 
 /// Field 22 of `/proc/<pid>/stat` (start time): with the pid, names one process for good.
+/// `None` when the process is gone, or dead and not reaped yet (a zombie: a shim killed a moment
+/// ago stays one until init reaps it).
 fn start_time(pid: i64) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// SIGKILL to `pid` if it is still the process that started at `start`; whether it was sent.
