@@ -16,8 +16,7 @@
 //! `STATICLET_CRASH_CONTAINERD_KILLS` containerd kills (default 10),
 //! `STATICLET_CRASH_CONTAINERD_SHIM_KILLS` containerd shim kills (default 6).
 //! `STATICLET_CRASH_SEED` replays a run's order (the seed is printed; timing still varies). The
-//! tests run one at a time ([`ONE_AT_A_TIME`]), though each has its own node name and process
-//! markers.
+//! tests can run side by side (each has its own node name and process markers).
 // Real processes in real time: std::time::Instant is right here.
 #![allow(clippy::disallowed_types)]
 
@@ -30,17 +29,6 @@ use std::time::{Duration, Instant};
 use staticlet_runtime::{labels, ContainerRuntime, ContainerState, LabelSelector, SandboxState};
 
 use common::*;
-
-/// The tests of this file run one after the other: run side by side (the agent-kill test next to
-/// the shim and container test), a measured container kill sometimes found its shim gone
-/// without an exit record (docs/reliability.md, "Open"). `STATICLET_CRASH_SIDE_BY_SIDE=1` runs
-/// them side by side again, to reproduce it.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> Option<std::sync::MutexGuard<'static, ()>> {
-    (std::env::var("STATICLET_CRASH_SIDE_BY_SIDE").as_deref() != Ok("1"))
-        .then(|| ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()))
-}
 
 /// A small deterministic generator (the seed is printed, so a failing run can be replayed).
 struct Rng(u64);
@@ -473,7 +461,8 @@ impl Harness {
         // CRI client can see or remove it. Two kinds were seen, both reported (with what the
         // agent's and containerd's logs say of the sandbox), not failed:
         // - a sandbox the agent never got back from RunPodSandbox (containerd killed in the
-        //   middle of it forgets the sandbox, not its shim: containerd/containerd#6860);
+        //   middle of it): containerd lists it after its restart and the agent removes it, but
+        //   its shim runs on (containerd/containerd#6860);
         // - a sandbox the agent created, stopped and removed through CRI while containerd was
         //   being killed and restarted (containerd/containerd#10421 is the same symptom).
         // The embedded runtime's shims are the agent's own: any one left fails.
@@ -543,7 +532,6 @@ fn sigkill_at_random_moments_and_at_every_fault_point() {
     if !can_run() {
         return;
     }
-    let _serial = one_at_a_time();
     let kills = count("STATICLET_CRASH_KILLS", 30);
     let rng = Rng::from_env(&format!("crash consistency (agent): {kills} kills"));
     let mut h = Harness::new(Backend::Embedded, "crash", 3607, rng);
@@ -716,7 +704,6 @@ fn sigkill_of_shims_and_of_containers() {
     if !can_run() {
         return;
     }
-    let _serial = one_at_a_time();
     let kills = count("STATICLET_CRASH_PROCESS_KILLS", 12);
     let rng = Rng::from_env(&format!(
         "crash consistency (shims, containers): {kills} kills of each"
@@ -874,7 +861,6 @@ fn sigkill_of_containerd() {
     if !Backend::Containerd.can_run() {
         return;
     }
-    let _serial = one_at_a_time();
     let kills = count("STATICLET_CRASH_CONTAINERD_KILLS", 10);
     let shim_kills = count("STATICLET_CRASH_CONTAINERD_SHIM_KILLS", 6);
     let rng = Rng::from_env(&format!(
