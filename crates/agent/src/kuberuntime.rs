@@ -45,6 +45,38 @@ impl NodeContext {
     }
 }
 
+/// The attempt after the highest one whose log file is named in `names` (the entries of a
+/// container's log directory): one more than the highest `N` of `N.log` or a rotated
+/// `N.log.<suffix>`; 0 when there is none. kubelet's `calcRestartCountByLogDir`, which gives a
+/// container's restart count when the runtime no longer holds any container of that name.
+pub fn next_attempt_from_log_names<'a>(names: impl IntoIterator<Item = &'a str>) -> u32 {
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let (num, rest) = n.split_once(".log")?;
+            let valid = !num.is_empty()
+                && num.bytes().all(|b| b.is_ascii_digit())
+                && (rest.is_empty() || rest.starts_with('.'));
+            valid.then(|| num.parse::<u32>().ok()).flatten()
+        })
+        .map(|n| n.saturating_add(1))
+        .max()
+        .unwrap_or(0)
+}
+
+/// [`next_attempt_from_log_names`] of the files in `dir` (a container's log directory, e.g.
+/// `<log-dir>/<ns>_<pod>_<uid>/<container>`); 0 when it cannot be read.
+pub fn next_attempt_from_logs(dir: &Path) -> u32 {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    next_attempt_from_log_names(names.iter().map(String::as_str))
+}
+
 /// The role of a container in its pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ContainerKind {
@@ -131,9 +163,12 @@ pub fn pod_cgroup_parent(uid: &str) -> String {
 }
 
 /// Removes the pod's cgroup ([`pod_cgroup_parent`]) in every cgroup hierarchy listed in
-/// `mountinfo` (normally `/proc/self/mountinfo`), with `rmdir` only (≈ kubelet's pod container
-/// manager `Destroy`, after the pod's sandboxes were removed). Blocking (a busy cgroup is
-/// retried for a moment). Idempotent; returns the directories left, with why.
+/// `mountinfo` (normally `/proc/self/mountinfo`), as kubelet's pod container manager `Destroy`
+/// does after the pod's sandboxes were removed: every process still in it or below it is killed
+/// (a leak: e.g. a container a runtime lost when it was killed in the middle of creating it),
+/// then the cgroups below it and itself are removed, deepest first, with `rmdir` only. Blocking
+/// (a busy cgroup is retried for a moment). Idempotent; returns how many processes were killed
+/// and the directories left, with why.
 ///
 /// It is the agent's job, not the runtime's: the agent chose the pod's cgroup parent; the
 /// runtimes create it implicitly (containerd through runc when the sandbox starts, the embedded
@@ -143,13 +178,13 @@ pub fn pod_cgroup_parent(uid: &str) -> String {
 pub fn remove_pod_cgroup(
     uid: &str,
     mountinfo: &Path,
-) -> Result<Vec<(PathBuf, std::io::Error)>, String> {
+) -> Result<(usize, Vec<(PathBuf, std::io::Error)>), String> {
     if uid.is_empty() || uid.contains('/') || uid.contains("..") {
         return Err(format!("refusing to remove the cgroup of pod UID {uid:?}"));
     }
     let hierarchies = staticlet_runtime::cgroups::hierarchies(mountinfo)
         .map_err(|e| format!("finding cgroup hierarchies: {e}"))?;
-    Ok(staticlet_runtime::cgroups::remove(
+    Ok(staticlet_runtime::cgroups::kill_and_remove_tree(
         &hierarchies,
         &pod_cgroup_parent(uid),
     ))
@@ -1126,6 +1161,34 @@ mod tests {
     }
 
     #[test]
+    fn next_attempt_from_log_names_table() {
+        let cases: &[(&[&str], u32)] = &[
+            (&[], 0),
+            (&["0.log"], 1),
+            (&["0.log", "3.log", "1.log"], 4),
+            (&["2.log.20261206-230000", "1.log"], 3),
+            (&["x.log", "1x.log", ".log", "5.logs", "7.txt", "-1.log"], 0),
+            (&["4294967295.log"], u32::MAX),
+        ];
+        for (names, want) in cases {
+            assert_eq!(
+                next_attempt_from_log_names(names.iter().copied()),
+                *want,
+                "{names:?}"
+            );
+        }
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(next_attempt_from_logs(&d.path().join("missing")), 0);
+        std::fs::write(d.path().join("2.log"), "").unwrap();
+        std::fs::create_dir(d.path().join("9.log")).unwrap();
+        assert_eq!(
+            next_attempt_from_logs(d.path()),
+            3,
+            "directories do not count"
+        );
+    }
+
+    #[test]
     fn pod_cgroup_is_removed_in_every_hierarchy_of_the_mount_table() {
         let d = tempfile::tempdir().unwrap();
         let (cpu, unified) = (d.path().join("cpu"), d.path().join("unified"));
@@ -1144,13 +1207,13 @@ mod tests {
             std::fs::create_dir_all(h.join("staticlet/podu1")).unwrap();
             std::fs::create_dir_all(h.join("staticlet/podu2")).unwrap();
         }
-        assert!(remove_pod_cgroup("u1", &mountinfo).unwrap().is_empty());
+        assert!(remove_pod_cgroup("u1", &mountinfo).unwrap().1.is_empty());
         for h in [&cpu, &unified] {
             assert!(!h.join("staticlet/podu1").exists());
             assert!(h.join("staticlet/podu2").exists(), "another pod's is left");
         }
         assert!(
-            remove_pod_cgroup("u1", &mountinfo).unwrap().is_empty(),
+            remove_pod_cgroup("u1", &mountinfo).unwrap().1.is_empty(),
             "idempotent"
         );
         for bad in ["", "../x", "a/b"] {

@@ -523,6 +523,47 @@ fn restarts(v: &PodsView, uid: &str) -> Option<i32> {
     Some(v.get(uid)?.status.container_statuses.as_ref()?[0].restart_count)
 }
 
+/// A dead sandbox is replaced and removed with its containers; the containers started in the
+/// new one continue the attempt numbers (kubelet: restart count +1), never back to 0.
+#[tokio::test(start_paused = true)]
+async fn restart_count_survives_the_removal_of_a_dead_sandbox() {
+    let clock = Clock::new();
+    let rt = FakeRuntime::new(clock);
+    let mut h = start(&rt, clock);
+    let p = pod("sb", "  containers:\n  - {name: app, image: busybox}\n");
+    h.set(vec![p.clone()]).await;
+    let running = |v: &PodsView, n: i32| {
+        restarts(v, &p.uid) == Some(n)
+            && v.get(&p.uid).is_some_and(|pv| {
+                pv.status.container_statuses.as_ref().unwrap()[0]
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.running.is_some())
+            })
+    };
+    h.until("running", |v| running(v, 0)).await;
+    for n in 1..=2 {
+        let id = rt
+            .containers()
+            .into_iter()
+            .find(|c| c.state == staticlet_runtime::ContainerState::Running);
+        rt.crash(&id.unwrap().id, 1);
+        h.until("restarted", |v| running(v, n)).await;
+    }
+    let sb = rt.sandboxes().into_iter().next().unwrap();
+    rt.kill_sandbox(&sb.id);
+    h.until("running in a new sandbox, restart count 3", |v| {
+        running(v, 3)
+    })
+    .await;
+    let sandboxes = rt.sandboxes();
+    assert!(
+        sandboxes.iter().all(|s| s.id != sb.id),
+        "the dead sandbox is removed: {sandboxes:?}"
+    );
+    h.stop.cancel();
+}
+
 /// `staticlet stop|start|restart pod`: a stopped pod stays shown as Stopped (and stopped for a
 /// later agent, from its record on disk) until started; a restart stops and starts the pod in
 /// place (its restart count goes up); unknown pods and restarting a stopped pod are refused.
@@ -1514,9 +1555,10 @@ async fn pod_cgroup_and_directory_go_with_the_pod_also_after_a_restart() {
     h.stop.cancel();
 }
 
-/// A pod cgroup that cannot be removed (still busy: here a child cgroup left in one hierarchy)
-/// keeps the pod's directory, so the agent's next start tries again (the sweep of the test
-/// above); the cgroups of the other hierarchies go.
+/// A pod cgroup that cannot be removed (still busy: here a child cgroup in one hierarchy that
+/// refuses `rmdir`) keeps the pod's directory, so the agent's next start tries again (the sweep
+/// of the test above); the cgroups of the other hierarchies go, with an empty child cgroup a
+/// runtime left behind (containerd killed while creating a container leaves one).
 #[tokio::test(start_paused = true)]
 async fn a_busy_pod_cgroup_keeps_the_pod_directory_for_the_next_start() {
     let clock = Clock::new();
@@ -1532,8 +1574,11 @@ async fn a_busy_pod_cgroup_keeps_the_pod_directory_for_the_next_start() {
     for d in &cgroups {
         std::fs::create_dir_all(d).unwrap();
     }
-    // Something still holds the first hierarchy's pod cgroup.
+    // Something still holds the first hierarchy's pod cgroup (a file: `rmdir` refuses it, as a
+    // cgroup that cannot be emptied refuses it).
     std::fs::create_dir_all(cgroups[0].join("stray")).unwrap();
+    std::fs::write(cgroups[0].join("stray/busy"), "").unwrap();
+    std::fs::create_dir_all(cgroups[1].join("left-by-a-runtime/deeper")).unwrap();
     h.set(vec![]).await;
     h.until("pod gone", |v| v.is_empty()).await;
     assert!(cgroups[0].join("stray").is_dir());

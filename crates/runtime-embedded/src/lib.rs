@@ -511,6 +511,25 @@ impl Inner {
         }
     }
 
+    /// A container seen running whose shim is gone without recording its exit (the shim was
+    /// killed): nothing logs its output, records its exit or serves its attach socket any
+    /// more, so it is killed (every process of its cgroups) and its exit recorded as unknown
+    /// (255, as `stop` does for a container whose shim died), then reported. containerd does
+    /// the same when a shim dies (its cleanup force-deletes the task). Called with the watch
+    /// of `id` claimed; the report releases it.
+    fn finish_orphan(self: &Arc<Self>, id: String, shim_dir: PathBuf) {
+        warn!(container = %id, "the container's shim is gone without recording its exit: killing the container");
+        let inner = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) =
+                staticlet_shim::stop(&shim_dir, nix::sys::signal::Signal::SIGKILL, Duration::ZERO)
+            {
+                warn!(container = %id, "cannot stop the container of a dead shim: {e}");
+            }
+            inner.report_exit(&id);
+        });
+    }
+
     /// Watches the exits of running containers that nobody watches yet (containers whose shims
     /// an earlier agent started), through pidfds. Called with what a list or status read saw.
     fn watch_exits(self: &Arc<Self>, seen: &[ContainerStatus]) {
@@ -522,11 +541,25 @@ impl Inner {
                 continue;
             }
             let id = st.id.0.clone();
-            let shim = staticlet_shim::read_state(&self.container_dir(&id).join("shim"));
-            let Some(fd) = shim.ok().as_ref().and_then(exits::open_shim) else {
-                // Gone since the read: the next read shows the exit.
-                self.exits.release(&id);
-                continue;
+            let shim_dir = self.container_dir(&id).join("shim");
+            let shim = staticlet_shim::read_state(&shim_dir);
+            let fd = match shim {
+                Ok(s) => match exits::open_shim(&s) {
+                    Some(fd) => fd,
+                    None if !s.is_exited() => {
+                        self.finish_orphan(id, shim_dir);
+                        continue;
+                    }
+                    // Exited since the read: the next read shows the exit.
+                    None => {
+                        self.exits.release(&id);
+                        continue;
+                    }
+                },
+                Err(_) => {
+                    self.exits.release(&id);
+                    continue;
+                }
             };
             let inner = self.clone();
             tokio::spawn(async move {

@@ -83,6 +83,10 @@ const TESTS: &[Test] = &[
         "exits_are_events_also_for_shims_of_an_earlier_runtime",
         exits_are_events_also_for_shims_of_an_earlier_runtime,
     ),
+    (
+        "a_container_whose_shim_is_killed_is_killed_and_its_exit_recorded",
+        a_container_whose_shim_is_killed_is_killed_and_its_exit_recorded,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -1136,4 +1140,59 @@ fn exits_are_events_also_for_shims_of_an_earlier_runtime() {
     assert_eq!(ev.pod_uid, pod.sandbox_config.uid);
     let st = pod.block_on(later.container_status(&second)).unwrap();
     assert_eq!((st.state, st.exit_code), (ContainerState::Exited, Some(3)));
+}
+
+/// A shim killed with SIGKILL (its container orphaned: nothing logs its output or records its
+/// exit any more): a list (the agent relists every second) kills the container and records its
+/// exit as unknown (255), reported as an event; for a shim the runtime started (its child) and
+/// for one an earlier runtime started (an agent restarted since).
+fn a_container_whose_shim_is_killed_is_killed_and_its_exit_recorded() {
+    let pod = Pod::new("orphan", true);
+    let all = LabelSelector::pod(&pod.sandbox_config.uid);
+    let later = EmbeddedRuntime::new(runtime_config(pod.dir.path())).unwrap();
+    for (which, runtime) in [("own", &pod.runtime), ("earlier", &later)] {
+        let mut events = runtime.subscribe_events().unwrap();
+        let marker = unique().to_string();
+        let id = pod.container(which, &["sleep", &marker]);
+        let state = pod
+            .dir
+            .path()
+            .join("root/runtime/containers")
+            .join(&id.0)
+            .join("shim");
+        let st = staticlet_shim::read_state(&state).unwrap();
+        assert_eq!(st.status, staticlet_shim::Status::Running, "{st:?}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(st.shim_pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait("the shim gone", || !staticlet_shim::client::shim_alive(&st));
+        let ev = pod.block_on(async {
+            tokio::time::timeout(DEADLINE, async {
+                loop {
+                    runtime.list_containers(&all).await.unwrap();
+                    let got = tokio::time::timeout(
+                        Duration::from_millis(200),
+                        exit_event(&mut events, &id),
+                    );
+                    if let Ok(ev) = got.await {
+                        return ev;
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{which}: no exit event"))
+        });
+        assert_eq!(ev.state, ContainerState::Exited, "{which}");
+        let st = pod.block_on(runtime.container_status(&id)).unwrap();
+        assert_eq!(
+            (st.state, st.exit_code, st.reason.as_str()),
+            (ContainerState::Exited, Some(255), "Error"),
+            "{which}: {st:?}"
+        );
+        wait("the orphaned container killed", || {
+            processes(&format!("sleep {marker}")).is_empty()
+        });
+    }
 }

@@ -5,7 +5,9 @@
 //! Hierarchies come from `/proc/self/mountinfo` (every mount of type `cgroup` or `cgroup2`: one
 //! per v1 controller, the v2 tree, both on a hybrid host), never from hard-coded paths. Removal is
 //! `rmdir` only: a cgroup that still has processes or child cgroups refuses it (`EBUSY`), which
-//! is what keeps a live cgroup safe; nothing is ever deleted recursively.
+//! is what keeps a live cgroup safe. [`kill_and_remove_tree`] is for an owner that knows nothing
+//! may run in a cgroup any more (a pod's, once all of its sandboxes are gone): it kills what is
+//! left, then removes the cgroups below, deepest first, still with `rmdir` only.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -201,6 +203,81 @@ fn rmdir_retrying(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// The pids listed in the `cgroup.procs` of cgroup `path` and of every cgroup below it, in every
+/// hierarchy that shows it (sorted, each once).
+pub fn pids_below(hierarchies: &[Hierarchy], path: &str) -> Vec<i32> {
+    fn walk(dir: &Path, pids: &mut Vec<i32>) {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path(), pids);
+            }
+        }
+    }
+    let mut pids = Vec::new();
+    for dir in hierarchies.iter().filter_map(|h| h.dir_of(path)) {
+        walk(&dir, &mut pids);
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// How often [`kill_and_remove_tree`] looks for processes left (a process can fork while
+/// being killed), and the pause after each round of kills.
+const KILL_ROUNDS: u32 = 5;
+const KILL_PAUSE: Duration = Duration::from_millis(50);
+
+/// Kills (SIGKILL) every process in cgroup `path` and below, then removes the cgroups below it
+/// (deepest first) and `path` itself in every hierarchy, `rmdir` only — as kubelet's pod
+/// container manager does when a pod is gone (`Destroy`: `tryKillingCgroupProcesses`, then the
+/// cgroup manager's removal of the whole sub-tree). Only for a cgroup its owner knows nothing
+/// may run in any more: a pod's, once all of its sandboxes are gone, where whatever still runs
+/// is a leak (a container a runtime lost track of when it crashed, a container cgroup a runtime
+/// left behind). Blocking. Returns how many processes were killed and the directories that
+/// could not be removed, with why.
+pub fn kill_and_remove_tree(
+    hierarchies: &[Hierarchy],
+    path: &str,
+) -> (usize, Vec<(PathBuf, io::Error)>) {
+    let mut killed = 0;
+    for _ in 0..KILL_ROUNDS {
+        let pids = pids_below(hierarchies, path);
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                if rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok() {
+                    killed += 1;
+                }
+            }
+        }
+        std::thread::sleep(KILL_PAUSE);
+    }
+    fn remove_below(dir: &Path, failed: &mut Vec<(PathBuf, io::Error)>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let child = e.path();
+                remove_below(&child, failed);
+                if let Err(e) = rmdir_retrying(&child) {
+                    failed.push((child, e));
+                }
+            }
+        }
+    }
+    let mut failed = Vec::new();
+    for dir in hierarchies.iter().filter_map(|h| h.dir_of(path)) {
+        remove_below(&dir, &mut failed);
+        if let Err(e) = rmdir_retrying(&dir) {
+            failed.push((dir, e));
+        }
+    }
+    (killed, failed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +452,63 @@ garbage line
         assert!(remove(&h, "/staticlet/podu1").is_empty());
         assert!(d.join("unified/staticlet").is_dir());
         assert!(d.join("cpu/staticlet").is_dir());
+    }
+
+    /// What is left in a gone pod's cgroup is killed and the sub-tree removed, deepest first;
+    /// a directory that cannot go (here: holding a file, as a busy cgroup refuses `rmdir`) is
+    /// reported with its ancestors, and another pod's cgroup is never touched.
+    #[test]
+    fn kill_and_remove_tree_kills_what_is_left_and_removes_the_sub_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let d = d.path();
+        let h = [Hierarchy {
+            mount_point: d.join("cpu"),
+            root: "/".into(),
+            v2: false,
+            options: vec![],
+        }];
+        // A leaked process, listed in a container cgroup two levels down.
+        let mut leak = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let pod = d.join("cpu/staticlet/podu1");
+        std::fs::create_dir_all(pod.join("c1/sub")).unwrap();
+        std::fs::create_dir_all(pod.join("c2")).unwrap();
+        std::fs::write(pod.join("c1/sub/cgroup.procs"), format!("{}\n", leak.id())).unwrap();
+        let other_pod = d.join("cpu/staticlet/podu2");
+        std::fs::create_dir_all(&other_pod).unwrap();
+        std::fs::write(other_pod.join("cgroup.procs"), format!("{}\n", other.id())).unwrap();
+        assert_eq!(pids_below(&h, "/staticlet/podu1"), vec![leak.id() as i32]);
+
+        let (killed, failed) = kill_and_remove_tree(&h, "/staticlet/podu1");
+        assert!(killed >= 1, "{killed}");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(leak.wait().unwrap().signal(), Some(9), "the leak is killed");
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "another pod's process runs"
+        );
+        // The fake cgroup.procs file keeps c1/sub (and so c1 and the pod) from going.
+        assert!(!pod.join("c2").exists(), "an empty child cgroup is removed");
+        let left: Vec<_> = failed.iter().map(|(p, _)| p.clone()).collect();
+        assert_eq!(left, vec![pod.join("c1/sub"), pod.join("c1"), pod.clone()]);
+
+        std::fs::remove_file(pod.join("c1/sub/cgroup.procs")).unwrap();
+        let (killed, failed) = kill_and_remove_tree(&h, "/staticlet/podu1");
+        assert_eq!((killed, failed.len()), (0, 0), "{failed:?}");
+        assert!(!pod.exists());
+        assert!(other_pod.exists());
+        assert_eq!(
+            kill_and_remove_tree(&h, "/staticlet/podu1").1.len(),
+            0,
+            "idempotent"
+        );
+        other.kill().unwrap();
+        other.wait().unwrap();
     }
 }

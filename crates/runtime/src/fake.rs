@@ -398,6 +398,26 @@ impl FakeRuntime {
         }
     }
 
+    /// Makes a ready sandbox die now, as if its shim or pause process was killed: it becomes
+    /// `NotReady` and its running containers exit with 137 (SIGKILL).
+    pub fn kill_sandbox(&self, id: &SandboxId) {
+        let evs: Vec<ContainerEvent> = {
+            let mut s = self.lock();
+            let now = self.clock.now();
+            if let Some(sb) = s.sandboxes.get_mut(id) {
+                sb.state = SandboxState::NotReady;
+            }
+            s.containers
+                .values_mut()
+                .filter(|c| c.status.sandbox_id == *id)
+                .filter_map(|c| exit(c, now, 137))
+                .collect()
+        };
+        for ev in evs {
+            let _ = self.events.send(ev);
+        }
+    }
+
     async fn enter(&self, op: Option<Op>) -> Result<()> {
         let delay = op.and_then(|op| self.lock().delays.get(&op).copied());
         if let Some(d) = delay {

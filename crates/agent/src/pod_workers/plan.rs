@@ -112,6 +112,12 @@ pub struct Memory {
     pub start_errors: HashMap<String, (Waiting, SystemTime)>,
     /// When the worker started the pod (for `activeDeadlineSeconds`).
     pub started_at: Option<SystemTime>,
+    /// The least attempt number the next container of each name gets: one more than the
+    /// highest attempt seen in the runtime, or found in the pod's log directory when the runtime
+    /// holds none (kubelet's `calcRestartCountByLogDir`). A dead sandbox is removed with its
+    /// containers, so without it a container started in the next sandbox would begin again at
+    /// attempt 0: its restart count would go back (and its log file `0.log` be reused).
+    pub next_attempts: HashMap<String, u32>,
 }
 
 impl Memory {
@@ -293,7 +299,9 @@ impl Ctx<'_> {
         kind: ContainerKind,
         latest: Option<&ContainerStatus>,
     ) -> bool {
-        let attempt = latest.map_or(0, |l| l.attempt + 1);
+        let attempt = latest
+            .map_or(0, |l| l.attempt + 1)
+            .max(self.mem.next_attempts.get(&c.name).copied().unwrap_or(0));
         match self.gate(c, latest) {
             Gate::Go(restart_of) => {
                 if let Some(l) = latest.filter(|l| l.state == ContainerState::Created) {

@@ -247,6 +247,31 @@ impl Worker {
         Ok(obs)
     }
 
+    /// Keeps [`plan::Memory::next_attempts`] up to date: one more than each container's highest
+    /// attempt seen in the runtime; for a container of the spec the runtime holds none of and
+    /// the worker has not seen yet (a new worker: the agent restarted, or the pod is new), what
+    /// its log directory shows.
+    fn remember_attempts(&mut self, pod: &StaticPod, obs: &Observed) {
+        for c in &obs.containers {
+            let next = self.mem.next_attempts.entry(c.name.clone()).or_insert(0);
+            *next = (*next).max(c.attempt.saturating_add(1));
+        }
+        let spec = pod.spec();
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            if !self.mem.next_attempts.contains_key(&c.name) {
+                let dir = self.ctx.node.pod_log_dir(pod).join(&c.name);
+                self.mem
+                    .next_attempts
+                    .insert(c.name.clone(), kuberuntime::next_attempt_from_logs(&dir));
+            }
+        }
+    }
+
     /// Fills in the termination messages of exited containers.
     fn add_termination_messages(&self, containers: &mut [ContainerStatus]) {
         let Subject::Pod(p) = &self.subject else {
@@ -434,6 +459,7 @@ impl Worker {
                         }
                     }
                     self.handle_probe_events(probe_events).await;
+                    self.remember_attempts(&pod, &obs);
                     let now = self.ctx.clock.now();
                     let step = plan::plan(&pod, &obs, &self.mem, now);
                     for (name, w) in &step.waiting {
@@ -1204,7 +1230,13 @@ impl Worker {
                     .map_err(|e| e.to_string())
                     .and_then(|r| r);
             match removed {
-                Ok(left) => {
+                Ok((killed, left)) => {
+                    if killed > 0 {
+                        warn!(
+                            processes = killed,
+                            "killed processes left in the pod's cgroup after its sandboxes were removed"
+                        );
+                    }
                     for (dir, e) in &left {
                         warn!(cgroup = %dir.display(), error = %e, "cannot remove the pod's cgroup");
                     }

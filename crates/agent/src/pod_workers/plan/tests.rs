@@ -388,3 +388,32 @@ fn runtime_events_already_shown_need_no_sync() {
         );
     }
 }
+
+/// A container whose earlier attempts went with a removed (dead) sandbox continues their
+/// numbering (the restart count never goes back): from the worker's memory of the highest
+/// attempt, seeded from the log directory.
+#[test]
+fn attempts_continue_after_the_sandbox_holding_them_was_removed() {
+    let p = pod("  containers:\n  - {name: app, image: busybox}\n");
+    let obs = Observed {
+        sandboxes: vec![sandbox(true)],
+        containers: vec![],
+    };
+    let plan = super::plan(&p, &obs, &Memory::default(), t(10));
+    assert_eq!(
+        starts(&plan),
+        vec![("app".into(), 0)],
+        "a new pod starts at 0"
+    );
+    let mut mem = Memory::default();
+    mem.next_attempts.insert("app".into(), 4);
+    let plan = super::plan(&p, &obs, &mem, t(10));
+    assert_eq!(starts(&plan), vec![("app".into(), 4)]);
+    // The runtime's newest attempt counts when it is higher.
+    let obs = Observed {
+        sandboxes: vec![sandbox(true)],
+        containers: vec![ctr(&p, "app", 6, ContainerState::Exited, Some(1), 5)],
+    };
+    let plan = super::plan(&p, &obs, &mem, t(1000));
+    assert_eq!(starts(&plan), vec![("app".into(), 7)]);
+}
