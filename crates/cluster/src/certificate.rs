@@ -607,6 +607,17 @@ mod tests {
         );
     }
 
+    /// The subject's common names and organizations.
+    fn cn_and_o(subject: &x509_parser::x509::X509Name) -> (Vec<String>, Vec<String>) {
+        let strings = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue>| {
+            it.map(|c| c.as_str().unwrap().to_string()).collect()
+        };
+        (
+            strings(&mut subject.iter_common_name()),
+            strings(&mut subject.iter_organization()),
+        )
+    }
+
     #[test]
     fn csr_contents_and_name() {
         let key = new_key_pem().unwrap();
@@ -617,16 +628,7 @@ mod tests {
         let (_, req) =
             <x509_parser::certification_request::X509CertificationRequest as x509_parser::prelude::FromDer<_>>::from_der(&der).unwrap();
         let info = &req.certification_request_info;
-        let cn: Vec<_> = info
-            .subject
-            .iter_common_name()
-            .map(|c| c.as_str().unwrap().to_string())
-            .collect();
-        let o: Vec<_> = info
-            .subject
-            .iter_organization()
-            .map(|c| c.as_str().unwrap().to_string())
-            .collect();
+        let (cn, o) = cn_and_o(&info.subject);
         assert_eq!(cn, ["system:node:cp-1"]);
         assert_eq!(o, ["system:nodes"]);
         // P-256, and no SANs or other requested extensions (the approver refuses them).
@@ -733,16 +735,7 @@ mod tests {
         let (_, req) =
             <x509_parser::certification_request::X509CertificationRequest as x509_parser::prelude::FromDer<_>>::from_der(&der).unwrap();
         let info = &req.certification_request_info;
-        let cn: Vec<_> = info
-            .subject
-            .iter_common_name()
-            .map(|c| c.as_str().unwrap().to_string())
-            .collect();
-        let o: Vec<_> = info
-            .subject
-            .iter_organization()
-            .map(|c| c.as_str().unwrap().to_string())
-            .collect();
+        let (cn, o) = cn_and_o(&info.subject);
         assert_eq!(cn, ["system:node:node-a"]);
         assert_eq!(o, ["system:nodes"]);
         // The only requested extension is the SANs (the DNS name and both IPs).
