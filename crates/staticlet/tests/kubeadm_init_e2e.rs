@@ -128,6 +128,24 @@ fn with_etcd_image_tag(cluster: &str, tag: &str) -> String {
 }
 
 /// The agent as kubeadm's systemd drop-in runs it.
+/// Replaces the ClusterConfiguration in kubeadm's `kubeadm-config` ConfigMap (what `kubeadm
+/// upgrade` reads).
+fn set_cluster_configuration(node: &Node, cluster: &str) {
+    let patch = serde_json::json!({ "data": { "ClusterConfiguration": cluster } }).to_string();
+    let out = node.kubectl(&[
+        "patch",
+        "configmap",
+        "kubeadm-config",
+        "-n",
+        "kube-system",
+        "--type",
+        "merge",
+        "-p",
+        &patch,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 fn start_agent(node: &mut Node) {
     node.start_agent(&[
         "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
@@ -519,19 +537,7 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
             .to_string(),
         |cluster, (section, _, name, value)| with_extra_arg(&cluster, section, name, value),
     );
-    let patch = serde_json::json!({ "data": { "ClusterConfiguration": changed } }).to_string();
-    let out = node.kubectl(&[
-        "patch",
-        "configmap",
-        "kubeadm-config",
-        "-n",
-        "kube-system",
-        "--type",
-        "merge",
-        "-p",
-        &patch,
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    set_cluster_configuration(&node, &changed);
     let ignore = IGNORED_UPGRADE_PREFLIGHT
         .iter()
         .map(|(check, _)| *check)
@@ -743,22 +749,7 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         .as_str()
         .unwrap()
         .to_string();
-    let set_cluster = |cluster: &str| {
-        let patch = serde_json::json!({ "data": { "ClusterConfiguration": cluster } }).to_string();
-        let out = node.kubectl(&[
-            "patch",
-            "configmap",
-            "kubeadm-config",
-            "-n",
-            "kube-system",
-            "--type",
-            "merge",
-            "-p",
-            &patch,
-        ]);
-        assert!(out.status.success(), "{}", text(&out));
-    };
-    set_cluster(&with_etcd_image_tag(&cluster_before, &missing_tag));
+    set_cluster_configuration(&node, &with_etcd_image_tag(&cluster_before, &missing_tag));
     std::fs::write(
         node.path("kubeadm-upgrade-failing.yaml"),
         format!(
@@ -948,7 +939,7 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
     }
     // Back to the configuration that runs (kubeadm uploads it only after a successful
     // upgrade; the operator undoes the edit).
-    set_cluster(&cluster_before);
+    set_cluster_configuration(&node, &cluster_before);
     assert!(
         node.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
         "the agent exited:\n{}",
