@@ -1,7 +1,11 @@
 //! The local API: HTTP over a unix socket (`<root-dir>/staticlet.sock`, mode 0600) and
 //! optionally TCP. Read-only views of what the agent owns elsewhere:
 //! - `/healthz`, `/readyz` (ready once every source was seen and the runtime answers);
-//! - `/pods`: a `v1` `PodList` with live statuses (as kubelet's `/pods`);
+//! - `/pods`: a `v1` `PodList` with live statuses (as kubelet's `/pods`); with `?watch=true`,
+//!   a stream of watch events as the Kubernetes API sends them (`application/json;stream=watch`,
+//!   one `{"type","object"}` per line): `ADDED` for every pod there is, a `BOOKMARK` marking the
+//!   end of those initial events (`k8s.io/initial-events-end`), then `ADDED`, `MODIFIED` and
+//!   `DELETED` as the pods view changes (see [`watch_events`]);
 //! - `/pods/{namespace}/{name}`: one `Pod`, or a `v1` `Status` 404;
 //! - `/pods/{namespace}/{name}/events`: the pod's recent events as a `v1` `EventList`;
 //! - `/manifests`: every manifest file or URL with its pods, hash, last error, last applied time;
@@ -15,7 +19,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -109,14 +113,147 @@ fn annotate_mirror(pod: &mut Pod, cluster: &ClusterView) {
     }
 }
 
-async fn pods(State(s): State<ApiState>) -> Json<List<Pod>> {
+async fn pods(State(s): State<ApiState>, Query(query): Query<Vec<(String, String)>>) -> Response {
+    let mut watch = false;
+    for (k, v) in &query {
+        if k == "watch" {
+            match parse_go_bool(v) {
+                Some(b) => watch = b,
+                None => {
+                    return status_400(format!(
+                        "invalid value for watch: {v:?} (a boolean: true or false)"
+                    ))
+                }
+            }
+        }
+    }
+    if watch {
+        return watch_pods(s);
+    }
     let view = s.pods.borrow().clone();
     let cluster = s.cluster.borrow().clone();
     let mut list = pod_list(&view);
     for p in &mut list.items {
         annotate_mirror(p, &cluster);
     }
-    Json(list)
+    Json(list).into_response()
+}
+
+/// A boolean query parameter as the Kubernetes API reads it (Go's `strconv.ParseBool`).
+fn parse_go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn status_400(message: String) -> Response {
+    let body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": "BadRequest",
+        "code": 400
+    });
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// The watch events that take a client from the view `prev` to `cur` (`None`: the client has
+/// seen nothing yet, so every pod is `ADDED`), as the objects `/pods` would serve. An entry
+/// that is the same `Arc` did not change; one rebuilt into an equal object (only its event log
+/// changed) is not an event either. Ordered as the list is: namespace, then name.
+pub fn watch_events(
+    prev: Option<&PodsView>,
+    cur: &PodsView,
+    cluster: &ClusterView,
+) -> Vec<(&'static str, Pod)> {
+    let object = |v: &PodView| {
+        let mut pod = pod_object(v);
+        annotate_mirror(&mut pod, cluster);
+        pod
+    };
+    let mut out = Vec::new();
+    for (uid, v) in cur {
+        match prev.and_then(|p| p.get(uid)) {
+            None => out.push(("ADDED", object(v))),
+            Some(old) if Arc::ptr_eq(old, v) => {}
+            Some(old) => {
+                let new = object(v);
+                if object(old) != new {
+                    out.push(("MODIFIED", new));
+                }
+            }
+        }
+    }
+    for (uid, old) in prev.into_iter().flatten() {
+        if !cur.contains_key(uid) {
+            out.push(("DELETED", object(old)));
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.1.metadata.namespace, &a.1.metadata.name)
+            .cmp(&(&b.1.metadata.namespace, &b.1.metadata.name))
+    });
+    out
+}
+
+/// One line of a watch stream.
+fn watch_line(type_: &str, object: &impl serde::Serialize) -> Vec<u8> {
+    let mut line =
+        serde_json::to_vec(&json!({ "type": type_, "object": object })).expect("a pod serializes");
+    line.push(b'\n');
+    line
+}
+
+/// `/pods?watch=true`: the stream of [`watch_events`], until the client leaves. A client that
+/// reads slowly sees fewer, later states (the view is a `watch`: it keeps only the newest), never
+/// a stale one, and never slows the agent.
+fn watch_pods(s: ApiState) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let mut pods = s.pods.clone();
+    let cluster = s.cluster.clone();
+    tokio::spawn(async move {
+        let mut prev: Option<Arc<PodsView>> = None;
+        loop {
+            let cur = pods.borrow_and_update().clone();
+            let mut out = Vec::new();
+            for (t, pod) in watch_events(prev.as_deref(), &cur, &cluster.borrow()) {
+                out.extend(watch_line(t, &pod));
+            }
+            if prev.is_none() {
+                let mark = json!({
+                    "kind": "Pod",
+                    "apiVersion": "v1",
+                    "metadata": {"annotations": {"k8s.io/initial-events-end": "true"}}
+                });
+                out.extend(watch_line("BOOKMARK", &mark));
+            }
+            prev = Some(cur);
+            if !out.is_empty() && tx.send(out.into()).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                changed = pods.changed() => if changed.is_err() { return },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    }));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/json;stream=watch",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// The pod `ns/name`. A terminating old version and its replacement can share a name: the live
@@ -386,5 +523,95 @@ where
         .await;
     if let Err(e) = r {
         tracing::error!(error = %e, "local API stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PodStatus;
+    use staticlet_manifest::Origin;
+
+    fn entry(name: &str, phase: &str) -> (String, Arc<PodView>) {
+        let pod = staticlet_manifest::load(
+            format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: app\n    image: busybox\n").as_bytes(),
+            &Origin::File(format!("/m/{name}.yaml")),
+            "n1",
+        )
+        .unwrap();
+        (
+            pod.uid.clone(),
+            Arc::new(PodView {
+                pod: Arc::new(pod),
+                status: PodStatus {
+                    phase: Some(phase.into()),
+                    ..Default::default()
+                },
+                terminating_since: None,
+                grace: None,
+                events: Default::default(),
+            }),
+        )
+    }
+
+    /// `(type, name, phase)` of each event.
+    fn events(prev: Option<&PodsView>, cur: &PodsView) -> Vec<(&'static str, String, String)> {
+        watch_events(prev, cur, &ClusterView::default())
+            .into_iter()
+            .map(|(t, p)| {
+                (
+                    t,
+                    p.metadata.name.unwrap(),
+                    p.status.unwrap().phase.unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn watch_events_from_one_view_to_the_next() {
+        let (a_uid, a) = entry("a", "Pending");
+        let (b_uid, b) = entry("b", "Running");
+        let (_, a_running) = entry("a", "Running");
+        let first: PodsView = [(a_uid.clone(), a.clone()), (b_uid.clone(), b.clone())].into();
+        let ev = |t: &'static str, n: &str, p: &str| (t, format!("{n}-n1"), p.to_string());
+
+        // A new client: every pod is ADDED, in the list's order.
+        assert_eq!(
+            events(None, &first),
+            vec![ev("ADDED", "a", "Pending"), ev("ADDED", "b", "Running")]
+        );
+        // Nothing changed: no event.
+        assert_eq!(events(Some(&first), &first.clone()), vec![]);
+        // An entry rebuilt into an equal object (only its event log changed): no event.
+        let mut rebuilt = first.clone();
+        rebuilt.insert(a_uid.clone(), Arc::new(PodView::clone(&a)));
+        assert_eq!(events(Some(&first), &rebuilt), vec![]);
+        // A status change, a removal and an addition.
+        let (c_uid, c) = entry("c", "Pending");
+        let next: PodsView = [(a_uid.clone(), a_running), (c_uid, c)].into();
+        assert_eq!(
+            events(Some(&first), &next),
+            vec![
+                ev("MODIFIED", "a", "Running"),
+                ev("DELETED", "b", "Running"),
+                ev("ADDED", "c", "Pending"),
+            ]
+        );
+    }
+
+    #[test]
+    fn watch_is_a_go_boolean() {
+        for (v, want) in [
+            ("true", Some(true)),
+            ("1", Some(true)),
+            ("T", Some(true)),
+            ("False", Some(false)),
+            ("0", Some(false)),
+            ("yes", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_go_bool(v), want, "{v:?}");
+        }
     }
 }

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -65,6 +65,15 @@ struct Hub {
     /// then fall back to their periodic check).
     watcher: Mutex<Option<RecommendedWatcher>>,
     table: Arc<Mutex<Table>>,
+}
+
+/// Live subscriptions in the process: how many followers share the machine's attention
+/// ([`crate::logs::pace`]).
+static FOLLOWERS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many log followers the process has now.
+pub fn followers() -> usize {
+    FOLLOWERS.load(Ordering::Relaxed)
 }
 
 fn hub() -> &'static Hub {
@@ -114,6 +123,7 @@ pub fn subscribe(path: &Path) -> Option<Subscription> {
             .push((id, signal.clone()));
         (id, first)
     };
+    FOLLOWERS.fetch_add(1, Ordering::Relaxed);
     let sub = Subscription {
         dir,
         name,
@@ -130,6 +140,7 @@ pub fn subscribe(path: &Path) -> Option<Subscription> {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        FOLLOWERS.fetch_sub(1, Ordering::Relaxed);
         let hub = hub();
         let mut watcher = hub.watcher.lock().unwrap_or_else(PoisonError::into_inner);
         let last_in_dir = {

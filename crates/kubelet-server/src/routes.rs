@@ -226,7 +226,15 @@ async fn container_logs(
     };
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
-        if let Err(e) = crate::logs::stream(path.clone(), opts, running, tx).await {
+        if let Err(e) = crate::logs::stream(
+            path.clone(),
+            opts,
+            running,
+            || crate::logs::pace(crate::filewatch::followers()),
+            tx,
+        )
+        .await
+        {
             tracing::debug!(file = %path.display(), error = %e, "log stream ended with an error");
         }
     });

@@ -129,6 +129,56 @@ impl Server {
     }
 }
 
+/// A `/pods?watch=true` stream: the agent's watch events, one at a time.
+pub struct PodWatch {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+impl Server {
+    /// Opens `/pods?watch=true`; `None` when the agent does not stream watch events (an older
+    /// agent answers with a plain `PodList`).
+    pub async fn watch_pods(&self) -> Result<Option<PodWatch>> {
+        let resp = self.request("/pods?watch=true").await?;
+        let streams = resp
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("stream=watch"));
+        if resp.status() != hyper::StatusCode::OK || !streams {
+            return Ok(None);
+        }
+        Ok(Some(PodWatch {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        }))
+    }
+}
+
+impl PodWatch {
+    /// The next event's type (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`) and object; `None`
+    /// when the agent ended the stream (it stopped or restarted).
+    pub async fn next(&mut self) -> Result<Option<(String, serde_json::Value)>> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                let mut ev: serde_json::Value = serde_json::from_slice(&line)
+                    .context("the agent sent a watch event that is not JSON")?;
+                let type_ = ev["type"].as_str().unwrap_or_default().to_string();
+                return Ok(Some((type_, ev["object"].take())));
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
+
 trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> IoStream for T {}
 

@@ -252,12 +252,52 @@ fn run_and_get_pods_over_the_socket() {
     );
     let out = wait(&["pod", "web-n1", "--for=delete", "--timeout", "1s"]);
     assert_eq!(out.status.code(), Some(1), "the pod is still there");
+    // The watch `staticlet wait` follows, read raw: the pods there are, the end of the initial
+    // events, then the removal.
+    let watch = |query: &str| {
+        use std::io::Write;
+        let mut s = std::os::unix::net::UnixStream::connect(root.join("staticlet.sock")).unwrap();
+        write!(s, "GET /pods?{query} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        std::io::BufReader::new(s)
+    };
+    let mut bad = String::new();
+    std::io::BufRead::read_line(&mut watch("watch=maybe"), &mut bad).unwrap();
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    let mut stream = watch("watch=true");
+    let mut events = Vec::new();
+    let mut read_until = |want: &str| loop {
+        let mut line = String::new();
+        assert_ne!(
+            std::io::BufRead::read_line(&mut stream, &mut line).unwrap(),
+            0,
+            "the watch ended before {want}: {events:?}"
+        );
+        // Chunked encoding: the events are the lines that are JSON objects.
+        let Ok(ev) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
+            continue;
+        };
+        let e = format!(
+            "{} {}",
+            ev["type"].as_str().unwrap(),
+            ev["object"]["metadata"]["name"].as_str().unwrap_or("")
+        );
+        events.push(e.clone());
+        if e == want {
+            return events.clone();
+        }
+    };
+    assert_eq!(read_until("BOOKMARK "), ["ADDED web-n1", "BOOKMARK "]);
     std::fs::remove_file(manifests.join("web.yaml")).unwrap();
     let out = wait(&["pod", "web-n1", "--for=delete", "--timeout", "90s"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = read_until("DELETED web-n1");
+    assert!(
+        seen[2..].iter().all(|e| e == "MODIFIED web-n1" || e == "DELETED web-n1"),
+        "{seen:?}"
     );
 }
 

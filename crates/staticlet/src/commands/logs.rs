@@ -227,6 +227,8 @@ async fn from_files(args: &LogsArgs) -> Result<()> {
         file.clone(),
         opts,
         || true,
+        // The only follower of this process: no pacing.
+        || std::time::Duration::ZERO,
         tx,
     ));
     let mut out = tokio::io::stdout();

@@ -1,4 +1,5 @@
-//! `staticlet wait`: polls the agent until a pod's condition, phase or deletion (kubectl's
+//! `staticlet wait`: follows the agent's pod watch (`/pods?watch=true`; an older agent is
+//! polled) until a pod's condition, phase or deletion (kubectl's
 //! syntax), or until a manifest's version (by content hash) is applied, Ready or rolled back.
 //!
 //! Exit codes: 0 when the wait is over, 1 on a timeout (naming what was last seen), 2 when what
@@ -282,23 +283,101 @@ pub async fn wait(args: WaitArgs) -> Result<ExitCode> {
     let want = parse_wait_for(&args.for_)?;
     let server = client::Server::resolve(args.server.as_deref(), &args.root_dir)?;
     let deadline = tokio::time::Instant::now() + args.timeout;
+    let met = |args: &WaitArgs| {
+        match want {
+            WaitFor::Delete => println!("pod/{} deleted", args.name),
+            _ => println!("pod/{} condition met", args.name),
+        }
+        Ok(ExitCode::SUCCESS)
+    };
+    let timed_out = |args: &WaitArgs| {
+        eprintln!(
+            "error: timed out waiting for the condition on pods/{}",
+            args.name
+        );
+        Ok(ExitCode::from(1))
+    };
+    // Woken by the agent's watch events: the wait ends as soon as the status changes.
+    let mut reconnect = false;
+    loop {
+        let watch = match server.watch_pods().await {
+            Ok(w) => w,
+            // The agent restarts (SIGHUP re-executes it): try again until the deadline.
+            Err(e) if reconnect && client::unreachable(&e) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return timed_out(&args);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(mut watch) = watch else {
+            break;
+        };
+        let mut state = WatchedPod::default();
+        loop {
+            let next = match tokio::time::timeout_at(deadline, watch.next()).await {
+                Err(_) => return timed_out(&args),
+                Ok(next) => next?,
+            };
+            let Some((type_, object)) = next else {
+                reconnect = true;
+                break;
+            };
+            state.apply(&type_, object, &args.namespace, &args.name);
+            if state.synced && wait_satisfied(state.current(), &want) {
+                return met(&args);
+            }
+        }
+    }
+    // An agent without watch events: poll.
     loop {
         let pod = server.pod(&args.namespace, &args.name).await?;
         if wait_satisfied(pod.as_ref(), &want) {
-            match want {
-                WaitFor::Delete => println!("pod/{} deleted", args.name),
-                _ => println!("pod/{} condition met", args.name),
-            }
-            return Ok(ExitCode::SUCCESS);
+            return met(&args);
         }
         if tokio::time::Instant::now() >= deadline {
-            eprintln!(
-                "error: timed out waiting for the condition on pods/{}",
-                args.name
-            );
-            return Ok(ExitCode::from(1));
+            return timed_out(&args);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The pods of one name as a watch shows them (a terminating old version and its replacement
+/// can share a name for a while).
+#[derive(Debug, Default)]
+struct WatchedPod {
+    /// By UID.
+    pods: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The initial events are over (the agent's `BOOKMARK`): absence now means absence.
+    synced: bool,
+}
+
+impl WatchedPod {
+    fn apply(&mut self, type_: &str, object: serde_json::Value, namespace: &str, name: &str) {
+        if type_ == "BOOKMARK" {
+            self.synced = true;
+            return;
+        }
+        let meta = &object["metadata"];
+        if meta["namespace"] != namespace || meta["name"] != name {
+            return;
+        }
+        let uid = meta["uid"].as_str().unwrap_or_default().to_string();
+        if type_ == "DELETED" {
+            self.pods.remove(&uid);
+        } else {
+            self.pods.insert(uid, object);
+        }
+    }
+
+    /// The pod `/pods/{namespace}/{name}` would serve: the live one before a terminating one.
+    fn current(&self) -> Option<&serde_json::Value> {
+        self.pods
+            .values()
+            .find(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .or_else(|| self.pods.values().next())
     }
 }
 
@@ -392,6 +471,80 @@ mod tests {
         assert!(parse_wait_for("condition=").is_err());
         assert!(parse_wait_for("condition=Ready=maybe").is_err());
         assert!(parse_wait_for("ready").is_err());
+    }
+
+    #[test]
+    fn a_watched_pod_follows_its_events() {
+        use serde_json::json;
+        let pod = |uid: &str, name: &str, phase: &str, terminating: bool| {
+            let mut p = json!({"metadata": {"namespace": "default", "name": name, "uid": uid},
+                "status": {"phase": phase}});
+            if terminating {
+                p["metadata"]["deletionTimestamp"] = json!("2026-12-07T00:00:00Z");
+            }
+            p
+        };
+        let running = WaitFor::Phase("Running".into());
+        let mut w = WatchedPod::default();
+        w.apply(
+            "ADDED",
+            pod("u1", "web-n1", "Pending", false),
+            "default",
+            "web-n1",
+        );
+        w.apply(
+            "ADDED",
+            pod("u9", "db-n1", "Running", false),
+            "default",
+            "web-n1",
+        );
+        assert!(!w.synced, "not before the bookmark");
+        w.apply("BOOKMARK", json!({}), "default", "web-n1");
+        assert!(w.synced);
+        assert!(
+            !wait_satisfied(w.current(), &running),
+            "another pod's status is not ours"
+        );
+        w.apply(
+            "MODIFIED",
+            pod("u1", "web-n1", "Running", false),
+            "default",
+            "web-n1",
+        );
+        assert!(wait_satisfied(w.current(), &running));
+        // An edit: the old version terminates while the new one starts; the new one counts.
+        w.apply(
+            "MODIFIED",
+            pod("u1", "web-n1", "Running", true),
+            "default",
+            "web-n1",
+        );
+        w.apply(
+            "ADDED",
+            pod("u2", "web-n1", "Pending", false),
+            "default",
+            "web-n1",
+        );
+        assert_eq!(w.current().unwrap()["metadata"]["uid"], "u2");
+        assert!(!wait_satisfied(w.current(), &running));
+        w.apply(
+            "DELETED",
+            pod("u1", "web-n1", "Succeeded", true),
+            "default",
+            "web-n1",
+        );
+        w.apply(
+            "DELETED",
+            pod("u2", "web-n1", "Pending", false),
+            "default",
+            "web-n1",
+        );
+        assert!(wait_satisfied(w.current(), &WaitFor::Delete));
+        // The same name in another namespace is another pod.
+        let mut other = pod("u3", "web-n1", "Running", false);
+        other["metadata"]["namespace"] = json!("kube-system");
+        w.apply("ADDED", other, "default", "web-n1");
+        assert!(w.current().is_none());
     }
 
     #[test]
