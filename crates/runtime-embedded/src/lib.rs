@@ -644,6 +644,103 @@ impl Inner {
         Ok(())
     }
 
+    /// [`Self::stop_container_blocking`] without holding a thread while the container gets to
+    /// exit: the signal and the SIGKILLs are sent from the reader threads (quick, never
+    /// waiting), and the waits are for the shim's exit (it exits right after recording the
+    /// container's) through a pidfd, bounded by the grace period, then by
+    /// [`staticlet_shim::client::KILL_WAIT`] with SIGKILL repeated every
+    /// [`staticlet_shim::client::KILL_STEP`]. Removing 200 pods at once used to hold one
+    /// blocking thread per container for its whole grace period (207 threads).
+    async fn stop_container(self: &Arc<Self>, id: &str, grace: Duration) -> Result<()> {
+        use staticlet_shim::client::{self as shim, StopSignal};
+        let inner = self.clone();
+        let cid = id.to_string();
+        let first = self
+            .readers
+            .run(move || {
+                let rec = match inner.load_container(&cid) {
+                    Ok(r) => r,
+                    Err(RuntimeError::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let shim_dir = inner.container_dir(&cid).join("shim");
+                if !staticlet_shim::state::state_path(&shim_dir).exists() {
+                    return Ok(None); // never started
+                }
+                let sig =
+                    parse_signal(&rec.stop_signal).unwrap_or(nix::sys::signal::Signal::SIGTERM);
+                let sent = shim::stop_signal(&shim_dir, sig).map_err(io_err("stop container"))?;
+                // Opened after the signal: a shim that exits in between is seen by
+                // `stop_check` (no pidfd).
+                let shim_fd = staticlet_shim::read_state(&shim_dir)
+                    .ok()
+                    .and_then(|s| exits::open_shim(&s));
+                Ok(Some((shim_dir, sent, shim_fd)))
+            })
+            .await?;
+        let Some((shim_dir, sent, shim_fd)) = first else {
+            return Ok(());
+        };
+        // Resolves when the shim has exited; never if it could not be watched (then the
+        // periodic checks find the exit or the orphan).
+        let mut shim_exit = Box::pin(async move {
+            match shim_fd {
+                Some(fd) => {
+                    if exits::exited(fd).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        });
+        let check = |kill: bool| {
+            let dir = shim_dir.clone();
+            self.readers.run(move || {
+                let r = if kill {
+                    shim::stop_kill(&dir)
+                } else {
+                    shim::stop_check(&dir)
+                };
+                r.map(|s| s.is_some()).map_err(io_err("stop container"))
+            })
+        };
+        if let StopSignal::Exited(_) = sent {
+            return Ok(());
+        }
+        if let StopSignal::Sent = sent {
+            let end = tokio::time::Instant::now() + grace;
+            // Wakes at the shim's exit, and once a second to notice one that could not be
+            // watched.
+            while tokio::time::Instant::now() < end {
+                let step = (tokio::time::Instant::now() + Duration::from_secs(1)).min(end);
+                let woke = tokio::time::timeout_at(step, &mut shim_exit).await.is_ok();
+                if check(false).await? {
+                    return Ok(());
+                }
+                if woke {
+                    break; // the shim is gone: `check` recorded the orphan's exit
+                }
+            }
+        }
+        let end = tokio::time::Instant::now() + shim::KILL_WAIT;
+        loop {
+            if check(true).await? {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= end {
+                return Err(RuntimeError::Failed {
+                    op: "stop container",
+                    message: format!(
+                        "container {id} did not exit within {:?} of SIGKILL",
+                        shim::KILL_WAIT
+                    ),
+                });
+            }
+            let step = (tokio::time::Instant::now() + shim::KILL_STEP).min(end);
+            let _ = tokio::time::timeout_at(step, &mut shim_exit).await;
+        }
+    }
+
     fn remove_container_blocking(&self, id: &str) -> Result<()> {
         let dir = self.container_dir(id);
         if !dir.exists() {
@@ -1272,9 +1369,7 @@ impl ContainerRuntime for EmbeddedRuntime {
     }
 
     async fn stop_container(&self, id: &ContainerId, timeout: Duration) -> Result<()> {
-        let inner = self.inner.clone();
-        let id = id.0.clone();
-        blocking(move || inner.stop_container_blocking(&id, timeout)).await
+        Inner::stop_container(&self.inner, &id.0, timeout).await
     }
 
     async fn remove_container(&self, id: &ContainerId) -> Result<()> {
