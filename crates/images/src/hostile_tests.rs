@@ -459,6 +459,9 @@ enum Serve {
     StallHeaders,
     /// The real content followed by endless bytes, without `Content-Length`.
     Endless,
+    /// The real content padded with spaces (still valid JSON for a document) to this many
+    /// bytes, with its `Content-Length` or without (then it is only known at the end).
+    Padded { len: usize, content_length: bool },
 }
 
 /// An HTTP registry on 127.0.0.1 serving one repository: `manifest` under the tag `1` and its
@@ -563,6 +566,24 @@ async fn fake_registry(
                         never().await;
                     }
                     Some(Serve::StallHeaders) => never().await,
+                    Some(Serve::Padded {
+                        len,
+                        content_length,
+                    }) => {
+                        let _ = conn
+                            .write_all(header(content_length.then_some(len as u64)).as_bytes())
+                            .await;
+                        let _ = conn.write_all(&body).await;
+                        let pad = vec![b' '; 64 << 10];
+                        let mut left = len.saturating_sub(body.len());
+                        while left > 0 {
+                            let n = left.min(pad.len());
+                            if conn.write_all(&pad[..n]).await.is_err() {
+                                break;
+                            }
+                            left -= n;
+                        }
+                    }
                     Some(Serve::Endless) => {
                         let _ = conn.write_all(header(None).as_bytes()).await;
                         let _ = conn.write_all(&body).await;
@@ -720,6 +741,40 @@ async fn hostile_registries_are_refused_and_leave_nothing() {
             vec!["manifest"],
         ),
         (
+            "endless-config",
+            &config_digest,
+            Serve::Endless,
+            false,
+            vec![&config_digest, "larger"],
+        ),
+        (
+            "endless-manifest",
+            "manifest",
+            Serve::Endless,
+            false,
+            vec!["manifest", "larger", "4194304"],
+        ),
+        (
+            "huge-manifest",
+            "manifest",
+            Serve::Padded {
+                len: 64 << 20,
+                content_length: true,
+            },
+            true,
+            vec!["manifest", "67108864 bytes", "4194304"],
+        ),
+        (
+            "huge-manifest-without-length",
+            "manifest",
+            Serve::Padded {
+                len: 64 << 20,
+                content_length: false,
+            },
+            false,
+            vec!["manifest", "larger", "4194304"],
+        ),
+        (
             "stalled-manifest-headers",
             "manifest",
             Serve::StallHeaders,
@@ -740,6 +795,7 @@ async fn hostile_registries_are_refused_and_leave_nothing() {
         };
         let started = tokio::time::Instant::now();
         let message = pull_from(&store, &host, &reference).await.expect_err(name);
+        eprintln!("{name}: {message}");
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "{name}: took {:?}",
