@@ -72,8 +72,9 @@ pub struct Config {
     pub image_credentials: Vec<PathBuf>,
     /// `--insecure-registry`: `HOST:PORT`s pulled from over plain HTTP.
     pub insecure_registries: Vec<String>,
-    /// `--max-layer-size`, `--max-layer-entries`, `--max-layer-header-size`: bounds on
-    /// unpacking one layer of a pulled or imported image.
+    /// `--max-layer-size`, `--max-layer-entries`, `--max-layer-header-size`, `--max-image-size`,
+    /// `--max-image-entries`: bounds on unpacking one layer, and all the layers of one image, of
+    /// a pulled or imported image.
     pub image_limits: staticlet_images::UnpackLimits,
     /// `--image-pull-stall-timeout`: a registry response that sends nothing this long fails.
     pub pull_stall_timeout: std::time::Duration,
