@@ -100,7 +100,16 @@ struct Inner {
     primer: prime::MigrationPrimer,
     /// Container exits as events.
     exits: exits::Exits,
+    /// Bounds the teardown work on blocking threads ([`TEARDOWN_CONCURRENCY`]).
+    teardowns: tokio::sync::Semaphore,
 }
+
+/// How many teardowns (a container's removal, a sandbox's stop or removal) run on blocking
+/// threads at a time. Pods removed together end their grace periods together: without a bound
+/// each one's teardown took a thread of its own at the same moment (50 pods: 48 threads for
+/// about a second). Waiting for a turn holds no thread; the work is mostly unmounts and
+/// directory removals, which contend in the kernel anyway.
+const TEARDOWN_CONCURRENCY: usize = 4;
 
 /// What never changes about a runtime object once it exists (its labels, a container's
 /// sandbox), cached from its record so that a list for one pod (a worker's) reads only that
@@ -244,6 +253,24 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         })?
 }
 
+impl Inner {
+    /// [`blocking`] for teardown work, at most [`TEARDOWN_CONCURRENCY`] at a time.
+    async fn teardown<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _turn = self
+            .teardowns
+            .acquire()
+            .await
+            .map_err(|e| RuntimeError::Failed {
+                op: "runtime task",
+                message: e.to_string(),
+            })?;
+        blocking(f).await
+    }
+}
+
 fn parse_time(s: &Option<String>) -> Option<SystemTime> {
     let s = s.as_deref()?;
     chrono::DateTime::parse_from_rfc3339(s)
@@ -290,6 +317,7 @@ impl EmbeddedRuntime {
                 readers: readers::Readers::new(2),
                 primer: prime::MigrationPrimer::new(),
                 exits: exits::Exits::new(),
+                teardowns: tokio::sync::Semaphore::new(TEARDOWN_CONCURRENCY),
             }),
         })
     }
@@ -1016,7 +1044,8 @@ impl ContainerRuntime for EmbeddedRuntime {
         let inner = self.inner.clone();
         let id = id.0.clone();
         inner.teardown_network(&id).await?;
-        blocking(move || {
+        let work = inner.clone();
+        work.teardown(move || {
             let mut rec = match inner.load_sandbox(&id) {
                 Ok(r) => r,
                 Err(RuntimeError::NotFound { .. }) => return Ok(()),
@@ -1039,7 +1068,8 @@ impl ContainerRuntime for EmbeddedRuntime {
         let inner = self.inner.clone();
         let id = id.0.clone();
         inner.teardown_network(&id).await?;
-        blocking(move || {
+        let work = inner.clone();
+        work.teardown(move || {
             let dir = inner.sandbox_dir(&id);
             if !dir.exists() {
                 return Ok(());
@@ -1376,7 +1406,9 @@ impl ContainerRuntime for EmbeddedRuntime {
     async fn remove_container(&self, id: &ContainerId) -> Result<()> {
         let inner = self.inner.clone();
         let id = id.0.clone();
-        blocking(move || inner.remove_container_blocking(&id)).await
+        let work = inner.clone();
+        work.teardown(move || inner.remove_container_blocking(&id))
+            .await
     }
 
     async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus> {
