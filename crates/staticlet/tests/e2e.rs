@@ -145,17 +145,17 @@ fn images_are_pulled_from_a_registry_and_pull_errors_back_off() {
         .contains(&format!("127.0.0.1:{}/test/busybox", reg.port)));
 }
 
-/// Writes a docker archive of a one-layer image tagged `tag`.
-fn hostile_archive(out: &Path, tag: &str, layer: staticlet_images::testutil::Layer) {
+/// Writes a docker archive of an image of `layers` tagged `tag`.
+fn hostile_archive(out: &Path, tag: &str, layers: Vec<staticlet_images::testutil::Layer>) {
     use staticlet_images::testutil::{write_docker_archive, TestImage};
     let arch = staticlet_images::Platform::host().architecture;
-    let image = TestImage::new(&arch, serde_json::json!({"Cmd": ["sh"]}), vec![layer]);
+    let image = TestImage::new(&arch, serde_json::json!({"Cmd": ["sh"]}), layers);
     write_docker_archive(out, &[(&[tag], &image)], false).unwrap();
 }
 
 /// Issue 16 item 4, at the agent level: pods whose images are hostile (a layer writing through
-/// a symlink to a directory outside the store, and a decompression bomb over
-/// `--max-layer-size`) fail with `ErrImagePull` naming the entry, nothing is written outside the
+/// a symlink to a directory outside the store, a decompression bomb over `--max-layer-size`,
+/// and layers each under it that together are over `--max-image-size`) fail with `ErrImagePull` naming the entry, nothing is written outside the
 /// store, and a healthy pod next to them starts and keeps running.
 #[test]
 fn hostile_images_fail_their_pods_and_others_keep_running() {
@@ -172,25 +172,40 @@ fn hostile_images_fail_their_pods_and_others_keep_running() {
     hostile_archive(
         &escape,
         "hostile/escape:1",
-        Layer::gzip(
+        vec![Layer::gzip(
             LayerBuilder::new()
                 .symlink("link", canary.to_str().unwrap())
                 .file("link/pwned", b"x", 0o644)
                 .build(),
-        ),
+        )],
     );
     let bomb = env.path("bomb.tar");
     hostile_archive(
         &bomb,
         "hostile/bomb:1",
-        Layer::gzip(
+        vec![Layer::gzip(
             LayerBuilder::new()
                 .file("zeros", &vec![0u8; 32 << 20], 0o644)
                 .build(),
-        ),
+        )],
+    );
+    let layers = env.path("layers.tar");
+    hostile_archive(
+        &layers,
+        "hostile/layers:1",
+        (0..4)
+            .map(|i| {
+                Layer::gzip(
+                    LayerBuilder::new()
+                        .file(&format!("zeros{i}"), &vec![i as u8; 3 << 20], 0o644)
+                        .build(),
+                )
+            })
+            .collect(),
     );
     reg.push(&escape, "hostile/escape:1");
     reg.push(&bomb, "hostile/bomb:1");
+    reg.push(&layers, "hostile/layers:1");
     let pod = |name: &str, image: &str| {
         format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: app\n    image: {image}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n")
     };
@@ -206,10 +221,19 @@ fn hostile_images_fail_their_pods_and_others_keep_running() {
         "bomb",
         &pod("bomb", &format!("127.0.0.1:{}/hostile/bomb:1", reg.port)),
     );
+    env.manifest(
+        "layers",
+        &pod(
+            "layers",
+            &format!("127.0.0.1:{}/hostile/layers:1", reg.port),
+        ),
+    );
     env.start_with(&[
         "--insecure-registry".into(),
         format!("127.0.0.1:{}", reg.port),
         "--max-layer-size".into(),
+        "8Mi".into(),
+        "--max-image-size".into(),
         "8Mi".into(),
     ]);
     env.wait("good pod running", 120, || {
@@ -236,6 +260,9 @@ fn hostile_images_fail_their_pods_and_others_keep_running() {
     });
     env.wait("the bomb fails its pull on the size limit", 120, || {
         pull_failed("bomb", "layer size limit")
+    });
+    env.wait("the layers fail their pull on the image limit", 120, || {
+        pull_failed("layers", "image size limit of 8388608 at \"zeros2\"")
     });
     let names: Vec<String> = std::fs::read_dir(&canary)
         .unwrap()
