@@ -710,18 +710,7 @@ impl Inner {
         let Some((shim_dir, sent, shim_fd)) = first else {
             return Ok(());
         };
-        // Resolves when the shim has exited; never if it could not be watched (then the
-        // periodic checks find the exit or the orphan).
-        let mut shim_exit = Box::pin(async move {
-            match shim_fd {
-                Some(fd) => {
-                    if exits::exited(fd).await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-                None => std::future::pending::<()>().await,
-            }
-        });
+        let mut shim = exits::ShimExit::new(shim_fd);
         let check = |kill: bool| {
             let dir = shim_dir.clone();
             self.readers.run(move || {
@@ -742,12 +731,12 @@ impl Inner {
             // watched.
             while tokio::time::Instant::now() < end {
                 let step = (tokio::time::Instant::now() + Duration::from_secs(1)).min(end);
-                let woke = tokio::time::timeout_at(step, &mut shim_exit).await.is_ok();
+                let gone = shim.wait_until(step).await;
                 if check(false).await? {
                     return Ok(());
                 }
-                if woke {
-                    break; // the shim is gone: `check` recorded the orphan's exit
+                if gone {
+                    break; // not expected: `check` records a gone shim's orphan as exited
                 }
             }
         }
@@ -766,7 +755,11 @@ impl Inner {
                 });
             }
             let step = (tokio::time::Instant::now() + shim::KILL_STEP).min(end);
-            let _ = tokio::time::timeout_at(step, &mut shim_exit).await;
+            if shim.wait_until(step).await {
+                // Gone: the next check finds the exit (or records the orphan's); no busy loop
+                // if it somehow does not.
+                tokio::time::sleep_until(step).await;
+            }
         }
     }
 
