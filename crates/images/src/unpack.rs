@@ -747,3 +747,55 @@ impl<'a> State<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn bound_of_one_layer_table() {
+        let names = ("layer size", "image size");
+        // (layer max, image max, below) -> (max, limit, value)
+        for (layer, image, below, want) in [
+            // The image limit is far: the layer's own applies.
+            (100, 1000, 0, (100, "layer size", 100)),
+            (100, 1000, 900, (100, "layer size", 100)),
+            // The image leaves less than the layer limit: what it leaves, named as the image's.
+            (100, 1000, 901, (99, "image size", 1000)),
+            (100, 1000, 1000, (0, "image size", 1000)),
+            // Below already over (layers counted before a limit was lowered): nothing left.
+            (100, 1000, 5000, (0, "image size", 1000)),
+            // An image limit under the layer limit applies from the first layer.
+            (100, 50, 0, (50, "image size", 50)),
+            // No limits at all.
+            (u64::MAX, u64::MAX, 0, (u64::MAX, "layer size", u64::MAX)),
+        ] {
+            assert_eq!(
+                bound(layer, image, below, names),
+                want,
+                "layer {layer}, image {image}, below {below}"
+            );
+        }
+    }
+
+    #[test]
+    fn usage_adds_up_without_overflow() {
+        let a = LayerUsage {
+            size: 10,
+            entries: 2,
+        };
+        let b = LayerUsage {
+            size: u64::MAX,
+            entries: 3,
+        };
+        assert_eq!(
+            a.plus(a),
+            LayerUsage {
+                size: 20,
+                entries: 4
+            }
+        );
+        assert_eq!(a.plus(b).size, u64::MAX);
+        assert_eq!(a.plus(b).entries, 5);
+    }
+}
