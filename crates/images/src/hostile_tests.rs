@@ -939,3 +939,42 @@ async fn hostile_registries_are_refused_and_leave_nothing() {
         assert_store_empty(&store, name);
     }
 }
+
+/// An index whose entry for this platform is a manifest over the 4 MiB limit: refused before
+/// that manifest is requested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_listing_a_huge_manifest_is_refused() {
+    let host_platform = Platform::host();
+    let child = format!("sha256:{}", "ab".repeat(32));
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": child,
+            "size": 5 << 20,
+            "platform": host_platform,
+        }],
+    });
+    let root = tmp();
+    let store = Arc::new(ImageStore::open(root.path()).unwrap());
+    let repo = "hostile/huge-child".to_string();
+    let host = fake_registry(
+        repo.clone(),
+        serde_json::to_vec(&index).unwrap(),
+        HashMap::new(),
+        HashMap::new(),
+    )
+    .await;
+    let reference = format!("{host}/{repo}:1");
+    let message = pull_from(&store, &host, &reference).await.unwrap_err();
+    for s in [
+        reference.as_str(),
+        child.as_str(),
+        "5242880 bytes",
+        "limit of 4194304 bytes",
+    ] {
+        assert!(message.contains(s), "{s:?} not in {message}");
+    }
+    assert_store_empty(&store, "huge-child");
+}
