@@ -86,6 +86,7 @@ fn layer_unpacking() {
         max_layer_size: 1 << 20,
         max_entries: 1000,
         max_header_size: 64 << 10,
+        ..Default::default()
     };
     bolero::check!()
         .with_iterations(mutate::iterations(3_000))
@@ -123,7 +124,7 @@ fn layer_unpacking() {
             } else {
                 Mode::Overlay
             };
-            if apply_layer(&src, &target, mode, &limits).is_ok() {
+            if apply_layer(&src, &target, mode, &limits, Default::default()).is_ok() {
                 runs.accept();
             }
             let names = |p: &Path| -> Vec<String> {

@@ -25,8 +25,8 @@ fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
-/// What a hostile layer is made of, given the canary directory it aims at.
-type Build = Box<dyn Fn(&Path) -> Layer>;
+/// What a hostile image's layers are made of, given the canary directory they aim at.
+type Build = Box<dyn Fn(&Path) -> Vec<Layer>>;
 /// A check of an accepted layer: its unpacked directory and the canary.
 type Check = fn(&Path, &Path);
 
@@ -39,15 +39,24 @@ enum Expect {
 
 struct Case {
     name: &'static str,
-    layer: Build,
+    layers: Build,
     limits: UnpackLimits,
     expect: Expect,
 }
 
 fn case(name: &'static str, expect: Expect, layer: impl Fn(&Path) -> Layer + 'static) -> Case {
+    layers_case(name, expect, move |canary| vec![layer(canary)])
+}
+
+/// A case of an image of several layers.
+fn layers_case(
+    name: &'static str,
+    expect: Expect,
+    layers: impl Fn(&Path) -> Vec<Layer> + 'static,
+) -> Case {
     Case {
         name,
-        layer: Box::new(layer),
+        layers: Box::new(layers),
         limits: UnpackLimits::default(),
         expect,
     }
@@ -326,6 +335,66 @@ fn cases() -> Vec<Case> {
         l.limits = small_limits();
     }
     v.extend(limited);
+    // Layers each within the per-layer limits, together over the image's: 4 layers of 300 KiB
+    // (308,736 bytes of tar each) under 1 MiB, 3 layers of 40 entries under 100.
+    let mut image_limited = vec![
+        layers_case(
+            "image-size",
+            Reject(&["image size limit of 1048576", "\"l3\""]),
+            |_| {
+                (0..4)
+                    .map(|i| {
+                        Layer::gzip(
+                            LayerBuilder::new()
+                                .file(&format!("l{i}"), &vec![i as u8; 300 << 10], 0o644)
+                                .build(),
+                        )
+                    })
+                    .collect()
+            },
+        ),
+        layers_case(
+            "image-entries",
+            Reject(&["image entry count limit of 100", "\"c20\""]),
+            |_| {
+                ["a", "b", "c"]
+                    .iter()
+                    .map(|p| {
+                        let mut b = LayerBuilder::new();
+                        for i in 0..40 {
+                            b = b.file(&format!("{p}{i}"), p.as_bytes(), 0o644);
+                        }
+                        Layer::gzip(b.build())
+                    })
+                    .collect()
+            },
+        ),
+        // Exactly at the image limits: accepted.
+        layers_case(
+            "image-at-the-limits",
+            Accept(|layer, _| assert!(layer.join("a0").exists())),
+            |_| {
+                ["a", "b"]
+                    .iter()
+                    .map(|p| {
+                        let mut b = LayerBuilder::new();
+                        for i in 0..50 {
+                            b = b.file(&format!("{p}{i}"), p.as_bytes(), 0o644);
+                        }
+                        Layer::gzip(b.build())
+                    })
+                    .collect()
+            },
+        ),
+    ];
+    for l in &mut image_limited {
+        l.limits = UnpackLimits {
+            max_image_size: 1 << 20,
+            max_image_entries: 100,
+            ..Default::default()
+        };
+    }
+    v.extend(image_limited);
     v
 }
 
@@ -415,8 +484,8 @@ fn assert_outcome(
     }
 }
 
-fn image_of(layer: Layer) -> TestImage {
-    TestImage::new(&Platform::host().architecture, json!({}), vec![layer])
+fn image_of(layers: Vec<Layer>) -> TestImage {
+    TestImage::new(&Platform::host().architecture, json!({}), layers)
 }
 
 #[test]
@@ -428,7 +497,7 @@ fn hostile_layers_by_import() {
         let store = ImageStore::open(root.path())
             .unwrap()
             .with_limits(case.limits);
-        let image = image_of((case.layer)(&canary));
+        let image = image_of((case.layers)(&canary));
         let reference = format!("hostile/{}:1", case.name);
         let archive = work.path().join("image.tar");
         write_docker_archive(&archive, &[(&[reference.as_str()], &image)], false).unwrap();
@@ -440,6 +509,62 @@ fn hostile_layers_by_import() {
         assert_eq!(snapshot(&canary), before, "{}: canary changed", case.name);
         assert!(!work.path().join("escape").exists(), "{}", case.name);
     }
+}
+
+/// The image limits count the layers an image shares with images already in the store (their
+/// recorded usage), not only the layers it unpacks itself.
+#[test]
+fn image_limits_count_layers_already_unpacked() {
+    let layers: Vec<Layer> = (0..4)
+        .map(|i| {
+            Layer::gzip(
+                LayerBuilder::new()
+                    .file(&format!("l{i}"), &vec![i as u8; 300 << 10], 0o644)
+                    .build(),
+            )
+        })
+        .collect();
+    let root = tmp();
+    let work = tmp();
+    let store = ImageStore::open(root.path())
+        .unwrap()
+        .with_limits(UnpackLimits {
+            max_image_size: 1 << 20,
+            ..Default::default()
+        });
+    let three = image_of(layers[..3].to_vec());
+    let archive = work.path().join("three.tar");
+    write_docker_archive(&archive, &[(&["small/three:1"], &three)], false).unwrap();
+    store.import(&archive).unwrap();
+    assert_eq!(store.rootfs_layers("small/three:1").unwrap().len(), 3);
+
+    let four = image_of(layers);
+    let archive = work.path().join("four.tar");
+    write_docker_archive(&archive, &[(&["small/four:1"], &four)], false).unwrap();
+    let message = store.import(&archive).unwrap_err().to_string();
+    for s in [
+        "small/four:1",
+        "image size limit of 1048576",
+        "\"l3\"",
+        four.layers[3].digest().as_str(),
+    ] {
+        assert!(message.contains(s), "{s:?} not in {message}");
+    }
+    // The first image is intact; nothing of the second stayed.
+    assert_eq!(store.rootfs_layers("small/three:1").unwrap().len(), 3);
+    assert_eq!(names(&store.root().join("layers")).len(), 3);
+    assert_eq!(names(&store.root().join("tmp")), Vec::<String>::new());
+    let l3 = four.layers[3].digest();
+    let l3_blob = store
+        .root()
+        .join("blobs/sha256")
+        .join(&l3["sha256:".len()..]);
+    assert!(!l3_blob.exists(), "the refused layer's blob stayed");
+    assert!(store
+        .list()
+        .unwrap()
+        .iter()
+        .all(|i| i.reference != "small/four:1"));
 }
 
 // ---- a registry that can misbehave --------------------------------------------------------
@@ -459,6 +584,9 @@ enum Serve {
     StallHeaders,
     /// The real content followed by endless bytes, without `Content-Length`.
     Endless,
+    /// The real content padded with spaces (still valid JSON for a document) to this many
+    /// bytes, with its `Content-Length` or without (then it is only known at the end).
+    Padded { len: usize, content_length: bool },
 }
 
 /// An HTTP registry on 127.0.0.1 serving one repository: `manifest` under the tag `1` and its
@@ -563,6 +691,24 @@ async fn fake_registry(
                         never().await;
                     }
                     Some(Serve::StallHeaders) => never().await,
+                    Some(Serve::Padded {
+                        len,
+                        content_length,
+                    }) => {
+                        let _ = conn
+                            .write_all(header(content_length.then_some(len as u64)).as_bytes())
+                            .await;
+                        let _ = conn.write_all(&body).await;
+                        let pad = vec![b' '; 64 << 10];
+                        let mut left = len.saturating_sub(body.len());
+                        while left > 0 {
+                            let n = left.min(pad.len());
+                            if conn.write_all(&pad[..n]).await.is_err() {
+                                break;
+                            }
+                            left -= n;
+                        }
+                    }
                     Some(Serve::Endless) => {
                         let _ = conn.write_all(header(None).as_bytes()).await;
                         let _ = conn.write_all(&body).await;
@@ -612,7 +758,7 @@ async fn hostile_layers_by_pull() {
                 .unwrap()
                 .with_limits(case.limits),
         );
-        let image = image_of((case.layer)(&canary));
+        let image = image_of((case.layers)(&canary));
         let repo = format!("hostile/{}", case.name);
         let (manifest, blobs) = registry_for(&image);
         let host = fake_registry(repo.clone(), manifest, blobs, HashMap::new()).await;
@@ -630,7 +776,7 @@ async fn hostile_registries_are_refused_and_leave_nothing() {
             .file("data", &vec![3u8; 200 << 10], 0o644)
             .build(),
     );
-    let image = image_of(layer.clone());
+    let image = image_of(vec![layer.clone()]);
     let (manifest, blobs) = registry_for(&image);
     let layer_digest = layer.digest();
     let config_digest = image.config_digest();
@@ -720,6 +866,40 @@ async fn hostile_registries_are_refused_and_leave_nothing() {
             vec!["manifest"],
         ),
         (
+            "endless-config",
+            &config_digest,
+            Serve::Endless,
+            false,
+            vec![&config_digest, "larger"],
+        ),
+        (
+            "endless-manifest",
+            "manifest",
+            Serve::Endless,
+            false,
+            vec!["manifest", "larger", "4194304"],
+        ),
+        (
+            "huge-manifest",
+            "manifest",
+            Serve::Padded {
+                len: 64 << 20,
+                content_length: true,
+            },
+            true,
+            vec!["manifest", "67108864 bytes", "4194304"],
+        ),
+        (
+            "huge-manifest-without-length",
+            "manifest",
+            Serve::Padded {
+                len: 64 << 20,
+                content_length: false,
+            },
+            false,
+            vec!["manifest", "larger", "4194304"],
+        ),
+        (
             "stalled-manifest-headers",
             "manifest",
             Serve::StallHeaders,
@@ -740,6 +920,7 @@ async fn hostile_registries_are_refused_and_leave_nothing() {
         };
         let started = tokio::time::Instant::now();
         let message = pull_from(&store, &host, &reference).await.expect_err(name);
+        eprintln!("{name}: {message}");
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "{name}: took {:?}",
@@ -757,4 +938,43 @@ async fn hostile_registries_are_refused_and_leave_nothing() {
         }
         assert_store_empty(&store, name);
     }
+}
+
+/// An index whose entry for this platform is a manifest over the 4 MiB limit: refused before
+/// that manifest is requested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_listing_a_huge_manifest_is_refused() {
+    let host_platform = Platform::host();
+    let child = format!("sha256:{}", "ab".repeat(32));
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": child,
+            "size": 5 << 20,
+            "platform": host_platform,
+        }],
+    });
+    let root = tmp();
+    let store = Arc::new(ImageStore::open(root.path()).unwrap());
+    let repo = "hostile/huge-child".to_string();
+    let host = fake_registry(
+        repo.clone(),
+        serde_json::to_vec(&index).unwrap(),
+        HashMap::new(),
+        HashMap::new(),
+    )
+    .await;
+    let reference = format!("{host}/{repo}:1");
+    let message = pull_from(&store, &host, &reference).await.unwrap_err();
+    for s in [
+        reference.as_str(),
+        child.as_str(),
+        "5242880 bytes",
+        "limit of 4194304 bytes",
+    ] {
+        assert!(message.contains(s), "{s:?} not in {message}");
+    }
+    assert_store_empty(&store, "huge-child");
 }

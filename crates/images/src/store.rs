@@ -30,7 +30,7 @@ use crate::error::{io_err, Error, Result};
 use crate::lock::{self, FileLock};
 use crate::platform::Platform;
 use crate::reference::{as_image_id, Reference};
-use crate::unpack::{apply_layer, LayerSource, Mode, UnpackLimits};
+use crate::unpack::{apply_layer, LayerSource, LayerUsage, Mode, UnpackLimits};
 
 /// Manifests, configs and indexes larger than this are refused (they are JSON documents).
 const MAX_DOCUMENT_SIZE: u64 = 16 << 20;
@@ -643,6 +643,7 @@ impl ImageStore {
         let diff_ids = config.rootfs().diff_ids();
         let chains = chain_ids(diff_ids)?;
         let mut out = Vec::with_capacity(chains.len());
+        let mut below = LayerUsage::default();
         for ((layer, diff_id), chain) in manifest.layers().iter().zip(diff_ids).zip(&chains) {
             let digest = layer.digest().to_string();
             let path = self.blob_path(&digest)?;
@@ -653,22 +654,30 @@ impl ImageStore {
                 diff_id,
                 media_type: layer.media_type().as_ref(),
             };
-            out.push(self.ensure_layer(chain, &src)?);
+            let (rootfs, usage) = self.ensure_layer(chain, &src, below)?;
+            below = below.plus(usage);
+            out.push(rootfs);
         }
         Ok(out)
     }
 
-    /// Unpacks one layer under its chain ID unless it already is; returns its rootfs dir.
-    fn ensure_layer(&self, chain_id: &str, src: &LayerSource<'_>) -> Result<PathBuf> {
+    /// Unpacks one layer under its chain ID unless it already is, within what the image's
+    /// limits leave after the layers `below`; returns its rootfs dir and what it expanded to.
+    fn ensure_layer(
+        &self,
+        chain_id: &str,
+        src: &LayerSource<'_>,
+        below: LayerUsage,
+    ) -> Result<(PathBuf, LayerUsage)> {
         let hex = parse_sha256(chain_id)?;
         let dir = self.layers_dir().join(hex);
         let rootfs = dir.join("rootfs");
         if rootfs.is_dir() {
-            return Ok(rootfs);
+            return Ok((rootfs, read_usage(&dir)));
         }
         let _lock = lock::exclusive(&self.locks_dir().join(format!("layer-{}.lock", &hex[..2])))?;
         if rootfs.is_dir() {
-            return Ok(rootfs);
+            return Ok((rootfs, read_usage(&dir)));
         }
         let layers = self.layers_dir();
         let staging = tempfile::Builder::new()
@@ -683,8 +692,13 @@ impl ImageStore {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .map_err(io_err("chmod", &staged_rootfs))?;
-        apply_layer(src, &staged_rootfs, Mode::Overlay, &self.limits)?;
-        for (name, value) in [("diffid", src.diff_id), ("layer", src.digest)] {
+        let usage = apply_layer(src, &staged_rootfs, Mode::Overlay, &self.limits, below)?;
+        let usage_line = format!("{} {}\n", usage.size, usage.entries);
+        for (name, value) in [
+            ("diffid", src.diff_id),
+            ("layer", src.digest),
+            (USAGE_FILE, &usage_line),
+        ] {
             let p = staging.path().join(name);
             fs::write(&p, value).map_err(io_err("write", &p))?;
         }
@@ -704,7 +718,7 @@ impl ImageStore {
         sync_dir(&layers)?;
         self.unpacks.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(chain_id, layer = src.digest, "layer unpacked");
-        Ok(rootfs)
+        Ok((rootfs, usage))
     }
 
     /// Materialises a flattened copy of an image's rootfs in `dest` (created if missing, should
@@ -717,6 +731,7 @@ impl ImageStore {
         let manifest = self.read_manifest(&rec.manifest_digest)?;
         let config = self.read_config(&rec.config_digest)?;
         fs::create_dir_all(dest).map_err(io_err("create directory", dest))?;
+        let mut below = LayerUsage::default();
         for (layer, diff_id) in manifest.layers().iter().zip(config.rootfs().diff_ids()) {
             let digest = layer.digest().to_string();
             let path = self.blob_path(&digest)?;
@@ -727,7 +742,7 @@ impl ImageStore {
                 diff_id,
                 media_type: layer.media_type().as_ref(),
             };
-            apply_layer(&src, dest, Mode::Apply, &self.limits)?;
+            below = below.plus(apply_layer(&src, dest, Mode::Apply, &self.limits, below)?);
         }
         Ok(())
     }
@@ -884,6 +899,21 @@ impl ImageStore {
             let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
         }
         Ok(report)
+    }
+}
+
+/// The file of an unpacked layer's directory that records what it expanded to
+/// (`<bytes> <entries>`), counted against the image limits of every image that uses it.
+const USAGE_FILE: &str = "usage";
+
+/// What an unpacked layer expanded to. Layers unpacked before the file existed count as
+/// nothing (they passed the per-layer limits when they were unpacked).
+fn read_usage(layer_dir: &Path) -> LayerUsage {
+    let text = fs::read_to_string(layer_dir.join(USAGE_FILE)).unwrap_or_default();
+    let mut words = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+    match (words.next().flatten(), words.next().flatten()) {
+        (Some(size), Some(entries)) => LayerUsage { size, entries },
+        _ => LayerUsage::default(),
     }
 }
 

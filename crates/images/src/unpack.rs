@@ -16,7 +16,9 @@
 //!
 //! Layers are untrusted input, so [`UnpackLimits`] bound what one layer may cost: the bytes of
 //! uncompressed tar (decompression bombs), the number of entries, and the bytes of extension
-//! headers (PAX records, GNU long names) before one entry, which the tar reader holds in memory.
+//! headers (PAX records, GNU long names) before one entry, which the tar reader holds in memory;
+//! and what all the layers of one image may cost together (bytes, entries): each layer is
+//! bounded by what the layers below it left.
 //! Device nodes are created as containerd does: as root they are made, and where `mknod` is not
 //! permitted (a user namespace, no `CAP_MKNOD`) they are skipped with a warning.
 
@@ -93,8 +95,8 @@ impl Compression {
     }
 }
 
-/// Bounds on what unpacking one layer may cost; exceeding one fails the layer with
-/// [`Error::LimitExceeded`].
+/// Bounds on what unpacking one layer, and all the layers of one image, may cost; exceeding
+/// one fails the layer with [`Error::LimitExceeded`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnpackLimits {
     /// Bytes of uncompressed tar per layer (decompression bombs).
@@ -104,6 +106,11 @@ pub struct UnpackLimits {
     /// Bytes of headers before one entry: its header blocks plus PAX records and GNU long
     /// names, which are read into memory.
     pub max_header_size: u64,
+    /// Bytes of uncompressed tar of all the layers of one image (many layers each under
+    /// `max_layer_size`).
+    pub max_image_size: u64,
+    /// Tar entries of all the layers of one image.
+    pub max_image_entries: u64,
 }
 
 impl UnpackLimits {
@@ -113,6 +120,10 @@ impl UnpackLimits {
     pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
     /// 1 MiB of headers per entry.
     pub const DEFAULT_MAX_HEADER_SIZE: u64 = 1 << 20;
+    /// 128 GiB of tar per image.
+    pub const DEFAULT_MAX_IMAGE_SIZE: u64 = 128 << 30;
+    /// Four million entries per image.
+    pub const DEFAULT_MAX_IMAGE_ENTRIES: u64 = 4_000_000;
 }
 
 impl Default for UnpackLimits {
@@ -121,7 +132,43 @@ impl Default for UnpackLimits {
             max_layer_size: Self::DEFAULT_MAX_LAYER_SIZE,
             max_entries: Self::DEFAULT_MAX_ENTRIES,
             max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
+            max_image_size: Self::DEFAULT_MAX_IMAGE_SIZE,
+            max_image_entries: Self::DEFAULT_MAX_IMAGE_ENTRIES,
         }
+    }
+}
+
+/// What layers expand to: uncompressed tar bytes and tar entries (of one layer, or of the
+/// layers of an image below one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerUsage {
+    pub size: u64,
+    pub entries: u64,
+}
+
+impl LayerUsage {
+    /// The usage of these layers and `other` together.
+    pub fn plus(self, other: LayerUsage) -> LayerUsage {
+        LayerUsage {
+            size: self.size.saturating_add(other.size),
+            entries: self.entries.saturating_add(other.entries),
+        }
+    }
+}
+
+/// The bound that applies to one layer: the layer's own limit, or what the image limit leaves
+/// after the layers below when that is less. `(max, limit name, limit value)`.
+fn bound(
+    layer_max: u64,
+    image_max: u64,
+    below: u64,
+    names: (&'static str, &'static str),
+) -> (u64, &'static str, u64) {
+    let image_left = image_max.saturating_sub(below);
+    if image_left < layer_max {
+        (image_left, names.1, image_max)
+    } else {
+        (layer_max, names.0, layer_max)
     }
 }
 
@@ -190,13 +237,28 @@ pub(crate) struct LayerSource<'a> {
 }
 
 /// Applies one layer blob to `target` (an existing directory), verifying the blob digest, size
-/// and diff ID. On error `target` is in an unspecified state and must be discarded.
+/// and diff ID; `below` is what the image's layers below this one expanded to (counted against
+/// the image limits). Returns what this layer expanded to. On error `target` is in an
+/// unspecified state and must be discarded.
 pub(crate) fn apply_layer(
     src: &LayerSource<'_>,
     target: &Path,
     mode: Mode,
     limits: &UnpackLimits,
-) -> Result<()> {
+    below: LayerUsage,
+) -> Result<LayerUsage> {
+    let (max_size, size_limit, size_value) = bound(
+        limits.max_layer_size,
+        limits.max_image_size,
+        below.size,
+        ("layer size", "image size"),
+    );
+    let (max_entries, entries_limit, entries_value) = bound(
+        limits.max_entries,
+        limits.max_image_entries,
+        below.entries,
+        ("entry count", "image entry count"),
+    );
     let file = File::open(src.path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Error::BlobNotFound {
             digest: src.digest.to_string(),
@@ -223,6 +285,7 @@ pub(crate) fn apply_layer(
             "layer compression differs from its media type; using the content's"
         );
     }
+    let usage;
     {
         let decoder: Box<dyn Read + '_> = match compression {
             Compression::None => Box::new(&mut buf),
@@ -236,7 +299,7 @@ pub(crate) fn apply_layer(
         let mut archive = tar::Archive::new(Guard {
             inner: HashingReader::new(decoder),
             read: 0,
-            max: limits.max_layer_size,
+            max: max_size,
             header_budget: header_budget.clone(),
             exceeded: exceeded.clone(),
         });
@@ -248,8 +311,8 @@ pub(crate) fn apply_layer(
             Exceeded::LayerSize => Error::LimitExceeded {
                 layer: src.digest.to_string(),
                 path: last.to_string(),
-                limit: "layer size",
-                value: limits.max_layer_size,
+                limit: size_limit,
+                value: size_value,
             },
             Exceeded::HeaderSize => Error::LimitExceeded {
                 layer: src.digest.to_string(),
@@ -278,12 +341,12 @@ pub(crate) fn apply_layer(
             };
             count += 1;
             last = entry.path_bytes().escape_ascii().to_string();
-            if count > limits.max_entries {
+            if count > max_entries {
                 return Err(Error::LimitExceeded {
                     layer: src.digest.to_string(),
                     path: last,
-                    limit: "entry count",
-                    value: limits.max_entries,
+                    limit: entries_limit,
+                    value: entries_value,
                 });
             }
             let applied = state.apply(&mut entry);
@@ -302,6 +365,10 @@ pub(crate) fn apply_layer(
             return Err(limit_err(what, &last));
         }
         drained.map_err(unpack_err)?;
+        usage = LayerUsage {
+            size: guard.read,
+            entries: count,
+        };
         let tar_stream = guard.inner;
         let (diff_id, _) = tar_stream.finish();
         if diff_id != src.diff_id {
@@ -329,7 +396,7 @@ pub(crate) fn apply_layer(
             actual: size,
         });
     }
-    Ok(())
+    Ok(usage)
 }
 
 /// Cleans a tar entry path: `None` for the root itself, an error for `..` components.
@@ -678,5 +745,57 @@ impl<'a> State<'a> {
                 let _ = f.set_modified(t);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn bound_of_one_layer_table() {
+        let names = ("layer size", "image size");
+        // (layer max, image max, below) -> (max, limit, value)
+        for (layer, image, below, want) in [
+            // The image limit is far: the layer's own applies.
+            (100, 1000, 0, (100, "layer size", 100)),
+            (100, 1000, 900, (100, "layer size", 100)),
+            // The image leaves less than the layer limit: what it leaves, named as the image's.
+            (100, 1000, 901, (99, "image size", 1000)),
+            (100, 1000, 1000, (0, "image size", 1000)),
+            // Below already over (layers counted before a limit was lowered): nothing left.
+            (100, 1000, 5000, (0, "image size", 1000)),
+            // An image limit under the layer limit applies from the first layer.
+            (100, 50, 0, (50, "image size", 50)),
+            // No limits at all.
+            (u64::MAX, u64::MAX, 0, (u64::MAX, "layer size", u64::MAX)),
+        ] {
+            assert_eq!(
+                bound(layer, image, below, names),
+                want,
+                "layer {layer}, image {image}, below {below}"
+            );
+        }
+    }
+
+    #[test]
+    fn usage_adds_up_without_overflow() {
+        let a = LayerUsage {
+            size: 10,
+            entries: 2,
+        };
+        let b = LayerUsage {
+            size: u64::MAX,
+            entries: 3,
+        };
+        assert_eq!(
+            a.plus(a),
+            LayerUsage {
+                size: 20,
+                entries: 4
+            }
+        );
+        assert_eq!(a.plus(b).size, u64::MAX);
+        assert_eq!(a.plus(b).entries, 5);
     }
 }

@@ -83,3 +83,44 @@ pub(crate) async fn exited(fd: OwnedFd) -> std::io::Result<()> {
     let _ready = fd.readable().await?;
     Ok(())
 }
+
+/// The exit of a shim being stopped, waited for in steps: through its pidfd (`None`: it could
+/// not be watched, and only the steps' deadlines wake the waiter).
+pub(crate) struct ShimExit {
+    exit: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    gone: bool,
+}
+
+impl ShimExit {
+    pub(crate) fn new(fd: Option<OwnedFd>) -> ShimExit {
+        ShimExit {
+            exit: fd.map(|fd| {
+                Box::pin(async move {
+                    if exited(fd).await.is_err() {
+                        // Cannot be watched after all: the steps' deadlines only.
+                        std::future::pending::<()>().await;
+                    }
+                }) as _
+            }),
+            gone: false,
+        }
+    }
+
+    /// Waits until the shim has exited or `until` passes; whether it has exited (at once when
+    /// it had already).
+    pub(crate) async fn wait_until(&mut self, until: tokio::time::Instant) -> bool {
+        if self.gone {
+            return true;
+        }
+        match &mut self.exit {
+            Some(exit) => {
+                if tokio::time::timeout_at(until, exit.as_mut()).await.is_ok() {
+                    self.gone = true;
+                    self.exit = None;
+                }
+            }
+            None => tokio::time::sleep_until(until).await,
+        }
+        self.gone
+    }
+}

@@ -72,8 +72,9 @@ pub struct Config {
     pub image_credentials: Vec<PathBuf>,
     /// `--insecure-registry`: `HOST:PORT`s pulled from over plain HTTP.
     pub insecure_registries: Vec<String>,
-    /// `--max-layer-size`, `--max-layer-entries`, `--max-layer-header-size`: bounds on
-    /// unpacking one layer of a pulled or imported image.
+    /// `--max-layer-size`, `--max-layer-entries`, `--max-layer-header-size`, `--max-image-size`,
+    /// `--max-image-entries`: bounds on unpacking one layer, and all the layers of one image, of
+    /// a pulled or imported image.
     pub image_limits: staticlet_images::UnpackLimits,
     /// `--image-pull-stall-timeout`: a registry response that sends nothing this long fails.
     pub pull_stall_timeout: std::time::Duration,
@@ -99,7 +100,16 @@ struct Inner {
     primer: prime::MigrationPrimer,
     /// Container exits as events.
     exits: exits::Exits,
+    /// Bounds the teardown work on blocking threads ([`TEARDOWN_CONCURRENCY`]).
+    teardowns: tokio::sync::Semaphore,
 }
+
+/// How many teardowns (a container's removal, a sandbox's stop or removal) run on blocking
+/// threads at a time. Pods removed together end their grace periods together: without a bound
+/// each one's teardown took a thread of its own at the same moment (50 pods: 48 threads for
+/// about a second). Waiting for a turn holds no thread; the work is mostly unmounts and
+/// directory removals, which contend in the kernel anyway.
+const TEARDOWN_CONCURRENCY: usize = 4;
 
 /// What never changes about a runtime object once it exists (its labels, a container's
 /// sandbox), cached from its record so that a list for one pod (a worker's) reads only that
@@ -243,6 +253,24 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         })?
 }
 
+impl Inner {
+    /// [`blocking`] for teardown work, at most [`TEARDOWN_CONCURRENCY`] at a time.
+    async fn teardown<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _turn = self
+            .teardowns
+            .acquire()
+            .await
+            .map_err(|e| RuntimeError::Failed {
+                op: "runtime task",
+                message: e.to_string(),
+            })?;
+        blocking(f).await
+    }
+}
+
 fn parse_time(s: &Option<String>) -> Option<SystemTime> {
     let s = s.as_deref()?;
     chrono::DateTime::parse_from_rfc3339(s)
@@ -289,6 +317,7 @@ impl EmbeddedRuntime {
                 readers: readers::Readers::new(2),
                 primer: prime::MigrationPrimer::new(),
                 exits: exits::Exits::new(),
+                teardowns: tokio::sync::Semaphore::new(TEARDOWN_CONCURRENCY),
             }),
         })
     }
@@ -644,6 +673,96 @@ impl Inner {
         Ok(())
     }
 
+    /// [`Self::stop_container_blocking`] without holding a thread while the container gets to
+    /// exit: the signal and the SIGKILLs are sent from the reader threads (quick, never
+    /// waiting), and the waits are for the shim's exit (it exits right after recording the
+    /// container's) through a pidfd, bounded by the grace period, then by
+    /// [`staticlet_shim::client::KILL_WAIT`] with SIGKILL repeated every
+    /// [`staticlet_shim::client::KILL_STEP`]. Removing 200 pods at once used to hold one
+    /// blocking thread per container for its whole grace period (207 threads).
+    async fn stop_container(self: &Arc<Self>, id: &str, grace: Duration) -> Result<()> {
+        use staticlet_shim::client::{self as shim, StopSignal};
+        let inner = self.clone();
+        let cid = id.to_string();
+        let first = self
+            .readers
+            .run(move || {
+                let rec = match inner.load_container(&cid) {
+                    Ok(r) => r,
+                    Err(RuntimeError::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let shim_dir = inner.container_dir(&cid).join("shim");
+                if !staticlet_shim::state::state_path(&shim_dir).exists() {
+                    return Ok(None); // never started
+                }
+                let sig =
+                    parse_signal(&rec.stop_signal).unwrap_or(nix::sys::signal::Signal::SIGTERM);
+                let sent = shim::stop_signal(&shim_dir, sig).map_err(io_err("stop container"))?;
+                // Opened after the signal: a shim that exits in between is seen by
+                // `stop_check` (no pidfd).
+                let shim_fd = staticlet_shim::read_state(&shim_dir)
+                    .ok()
+                    .and_then(|s| exits::open_shim(&s));
+                Ok(Some((shim_dir, sent, shim_fd)))
+            })
+            .await?;
+        let Some((shim_dir, sent, shim_fd)) = first else {
+            return Ok(());
+        };
+        let mut shim = exits::ShimExit::new(shim_fd);
+        let check = |kill: bool| {
+            let dir = shim_dir.clone();
+            self.readers.run(move || {
+                let r = if kill {
+                    shim::stop_kill(&dir)
+                } else {
+                    shim::stop_check(&dir)
+                };
+                r.map(|s| s.is_some()).map_err(io_err("stop container"))
+            })
+        };
+        if let StopSignal::Exited(_) = sent {
+            return Ok(());
+        }
+        if let StopSignal::Sent = sent {
+            let end = tokio::time::Instant::now() + grace;
+            // Wakes at the shim's exit, and once a second to notice one that could not be
+            // watched.
+            while tokio::time::Instant::now() < end {
+                let step = (tokio::time::Instant::now() + Duration::from_secs(1)).min(end);
+                let gone = shim.wait_until(step).await;
+                if check(false).await? {
+                    return Ok(());
+                }
+                if gone {
+                    break; // not expected: `check` records a gone shim's orphan as exited
+                }
+            }
+        }
+        let end = tokio::time::Instant::now() + shim::KILL_WAIT;
+        loop {
+            if check(true).await? {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= end {
+                return Err(RuntimeError::Failed {
+                    op: "stop container",
+                    message: format!(
+                        "container {id} did not exit within {:?} of SIGKILL",
+                        shim::KILL_WAIT
+                    ),
+                });
+            }
+            let step = (tokio::time::Instant::now() + shim::KILL_STEP).min(end);
+            if shim.wait_until(step).await {
+                // Gone: the next check finds the exit (or records the orphan's); no busy loop
+                // if it somehow does not.
+                tokio::time::sleep_until(step).await;
+            }
+        }
+    }
+
     fn remove_container_blocking(&self, id: &str) -> Result<()> {
         let dir = self.container_dir(id);
         if !dir.exists() {
@@ -918,7 +1037,8 @@ impl ContainerRuntime for EmbeddedRuntime {
         let inner = self.inner.clone();
         let id = id.0.clone();
         inner.teardown_network(&id).await?;
-        blocking(move || {
+        let work = inner.clone();
+        work.teardown(move || {
             let mut rec = match inner.load_sandbox(&id) {
                 Ok(r) => r,
                 Err(RuntimeError::NotFound { .. }) => return Ok(()),
@@ -941,7 +1061,8 @@ impl ContainerRuntime for EmbeddedRuntime {
         let inner = self.inner.clone();
         let id = id.0.clone();
         inner.teardown_network(&id).await?;
-        blocking(move || {
+        let work = inner.clone();
+        work.teardown(move || {
             let dir = inner.sandbox_dir(&id);
             if !dir.exists() {
                 return Ok(());
@@ -1272,15 +1393,15 @@ impl ContainerRuntime for EmbeddedRuntime {
     }
 
     async fn stop_container(&self, id: &ContainerId, timeout: Duration) -> Result<()> {
-        let inner = self.inner.clone();
-        let id = id.0.clone();
-        blocking(move || inner.stop_container_blocking(&id, timeout)).await
+        Inner::stop_container(&self.inner, &id.0, timeout).await
     }
 
     async fn remove_container(&self, id: &ContainerId) -> Result<()> {
         let inner = self.inner.clone();
         let id = id.0.clone();
-        blocking(move || inner.remove_container_blocking(&id)).await
+        let work = inner.clone();
+        work.teardown(move || inner.remove_container_blocking(&id))
+            .await
     }
 
     async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus> {

@@ -87,6 +87,10 @@ const TESTS: &[Test] = &[
         "a_container_whose_shim_is_killed_is_killed_and_its_exit_recorded",
         a_container_whose_shim_is_killed_is_killed_and_its_exit_recorded,
     ),
+    (
+        "stopping_many_containers_holds_no_thread_per_container",
+        stopping_many_containers_holds_no_thread_per_container,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -782,19 +786,21 @@ fn dropping_an_exec_kills_its_processes() {
     assert_eq!(st.state, ContainerState::Running);
 }
 
+/// This process's thread count (`Threads:` of `/proc/self/status`).
+fn threads() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse::<usize>()
+        .unwrap()
+}
+
 fn idle_exec_sessions_hold_no_thread() {
     let pod = Pod::new("idle", true);
     let id = pod.container("app", &["sleep", "3600"]);
-    let threads = || {
-        std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("Threads:"))
-            .unwrap()
-            .trim()
-            .parse::<usize>()
-            .unwrap()
-    };
     let before = threads();
     let mut sessions = Vec::new();
     for i in 0..6 {
@@ -1195,4 +1201,92 @@ fn a_container_whose_shim_is_killed_is_killed_and_its_exit_recorded() {
             processes(&format!("sleep {marker}")).is_empty()
         });
     }
+}
+
+/// Stopping many containers at once (a pod deletion of many pods) holds no thread per container
+/// for its grace period: 50 containers that ignore SIGTERM, stopped together with a 3 s grace,
+/// are each SIGKILLed at the end of their grace (exit 137, not before the grace), while the
+/// process keeps a bounded number of threads (the stops used to hold one blocking thread each:
+/// 50 + the rest).
+fn stopping_many_containers_holds_no_thread_per_container() {
+    const N: usize = 50;
+    const GRACE: Duration = Duration::from_secs(3);
+    let pod = Pod::new("stops", true);
+    let marker = unique();
+    let command = format!("trap '' TERM; exec sleep {marker}");
+    let ids: Vec<ContainerId> = (0..N)
+        .map(|i| pod.container(&format!("c{i}"), &["sh", "-c", &command]))
+        .collect();
+    let sleeping = || processes(&format!("sleep {marker}")).len();
+    wait("every container's sleep running", || sleeping() == N);
+    let before = threads();
+
+    let started = std::time::SystemTime::now();
+    let stops: Vec<JoinHandle<Result<(), RuntimeError>>> = ids
+        .iter()
+        .map(|id| {
+            let (runtime, id) = (pod.runtime.clone(), id.clone());
+            pod.rt
+                .spawn(async move { runtime.stop_container(&id, GRACE).await })
+        })
+        .collect();
+    // Sampled until every stop returned.
+    let mut most = before;
+    let deadline = Instant::now() + GRACE + DEADLINE;
+    while !stops.iter().all(|t| t.is_finished()) {
+        most = most.max(threads());
+        assert!(Instant::now() < deadline, "the stops never ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let elapsed = started.elapsed().unwrap();
+    for (i, t) in stops.into_iter().enumerate() {
+        pod.block_on(t)
+            .expect("the stop task does not panic")
+            .unwrap_or_else(|e| panic!("stop of c{i}: {e}"));
+    }
+    eprintln!(
+        "{N} stops with a {GRACE:?} grace: {elapsed:.1?}, threads {before} before, at most {most} during"
+    );
+    assert_eq!(sleeping(), 0, "every container's process is gone");
+    for (i, id) in ids.iter().enumerate() {
+        let st = pod.block_on(pod.runtime.container_status(id)).unwrap();
+        assert_eq!(
+            (st.state, st.exit_code),
+            (ContainerState::Exited, Some(137)),
+            "c{i} ignores SIGTERM: killed by SIGKILL: {st:?}"
+        );
+        let finished = st.finished_at.expect("an exit time");
+        assert!(
+            finished >= started + GRACE,
+            "c{i} was killed before the end of its grace: {:?} after the stop began",
+            finished.duration_since(started)
+        );
+    }
+    assert!(
+        most <= 40,
+        "{N} containers stopping at once: {before} threads before, {most} during"
+    );
+
+    // One that handles SIGTERM stops at once, far within its grace, with its own exit code.
+    let polite = pod.container(
+        "polite",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; while true; do usleep 10000; done",
+        ],
+    );
+    let begun = Instant::now();
+    pod.block_on(
+        pod.runtime
+            .stop_container(&polite, Duration::from_secs(600)),
+    )
+    .unwrap();
+    assert!(begun.elapsed() < DEADLINE, "{:?}", begun.elapsed());
+    let st = pod.block_on(pod.runtime.container_status(&polite)).unwrap();
+    assert_eq!(
+        (st.state, st.exit_code),
+        (ContainerState::Exited, Some(7)),
+        "{st:?}"
+    );
 }

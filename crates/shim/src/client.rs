@@ -1,8 +1,10 @@
 //! The agent's side of the shim: start a shim, read its record, stop its container.
 //!
 //! Nothing here calls libcontainer or joins a namespace, so it is safe in the multi-threaded
-//! (tokio) agent; the calls block, so an async caller wraps them in `spawn_blocking`. The only
-//! processes started are re-execs of the agent's binary ([`Reexec`]) in a shim mode.
+//! (tokio) agent; the calls block, so an async caller wraps them in `spawn_blocking` (except
+//! the steps of [`stop`], which never wait, so that a caller can wait for the exit without a
+//! thread). The only processes started are re-execs of the agent's binary ([`Reexec`]) in a
+//! shim mode.
 //!
 //! Waiting re-reads `state.json` whenever inotify says it was replaced (and every 50 ms at most,
 //! to notice a shim that died silently) until a condition holds or a deadline passes.
@@ -290,32 +292,29 @@ pub const UNKNOWN_EXIT_CODE: i32 = 255;
 /// signalled while its pid still has the start time recorded in `state.json`, so a reused pid is
 /// never hit. If the shim itself is gone (it was killed), the processes are killed all the same
 /// and the record is completed here with exit code [`UNKNOWN_EXIT_CODE`].
+///
+/// Blocks its thread for up to `grace` + [`KILL_WAIT`]. An async caller that must not hold a
+/// thread while waiting uses the steps instead: [`stop_signal`]; then, if it was sent, waits
+/// up to the grace for the shim to exit (it exits right after recording the exit: a pidfd),
+/// [`stop_check`] after a wake-up; then [`stop_kill`] every [`KILL_STEP`] up to [`KILL_WAIT`].
 pub fn stop(state_dir: &Path, signal: Signal, grace: Duration) -> io::Result<ShimState> {
-    let st = read_state(state_dir)?;
-    if st.is_exited() {
-        return Ok(st);
-    }
     let exited = |s: &ShimState| s.is_exited();
-    if st.pid > 0 {
-        sys::signal_process(st.pid, st.pid_start_time, signal)?;
-        match wait_for(state_dir, Instant::now() + grace, exited) {
+    match stop_signal(state_dir, signal)? {
+        StopSignal::Exited(s) => return Ok(s),
+        StopSignal::NoInit => {}
+        StopSignal::Sent => match wait_for(state_dir, Instant::now() + grace, exited) {
             Ok(s) => return Ok(s),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return finish_orphan(state_dir),
             Err(e) => return Err(e),
-        }
-    }
-    let st = read_state(state_dir)?;
-    if st.is_exited() {
-        return Ok(st);
+        },
     }
     let deadline = Instant::now() + KILL_WAIT;
     loop {
-        if st.pid > 0 {
-            let _ = sys::signal_process(st.pid, st.pid_start_time, Signal::SIGKILL);
+        if let Some(s) = stop_kill(state_dir)? {
+            return Ok(s);
         }
-        sys::kill_cgroups(&st.cgroup_dirs);
-        let step = (Instant::now() + Duration::from_millis(200)).min(deadline);
+        let step = (Instant::now() + KILL_STEP).min(deadline);
         match wait_for(state_dir, step, exited) {
             Ok(s) => return Ok(s),
             Err(e) if e.kind() == io::ErrorKind::TimedOut && Instant::now() < deadline => {}
@@ -323,6 +322,73 @@ pub fn stop(state_dir: &Path, signal: Signal, grace: Duration) -> io::Result<Shi
             Err(e) => return Err(e),
         }
     }
+}
+
+/// How often [`stop`] repeats SIGKILL (to processes forked meanwhile) while it waits for the
+/// exit record.
+pub const KILL_STEP: Duration = Duration::from_millis(200);
+
+/// What [`stop_signal`] did.
+#[derive(Debug)]
+pub enum StopSignal {
+    /// The container had exited (or its shim was gone: the orphan was killed and an unknown
+    /// exit recorded): the record.
+    Exited(ShimState),
+    /// The signal was sent to the init: wait up to the grace period for the exit.
+    Sent,
+    /// No init yet (being created): no grace, go on with [`stop_kill`].
+    NoInit,
+}
+
+/// First step of [`stop`]: sends `signal` to the container's init unless the container already
+/// exited or has no init yet. Quick: never waits.
+pub fn stop_signal(state_dir: &Path, signal: Signal) -> io::Result<StopSignal> {
+    let st = read_state(state_dir)?;
+    if st.is_exited() {
+        return Ok(StopSignal::Exited(st));
+    }
+    if st.pid <= 0 {
+        return Ok(StopSignal::NoInit);
+    }
+    sys::signal_process(st.pid, st.pid_start_time, signal)?;
+    Ok(match stop_check(state_dir)? {
+        Some(s) => StopSignal::Exited(s),
+        None => StopSignal::Sent,
+    })
+}
+
+/// The record if the container has exited, or, if its shim is gone without recording the
+/// exit, the orphan killed and an unknown exit recorded ([`UNKNOWN_EXIT_CODE`]); `None` while
+/// the shim still supervises a running container. Quick: never waits.
+pub fn stop_check(state_dir: &Path) -> io::Result<Option<ShimState>> {
+    let st = read_state(state_dir)?;
+    if st.is_exited() {
+        return Ok(Some(st));
+    }
+    if !shim_alive(&st) {
+        // The shim records the exit before it exits: read once more before deciding.
+        let st = read_state(state_dir)?;
+        if st.is_exited() {
+            return Ok(Some(st));
+        }
+        return finish_orphan(state_dir).map(Some);
+    }
+    Ok(None)
+}
+
+/// The end of the grace period in [`stop`]: SIGKILL to the init and to every process of the
+/// container's cgroups, then as [`stop_check`]. Repeat it every [`KILL_STEP`] until the
+/// record says exited (up to [`KILL_WAIT`]). Quick: never waits.
+pub fn stop_kill(state_dir: &Path) -> io::Result<Option<ShimState>> {
+    let st = read_state(state_dir)?;
+    if st.is_exited() {
+        return Ok(Some(st));
+    }
+    if st.pid > 0 {
+        let _ = sys::signal_process(st.pid, st.pid_start_time, Signal::SIGKILL);
+    }
+    sys::kill_cgroups(&st.cgroup_dirs);
+    stop_check(state_dir)
 }
 
 /// The shim died before recording the exit: kill what is left and record an unknown exit.

@@ -33,7 +33,8 @@ pub fn byte_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// Bounds on unpacking one image layer (`staticlet run` and `staticlet images import`).
+/// Bounds on unpacking one image layer, and all the layers of one image (`staticlet run` and
+/// `staticlet images import`).
 #[derive(Debug, Args, Clone)]
 pub struct ImageLimitArgs {
     /// Most uncompressed bytes one image layer may hold (decompression bombs fail the pull).
@@ -45,6 +46,12 @@ pub struct ImageLimitArgs {
     /// Most bytes of headers (PAX records, long names) before one entry of a layer.
     #[arg(long, value_parser = byte_size, value_name = "BYTES", default_value = "1Mi")]
     pub max_layer_header_size: u64,
+    /// Most uncompressed bytes all the layers of one image may hold together.
+    #[arg(long, value_parser = byte_size, value_name = "BYTES", default_value = "128Gi")]
+    pub max_image_size: u64,
+    /// Most tar entries all the layers of one image may hold together.
+    #[arg(long, value_name = "N", default_value_t = staticlet_images::UnpackLimits::DEFAULT_MAX_IMAGE_ENTRIES)]
+    pub max_image_entries: u64,
 }
 
 impl ImageLimitArgs {
@@ -54,6 +61,8 @@ impl ImageLimitArgs {
             max_layer_size: self.max_layer_size,
             max_entries: self.max_layer_entries,
             max_header_size: self.max_layer_header_size,
+            max_image_size: self.max_image_size,
+            max_image_entries: self.max_image_entries,
         }
     }
 }
@@ -413,7 +422,18 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(args.image_limits.limits().max_layer_size, 8 << 20);
         assert_eq!(args.image_limits.limits().max_entries, 1_000_000);
+        assert_eq!(
+            args.image_limits.limits(),
+            staticlet_images::UnpackLimits {
+                max_layer_size: 8 << 20,
+                ..Default::default()
+            },
+            "the flags' defaults are the library's"
+        );
         assert_eq!(args.image_pull_stall_timeout, Duration::from_secs(30));
+        let args = parse_args(&["--max-image-size", "2Gi", "--max-image-entries", "500"]).unwrap();
+        assert_eq!(args.image_limits.limits().max_image_size, 2 << 30);
+        assert_eq!(args.image_limits.limits().max_image_entries, 500);
     }
 
     /// `staticlet run`'s command, as main.rs builds it.

@@ -1,7 +1,8 @@
 //! Pulling images from OCI distribution registries (docker hub, a `registry:2`, quay, ...)
 //! into the [`ImageStore`], with the `oci-client` crate over rustls (ring provider).
 //!
-//! A pull resolves the reference's manifest; an image index (or docker manifest list) is
+//! A pull resolves the reference's manifest (fetched by a request of ours, cut at
+//! [`MAX_MANIFEST_SIZE`]: oci-client would read any body whole); an image index (or docker manifest list) is
 //! resolved to the wanted platform with [`select_manifest`], exactly as imports do. The config
 //! and every layer blob not already in the store are then streamed into
 //! [`ImageStore::blob_writer`] (chunks cross a small channel to a blocking writer thread, so no
@@ -53,6 +54,11 @@ const ACCEPTED_MANIFESTS: &[&str] = &[OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCK
 
 /// Image configs larger than this are refused (they are JSON documents).
 const MAX_CONFIG_SIZE: u64 = 16 << 20;
+/// Manifests and indexes larger than this are refused, as containerd does (kubelet's pulls go
+/// through it): the response is cut there, so a registry cannot make a pull hold more.
+pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+/// The most of an error response's body that is read (for its message).
+const MAX_ERROR_BODY: u64 = 64 << 10;
 /// Layer blobs fetched at the same time by one pull.
 const LAYER_CONCURRENCY: usize = 3;
 /// Chunks in flight between the network and the blob writer thread.
@@ -408,17 +414,15 @@ impl Puller {
             ),
         };
         let auth = registry_auth(&r, parsed, opts).await?;
+        let manifests = ManifestFetcher::new(&client, &r, &oref, &auth, opts).await?;
 
-        let (top, _) = client
-            .pull_manifest_raw(&oref, &auth, ACCEPTED_MANIFESTS)
-            .await
-            .map_err(|e| registry_error(&r, "manifest", e))?;
+        let top = manifests.fetch(&oref, MAX_MANIFEST_SIZE).await?;
         let top_digest = sha256_digest(&top);
         if let Some(want) = &parsed.digest {
             if *want != top_digest {
                 return Err(PullError::invalid(
                     &r,
-                    format!("manifest is {top_digest}, not {want}"),
+                    format!("the manifest's digest is {top_digest}, not {want}"),
                 ));
             }
         }
@@ -437,14 +441,18 @@ impl Puller {
                 })?;
                 let digest = desc.digest().to_string();
                 tracing::debug!(reference = %r, index = %top_digest, manifest = %digest, "platform manifest chosen");
-                let (bytes, _) = client
-                    .pull_manifest_raw(
-                        &oref.clone_with_digest(digest.clone()),
-                        &auth,
-                        ACCEPTED_MANIFESTS,
-                    )
-                    .await
-                    .map_err(|e| registry_error(&r, "manifest", e))?;
+                if desc.size() > MAX_MANIFEST_SIZE {
+                    return Err(PullError::invalid(
+                        &r,
+                        format!(
+                            "manifest {digest} is {} bytes, more than the limit of {MAX_MANIFEST_SIZE} bytes",
+                            desc.size()
+                        ),
+                    ));
+                }
+                let bytes = manifests
+                    .fetch(&oref.clone_with_digest(digest.clone()), desc.size())
+                    .await?;
                 let actual = sha256_digest(&bytes);
                 if actual != digest || bytes.len() as u64 != desc.size() {
                     return Err(PullError::invalid(
@@ -629,6 +637,156 @@ impl Puller {
     }
 }
 
+/// Fetches manifests and indexes with a bound on their size: oci-client reads a manifest
+/// response whole into memory (`pull_manifest_raw`), so a registry streaming one forever would
+/// hold the pull's memory without limit. The request is ours (same timeouts and TLS roots as
+/// oci-client's, the credentials or the token oci-client got for the pull, which it also keeps
+/// for the blob requests); its body is cut at the limit.
+struct ManifestFetcher<'a> {
+    http: reqwest::Client,
+    reference: &'a str,
+    scheme: &'static str,
+    /// `Authorization` for the registry: the bearer token oci-client obtained, or basic auth.
+    bearer: Option<String>,
+    basic: Option<(String, String)>,
+}
+
+impl<'a> ManifestFetcher<'a> {
+    async fn new(
+        client: &oci_client::Client,
+        reference: &'a str,
+        oref: &oci_client::Reference,
+        auth: &RegistryAuth,
+        opts: &PullOptions,
+    ) -> Result<ManifestFetcher<'a>, PullError> {
+        let transport = |message: String| PullError::Transport {
+            reference: reference.to_string(),
+            message,
+        };
+        install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(opts.stall_timeout)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| transport(error_chain(&e)))?;
+        // The token (for a bearer challenge), cached by the client for the blob requests too.
+        let bearer = client
+            .auth(oref, auth, oci_client::RegistryOperation::Pull)
+            .await
+            .map_err(|e| registry_error(reference, "manifest", e))?;
+        let basic = match auth {
+            RegistryAuth::Basic(user, password) if bearer.is_none() => {
+                Some((user.clone(), password.clone()))
+            }
+            _ => None,
+        };
+        Ok(ManifestFetcher {
+            http,
+            reference,
+            scheme: scheme_for(oref.resolve_registry(), opts),
+            bearer,
+            basic,
+        })
+    }
+
+    /// The manifest (or index) `oref` names, refused once more than `limit` bytes come. Its
+    /// digest is checked by the caller (a tag has none to check against); a
+    /// `Docker-Content-Digest` header that disagrees with the body is refused here, as
+    /// oci-client does.
+    async fn fetch(&self, oref: &oci_client::Reference, limit: u64) -> Result<Bytes, PullError> {
+        let r = self.reference;
+        let registry = oref.resolve_registry();
+        let target = oref.digest().or(oref.tag()).unwrap_or("latest").to_string();
+        let url = format!(
+            "{}://{registry}/v2/{}/manifests/{target}",
+            self.scheme,
+            oref.repository()
+        );
+        let mut req = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, ACCEPTED_MANIFESTS.join(", "));
+        if let Some(token) = &self.bearer {
+            req = req.bearer_auth(token);
+        } else if let Some((user, password)) = &self.basic {
+            req = req.basic_auth(user, Some(password));
+        }
+        let transport = |e: &dyn std::error::Error| PullError::Transport {
+            reference: r.to_string(),
+            message: format!("manifest {target}: {}", error_chain(e)),
+        };
+        let mut res = req.send().await.map_err(|e| transport(&e))?;
+        let status = res.status();
+        if status != reqwest::StatusCode::OK {
+            let mut body = Vec::new();
+            while let Some(chunk) = res.chunk().await.map_err(|e| transport(&e))? {
+                body.extend_from_slice(&chunk);
+                if body.len() as u64 >= MAX_ERROR_BODY {
+                    body.truncate(MAX_ERROR_BODY as usize);
+                    break;
+                }
+            }
+            return Err(registry_error(
+                r,
+                "manifest",
+                status_error(status, &body, &url),
+            ));
+        }
+        let too_large = |what: String| {
+            PullError::invalid(r, format!("manifest {target}: {what} {limit} bytes"))
+        };
+        if let Some(len) = res.content_length().filter(|&l| l > limit) {
+            return Err(too_large(format!(
+                "the registry sends {len} bytes, more than the limit of"
+            )));
+        }
+        let header_digest = res
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(|e| transport(&e))? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large(
+                    "the response is larger than the limit of".to_string(),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if let Some(want) = header_digest.filter(|d| d.starts_with("sha256:")) {
+            let actual = sha256_digest(&body);
+            if actual != want {
+                return Err(PullError::invalid(
+                    r,
+                    format!("manifest {target} is {actual}, the registry says {want}"),
+                ));
+            }
+        }
+        Ok(Bytes::from(body))
+    }
+}
+
+/// The oci-client error for a registry response that is not 200 (as oci-client's own requests
+/// report them), so that [`registry_error`] maps it the same way.
+fn status_error(status: reqwest::StatusCode, body: &[u8], url: &str) -> OciDistributionError {
+    let url = url.to_string();
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return OciDistributionError::UnauthorizedError { url };
+    }
+    if status.is_client_error() {
+        if let Ok(envelope) = serde_json::from_slice::<oci_client::errors::OciEnvelope>(body) {
+            return OciDistributionError::RegistryError { envelope, url };
+        }
+    }
+    OciDistributionError::ServerError {
+        code: status.as_u16(),
+        url,
+        message: String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
 /// Refuses a blob response whose `Content-Length` is not the descriptor's size before any of
 /// it is read.
 fn check_content_length(
@@ -666,14 +824,17 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const USER_AGENT: &str = concat!("staticlet/", env!("CARGO_PKG_VERSION"));
+
 fn make_client(opts: &PullOptions) -> Result<oci_client::Client, String> {
     install_crypto_provider();
     let config = ClientConfig {
         protocol: ClientProtocol::HttpsExcept(opts.insecure_registries.clone()),
         platform_resolver: None,
-        connect_timeout: Some(Duration::from_secs(30)),
+        connect_timeout: Some(CONNECT_TIMEOUT),
         read_timeout: Some(opts.stall_timeout),
-        user_agent: concat!("staticlet/", env!("CARGO_PKG_VERSION")),
+        user_agent: USER_AGENT,
         ..Default::default()
     };
     oci_client::Client::try_from(config).map_err(|e| error_chain(&e))
