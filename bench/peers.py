@@ -64,7 +64,8 @@ Usage (root):
 STATICLET_BIN: staticlet (staticlet-shim next to it), default target/release/staticlet.
 STATICLET_K8S_BIN: the bin dir with kubelet and crictl, default what
 `scripts/build-k8s.sh --with-node` prints (it builds them on its first run, several minutes).
-Prints one table with ratios (kubelet / staticlet). Not run in CI.
+Prints one table with ratios (kubelet / staticlet). Not run in CI. The work dir (logs of every
+agent and of containerd) is kept when something fails, or always with STATICLET_BENCH_KEEP=1.
 """
 import argparse, http.client, json, os, queue, select, shutil, socket, subprocess, sys, tempfile, threading, time
 
@@ -255,11 +256,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         self.log = open(os.path.join(self.dir, "containerd.log"), "w")
         self.proc = subprocess.Popen(["containerd", "--config", os.path.join(self.dir, "config.toml")],
                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-        wait_for("containerd", lambda: self.crictl("version").returncode == 0, 60, self.proc)
-        for script, ref in (("busybox-image.sh", "docker.io/library/busybox:latest"), ("pause-image.sh", PAUSE)):
-            tar = os.path.join(self.dir, script.replace(".sh", ".tar"))
-            sh(os.path.join(REPO, "scripts", script), tar, ref)
-            sh("ctr", "-a", self.sock, "-n", "k8s.io", "images", "import", tar)
+        try:
+            wait_for("containerd", lambda: self.crictl("version").returncode == 0, 60, self.proc)
+            for script, ref in (("busybox-image.sh", "docker.io/library/busybox:latest"),
+                                ("pause-image.sh", PAUSE)):
+                tar = os.path.join(self.dir, script.replace(".sh", ".tar"))
+                sh(os.path.join(REPO, "scripts", script), tar, ref)
+                sh("ctr", "-a", self.sock, "-n", "k8s.io", "images", "import", tar)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def running(self):
@@ -398,14 +404,19 @@ makeIPTablesUtilChains: false
                 return c.getresponse().status == 200
             except OSError:
                 return False
-        wait_for("kubelet's read-only port", answers, 120, self.proc)
+        try:
+            wait_for("kubelet's read-only port", answers, 120, self.proc)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def api(self):
         return TcpHTTP(self.ro_port)
 
     def __exit__(self, *exc):
-        Agent.clear(self)
+        if self.proc.poll() is None:
+            self.clear()
         self.proc.terminate()
         self.proc.wait()
         self.containerd.remove_all()
@@ -670,6 +681,7 @@ def main():
     sh(os.path.join(REPO, "scripts/busybox-image.sh"), os.path.join(work, "busybox.tar"))
     bench = Bench(work, args)
     results = {}
+    ok = False
     try:
         if "kubelet" in kinds or "cri" in kinds:
             with Containerd(work) as containerd:
@@ -682,9 +694,12 @@ def main():
         if "embedded" in kinds:
             with StaticletEmbedded(work) as s:
                 results["embedded"] = bench.measure(s)
+        ok = True
     finally:
-        if not os.environ.get("STATICLET_BENCH_KEEP"):
+        if ok and not os.environ.get("STATICLET_BENCH_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"kept {work} (kubelet/kubelet.log, containerd/containerd.log, logs*/)")
     print(f"{args.rounds} rounds, {args.pods} pods; staticlet {BIN}; kubelet, crictl from {K8S_BIN}")
     print(table(results, args))
     for k, r in results.items():
