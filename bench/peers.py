@@ -53,10 +53,15 @@ configuration:
                          v1+v2 hybrid needs nothing else
   makeIPTablesUtilChains false: it would add chains and a DROP rule to the host's firewall
   authentication/authorization: anonymous, AlwaysAllow (the defaults need an API server's webhook)
+  evictionHard (disk 1 %), imageGCHighThresholdPercent 100: with the default 15 % imagefs
+                         threshold, a machine whose disk is 85 % full (this one, at times) has
+                         kubelet reclaiming every 10 s during the benchmark: container and image
+                         GC (the busybox and pause images, which no registry can give back)
   address 127.0.0.1, port / readOnlyPort on free loopback ports, healthzPort 0 (off): nothing on
                          the machine's fixed ports 10248/10250/10255
-No swap flag is needed here (the VM has none); kubelet logs that it cannot lower its own
-oom_score_adj (no CAP_SYS_RESOURCE) and goes on.
+No swap flag is needed here (the VM has none). Logged and harmless here: it cannot lower its own
+oom_score_adj nor raise its open-files limit (no CAP_SYS_RESOURCE), containerd 1.6 lacks the CRI
+RuntimeConfig call (kubelet falls back to its cgroupDriver), no imagefs label.
 
 Usage (root):
     bench/peers.py [--rounds 20] [--pods 50] [--idle 30] [--quick] [--peers kubelet,cri,embedded]
@@ -369,6 +374,13 @@ cgroupRoot: {CGROUP_ROOT}
 containerRuntimeEndpoint: {containerd.endpoint}
 podLogsDir: {self.dir}/logs
 makeIPTablesUtilChains: false
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: 1%
+  nodefs.inodesFree: 1%
+  imagefs.available: 1%
+  imagefs.inodesFree: 1%
+imageGCHighThresholdPercent: 100
 """)
         mounts = []
         for name, value in KERNEL_TUNABLES.items():
