@@ -646,7 +646,8 @@ def table(results, args):
     names = {"kubelet": "kubelet + containerd", "cri": "staticlet, CRI (same containerd)",
              "embedded": "staticlet, embedded"}
     ratio_cols = [k for k in ("cri", "embedded") if k in results] if "kubelet" in results else []
-    head = ["metric", *(names[k] for k in kinds), *(f"kubelet / {k}" for k in ratio_cols)]
+    short = {"cri": "staticlet CRI", "embedded": "staticlet embedded"}
+    head = ["metric", *(names[k] for k in kinds), *(f"kubelet / {short[k]}" for k in ratio_cols)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, key, fmt in rows:
         cells, vals = [], {}
