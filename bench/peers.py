@@ -33,7 +33,9 @@ Rows (p50 of ROUNDS pods one after the other, unless said):
   manifest removed -> process gone: the container holds the write end of a FIFO of its own open;
          the time from the manifest's removal until the benchmark's read of it sees EOF (every
          process of the container gone)
-Each peer first runs one pod (not measured) so that the table is about warm agents.
+Each peer first runs one pod (not measured) so that the table is about warm agents. Below the
+table, per peer: the PSS split (agent / runtime, with the number of daemons, shims and pause
+processes counted) and the CPU of all of them over the same idle window.
 
 kubelet runs in a private mount namespace (`unshare -m --propagation slave`) so that it cannot
 change the host: /proc/sys/{vm/overcommit_memory,vm/panic_on_oom,kernel/panic,kernel/panic_on_oops,
@@ -69,8 +71,8 @@ Usage (root):
 STATICLET_BIN: staticlet (staticlet-shim next to it), default target/release/staticlet.
 STATICLET_K8S_BIN: the bin dir with kubelet and crictl, default what
 `scripts/build-k8s.sh --with-node` prints (it builds them on its first run, several minutes).
-Prints one table with ratios (kubelet / staticlet). Not run in CI. The work dir (logs of every
-agent and of containerd) is kept when something fails, or always with STATICLET_BENCH_KEEP=1.
+Prints one table with ratios (kubelet / staticlet). Not run in CI. The work dir (kubelet's and
+containerd's logs) is kept when something fails, or always with STATICLET_BENCH_KEEP=1.
 """
 import argparse, http.client, json, os, queue, select, shutil, socket, subprocess, sys, tempfile, threading, time
 
