@@ -31,8 +31,10 @@ Rows (p50 of ROUNDS pods one after the other, unless said):
   crash -> first restart: the container writes its line and exits 1; restarted, it writes it
          again and waits: the time between the two lines
   manifest removed -> process gone: the container holds the write end of a FIFO of its own open;
-         the time from the manifest's removal until the benchmark's read of it sees EOF (every
-         process of the container gone)
+         once the agent's API says the pod is Running and Ready, and after a random 0.5-1.5 s
+         (kubelet reports Ready right after a 1 s relist and acts on a removal at the next one:
+         this puts the removal at a random point of that period), the time from the manifest's
+         removal until the benchmark's read of it sees EOF (every process of the container gone)
 Each peer first runs one pod (not measured) so that the table is about warm agents. Below the
 table, per peer: the PSS split (agent / runtime, with the number of daemons, shims and pause
 processes counted) and the CPU of all of them over the same idle window.
@@ -67,14 +69,15 @@ RuntimeConfig call (kubelet falls back to its cgroupDriver), no imagefs label.
 
 Usage (root):
     bench/peers.py [--rounds 20] [--pods 50] [--idle 30] [--quick] [--peers kubelet,cri,embedded]
---quick is 3 rounds, 10 pods, 5 s idle: for checking the benchmark itself, not for figures.
+--quick makes the defaults 3 rounds, 10 pods, 5 s idle: for checking the benchmark itself, not
+for figures.
 STATICLET_BIN: staticlet (staticlet-shim next to it), default target/release/staticlet.
 STATICLET_K8S_BIN: the bin dir with kubelet and crictl, default what
 `scripts/build-k8s.sh --with-node` prints (it builds them on its first run, several minutes).
 Prints one table with ratios (kubelet / staticlet). Not run in CI. The work dir (kubelet's and
 containerd's logs) is kept when something fails, or always with STATICLET_BENCH_KEEP=1.
 """
-import argparse, http.client, json, os, queue, select, shutil, socket, subprocess, sys, tempfile, threading, time
+import argparse, http.client, json, os, queue, random, select, shutil, socket, subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from startup import BIN, CRASH_ONCE, MANIFEST, REPO, Agent, Fifo, UnixHTTP, pct, proc_kib, sh  # noqa: E402
@@ -486,6 +489,11 @@ class Bench:
         self.fifo = Fifo(os.path.join(work, "fifo"))
         self.tcp = TcpLines()
         self.seq = 0
+        self.rng = random.Random(18)
+
+    def reset(self):
+        """Before each peer: the same random pauses (names stay unique: crash pods leave a file)."""
+        self.rng = random.Random(18)
 
     def name(self, kind):
         self.seq += 1
@@ -592,6 +600,15 @@ class Bench:
             except BlockingIOError:
                 return True
         wait_for(f"{name} holding its FIFO", writer_there, 60, interval=0.005)
+        # A settled pod: its agent done starting it (a removal during the start waits for the
+        # start's end first, in kubelet).
+        api = peer.api()
+        wait_for(f"{peer.name}: {name} Running and Ready", lambda: name in ready_pods(api.get("/pods")), 60)
+        api.close()
+        # kubelet acts on a removal at its next 1 s relist, and reports Ready right after one:
+        # removing at once would always wait the whole second. A random pause puts the removal at
+        # a random point of the relist period (the same pauses for every peer: seeded).
+        time.sleep(self.rng.uniform(0.5, 1.5))
         poll = select.poll()
         poll.register(fd, select.POLLIN | select.POLLHUP)
         t0 = time.monotonic()
@@ -608,6 +625,7 @@ class Bench:
     def measure(self, peer):
         a = self.args
         r = {}
+        self.reset()
 
         def samples(what, xs):
             log(f"{peer.name}: {what}: " + " ".join(f"{x * 1000:.0f}" for x in xs) + " ms")
@@ -669,14 +687,15 @@ def table(results, args):
 def main():
     global CRICTL, K8S_BIN
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--rounds", type=int, default=20, help="pods one after the other, per row")
-    p.add_argument("--pods", type=int, default=50, help="pods of the burst")
-    p.add_argument("--idle", type=float, default=30.0, help="seconds of the agent-CPU window")
-    p.add_argument("--quick", action="store_true", help="3 rounds, 10 pods, 5 s idle")
+    p.add_argument("--rounds", type=int, help="pods one after the other, per row (default 20)")
+    p.add_argument("--pods", type=int, help="pods of the burst (default 50)")
+    p.add_argument("--idle", type=float, help="seconds of the agent-CPU window (default 30)")
+    p.add_argument("--quick", action="store_true", help="defaults of 3 rounds, 10 pods, 5 s idle")
     p.add_argument("--peers", default="kubelet,cri,embedded")
     args = p.parse_args()
-    if args.quick:
-        args.rounds, args.pods, args.idle = 3, 10, 5.0
+    for key, full, quick in (("rounds", 20, 3), ("pods", 50, 10), ("idle", 30.0, 5.0)):
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
     kinds = args.peers.split(",")
     if os.geteuid() != 0:
         sys.exit("run as root")
