@@ -659,7 +659,9 @@ def table(results, args):
         (f"{args.pods} pods at once: all processes running", "burst", ms),
         (f"everything with {args.pods} pods (agent, containerd, shims, pause), PSS", "pss",
          lambda v: f"{v / 1024:.0f} MiB"),
-        (f"agent CPU, {args.pods} idle pods ({args.idle:g} s)", "cpu", lambda v: f"{v:.2f} %"),
+        # No tick in the window: below the resolution (one clock tick over the window).
+        (f"agent CPU, {args.pods} idle pods ({args.idle:g} s)", "cpu",
+         lambda v: f"{v:.2f} %" if v else f"< {100 / TICK / args.idle:.2f} %"),
         ("crash -> first restart, p50 (min-max)", "crash", None),
         ("manifest removed -> process gone, p50", "removed", ms),
     ]
