@@ -13,13 +13,14 @@ name into a FIFO the benchmark reads: no polling) and to the agent's API reporti
 (VmRSS from /proc). The floor runs the same command in the same rootfs with `runc run -d` /
 `crun run -d`, timed the same way. Usage: bench/startup.py [N] [ROUNDS]. Prints a table. Run as root after
 `cargo build --release -p staticlet && cargo build --profile shim -p staticlet-shim && install target/shim/staticlet-shim target/release/` (what scripts/quickstart.sh does); installs runc, crun and podman if missing.
+STATICLET_BIN overrides the binary (staticlet-shim is taken from the same directory).
 """
 import http.client, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(REPO, "target/release/staticlet")
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 20
+BIN = os.environ.get("STATICLET_BIN", os.path.join(REPO, "target/release/staticlet"))
+# The command line is read in main(): the other benchmarks import this module's helpers.
+N, ROUNDS = 50, 20
 STEADY_AFTER = 15
 
 
@@ -27,14 +28,19 @@ def sh(*args, **kw):
     return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
 
 
-def rss_kib(pid):
+def proc_kib(pid, file="status", field="VmRSS"):
+    """A kB figure of /proc/PID/FILE (VmRSS of status, Pss of smaps_rollup); 0 once it is gone."""
     try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS:"):
+        for line in open(f"/proc/{pid}/{file}"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def rss_kib(pid):
+    return proc_kib(pid)
 
 
 def pids_of(name):
@@ -130,17 +136,20 @@ class UnixHTTP(http.client.HTTPConnection):
 class Agent:
     """`staticlet run` on a manifest dir of its own (`tag` names its dirs), with busybox
     imported; waits until it answers. On exit: every manifest removed, its containers gone,
-    the agent stopped and its sandboxes mount released."""
+    the agent stopped and its sandboxes mount released. `args` are added to `staticlet run`'s
+    (bench/peers.py: a CRI endpoint, whose runtime then holds the images)."""
 
-    def __init__(self, work, tag):
+    def __init__(self, work, tag, args=()):
         self.root, self.mdir = os.path.join(work, f"root{tag}"), os.path.join(work, f"m{tag}")
         self.logs = os.path.join(work, f"logs{tag}")
+        self.args = list(args)
         os.makedirs(self.mdir)
-        sh(BIN, "images", "import", os.path.join(work, "busybox.tar"), "--root-dir", self.root)
+        if "--container-runtime-endpoint" not in self.args:
+            sh(BIN, "images", "import", os.path.join(work, "busybox.tar"), "--root-dir", self.root)
 
     def __enter__(self):
         self.proc = subprocess.Popen([BIN, "run", "--hostname-override", "bench", "--pod-manifest-path",
-                                      self.mdir, "--root-dir", self.root, "--log-dir", self.logs],
+                                      self.mdir, "--root-dir", self.root, "--log-dir", self.logs, *self.args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 30
         while subprocess.run([BIN, "get", "pods", "--root-dir", self.root], capture_output=True).returncode != 0:
@@ -154,12 +163,16 @@ class Agent:
             f.write(text)
         os.rename(os.path.join(self.mdir, f".{name}"), os.path.join(self.mdir, f"{name}.yaml"))
 
+    def containers_left(self):
+        """Whether any container of the agent's is left (the embedded runtime's records)."""
+        return bool(os.listdir(os.path.join(self.root, "runtime/containers")))
+
     def clear(self, timeout=120):
         """Removes every manifest and waits until the containers are gone."""
         for f in os.listdir(self.mdir):
             os.remove(os.path.join(self.mdir, f))
         deadline = time.time() + timeout
-        while os.listdir(os.path.join(self.root, "runtime/containers")) and time.time() < deadline:
+        while self.containers_left() and time.time() < deadline:
             time.sleep(0.05)
 
     def __exit__(self, *exc):
@@ -310,6 +323,9 @@ def podman_play(work, n):
 
 
 def main():
+    global N, ROUNDS
+    N = int(sys.argv[1]) if len(sys.argv) > 1 else N
+    ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else ROUNDS
     if os.geteuid() != 0:
         sys.exit("run as root")
     missing = [p for p in ("runc", "crun", "podman") if not shutil.which(p)]

@@ -2,10 +2,16 @@
 # Builds real Kubernetes control-plane components (and the etcd that kubeadm expects) from the Go
 # module proxy, for tests that need a real kube-apiserver or a kubeadm-generated control plane.
 #
-# Usage: scripts/build-k8s.sh [--check|--no-check] [OUT_DIR]
+# Usage: scripts/build-k8s.sh [--check|--no-check] [--with-node] [OUT_DIR]
 #   OUT_DIR defaults to ${STATICLET_K8S_CACHE:-/var/cache/staticlet-k8s}.
 #   Binaries land in OUT_DIR/<k8s version>/bin/: kube-apiserver kube-controller-manager
 #   kube-scheduler kubeadm kubectl etcd, with OUT_DIR/<k8s version>/versions.env next to them.
+#   --with-node (or STATICLET_K8S_NODE=1) also builds the node side, for the peer benchmark
+#   (bench/peers.py): kubelet (k8s.io/kubernetes/cmd/kubelet of the same release, built like the
+#   rest) and crictl (sigs.k8s.io/cri-tools/cmd/crictl, by default the newest v1.<minor>.x served
+#   for the release's minor), into the same bin dir. Opt-in: several more minutes of compile that
+#   the tests (and CI) do not need. With the control-plane binaries already cached, only the
+#   missing node binaries are built.
 #   Go modules and the build cache live in OUT_DIR/go (GOPATH, GOMODCACHE) and OUT_DIR/go-build.
 #   If the binaries are already there it prints "cached" and exits (add --check to verify anyway).
 #   After a fresh build it verifies them (--no-check skips): etcd and kube-apiserver are started
@@ -15,19 +21,23 @@
 # Environment: STATICLET_K8S_VERSION (default below), STATICLET_ETCD_VERSION (default: kubeadm's
 #   DefaultEtcdVersion of that release), STATICLET_K8S_READY_TIMEOUT (seconds, default 180),
 #   GO (default: go on PATH, else /usr/local/go/bin/go), GOTOOLCHAIN (set automatically to
-#   go1.27.3 only when the release's go.mod needs a newer Go than the installed one).
+#   go1.27.3 only when the release's go.mod needs a newer Go than the installed one),
+#   STATICLET_CRICTL_VERSION (default: see --with-node).
 # Prints the path of the bin directory on its last line of stdout.
 set -euo pipefail
 
 K8S_VERSION=${STATICLET_K8S_VERSION:-v1.34.4}
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubeadm kubectl)
 ALL_BINS=("${K8S_BINS[@]}" etcd)
+NODE_BINS=(kubelet crictl)
 
-check=auto out=""
+check=auto out="" node=no
+case "${STATICLET_K8S_NODE:-}" in 1|yes|true) node=yes ;; esac
 for a in "$@"; do
   case "$a" in
     --check) check=yes ;;
     --no-check) check=no ;;
+    --with-node) node=yes ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $a" >&2; exit 2 ;;
     *) out=$a ;;
@@ -47,10 +57,27 @@ have_all() {
   local b; for b in "${ALL_BINS[@]}"; do [ -x "$bin/$b" ] || return 1; done
 }
 
+# The node binaries (--with-node): both there and recorded in versions.env.
+have_node() {
+  grep -q '^CRICTL_VERSION=' "$dest/versions.env" 2>/dev/null || return 1
+  local b; for b in "${NODE_BINS[@]}"; do [ -x "$bin/$b" ] || return 1; done
+}
+
 # A child that has exited but is not yet reaped still answers kill -0: look at its state instead.
 alive() { [ -e "/proc/$1/stat" ] && ! awk '{ exit !($3 == "Z") }' "/proc/$1/stat" 2>/dev/null; }
 
 # ---------------------------------------------------------------------------------------- check
+# kubelet and crictl report the versions they were built as (running kubelet needs a container
+# runtime: bench/peers.py does that).
+verify_node() {
+  local v
+  v=$("$bin/kubelet" --version 2>&1) || true
+  [ "$v" = "Kubernetes $K8S_VERSION" ] || die "kubelet --version says '$v', not $K8S_VERSION"
+  v=$("$bin/crictl" --version 2>&1) || true
+  [ "$v" = "crictl version $CRICTL_VERSION" ] || die "crictl --version says '$v', not $CRICTL_VERSION"
+  log "check: kubelet $K8S_VERSION, crictl $CRICTL_VERSION ok"
+}
+
 # Starts etcd and kube-apiserver from $bin on loopback and talks to the apiserver with kubectl.
 verify() {
   local t0 work pids=() rc=0
@@ -191,10 +218,21 @@ mkdir -p "$out"
 exec 9>"$out/.lock"
 flock 9
 
+build_core=yes build_node=no
 if have_all; then
-  echo "cached: $bin" >&2
+  build_core=no
   ETCD_VERSION=$(sed -n 's/^ETCD_VERSION=//p' "$dest/versions.env")
-  [ "$check" = yes ] && verify
+fi
+if [ "$node" = yes ]; then
+  if have_node; then
+    CRICTL_VERSION=$(sed -n 's/^CRICTL_VERSION=//p' "$dest/versions.env")
+  else
+    build_node=yes
+  fi
+fi
+if [ $build_core = no ] && [ $build_node = no ]; then
+  echo "cached: $bin" >&2
+  if [ "$check" = yes ]; then verify; [ "$node" = no ] || verify_node; fi
   echo "$bin"
   exit 0
 fi
@@ -227,6 +265,7 @@ if [ "$(printf '%s\n%s\n' "$need_go" "$have_go" | sort -V | tail -n1)" != "$have
   log "go.mod needs go $need_go > $have_go: GOTOOLCHAIN=$GOTOOLCHAIN"
 fi
 
+if [ $build_core = yes ]; then
 # The etcd kubeadm of this release deploys (constants.DefaultEtcdVersion, e.g. "3.6.5-0").
 etcd_want=$(sed -n 's/^[[:space:]]*DefaultEtcdVersion[[:space:]]*=[[:space:]]*"\([0-9.]*\)-[0-9]*".*/\1/p' \
   "$kdir/cmd/kubeadm/app/constants/constants.go" | head -n1)
@@ -242,6 +281,19 @@ if ! "$GO" list -m "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1; th
   ETCD_VERSION=$alt
 fi
 log "kubeadm $K8S_VERSION expects etcd $etcd_want: building etcd $ETCD_VERSION"
+fi
+
+# crictl: the cri-tools release of the same minor (cri-tools versions follow Kubernetes').
+if [ $build_node = yes ]; then
+  CRICTL_VERSION=${STATICLET_CRICTL_VERSION:-}
+  if [ -z "$CRICTL_VERSION" ]; then
+    k8s_minor=$(sed 's/^v\([0-9]*\.[0-9]*\)\..*/\1/' <<<"$K8S_VERSION")
+    CRICTL_VERSION=$("$GO" list -m -versions sigs.k8s.io/cri-tools | tr ' ' '\n' \
+      | grep -E "^v${k8s_minor//./\\.}\.[0-9]+$" | sort -V | tail -n1)
+    [ -n "$CRICTL_VERSION" ] || die "sigs.k8s.io/cri-tools: no v$k8s_minor.x is served"
+  fi
+  log "node binaries: kubelet $K8S_VERSION, crictl $CRICTL_VERSION"
+fi
 
 # Throwaway main module: require k8s.io/kubernetes and map every staging module it replaces with a
 # local path to the published k8s.io/<staging> v0.<minor>.<patch>.
@@ -277,18 +329,21 @@ tmpbin="$work/bin"; mkdir -p "$tmpbin"
 
 log "resolving modules (about 700 MB on the first run)"
 t0=$(now)
-pkgs=(); for b in "${K8S_BINS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+pkgs=()
+if [ $build_core = yes ]; then for b in "${K8S_BINS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done; fi
+[ $build_node = no ] || pkgs+=(k8s.io/kubernetes/cmd/kubelet)
 (cd "$work/k8s" && "$GO" list -deps "${pkgs[@]}" >/dev/null 2>"$work/resolve.log") \
   || { cat "$work/resolve.log" >&2; die "module resolution failed"; }
 log "$(grep -c '^go: downloading' "$work/resolve.log" || true) modules downloaded"
 log "modules resolved in $(since "$t0")s"
 
-log "building ${K8S_BINS[*]} (nice -n 10, CGO_ENABLED=0)"
+log "building ${pkgs[*]##*/} (nice -n 10, CGO_ENABLED=0)"
 t0=$(now)
 (cd "$work/k8s" && nice -n 10 "$GO" build -trimpath -tags selinux,notest,grpcnotrace \
   -ldflags "$ld" -o "$tmpbin/" "${pkgs[@]}") || die "go build of Kubernetes failed"
 log "Kubernetes binaries built in $(since "$t0")s"
 
+if [ $build_core = yes ]; then
 log "building etcd $ETCD_VERSION"
 t0=$(now)
 (
@@ -312,24 +367,48 @@ EOF
   nice -n 10 "$GO" build -trimpath -ldflags "-s -w" -o "$tmpbin/etcd" .
 ) || die "go build of etcd failed"
 log "etcd built in $(since "$t0")s"
+fi
 
-for b in "${ALL_BINS[@]}"; do
+if [ $build_node = yes ]; then
+  log "building crictl $CRICTL_VERSION"
+  t0=$(now)
+  mkdir -p "$work/crictl"
+  # cri-tools' go.mod has no local replaces: an ordinary `go install pkg@version` builds it.
+  (cd "$work/crictl" && GOFLAGS=-buildvcs=false GOBIN="$tmpbin" nice -n 10 "$GO" install -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+    "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION") || die "go build of crictl failed"
+  log "crictl built in $(since "$t0")s"
+fi
+
+built=()
+[ $build_core = no ] || built+=("${ALL_BINS[@]}")
+[ $build_node = no ] || built+=("${NODE_BINS[@]}")
+for b in "${built[@]}"; do
   [ -x "$tmpbin/$b" ] || die "$b was not built"
   file "$tmpbin/$b" 2>/dev/null | grep -q 'statically linked' || log "note: $b is not statically linked"
 done
 mkdir -p "$bin"
-for b in "${ALL_BINS[@]}"; do mv -f "$tmpbin/$b" "$bin/$b"; done
-cat >"$dest/versions.env.tmp" <<EOF
+for b in "${built[@]}"; do mv -f "$tmpbin/$b" "$bin/$b"; done
+if [ $build_core = yes ]; then
+  cat >"$dest/versions.env.tmp" <<EOF
 K8S_VERSION=$K8S_VERSION
 STAGING_VERSION=$staging_version
 ETCD_VERSION=$ETCD_VERSION
 KUBEADM_ETCD_VERSION=$etcd_want
 GO_VERSION=$(GOTOOLCHAIN=$GOTOOLCHAIN "$GO" env GOVERSION)
 EOF
+else
+  grep -v '^CRICTL_VERSION=' "$dest/versions.env" >"$dest/versions.env.tmp"
+fi
+[ $build_node = no ] || echo "CRICTL_VERSION=$CRICTL_VERSION" >>"$dest/versions.env.tmp"
 mv "$dest/versions.env.tmp" "$dest/versions.env"
 log "built in $(since "$t_start")s total"
 du -sh "$bin" "$GOMODCACHE" "$GOCACHE" 2>/dev/null | sed 's/^/[build-k8s] size /' >&2
 
 rm -rf "$work"; trap - EXIT
-[ "$check" = no ] || verify
+if [ "$check" != no ]; then
+  # The control plane is checked when it was just built (or on --check); the node binaries then too.
+  if [ $build_core = yes ] || [ "$check" = yes ]; then verify; fi
+  [ "$node" = no ] || verify_node
+fi
 echo "$bin"

@@ -42,7 +42,8 @@ test=(
                     # build-k8s.sh's advertise address
   docker-registry   # a local registry for real pulls (its system service is disabled below)
   skopeo            # copies test images into that registry
-  containerd runc   # the CRI runtime the runtime-cri and e2e tests start privately (and ctr)
+  containerd runc   # the CRI runtime the runtime-cri and e2e tests (and bench/peers.py) start
+                    # privately (and ctr)
   procps            # pgrep and kill in the tests
   python3           # scripts/test-lanes.py (runs the tests); scripts/build-k8s.sh (module
                     # metadata, free ports)
