@@ -296,7 +296,9 @@ fn run_and_get_pods_over_the_socket() {
     );
     let seen = read_until("DELETED web-n1");
     assert!(
-        seen[2..].iter().all(|e| e == "MODIFIED web-n1" || e == "DELETED web-n1"),
+        seen[2..]
+            .iter()
+            .all(|e| e == "MODIFIED web-n1" || e == "DELETED web-n1"),
         "{seen:?}"
     );
 }
