@@ -32,9 +32,22 @@ pub fn ignored_preflight() -> String {
         .join(",")
 }
 
+/// Imports image archives into the staticlet store under `root`.
+pub fn import_archives(root: &Path, tars: &[String]) {
+    for tar in tars {
+        let out = staticlet()
+            .args(["images", "import", tar, "--root-dir"])
+            .arg(root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "import {tar}: {}", text(&out));
+    }
+}
+
 /// Connects two nodes made by [`Node::isolated`] with a veth pair: `a` at `a_ip`, `b` at
 /// `b_ip` (both in one /24), each the other's default route (the node's address is the
-/// default route's source, as on a machine).
+/// default route's source, as on a machine); each node's name resolves to its address on both
+/// (their /etc/hosts, as a cluster's DNS would: kubeadm's preflight looks the node's name up).
 pub fn link(a: &Node, a_ip: &str, b: &Node, b_ip: &str) {
     assert!(a.netns && b.netns, "link needs two isolated nodes");
     let (ia, ib) = (
@@ -50,7 +63,11 @@ pub fn link(a: &Node, a_ip: &str, b: &Node, b_ip: &str) {
     assert!(out.status.success(), "ip link add: {}", text(&out));
     for (node, dev, ip, peer) in [(a, &ia, a_ip, b_ip), (b, &ib, b_ip, a_ip)] {
         node.ns_sh(&format!(
-            "ip addr add {ip}/24 dev {dev} && ip link set {dev} up && ip route add default via {peer}"
+            "ip addr add {ip}/24 dev {dev} && ip link set {dev} up \
+             && ip route add default via {peer} \
+             && printf '%s %s\\n%s %s\\n' {a_ip} {an} {b_ip} {bn} >> /etc/hosts",
+            an = a.name,
+            bn = b.name,
         ));
     }
 }
@@ -234,16 +251,9 @@ impl Node {
             .collect()
     }
 
-    /// Imports image archives into staticlet's store.
+    /// Imports image archives into the node's staticlet store.
     pub fn import_archives(&self, tars: &[String]) {
-        for tar in tars {
-            let out = staticlet()
-                .args(["images", "import", tar, "--root-dir"])
-                .arg(self.root())
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "import {tar}: {}", text(&out));
-        }
+        import_archives(&self.root(), tars);
     }
 
     /// `kubeadm version -o short`.
