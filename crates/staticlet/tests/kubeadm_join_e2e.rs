@@ -109,16 +109,18 @@ fn kubeadm_join_control_plane_on_staticlet() {
     let mut node1 = Node::isolated(NODE1);
     let mut node2 = Node::isolated(NODE2);
     control_plane::link(&node1, IP1, &node2, IP2);
-    let tars = node1.import_images(true);
-    timings.push((
-        "two nodes set up, node 1's images".into(),
-        t_setup.elapsed(),
-    ));
-    // Node 2's store gets the same images while node 1 runs kubeadm init.
+    // The images, imported into the two stores side by side (node 2's import may go on while
+    // node 1 runs kubeadm init).
+    let tars = node1.build_images(true);
     let importer = {
         let (root, tars) = (node2.root(), tars.clone());
         std::thread::spawn(move || control_plane::import_archives(&root, &tars))
     };
+    node1.import_archives(&tars);
+    timings.push((
+        "two nodes set up, node 1's images".into(),
+        t_setup.elapsed(),
+    ));
     let version = node1.kubernetes_version();
     let key = certificate_key();
     let endpoint = format!("{IP1}:{PORT}");

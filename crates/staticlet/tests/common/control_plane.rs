@@ -220,17 +220,13 @@ impl Node {
 
     /// The images kubeadm's manifests name (`scripts/control-plane-images.sh`), imported into
     /// staticlet's store; with `placeholders`, also the other images kubeadm pulls (pause,
-    /// coredns, kube-proxy) as placeholders that are never run on this node. Returns the
-    /// archives (in the node's `images` directory), for [`Node::import_archives`] on another
-    /// node.
-    pub fn import_images(&self, placeholders: bool) -> Vec<String> {
-        let tars = self.build_images(placeholders);
-        self.import_archives(&tars);
-        tars
+    /// coredns, kube-proxy) as placeholders that are never run on this node.
+    pub fn import_images(&self, placeholders: bool) {
+        self.import_archives(&self.build_images(placeholders));
     }
 
     /// The image archives of `scripts/control-plane-images.sh`, written in the node's `images`
-    /// directory (see [`Node::import_images`]).
+    /// directory (see [`Node::import_images`]), for [`import_archives`] into any node's store.
     pub fn build_images(&self, placeholders: bool) -> Vec<String> {
         let mut cmd = Command::new("bash");
         cmd.arg(script("control-plane-images.sh"))
