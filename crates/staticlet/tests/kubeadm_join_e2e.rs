@@ -29,7 +29,10 @@
 //! 3. Both Nodes Ready with the control-plane label and taint; the 8 mirror pods Running and
 //!    Ready, each owned by its own Node; etcd lists 2 voting members; a ConfigMap written
 //!    through node 1's API server is read through node 2's; `kubectl logs` on node 2's etcd
-//!    mirror (the API server reaching node 2's node API).
+//!    mirror through both API servers (each reaching node 2's node API at its address).
+//! 4. kubeadm deleted node 2's `bootstrap-kubelet.conf`; the `kubelet.conf` the agent wrote
+//!    points at node 2's own API server. The agent restarted ("systemctl restart kubelet")
+//!    starts with `kubelet.conf` alone and adopts the four running pods: no restart.
 //!
 //! Timings go to `target/control-plane-timings.txt`.
 // Real processes in real time: std::time::Instant is right here.
@@ -292,28 +295,22 @@ fn kubeadm_join_control_plane_on_staticlet() {
                 &format!("mirror {c}-{} Running, Ready, owned by its Node", node.name),
                 180,
                 || {
-                    node1
-                        .kubectl_json(&[
-                            "get",
-                            "pod",
-                            "-n",
-                            "kube-system",
-                            &format!("{c}-{}", node.name),
-                        ])
-                        .filter(|m| {
-                            let owner = &m["metadata"]["ownerReferences"][0];
-                            ready(m)
-                                && m["status"]["phase"] == "Running"
-                                && owner["kind"] == "Node"
-                                && owner["name"] == node.name.as_str()
-                                && owner["uid"] == node_uid.as_str()
-                        })
+                    node1.mirror_of(&node.name, c).filter(|m| {
+                        let owner = &m["metadata"]["ownerReferences"][0];
+                        ready(m)
+                            && m["status"]["phase"] == "Running"
+                            && owner["kind"] == "Node"
+                            && owner["name"] == node.name.as_str()
+                            && owner["uid"] == node_uid.as_str()
+                    })
                 },
             );
             assert_eq!(m["spec"]["nodeName"], node.name.as_str(), "{m}");
-            uids.push(m["metadata"]["uid"].as_str().unwrap().to_string());
+            uids.push(control_plane::annotation(&m, "kubernetes.io/config.hash").to_string());
         }
     }
+    // Eight static pods, eight UIDs (and so eight pod cgroups), though the controller-manager's
+    // manifest is the same, byte for byte, on both nodes.
     uids.sort();
     uids.dedup();
     assert_eq!(uids.len(), 8, "{uids:?}");
@@ -383,6 +380,56 @@ fn kubeadm_join_control_plane_on_staticlet() {
             node.tail()
         );
     }
+
+    // 4. Node 2 as kubeadm left it: the bootstrap kubeconfig deleted (its token's credential
+    //    off the disk), the kubeconfig the agent wrote pointing at the node's own API server,
+    //    the Node's address node 2's. Then "systemctl restart kubelet": the agent starts with
+    //    kubelet.conf alone and adopts the running pods, none restarted.
+    assert!(
+        !node2.etc("kubernetes/bootstrap-kubelet.conf").exists(),
+        "kubeadm left bootstrap-kubelet.conf"
+    );
+    let kubelet_conf = std::fs::read_to_string(&kubelet_conf2).unwrap();
+    assert!(
+        kubelet_conf.contains(&format!("server: https://{IP2}:{PORT}")),
+        "{kubelet_conf}"
+    );
+    let n = node1.kubectl_json(&["get", "node", NODE2]).unwrap();
+    assert!(
+        n["status"]["addresses"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|a| a["type"] == "InternalIP" && a["address"] == IP2)),
+        "{n}"
+    );
+    let containers: Vec<String> = COMPONENTS
+        .iter()
+        .map(|c| control_plane::container_id(&node2.local(c).unwrap()))
+        .collect();
+    node2.kill_agent();
+    let t_restart = Instant::now();
+    node2.start_kubeadm_agent();
+    node2.wait("node 2's restarted agent renewing its Lease", 120, || {
+        node2
+            .cluster_status()
+            .filter(|s| s["leaseRenewed"].is_string() && s["error"].is_null())
+    });
+    for (c, id) in COMPONENTS.iter().zip(&containers) {
+        let m = node1.wait(
+            &format!("mirror {c}-{NODE2} Ready after the restart"),
+            120,
+            || node1.mirror_of(NODE2, c).filter(ready),
+        );
+        assert_eq!(control_plane::restarts(&m), 0, "{m}");
+        assert_eq!(
+            &control_plane::container_id(&node2.local(c).unwrap()),
+            id,
+            "{c} was restarted"
+        );
+    }
+    timings.push((
+        "node 2's agent restarted -> 4 mirrors Ready".into(),
+        t_restart.elapsed(),
+    ));
 
     control_plane::report_timings(
         &format!(

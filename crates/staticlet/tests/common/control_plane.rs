@@ -459,12 +459,17 @@ impl Node {
     }
 
     pub fn mirror(&self, component: &str) -> Option<Value> {
+        self.mirror_of(&self.name, component)
+    }
+
+    /// The mirror pod of `component` on node `node`, through this node's API server.
+    pub fn mirror_of(&self, node: &str, component: &str) -> Option<Value> {
         self.kubectl_json(&[
             "get",
             "pod",
             "-n",
             "kube-system",
-            &format!("{component}-{}", self.name),
+            &format!("{component}-{node}"),
         ])
     }
 
