@@ -391,7 +391,10 @@ fn kubeadm_join_control_plane_on_staticlet() {
     );
     let kubelet_conf = std::fs::read_to_string(&kubelet_conf2).unwrap();
     assert!(
-        kubelet_conf.contains(&format!("server: https://{IP2}:{PORT}")),
+        kubelet_conf.lines().any(|l| l.trim().starts_with("server:")
+            && l.trim_end()
+                .trim_end_matches('"')
+                .ends_with(&format!("https://{IP2}:{PORT}"))),
         "{kubelet_conf}"
     );
     let n = node1.kubectl_json(&["get", "node", NODE2]).unwrap();
