@@ -39,7 +39,7 @@ CLUSTER = [
     "service",
 ]
 # Known long binaries of the "node" lane, run first so the lanes end together.
-NODE_FIRST = ["soak", "scenarios", "kubeadm_join_e2e", "crash", "cli", "e2e"]
+NODE_FIRST = ["soak", "scenarios", "crash", "kubeadm_join_e2e", "cli", "e2e"]
 # Binaries run as several items, one per test name filter (the scenarios binary runs every
 # scenario on both runtimes: one item per runtime).
 SPLIT = {"scenarios": ["::embedded::", "::containerd::"]}
