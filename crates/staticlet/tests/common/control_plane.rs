@@ -1,10 +1,13 @@
 //! The fixture shared by the self-hosted control-plane tests (`control_plane_e2e.rs`,
-//! `kubeadm_init_e2e.rs`): a node in a private mount namespace whose `/etc` and `/var/lib` are
-//! overlays (kubeadm writes `/etc/kubernetes` and `/var/lib/kubelet` there, never on the
-//! machine) and whose `/run/staticlet` is a private tmpfs (the CRI socket); the control-plane
-//! images imported into staticlet's store; the agent run in that namespace; kubectl as the
-//! cluster's super-admin; readers of the local and mirror pods; cleanup that leaves nothing
-//! running; and the timings report. Included with `#[path]` by each test.
+//! `kubeadm_init_e2e.rs`, `kubeadm_join_e2e.rs`): a node in a private mount namespace whose
+//! `/etc` and `/var/lib` are overlays (kubeadm writes `/etc/kubernetes` and `/var/lib/kubelet`
+//! there, never on the machine), whose `/var/lib/etcd` is its own directory and whose
+//! `/run/staticlet` is a private tmpfs (the CRI socket); on the machine's network or in a network
+//! namespace of its own ([`Node::isolated`], two of them joined by [`link`]); the control-plane
+//! images imported into staticlet's store; the agent run in those namespaces as kubeadm's
+//! systemd drop-in runs it; kubeadm and kubectl run there; readers of the local and mirror pods;
+//! cleanup that leaves nothing running; and the timings report. Included with `#[path]` by each
+//! test.
 // Each test uses a subset of these.
 #![allow(dead_code)]
 // Real processes in real time: std::time::Instant is right here.
