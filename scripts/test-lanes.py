@@ -10,7 +10,9 @@ lanes are fixed so that tests that cannot share the machine never overlap:
   etcd on 2379-2381, the kubelet ports 10248/10250), one after the other;
 - lane "node": everything else (each of those binaries uses only its own temporary directories,
   free ports and names), longest first (the scenarios as two items, one per runtime); once the
-  cluster lane is done it takes the next of these too, so both lanes end together.
+  cluster lane is done it takes the next of these too, so both lanes end together. The
+  kubeadm join test runs its two control-plane nodes in network namespaces of their own (etcd's
+  and the kubelet ports are theirs, not the machine's), so it is one of these.
 
 Each binary runs from its package's directory, as cargo runs it; its output goes to
 target/test-logs/<package>.<target>.log and is printed in full when it fails. Prints a timing
@@ -37,7 +39,7 @@ CLUSTER = [
     "service",
 ]
 # Known long binaries of the "node" lane, run first so the lanes end together.
-NODE_FIRST = ["soak", "scenarios", "crash", "cli", "e2e"]
+NODE_FIRST = ["soak", "scenarios", "crash", "kubeadm_join_e2e", "cli", "e2e"]
 # Binaries run as several items, one per test name filter (the scenarios binary runs every
 # scenario on both runtimes: one item per runtime).
 SPLIT = {"scenarios": ["::embedded::", "::containerd::"]}

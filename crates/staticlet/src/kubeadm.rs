@@ -14,7 +14,13 @@
 //!   `STATUS=`); once the file is there, complete and valid, it re-executes itself
 //!   (`commands/run.rs`' `exec_self`, same PID), so it starts with exactly the files kubeadm
 //!   wrote, as a restarted kubelet would. A file that stays invalid is reported and waited on,
-//!   never a crash loop.
+//!   never a crash loop. With `--kubeadm-flags-env` (no systemd to read the flags file), the
+//!   flags file is waited for too: kubeadm writes it just after `config.yaml` (both in
+//!   kubelet-start, then it restarts the kubelet, which then reads both), and an agent started
+//!   between the two writes would miss kubeadm's flags, `--hostname-override` among them (a
+//!   Node under the wrong name, which `kubeadm join` then waits for in vain). It is optional
+//!   (systemd's `EnvironmentFile=-`): after [`FLAGS_GRACE_LOOKS`] looks without it, the agent
+//!   starts without it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +41,9 @@ pub const FLAGS_ENV_FILE: &str = "/var/lib/kubelet/kubeadm-flags.env";
 pub const CRI_SOCKET: &str = "unix:///run/staticlet/cri.sock";
 /// How often the awaited config file is looked at.
 const POLL: Duration = Duration::from_millis(500);
+/// How many looks (of [`POLL`]) a complete, stable config file waits for the flags file of
+/// `--kubeadm-flags-env` before the agent starts without it (about 10 s).
+pub const FLAGS_GRACE_LOOKS: u32 = 20;
 
 /// Whether `--config` is kubeadm's file.
 pub fn is_layout(config: Option<&Path>) -> bool {
@@ -83,29 +92,54 @@ pub enum WaitAction {
     Start,
 }
 
-/// The wait for kubeadm's files, the pure part. A file is taken only when it is non-empty, has
-/// not changed since the previous look (kubeadm may still be writing it) and the whole command
-/// line with it is valid; a refusal is reported once per distinct message.
+/// kubeadm's flags file (`--kubeadm-flags-env`) as one look sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagsFile {
+    /// No `--kubeadm-flags-env` (systemd reads the file, when it starts the agent).
+    NotExpected,
+    Absent,
+    Present(Vec<u8>),
+}
+
+/// The wait for kubeadm's files, the pure part. The config file is taken only when it is
+/// non-empty, neither it nor the flags file changed since the previous look (kubeadm may still
+/// be writing them), the flags file, if expected, is there (or was not for
+/// [`FLAGS_GRACE_LOOKS`] looks of a stable config file) and the whole command line with them is
+/// valid; a refusal is reported once per distinct message.
 #[derive(Debug, Default)]
 pub struct ConfigWait {
-    last: Option<Vec<u8>>,
+    last: Option<(Vec<u8>, Option<Vec<u8>>)>,
+    flags_missing: u32,
     reported: Option<String>,
 }
 
 impl ConfigWait {
-    /// One look: the file's content (`None`: absent) and, if it is worth it, the check of the
-    /// command line with it.
+    /// One look: the config file's content (`None`: absent), the flags file and, if it is worth
+    /// it, the check of the command line with them.
     pub fn step(
         &mut self,
         content: Option<Vec<u8>>,
+        flags: FlagsFile,
         check: impl FnOnce() -> Result<(), String>,
     ) -> WaitAction {
         let Some(content) = content.filter(|c| !c.is_empty()) else {
             self.last = None;
+            self.flags_missing = 0;
             return WaitAction::Wait;
         };
-        if self.last.as_ref() != Some(&content) {
-            self.last = Some(content);
+        let (flags_content, flags_absent) = match flags {
+            FlagsFile::NotExpected => (None, false),
+            FlagsFile::Absent => (None, true),
+            FlagsFile::Present(f) => (Some(f), false),
+        };
+        let look = (content, flags_content);
+        if self.last.as_ref() != Some(&look) {
+            self.last = Some(look);
+            self.flags_missing = 0;
+            return WaitAction::Wait;
+        }
+        if flags_absent && self.flags_missing < FLAGS_GRACE_LOOKS {
+            self.flags_missing += 1;
             return WaitAction::Wait;
         }
         match check() {
@@ -128,7 +162,8 @@ pub enum Waited {
     Stopped,
 }
 
-/// Waits for `config` (kubeadm's, absent), serving CRI with the embedded runtime meanwhile.
+/// Waits for `config` (kubeadm's, absent) and the flags file of `--kubeadm-flags-env` (see
+/// [`ConfigWait`]), serving CRI with the embedded runtime meanwhile.
 pub async fn wait_for_config(args: &RunArgs, config: &Path) -> Result<Waited> {
     let cri = cri_listen(args.cri_listen.as_deref(), Some(config), None);
     let shutdown = CancellationToken::new();
@@ -164,7 +199,7 @@ pub async fn wait_for_config(args: &RunArgs, config: &Path) -> Result<Waited> {
     );
     info!("{waiting}");
     crate::systemd::waiting(&waiting);
-    let result = poll(config).await;
+    let result = poll(config, args.kubeadm_flags_env.as_deref()).await;
     shutdown.cancel();
     if let Some(p) = &cri_socket {
         let _ = std::fs::remove_file(p);
@@ -185,7 +220,7 @@ async fn serve_cri(
     }
 }
 
-async fn poll(config: &Path) -> Waited {
+async fn poll(config: &Path, flags_env: Option<&Path>) -> Waited {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -203,7 +238,11 @@ async fn poll(config: &Path) -> Waited {
             _ = tick.tick() => {}
         }
         let content = std::fs::read(config).ok();
-        match wait.step(content, || {
+        let flags = match flags_env {
+            None => FlagsFile::NotExpected,
+            Some(f) => std::fs::read(f).map_or(FlagsFile::Absent, FlagsFile::Present),
+        };
+        match wait.step(content, flags, || {
             crate::reload_check().map_err(|e| format!("{e:#}"))
         }) {
             WaitAction::Wait => {}
@@ -296,33 +335,108 @@ mod tests {
             (c("kind: KubeletConfiguration\n"), WaitAction::Wait),
         ];
         for (content, want) in steps {
-            assert_eq!(w.step(content, || panic!("checked too early")), want);
+            assert_eq!(
+                w.step(content, FlagsFile::NotExpected, || panic!(
+                    "checked too early"
+                )),
+                want
+            );
         }
         assert_eq!(
-            w.step(c("kind: KubeletConfiguration\n"), ok),
+            w.step(
+                c("kind: KubeletConfiguration\n"),
+                FlagsFile::NotExpected,
+                ok
+            ),
             WaitAction::Start
         );
 
         // A file that stays invalid: reported once per message, never started.
         let mut w = ConfigWait::default();
-        assert_eq!(w.step(c("port: x"), bad("port: x")), WaitAction::Wait);
         assert_eq!(
-            w.step(c("port: x"), bad("bad port")),
+            w.step(c("port: x"), FlagsFile::NotExpected, bad("port: x")),
+            WaitAction::Wait
+        );
+        assert_eq!(
+            w.step(c("port: x"), FlagsFile::NotExpected, bad("bad port")),
             WaitAction::Report("bad port".into())
         );
-        assert_eq!(w.step(c("port: x"), bad("bad port")), WaitAction::Wait);
         assert_eq!(
-            w.step(c("port: x"), bad("other")),
+            w.step(c("port: x"), FlagsFile::NotExpected, bad("bad port")),
+            WaitAction::Wait
+        );
+        assert_eq!(
+            w.step(c("port: x"), FlagsFile::NotExpected, bad("other")),
             WaitAction::Report("other".into())
         );
         // Fixed: started once stable.
-        assert_eq!(w.step(c("port: 1"), ok), WaitAction::Wait);
-        assert_eq!(w.step(c("port: 1"), ok), WaitAction::Start);
+        assert_eq!(
+            w.step(c("port: 1"), FlagsFile::NotExpected, ok),
+            WaitAction::Wait
+        );
+        assert_eq!(
+            w.step(c("port: 1"), FlagsFile::NotExpected, ok),
+            WaitAction::Start
+        );
         // Removed again while waiting: back to waiting.
         let mut w = ConfigWait::default();
-        assert_eq!(w.step(c("a: 1"), ok), WaitAction::Wait);
-        assert_eq!(w.step(None, ok), WaitAction::Wait);
-        assert_eq!(w.step(c("a: 1"), ok), WaitAction::Wait);
-        assert_eq!(w.step(c("a: 1"), ok), WaitAction::Start);
+        assert_eq!(
+            w.step(c("a: 1"), FlagsFile::NotExpected, ok),
+            WaitAction::Wait
+        );
+        assert_eq!(w.step(None, FlagsFile::NotExpected, ok), WaitAction::Wait);
+        assert_eq!(
+            w.step(c("a: 1"), FlagsFile::NotExpected, ok),
+            WaitAction::Wait
+        );
+        assert_eq!(
+            w.step(c("a: 1"), FlagsFile::NotExpected, ok),
+            WaitAction::Start
+        );
+    }
+
+    #[test]
+    fn kubeadms_flags_file_is_waited_for_after_the_config_file() {
+        let ok = || Ok(());
+        let c = |s: &str| Some(s.as_bytes().to_vec());
+        let f = |s: &str| FlagsFile::Present(s.as_bytes().to_vec());
+        // kubeadm writes config.yaml, then kubeadm-flags.env: a config file stable for longer
+        // than a look does not start the agent while the flags file is missing.
+        let mut w = ConfigWait::default();
+        assert_eq!(w.step(c("a: 1"), FlagsFile::Absent, ok), WaitAction::Wait);
+        for _ in 0..3 {
+            assert_eq!(
+                w.step(c("a: 1"), FlagsFile::Absent, || panic!("checked too early")),
+                WaitAction::Wait
+            );
+        }
+        // The flags file written: taken once it too is stable.
+        assert_eq!(w.step(c("a: 1"), f("ARGS=--x"), ok), WaitAction::Wait);
+        assert_eq!(w.step(c("a: 1"), f("ARGS=--x"), ok), WaitAction::Start);
+        // Still being written: a change of the flags file is a change.
+        let mut w = ConfigWait::default();
+        assert_eq!(w.step(c("a: 1"), f("ARGS="), ok), WaitAction::Wait);
+        assert_eq!(w.step(c("a: 1"), f("ARGS=--x"), ok), WaitAction::Wait);
+        assert_eq!(w.step(c("a: 1"), f("ARGS=--x"), ok), WaitAction::Start);
+        // Never written (it is optional): the agent starts without it after the grace looks.
+        let mut w = ConfigWait::default();
+        assert_eq!(w.step(c("a: 1"), FlagsFile::Absent, ok), WaitAction::Wait);
+        for _ in 0..FLAGS_GRACE_LOOKS {
+            assert_eq!(
+                w.step(c("a: 1"), FlagsFile::Absent, || panic!("checked too early")),
+                WaitAction::Wait
+            );
+        }
+        assert_eq!(w.step(c("a: 1"), FlagsFile::Absent, ok), WaitAction::Start);
+        // Not expected (systemd reads it): the config file alone, as before.
+        let mut w = ConfigWait::default();
+        assert_eq!(
+            w.step(c("a: 1"), FlagsFile::NotExpected, ok),
+            WaitAction::Wait
+        );
+        assert_eq!(
+            w.step(c("a: 1"), FlagsFile::NotExpected, ok),
+            WaitAction::Start
+        );
     }
 }

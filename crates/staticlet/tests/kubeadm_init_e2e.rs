@@ -48,15 +48,12 @@ use serde_json::Value;
 #[path = "common/control_plane.rs"]
 mod control_plane;
 
-use control_plane::{annotation, container_id, host_ip, ready, text, Node, COMPONENTS};
+use control_plane::{
+    annotation, container_id, has_taint, host_ip, ready, run_kubeadm, run_kubeadm_watching, text,
+    Node, COMPONENTS,
+};
 
 const NODE: &str = "kubeadm-e2e";
-
-/// Preflight checks that cannot pass in this test's sandbox, each with the reason.
-const IGNORED_PREFLIGHT: [(&str, &str); 1] = [(
-    "KubeletVersion",
-    "kubeadm runs a `kubelet` binary to read its version; the node agent here is staticlet",
-)];
 
 /// The health checks of `kubeadm upgrade plan` and `apply` (`phases/upgrade/health.go`) that
 /// cannot pass on a staticlet node, each with the reason. kubeadm still runs an ignored check
@@ -127,7 +124,6 @@ fn with_etcd_image_tag(cluster: &str, tag: &str) -> String {
     text.replacen(local, &format!("{local}    imageTag: \"{tag}\"\n"), 1)[1..].to_string()
 }
 
-/// The agent as kubeadm's systemd drop-in runs it.
 /// Replaces the ClusterConfiguration in kubeadm's `kubeadm-config` ConfigMap (what `kubeadm
 /// upgrade` reads).
 fn set_cluster_configuration(node: &Node, cluster: &str) {
@@ -146,16 +142,6 @@ fn set_cluster_configuration(node: &Node, cluster: &str) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-fn start_agent(node: &mut Node) {
-    node.start_agent(&[
-        "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
-        "--kubeconfig=/etc/kubernetes/kubelet.conf",
-        "--config=/var/lib/kubelet/config.yaml",
-        // systemd's `EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env`.
-        "--kubeadm-flags-env=/var/lib/kubelet/kubeadm-flags.env",
-    ]);
-}
-
 /// The events of `component`'s pod as the agent serves them (`/pods/{ns}/{name}/events`).
 fn local_events(node: &Node, component: &str) -> Vec<Value> {
     let out = control_plane::staticlet()
@@ -171,68 +157,6 @@ fn local_events(node: &Node, component: &str) -> Vec<Value> {
     assert!(out.status.success(), "{}", text(&out));
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     list["items"].as_array().cloned().unwrap_or_default()
-}
-
-/// Runs `kubeadm args...` in the node's namespace to its end (at most `secs`), its output in
-/// the node's file `log`: its status and output.
-fn run_kubeadm(
-    node: &Node,
-    log: &str,
-    args: &[&str],
-    secs: u64,
-) -> (std::process::ExitStatus, String) {
-    run_kubeadm_watching(node, log, args, secs, || {})
-}
-
-/// `run_kubeadm`, calling `watch` about every 250 ms while kubeadm runs.
-fn run_kubeadm_watching(
-    node: &Node,
-    log: &str,
-    args: &[&str],
-    secs: u64,
-    mut watch: impl FnMut(),
-) -> (std::process::ExitStatus, String) {
-    let log = node.path(log);
-    let file = std::fs::File::create(&log).unwrap();
-    let mut child = node
-        .ns(node.bin.join("kubeadm"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if t0.elapsed() > Duration::from_secs(secs) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "kubeadm {args:?} did not finish in {secs} s:\n{}\n--- agent log tail:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default(),
-                node.tail()
-            );
-        }
-        watch();
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    (status, std::fs::read_to_string(&log).unwrap_or_default())
-}
-
-fn has_taint(n: &Value, key: &str, effect: &str) -> bool {
-    n["spec"]["taints"]
-        .as_array()
-        .is_some_and(|ts| ts.iter().any(|t| t["key"] == key && t["effect"] == effect))
-}
-
-fn node_ready(n: &Value) -> bool {
-    n["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
 }
 
 #[test]
@@ -256,27 +180,12 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
     std::fs::write(node.path("kubeadm.yaml"), config).unwrap();
 
     // 1. The agent first, as systemd would start it: it waits for kubeadm's config, serving CRI.
-    start_agent(&mut node);
+    node.start_kubeadm_agent();
     let agent_pid = node.agent.as_ref().unwrap().id();
-    let sock = format!("/proc/{}/root/run/staticlet/cri.sock", node.holder.id());
-    node.wait(
-        "the agent waiting for kubeadm's config, serving CRI",
-        60,
-        || {
-            (node
-                .agent_log()
-                .contains("waiting for /var/lib/kubelet/config.yaml")
-                && std::path::Path::new(&sock).exists())
-            .then_some(())
-        },
-    );
+    node.wait_for_kubeadm_config();
 
     // 2. kubeadm init, all phases.
-    let ignore = IGNORED_PREFLIGHT
-        .iter()
-        .map(|(check, _)| *check)
-        .collect::<Vec<_>>()
-        .join(",");
+    let ignore = control_plane::ignored_preflight();
     let kubeadm_log = node.path("kubeadm-init.log");
     let t0 = Instant::now();
     let mut kubeadm = node
@@ -365,7 +274,7 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
     // 3. The Node as kubeadm left it, the mirrors, logs and exec.
     let n = node.wait("Node Ready with kubeadm's label and taint", 120, || {
         node.kubectl_json(&["get", "node", NODE]).filter(|n| {
-            node_ready(n)
+            ready(n)
                 && n["metadata"]["labels"]
                     .get("node-role.kubernetes.io/control-plane")
                     .is_some()
@@ -457,7 +366,7 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
     assert!(out.status.success(), "{}", text(&out));
     node.kill_agent();
     let t_restart = Instant::now();
-    start_agent(&mut node);
+    node.start_kubeadm_agent();
     node.wait("the restarted agent renewing the Lease", 120, || {
         node.cluster_status()
             .filter(|s| s["leaseRenewed"].is_string() && s["error"].is_null())
@@ -693,7 +602,7 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
     );
     // The Node, the API and the data are intact.
     let n = node.kubectl_json(&["get", "node", NODE]).unwrap();
-    assert!(node_ready(&n), "{n}");
+    assert!(ready(&n), "{n}");
     assert!(
         has_taint(&n, "node-role.kubernetes.io/control-plane", "NoSchedule"),
         "{n}"

@@ -1,10 +1,13 @@
 //! The fixture shared by the self-hosted control-plane tests (`control_plane_e2e.rs`,
-//! `kubeadm_init_e2e.rs`): a node in a private mount namespace whose `/etc` and `/var/lib` are
-//! overlays (kubeadm writes `/etc/kubernetes` and `/var/lib/kubelet` there, never on the
-//! machine) and whose `/run/staticlet` is a private tmpfs (the CRI socket); the control-plane
-//! images imported into staticlet's store; the agent run in that namespace; kubectl as the
-//! cluster's super-admin; readers of the local and mirror pods; cleanup that leaves nothing
-//! running; and the timings report. Included with `#[path]` by each test.
+//! `kubeadm_init_e2e.rs`, `kubeadm_join_e2e.rs`): a node in a private mount namespace whose
+//! `/etc` and `/var/lib` are overlays (kubeadm writes `/etc/kubernetes` and `/var/lib/kubelet`
+//! there, never on the machine), whose `/var/lib/etcd` is its own directory and whose
+//! `/run/staticlet` is a private tmpfs (the CRI socket); on the machine's network or in a network
+//! namespace of its own ([`Node::isolated`], two of them joined by [`link`]); the control-plane
+//! images imported into staticlet's store; the agent run in those namespaces as kubeadm's
+//! systemd drop-in runs it; kubeadm and kubectl run there; readers of the local and mirror pods;
+//! cleanup that leaves nothing running; and the timings report. Included with `#[path]` by each
+//! test.
 // Each test uses a subset of these.
 #![allow(dead_code)]
 // Real processes in real time: std::time::Instant is right here.
@@ -15,6 +18,62 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// Preflight checks of `kubeadm init` and `kubeadm join` that cannot pass in these tests'
+/// sandboxes, each with the reason.
+pub const IGNORED_PREFLIGHT: [(&str, &str); 1] = [(
+    "KubeletVersion",
+    "kubeadm runs a `kubelet` binary to read its version; the node agent here is staticlet",
+)];
+
+/// [`IGNORED_PREFLIGHT`] as kubeadm's `--ignore-preflight-errors` value.
+pub fn ignored_preflight() -> String {
+    IGNORED_PREFLIGHT
+        .iter()
+        .map(|(check, _)| *check)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Imports image archives into the staticlet store under `root`.
+pub fn import_archives(root: &Path, tars: &[String]) {
+    for tar in tars {
+        let out = staticlet()
+            .args(["images", "import", tar, "--root-dir"])
+            .arg(root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "import {tar}: {}", text(&out));
+    }
+}
+
+/// Connects two nodes made by [`Node::isolated`] with a veth pair: `a` at `a_ip`, `b` at
+/// `b_ip` (both in one /24), each the other's default route (the node's address is the
+/// default route's source, as on a machine); each node's name resolves to its address on both
+/// (their /etc/hosts, as a cluster's DNS would: kubeadm's preflight looks the node's name up).
+pub fn link(a: &Node, a_ip: &str, b: &Node, b_ip: &str) {
+    assert!(a.netns && b.netns, "link needs two isolated nodes");
+    let (ia, ib) = (
+        format!("kj{}a", a.holder.id()),
+        format!("kj{}b", a.holder.id()),
+    );
+    let out = Command::new("ip")
+        .args(["link", "add", &ia, "netns", &a.holder.id().to_string()])
+        .args(["type", "veth", "peer", "name", &ib, "netns"])
+        .arg(b.holder.id().to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip link add: {}", text(&out));
+    for (node, dev, ip, peer) in [(a, &ia, a_ip, b_ip), (b, &ib, b_ip, a_ip)] {
+        node.ns_sh(&format!(
+            "ip addr add {ip}/24 dev {dev} && ip link set {dev} up \
+             && ip route add default via {peer} \
+             && printf '%s %s\\n%s %s\\n' {a_ip} {an} {b_ip} {bn} >> /etc/hosts",
+            an = a.name,
+            bn = b.name,
+        ));
+    }
+}
 
 /// The four control-plane components, in kubeadm's manifest names.
 pub const COMPONENTS: [&str; 4] = [
@@ -78,12 +137,28 @@ pub struct Node {
     pub holder: Child,
     pub agent: Option<Child>,
     pub log_n: usize,
+    /// Whether the node has its own network namespace (else it shares the machine's).
+    pub netns: bool,
     host_had_kubernetes: bool,
 }
 
 impl Node {
-    /// A node named `name` in a fresh private mount namespace (see the module doc).
+    /// A node named `name` in a fresh private mount namespace (see the module doc), on the
+    /// machine's network.
     pub fn new(name: &str) -> Node {
+        Node::create(name, false)
+    }
+
+    /// A node named `name` in a fresh private mount namespace and its own network namespace,
+    /// with only its loopback up (see [`link`]): its ports (etcd's, the API server's, the node
+    /// API's) are its own, so it can run beside anything else on the machine. `ip_forward` is
+    /// on, as kubeadm's preflight wants it on a node (a new network namespace starts with it
+    /// off).
+    pub fn isolated(name: &str) -> Node {
+        Node::create(name, true)
+    }
+
+    fn create(name: &str, netns: bool) -> Node {
         let bin = staticlet_k8s_testenv::bin_dir();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -100,11 +175,24 @@ impl Node {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
         std::fs::create_dir_all("/run/staticlet").unwrap();
-        let holder = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c"])
+        // etcd's default data directory (/var/lib/etcd) is the node's own `etcd-data`, kept out
+        // of the overlay; a network namespace gets its loopback up and forwarding on.
+        let net = if netns {
+            " && ip link set lo up && echo 1 > /proc/sys/net/ipv4/ip_forward"
+        } else {
+            ""
+        };
+        let mut unshare = Command::new("unshare");
+        unshare.args(["--mount", "--propagation", "private"]);
+        if netns {
+            unshare.arg("--net");
+        }
+        let holder = unshare
+            .args(["sh", "-c"])
             .arg(format!(
                 "mount -t overlay overlay -o lowerdir=/etc,upperdir={0}/etc-upper,workdir={0}/etc-work /etc \
                  && mount -t overlay overlay -o lowerdir=/var/lib,upperdir={0}/varlib-upper,workdir={0}/varlib-work /var/lib \
+                 && mkdir -p /var/lib/etcd && mount --bind {0}/etcd-data /var/lib/etcd{net} \
                  && mount -t tmpfs -o mode=0711 tmpfs /run/staticlet && exec sleep infinity",
                 d.display()
             ))
@@ -117,6 +205,7 @@ impl Node {
             holder,
             agent: None,
             log_n: 0,
+            netns,
             host_had_kubernetes: Path::new("/etc/kubernetes").exists(),
         };
         let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
@@ -136,6 +225,12 @@ impl Node {
     /// staticlet's store; with `placeholders`, also the other images kubeadm pulls (pause,
     /// coredns, kube-proxy) as placeholders that are never run on this node.
     pub fn import_images(&self, placeholders: bool) {
+        self.import_archives(&self.build_images(placeholders));
+    }
+
+    /// The image archives of `scripts/control-plane-images.sh`, written in the node's `images`
+    /// directory (see [`Node::import_images`]), for [`import_archives`] into any node's store.
+    pub fn build_images(&self, placeholders: bool) -> Vec<String> {
         let mut cmd = Command::new("bash");
         cmd.arg(script("control-plane-images.sh"))
             .arg(self.path("images"))
@@ -149,17 +244,15 @@ impl Node {
             "control-plane-images.sh: {}",
             text(&out)
         );
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Some((tar, _)) = line.split_once(' ') else {
-                continue;
-            };
-            let out = staticlet()
-                .args(["images", "import", tar, "--root-dir"])
-                .arg(self.root())
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "import {tar}: {}", text(&out));
-        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| Some(line.split_once(' ')?.0.to_string()))
+            .collect()
+    }
+
+    /// Imports image archives into the node's staticlet store.
+    pub fn import_archives(&self, tars: &[String]) {
+        import_archives(&self.root(), tars);
     }
 
     /// `kubeadm version -o short`.
@@ -198,12 +291,14 @@ impl Node {
         self.path("etc-upper").join(p)
     }
 
-    /// A command run inside the node's mount namespace.
+    /// A command run inside the node's mount namespace (and network namespace, if it has one).
     pub fn ns(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--mount=/proc/{}/ns/mnt", self.holder.id()))
-            .arg("--")
-            .arg(program);
+        c.arg(format!("--mount=/proc/{}/ns/mnt", self.holder.id()));
+        if self.netns {
+            c.arg(format!("--net=/proc/{}/ns/net", self.holder.id()));
+        }
+        c.arg("--").arg(program);
         c
     }
 
@@ -212,15 +307,27 @@ impl Node {
         assert!(out.status.success(), "{cmd}: {}", text(&out));
     }
 
-    /// kubectl as the cluster's super-admin (the kubeconfig kubeadm wrote under /etc/kubernetes).
+    /// kubectl as the cluster's super-admin (the kubeconfig `kubeadm init` wrote under
+    /// /etc/kubernetes), from the node's network.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new(self.bin.join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.etc("kubernetes/super-admin.conf"))
-            .arg("--request-timeout=5s")
-            .args(args)
-            .output()
-            .unwrap()
+        self.kubectl_with("super-admin.conf", None, args)
+    }
+
+    /// kubectl with the kubeconfig `conf` kubeadm wrote under the node's /etc/kubernetes, from
+    /// the node's network, against `server` (an API server's URL) instead of the kubeconfig's.
+    pub fn kubectl_with(&self, conf: &str, server: Option<&str>, args: &[&str]) -> Output {
+        let mut c = if self.netns {
+            self.ns(self.bin.join("kubectl"))
+        } else {
+            Command::new(self.bin.join("kubectl"))
+        };
+        c.arg("--kubeconfig")
+            .arg(self.etc(&format!("kubernetes/{conf}")))
+            .arg("--request-timeout=5s");
+        if let Some(server) = server {
+            c.arg(format!("--server={server}"));
+        }
+        c.args(args).output().unwrap()
     }
 
     pub fn kubectl_json(&self, args: &[&str]) -> Option<Value> {
@@ -252,6 +359,35 @@ impl Node {
             .spawn()
             .unwrap();
         self.agent = Some(child);
+    }
+
+    /// Starts the agent as kubeadm's systemd drop-in runs it
+    /// (`packaging/systemd/10-kubeadm.conf`), before kubeadm wrote any of these files.
+    pub fn start_kubeadm_agent(&mut self) {
+        self.start_agent(&[
+            "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+            "--kubeconfig=/etc/kubernetes/kubelet.conf",
+            "--config=/var/lib/kubelet/config.yaml",
+            // systemd's `EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env`.
+            "--kubeadm-flags-env=/var/lib/kubelet/kubeadm-flags.env",
+        ]);
+    }
+
+    /// Waits until the agent started by [`Node::start_kubeadm_agent`] serves CRI and waits for
+    /// kubeadm's KubeletConfiguration.
+    pub fn wait_for_kubeadm_config(&self) {
+        let sock = format!("/proc/{}/root/run/staticlet/cri.sock", self.holder.id());
+        self.wait(
+            "the agent waiting for kubeadm's config, serving CRI",
+            60,
+            || {
+                (self
+                    .agent_log()
+                    .contains("waiting for /var/lib/kubelet/config.yaml")
+                    && Path::new(&sock).exists())
+                .then_some(())
+            },
+        );
     }
 
     pub fn kill_agent(&mut self) {
@@ -326,12 +462,17 @@ impl Node {
     }
 
     pub fn mirror(&self, component: &str) -> Option<Value> {
+        self.mirror_of(&self.name, component)
+    }
+
+    /// The mirror pod of `component` on node `node`, through this node's API server.
+    pub fn mirror_of(&self, node: &str, component: &str) -> Option<Value> {
         self.kubectl_json(&[
             "get",
             "pod",
             "-n",
             "kube-system",
-            &format!("{component}-{}", self.name),
+            &format!("{component}-{node}"),
         ])
     }
 
@@ -397,6 +538,63 @@ impl Drop for Node {
     }
 }
 
+/// Runs `kubeadm args...` in the node's namespaces to its end (at most `secs`), its output in
+/// the node's file `log`: its status and output.
+pub fn run_kubeadm(
+    node: &Node,
+    log: &str,
+    args: &[&str],
+    secs: u64,
+) -> (std::process::ExitStatus, String) {
+    run_kubeadm_watching(node, log, args, secs, || {})
+}
+
+/// `run_kubeadm`, calling `watch` about every 250 ms while kubeadm runs.
+pub fn run_kubeadm_watching(
+    node: &Node,
+    log: &str,
+    args: &[&str],
+    secs: u64,
+    mut watch: impl FnMut(),
+) -> (std::process::ExitStatus, String) {
+    let log = node.path(log);
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = node
+        .ns(node.bin.join("kubeadm"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t0.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kubeadm {args:?} did not finish in {secs} s:\n{}\n--- agent log tail:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                node.tail()
+            );
+        }
+        watch();
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// Whether Node `n` has the taint `key` with `effect`.
+pub fn has_taint(n: &Value, key: &str, effect: &str) -> bool {
+    n["spec"]["taints"]
+        .as_array()
+        .is_some_and(|ts| ts.iter().any(|t| t["key"] == key && t["effect"] == effect))
+}
+
+/// Whether a pod or a Node has the condition Ready True.
 pub fn ready(p: &Value) -> bool {
     p["status"]["conditions"].as_array().is_some_and(|cs| {
         cs.iter()
