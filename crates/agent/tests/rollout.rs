@@ -337,6 +337,8 @@ async fn a_version_whose_readiness_probe_fails_is_rolled_back_with_the_probe_out
             stdout: "database not reachable".into(),
         },
     );
+    // v2 ignores its stop signal: it terminates for its whole grace period after the rollback.
+    rt.script("probed", Script::forever().on_signal(None));
     let mut h = start(&rt, clock, dir.path(), Some(Duration::from_secs(120)));
     let v1 = web("app", "", "");
     h.set(&v1).await;
@@ -358,6 +360,22 @@ async fn a_version_whose_readiness_probe_fails_is_rolled_back_with_the_probe_out
     assert!(
         msg.contains("not Ready within 2m0s: container probed is running but not ready: Readiness probe failed: database not reachable"),
         "{msg}"
+    );
+    // While v2 terminates under the same name, the rollback's event is v1's only: it is about
+    // the version that runs after it (the cluster's copy of the event refers to that UID).
+    h.until(
+        "v2 terminating, v1 waiting with the rollback's event",
+        |v| {
+            v.get(&v2.uid)
+                .is_some_and(|p| p.terminating_since.is_some())
+                && events(v, &v1.uid).iter().any(|(r, _)| r == "RolledBack")
+        },
+    )
+    .await;
+    let v2_events = events(&h.pods.borrow(), &v2.uid);
+    assert!(
+        !v2_events.iter().any(|(r, _)| r == "RolledBack"),
+        "the terminating version got the rollback's event: {v2_events:?}"
     );
     h.until("v1 Ready again", |v| ready(v, &v1.uid)).await;
     h.shutdown().await;

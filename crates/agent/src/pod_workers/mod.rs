@@ -465,7 +465,15 @@ impl PodManager {
                 continue;
             }
             let mut ws: WorkerStatus = e.handle.status.borrow_and_update().clone();
-            if let Some(extra) = self.desired.events.get(&e.full_name) {
+            // The rollout's events (by full name) belong to the version that is wanted, not to
+            // an old one still terminating under the same name: a `RolledBack` event is about
+            // the pod that runs after it (its UID is what the cluster's event refers to).
+            if let Some(extra) = self
+                .desired
+                .events
+                .get(&e.full_name)
+                .filter(|_| self.desired.pods.contains_key(uid))
+            {
                 ws.events = ws.events.merged(extra);
             }
             let status = ws.status.unwrap_or_else(|| {
