@@ -266,19 +266,28 @@ const FOLLOW_CHECK: Duration = Duration::from_millis(500);
 
 /// The shortest time between two sends of one follower when the process has `followers` of
 /// them: together they send at most about 1 700 times a second, however fast their
-/// containers write. One follower sends at most every 0.6 ms (a line written every millisecond
-/// goes out alone, at once); 50 followers of a busy container each send every 30 to 60 ms, what was
-/// written meanwhile in one chunk; their sends fall on a shared grid ([`paced_until`]). An
-/// idle follower's first line always goes out at once: only a follower that has just sent
-/// waits.
+/// containers write. One follower is not paced (0.6 ms is finer than the timer: each line goes
+/// out alone, at once); two send at most every 1.2 ms each; 50 followers of a busy container
+/// each send every 30 to 60 ms, what was written meanwhile in one chunk; their sends fall on a
+/// shared grid ([`paced_until`]). An idle follower's first line always goes out at once: only a
+/// follower that has just sent waits.
 ///
 /// Why: each send is a socket write and two task wake-ups; at one write per line, 50 followers
 /// of a container writing 1 000 lines a second cost the agent a third of a core. kubelet writes
 /// and flushes per line; we keep its latency for the few-follower case and cap the cost when
 /// many follow.
 pub fn pace(followers: usize) -> Duration {
-    (PACE_PER_FOLLOWER * followers.min(u32::MAX as usize) as u32).min(PACE_MAX)
+    let p = (PACE_PER_FOLLOWER * followers.min(u32::MAX as usize) as u32).min(PACE_MAX);
+    // Finer than the timer's millisecond it would only round every line up to the next tick.
+    if p < PACE_MIN {
+        Duration::ZERO
+    } else {
+        p
+    }
 }
+
+/// Paces shorter than this are none ([`pace`]): tokio's timer ticks in milliseconds.
+const PACE_MIN: Duration = Duration::from_millis(1);
 
 /// When a follower that sent at `sent` may read again with `pace`: at least `pace` later, on
 /// the next multiple of `pace` since `epoch` (the process's), so that followers with the same
@@ -753,7 +762,7 @@ mod tests {
     fn pace_grows_with_the_followers_and_is_capped() {
         for (followers, want_us) in [
             (0, 0),
-            (1, 600),
+            (1, 0),
             (2, 1_200),
             (50, 30_000),
             (83, 49_800),
