@@ -168,20 +168,31 @@ fn converge(env: &Env, wanted: &[Option<u64>], when: &str) {
     }
 }
 
-/// Waits until the agent's figures stop moving (blocking threads retire after 10 s idle) and
-/// returns the last sample.
-fn settled(env: &Env) -> Sample {
-    let mut last = sample(env).expect("/metrics answers");
-    for _ in 0..12 {
+/// Waits until the agent is done with the last change (the runtime holds one sandbox per pod:
+/// the old versions' teardown, a few at a time, is over) and its figures stop moving (the same
+/// thread count over three samples 2 s apart: longer than the 2 s blocking threads stay idle
+/// before they retire), and returns the last sample.
+fn settled(env: &Env, pods: usize) -> Sample {
+    env.wait(
+        "one sandbox per pod (teardown of old versions over)",
+        180,
+        || env.sandboxes() == pods,
+    );
+    let mut samples = vec![sample(env).expect("/metrics answers")];
+    for _ in 0..15 {
         std::thread::sleep(Duration::from_secs(2));
-        let s = sample(env).expect("/metrics answers");
-        let still = (s.threads - last.threads).abs() < 1.0 && (s.tasks - last.tasks).abs() < 5.0;
-        last = s;
+        samples.push(sample(env).expect("/metrics answers"));
+        let last3 = &samples[samples.len().saturating_sub(3)..];
+        let still = last3.len() == 3
+            && last3
+                .iter()
+                .all(|s| (s.threads - last3[0].threads).abs() < 1.0)
+            && last3.iter().all(|s| (s.tasks - last3[0].tasks).abs() < 5.0);
         if still {
             break;
         }
     }
-    last
+    samples.pop().unwrap()
 }
 
 #[test]
@@ -214,7 +225,7 @@ fn churned_pods_converge_and_the_agent_does_not_grow() {
         "soak: {pods} pods converged in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let before = settled(&env);
+    let before = settled(&env, pods);
 
     // Churn: one change every 250 ms; a sample every 10 s.
     eprintln!("soak:   time   RSS MiB   fds  threads  tasks  agent CPU s   changes");
@@ -266,7 +277,7 @@ fn churned_pods_converge_and_the_agent_does_not_grow() {
         "soak: every pod edited at once: converged in {:.1} s",
         t_all.elapsed().as_secs_f64()
     );
-    let after = settled(&env);
+    let after = settled(&env, pods);
     print(churn.elapsed().as_secs_f64(), &after, changes);
     let peak = curve.iter().fold(0.0f64, |m, s| m.max(s.rss_mib));
     eprintln!(

@@ -541,7 +541,6 @@ impl Env {
         }
     }
 
-    /// The body of a local API path (over the unix socket) when it answers 200.
     /// What is left of pods under the root directory: sandbox, container and pod directories.
     pub fn leftovers(&self) -> Vec<String> {
         ["runtime/sandboxes", "runtime/containers", "pods"]
@@ -570,6 +569,7 @@ impl Env {
             .collect()
     }
 
+    /// The body of a local API path (over the unix socket) when it answers 200.
     pub fn api_get(&self, path: &str) -> Option<String> {
         let mut s =
             std::os::unix::net::UnixStream::connect(self.root().join("staticlet.sock")).ok()?;
