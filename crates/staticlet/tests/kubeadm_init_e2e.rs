@@ -49,11 +49,41 @@ use serde_json::Value;
 mod control_plane;
 
 use control_plane::{
-    annotation, container_id, has_taint, host_ip, ready, run_kubeadm, run_kubeadm_watching, text,
-    Node, COMPONENTS,
+    annotation, container_id, has_taint, host_ip, ready, restarts, run_kubeadm,
+    run_kubeadm_watching, run_kubeadm_with_node, started_at, text, Node, COMPONENTS,
 };
 
 const NODE: &str = "kubeadm-e2e";
+
+/// What kubeadm prints just before it moves a component's new manifest in
+/// (`phases/upgrade/staticpods.go`); step 5 upgrades the agent once it has.
+const MOVING_NEW_MANIFEST: &str = "[upgrade/staticpods] Moving new manifest to";
+
+/// What kubeadm prints once it saw a component's new mirror hash and the pod Running.
+const COMPONENT_UPGRADED: &str = "upgraded successfully!";
+
+/// `bin --version`, one line.
+fn version_of(bin: &std::path::Path) -> String {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} --version: {}",
+        bin.display(),
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The lines of an agent's log about pod `uid` (its worker's span) with `message`.
+fn pod_lines<'a>(log: &'a str, uid: &str, message: &str) -> Vec<&'a str> {
+    let uid = format!("uid={uid}");
+    log.lines()
+        .filter(|l| l.contains(&uid) && l.contains(message))
+        .collect()
+}
 
 /// The health checks of `kubeadm upgrade plan` and `apply` (`phases/upgrade/health.go`) that
 /// cannot pass on a staticlet node, each with the reason. kubeadm still runs an ignored check
@@ -168,6 +198,28 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
     let mut timings: Vec<(String, Duration)> = Vec::new();
     let t_setup = Instant::now();
     let mut node = Node::new(NODE);
+    // The agent build the node runs up to the middle of step 5's upgrade (see the module doc).
+    let previous = std::env::var_os("STATICLET_PREVIOUS_BIN")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    let current = control_plane::current_bin();
+    match &previous {
+        Some(p) => {
+            eprintln!(
+                "agent upgrade in the middle of `kubeadm upgrade apply`: the node runs \
+                 STATICLET_PREVIOUS_BIN={} ({}) and is upgraded to this build ({})",
+                p.display(),
+                version_of(p),
+                version_of(&current)
+            );
+            node.agent_bin = p.clone();
+        }
+        None => eprintln!(
+            "agent restart in the middle of `kubeadm upgrade apply`: STATICLET_PREVIOUS_BIN is \
+             unset, so this build ({}) is stopped and started again",
+            version_of(&current)
+        ),
+    }
     node.import_images(true);
     timings.push(("images imported".into(), t_setup.elapsed()));
     let version = node.kubernetes_version();
@@ -423,7 +475,8 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         "--from-literal=written=before-upgrade",
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let before: Vec<(String, String)> = COMPONENTS
+    // Each component's hash, container, restart count and container start time.
+    let before: Vec<(String, String, i64, String)> = COMPONENTS
         .iter()
         .map(|c| {
             let m = node.mirror(c).unwrap();
@@ -431,6 +484,8 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
             (
                 annotation(&m, "kubernetes.io/config.hash").to_string(),
                 container_id(&local),
+                restarts(&local),
+                started_at(&local),
             )
         })
         .collect();
@@ -468,12 +523,53 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         plan.1,
         node.tail()
     );
+    // In the middle of it, the agent is upgraded (or, without STATICLET_PREVIOUS_BIN, restarted)
+    // as a package upgrade does it: once kubeadm moved its first new manifest in and waits for
+    // that component's new mirror hash, the agent is stopped (SIGTERM, as `systemctl stop`) and
+    // this build started with the same command line. It adopts every running container.
+    let new_manifests: Vec<(std::path::PathBuf, String)> = UPGRADE_ARGS
+        .iter()
+        .map(|(_, c, name, value)| {
+            (
+                node.etc(&format!("kubernetes/manifests/{c}.yaml")),
+                format!("--{name}={value}"),
+            )
+        })
+        .collect();
+    let old_log = node.log_n;
     let t_apply = Instant::now();
-    let (status, out) = run_kubeadm(
-        &node,
+    // (since the apply started, the agent's stop, whether kubeadm still waited for a component)
+    let mut upgraded_agent: Option<(Duration, Duration, bool)> = None;
+    let (status, out) = run_kubeadm_with_node(
+        &mut node,
         "kubeadm-upgrade-apply.log",
         &["upgrade", "apply", &version, "--yes", &ignore],
         600,
+        |node, out| {
+            if upgraded_agent.is_some() || !out.contains(MOVING_NEW_MANIFEST) {
+                return;
+            }
+            // kubeadm prints the line just before its rename.
+            node.wait("kubeadm's first new manifest in place", 30, || {
+                new_manifests
+                    .iter()
+                    .any(|(path, flag)| {
+                        std::fs::read_to_string(path).is_ok_and(|m| m.contains(flag))
+                    })
+                    .then_some(())
+            });
+            let log = node.path("kubeadm-upgrade-apply.log");
+            let waiting = !std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains(COMPONENT_UPGRADED);
+            let at = t_apply.elapsed();
+            let t_stop = Instant::now();
+            node.stop_agent();
+            let stop = t_stop.elapsed();
+            node.agent_bin = current.clone();
+            node.start_kubeadm_agent();
+            upgraded_agent = Some((at, stop, waiting));
+        },
     );
     let t_apply = t_apply.elapsed();
     assert!(
@@ -491,6 +587,14 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         ),
         t_apply,
     ));
+    let (at, stop, waiting) = upgraded_agent
+        .unwrap_or_else(|| panic!("kubeadm never printed {MOVING_NEW_MANIFEST:?}:\n{out}"));
+    assert!(
+        waiting,
+        "kubeadm had already seen a component upgraded when the agent stopped:\n{out}"
+    );
+    timings.push(("apply -> agent stopped for its upgrade".into(), at));
+    timings.push(("agent stop (SIGTERM -> exit)".into(), stop));
     node.assert_host_untouched();
     let backups: Vec<_> = std::fs::read_dir(node.etc("kubernetes/tmp"))
         .unwrap()
@@ -527,6 +631,19 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
                     .filter(|m| ready(m) && annotation(m, "kubernetes.io/config.hash") == uid)
             },
         );
+        // Replaced exactly once: the new pod's container started once, by one of the two
+        // agents, and never restarted.
+        assert_eq!(restarts(&local), 0, "{local}");
+        let started: Vec<String> = [old_log, node.log_n]
+            .iter()
+            .flat_map(|&n| {
+                pod_lines(&node.agent_log_n(n), &uid, "container started")
+                    .into_iter()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(started.len(), 1, "{c}: {started:#?}");
         let cmdlines: Vec<String> = control_plane::pod_pids(&uid)
             .iter()
             .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
@@ -577,16 +694,55 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         });
         assert_eq!(killing(c), Vec::<String>::new(), "the agent stopped {c}");
         if !api_changed {
+            // Adopted across the agent's upgrade: the same container, never restarted.
+            let local = node.local(c).unwrap();
+            assert_eq!(container_id(&local), before[i].1, "{c} was restarted");
+            assert_eq!(restarts(&local), before[i].2, "{c} was restarted: {local}");
             assert_eq!(
-                container_id(&node.local(c).unwrap()),
-                before[i].1,
-                "{c} was restarted"
+                started_at(&local),
+                before[i].3,
+                "{c} was restarted: {local}"
             );
+            assert!(!before[i].3.is_empty(), "{c}: no start time: {local}");
         }
         // Else its container may have restarted on its own: the controller-manager and the
         // scheduler exit when they cannot renew their leader lease while the API server
         // restarts, and are restarted under `restartPolicy: Always`, as under kubelet.
     }
+    // The upgraded agent adopted what ran: it stopped and started only the two pods of the
+    // components kubeadm replaced (the old pod, if the earlier agent had not finished stopping
+    // it; the new one, if it had not started it), nothing else.
+    // (With the API server changed, etcd is restarted by kubeadm's move too.)
+    let replaced: Vec<String> = UPGRADE_ARGS
+        .iter()
+        .map(|(_, c, _, _)| *c)
+        .chain(api_changed.then_some("etcd"))
+        .map(|c| format!("name={c}-{NODE} "))
+        .collect();
+    let new_log = node.agent_log();
+    let touched: Vec<&str> = new_log
+        .lines()
+        .filter(|l| {
+            [
+                "container started",
+                "stopping container",
+                "pod sandbox created",
+                "terminating pod",
+            ]
+            .iter()
+            .any(|m| l.contains(m))
+        })
+        .filter(|l| !replaced.iter().any(|r| l.contains(r.as_str())))
+        .collect();
+    assert_eq!(
+        touched,
+        Vec::<&str>::new(),
+        "the upgraded agent touched other pods"
+    );
+    node.wait("the upgraded agent renewing the Lease", 120, || {
+        node.cluster_status()
+            .filter(|s| s["leaseRenewed"].is_string() && s["error"].is_null())
+    });
     // kubeadm's kubelet-config phase wrote the KubeletConfiguration again (from the
     // kubelet-config ConfigMap, unchanged here); kubelet does not watch its config file and
     // kubeadm does not restart it (the upgrade guide restarts it by hand after upgrading its

@@ -87,6 +87,11 @@ pub fn staticlet() -> Command {
     Command::new(env!("CARGO_BIN_EXE_staticlet"))
 }
 
+/// The staticlet binary of this build.
+pub fn current_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_staticlet"))
+}
+
 pub fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../scripts")
@@ -136,6 +141,9 @@ pub struct Node {
     /// A process holding the private mount namespace (`sleep infinity` under `unshare`).
     pub holder: Child,
     pub agent: Option<Child>,
+    /// The binary [`Node::start_agent`] runs: this build's unless a test sets an earlier
+    /// build's (an upgrade of the agent itself). The cleanup always uses this build's.
+    pub agent_bin: PathBuf,
     pub log_n: usize,
     /// Whether the node has its own network namespace (else it shares the machine's).
     pub netns: bool,
@@ -204,6 +212,7 @@ impl Node {
             bin,
             holder,
             agent: None,
+            agent_bin: current_bin(),
             log_n: 0,
             netns,
             host_had_kubernetes: Path::new("/etc/kubernetes").exists(),
@@ -339,13 +348,13 @@ impl Node {
             .then(|| serde_json::from_slice(&out.stdout).ok())?
     }
 
-    /// Starts `staticlet run` in the namespace with `args` and the test's own root, log and
-    /// (empty) CNI directories.
+    /// Starts `staticlet run` (the binary [`Node::agent_bin`]) in the namespace with `args` and
+    /// the test's own root, log and (empty) CNI directories.
     pub fn start_agent(&mut self, args: &[&str]) {
         self.log_n += 1;
         let log = std::fs::File::create(self.path(&format!("agent-{}.log", self.log_n))).unwrap();
         let child = self
-            .ns(env!("CARGO_BIN_EXE_staticlet"))
+            .ns(&self.agent_bin)
             .arg("run")
             .args(args)
             .arg("--root-dir")
@@ -388,6 +397,45 @@ impl Node {
                 .then_some(())
             },
         );
+    }
+
+    /// Stops the agent as systemd stops the unit (SIGTERM to the agent only, `KillMode=process`)
+    /// and waits for it to exit (at most 60 s), as `systemctl stop` does before a package's
+    /// files are replaced. Panics if it does not exit in time or exits with an error.
+    pub fn stop_agent(&mut self) {
+        let Some(mut a) = self.agent.take() else {
+            return;
+        };
+        let out = Command::new("kill")
+            .args(["-TERM", &a.id().to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kill -TERM: {}", text(&out));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = a.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = a.kill();
+                let _ = a.wait();
+                panic!(
+                    "the agent did not exit within 60 s of SIGTERM:\n{}",
+                    self.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "the agent exited with {status} on SIGTERM:\n{}",
+            self.tail()
+        );
+    }
+
+    /// The log of the agent started `n`th (1 is the first).
+    pub fn agent_log_n(&self, n: usize) -> String {
+        std::fs::read_to_string(self.path(&format!("agent-{n}.log"))).unwrap_or_default()
     }
 
     pub fn kill_agent(&mut self) {
@@ -558,33 +606,72 @@ pub fn run_kubeadm_watching(
     mut watch: impl FnMut(),
 ) -> (std::process::ExitStatus, String) {
     let log = node.path(log);
-    let file = std::fs::File::create(&log).unwrap();
-    let mut child = node
-        .ns(node.bin.join("kubeadm"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_kubeadm(node, &log, args);
     let t0 = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if t0.elapsed() > Duration::from_secs(secs) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "kubeadm {args:?} did not finish in {secs} s:\n{}\n--- agent log tail:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default(),
-                node.tail()
-            );
-        }
+        kubeadm_deadline(node, &mut child, &log, args, t0, secs);
         watch();
         std::thread::sleep(Duration::from_millis(250));
     };
     (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// `run_kubeadm`, calling `watch` with the node (which it may change: stop and start the
+/// agent) and kubeadm's output so far, about every 250 ms while kubeadm runs.
+pub fn run_kubeadm_with_node(
+    node: &mut Node,
+    log: &str,
+    args: &[&str],
+    secs: u64,
+    mut watch: impl FnMut(&mut Node, &str),
+) -> (std::process::ExitStatus, String) {
+    let log = node.path(log);
+    let mut child = spawn_kubeadm(node, &log, args);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        kubeadm_deadline(node, &mut child, &log, args, t0, secs);
+        watch(node, &std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// `kubeadm args...` started in the node's namespaces, its output in the file `log`.
+fn spawn_kubeadm(node: &Node, log: &Path, args: &[&str]) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    node.ns(node.bin.join("kubeadm"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap()
+}
+
+/// Kills kubeadm and panics with its output once it has run `secs` since `t0`.
+fn kubeadm_deadline(
+    node: &Node,
+    child: &mut Child,
+    log: &Path,
+    args: &[&str],
+    t0: Instant,
+    secs: u64,
+) {
+    if t0.elapsed() > Duration::from_secs(secs) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "kubeadm {args:?} did not finish in {secs} s:\n{}\n--- agent log tail:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default(),
+            node.tail()
+        );
+    }
 }
 
 /// Whether Node `n` has the taint `key` with `effect`.
@@ -604,6 +691,14 @@ pub fn ready(p: &Value) -> bool {
 
 pub fn container_id(p: &Value) -> String {
     p["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// When the pod's first container started, as its status says (`state.running.startedAt`).
+pub fn started_at(p: &Value) -> String {
+    p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
         .as_str()
         .unwrap_or_default()
         .to_string()
