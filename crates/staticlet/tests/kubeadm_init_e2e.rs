@@ -26,7 +26,15 @@
 //!    succeeds; etcd and the API server are not touched (with the API server changed too,
 //!    etcd, whose manifest kubeadm then moves out and back in, is restarted as kubelet
 //!    restarts it), the agent keeps running with the KubeletConfiguration kubeadm wrote
-//!    again, and the cluster's data is intact.
+//!    again, and the cluster's data is intact. In the middle of it, once kubeadm moved its first
+//!    new manifest in and waits for that mirror's new hash, the agent itself is upgraded as a
+//!    package upgrade does it: stopped with SIGTERM (`systemctl stop`, `KillMode=process`) and
+//!    started again, with this build. With `STATICLET_PREVIOUS_BIN` (a staticlet binary of an
+//!    earlier build: `scripts/build-previous.sh REV`, not run by CI since it costs a build),
+//!    steps 1 to 5 run on that build until then; without it, this build is restarted. The test
+//!    prints which. kubeadm still succeeds; the containers of the components it did not replace
+//!    are the same (ID, start time, restart count), the replaced ones were started exactly once,
+//!    the upgraded agent's log stops or starts nothing else, and its Lease is renewed.
 //! 6. A failing `kubeadm upgrade apply`: etcd's image tag changed to one that exists nowhere
 //!    (the node is offline), `timeouts.upgradeManifests` 30 s. staticlet stops the old etcd
 //!    and cannot pull the new image; kubeadm, which cannot read the mirror's hash from an API
@@ -61,6 +69,17 @@ const MOVING_NEW_MANIFEST: &str = "[upgrade/staticpods] Moving new manifest to";
 
 /// What kubeadm prints once it saw a component's new mirror hash and the pod Running.
 const COMPONENT_UPGRADED: &str = "upgraded successfully!";
+
+/// What an agent's log says when it acts on a pod's containers or sandbox, or on a pod that
+/// has no manifest (step 5 checks the upgraded agent's log for them).
+const ACTIONS: [&str; 6] = [
+    "container started",
+    "stopping container",
+    "pod sandbox created",
+    "terminating pod",
+    "stopping runtime pod that has no manifest",
+    "finishing the cleanup of a pod that has no manifest",
+];
 
 /// `bin --version`, one line.
 fn version_of(bin: &std::path::Path) -> String {
@@ -606,6 +625,8 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         })
         .collect();
     assert_eq!(backups.len(), 1, "{backups:?}");
+    // The UIDs of the pods kubeadm replaced: the old and the new version of each.
+    let mut replaced_uids: Vec<String> = Vec::new();
     for &(_, c, name, value) in UPGRADE_ARGS {
         let flag = format!("--{name}={value}");
         // The new manifest in place, the old one in kubeadm's backup directory.
@@ -623,6 +644,7 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         });
         let uid = local["metadata"]["uid"].as_str().unwrap().to_string();
         assert_ne!(uid, before[i].0, "{c}");
+        replaced_uids.extend([uid.clone(), before[i].0.clone()]);
         node.wait(
             &format!("{c}'s mirror with the new hash, Ready"),
             120,
@@ -709,36 +731,39 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         // scheduler exit when they cannot renew their leader lease while the API server
         // restarts, and are restarted under `restartPolicy: Always`, as under kubelet.
     }
-    // The upgraded agent adopted what ran: it stopped and started only the two pods of the
-    // components kubeadm replaced (the old pod, if the earlier agent had not finished stopping
-    // it; the new one, if it had not started it), nothing else.
-    // (With the API server changed, etcd is restarted by kubeadm's move too.)
-    let replaced: Vec<String> = UPGRADE_ARGS
-        .iter()
-        .map(|(_, c, _, _)| *c)
-        .chain(api_changed.then_some("etcd"))
-        .map(|c| format!("name={c}-{NODE} "))
-        .collect();
+    // The upgraded agent adopted what ran: it stopped or started containers and sandboxes only
+    // of the pods kubeadm replaced (the old version, if the earlier agent had not finished
+    // stopping it; the new one, if it had not started it), nothing else. (With the API server
+    // changed, etcd is restarted by kubeadm's move too.)
+    if api_changed {
+        replaced_uids.push(before[0].0.clone());
+    }
     let new_log = node.agent_log();
+    let about_replaced = |l: &str| {
+        replaced_uids
+            .iter()
+            .any(|u| l.contains(&format!("uid={u}")))
+    };
+    let acts = |l: &&str| ACTIONS.iter().any(|m| l.contains(m));
     let touched: Vec<&str> = new_log
         .lines()
-        .filter(|l| {
-            [
-                "container started",
-                "stopping container",
-                "pod sandbox created",
-                "terminating pod",
-            ]
-            .iter()
-            .any(|m| l.contains(m))
-        })
-        .filter(|l| !replaced.iter().any(|r| l.contains(r.as_str())))
+        .filter(acts)
+        .filter(|l| !about_replaced(l))
         .collect();
     assert_eq!(
         touched,
         Vec::<&str>::new(),
-        "the upgraded agent touched other pods"
+        "the upgraded agent touched other pods (replaced: {replaced_uids:?})"
     );
+    // Which agent did what of the replacement (it depends on how far the earlier one got).
+    for (who, log) in [
+        ("earlier agent", node.agent_log_n(old_log)),
+        ("upgraded agent", new_log.clone()),
+    ] {
+        for l in log.lines().filter(acts).filter(|l| about_replaced(l)) {
+            eprintln!("{who}: {l}");
+        }
+    }
     node.wait("the upgraded agent renewing the Lease", 120, || {
         node.cluster_status()
             .filter(|s| s["leaseRenewed"].is_string() && s["error"].is_null())

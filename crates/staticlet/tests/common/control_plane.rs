@@ -545,6 +545,22 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // A failed test: keep the agents' and kubeadm's logs for its report.
+        if std::thread::panicking() {
+            let keep = std::env::temp_dir().join(format!("staticlet-e2e-{}-logs", self.name));
+            let _ = std::fs::remove_dir_all(&keep);
+            let _ = std::fs::create_dir_all(&keep);
+            for e in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if e.file_name().to_string_lossy().ends_with(".log") {
+                    let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+                }
+            }
+            eprintln!("the node's logs are kept in {}", keep.display());
+        }
         // Stop whatever is left (a failed test): an agent with no manifests stops every pod.
         self.kill_agent();
         let empty = self.path("empty");
