@@ -37,8 +37,13 @@ pub fn ignored_preflight() -> String {
 
 /// Imports image archives into the staticlet store under `root`.
 pub fn import_archives(root: &Path, tars: &[String]) {
+    import_archives_with(&current_bin(), root, tars)
+}
+
+/// [`import_archives`] with the staticlet binary `bin` (an earlier build's store format).
+pub fn import_archives_with(bin: &Path, root: &Path, tars: &[String]) {
     for tar in tars {
-        let out = staticlet()
+        let out = Command::new(bin)
             .args(["images", "import", tar, "--root-dir"])
             .arg(root)
             .output()
@@ -259,9 +264,10 @@ impl Node {
             .collect()
     }
 
-    /// Imports image archives into the node's staticlet store.
+    /// Imports image archives into the node's staticlet store, with the node's agent binary
+    /// ([`Node::agent_bin`]: an earlier build writes its own store, which a later one reads).
     pub fn import_archives(&self, tars: &[String]) {
-        import_archives(&self.root(), tars);
+        import_archives_with(&self.agent_bin, &self.root(), tars);
     }
 
     /// `kubeadm version -o short`.
