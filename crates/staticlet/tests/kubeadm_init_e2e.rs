@@ -81,6 +81,17 @@ const ACTIONS: [&str; 6] = [
     "finishing the cleanup of a pod that has no manifest",
 ];
 
+/// How many records of the node's embedded runtime of `kind` (`sandboxes`, `containers`: the
+/// `record` file of each object's directory) belong to pod `uid`.
+fn runtime_records(node: &Node, kind: &str, record: &str, uid: &str) -> usize {
+    std::fs::read_dir(node.root().join("runtime").join(kind))
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join(record)).ok())
+        .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+        .filter(|r| r["uid"] == uid || r["labels"]["io.kubernetes.pod.uid"] == uid)
+        .count()
+}
+
 /// `bin --version`, one line.
 fn version_of(bin: &std::path::Path) -> String {
     let out = std::process::Command::new(bin)
@@ -653,19 +664,30 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
                     .filter(|m| ready(m) && annotation(m, "kubernetes.io/config.hash") == uid)
             },
         );
-        // Replaced exactly once: the new pod's container started once, by one of the two
-        // agents, and never restarted.
+        // Replaced exactly once: the runtime holds one sandbox and one container of the new
+        // pod, which never restarted, started by one of the two agents. (An agent stopped right
+        // after it asked the runtime to start the container does not log "container started":
+        // the start completes as the process exits, and the next agent adopts the container.)
         assert_eq!(restarts(&local), 0, "{local}");
-        let started: Vec<String> = [old_log, node.log_n]
-            .iter()
-            .flat_map(|&n| {
-                pod_lines(&node.agent_log_n(n), &uid, "container started")
-                    .into_iter()
-                    .map(String::from)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        assert_eq!(started.len(), 1, "{c}: {started:#?}");
+        for (kind, record) in [
+            ("sandboxes", "sandbox.json"),
+            ("containers", "container.json"),
+        ] {
+            let n = runtime_records(&node, kind, record, &uid);
+            assert_eq!(n, 1, "{c}: {n} {kind} of the new pod {uid}");
+        }
+        for message in ["pod sandbox created", "container started"] {
+            let lines: Vec<String> = [old_log, node.log_n]
+                .iter()
+                .flat_map(|&n| {
+                    pod_lines(&node.agent_log_n(n), &uid, message)
+                        .into_iter()
+                        .map(String::from)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            assert!(lines.len() <= 1, "{c}: {lines:#?}");
+        }
         let cmdlines: Vec<String> = control_plane::pod_pids(&uid)
             .iter()
             .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
