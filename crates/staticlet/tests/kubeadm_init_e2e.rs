@@ -26,7 +26,15 @@
 //!    succeeds; etcd and the API server are not touched (with the API server changed too,
 //!    etcd, whose manifest kubeadm then moves out and back in, is restarted as kubelet
 //!    restarts it), the agent keeps running with the KubeletConfiguration kubeadm wrote
-//!    again, and the cluster's data is intact.
+//!    again, and the cluster's data is intact. In the middle of it, once kubeadm moved its first
+//!    new manifest in and waits for that mirror's new hash, the agent itself is upgraded as a
+//!    package upgrade does it: stopped with SIGTERM (`systemctl stop`, `KillMode=process`) and
+//!    started again, with this build. With `STATICLET_PREVIOUS_BIN` (a staticlet binary of an
+//!    earlier build: `scripts/build-previous.sh REV`, not run by CI since it costs a build),
+//!    steps 1 to 5 run on that build until then; without it, this build is restarted. The test
+//!    prints which. kubeadm still succeeds; the containers of the components it did not replace
+//!    are the same (ID, start time, restart count), the replaced ones were started exactly once,
+//!    the upgraded agent's log stops or starts nothing else, and its Lease is renewed.
 //! 6. A failing `kubeadm upgrade apply`: etcd's image tag changed to one that exists nowhere
 //!    (the node is offline), `timeouts.upgradeManifests` 30 s. staticlet stops the old etcd
 //!    and cannot pull the new image; kubeadm, which cannot read the mirror's hash from an API
@@ -49,11 +57,63 @@ use serde_json::Value;
 mod control_plane;
 
 use control_plane::{
-    annotation, container_id, has_taint, host_ip, ready, run_kubeadm, run_kubeadm_watching, text,
-    Node, COMPONENTS,
+    annotation, container_id, has_taint, host_ip, ready, restarts, run_kubeadm,
+    run_kubeadm_watching, run_kubeadm_with_node, started_at, text, Node, COMPONENTS,
 };
 
 const NODE: &str = "kubeadm-e2e";
+
+/// What kubeadm prints just before it moves a component's new manifest in
+/// (`phases/upgrade/staticpods.go`); step 5 upgrades the agent once it has.
+const MOVING_NEW_MANIFEST: &str = "[upgrade/staticpods] Moving new manifest to";
+
+/// What kubeadm prints once it saw a component's new mirror hash and the pod Running.
+const COMPONENT_UPGRADED: &str = "upgraded successfully!";
+
+/// What an agent's log says when it acts on a pod's containers or sandbox, or on a pod that
+/// has no manifest (step 5 checks the upgraded agent's log for them).
+const ACTIONS: [&str; 6] = [
+    "container started",
+    "stopping container",
+    "pod sandbox created",
+    "terminating pod",
+    "stopping runtime pod that has no manifest",
+    "finishing the cleanup of a pod that has no manifest",
+];
+
+/// How many records of the node's embedded runtime of `kind` (`sandboxes`, `containers`: the
+/// `record` file of each object's directory) belong to pod `uid`.
+fn runtime_records(node: &Node, kind: &str, record: &str, uid: &str) -> usize {
+    std::fs::read_dir(node.root().join("runtime").join(kind))
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join(record)).ok())
+        .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+        .filter(|r| r["uid"] == uid || r["labels"]["io.kubernetes.pod.uid"] == uid)
+        .count()
+}
+
+/// `bin --version`, one line.
+fn version_of(bin: &std::path::Path) -> String {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} --version: {}",
+        bin.display(),
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The lines of an agent's log about pod `uid` (its worker's span) with `message`.
+fn pod_lines<'a>(log: &'a str, uid: &str, message: &str) -> Vec<&'a str> {
+    let uid = format!("uid={uid}");
+    log.lines()
+        .filter(|l| l.contains(&uid) && l.contains(message))
+        .collect()
+}
 
 /// The health checks of `kubeadm upgrade plan` and `apply` (`phases/upgrade/health.go`) that
 /// cannot pass on a staticlet node, each with the reason. kubeadm still runs an ignored check
@@ -168,6 +228,28 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
     let mut timings: Vec<(String, Duration)> = Vec::new();
     let t_setup = Instant::now();
     let mut node = Node::new(NODE);
+    // The agent build the node runs up to the middle of step 5's upgrade (see the module doc).
+    let previous = std::env::var_os("STATICLET_PREVIOUS_BIN")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    let current = control_plane::current_bin();
+    match &previous {
+        Some(p) => {
+            eprintln!(
+                "agent upgrade in the middle of `kubeadm upgrade apply`: the node runs \
+                 STATICLET_PREVIOUS_BIN={} ({}) and is upgraded to this build ({})",
+                p.display(),
+                version_of(p),
+                version_of(&current)
+            );
+            node.agent_bin = p.clone();
+        }
+        None => eprintln!(
+            "agent restart in the middle of `kubeadm upgrade apply`: STATICLET_PREVIOUS_BIN is \
+             unset, so this build ({}) is stopped and started again",
+            version_of(&current)
+        ),
+    }
     node.import_images(true);
     timings.push(("images imported".into(), t_setup.elapsed()));
     let version = node.kubernetes_version();
@@ -423,7 +505,8 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         "--from-literal=written=before-upgrade",
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let before: Vec<(String, String)> = COMPONENTS
+    // Each component's hash, container, restart count and container start time.
+    let before: Vec<(String, String, i64, String)> = COMPONENTS
         .iter()
         .map(|c| {
             let m = node.mirror(c).unwrap();
@@ -431,6 +514,8 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
             (
                 annotation(&m, "kubernetes.io/config.hash").to_string(),
                 container_id(&local),
+                restarts(&local),
+                started_at(&local),
             )
         })
         .collect();
@@ -468,12 +553,53 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         plan.1,
         node.tail()
     );
+    // In the middle of it, the agent is upgraded (or, without STATICLET_PREVIOUS_BIN, restarted)
+    // as a package upgrade does it: once kubeadm moved its first new manifest in and waits for
+    // that component's new mirror hash, the agent is stopped (SIGTERM, as `systemctl stop`) and
+    // this build started with the same command line. It adopts every running container.
+    let new_manifests: Vec<(std::path::PathBuf, String)> = UPGRADE_ARGS
+        .iter()
+        .map(|(_, c, name, value)| {
+            (
+                node.etc(&format!("kubernetes/manifests/{c}.yaml")),
+                format!("--{name}={value}"),
+            )
+        })
+        .collect();
+    let old_log = node.log_n;
     let t_apply = Instant::now();
-    let (status, out) = run_kubeadm(
-        &node,
+    // (since the apply started, the agent's stop, whether kubeadm still waited for a component)
+    let mut upgraded_agent: Option<(Duration, Duration, bool)> = None;
+    let (status, out) = run_kubeadm_with_node(
+        &mut node,
         "kubeadm-upgrade-apply.log",
         &["upgrade", "apply", &version, "--yes", &ignore],
         600,
+        |node, out| {
+            if upgraded_agent.is_some() || !out.contains(MOVING_NEW_MANIFEST) {
+                return;
+            }
+            // kubeadm prints the line just before its rename.
+            node.wait("kubeadm's first new manifest in place", 30, || {
+                new_manifests
+                    .iter()
+                    .any(|(path, flag)| {
+                        std::fs::read_to_string(path).is_ok_and(|m| m.contains(flag))
+                    })
+                    .then_some(())
+            });
+            let log = node.path("kubeadm-upgrade-apply.log");
+            let waiting = !std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains(COMPONENT_UPGRADED);
+            let at = t_apply.elapsed();
+            let t_stop = Instant::now();
+            node.stop_agent();
+            let stop = t_stop.elapsed();
+            node.agent_bin = current.clone();
+            node.start_kubeadm_agent();
+            upgraded_agent = Some((at, stop, waiting));
+        },
     );
     let t_apply = t_apply.elapsed();
     assert!(
@@ -491,6 +617,14 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         ),
         t_apply,
     ));
+    let (at, stop, waiting) = upgraded_agent
+        .unwrap_or_else(|| panic!("kubeadm never printed {MOVING_NEW_MANIFEST:?}:\n{out}"));
+    assert!(
+        waiting,
+        "kubeadm had already seen a component upgraded when the agent stopped:\n{out}"
+    );
+    timings.push(("apply -> agent stopped for its upgrade".into(), at));
+    timings.push(("agent stop (SIGTERM -> exit)".into(), stop));
     node.assert_host_untouched();
     let backups: Vec<_> = std::fs::read_dir(node.etc("kubernetes/tmp"))
         .unwrap()
@@ -502,6 +636,8 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         })
         .collect();
     assert_eq!(backups.len(), 1, "{backups:?}");
+    // The UIDs of the pods kubeadm replaced: the old and the new version of each.
+    let mut replaced_uids: Vec<String> = Vec::new();
     for &(_, c, name, value) in UPGRADE_ARGS {
         let flag = format!("--{name}={value}");
         // The new manifest in place, the old one in kubeadm's backup directory.
@@ -519,6 +655,7 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         });
         let uid = local["metadata"]["uid"].as_str().unwrap().to_string();
         assert_ne!(uid, before[i].0, "{c}");
+        replaced_uids.extend([uid.clone(), before[i].0.clone()]);
         node.wait(
             &format!("{c}'s mirror with the new hash, Ready"),
             120,
@@ -527,6 +664,30 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
                     .filter(|m| ready(m) && annotation(m, "kubernetes.io/config.hash") == uid)
             },
         );
+        // Replaced exactly once: the runtime holds one sandbox and one container of the new
+        // pod, which never restarted, started by one of the two agents. (An agent stopped right
+        // after it asked the runtime to start the container does not log "container started":
+        // the start completes as the process exits, and the next agent adopts the container.)
+        assert_eq!(restarts(&local), 0, "{local}");
+        for (kind, record) in [
+            ("sandboxes", "sandbox.json"),
+            ("containers", "container.json"),
+        ] {
+            let n = runtime_records(&node, kind, record, &uid);
+            assert_eq!(n, 1, "{c}: {n} {kind} of the new pod {uid}");
+        }
+        for message in ["pod sandbox created", "container started"] {
+            let lines: Vec<String> = [old_log, node.log_n]
+                .iter()
+                .flat_map(|&n| {
+                    pod_lines(&node.agent_log_n(n), &uid, message)
+                        .into_iter()
+                        .map(String::from)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            assert!(lines.len() <= 1, "{c}: {lines:#?}");
+        }
         let cmdlines: Vec<String> = control_plane::pod_pids(&uid)
             .iter()
             .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
@@ -577,16 +738,58 @@ fn kubeadm_init_runs_to_the_end_on_staticlet() {
         });
         assert_eq!(killing(c), Vec::<String>::new(), "the agent stopped {c}");
         if !api_changed {
+            // Adopted across the agent's upgrade: the same container, never restarted.
+            let local = node.local(c).unwrap();
+            assert_eq!(container_id(&local), before[i].1, "{c} was restarted");
+            assert_eq!(restarts(&local), before[i].2, "{c} was restarted: {local}");
             assert_eq!(
-                container_id(&node.local(c).unwrap()),
-                before[i].1,
-                "{c} was restarted"
+                started_at(&local),
+                before[i].3,
+                "{c} was restarted: {local}"
             );
+            assert!(!before[i].3.is_empty(), "{c}: no start time: {local}");
         }
         // Else its container may have restarted on its own: the controller-manager and the
         // scheduler exit when they cannot renew their leader lease while the API server
         // restarts, and are restarted under `restartPolicy: Always`, as under kubelet.
     }
+    // The upgraded agent adopted what ran: it stopped or started containers and sandboxes only
+    // of the pods kubeadm replaced (the old version, if the earlier agent had not finished
+    // stopping it; the new one, if it had not started it), nothing else. (With the API server
+    // changed, etcd is restarted by kubeadm's move too.)
+    if api_changed {
+        replaced_uids.push(before[0].0.clone());
+    }
+    let new_log = node.agent_log();
+    let about_replaced = |l: &str| {
+        replaced_uids
+            .iter()
+            .any(|u| l.contains(&format!("uid={u}")))
+    };
+    let acts = |l: &&str| ACTIONS.iter().any(|m| l.contains(m));
+    let touched: Vec<&str> = new_log
+        .lines()
+        .filter(acts)
+        .filter(|l| !about_replaced(l))
+        .collect();
+    assert_eq!(
+        touched,
+        Vec::<&str>::new(),
+        "the upgraded agent touched other pods (replaced: {replaced_uids:?})"
+    );
+    // Which agent did what of the replacement (it depends on how far the earlier one got).
+    for (who, log) in [
+        ("earlier agent", node.agent_log_n(old_log)),
+        ("upgraded agent", new_log.clone()),
+    ] {
+        for l in log.lines().filter(acts).filter(|l| about_replaced(l)) {
+            eprintln!("{who}: {l}");
+        }
+    }
+    node.wait("the upgraded agent renewing the Lease", 120, || {
+        node.cluster_status()
+            .filter(|s| s["leaseRenewed"].is_string() && s["error"].is_null())
+    });
     // kubeadm's kubelet-config phase wrote the KubeletConfiguration again (from the
     // kubelet-config ConfigMap, unchanged here); kubelet does not watch its config file and
     // kubeadm does not restart it (the upgrade guide restarts it by hand after upgrading its

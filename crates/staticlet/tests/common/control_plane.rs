@@ -37,8 +37,13 @@ pub fn ignored_preflight() -> String {
 
 /// Imports image archives into the staticlet store under `root`.
 pub fn import_archives(root: &Path, tars: &[String]) {
+    import_archives_with(&current_bin(), root, tars)
+}
+
+/// [`import_archives`] with the staticlet binary `bin` (an earlier build's store format).
+pub fn import_archives_with(bin: &Path, root: &Path, tars: &[String]) {
     for tar in tars {
-        let out = staticlet()
+        let out = Command::new(bin)
             .args(["images", "import", tar, "--root-dir"])
             .arg(root)
             .output()
@@ -85,6 +90,11 @@ pub const COMPONENTS: [&str; 4] = [
 
 pub fn staticlet() -> Command {
     Command::new(env!("CARGO_BIN_EXE_staticlet"))
+}
+
+/// The staticlet binary of this build.
+pub fn current_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_staticlet"))
 }
 
 pub fn script(name: &str) -> PathBuf {
@@ -136,6 +146,9 @@ pub struct Node {
     /// A process holding the private mount namespace (`sleep infinity` under `unshare`).
     pub holder: Child,
     pub agent: Option<Child>,
+    /// The binary [`Node::start_agent`] runs: this build's unless a test sets an earlier
+    /// build's (an upgrade of the agent itself). The cleanup always uses this build's.
+    pub agent_bin: PathBuf,
     pub log_n: usize,
     /// Whether the node has its own network namespace (else it shares the machine's).
     pub netns: bool,
@@ -204,6 +217,7 @@ impl Node {
             bin,
             holder,
             agent: None,
+            agent_bin: current_bin(),
             log_n: 0,
             netns,
             host_had_kubernetes: Path::new("/etc/kubernetes").exists(),
@@ -250,9 +264,10 @@ impl Node {
             .collect()
     }
 
-    /// Imports image archives into the node's staticlet store.
+    /// Imports image archives into the node's staticlet store, with the node's agent binary
+    /// ([`Node::agent_bin`]: an earlier build writes its own store, which a later one reads).
     pub fn import_archives(&self, tars: &[String]) {
-        import_archives(&self.root(), tars);
+        import_archives_with(&self.agent_bin, &self.root(), tars);
     }
 
     /// `kubeadm version -o short`.
@@ -339,13 +354,13 @@ impl Node {
             .then(|| serde_json::from_slice(&out.stdout).ok())?
     }
 
-    /// Starts `staticlet run` in the namespace with `args` and the test's own root, log and
-    /// (empty) CNI directories.
+    /// Starts `staticlet run` (the binary [`Node::agent_bin`]) in the namespace with `args` and
+    /// the test's own root, log and (empty) CNI directories.
     pub fn start_agent(&mut self, args: &[&str]) {
         self.log_n += 1;
         let log = std::fs::File::create(self.path(&format!("agent-{}.log", self.log_n))).unwrap();
         let child = self
-            .ns(env!("CARGO_BIN_EXE_staticlet"))
+            .ns(&self.agent_bin)
             .arg("run")
             .args(args)
             .arg("--root-dir")
@@ -388,6 +403,45 @@ impl Node {
                 .then_some(())
             },
         );
+    }
+
+    /// Stops the agent as systemd stops the unit (SIGTERM to the agent only, `KillMode=process`)
+    /// and waits for it to exit (at most 60 s), as `systemctl stop` does before a package's
+    /// files are replaced. Panics if it does not exit in time or exits with an error.
+    pub fn stop_agent(&mut self) {
+        let Some(mut a) = self.agent.take() else {
+            return;
+        };
+        let out = Command::new("kill")
+            .args(["-TERM", &a.id().to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kill -TERM: {}", text(&out));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = a.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = a.kill();
+                let _ = a.wait();
+                panic!(
+                    "the agent did not exit within 60 s of SIGTERM:\n{}",
+                    self.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "the agent exited with {status} on SIGTERM:\n{}",
+            self.tail()
+        );
+    }
+
+    /// The log of the agent started `n`th (1 is the first).
+    pub fn agent_log_n(&self, n: usize) -> String {
+        std::fs::read_to_string(self.path(&format!("agent-{n}.log"))).unwrap_or_default()
     }
 
     pub fn kill_agent(&mut self) {
@@ -497,6 +551,22 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // A failed test: keep the agents' and kubeadm's logs for its report.
+        if std::thread::panicking() {
+            let keep = std::env::temp_dir().join(format!("staticlet-e2e-{}-logs", self.name));
+            let _ = std::fs::remove_dir_all(&keep);
+            let _ = std::fs::create_dir_all(&keep);
+            for e in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if e.file_name().to_string_lossy().ends_with(".log") {
+                    let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+                }
+            }
+            eprintln!("the node's logs are kept in {}", keep.display());
+        }
         // Stop whatever is left (a failed test): an agent with no manifests stops every pod.
         self.kill_agent();
         let empty = self.path("empty");
@@ -558,33 +628,72 @@ pub fn run_kubeadm_watching(
     mut watch: impl FnMut(),
 ) -> (std::process::ExitStatus, String) {
     let log = node.path(log);
-    let file = std::fs::File::create(&log).unwrap();
-    let mut child = node
-        .ns(node.bin.join("kubeadm"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_kubeadm(node, &log, args);
     let t0 = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if t0.elapsed() > Duration::from_secs(secs) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "kubeadm {args:?} did not finish in {secs} s:\n{}\n--- agent log tail:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default(),
-                node.tail()
-            );
-        }
+        kubeadm_deadline(node, &mut child, &log, args, t0, secs);
         watch();
         std::thread::sleep(Duration::from_millis(250));
     };
     (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// `run_kubeadm`, calling `watch` with the node (which it may change: stop and start the
+/// agent) and kubeadm's output so far, about every 250 ms while kubeadm runs.
+pub fn run_kubeadm_with_node(
+    node: &mut Node,
+    log: &str,
+    args: &[&str],
+    secs: u64,
+    mut watch: impl FnMut(&mut Node, &str),
+) -> (std::process::ExitStatus, String) {
+    let log = node.path(log);
+    let mut child = spawn_kubeadm(node, &log, args);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        kubeadm_deadline(node, &mut child, &log, args, t0, secs);
+        watch(node, &std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// `kubeadm args...` started in the node's namespaces, its output in the file `log`.
+fn spawn_kubeadm(node: &Node, log: &Path, args: &[&str]) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    node.ns(node.bin.join("kubeadm"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap()
+}
+
+/// Kills kubeadm and panics with its output once it has run `secs` since `t0`.
+fn kubeadm_deadline(
+    node: &Node,
+    child: &mut Child,
+    log: &Path,
+    args: &[&str],
+    t0: Instant,
+    secs: u64,
+) {
+    if t0.elapsed() > Duration::from_secs(secs) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "kubeadm {args:?} did not finish in {secs} s:\n{}\n--- agent log tail:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default(),
+            node.tail()
+        );
+    }
 }
 
 /// Whether Node `n` has the taint `key` with `effect`.
@@ -604,6 +713,14 @@ pub fn ready(p: &Value) -> bool {
 
 pub fn container_id(p: &Value) -> String {
     p["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// When the pod's first container started, as its status says (`state.running.startedAt`).
+pub fn started_at(p: &Value) -> String {
+    p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
         .as_str()
         .unwrap_or_default()
         .to_string()
