@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::store::Store;
+use super::store::{self, Store, Writer};
 use super::{Input, Phase, Rollout, Run};
 use crate::config::merge::DesiredPods;
 use crate::config::{HashTime, ManifestRecord, RolloutStatus, SourceKind};
@@ -33,6 +33,8 @@ use crate::pod_workers::{PodView, PodsView};
 /// See the module doc.
 pub struct Controller {
     store: Store,
+    /// Writes the state off the path that starts pods (from [`Controller::run`] on).
+    writer: Option<Writer>,
     /// `--rollout-ready-deadline` (the annotation wins).
     node_deadline: Option<Duration>,
     node: String,
@@ -57,6 +59,7 @@ impl Controller {
             .collect();
         Self {
             store,
+            writer: None,
             node_deadline: node_deadline.filter(|d| !d.is_zero()),
             node: node.to_string(),
             clock,
@@ -68,8 +71,9 @@ impl Controller {
     }
 
     fn save(&self, r: &Rollout) {
-        if let Err(e) = self.store.save(r) {
-            warn!(pod = %r.full_name, dir = %self.store.dir().display(), error = %e, "cannot store rollout state");
+        match &self.writer {
+            Some(w) => w.save(r),
+            None => store::save_logged(&self.store, r),
         }
     }
 
@@ -228,8 +232,9 @@ impl Controller {
                 self.good_pods.remove(&name);
                 self.events.remove(&name);
                 self.ready_since.remove(&name);
-                if let Err(e) = self.store.remove(&name) {
-                    warn!(pod = %name, error = %e, "cannot remove rollout state");
+                match &self.writer {
+                    Some(w) => w.remove(&name),
+                    None => store::remove_logged(&self.store, &name),
                 }
             }
         }
@@ -308,6 +313,30 @@ impl Controller {
     /// pods' statuses; publishes the pods to run and the annotated records.
     pub async fn run(
         mut self,
+        desired_in: watch::Receiver<Arc<DesiredPods>>,
+        manifests_in: watch::Receiver<Arc<Vec<ManifestRecord>>>,
+        pods: watch::Receiver<Arc<PodsView>>,
+        desired_out: watch::Sender<Arc<DesiredPods>>,
+        manifests_out: watch::Sender<Arc<Vec<ManifestRecord>>>,
+        shutdown: CancellationToken,
+    ) {
+        let writer = Writer::start(self.store.clone());
+        self.writer = Some(writer.clone());
+        self.run_loop(
+            desired_in,
+            manifests_in,
+            pods,
+            desired_out,
+            manifests_out,
+            shutdown,
+        )
+        .await;
+        // What was decided is stored before the agent goes.
+        writer.flush().await;
+    }
+
+    async fn run_loop(
+        &mut self,
         mut desired_in: watch::Receiver<Arc<DesiredPods>>,
         mut manifests_in: watch::Receiver<Arc<Vec<ManifestRecord>>>,
         mut pods: watch::Receiver<Arc<PodsView>>,
@@ -336,6 +365,13 @@ impl Controller {
                 !same
             });
             let annotated = self.annotate(&records);
+            // What the records say of a rollout is on disk before anyone can read it (the
+            // pods to run went out above without waiting for the disk).
+            if **manifests_out.borrow() != annotated {
+                if let Some(w) = &self.writer {
+                    w.flush().await;
+                }
+            }
             manifests_out.send_if_modified(|old| {
                 let changed = **old != annotated;
                 if changed {

@@ -2,6 +2,10 @@
 //! `<name>_<namespace>.json`), written atomically (temp file, fsync, rename) whenever the pod's
 //! [`Rollout`] changes, so a rollout in progress (its deadline) and a rollback (which version
 //! failed, and the content of the last Ready version) survive an agent restart.
+//!
+//! The controller writes through a [`Writer`]: a task of its own does the writes, in the order
+//! they were asked for, so the path that starts a pod never waits for a disk flush (50
+//! pods written at once cost 50 fsyncs: 15 ms on a quiet disk, far more beside a busy etcd).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -97,11 +101,123 @@ impl Store {
     }
 }
 
+/// Writes to a [`Store`] off the caller's path, in order (see the module doc): a task that
+/// does each batch of queued writes on a blocking thread. [`Writer::flush`] waits until every
+/// write asked for before it is done.
+#[derive(Clone)]
+pub struct Writer {
+    tx: tokio::sync::mpsc::UnboundedSender<Op>,
+}
+
+enum Op {
+    Save(Box<Rollout>),
+    Remove(String),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+impl Writer {
+    /// Starts the writer's task (on the current tokio runtime). It ends when every clone of
+    /// the writer is dropped and its queue is done.
+    pub fn start(store: Store) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Op>();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, 64).await > 0 {
+                let mut flushed = Vec::new();
+                let mut writes = Vec::new();
+                for op in batch.drain(..) {
+                    match op {
+                        Op::Flush(done) => flushed.push(done),
+                        op => writes.push(op),
+                    }
+                }
+                if !writes.is_empty() {
+                    let store = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for op in writes {
+                            match op {
+                                Op::Save(r) => save_logged(&store, &r),
+                                Op::Remove(name) => remove_logged(&store, &name),
+                                Op::Flush(_) => {}
+                            }
+                        }
+                    })
+                    .await;
+                }
+                for done in flushed {
+                    let _ = done.send(());
+                }
+            }
+        });
+        Writer { tx }
+    }
+
+    /// Stores `r` (queued).
+    pub fn save(&self, r: &Rollout) {
+        let _ = self.tx.send(Op::Save(Box::new(r.clone())));
+    }
+
+    /// Forgets the pod `full_name` (queued).
+    pub fn remove(&self, full_name: &str) {
+        let _ = self.tx.send(Op::Remove(full_name.to_string()));
+    }
+
+    /// Returns once every write asked for before is done.
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(Op::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+pub(crate) fn save_logged(store: &Store, r: &Rollout) {
+    if let Err(e) = store.save(r) {
+        warn!(pod = %r.full_name, dir = %store.dir().display(), error = %e, "cannot store rollout state");
+    }
+}
+
+pub(crate) fn remove_logged(store: &Store, name: &str) {
+    if let Err(e) = store.remove(name) {
+        warn!(pod = %name, error = %e, "cannot remove rollout state");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rollout::Input;
     use std::time::{Duration, SystemTime};
+
+    #[tokio::test]
+    async fn the_writer_applies_writes_in_order_and_flush_waits_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("rollout"));
+        let writer = Writer::start(store.clone());
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut a = Rollout::new("a_default", "/m/a.yaml", false);
+        let b = Rollout::new("b_default", "/m/b.yaml", false);
+        writer.save(&a);
+        writer.save(&b);
+        a.step(Input::Wanted {
+            hash: "h2",
+            uid: "u2",
+            deadline: None,
+            now,
+        });
+        writer.save(&a);
+        writer.remove("b_default");
+        writer.flush().await;
+        assert_eq!(
+            store.load_all(),
+            vec![a.clone()],
+            "the last save wins, b is gone"
+        );
+        let c = Rollout::new("c_default", "/m/c.yaml", false);
+        writer.save(&c);
+        writer.flush().await;
+        assert_eq!(store.load_all(), vec![a, c]);
+    }
 
     #[test]
     fn save_load_remove() {
