@@ -262,17 +262,27 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         return subprocess.run([CRICTL, "-r", self.endpoint, "-i", self.endpoint, "-t", "30s", *args],
                               capture_output=True, text=True)
 
-    def __enter__(self):
-        self.log = open(os.path.join(self.dir, "containerd.log"), "w")
+    def spawn(self):
+        """Starts the daemon (its log appended to), without waiting for it."""
+        self.log = open(os.path.join(self.dir, "containerd.log"), "a")
         self.proc = subprocess.Popen(["containerd", "--config", os.path.join(self.dir, "config.toml")],
                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+
+    def wait_serving(self):
+        wait_for("containerd", lambda: self.crictl("version").returncode == 0, 60, self.proc)
+
+    def import_image(self, tar):
+        sh("ctr", "-a", self.sock, "-n", "k8s.io", "images", "import", tar)
+
+    def __enter__(self):
+        self.spawn()
         try:
-            wait_for("containerd", lambda: self.crictl("version").returncode == 0, 60, self.proc)
+            self.wait_serving()
             for script, ref in (("busybox-image.sh", "docker.io/library/busybox:latest"),
                                 ("pause-image.sh", PAUSE)):
                 tar = os.path.join(self.dir, script.replace(".sh", ".tar"))
                 sh(os.path.join(REPO, "scripts", script), tar, ref)
-                sh("ctr", "-a", self.sock, "-n", "k8s.io", "images", "import", tar)
+                self.import_image(tar)
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -355,10 +365,11 @@ class Kubelet(OnContainerd):
     name = "kubelet + containerd"
     write, clear = Agent.write, Agent.clear
 
-    def __init__(self, work, containerd):
-        self.dir = os.path.join(work, "kubelet")
-        self.mdir = os.path.join(work, "m-kubelet")
+    def __init__(self, work, containerd, tag="", args=()):
+        self.dir = os.path.join(work, f"kubelet{tag}")
+        self.mdir = os.path.join(work, f"m-kubelet{tag}")
         self.containerd = containerd
+        self.args = list(args)
         for sub in ("root", "logs", "varlog", "varlib", "sysctl"):
             os.makedirs(os.path.join(self.dir, sub))
         os.makedirs(self.mdir)
@@ -397,7 +408,9 @@ imageGCHighThresholdPercent: 100
             mounts.append(f"mount --bind {self.dir}/var{d} /var/{d}")
         self.script = " && ".join(mounts) + " && exec \"$@\""
 
-    def __enter__(self):
+    @staticmethod
+    def make_cgroups():
+        """The cgroup root in every v1 hierarchy (kubelet requires it to exist)."""
         for h in cgroup_hierarchies():
             d = h + CGROUP_ROOT
             os.makedirs(d, exist_ok=True)
@@ -405,15 +418,29 @@ imageGCHighThresholdPercent: 100
                 for f in ("cpuset.cpus", "cpuset.mems"):
                     with open(os.path.join(d, f), "w") as w:
                         w.write(open(os.path.join(h, f)).read())
-        self.log = open(os.path.join(self.dir, "kubelet.log"), "w")
+
+    def __enter__(self):
+        self.make_cgroups()
+        self.spawn()
+        try:
+            self.wait_serving()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def spawn(self):
+        """Starts kubelet (its log appended to), without waiting for it."""
+        self.log = open(os.path.join(self.dir, "kubelet.log"), "a")
         self.proc = subprocess.Popen(
             ["unshare", "-m", "--propagation", "slave", "sh", "-c", self.script, "kubelet",
              os.path.join(K8S_BIN, "kubelet"), "--config", os.path.join(self.dir, "config.yaml"),
              "--root-dir", os.path.join(self.dir, "root"), "--hostname-override", NODE,
-             "--node-ip", node_ip(), "--pod-manifest-path", self.mdir],
+             "--node-ip", node_ip(), "--pod-manifest-path", self.mdir, *self.args],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         self.pid = self.proc.pid
 
+    def wait_serving(self):
         def answers():
             try:
                 c = http.client.HTTPConnection("127.0.0.1", self.ro_port, timeout=2)
@@ -421,12 +448,7 @@ imageGCHighThresholdPercent: 100
                 return c.getresponse().status == 200
             except OSError:
                 return False
-        try:
-            wait_for("kubelet's read-only port", answers, 120, self.proc)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+        wait_for("kubelet's read-only port", answers, 120, self.proc)
 
     def api(self):
         return TcpHTTP(self.ro_port)

@@ -229,6 +229,39 @@ fn sweep_half_created(base: &Path) {
     }
 }
 
+/// Marks not ready every sandbox recorded ready whose pinned namespaces are gone: its pin
+/// files are the empty files they were before the namespaces were bind-mounted onto them, as
+/// after a reboot (the records are on disk, the mounts were not). Such a sandbox cannot hold a
+/// container any more (joining its IPC namespace fails with EINVAL), and a sandbox that is not
+/// ready is replaced by the agent with its containers, as kubelet replaces a dead one. Pins only
+/// vanish with the node's mounts, so this is checked once, when the runtime opens its records.
+fn mark_lost_sandboxes(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base.join("sandboxes")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path().join("sandbox.json");
+        let Ok(mut rec) = read_json::<SandboxRecord>(&path) else {
+            continue;
+        };
+        let pins = [&rec.net_ns, &rec.ipc_ns, &rec.uts_ns, &rec.pid_ns];
+        let lost: Vec<String> = pins
+            .into_iter()
+            .flatten()
+            .filter(|p| !ns::is_pinned(Path::new(p)))
+            .cloned()
+            .collect();
+        if !rec.ready || lost.is_empty() {
+            continue;
+        }
+        warn!(sandbox = %rec.id, pod = %rec.name, ?lost, "the sandbox's namespaces are gone (the node restarted?): marked not ready, its pod gets a new sandbox");
+        rec.ready = false;
+        if let Err(e) = write_json(&path, &rec) {
+            warn!(sandbox = %rec.id, error = %e, "cannot mark a sandbox whose namespaces are gone not ready");
+        }
+    }
+}
+
 fn new_id() -> String {
     use sha2::Digest;
     let nanos = SystemTime::now()
@@ -304,6 +337,7 @@ impl EmbeddedRuntime {
             cni = cni.with_fallback(n.clone());
         }
         sweep_half_created(&base);
+        mark_lost_sandboxes(&base);
         let images = Arc::new(images);
         let puller = staticlet_images::Puller::new(images.clone());
         Ok(Self {
@@ -1667,6 +1701,57 @@ mod tests {
             ("sandboxes/whole", true),
         ] {
             assert_eq!(base.path().join(p).exists(), kept, "{p}");
+        }
+    }
+
+    #[test]
+    fn sandboxes_whose_namespaces_are_gone_are_marked_not_ready() {
+        let base = tempfile::tempdir().unwrap();
+        let empty = base.path().join("empty-pin");
+        std::fs::write(&empty, b"").unwrap();
+        let live = "/proc/self/ns/ipc".to_string();
+        let record = |id: &str, ipc: Option<String>, ready: bool| SandboxRecord {
+            id: id.into(),
+            name: format!("{id}-pod"),
+            namespace: "kube-system".into(),
+            uid: id.into(),
+            attempt: 0,
+            hostname: String::new(),
+            host_network: true,
+            host_pid: false,
+            host_ipc: ipc.is_none(),
+            labels: Labels::default(),
+            annotations: Labels::default(),
+            created_at: SystemTime::UNIX_EPOCH,
+            ready,
+            ip: String::new(),
+            net_ns: None,
+            ipc_ns: ipc,
+            uts_ns: None,
+            pid_ns: None,
+            pid_holder: None,
+        };
+        let lost_pin = Some(empty.to_string_lossy().into_owned());
+        for rec in [
+            record("lost", lost_pin.clone(), true),
+            record("live", Some(live), true),
+            record("nopins", None, true),
+            record("stopped", lost_pin, false),
+        ] {
+            let dir = base.path().join("sandboxes").join(&rec.id);
+            std::fs::create_dir_all(&dir).unwrap();
+            write_json(&dir.join("sandbox.json"), &rec).unwrap();
+        }
+        mark_lost_sandboxes(base.path());
+        for (id, ready) in [
+            ("lost", false),
+            ("live", true),
+            ("nopins", true),
+            ("stopped", false),
+        ] {
+            let rec: SandboxRecord =
+                read_json(&base.path().join("sandboxes").join(id).join("sandbox.json")).unwrap();
+            assert_eq!(rec.ready, ready, "{id}");
         }
     }
 

@@ -47,6 +47,13 @@ fn cstring(s: &[u8], what: &str) -> io::Result<CString> {
     })
 }
 
+/// Whether `pin` holds a namespace (a namespace file is mounted on it), not the empty file it
+/// is without its mount (after a reboot).
+pub fn is_pinned(pin: &Path) -> bool {
+    use nix::sys::statfs::{statfs, NSFS_MAGIC};
+    statfs(pin).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC)
+}
+
 /// Creates the namespaces in `pins` and bind-mounts each onto its (existing, empty) file.
 /// Blocks for the child (well under a millisecond of work); call it off the async executor.
 pub fn create_and_pin(pins: &Pins) -> io::Result<()> {
