@@ -23,8 +23,8 @@ enum ImagesCommand {
         file: PathBuf,
         #[command(flatten)]
         limits: crate::options::ImageLimitArgs,
-        /// Layers of an image unpacked at a time, each into its own directory (default 1: one
-        /// after the other).
+        /// Layers of an image unpacked at a time, each into its own directory (default: one per
+        /// core, up to 8; 1: one after the other).
         #[arg(long, value_name = "N")]
         unpack_threads: Option<usize>,
     },
