@@ -15,7 +15,7 @@
 //!   [`ImportOptions::repository`] when that is set, else a repository name (`busybox` ->
 //!   `docker.io/library/busybox:latest`). Indexes resolve to the store's platform.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
@@ -25,13 +25,18 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::blob::{sync_dir, BlobInfo, TMP_PREFIX};
-use crate::digest::{parse_sha256, sha256_digest, HashingReader};
+use crate::digest::{copy_with, parse_sha256, sha256_digest, HashingReader, COPY_BUF_SIZE};
 use crate::error::{io_err, Error, Result};
 use crate::platform::{select_manifest, Platform};
 use crate::store::{parse_config, parse_index, parse_manifest, ImageRecord, ImageStore};
 use crate::unpack::Compression;
 
 const MAX_DOCUMENT_SIZE: u64 = 16 << 20;
+
+/// The regular files an archive was extracted to (hard links included), with the digest and size
+/// of their content, hashed while they were written: blobs are moved into the store without
+/// being read again.
+type Extracted = HashMap<PathBuf, BlobInfo>;
 const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -97,15 +102,15 @@ impl ImageStore {
     fn import_leased(&self, path: &Path, opts: &ImportOptions) -> Result<Vec<ImageRecord>> {
         let meta = fs::metadata(path).map_err(io_err("stat", path))?;
         let records = if meta.is_dir() {
-            self.import_dir(path, path, false, opts)?
+            self.import_dir(path, path, None, opts)?
         } else {
             let tmp_root = self.tmp_dir();
             let scratch = tempfile::Builder::new()
                 .prefix(TMP_PREFIX)
                 .tempdir_in(&tmp_root)
                 .map_err(io_err("create temp dir in", &tmp_root))?;
-            extract_archive(path, scratch.path())?;
-            self.import_dir(path, scratch.path(), true, opts)?
+            let extracted = extract_archive(path, scratch.path())?;
+            self.import_dir(path, scratch.path(), Some(&extracted), opts)?
         };
         if records.is_empty() {
             return Err(archive_err(path, "no named image found"));
@@ -117,13 +122,13 @@ impl ImageStore {
         &self,
         origin: &Path,
         dir: &Path,
-        owned: bool,
+        extracted: Option<&Extracted>,
         opts: &ImportOptions,
     ) -> Result<Vec<ImageRecord>> {
         if dir.join("manifest.json").is_file() {
-            self.import_docker_dir(origin, dir, owned, opts)
+            self.import_docker_dir(origin, dir, extracted, opts)
         } else if dir.join("index.json").is_file() {
-            self.import_oci_dir(origin, dir, owned, opts)
+            self.import_oci_dir(origin, dir, extracted, opts)
         } else {
             Err(archive_err(
                 origin,
@@ -136,7 +141,7 @@ impl ImageStore {
         &self,
         origin: &Path,
         dir: &Path,
-        owned: bool,
+        extracted: Option<&Extracted>,
         opts: &ImportOptions,
     ) -> Result<Vec<ImageRecord>> {
         let bytes = read_small(&dir.join("manifest.json"))?;
@@ -154,7 +159,7 @@ impl ImageStore {
                 continue;
             };
             let records = self
-                .import_docker_entry(origin, dir, owned, opts, &entry, &tags)
+                .import_docker_entry(origin, dir, extracted, opts, &entry, &tags)
                 .map_err(|e| e.for_image(first))?;
             out.extend(records);
         }
@@ -165,7 +170,7 @@ impl ImageStore {
         &self,
         origin: &Path,
         dir: &Path,
-        owned: bool,
+        extracted: Option<&Extracted>,
         opts: &ImportOptions,
         entry: &DockerManifestEntry,
         tags: &[String],
@@ -201,7 +206,7 @@ impl ImageStore {
             let file = inside(dir, layer, origin)?;
             let expected = blob_name_digest(layer);
             let compression = detect_file(&file)?;
-            let info = self.ingest_file(&file, expected.as_deref(), None, owned)?;
+            let info = self.ingest_file(&file, expected.as_deref(), None, extracted)?;
             layers.push(json!({
                 "mediaType": compression.oci_media_type(),
                 "digest": info.digest,
@@ -229,7 +234,7 @@ impl ImageStore {
         &self,
         origin: &Path,
         dir: &Path,
-        owned: bool,
+        extracted: Option<&Extracted>,
         opts: &ImportOptions,
     ) -> Result<Vec<ImageRecord>> {
         if !dir.join("oci-layout").is_file() {
@@ -257,7 +262,7 @@ impl ImageStore {
         for name in order {
             let descs = &groups[&name];
             let rec = self
-                .import_oci_ref(origin, dir, owned, opts, &name, descs)
+                .import_oci_ref(origin, dir, extracted, opts, &name, descs)
                 .map_err(|e| e.for_image(&name))?;
             out.push(rec);
         }
@@ -268,7 +273,7 @@ impl ImageStore {
         &self,
         origin: &Path,
         dir: &Path,
-        owned: bool,
+        extracted: Option<&Extracted>,
         opts: &ImportOptions,
         name: &str,
         descs: &[&Descriptor],
@@ -280,7 +285,7 @@ impl ImageStore {
         for layer in manifest.layers() {
             let digest = layer.digest().to_string();
             let file = dir.join("blobs/sha256").join(parse_sha256(&digest)?);
-            self.ingest_file(&file, Some(&digest), Some(layer.size()), owned)?;
+            self.ingest_file(&file, Some(&digest), Some(layer.size()), extracted)?;
         }
         self.commit(
             name,
@@ -353,14 +358,15 @@ impl ImageStore {
             })
     }
 
-    /// Puts a file into the blob store: moved (renamed) when the caller owns it, else copied.
-    /// With `expected`, the content must hash to it (and have `expected_size` if given).
+    /// Puts a file into the blob store: moved (renamed) when it was `extracted` (the caller owns
+    /// it, and its digest is known), else copied. With `expected`, the content must hash to it
+    /// (and have `expected_size` if given).
     fn ingest_file(
         &self,
         file: &Path,
         expected: Option<&str>,
         expected_size: Option<u64>,
-        owned: bool,
+        extracted: Option<&Extracted>,
     ) -> Result<BlobInfo> {
         if let Some(d) = expected {
             if let Some(size) = self.blob_size(d)? {
@@ -380,16 +386,24 @@ impl ImageStore {
                 source: e,
             },
         };
-        if !owned {
+        let Some(extracted) = extracted else {
             let mut src = File::open(file).map_err(not_found)?;
             let mut w = self.blob_writer(expected, expected_size)?;
-            io::copy(&mut src, &mut w).map_err(io_err("copy", file))?;
+            let mut buf = vec![0u8; COPY_BUF_SIZE];
+            copy_with(&mut src, &mut w, &mut buf).map_err(io_err("copy", file))?;
             return w.commit();
-        }
-        let f = File::open(file).map_err(not_found)?;
-        let mut r = HashingReader::new(BufReader::new(f));
-        r.drain().map_err(io_err("read", file))?;
-        let (digest, size) = r.finish();
+        };
+        let (digest, size) = match extracted.get(file) {
+            Some(info) => (info.digest.clone(), info.size),
+            // Not a regular file of the archive (a link left unresolved): hashed now.
+            None => {
+                let f = File::open(file).map_err(not_found)?;
+                let mut r = HashingReader::new(BufReader::new(f));
+                r.drain().map_err(io_err("read", file))?;
+                let (digest, size) = r.finish();
+                (digest.expect("hashing reader"), size)
+            }
+        };
         if let Some(want) = expected {
             if want != digest {
                 return Err(Error::DigestMismatch {
@@ -533,8 +547,8 @@ fn detect_file(path: &Path) -> Result<Compression> {
 
 /// Extracts an archive (plain, gzip or zstd tar) into `dest`: regular files and directories;
 /// symlinks and hard links to files inside the archive become hard links; anything else and any
-/// path leaving `dest` is refused or skipped.
-fn extract_archive(archive: &Path, dest: &Path) -> Result<()> {
+/// path leaving `dest` is refused or skipped. Returns the files with the digests of their content.
+fn extract_archive(archive: &Path, dest: &Path) -> Result<Extracted> {
     let file = File::open(archive).map_err(io_err("open", archive))?;
     let mut buf = BufReader::with_capacity(128 * 1024, file);
     let compression = Compression::detect(buf.fill_buf().map_err(io_err("read", archive))?);
@@ -548,6 +562,8 @@ fn extract_archive(archive: &Path, dest: &Path) -> Result<()> {
     let mut tar = tar::Archive::new(reader);
     let bad = |e: io::Error| archive_err(archive, e);
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut files = Extracted::new();
+    let mut buf = vec![0u8; COPY_BUF_SIZE];
     for entry in tar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let raw = entry.path().map_err(bad)?.into_owned();
@@ -571,7 +587,11 @@ fn extract_archive(archive: &Path, dest: &Path) -> Result<()> {
                     fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
                 }
                 let mut out = File::create(&full).map_err(io_err("create", &full))?;
-                io::copy(&mut entry, &mut out).map_err(io_err("write", &full))?;
+                let mut r = HashingReader::new(&mut entry);
+                copy_with(&mut r, &mut out, &mut buf).map_err(io_err("write", &full))?;
+                let (digest, size) = r.finish();
+                let digest = digest.expect("hashing reader");
+                files.insert(full, BlobInfo { digest, size });
             }
             tar::EntryType::Symlink | tar::EntryType::Link => {
                 let Some(target) = entry.link_name().map_err(bad)? else {
@@ -604,6 +624,10 @@ fn extract_archive(archive: &Path, dest: &Path) -> Result<()> {
                 }
                 let _ = fs::remove_file(&l);
                 fs::hard_link(&t, &l).map_err(io_err("link", &l))?;
+                match files.get(&t).cloned() {
+                    Some(info) => files.insert(l, info),
+                    None => files.remove(&l),
+                };
             } else {
                 pending.push((link, target));
             }
@@ -613,5 +637,5 @@ fn extract_archive(archive: &Path, dest: &Path) -> Result<()> {
         }
         links = pending;
     }
-    Ok(())
+    Ok(files)
 }

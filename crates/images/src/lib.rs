@@ -35,6 +35,8 @@ mod fuzz_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
+mod parallel_tests;
+#[cfg(test)]
 mod tests;
 
 pub use blob::{BlobInfo, BlobWriter};

@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use serde::{Deserialize, Serialize};
@@ -30,7 +31,9 @@ use crate::error::{io_err, Error, Result};
 use crate::lock::{self, FileLock};
 use crate::platform::Platform;
 use crate::reference::{as_image_id, Reference};
-use crate::unpack::{apply_layer, LayerSource, LayerUsage, Mode, UnpackLimits};
+use crate::unpack::{
+    apply_layer, apply_layer_live, LayerSource, LayerUsage, Live, Mode, Progress, UnpackLimits,
+};
 
 /// Manifests, configs and indexes larger than this are refused (they are JSON documents).
 const MAX_DOCUMENT_SIZE: u64 = 16 << 20;
@@ -159,6 +162,7 @@ pub struct ImageStore {
     platform: Platform,
     limits: UnpackLimits,
     unpacks: AtomicU64,
+    unpack_threads: usize,
 }
 
 impl ImageStore {
@@ -175,6 +179,7 @@ impl ImageStore {
             platform,
             limits: UnpackLimits::default(),
             unpacks: AtomicU64::new(0),
+            unpack_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         };
         for dir in [
             store.blobs_dir(),
@@ -190,6 +195,15 @@ impl ImageStore {
     /// The store with other bounds on unpacking layers (default [`UnpackLimits::default`]).
     pub fn with_limits(mut self, limits: UnpackLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// The store unpacking at most `threads` layers of an image at a time (default: one per
+    /// core, up to 8; 1: one after the other). On this 2-core VM (README, "Image import"), 2
+    /// made a five-layer image 30 % faster to import on quiet cores (gzip and zstd); on busy
+    /// ones, 12-14 % faster (gzip) and 1 % faster or 60 % slower (zstd).
+    pub fn with_unpack_threads(mut self, threads: usize) -> Self {
+        self.unpack_threads = threads.max(1);
         self
     }
 
@@ -635,6 +649,17 @@ impl ImageStore {
         self.unpack_layers(&manifest, &config)
     }
 
+    /// Unpacks the layers of an image that are not unpacked yet, several at a time (each into
+    /// its own directory: they are independent), and returns the directories of all of them.
+    ///
+    /// The image limits are those of unpacking the layers one by one, lowest first, each within
+    /// what the layers below it leave: in parallel, a layer is checked while it is unpacked
+    /// against what the layers below have expanded to so far ([`Live`]; the image's bytes in
+    /// flight never exceed the image limits), and then, in order, against their final usage. A
+    /// layer that fails or went past what the layers below leave is unpacked again alone within
+    /// that, so an error is the one unpacking one by one gives (its layer, entry and limit). Layers
+    /// unpacked before (by another image) count with their recorded usage and are checked the
+    /// same way.
     fn unpack_layers(
         &self,
         manifest: &ImageManifest,
@@ -642,32 +667,138 @@ impl ImageStore {
     ) -> Result<Vec<PathBuf>> {
         let diff_ids = config.rootfs().diff_ids();
         let chains = chain_ids(diff_ids)?;
+        let digests: Vec<String> = manifest
+            .layers()
+            .iter()
+            .map(|l| l.digest().to_string())
+            .collect();
+        let paths = digests
+            .iter()
+            .map(|d| self.blob_path(d))
+            .collect::<Result<Vec<_>>>()?;
+        let srcs: Vec<LayerSource<'_>> = manifest
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| LayerSource {
+                path: &paths[i],
+                digest: &digests[i],
+                size: layer.size(),
+                diff_id: &diff_ids[i],
+                media_type: layer.media_type().as_ref(),
+            })
+            .collect();
+        // Each layer: unpacked with its usage, or the error and whether it was unpacked alone
+        // within the exact bounds (then that error is the one to report).
+        let mut results: Vec<Option<Result<(PathBuf, LayerUsage)>>> = chains
+            .iter()
+            .map(|c| self.unpacked_layer(c))
+            .map(|r| r.map(Ok))
+            .collect();
+        let progress: Vec<Progress> = chains.iter().map(|_| Progress::default()).collect();
+        let todo: Vec<usize> = (0..chains.len())
+            .filter(|&i| results[i].is_none())
+            .collect();
+        let threads = self.unpack_threads.min(todo.len());
+        if threads > 1 {
+            for (p, r) in progress.iter().zip(&results) {
+                if let Some(Ok((_, usage))) = r {
+                    p.set(*usage);
+                }
+            }
+            let next = AtomicUsize::new(0);
+            let done = Mutex::new(Vec::with_capacity(todo.len()));
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| {
+                        // Lowest first: the layers below one are in flight or done.
+                        while let Some(&i) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            let live = Live {
+                                below: &progress[..i],
+                                me: &progress[i],
+                            };
+                            let r = self.ensure_layer(
+                                &chains[i],
+                                &srcs[i],
+                                LayerUsage::default(),
+                                Some(&live),
+                            );
+                            if let Ok((_, usage)) = &r {
+                                progress[i].set(*usage);
+                            }
+                            done.lock().expect("unpack results").push((i, r));
+                        }
+                    });
+                }
+            });
+            for (i, r) in done.into_inner().expect("unpack results") {
+                results[i] = Some(r);
+            }
+        }
         let mut out = Vec::with_capacity(chains.len());
         let mut below = LayerUsage::default();
-        for ((layer, diff_id), chain) in manifest.layers().iter().zip(diff_ids).zip(&chains) {
-            let digest = layer.digest().to_string();
-            let path = self.blob_path(&digest)?;
-            let src = LayerSource {
-                path: &path,
-                digest: &digest,
-                size: layer.size(),
-                diff_id,
-                media_type: layer.media_type().as_ref(),
+        for (i, result) in results.into_iter().enumerate() {
+            let (chain, src) = (&chains[i], &srcs[i]);
+            let result = match result {
+                Some(r) => r,
+                // Unpacked one by one: exactly within what the layers below leave.
+                None => match self.ensure_layer(chain, src, below, None) {
+                    Err(e) => return Err(e),
+                    Ok(r) => Ok(r),
+                },
             };
-            let (rootfs, usage) = self.ensure_layer(chain, &src, below)?;
+            let (rootfs, usage) = match result {
+                Ok((rootfs, usage)) if self.limits.admits(below, usage) => (rootfs, usage),
+                Err(e)
+                    if !progress[i].over_image()
+                        && self.limits.admits(below, progress[i].usage()) =>
+                {
+                    // Stopped within what the layers below leave: alone it stops the same way.
+                    return Err(e);
+                }
+                other => {
+                    // Past what the layers below leave: the error unpacking it alone gives.
+                    let usage = self.unpack_alone(src, below)?;
+                    let rootfs = match other {
+                        Ok((rootfs, _)) => rootfs,
+                        Err(_) => self.ensure_layer(chain, src, below, None)?.0,
+                    };
+                    (rootfs, usage)
+                }
+            };
             below = below.plus(usage);
             out.push(rootfs);
         }
         Ok(out)
     }
 
+    /// The rootfs dir and recorded usage of a layer that is unpacked already.
+    fn unpacked_layer(&self, chain_id: &str) -> Option<(PathBuf, LayerUsage)> {
+        let dir = self.layers_dir().join(parse_sha256(chain_id).ok()?);
+        let rootfs = dir.join("rootfs");
+        rootfs.is_dir().then(|| (rootfs, read_usage(&dir)))
+    }
+
+    /// Unpacks a layer alone into a scratch directory (removed after), within what the layers
+    /// below leave: for the error one-by-one unpacking gives.
+    fn unpack_alone(&self, src: &LayerSource<'_>, below: LayerUsage) -> Result<LayerUsage> {
+        let layers = self.layers_dir();
+        let scratch = tempfile::Builder::new()
+            .prefix(TMP_PREFIX)
+            .tempdir_in(&layers)
+            .map_err(io_err("create temp dir in", &layers))?;
+        apply_layer(src, scratch.path(), Mode::Overlay, &self.limits, below)
+    }
+
     /// Unpacks one layer under its chain ID unless it already is, within what the image's
-    /// limits leave after the layers `below`; returns its rootfs dir and what it expanded to.
+    /// limits leave after the layers `below` (and, with `live`, after what the layers below that
+    /// are unpacked at the same time expand to); returns its rootfs dir and what it expanded to.
     fn ensure_layer(
         &self,
         chain_id: &str,
         src: &LayerSource<'_>,
         below: LayerUsage,
+        live: Option<&Live<'_>>,
     ) -> Result<(PathBuf, LayerUsage)> {
         let hex = parse_sha256(chain_id)?;
         let dir = self.layers_dir().join(hex);
@@ -692,7 +823,14 @@ impl ImageStore {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .map_err(io_err("chmod", &staged_rootfs))?;
-        let usage = apply_layer(src, &staged_rootfs, Mode::Overlay, &self.limits, below)?;
+        let usage = apply_layer_live(
+            src,
+            &staged_rootfs,
+            Mode::Overlay,
+            &self.limits,
+            below,
+            live,
+        )?;
         let usage_line = format!("{} {}\n", usage.size, usage.entries);
         for (name, value) in [
             ("diffid", src.diff_id),

@@ -807,3 +807,104 @@ fn compressed_archives_import_and_the_store_is_shareable() {
         Err(Error::InvalidArchive { .. })
     ));
 }
+
+/// Rewrites an archive with one byte of the entry at `path` flipped.
+fn corrupt_entry(archive: &Path, path: &str) {
+    let bytes = fs::read(archive).unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    let mut found = false;
+    for entry in tar::Archive::new(&bytes[..]).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        if name.trim_start_matches("./") == path {
+            let n = data.len();
+            data[n / 2] ^= 0xff;
+            found = true;
+        }
+        let mut header = entry.header().clone();
+        out.append_data(&mut header, &name, &data[..]).unwrap();
+    }
+    assert!(found, "{path} not in {}", archive.display());
+    fs::write(archive, out.into_inner().unwrap()).unwrap();
+}
+
+/// The blobs of an archive are hashed as it is extracted (not read again before they are moved
+/// into the store): one whose content does not match its name is refused, and nothing is kept.
+#[test]
+fn corrupted_blobs_in_archives_are_rejected() {
+    let work = tmp();
+    let image = TestImage::new(
+        &host_arch(),
+        json!({}),
+        vec![
+            Layer::plain(LayerBuilder::new().file("a", b"plain", 0o644).build()),
+            Layer::gzip(LayerBuilder::new().file("b", b"gzip", 0o644).build()),
+        ],
+    );
+    for layer in &image.layers {
+        let blob = format!("blobs/sha256/{}", &layer.digest()[7..]);
+        let oci = work.path().join("oci.tar");
+        write_oci_archive(
+            &oci,
+            &[OciEntry::Image {
+                ref_name: "docker.io/x/y:1",
+                image: &image,
+            }],
+        )
+        .unwrap();
+        let docker = docker_archive(work.path(), &["x/y:1"], &image, false);
+        for archive in [oci, docker] {
+            corrupt_entry(&archive, &blob);
+            let root = tmp();
+            let store = ImageStore::open(root.path()).unwrap();
+            let err = store.import(&archive).unwrap_err();
+            assert!(
+                matches!(err.into_root(), Error::DigestMismatch { .. }),
+                "{}",
+                archive.display()
+            );
+            assert!(!store.blob_path(&layer.digest()).unwrap().exists());
+            assert!(store.records().unwrap().is_empty());
+            assert!(layer_dirs(&store).is_empty());
+        }
+    }
+}
+
+/// An uncompressed layer is hashed once when it is unpacked (its blob is its tar stream): a
+/// blob changed in the store after the import, same size, is still refused.
+#[test]
+fn corrupted_uncompressed_blob_is_not_unpacked() {
+    let work = tmp();
+    let image = TestImage::new(
+        &host_arch(),
+        json!({}),
+        vec![Layer::plain(
+            LayerBuilder::new()
+                .file("data", &[7u8; 10000], 0o644)
+                .build(),
+        )],
+    );
+    let archive = docker_archive(work.path(), &["plain:1"], &image, true);
+    let root = tmp();
+    let store = ImageStore::open(root.path()).unwrap();
+    let opts = crate::ImportOptions {
+        unpack: false,
+        ..Default::default()
+    };
+    store.import_with(&archive, &opts).unwrap();
+    let blob = store.blob_path(&image.layers[0].digest()).unwrap();
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[600] ^= 0x01; // in the file's data
+    fs::write(&blob, &bytes).unwrap();
+    let err = store.rootfs_layers("plain:1").unwrap_err();
+    assert!(
+        matches!(
+            err.into_root(),
+            Error::DiffIdMismatch { .. } | Error::DigestMismatch { .. }
+        ),
+        "corrupted plain layer"
+    );
+    assert!(layer_dirs(&store).is_empty());
+}

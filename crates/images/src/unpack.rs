@@ -26,16 +26,17 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tar::EntryType;
 
-use crate::digest::HashingReader;
+use crate::digest::{copy_with, HashingReader, COPY_BUF_SIZE};
 use crate::error::{Error, Result};
 
 /// The prefix of whiteout files in layer tars.
@@ -158,7 +159,7 @@ impl LayerUsage {
 
 /// The bound that applies to one layer: the layer's own limit, or what the image limit leaves
 /// after the layers below when that is less. `(max, limit name, limit value)`.
-fn bound(
+pub(crate) fn bound(
     layer_max: u64,
     image_max: u64,
     below: u64,
@@ -172,27 +173,101 @@ fn bound(
     }
 }
 
+impl UnpackLimits {
+    /// Whether a layer that expanded to `usage` is within these limits above layers that
+    /// expanded to `below`: whether unpacking it alone, after them, succeeds as far as the limits
+    /// go.
+    pub(crate) fn admits(&self, below: LayerUsage, usage: LayerUsage) -> bool {
+        let names = ("", "");
+        usage.size <= bound(self.max_layer_size, self.max_image_size, below.size, names).0
+            && usage.entries
+                <= bound(
+                    self.max_entries,
+                    self.max_image_entries,
+                    below.entries,
+                    names,
+                )
+                .0
+    }
+}
+
+/// What one layer has expanded to so far while the layers of its image are unpacked in
+/// parallel (its final usage once it is done; where it stopped if it failed).
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    size: AtomicU64,
+    entries: AtomicU64,
+    /// The layer was stopped by the image-wide check of [`Live`].
+    over_image: AtomicBool,
+}
+
+impl Progress {
+    /// A layer that is done (already unpacked).
+    pub(crate) fn set(&self, usage: LayerUsage) {
+        self.size.store(usage.size, Ordering::Relaxed);
+        self.entries.store(usage.entries, Ordering::Relaxed);
+    }
+
+    /// What the layer expanded to (so far).
+    pub(crate) fn usage(&self) -> LayerUsage {
+        LayerUsage {
+            size: self.size.load(Ordering::Relaxed),
+            entries: self.entries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the layer was stopped by the image-wide check.
+    pub(crate) fn over_image(&self) -> bool {
+        self.over_image.load(Ordering::Relaxed)
+    }
+}
+
+/// The image limits of a layer unpacked at the same time as the layers below it: those count
+/// with what they have expanded to so far. That only grows, so a layer past what it leaves is
+/// past what the layers below will leave it: the bytes of all the image's layers in flight
+/// never exceed the image limits, as when layers are unpacked one by one. Which layer and entry
+/// an error names may differ from one-by-one unpacking: the caller decides, layer by layer, with
+/// the final usages (see `ImageStore::unpack_layers`).
+pub(crate) struct Live<'a> {
+    /// The image's layers below this one.
+    pub below: &'a [Progress],
+    /// This layer.
+    pub me: &'a Progress,
+}
+
+impl Live<'_> {
+    fn below(&self) -> LayerUsage {
+        self.below
+            .iter()
+            .fold(LayerUsage::default(), |acc, p| acc.plus(p.usage()))
+    }
+}
+
 /// Which limit a guarded read exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exceeded {
     LayerSize,
     HeaderSize,
+    /// The image size, as [`Live`] sees it.
+    Image,
 }
 
 /// The reader between the decompressor and the tar parser: counts the uncompressed bytes
 /// against the layer size limit, and while a header is being read (between two entries)
 /// against the header budget.
-struct Guard<R> {
+struct Guard<'a, R> {
     inner: R,
     read: u64,
     max: u64,
+    /// With layers unpacked in parallel: the image-wide check, and the image size limit.
+    live: Option<(&'a Live<'a>, u64)>,
     /// Bytes the tar reader may still read before the next entry is returned; `None` while
     /// an entry's data is read.
     header_budget: Rc<Cell<Option<u64>>>,
     exceeded: Rc<Cell<Option<Exceeded>>>,
 }
 
-impl<R: Read> Read for Guard<R> {
+impl<R: Read> Read for Guard<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut want = buf.len() as u64;
         if let Some(b) = self.header_budget.get() {
@@ -219,6 +294,14 @@ impl<R: Read> Read for Guard<R> {
         self.read += n as u64;
         if let Some(b) = self.header_budget.get() {
             self.header_budget.set(Some(b - n as u64));
+        }
+        if let Some((live, image_max)) = self.live {
+            live.me.size.store(self.read, Ordering::Relaxed);
+            if self.read > image_max.saturating_sub(live.below().size) {
+                live.me.over_image.store(true, Ordering::Relaxed);
+                self.exceeded.set(Some(Exceeded::Image));
+                return Err(io::Error::other("image too large"));
+            }
         }
         Ok(n)
     }
@@ -247,6 +330,20 @@ pub(crate) fn apply_layer(
     limits: &UnpackLimits,
     below: LayerUsage,
 ) -> Result<LayerUsage> {
+    apply_layer_live(src, target, mode, limits, below, None)
+}
+
+/// As [`apply_layer`]; with `live`, the layers below are being unpacked at the same time (and
+/// `below` is what is known of them before this one starts): what they expand to is read from
+/// `live` as they go, and this layer's progress is published there.
+pub(crate) fn apply_layer_live(
+    src: &LayerSource<'_>,
+    target: &Path,
+    mode: Mode,
+    limits: &UnpackLimits,
+    below: LayerUsage,
+    live: Option<&Live<'_>>,
+) -> Result<LayerUsage> {
     let (max_size, size_limit, size_value) = bound(
         limits.max_layer_size,
         limits.max_image_size,
@@ -274,8 +371,16 @@ pub(crate) fn apply_layer(
         path: String::new(),
         message: e.to_string(),
     };
-    let mut buf = BufReader::with_capacity(128 * 1024, HashingReader::new(file));
-    let compression = Compression::detect(buf.fill_buf().map_err(unpack_err)?);
+    let mut head = [0u8; 4];
+    let head_len = read_head(&file, &mut head).map_err(unpack_err)?;
+    let compression = Compression::detect(&head[..head_len]);
+    // An uncompressed blob is its own tar stream: hashed once, as the tar stream (its digest
+    // and its diff ID are then both checked against that hash).
+    let raw = match compression {
+        Compression::None => HashingReader::counting(file),
+        _ => HashingReader::new(file),
+    };
+    let mut buf = BufReader::with_capacity(128 * 1024, raw);
     let announced = Compression::from_media_type(src.media_type);
     if compression != announced {
         tracing::debug!(
@@ -286,6 +391,7 @@ pub(crate) fn apply_layer(
         );
     }
     let usage;
+    let tar_digest;
     {
         let decoder: Box<dyn Read + '_> = match compression {
             Compression::None => Box::new(&mut buf),
@@ -300,6 +406,7 @@ pub(crate) fn apply_layer(
             inner: HashingReader::new(decoder),
             read: 0,
             max: max_size,
+            live: live.map(|l| (l, limits.max_image_size)),
             header_budget: header_budget.clone(),
             exceeded: exceeded.clone(),
         });
@@ -319,6 +426,12 @@ pub(crate) fn apply_layer(
                 path: format!("header after {last:?}"),
                 limit: "header size",
                 value: limits.max_header_size,
+            },
+            Exceeded::Image => Error::LimitExceeded {
+                layer: src.digest.to_string(),
+                path: last.to_string(),
+                limit: "image size",
+                value: limits.max_image_size,
             },
         };
         loop {
@@ -349,6 +462,22 @@ pub(crate) fn apply_layer(
                     value: entries_value,
                 });
             }
+            if let Some(live) = live {
+                live.me.entries.store(count, Ordering::Relaxed);
+                if count
+                    > limits
+                        .max_image_entries
+                        .saturating_sub(live.below().entries)
+                {
+                    live.me.over_image.store(true, Ordering::Relaxed);
+                    return Err(Error::LimitExceeded {
+                        layer: src.digest.to_string(),
+                        path: last,
+                        limit: "image entry count",
+                        value: limits.max_image_entries,
+                    });
+                }
+            }
             let applied = state.apply(&mut entry);
             // What the entry's data did not consume is skipped here, outside the header budget.
             let drained = io::copy(&mut entry, &mut io::sink());
@@ -369,19 +498,25 @@ pub(crate) fn apply_layer(
             size: guard.read,
             entries: count,
         };
+        if let Some(live) = live {
+            live.me.set(usage);
+        }
         let tar_stream = guard.inner;
         let (diff_id, _) = tar_stream.finish();
-        if diff_id != src.diff_id {
+        tar_digest = diff_id.expect("hashing reader");
+        if tar_digest != src.diff_id {
             return Err(Error::DiffIdMismatch {
                 layer: src.digest.to_string(),
                 expected: src.diff_id.to_string(),
-                actual: diff_id,
+                actual: tar_digest,
             });
         }
     }
     let mut raw = buf.into_inner();
     raw.drain().map_err(unpack_err)?;
     let (digest, size) = raw.finish();
+    // Uncompressed, the blob was hashed as the tar stream (which the tar reader read to its end).
+    let digest = digest.unwrap_or(tar_digest);
     if digest != src.digest {
         return Err(Error::DigestMismatch {
             what: format!("layer blob {}", src.path.display()),
@@ -397,6 +532,21 @@ pub(crate) fn apply_layer(
         });
     }
     Ok(usage)
+}
+
+/// Reads the first bytes of a file (fewer if it is shorter) without moving its offset.
+fn read_head(file: &File, head: &mut [u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < head.len() {
+        match file.read_at(&mut head[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Cleans a tar entry path: `None` for the root itself, an error for `..` components.
@@ -439,6 +589,8 @@ struct State<'a> {
     written: HashSet<PathBuf>,
     /// Directories whose mtime is set once all entries are in.
     dir_times: Vec<(PathBuf, SystemTime)>,
+    /// The buffer file contents are copied through.
+    buf: Vec<u8>,
 }
 
 impl<'a> State<'a> {
@@ -449,6 +601,7 @@ impl<'a> State<'a> {
             mode,
             written: HashSet::new(),
             dir_times: Vec::new(),
+            buf: vec![0u8; COPY_BUF_SIZE],
         }
     }
 
@@ -556,7 +709,7 @@ impl<'a> State<'a> {
                     .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
                     .open(&full)
                     .map_err(|e| self.err(&rel, e))?;
-                io::copy(entry, &mut f).map_err(|e| self.err(&rel, e))?;
+                copy_with(entry, &mut f, &mut self.buf).map_err(|e| self.err(&rel, e))?;
             }
             EntryType::Directory => {
                 if !existing.as_ref().is_some_and(is_dir) {

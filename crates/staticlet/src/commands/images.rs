@@ -23,6 +23,10 @@ enum ImagesCommand {
         file: PathBuf,
         #[command(flatten)]
         limits: crate::options::ImageLimitArgs,
+        /// Layers of an image unpacked at a time, each into its own directory (default: one per
+        /// core, up to 8; 1: one after the other).
+        #[arg(long, value_name = "N")]
+        unpack_threads: Option<usize>,
     },
     /// List images (REPOSITORY TAG DIGEST SIZE).
     #[command(alias = "ls")]
@@ -43,9 +47,16 @@ pub fn images(args: ImagesArgs) -> Result<()> {
     let store = staticlet_images::ImageStore::open(&args.root_dir)
         .with_context(|| format!("opening the image store under {}", args.root_dir.display()))?;
     match args.command {
-        ImagesCommand::Import { file, limits } => {
+        ImagesCommand::Import {
+            file,
+            limits,
+            unpack_threads,
+        } => {
+            let mut store = store.with_limits(limits.limits());
+            if let Some(n) = unpack_threads {
+                store = store.with_unpack_threads(n);
+            }
             let recs = store
-                .with_limits(limits.limits())
                 .import(&file)
                 .with_context(|| format!("importing {}", file.display()))?;
             for r in recs {
