@@ -9,7 +9,8 @@ samples taken from the manifest's write to 30 ms after the agent's API reported 
   shim           staticlet-shim processes (supervisor start-up, monitor re-exec, exec helpers)
   libcontainer   youki's intermediate and init processes, until the init execs the container
   container      the container's own processes (busybox `sh`, its `exe` re-exec for `sleep`)
-  other          everything else in the windows (the benchmark itself, other work on the machine)
+  other          everything else in the windows (the benchmark itself, other work on the machine;
+                 idle CPUs are not counted)
 Each sample is 0.2 ms of one CPU. The agent's share includes what it does for the API watch the
 benchmark holds open. Prints a table (median and range over the rounds) and the number of
 execs of the shim binary per start. Not a latency benchmark: CPU time is what limits many pods at once on 2 cores.
@@ -86,6 +87,8 @@ def main():
         if not m:
             continue
         comm, pid, ts = m.group(1), int(m.group(2)), float(m.group(3))
+        if pid == 0:
+            continue  # an idle CPU (cpu-clock samples those too)
         for i, (a, b) in enumerate(windows):
             if a <= ts <= b:
                 if comm.startswith("youki:[2"):
