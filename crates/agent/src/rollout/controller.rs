@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::store::{self, Store, Writer};
+use super::store::{Store, Writer};
 use super::{Input, Phase, Rollout, Run};
 use crate::config::merge::DesiredPods;
 use crate::config::{HashTime, ManifestRecord, RolloutStatus, SourceKind};
@@ -32,9 +32,8 @@ use crate::pod_workers::{PodView, PodsView};
 
 /// See the module doc.
 pub struct Controller {
-    store: Store,
-    /// Writes the state off the path that starts pods (from [`Controller::run`] on).
-    writer: Option<Writer>,
+    /// Writes the state off the path that starts pods.
+    writer: Writer,
     /// `--rollout-ready-deadline` (the annotation wins).
     node_deadline: Option<Duration>,
     node: String,
@@ -51,6 +50,7 @@ pub struct Controller {
 
 impl Controller {
     /// A controller storing its state in `store`, loading what an earlier run left there.
+    /// Call it on a tokio runtime: its writer task starts here.
     pub fn new(store: Store, node_deadline: Option<Duration>, node: &str, clock: Clock) -> Self {
         let rollouts = store
             .load_all()
@@ -58,8 +58,7 @@ impl Controller {
             .map(|r| (r.full_name.clone(), r))
             .collect();
         Self {
-            store,
-            writer: None,
+            writer: Writer::start(store),
             node_deadline: node_deadline.filter(|d| !d.is_zero()),
             node: node.to_string(),
             clock,
@@ -71,10 +70,7 @@ impl Controller {
     }
 
     fn save(&self, r: &Rollout) {
-        match &self.writer {
-            Some(w) => w.save(r),
-            None => store::save_logged(&self.store, r),
-        }
+        self.writer.save(r);
     }
 
     fn note(&mut self, full_name: &str, notes: Vec<super::Note>, now: SystemTime) {
@@ -232,10 +228,7 @@ impl Controller {
                 self.good_pods.remove(&name);
                 self.events.remove(&name);
                 self.ready_since.remove(&name);
-                match &self.writer {
-                    Some(w) => w.remove(&name),
-                    None => store::remove_logged(&self.store, &name),
-                }
+                self.writer.remove(&name);
             }
         }
         out.events = self.events.clone();
@@ -320,8 +313,6 @@ impl Controller {
         manifests_out: watch::Sender<Arc<Vec<ManifestRecord>>>,
         shutdown: CancellationToken,
     ) {
-        let writer = Writer::start(self.store.clone());
-        self.writer = Some(writer.clone());
         self.run_loop(
             desired_in,
             manifests_in,
@@ -332,7 +323,7 @@ impl Controller {
         )
         .await;
         // What was decided is stored before the agent goes.
-        writer.flush().await;
+        self.writer.flush().await;
     }
 
     async fn run_loop(
@@ -368,9 +359,7 @@ impl Controller {
             // What the records say of a rollout is on disk before anyone can read it (the
             // pods to run went out above without waiting for the disk).
             if **manifests_out.borrow() != annotated {
-                if let Some(w) = &self.writer {
-                    w.flush().await;
-                }
+                self.writer.flush().await;
             }
             manifests_out.send_if_modified(|old| {
                 let changed = **old != annotated;

@@ -104,7 +104,6 @@ impl Store {
 /// Writes to a [`Store`] off the caller's path, in order (see the module doc): a task that
 /// does each batch of queued writes on a blocking thread. [`Writer::flush`] waits until every
 /// write asked for before it is done.
-#[derive(Clone)]
 pub struct Writer {
     tx: tokio::sync::mpsc::UnboundedSender<Op>,
 }
@@ -116,8 +115,8 @@ enum Op {
 }
 
 impl Writer {
-    /// Starts the writer's task (on the current tokio runtime). It ends when every clone of
-    /// the writer is dropped and its queue is done.
+    /// Starts the writer's task (on the current tokio runtime). It ends when the writer is
+    /// dropped and its queue is done.
     pub fn start(store: Store) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Op>();
         tokio::spawn(async move {
@@ -171,13 +170,13 @@ impl Writer {
     }
 }
 
-pub(crate) fn save_logged(store: &Store, r: &Rollout) {
+fn save_logged(store: &Store, r: &Rollout) {
     if let Err(e) = store.save(r) {
         warn!(pod = %r.full_name, dir = %store.dir().display(), error = %e, "cannot store rollout state");
     }
 }
 
-pub(crate) fn remove_logged(store: &Store, name: &str) {
+fn remove_logged(store: &Store, name: &str) {
     if let Err(e) = store.remove(name) {
         warn!(pod = %name, error = %e, "cannot remove rollout state");
     }
