@@ -31,6 +31,9 @@ kubeadm and the control-plane binaries, default /var/cache/staticlet-k8s/v1.34.4
 """
 import argparse, ctypes, os, shlex, shutil, statistics, subprocess, sys, tempfile, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import containerd_config  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("STATICLET_BIN", os.path.join(REPO, "target/release/staticlet"))
 K8S_BIN = os.environ.get("STATICLET_K8S_BIN", "/var/cache/staticlet-k8s/v1.34.4/bin")
@@ -104,23 +107,7 @@ class Containerd:
         self.sock = os.path.join(self.dir, "containerd.sock")
         d = self.dir
         with open(os.path.join(d, "config.toml"), "w") as f:
-            f.write(f"""version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{self.sock}"
-[ttrpc]
-  address = "{self.sock}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-""")
+            f.write(containerd_config(d, self.sock, disabled=["io.containerd.grpc.v1.cri"]))
 
     def ctr(self, *args):
         return ["ctr", "-a", self.sock, "-n", "k8s.io", *args]

@@ -230,23 +230,7 @@ class Containerd:
             json.dump({"cniVersion": "0.4.0", "name": "peers-lo", "plugins": [{"type": "loopback"}]}, f)
         d = self.dir
         with open(os.path.join(d, "config.toml"), "w") as f:
-            f.write(f"""version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{self.sock}"
-[ttrpc]
-  address = "{self.sock}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
+            f.write(containerd_config(d, self.sock) + f"""[plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
   sandbox_image = "{PAUSE}"
   stream_server_address = "127.0.0.1"
@@ -318,6 +302,30 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         for m in sorted(mounts, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True)
         self.log.close()
+
+
+def containerd_config(d, sock, disabled=()):
+    """The start of a private containerd's config.toml: its root, state and sockets under `d`
+    and `sock`, no debug or metrics listener, the snapshotters this machine lacks (and
+    `disabled`) turned off. The caller appends its plugins' sections."""
+    off = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+           "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
+           "io.containerd.internal.v1.tracing", *disabled]
+    return f"""version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = {json.dumps(off)}
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+"""
 
 
 def cgroup_hierarchies(types=("cgroup",)):
