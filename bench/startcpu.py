@@ -16,9 +16,10 @@ benchmark holds open. Prints a table (median and range over the rounds) and the 
 execs of the shim binary per start. Not a latency benchmark: CPU time is what limits many pods at once on 2 cores.
 
 Usage (root, release build as for bench/startup.py): bench/startcpu.py [ROUNDS]
+Needs `perf` (Debian: `apt-get install linux-perf`; installed here if missing).
 STATICLET_BIN overrides the binary (staticlet-shim is taken from the same directory).
 """
-import collections, os, re, statistics, subprocess, sys, tempfile, time
+import collections, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import startup as S  # noqa: E402
@@ -43,6 +44,10 @@ def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     if os.geteuid() != 0:
         sys.exit("run as root")
+    if not shutil.which("perf"):
+        subprocess.run(["apt-get", "install", "-y", "-qq", "linux-perf"], capture_output=True)
+        if not shutil.which("perf"):
+            sys.exit("perf is missing: apt-get install linux-perf")
     work = tempfile.mkdtemp(prefix="staticlet-startcpu-")
     S.sh(os.path.join(S.REPO, "scripts/busybox-image.sh"), os.path.join(work, "busybox.tar"))
     fifo = S.Fifo(os.path.join(work, "fifo"))
