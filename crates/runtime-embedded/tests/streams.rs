@@ -1273,15 +1273,22 @@ fn stopping_many_containers_holds_no_thread_per_container() {
         &[
             "sh",
             "-c",
-            "trap 'exit 7' TERM; while true; do usleep 10000; done",
+            "trap 'exit 7' TERM; touch /tmp/trapped; while true; do usleep 10000; done",
         ],
     );
+    // A SIGTERM sent before the shell set its trap is ignored (the shell is its namespace's
+    // init, which has no default action for it): the stop begins once the trap is set.
+    wait("the polite container's trap set", || {
+        pod.block_on(pod.runtime.exec_sync(
+            &polite,
+            &["test".into(), "-e".into(), "/tmp/trapped".into()],
+            Duration::from_secs(30),
+        ))
+        .is_ok_and(|r| r.exit_code == 0)
+    });
     let begun = Instant::now();
-    pod.block_on(
-        pod.runtime
-            .stop_container(&polite, Duration::from_secs(600)),
-    )
-    .unwrap();
+    pod.block_on(pod.runtime.stop_container(&polite, 4 * DEADLINE))
+        .unwrap();
     assert!(begun.elapsed() < DEADLINE, "{:?}", begun.elapsed());
     let st = pod.block_on(pod.runtime.container_status(&polite)).unwrap();
     assert_eq!(
