@@ -448,7 +448,11 @@ async fn status_cache_spares_steady_lists_and_follows_state_changes() {
     let app_cfg = container(
         &sb_cfg,
         "app",
-        &["sh", "-c", "trap 'exit 7' TERM; sleep 3600 & wait"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; touch /tmp/trapped; sleep 3600 & wait",
+        ],
     );
     let app = cri.create_container(&sb, &app_cfg, &sb_cfg).await.unwrap();
     let list = || async {
@@ -491,7 +495,20 @@ async fn status_cache_spares_steady_lists_and_follows_state_changes() {
     assert_eq!(cri.container_status(&app).await.unwrap(), cs_a[0]);
     assert_eq!(cri.pod_sandbox_status(&sb).await.unwrap(), sbs_a[0]);
 
-    // Our stop: the next list fetches the exited record, with its exit code.
+    // Our stop, once the trap is set (the shell is its PID namespace's init: a SIGTERM before the
+    // trap would be ignored, and SIGKILLed at the end of the grace): the next list fetches the
+    // exited record, with its exit code.
+    wait_for("the trap set", Duration::from_secs(60), || async {
+        let r = cri
+            .exec_sync(
+                &app,
+                &["test".into(), "-e".into(), "/tmp/trapped".into()],
+                Duration::from_secs(10),
+            )
+            .await;
+        r.is_ok_and(|r| r.exit_code == 0).then_some(())
+    })
+    .await;
     cri.stop_container(&app, Duration::from_secs(10))
         .await
         .unwrap();
