@@ -9,8 +9,9 @@
 //! - `launch`: started by the agent; re-execs itself as `run` in a new session, with its stdio
 //!   away from the agent's, and exits at once so the supervisor is re-parented away from the agent.
 //! - `run`: the supervisor itself (creates, starts, logs, reaps and records the container).
-//! - `monitor`: the supervisor after it started the container: it re-execs itself so that only
-//!   the small logging and reaping loop stays resident.
+//! - `monitor`: what a supervisor of an earlier version re-execs itself into after it started
+//!   its container (today's supervisors fork a creator child instead): kept so that one caught
+//!   mid-start by a package upgrade goes on supervising under the new binary.
 //! - `exec`: the helper that runs one command inside a running container's namespaces
 //!   (`--interactive`: with the caller's stdin, in a session of its own; `--tty`: on the terminal
 //!   that is its stdio).
@@ -28,7 +29,8 @@ pub enum ShimArgs {
     Run(SupervisorArgs),
     /// Run one command inside a running container.
     Exec(ExecArgs),
-    /// The supervisor after it started the container and re-executed itself (internal).
+    /// The supervisor of an earlier version after it started the container and re-executed
+    /// itself (internal; today's supervisors no longer re-exec).
     Monitor(MonitorArgs),
     /// Be PID 1 of a shared PID namespace: reap orphans until killed (kubelet's pause).
     Pause,

@@ -18,20 +18,24 @@
 //!    (libcontainer's `--console-socket`, as runc does for containerd), and the shim keeps the
 //!    master: output is read from it (logged as stdout), stdin written to it. It also binds the
 //!    attach socket ([`crate::attach`]) before the container starts;
-//! 3. creates the container (`ContainerBuilder ... as_init(bundle).with_systemd(false)
-//!    .with_detach(true).build()`), records `created` with the init's pid, its start time and its
-//!    cgroup directories, starts it and records `running`;
-//! 4. re-execs itself in `monitor` mode (so the code and heap libcontainer used are no longer
-//!    resident; the init stays its child across `execve`), sets up everything its loop needs,
-//!    drops the start-up code from its resident set ([`sys::trim_clean_file_mappings`]), then
+//! 3. forks a creator child, which creates the container (`ContainerBuilder ... as_init(bundle)
+//!    .with_systemd(false).with_detach(true).build()`), records `created` with the init's pid,
+//!    its start time and its cgroup directories, starts it, records `running` and exits: the
+//!    code and heap libcontainer used are never part of the long-lived supervisor (which saves
+//!    the re-exec of the binary this step used to end with, ~2 ms of CPU per start here). The
+//!    init, the creator's child, is re-parented to the supervisor, a subreaper, as the creator
+//!    exits;
+//! 4. sets up everything its loop needs, drops the start-up code from its resident set
+//!    ([`sys::trim_clean_file_mappings`]), then
 //!    loops on `poll(2)` over the two pipes (or the terminal), a `signalfd` (SIGCHLD, SIGUSR1 to
 //!    reopen the log file after rotation; SIGTERM, SIGINT and SIGHUP are swallowed, so only the
 //!    container's exit ends the shim) and the attach socket and its clients, writing CRI log
 //!    records and copying output to attached clients, never waiting on one. Without attached
 //!    clients the loop allocates nothing and calls as little code as it can: its resident memory is mostly the pages of code it touches, and the kernel
 //!    maps a file's pages back a whole page-cache folio (up to 128 KiB or more) at a time;
-//! 5. when the init exits (it is the shim's own child: libcontainer clones it with
-//!    `CLONE_PARENT` from its intermediate process, whose parent is the shim), kills whatever is
+//! 5. when the init exits (it is the shim's own child since the creator exited: libcontainer
+//!    clones it with `CLONE_PARENT` from its intermediate process, whose parent is the
+//!    creator), kills whatever is
 //!    left in the container's cgroups, drains the pipes, closes the attached clients and removes
 //!    the attach socket, reads the OOM counter, records
 //!    `exited` with the exit code (128 + signal when killed) and reason, deletes the libcontainer
@@ -49,7 +53,7 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -108,77 +112,226 @@ pub(crate) fn run(args: SupervisorArgs) -> ExitCode {
     sys::close_inherited_fds();
     // Not fatal: fails only if we already lead a process group (e.g. started by hand).
     let _ = setsid();
-    // Orphaned processes of a container without its own pid namespace come to us to be reaped.
+    // The container's init comes to us when the creator child exits, and so do orphaned
+    // processes of a container without its own pid namespace: both are reaped here.
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let me = getpid().as_raw();
-    let mut state = ShimState::new(&args.id, me, sys::pid_start_time(me).unwrap_or(0));
+    let state = ShimState::new(&args.id, me, sys::pid_start_time(me).unwrap_or(0));
     if let Err(e) =
         fs::create_dir_all(&args.state_dir).and_then(|()| write_state(&args.state_dir, &state))
     {
         eprintln!("staticlet-shim {}: cannot write state: {e}", args.id);
         return ExitCode::FAILURE;
     }
-    let started = match create_and_start(&args, &mut state) {
+    let (state, started) = match start(&args, &state) {
         Ok(s) => s,
-        Err(message) => {
-            eprintln!("staticlet-shim {}: start failed: {message}", args.id);
-            // The init may exist (created, not started): kill it and reap it before cleanup.
-            if state.pid > 0 {
-                let _ = sys::signal_process(state.pid, state.pid_start_time, Signal::SIGKILL);
-                let _ = waitpid(Pid::from_raw(state.pid), Some(WaitPidFlag::__WALL));
-            }
-            delete_container(&args.root, &args.id);
-            let _ = fs::remove_file(args.state_dir.join(ATTACH_SOCKET));
-            state.status = Status::Exited;
-            state.exit_code = Some(START_ERROR_EXIT_CODE);
-            state.reason = Some(Reason::StartError);
-            state.message = message;
-            state.finished_at = Some(now_rfc3339());
-            return match write_state(&args.state_dir, &state) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(_) => ExitCode::FAILURE,
-            };
+        Err(StartFailure { state, message }) => {
+            let state = state.map_or_else(|| state_of(&args, me), |s| *s);
+            return fail_start(&args, state, message);
         }
     };
-    // Everything libcontainer touched while creating the container (several MiB of code and
-    // heap) stays resident for the container's whole life unless the image is replaced: exec
-    // the binary again in `monitor` mode, which only runs the small loop below. The init stays
-    // our child across exec, and so do the subreaper flag and the session.
-    let err = exec_monitor(&args, &started);
-    eprintln!(
-        "staticlet-shim {}: exec monitor: {err}; supervising in place",
-        args.id
-    );
-    match Monitor::prepare(&args, state, started) {
-        Ok(m) => m.run(),
-        Err(code) => code,
+    let monitor = match Monitor::prepare(&args, state, started) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    // This process never ran libcontainer (its creator child did); what start-up touched and
+    // the loop never runs again leaves the resident set here.
+    sys::trim_clean_file_mappings();
+    monitor.run()
+}
+
+/// The supervisor's own first record, again (when the created one cannot be read back).
+fn state_of(args: &SupervisorArgs, me: i32) -> ShimState {
+    ShimState::new(&args.id, me, sys::pid_start_time(me).unwrap_or(0))
+}
+
+/// Records a container that could not be started: kills and reaps its init if there is one,
+/// deletes what libcontainer left, removes the sockets and writes the exit record.
+fn fail_start(args: &SupervisorArgs, mut state: ShimState, message: String) -> ExitCode {
+    eprintln!("staticlet-shim {}: start failed: {message}", args.id);
+    // The init may exist (created, not started): kill it and reap it before cleanup. (Its start
+    // time guards against a reused pid; if it is not our child, waitpid returns at once.)
+    if state.pid > 0 {
+        let _ = sys::signal_process(state.pid, state.pid_start_time, Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(state.pid), Some(WaitPidFlag::__WALL));
+    }
+    delete_container(&args.root, &args.id);
+    let _ = fs::remove_file(args.state_dir.join(ATTACH_SOCKET));
+    let _ = fs::remove_file(args.state_dir.join(CONSOLE_SOCKET));
+    state.status = Status::Exited;
+    state.exit_code = Some(START_ERROR_EXIT_CODE);
+    state.reason = Some(Reason::StartError);
+    state.message = message;
+    state.finished_at = Some(now_rfc3339());
+    match write_state(&args.state_dir, &state) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
 }
 
-fn exec_monitor(args: &SupervisorArgs, started: &Started) -> io::Error {
-    use std::os::unix::process::CommandExt;
-    let fds = [
-        Some(started.stdout.as_raw_fd()),
-        started.stderr.as_ref().map(AsRawFd::as_raw_fd),
-        started.stdin.as_ref().map(AsRawFd::as_raw_fd),
-        Some(started.attach.as_raw_fd()),
-    ];
-    for fd in fds.into_iter().flatten() {
-        if let Err(e) = fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())) {
-            return e.into();
+/// Why a container did not start, with the record to finish (if one could be read back).
+struct StartFailure {
+    state: Option<Box<ShimState>>,
+    message: String,
+}
+
+/// At most this much of a creator's error message is reported (one pipe write, never blocking).
+const REPORT_MAX: usize = 4096;
+
+/// Creates and starts the container from a forked child (the creator), so that libcontainer's
+/// code and heap are never part of this long-lived process, without exec'ing the binary again.
+///
+/// Before the fork the supervisor binds the attach (and console) socket and makes the stdio
+/// pipes; the creator builds and starts the container with the container's ends, records
+/// `created` (the init's pid, start time and cgroups) and `running`, and exits. The init was
+/// cloned with `CLONE_PARENT` by libcontainer's intermediate process, so it is the creator's
+/// child: when the creator exits it is re-parented to this process, the nearest subreaper
+/// (before the creator becomes waitable), alive or as a zombie with its exit status. Returns
+/// the `running` record and the supervisor's ends of the stdio, or the record to finish (if one
+/// was read) and why the start failed.
+fn start(args: &SupervisorArgs, state: &ShimState) -> Result<(ShimState, Started), StartFailure> {
+    let bare = |message: String| StartFailure {
+        state: None,
+        message,
+    };
+    fs::create_dir_all(&args.root).map_err(|e| bare(format!("create {:?}: {e}", args.root)))?;
+    let attach = crate::attach::bind(&args.state_dir, ATTACH_SOCKET)
+        .map_err(|e| bare(format!("attach socket: {e}")))?;
+    let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| bare(format!("pipe: {e}")));
+    let (console, container_stdio, kept) = if args.tty {
+        let console = crate::attach::bind(&args.state_dir, CONSOLE_SOCKET)
+            .map_err(|e| bare(format!("console socket: {e}")))?;
+        (Some(console), None, None)
+    } else {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (in_r, in_w) = pipe()?;
+        // Without `stdin` the write end is closed now, so the container reads EOF.
+        let in_w = args.stdin.then_some(in_w);
+        (None, Some((in_r, out_w, err_w)), Some((out_r, err_r, in_w)))
+    };
+    let (report_r, report_w) =
+        pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| bare(format!("pipe: {e}")))?;
+    let creator =
+        sys::fork_child(
+            move || match create_and_start(args, state.clone(), container_stdio) {
+                Ok(()) => 0,
+                Err(message) => {
+                    let mut end = message.len().min(REPORT_MAX);
+                    while !message.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    let _ = nix::unistd::write(&report_w, &message.as_bytes()[..end]);
+                    1
+                }
+            },
+        )
+        .map_err(|e| bare(format!("fork the creator: {e}")))?;
+    // The container's ends of the pipes and the report's write end went with the closure.
+    let status = loop {
+        match waitpid(creator, Some(WaitPidFlag::__WALL)) {
+            Err(Errno::EINTR) => {}
+            other => break other,
         }
+    };
+    let mut report = vec![0u8; REPORT_MAX];
+    let n = nix::unistd::read(report_r.as_raw_fd(), &mut report).unwrap_or(0);
+    report.truncate(n);
+    let report = String::from_utf8_lossy(&report).into_owned();
+    // The creator's records (created: the init's pid; running), read back.
+    let state = crate::state::read_state(&args.state_dir);
+    let failed = |state: io::Result<ShimState>, message: String| StartFailure {
+        state: state.ok().map(Box::new),
+        message,
+    };
+    match status {
+        Ok(WaitStatus::Exited(_, 0)) => {}
+        Ok(WaitStatus::Exited(..)) if !report.is_empty() => return Err(failed(state, report)),
+        Ok(other) => {
+            return Err(failed(
+                state,
+                format!("the container's creator ended: {other:?} {report}"),
+            ))
+        }
+        Err(e) => return Err(failed(state, format!("wait for the creator: {e}"))),
     }
-    let monitor = ShimArgs::Monitor(MonitorArgs {
-        supervisor: args.clone(),
-        stdout_fd: started.stdout.as_raw_fd(),
-        stderr_fd: started.stderr.as_ref().map(AsRawFd::as_raw_fd),
-        stdin_fd: started.stdin.as_ref().map(AsRawFd::as_raw_fd),
-        attach_fd: started.attach.as_raw_fd(),
-    });
-    Command::new(self_exe())
-        .args(&args.prefix)
-        .args(monitor.to_args())
-        .exec()
+    let state = match state {
+        Ok(s) if s.status == Status::Running => s,
+        Ok(s) => {
+            let message = "the creator recorded no running container".into();
+            return Err(failed(Ok(s), message));
+        }
+        Err(e) => return Err(bare(format!("read the creator's record: {e}"))),
+    };
+    let stdio = match (console, kept) {
+        (Some(console), _) => {
+            let master = receive_master(&console);
+            let _ = fs::remove_file(args.state_dir.join(CONSOLE_SOCKET));
+            master.map(|m| (m, None, None))
+        }
+        (None, Some((out_r, err_r, in_w))) => Ok((out_r, Some(err_r), in_w)),
+        (None, None) => Err("no stdio for the container".to_string()),
+    };
+    let (stdout, stderr, stdin) = stdio.map_err(|m| failed(Ok(state.clone()), m))?;
+    Ok((
+        state,
+        Started {
+            stdout,
+            stderr,
+            stdin,
+            attach,
+        },
+    ))
+}
+
+/// The creator (a forked child of the supervisor): builds the container with its ends of the
+/// stdio pipes (none on a terminal: the init sends the master over the console socket the
+/// supervisor listens on), records `created`, starts it and records `running`. On failure it
+/// kills and reaps an init it created (its own child), and says why.
+fn create_and_start(
+    args: &SupervisorArgs,
+    mut state: ShimState,
+    stdio: Option<(OwnedFd, OwnedFd, OwnedFd)>,
+) -> Result<(), String> {
+    let builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_root_path(&args.root)
+        .and_then(|b| b.validate_id())
+        .map_err(|e| format!("container {}: {e}", args.id))?;
+    let builder = match stdio {
+        Some((in_r, out_w, err_w)) => builder
+            .with_stdin(in_r)
+            .with_stdout(out_w)
+            .with_stderr(err_w),
+        None => builder.with_console_socket(Some(args.state_dir.join(CONSOLE_SOCKET))),
+    };
+    let mut container = builder
+        .as_init(&args.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| format!("create container: {}", error_chain(&e)))?;
+    let pid = container
+        .pid()
+        .ok_or("created container has no pid")?
+        .as_raw();
+    let result = (|| {
+        state.pid = pid;
+        state.pid_start_time = sys::pid_start_time(pid).map_err(|e| format!("init {pid}: {e}"))?;
+        state.cgroup_dirs = sys::own_cgroup_dirs(pid).unwrap_or_default();
+        state.created_at = Some(now_rfc3339());
+        write_state(&args.state_dir, &state).map_err(|e| format!("write state: {e}"))?;
+        container
+            .start()
+            .map_err(|e| format!("start container: {}", error_chain(&e)))?;
+        state.status = Status::Running;
+        state.started_at = Some(now_rfc3339());
+        write_state(&args.state_dir, &state).map_err(|e| format!("write state: {e}"))
+    })();
+    if result.is_err() {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL));
+    }
+    result
 }
 
 /// The path of the running binary: the real one (so `ps` shows its name) or /proc/self/exe if
@@ -190,7 +343,10 @@ fn self_exe() -> std::path::PathBuf {
         .unwrap_or_else(|| "/proc/self/exe".into())
 }
 
-/// `monitor` mode: the supervisor after its re-exec, given the container's output pipes.
+/// `monitor` mode: the supervisor of an earlier version after its re-exec, given the
+/// container's output pipes. Supervisors no longer re-exec (their creator child runs
+/// libcontainer); the mode stays for one that started a container while a package upgrade
+/// replaced the binary: it re-execs the new binary into this mode.
 pub(crate) fn monitor(args: MonitorArgs) -> ExitCode {
     let sup = args.supervisor;
     let adopt_all = || -> io::Result<Started> {
@@ -287,80 +443,6 @@ fn receive_master(listener: &UnixListener) -> Result<OwnedFd, String> {
         _ => None,
     });
     master.ok_or_else(|| "the console socket carried no terminal".to_string())
-}
-
-fn create_and_start(args: &SupervisorArgs, state: &mut ShimState) -> Result<Started, String> {
-    fs::create_dir_all(&args.root).map_err(|e| format!("create {:?}: {e}", args.root))?;
-    let attach = crate::attach::bind(&args.state_dir, ATTACH_SOCKET)
-        .map_err(|e| format!("attach socket: {e}"))?;
-    let builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
-        .with_root_path(&args.root)
-        .and_then(|b| b.validate_id())
-        .map_err(|e| format!("container {}: {e}", args.id))?;
-    let (builder, pipes, console) = if args.tty {
-        let console = crate::attach::bind(&args.state_dir, CONSOLE_SOCKET)
-            .map_err(|e| format!("console socket: {e}"))?;
-        let path = args.state_dir.join(CONSOLE_SOCKET);
-        (builder.with_console_socket(Some(path)), None, Some(console))
-    } else {
-        let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        let (in_r, in_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        // Without `stdin` the write end is closed now, so the container reads EOF.
-        let in_w = args.stdin.then_some(in_w);
-        let b = builder
-            .with_stdin(in_r)
-            .with_stdout(out_w)
-            .with_stderr(err_w);
-        (b, Some((out_r, err_r, in_w)), None)
-    };
-    let built = builder
-        .as_init(&args.bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(|e| format!("create container: {}", error_chain(&e)));
-    let stdio = match (console, pipes) {
-        (Some(console), _) => {
-            let master = built
-                .as_ref()
-                .map_err(Clone::clone)
-                .and_then(|_| receive_master(&console));
-            let _ = fs::remove_file(args.state_dir.join(CONSOLE_SOCKET));
-            master.map(|m| (m, None, None))
-        }
-        (None, Some((out_r, err_r, in_w))) => Ok((out_r, Some(err_r), in_w)),
-        (None, None) => Err("no stdio for the container".to_string()),
-    };
-    let mut container = built?;
-    // Recorded before a failure to get the terminal, so that the caller kills the init.
-    if let Some(pid) = container.pid() {
-        state.pid = pid.as_raw();
-    }
-    let (stdout, stderr, stdin) = stdio?;
-
-    let pid = container
-        .pid()
-        .ok_or("created container has no pid")?
-        .as_raw();
-    state.pid = pid;
-    state.pid_start_time = sys::pid_start_time(pid).map_err(|e| format!("init {pid}: {e}"))?;
-    state.cgroup_dirs = sys::own_cgroup_dirs(pid).unwrap_or_default();
-    state.created_at = Some(now_rfc3339());
-    write_state(&args.state_dir, state).map_err(|e| format!("write state: {e}"))?;
-
-    container
-        .start()
-        .map_err(|e| format!("start container: {}", error_chain(&e)))?;
-    state.status = Status::Running;
-    state.started_at = Some(now_rfc3339());
-    write_state(&args.state_dir, state).map_err(|e| format!("write state: {e}"))?;
-    Ok(Started {
-        stdout,
-        stderr,
-        stdin,
-        attach,
-    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -109,6 +109,28 @@ fn advise_dontneed(addr: usize, len: usize) -> usize {
     }
 }
 
+/// Forks this process: the child runs `child` and exits with the code it returns, without
+/// returning here, running destructors or flushing anything the parent shares (`_exit`; a panic
+/// exits 101). The parent gets the child's pid and drops `child` unrun, which closes the
+/// descriptors it captured in the parent.
+///
+/// Only for a single-threaded process (the shim's supervisor): the child of a multi-threaded one
+/// may only make async-signal-safe calls.
+#[allow(unsafe_code)]
+pub fn fork_child(child: impl FnOnce() -> i32) -> io::Result<Pid> {
+    use nix::unistd::{fork, ForkResult};
+    // SAFETY: the caller is single-threaded (documented above; the shim's modes run before any
+    // thread exists), so the child inherits no lock held by another thread and may allocate.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child));
+            // SAFETY: ends this (child) process at once; nothing runs after it.
+            unsafe { nix::libc::_exit(code.unwrap_or(101)) }
+        }
+    }
+}
+
 /// Start time of a process (field 22 of `/proc/<pid>/stat`, clock ticks after boot).
 pub fn pid_start_time(pid: i32) -> io::Result<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
