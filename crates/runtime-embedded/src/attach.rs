@@ -47,15 +47,20 @@ pub(crate) struct ContainerStdio {
     pub tty: bool,
 }
 
-/// Connects to the attach socket in the shim's state directory `dir`. A path too long for a
-/// socket address is reached through `/proc/self/fd/<dir>/`.
+/// Connects to the attach socket in the shim's state directory `dir`.
 pub(crate) async fn connect(dir: &Path) -> io::Result<UnixStream> {
-    let path = dir.join(ATTACH_SOCKET);
+    connect_to(dir, ATTACH_SOCKET).await
+}
+
+/// Connects to the socket `name` in the shim's state directory `dir`. A path too long for a
+/// socket address is reached through `/proc/self/fd/<dir>/`.
+pub(crate) async fn connect_to(dir: &Path, name: &str) -> io::Result<UnixStream> {
+    let path = dir.join(name);
     if path.as_os_str().len() <= MAX_SOCKET_PATH {
         return UnixStream::connect(&path).await;
     }
     let d = std::fs::File::open(dir)?;
-    let via = format!("/proc/self/fd/{}/{ATTACH_SOCKET}", d.as_raw_fd());
+    let via = format!("/proc/self/fd/{}/{name}", d.as_raw_fd());
     let s = UnixStream::connect(&via).await;
     drop(d);
     s

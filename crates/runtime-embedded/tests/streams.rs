@@ -56,6 +56,10 @@ const TESTS: &[Test] = &[
         dropping_an_exec_kills_its_processes,
     ),
     (
+        "exec_sync_runs_through_the_shim_or_a_helper_for_an_earlier_shim",
+        exec_sync_runs_through_the_shim_or_a_helper_for_an_earlier_shim,
+    ),
+    (
         "idle_exec_sessions_hold_no_thread",
         idle_exec_sessions_hold_no_thread,
     ),
@@ -722,6 +726,74 @@ fn exec_of_missing_or_unrunnable_commands() {
         .unwrap()
         .unwrap_err();
     assert!(matches!(err, RuntimeError::NotFound { .. }), "{err:?}");
+}
+
+/// The parent pid of a process (field 4 of `/proc/<pid>/stat`).
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// `ExecSync` (probes) runs the command from a child of the container's shim (no helper binary
+/// exec'd): output, exit code and timeout as the helper gives them. A shim without the exec
+/// socket (one an earlier version started) gets the helper, with the same results.
+fn exec_sync_runs_through_the_shim_or_a_helper_for_an_earlier_shim() {
+    let pod = Pod::new("execsync", true);
+    let id = pod.container("app", &["sleep", "3600"]);
+    let shim_dir = pod
+        .dir
+        .path()
+        .join("root/runtime/containers")
+        .join(&id.0)
+        .join("shim");
+    let shim_pid = staticlet_shim::read_state(&shim_dir).unwrap().shim_pid;
+    let exec = |cmd: &[&str], timeout: Duration| {
+        let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        let runtime = pod.runtime.clone();
+        let id = id.clone();
+        pod.rt
+            .spawn(async move { runtime.exec_sync(&id, &cmd, timeout).await })
+    };
+    let me = std::process::id() as i32;
+    for (via_shim, grandparent) in [(true, shim_pid), (false, me)] {
+        if !via_shim {
+            std::fs::remove_file(shim_dir.join(staticlet_shim::exec::EXEC_SOCKET)).unwrap();
+        }
+        let r = pod
+            .block_on(exec(
+                &["sh", "-c", "echo out; echo err >&2; exit 3"],
+                DEADLINE,
+            ))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+            (&b"out\n"[..], &b"err\n"[..], 3),
+            "via the shim: {via_shim}"
+        );
+        // Who started the command: a child of the shim, or a helper of ours.
+        let marker = unique();
+        let wait_go = format!("while [ ! -e /tmp/go{marker} ]; do usleep 10000; done");
+        let waiting = exec(&["sh", "-c", &wait_go], DEADLINE);
+        let cmdline = format!("sh -c {wait_go}");
+        wait("the waiting command", || processes(&cmdline).len() == 1);
+        let sh = processes(&cmdline)[0];
+        assert_eq!(
+            parent_of(parent_of(sh)),
+            grandparent,
+            "the command's parent's parent (via the shim: {via_shim})"
+        );
+        let touch = exec(&["touch", &format!("/tmp/go{marker}")], DEADLINE);
+        assert_eq!(pod.block_on(touch).unwrap().unwrap().exit_code, 0);
+        assert_eq!(pod.block_on(waiting).unwrap().unwrap().exit_code, 0);
+        // Killed after its timeout.
+        let err = pod
+            .block_on(exec(&["sleep", "100"], Duration::from_millis(300)))
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("timed out"), "{err}");
+    }
 }
 
 fn dropping_an_exec_kills_its_processes() {

@@ -36,7 +36,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -247,17 +247,7 @@ pub fn exec_result(
     let exit_code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    if exit_code == TIMEOUT_EXIT_CODE && elapsed >= timeout {
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("command timed out after {timeout:?}"),
-        ));
-    }
-    Ok(ExecOutput {
-        stdout,
-        stderr,
-        exit_code,
-    })
+    exec_outcome(exit_code, stdout, stderr, elapsed, timeout)
 }
 
 /// Runs `cmd` inside a running container through a helper process, waiting at most `timeout`.
@@ -503,5 +493,231 @@ fn helper(args: &ExecArgs) -> Result<i32, HelperError> {
         let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, timeout);
         while let Ok(Some(_)) = sfd.read_signal() {}
+    }
+}
+
+/// The exec socket's file name in the shim's state directory: a running container's shim runs
+/// commands in it for the agent (probes, `ExecSync`) from a child it forks, instead of the agent
+/// exec'ing a helper binary for each (that exec alone cost ~1.5–1.9 ms of CPU per command here).
+///
+/// Protocol: the client connects and sends one request, `[length: u32, big endian][payload]`
+/// with the write ends of the command's stdout and stderr pipes attached (`SCM_RIGHTS`, on the
+/// first bytes); the payload is the exec helper's arguments ([`ShimArgs::Exec`], non-interactive,
+/// each followed by a NUL byte), whose pid, start time and cgroups the shim replaces with its
+/// own container's. The shim forks a child, which runs the helper's steps with those pipes as
+/// its stdout and stderr and, when the command has ended, writes its exit code (as the helper
+/// process would exit: the command's, 124 on timeout, 126/127 when it could not run it) to the
+/// connection as an `i32`, big endian, and exits. A connection closed without a code means the
+/// child failed. At most [`MAX_SHIM_EXECS`] children run at a time; more connections are closed
+/// at once. The socket exists while the container runs (bound before it starts, removed when it
+/// exits); a shim of an earlier version has none (use the helper: [`helper_command`]).
+pub const EXEC_SOCKET: &str = "exec.sock";
+
+/// Exec children one shim runs at a time.
+pub const MAX_SHIM_EXECS: usize = 16;
+
+/// Largest request payload (the command, its arguments and the environment overrides).
+pub const MAX_EXEC_REQUEST: usize = 64 * 1024;
+
+/// How long a child waits for its request once connected.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The request for [`EXEC_SOCKET`]: header and payload, to send with [`send_exec_request`].
+pub fn exec_request(cmd: &[String], env: &[String], timeout: Duration) -> io::Result<Vec<u8>> {
+    if cmd.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+    }
+    let args = ShimArgs::Exec(ExecArgs {
+        pid: 0,
+        start_time: 0,
+        env: env.to_vec(),
+        timeout: Some(timeout),
+        cgroups: Vec::new(),
+        interactive: false,
+        tty: false,
+        cmd: cmd.iter().map(OsString::from).collect(),
+    })
+    .to_args();
+    let mut out = vec![0u8; 4];
+    for a in &args {
+        if a.as_bytes().contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{a:?} contains a NUL byte"),
+            ));
+        }
+        out.extend_from_slice(a.as_bytes());
+        out.push(0);
+    }
+    let len = out.len() - 4;
+    if len > MAX_EXEC_REQUEST {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("command and environment too long ({len} bytes, at most {MAX_EXEC_REQUEST})"),
+        ));
+    }
+    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Sends (the first part of) `request` on a connected exec socket, with the command's stdout
+/// and stderr attached; returns how many bytes went (the caller writes the rest, if any).
+pub fn send_exec_request(
+    socket: BorrowedFd<'_>,
+    request: &[u8],
+    stdout: BorrowedFd<'_>,
+    stderr: BorrowedFd<'_>,
+) -> io::Result<usize> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::mem::MaybeUninit;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut cmsg = SendAncillaryBuffer::new(&mut space);
+    let fds = [stdout, stderr];
+    if !cmsg.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("ancillary buffer too small"));
+    }
+    Ok(rustix::net::sendmsg(
+        socket,
+        &[io::IoSlice::new(request)],
+        &mut cmsg,
+        SendFlags::NOSIGNAL,
+    )?)
+}
+
+/// The outcome of a command that ended with `exit_code` (as the helper reports it) after
+/// `elapsed`, given its `timeout`: `TimedOut` if the helper killed it for overstaying.
+pub fn exec_outcome(
+    exit_code: i32,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    elapsed: Duration,
+    timeout: Duration,
+) -> io::Result<ExecOutput> {
+    if exit_code == TIMEOUT_EXIT_CODE && elapsed >= timeout {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("command timed out after {timeout:?}"),
+        ));
+    }
+    Ok(ExecOutput {
+        stdout,
+        stderr,
+        exit_code,
+    })
+}
+
+/// Serves one connection to the exec socket; runs in a child the shim forked for it, whose
+/// container's init is `pid` (started at `start_time`, in `cgroups`). Returns the child's exit
+/// status (0 once the code was written).
+pub(crate) fn serve_exec(
+    conn: std::os::unix::net::UnixStream,
+    pid: i32,
+    start_time: u64,
+    cgroups: &[std::path::PathBuf],
+) -> i32 {
+    // Nothing of the monitor's (its pipes, sockets, log) stays open in the command.
+    sys::close_fds_except(&[conn.as_raw_fd()]);
+    let request = conn
+        .set_nonblocking(false)
+        .and_then(|()| conn.set_read_timeout(Some(REQUEST_TIMEOUT)))
+        .and_then(|()| receive_exec_request(&conn));
+    let (payload, stdout, stderr) = match request {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("staticlet-shim exec: request: {e}");
+            return 1;
+        }
+    };
+    let code = match parse_exec_request(&payload) {
+        Err(e) => {
+            let _ = nix::unistd::write(&stderr, format!("staticlet-shim exec: {e}\n").as_bytes());
+            126
+        }
+        Ok(mut args) => {
+            args.pid = pid;
+            args.start_time = start_time;
+            args.cgroups = cgroups.to_vec();
+            // The command's stdout and stderr, and the helper's own messages.
+            if let Err(e) = nix::unistd::dup2(stdout.as_raw_fd(), 1)
+                .and_then(|_| nix::unistd::dup2(stderr.as_raw_fd(), 2))
+            {
+                eprintln!("staticlet-shim exec: stdio: {e}");
+                return 1;
+            }
+            drop((stdout, stderr));
+            match helper(&args) {
+                Ok(code) => code,
+                Err((code, msg)) => {
+                    eprintln!("staticlet-shim exec: {msg}");
+                    i32::from(code)
+                }
+            }
+        }
+    };
+    let mut to = &conn;
+    match std::io::Write::write_all(&mut to, &code.to_be_bytes()) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// Reads a request: its payload and the two descriptors attached to it.
+fn receive_exec_request(
+    conn: &std::os::unix::net::UnixStream,
+) -> io::Result<(Vec<u8>, OwnedFd, OwnedFd)> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    use std::mem::MaybeUninit;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+    let mut header = [0u8; 4];
+    let got = rustix::net::recvmsg(
+        conn,
+        &mut [io::IoSliceMut::new(&mut header)],
+        &mut cmsg,
+        RecvFlags::CMSG_CLOEXEC | RecvFlags::WAITALL,
+    )?;
+    let mut fds = Vec::new();
+    for m in cmsg.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = m {
+            fds.extend(received);
+        }
+    }
+    if got.bytes != header.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed before the request",
+        ));
+    }
+    let (Some(stderr), Some(stdout), None) = (fds.pop(), fds.pop(), fds.pop()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a request carries exactly two descriptors (stdout, stderr)",
+        ));
+    };
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_EXEC_REQUEST {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("request of {len} bytes (at most {MAX_EXEC_REQUEST})"),
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    let mut from = conn;
+    from.read_exact(&mut payload)?;
+    Ok((payload, stdout, stderr))
+}
+
+/// The helper's arguments in a request payload: non-interactive `exec` arguments, each ended by
+/// a NUL byte.
+fn parse_exec_request(payload: &[u8]) -> Result<ExecArgs, String> {
+    let Some(body) = payload.strip_suffix(&[0]) else {
+        return Err("malformed request (not NUL-terminated)".into());
+    };
+    let words = body
+        .split(|&b| b == 0)
+        .map(|w| OsString::from(std::ffi::OsStr::from_bytes(w)));
+    match ShimArgs::parse(words)? {
+        ShimArgs::Exec(a) if !a.interactive && !a.tty => Ok(a),
+        _ => Err("the request is not a non-interactive exec".into()),
     }
 }

@@ -63,6 +63,7 @@ use nix::unistd::{getpid, pipe2, setsid, Pid};
 use crate::args::{MonitorArgs, ShimArgs, SupervisorArgs};
 use crate::attach::{AttachServer, Interest, ATTACH_SOCKET, MAX_CLIENTS};
 use crate::crilog::{open_log, LineSplitter, Stream, Timestamp};
+use crate::exec::{EXEC_SOCKET, MAX_SHIM_EXECS};
 use crate::state::{now_rfc3339, write_state, Reason, ShimState, Status, SHIM_LOG_FILE};
 use crate::sys;
 
@@ -156,8 +157,9 @@ fn fail_start(args: &SupervisorArgs, mut state: ShimState, message: String) -> E
         let _ = waitpid(Pid::from_raw(state.pid), Some(WaitPidFlag::__WALL));
     }
     delete_container(&args.root, &args.id);
-    let _ = fs::remove_file(args.state_dir.join(ATTACH_SOCKET));
-    let _ = fs::remove_file(args.state_dir.join(CONSOLE_SOCKET));
+    for socket in [ATTACH_SOCKET, EXEC_SOCKET, CONSOLE_SOCKET] {
+        let _ = fs::remove_file(args.state_dir.join(socket));
+    }
     state.status = Status::Exited;
     state.exit_code = Some(START_ERROR_EXIT_CODE);
     state.reason = Some(Reason::StartError);
@@ -197,6 +199,8 @@ fn start(args: &SupervisorArgs, state: &ShimState) -> Result<(ShimState, Started
     fs::create_dir_all(&args.root).map_err(|e| bare(format!("create {:?}: {e}", args.root)))?;
     let attach = crate::attach::bind(&args.state_dir, ATTACH_SOCKET)
         .map_err(|e| bare(format!("attach socket: {e}")))?;
+    let exec = crate::attach::bind(&args.state_dir, EXEC_SOCKET)
+        .map_err(|e| bare(format!("exec socket: {e}")))?;
     let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| bare(format!("pipe: {e}")));
     let (console, container_stdio, kept) = if args.tty {
         let console = crate::attach::bind(&args.state_dir, CONSOLE_SOCKET)
@@ -280,6 +284,7 @@ fn start(args: &SupervisorArgs, state: &ShimState) -> Result<(ShimState, Started
             stderr,
             stdin,
             attach,
+            exec: Some(exec),
         },
     ))
 }
@@ -371,6 +376,8 @@ pub(crate) fn monitor(args: MonitorArgs) -> ExitCode {
             stderr: args.stderr_fd.map(adopt).transpose()?,
             stdin: args.stdin_fd.map(adopt).transpose()?,
             attach: UnixListener::from(adopt(args.attach_fd)?),
+            // A supervisor of an earlier version bound none (its agent execs helpers).
+            exec: None,
         })
     };
     let started = match adopt_all() {
@@ -407,6 +414,8 @@ struct Started {
     stdin: Option<OwnedFd>,
     /// The attach socket.
     attach: UnixListener,
+    /// The exec socket ([`EXEC_SOCKET`]).
+    exec: Option<UnixListener>,
 }
 
 /// The console socket's name in the state directory (only while the container is created).
@@ -534,19 +543,82 @@ fn exit_code_of(status: WaitStatus) -> Option<i32> {
     }
 }
 
-/// Reaps every child that has exited; returns the init's exit code if it was among them.
-fn reap(init: Pid) -> Option<i32> {
+/// Reaps every child that has exited (exec children are forgotten by `execs`); returns the
+/// init's exit code if it was among them.
+fn reap(init: Pid, execs: &mut Execs) -> Option<i32> {
     let mut init_code = None;
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
             Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return init_code,
-            Ok(status) => {
-                if status.pid() == Some(init) {
-                    init_code = exit_code_of(status).or(init_code);
-                }
-            }
+            Ok(status) => match status.pid() {
+                Some(pid) if pid == init => init_code = exit_code_of(status).or(init_code),
+                Some(pid) => execs.reaped(pid.as_raw()),
+                None => {}
+            },
             Err(Errno::EINTR) => {}
             Err(_) => return init_code,
+        }
+    }
+}
+
+/// The exec socket and the children that serve its connections (see [`EXEC_SOCKET`]).
+struct Execs {
+    /// None in a supervisor started by an earlier version, and once the container exited.
+    listener: Option<UnixListener>,
+    /// Pids of the children still running (the first `count`).
+    children: [i32; MAX_SHIM_EXECS],
+    count: usize,
+}
+
+impl Execs {
+    fn new(listener: Option<UnixListener>) -> Self {
+        Self {
+            listener,
+            children: [0; MAX_SHIM_EXECS],
+            count: 0,
+        }
+    }
+
+    /// Takes every waiting connection: each is served by a child forked for it (which reads
+    /// the request, so no client can hold up the loop), or closed when
+    /// [`MAX_SHIM_EXECS`] children run already.
+    fn accept(&mut self, state: &ShimState) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        loop {
+            let conn = match listener.accept() {
+                Ok((conn, _)) => conn,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            if self.count == MAX_SHIM_EXECS {
+                eprintln!("staticlet-shim: exec refused: {MAX_SHIM_EXECS} running");
+                continue;
+            }
+            let (pid, start_time, cgroups) = (state.pid, state.pid_start_time, &state.cgroup_dirs);
+            match sys::fork_child(move || crate::exec::serve_exec(conn, pid, start_time, cgroups)) {
+                Ok(child) => {
+                    self.children[self.count] = child.as_raw();
+                    self.count += 1;
+                }
+                Err(e) => eprintln!("staticlet-shim: exec: fork: {e}"),
+            }
+        }
+    }
+
+    /// Forgets a reaped child (if it was one of ours).
+    fn reaped(&mut self, pid: i32) {
+        if let Some(i) = self.children[..self.count].iter().position(|&p| p == pid) {
+            self.count -= 1;
+            self.children[i] = self.children[self.count];
+        }
+    }
+
+    /// No more execs (the container exited); those running finish on their own.
+    fn close(&mut self, dir: &Path) {
+        if self.listener.take().is_some() {
+            let _ = fs::remove_file(dir.join(EXEC_SOCKET));
         }
     }
 }
@@ -566,6 +638,7 @@ struct Monitor<'a> {
     /// Closed from the start on a terminal (one stream).
     err: Pipe,
     attach: AttachServer,
+    execs: Execs,
     buf: Box<[u8]>,
     /// The init's exit code, once it has been reaped.
     exit_code: Option<i32>,
@@ -577,12 +650,13 @@ enum Slot {
     Signal,
     Out,
     Err,
+    Exec,
     Attach(Interest),
 }
 
-/// Slots of the poll set: the signalfd, two output pipes, the attach listener, the container's
-/// stdin and the clients.
-const SLOTS: usize = 5 + MAX_CLIENTS;
+/// Slots of the poll set: the signalfd, two output pipes, the exec listener, the attach
+/// listener, the container's stdin and the clients.
+const SLOTS: usize = 6 + MAX_CLIENTS;
 
 impl<'a> Monitor<'a> {
     /// Routes the signals to a `signalfd`, opens the log and prepares the pipes.
@@ -596,6 +670,7 @@ impl<'a> Monitor<'a> {
             stderr,
             stdin,
             attach,
+            exec,
         } = started;
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             eprintln!("staticlet-shim {}: {what}: {e}", args.id);
@@ -639,11 +714,13 @@ impl<'a> Monitor<'a> {
             },
         };
         let init = Pid::from_raw(state.pid);
+        let mut execs = Execs::new(exec);
         Ok(Self {
             args,
             init,
             // The init may have exited before SIGCHLD was blocked and routed to the signalfd.
-            exit_code: reap(init),
+            exit_code: reap(init, &mut execs),
+            execs,
             state,
             sfd,
             log,
@@ -669,6 +746,7 @@ impl<'a> Monitor<'a> {
             mut out,
             mut err,
             mut attach,
+            mut execs,
             mut buf,
             mut exit_code,
         } = self;
@@ -684,6 +762,11 @@ impl<'a> Monitor<'a> {
                         slots[n] = slot;
                         n += 1;
                     }
+                }
+                if let Some(l) = execs.listener.as_ref() {
+                    fds[n] = PollFd::new(l.as_fd(), PollFlags::POLLIN);
+                    slots[n] = Slot::Exec;
+                    n += 1;
                 }
                 attach.interests(|fd, what| {
                     if n == SLOTS {
@@ -730,6 +813,7 @@ impl<'a> Monitor<'a> {
                     Slot::Signal => signalled = true,
                     Slot::Out => out.pump(&mut log, &mut buf, false, &mut attach),
                     Slot::Err => err.pump(&mut log, &mut buf, false, &mut attach),
+                    Slot::Exec => execs.accept(&state),
                     Slot::Attach(what) => attach.ready(what, hup),
                 }
             }
@@ -747,12 +831,13 @@ impl<'a> Monitor<'a> {
                     }
                 }
                 if child_exited {
-                    exit_code = reap(init);
+                    exit_code = reap(init, &mut execs);
                 }
             }
         }
         let exit_code = exit_code.unwrap_or(START_ERROR_EXIT_CODE);
         let finished_at = now_rfc3339();
+        execs.close(&args.state_dir);
 
         // Whatever the init left behind in its cgroups (a container without its own pid
         // namespace) dies with it, as with runc's `delete --force`; then the pipes reach EOF.
@@ -760,10 +845,10 @@ impl<'a> Monitor<'a> {
         while sys::kill_cgroups(&state.cgroup_dirs) > 0 && Instant::now() < deadline {
             out.pump(&mut log, &mut buf, true, &mut attach);
             err.pump(&mut log, &mut buf, true, &mut attach);
-            let _ = reap(init);
+            let _ = reap(init, &mut execs);
             std::thread::sleep(Duration::from_millis(5));
         }
-        let _ = reap(init);
+        let _ = reap(init, &mut execs);
         out.pump(&mut log, &mut buf, true, &mut attach);
         err.pump(&mut log, &mut buf, true, &mut attach);
         out.close(&mut log);

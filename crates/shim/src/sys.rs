@@ -17,12 +17,19 @@ use nix::unistd::Pid;
 ///
 /// Only for the start of a fresh, single-threaded process that owns no descriptor yet.
 pub fn close_inherited_fds() {
+    close_fds_except(&[]);
+}
+
+/// Closes every descriptor above 2 but those in `keep`. Only for a single-threaded process
+/// whose open descriptors (other than `keep`) no object owns any more (a fresh process, or a
+/// child forked to run something else).
+pub fn close_fds_except(keep: &[i32]) {
     let Ok(dir) = fs::read_dir("/proc/self/fd") else {
         return;
     };
     let fds: Vec<i32> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > 2)
+        .filter(|&fd| fd > 2 && !keep.contains(&fd))
         .collect();
     // The directory's own descriptor is among them; it is closed already (EBADF, ignored).
     for fd in fds {

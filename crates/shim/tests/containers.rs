@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,9 +17,12 @@ use nix::sys::signal::Signal;
 use staticlet_shim::attach::{Frame, ATTACH_SOCKET, CLIENT_QUEUE_LIMIT};
 use staticlet_shim::bundle::{write_busybox_bundle, BundleOptions};
 use staticlet_shim::client::{self, wait_for};
+use staticlet_shim::exec::{
+    exec_outcome, exec_request, send_exec_request, EXEC_SOCKET, MAX_SHIM_EXECS,
+};
 use staticlet_shim::{
-    exec_in_container, read_state, spawn_shim, stop, ContainerStdio, ExecTarget, Reason, Reexec,
-    ShimConfig, ShimState, Status,
+    exec_in_container, read_state, spawn_shim, stop, ContainerStdio, ExecOutput, ExecTarget,
+    Reason, Reexec, ShimConfig, ShimState, Status,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -381,11 +385,33 @@ fn exec_runs_inside_the_container() {
         o.env.push("FROM_SPEC=yes".into())
     });
     spawn_shim(&fx.cfg).unwrap();
-    let target = ExecTarget::StateDir(&fx.cfg.state_dir);
+    // The same checks through the helper binary and through the shim's exec socket.
+    for via_shim in [false, true] {
+        let exec = |cmd: &[String], env: &[String], timeout: Duration| {
+            if via_shim {
+                exec_via_shim(&fx.cfg.state_dir, cmd, env, timeout)
+            } else {
+                let target = ExecTarget::StateDir(&fx.cfg.state_dir);
+                exec_in_container(&reexec(), target, cmd, env, timeout)
+            }
+        };
+        check_exec(&fx, &exec);
+    }
+    let st = stop(&fx.cfg.state_dir, Signal::SIGKILL, Duration::ZERO).unwrap();
+    fx.assert_cleaned_up(&st);
+    assert!(
+        !fx.cfg.state_dir.join(EXEC_SOCKET).exists(),
+        "the exec socket is removed with the container"
+    );
+}
+
+type ExecFn<'a> = dyn Fn(&[String], &[String], Duration) -> std::io::Result<ExecOutput> + 'a;
+
+fn check_exec(fx: &Fixture, exec: &ExecFn<'_>) {
     let run = |cmd: &[&str], env: &[&str]| {
         let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
         let env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
-        exec_in_container(&reexec(), target, &cmd, &env, DEADLINE).unwrap()
+        exec(&cmd, &env, DEADLINE).unwrap()
     };
     let hostname = format!("host-{}\n", fx.id);
     let out = run(&["cat", "/etc/hostname"], &[]);
@@ -447,9 +473,7 @@ fn exec_runs_inside_the_container() {
     );
     // A command that overstays its timeout is killed.
     let t = Instant::now();
-    let err = exec_in_container(
-        &reexec(),
-        target,
+    let err = exec(
         &["sleep".into(), "1000".into()],
         &[],
         Duration::from_millis(300),
@@ -457,9 +481,164 @@ fn exec_runs_inside_the_container() {
     .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
     assert!(t.elapsed() < DEADLINE);
+}
+
+/// `ExecSync` through the shim's exec socket, as the agent does it (its client is async:
+/// `runtime-embedded`), with blocking calls.
+fn exec_via_shim(
+    dir: &Path,
+    cmd: &[String],
+    env: &[String],
+    timeout: Duration,
+) -> std::io::Result<ExecOutput> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    let request = exec_request(cmd, env, timeout)?;
+    let started = Instant::now();
+    let sock = UnixStream::connect(dir.join(EXEC_SOCKET))?;
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let ((out_r, out_w), (err_r, err_w)) = (pipe(), pipe());
+    let sent = send_exec_request(sock.as_fd(), &request, out_w.as_fd(), err_w.as_fd())?;
+    (&sock).write_all(&request[sent..])?;
+    drop((out_w, err_w));
+    let drain = |fd: std::os::fd::OwnedFd| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = fs::File::from(fd).read_to_end(&mut v);
+            v
+        })
+    };
+    let (out, err) = (drain(out_r), drain(err_r));
+    let mut code = [0u8; 4];
+    (&sock).read_exact(&mut code)?;
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    exec_outcome(
+        i32::from_be_bytes(code),
+        out,
+        err,
+        started.elapsed(),
+        timeout,
+    )
+}
+
+/// The shim runs at most MAX_SHIM_EXECS commands at a time (one more is refused: its
+/// connection closes without a code) and takes new ones once those end; a request it cannot
+/// read is refused without running anything.
+#[test]
+fn exec_socket_bounds_its_children_and_refuses_bad_requests() {
+    if !prerequisites() {
+        return;
+    }
+    let fx = Fixture::new("execs", &["sleep", "1000"]);
+    spawn_shim(&fx.cfg).unwrap();
+    let dir = fx.cfg.state_dir.clone();
+    let wait_go: Vec<String> = [
+        "sh",
+        "-c",
+        "while [ ! -e /tmp/go ]; do usleep 10000; done; echo went",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let waiting: Vec<_> = (0..MAX_SHIM_EXECS)
+        .map(|_| {
+            let (dir, cmd) = (dir.clone(), wait_go.clone());
+            std::thread::spawn(move || exec_via_shim(&dir, &cmd, &[], DEADLINE))
+        })
+        .collect();
+    // Each waiting command's sh runs in the container: all of them before the next request.
+    let deadline = Instant::now() + DEADLINE;
+    let shells = || {
+        staticlet_shim::sys::cgroup_pids(&fx.state().cgroup_dirs)
+            .into_iter()
+            .filter(|p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "sh\n"))
+            .count()
+    };
+    while shells() < MAX_SHIM_EXECS {
+        assert!(
+            Instant::now() < deadline,
+            "the waiting commands never all ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = exec_via_shim(&dir, &["true".into()], &[], DEADLINE).unwrap_err();
+    // Closed at once: the client sees it when it sends (EPIPE) or reads (EOF).
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+    assert!(
+        matches!(refused.kind(), UnexpectedEof | BrokenPipe | ConnectionReset),
+        "{refused}"
+    );
+    fs::write(fx._tmp.path().join("bundle/rootfs/tmp/go"), b"").unwrap();
+    for t in waiting {
+        let out = t.join().unwrap().unwrap();
+        assert_eq!((out.exit_code, out.stdout.as_slice()), (0, &b"went\n"[..]));
+    }
+    // Their children reaped, the shim takes commands again.
+    let out = exec_via_shim(&dir, &["echo".into(), "again".into()], &[], DEADLINE).unwrap();
+    assert_eq!((out.exit_code, out.stdout.as_slice()), (0, &b"again\n"[..]));
+
+    // Not an exec request: nothing runs, the helper's exit code for "cannot run" and why.
+    let garbage = b"run\0--id\0x\0";
+    let mut request = (garbage.len() as u32).to_be_bytes().to_vec();
+    request.extend_from_slice(garbage);
+    let out = send_raw(&dir, &request, true);
+    let why = String::from_utf8_lossy(&out.1);
+    assert_eq!(out.0, Some(126), "{why}");
+    assert!(why.starts_with("staticlet-shim exec: "), "{why}");
+    // An interactive exec is not served either (it needs the caller's stdin and a session).
+    let mut interactive = Vec::new();
+    for w in ["exec", "--pid", "1", "--interactive", "--", "true"] {
+        interactive.extend_from_slice(w.as_bytes());
+        interactive.push(0);
+    }
+    let mut request = (interactive.len() as u32).to_be_bytes().to_vec();
+    request.extend_from_slice(&interactive);
+    let out = send_raw(&dir, &request, true);
+    let why = String::from_utf8_lossy(&out.1);
+    assert_eq!(out.0, Some(126), "{why}");
+    assert!(why.contains("not a non-interactive exec"), "{why}");
+    // No descriptors attached: closed without a code (the shim's log says why).
+    let out = send_raw(&dir, &request, false);
+    assert_eq!(out.0, None, "{out:?}");
+
+    // The shim's log says why for both refusals (and is emptied for the clean-up check).
+    let log_path = fx.cfg.state_dir.join("shim.log");
+    let log = fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains(&format!("exec refused: {MAX_SHIM_EXECS} running")),
+        "{log}"
+    );
+    assert!(log.contains("exactly two descriptors"), "{log}");
+    fs::write(&log_path, b"").unwrap();
 
     let st = stop(&fx.cfg.state_dir, Signal::SIGKILL, Duration::ZERO).unwrap();
     fx.assert_cleaned_up(&st);
+}
+
+/// Sends a raw request (with stdout and stderr pipes attached, or nothing); returns the exit
+/// code, if one came, and what the command's stderr got.
+fn send_raw(dir: &Path, request: &[u8], with_fds: bool) -> (Option<i32>, Vec<u8>) {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    let sock = UnixStream::connect(dir.join(EXEC_SOCKET)).unwrap();
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let ((_out_r, out_w), (err_r, err_w)) = (pipe(), pipe());
+    if with_fds {
+        let sent = send_exec_request(sock.as_fd(), request, out_w.as_fd(), err_w.as_fd()).unwrap();
+        (&sock).write_all(&request[sent..]).unwrap();
+    } else {
+        (&sock).write_all(request).unwrap();
+    }
+    drop((out_w, err_w));
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut code = [0u8; 4];
+    let code = (&sock)
+        .read_exact(&mut code)
+        .ok()
+        .map(|()| i32::from_be_bytes(code));
+    let mut err = Vec::new();
+    let _ = fs::File::from(err_r).read_to_end(&mut err);
+    (code, err)
 }
 
 /// Resident memory of the shim while its container runs (printed; `--nocapture` shows it).
