@@ -66,7 +66,11 @@ def shim_pids(agent_pid):
     out = []
     for p in pids:
         try:
-            if open(f"/proc/{p}/comm").read().strip() == "staticlet-shim":
+            # Supervisors (`run`, or `monitor` after an earlier version's re-exec), not the exec
+            # helpers the agent spawns for shims without an exec socket.
+            words = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
+            if open(f"/proc/{p}/comm").read().strip() == "staticlet-shim" and \
+                    (b"run" in words or b"monitor" in words):
                 out.append(p)
         except OSError:
             pass
