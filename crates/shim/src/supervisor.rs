@@ -803,7 +803,7 @@ impl<'a> Monitor<'a> {
                 }
                 n
             };
-            let mut signalled = false;
+            let (mut signalled, mut exec_waiting) = (false, false);
             for i in 0..n {
                 let (any, hup) = ready[i];
                 if !any {
@@ -813,7 +813,7 @@ impl<'a> Monitor<'a> {
                     Slot::Signal => signalled = true,
                     Slot::Out => out.pump(&mut log, &mut buf, false, &mut attach),
                     Slot::Err => err.pump(&mut log, &mut buf, false, &mut attach),
-                    Slot::Exec => execs.accept(&state),
+                    Slot::Exec => exec_waiting = true,
                     Slot::Attach(what) => attach.ready(what, hup),
                 }
             }
@@ -833,6 +833,11 @@ impl<'a> Monitor<'a> {
                 if child_exited {
                     exit_code = reap(init, &mut execs);
                 }
+            }
+            // After the reaping: an exec child that ended frees its slot before the next
+            // connection is counted (its client may connect again as soon as it has the code).
+            if exec_waiting && exit_code.is_none() {
+                execs.accept(&state);
             }
         }
         let exit_code = exit_code.unwrap_or(START_ERROR_EXIT_CODE);
