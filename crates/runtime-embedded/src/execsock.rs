@@ -66,39 +66,18 @@ async fn run(
     sock.write_all(&request[sent..]).await.map_err(refused)?;
     let mut out = pipe::Receiver::from_owned_fd(out_r)?;
     let mut err = pipe::Receiver::from_owned_fd(err_r)?;
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     // The shim's child kills the command at `timeout`; this deadline only guards against a
     // child that hangs itself.
     let hard = timeout + Duration::from_secs(10);
-    let run = async {
-        let mut reads = std::pin::pin!(async {
-            tokio::join!(
-                crate::read_capped(Some(&mut out), &mut stdout),
-                crate::read_capped(Some(&mut err), &mut stderr)
-            )
-        });
-        let mut code = std::pin::pin!(async {
-            let mut b = [0u8; 4];
-            sock.read_exact(&mut b).await.map(|_| i32::from_be_bytes(b))
-        });
-        let (mut status, mut read_all) = (None, false);
-        while status.is_none() {
-            tokio::select! {
-                _ = &mut reads, if !read_all => read_all = true,
-                c = &mut code => status = Some(c),
-            }
-        }
-        if !read_all {
-            // The command ended: its output is in the pipes, unless a process it left behind
-            // holds them open. Take what comes within a moment, then stop.
-            let _ = tokio::time::timeout(Duration::from_millis(50), &mut reads).await;
-        }
-        status.expect("set by the loop")
+    let code = async {
+        let mut b = [0u8; 4];
+        sock.read_exact(&mut b).await.map(|_| i32::from_be_bytes(b))
     };
-    let code = match tokio::time::timeout(hard, run).await {
-        Ok(Ok(code)) => code,
-        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(refused(e)),
-        Ok(Err(e)) => return Err(e),
+    let run = crate::collect_output(Some(&mut out), Some(&mut err), code);
+    let (code, stdout, stderr) = match tokio::time::timeout(hard, run).await {
+        Ok((Ok(code), stdout, stderr)) => (code, stdout, stderr),
+        Ok((Err(e), ..)) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(refused(e)),
+        Ok((Err(e), ..)) => return Err(e),
         Err(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,

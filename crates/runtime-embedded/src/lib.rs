@@ -1536,33 +1536,11 @@ impl ContainerRuntime for EmbeddedRuntime {
             .spawn()
             .map_err(failed)?;
         let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         // The helper kills the command at `timeout`; this deadline only guards against a
         // helper that hangs itself.
         let hard = timeout + Duration::from_secs(10);
-        let run = async {
-            let mut reads = std::pin::pin!(async {
-                tokio::join!(
-                    read_capped(out.as_mut(), &mut stdout),
-                    read_capped(err.as_mut(), &mut stderr)
-                )
-            });
-            let mut wait = std::pin::pin!(child.wait());
-            let (mut status, mut read_all) = (None, false);
-            while status.is_none() {
-                tokio::select! {
-                    _ = &mut reads, if !read_all => read_all = true,
-                    s = &mut wait => status = Some(s),
-                }
-            }
-            if !read_all {
-                // The helper is gone: its output is in the pipes, unless a process the command
-                // left behind holds them open. Take what comes within a moment, then stop.
-                let _ = tokio::time::timeout(Duration::from_millis(50), &mut reads).await;
-            }
-            status.expect("set by the loop")
-        };
-        let status = match tokio::time::timeout(hard, run).await {
+        let run = collect_output(out.as_mut(), err.as_mut(), child.wait());
+        let (status, stdout, stderr) = match tokio::time::timeout(hard, run).await {
             Ok(s) => s,
             Err(_) => {
                 let _ = child.kill().await;
@@ -1660,6 +1638,40 @@ impl ContainerRuntime for EmbeddedRuntime {
 /// Reads a helper's output pipe to its end into `kept`, keeping at most
 /// [`staticlet_shim::MAX_OUTPUT`] bytes (what is read before the caller gives up stays in
 /// `kept`).
+/// A command's stdout and stderr (each kept up to [`staticlet_shim::MAX_OUTPUT`]), read while
+/// `done` (the command's end, as its runner reports it) runs. Once `done` has resolved, what is
+/// still in the pipes is taken for at most 50 ms more: a process the command left behind may
+/// hold them open. Returns `done`'s output and the two streams.
+async fn collect_output<A, B, T>(
+    out: Option<&mut A>,
+    err: Option<&mut B>,
+    done: impl std::future::Future<Output = T>,
+) -> (T, Vec<u8>, Vec<u8>)
+where
+    A: tokio::io::AsyncRead + Unpin,
+    B: tokio::io::AsyncRead + Unpin,
+{
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let result = {
+        let mut reads = std::pin::pin!(async {
+            tokio::join!(read_capped(out, &mut stdout), read_capped(err, &mut stderr))
+        });
+        let mut done = std::pin::pin!(done);
+        let (mut result, mut read_all) = (None, false);
+        while result.is_none() {
+            tokio::select! {
+                _ = &mut reads, if !read_all => read_all = true,
+                r = &mut done => result = Some(r),
+            }
+        }
+        if !read_all {
+            let _ = tokio::time::timeout(Duration::from_millis(50), &mut reads).await;
+        }
+        result.expect("set by the loop")
+    };
+    (result, stdout, stderr)
+}
+
 async fn read_capped<R: tokio::io::AsyncRead + Unpin>(pipe: Option<&mut R>, kept: &mut Vec<u8>) {
     use tokio::io::AsyncReadExt;
     let Some(pipe) = pipe else {
