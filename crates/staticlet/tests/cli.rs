@@ -272,8 +272,11 @@ fn run_and_get_pods_over_the_socket() {
             0,
             "the watch ended before {want}: {events:?}"
         );
-        // Chunked encoding: the events are the lines that are JSON objects.
-        let Ok(ev) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
+        // Chunked encoding: the events are the lines that are JSON objects (a chunk's size in
+        // hex can read as a JSON number: "150").
+        let Ok(ev @ serde_json::Value::Object(_)) =
+            serde_json::from_str::<serde_json::Value>(line.trim())
+        else {
             continue;
         };
         let e = format!(
