@@ -248,6 +248,15 @@ struct Pod {
 }
 
 impl Pod {
+    /// The state directory of a container's shim (its `state.json` and sockets).
+    fn shim_dir(&self, id: &ContainerId) -> PathBuf {
+        self.dir
+            .path()
+            .join("root/runtime/containers")
+            .join(&id.0)
+            .join("shim")
+    }
+
     /// A runtime and a ready sandbox named `name`, with a network namespace of its own (a CNI
     /// bridge of this test) unless `host_network`.
     fn new(name: &str, host_network: bool) -> Pod {
@@ -741,12 +750,7 @@ fn parent_of(pid: i32) -> i32 {
 fn exec_sync_runs_through_the_shim_or_a_helper_for_an_earlier_shim() {
     let pod = Pod::new("execsync", true);
     let id = pod.container("app", &["sleep", "3600"]);
-    let shim_dir = pod
-        .dir
-        .path()
-        .join("root/runtime/containers")
-        .join(&id.0)
-        .join("shim");
+    let shim_dir = pod.shim_dir(&id);
     let shim_pid = staticlet_shim::read_state(&shim_dir).unwrap().shim_pid;
     let exec = |cmd: &[&str], timeout: Duration| {
         let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
@@ -1232,12 +1236,7 @@ fn a_container_whose_shim_is_killed_is_killed_and_its_exit_recorded() {
         let mut events = runtime.subscribe_events().unwrap();
         let marker = unique().to_string();
         let id = pod.container(which, &["sleep", &marker]);
-        let state = pod
-            .dir
-            .path()
-            .join("root/runtime/containers")
-            .join(&id.0)
-            .join("shim");
+        let state = pod.shim_dir(&id);
         let st = staticlet_shim::read_state(&state).unwrap();
         assert_eq!(st.status, staticlet_shim::Status::Running, "{st:?}");
         nix::sys::signal::kill(
